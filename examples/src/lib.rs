@@ -1,0 +1,1 @@
+//! Example tests for cvtest: one per capability.

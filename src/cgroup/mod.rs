@@ -1,0 +1,93 @@
+//! Cgroups: one interface, cgroup v1 and v2 behind it.
+//!
+//! [`Hierarchy::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` (under an
+//! injectable root, so parsers are unit-tested on a tempdir tree) and finds this process's own
+//! cgroup in each hierarchy. Every cgroup cvtest creates is a direct child of that own cgroup,
+//! named `cvtest.<owner pid>.<owner start time>.<seq>` so that a later run can tell whose it is
+//! (see [`crate::sweep`]).
+
+mod detect;
+mod v1;
+mod v2;
+
+pub use detect::{CgroupVersion, Hierarchy};
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::options::Limits;
+use crate::outcome::Measured;
+
+/// A cgroup of one container, v1 (a directory per controller hierarchy) or v2 (one directory).
+pub trait Cgroup: Send + Sync + std::fmt::Debug {
+    /// The directories of this cgroup (one on v2, one per hierarchy on v1).
+    fn paths(&self) -> Vec<PathBuf>;
+    /// Writes the limits (memory + swap held to it, pids, cpu weight, cpu quota).
+    fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError>;
+    /// A directory fd for `clone3(CLONE_INTO_CGROUP)`, where the kernel supports it (v2 only).
+    fn clone_into_fd(&self) -> Option<BorrowedFd<'_>>;
+    /// Moves a process in (v1, or v2 without CLONE_INTO_CGROUP).
+    fn add_pid(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Whether `stats` gives kernel peaks; if not, the caller samples [`Cgroup::sample`].
+    fn has_peak_counters(&self) -> PeakSupport;
+    /// Current memory and pids, for sampling peaks on kernels without peak files.
+    fn sample(&self) -> Result<Sample, CgroupError>;
+    /// Peaks and counters. Call before [`Cgroup::kill_all`] / [`Cgroup::destroy`].
+    fn stats(&self) -> Result<CgroupStats, CgroupError>;
+    /// Kills every process in the cgroup (`cgroup.kill`, or freeze + SIGKILL each pid + thaw)
+    /// and waits until it is empty, at most `timeout`.
+    fn kill_all(&self, timeout: Duration) -> Result<(), CgroupError>;
+    /// Kills what is left, waits until empty, and removes the directories (rmdir with a bounded
+    /// retry). Idempotent.
+    fn destroy(&mut self) -> Result<(), CgroupError>;
+}
+
+/// Which peaks the kernel keeps for us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeakSupport {
+    pub memory: bool,
+    pub pids: bool,
+}
+
+/// A sample of current usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sample {
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// What a cgroup tells after the run. `None` when the kernel cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CgroupStats {
+    pub memory_peak: Option<Measured<u64>>,
+    pub pids_peak: Option<Measured<u64>>,
+    pub cpu_user: Option<Duration>,
+    pub cpu_system: Option<Duration>,
+    /// Processes killed by the OOM killer in this cgroup.
+    pub oom_kills: Option<u64>,
+    /// Times a fork was refused at the pids limit (`pids.events` max).
+    pub pids_max_events: Option<u64>,
+}
+
+/// A cgroupfs or procfs operation failed; every variant names its path.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("no cgroup hierarchy found in {mountinfo}: mount cgroup2 (or the v1 memory, pids and cpu controllers) first")]
+    NoHierarchy { mountinfo: PathBuf },
+    #[error("the {controller} controller is not available{where_}: {fix}")]
+    ControllerMissing { controller: &'static str, where_: String, fix: String },
+    #[error("failed to read {path}")]
+    Read { path: PathBuf, #[source] source: io::Error },
+    #[error("failed to write {value:?} to {path}")]
+    Write { path: PathBuf, value: String, #[source] source: io::Error },
+    #[error("failed to create cgroup {path}")]
+    Create { path: PathBuf, #[source] source: io::Error },
+    #[error("failed to remove cgroup {path}")]
+    Remove { path: PathBuf, #[source] source: io::Error },
+    #[error("cgroup {path} still has processes after {waited:?}")]
+    NotEmpty { path: PathBuf, waited: Duration },
+    #[error("cannot parse {path}: {reason}")]
+    Parse { path: PathBuf, reason: String },
+}

@@ -1,0 +1,1 @@
+//! cgroup v1: one directory per controller hierarchy (memory, pids, cpu, cpuacct, freezer).

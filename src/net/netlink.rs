@@ -1,0 +1,1 @@
+//! A synchronous rtnetlink socket, optionally opened inside another network namespace.

@@ -1,0 +1,9 @@
+//! The container's processes: clone into new namespaces, PID 1, mounts.
+//!
+//! `spawn.rs` prepares everything in the parent (C strings, fds, the mount plan), clones the init
+//! process and talks to it over a typed channel. `init.rs` is the only code that runs in the
+//! child between clone and exec: async-signal-safe, raw syscalls, no allocation.
+
+pub(crate) mod init;
+pub(crate) mod mounts;
+pub(crate) mod spawn;

@@ -1,0 +1,1 @@
+//! The mount plan, computed in the parent before clone.

@@ -1,0 +1,1 @@
+//! Cloning the init process, in the parent.
