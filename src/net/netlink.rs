@@ -92,6 +92,8 @@ impl Netlink {
 
     /// A socket inside the network namespace `netns`. The calling thread enters it for the
     /// `socket(2)` call only and is back in its own namespace when this returns, on every path.
+    /// The socket holds a reference to the namespace: while it is open the namespace, and any
+    /// veth in it, stays alive, so close it once the namespace is configured.
     pub fn open_in(netns: BorrowedFd<'_>) -> Result<Netlink, NetError> {
         let label = netns::describe(netns);
         let guard = NetnsGuard::enter(netns)?;
@@ -133,6 +135,7 @@ impl Netlink {
             self.append(msg, flags | NLM_F_REQUEST | NLM_F_ACK);
         }
         self.send()?;
+        if std::env::var_os("CVTEST_NL_DEBUG").is_some() { eprintln!("sent {:02x?}", self.send_buf); }
 
         let mut data: Vec<Vec<RouteNetlinkMessage>> = (0..n).map(|_| Vec::new()).collect();
         let mut bad: Vec<Option<String>> = vec![None; n];
@@ -140,6 +143,7 @@ impl Netlink {
         let mut pending = n;
         while pending > 0 {
             self.recv()?;
+            if std::env::var_os("CVTEST_NL_DEBUG").is_some() { eprintln!("got {:02x?}", self.recv_buf); }
             for_each_message(&self.recv_buf, |seq, flags, parsed| {
                 let i = seq.wrapping_sub(first) as usize;
                 if i >= n || answers[i].is_some() {

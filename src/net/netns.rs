@@ -8,7 +8,6 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sched::{setns, CloneFlags};
-use nix::sys::stat::fstat;
 
 use super::NetError;
 
@@ -55,11 +54,15 @@ impl Drop for NetnsGuard {
     }
 }
 
-/// `net:[4026532012]`, the name `ip netns identify` and `/proc/*/ns/net` links use, or the fd
-/// number when even fstat fails.
+/// `network namespace net:[4026532012]` (the name `/proc/*/ns/net` links use), or what the fd
+/// is when it is not a network namespace.
 pub(crate) fn describe(netns: BorrowedFd<'_>) -> String {
-    match fstat(netns) {
-        Ok(st) => format!("network namespace net:[{}]", st.st_ino),
-        Err(_) => format!("network namespace fd {}", netns.as_raw_fd()),
+    let fd = netns.as_raw_fd();
+    match std::fs::read_link(format!("/proc/self/fd/{fd}")) {
+        Ok(target) => match target.to_str() {
+            Some(t) if t.starts_with("net:[") => format!("network namespace {t}"),
+            _ => format!("fd {fd} ({}, not a network namespace)", target.display()),
+        },
+        Err(_) => format!("network namespace fd {fd}"),
     }
 }

@@ -259,9 +259,9 @@ fn create_pair(
     owner_tag: &str,
 ) -> Result<(u32, u32, bool), NetError> {
     let alias = format!("{ALIAS_PREFIX}{owner_tag}");
+    // The peer cannot be brought up here: veth links the two ends only after configuring the
+    // peer, so opening it fails with ENOTCONN. It comes up from inside the namespace.
     let mut peer = LinkMessage::default();
-    peer.header.flags = LinkFlags::Up;
-    peer.header.change_mask = LinkFlags::Up;
     peer.attributes.push(LinkAttribute::IfName(name.container.clone()));
     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
 
@@ -361,7 +361,7 @@ fn alias_message(index: u32, owner_tag: &str) -> RouteNetlinkMessage {
 /// (`owner_alive(tag)` is false); returns how many it deleted. Links without such an alias are
 /// never touched, nor those of a live owner. Synchronous (about 30 ms a link), so not for the
 /// critical path; a pair that vanishes meanwhile is not counted and not an error.
-pub fn sweep_stale_links(owner_alive: impl Fn(&str) -> bool) -> Result<usize, NetError> {
+pub fn sweep_stale_links(mut owner_alive: impl FnMut(&str) -> bool) -> Result<usize, NetError> {
     with_host(|nl| {
         let mut req = LinkMessage::default();
         req.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]));
