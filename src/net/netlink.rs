@@ -135,7 +135,6 @@ impl Netlink {
             self.append(msg, flags | NLM_F_REQUEST | NLM_F_ACK);
         }
         self.send()?;
-        if std::env::var_os("CVTEST_NL_DEBUG").is_some() { eprintln!("sent {:02x?}", self.send_buf); }
 
         let mut data: Vec<Vec<RouteNetlinkMessage>> = (0..n).map(|_| Vec::new()).collect();
         let mut bad: Vec<Option<String>> = vec![None; n];
@@ -143,7 +142,6 @@ impl Netlink {
         let mut pending = n;
         while pending > 0 {
             self.recv()?;
-            if std::env::var_os("CVTEST_NL_DEBUG").is_some() { eprintln!("got {:02x?}", self.recv_buf); }
             for_each_message(&self.recv_buf, |seq, flags, parsed| {
                 let i = seq.wrapping_sub(first) as usize;
                 if i >= n || answers[i].is_some() {
@@ -154,9 +152,7 @@ impl Netlink {
                     Ok(NetlinkPayload::InnerMessage(msg)) => data[i].push(msg),
                     Ok(NetlinkPayload::Error(err)) => {
                         let answer = match (err.code, bad[i].take()) {
-                            (Some(code), _) => {
-                                Err(kernel_error(code.get(), flags, &err.header))
-                            }
+                            (Some(code), _) => Err(kernel_error(code.get(), flags, &err.header)),
                             (None, Some(e)) => Err(NetlinkError::Decode(e)),
                             (None, None) => Ok(std::mem::take(&mut data[i])),
                         };
@@ -179,7 +175,10 @@ impl Netlink {
     /// Dumps (`NLM_F_DUMP`) everything `msg` asks for. A dump the kernel marks inconsistent
     /// because the table changed under it is retried. Messages that cannot be decoded come
     /// back as `Err` for the caller to judge.
-    pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<Result<RouteNetlinkMessage, String>>, NetlinkError> {
+    pub fn dump(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<Result<RouteNetlinkMessage, String>>, NetlinkError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -362,9 +361,10 @@ fn with_ext_ack(code: i32, flags: u16, tlvs: Option<&[u8]>) -> NetlinkError {
     let mut message = None;
     if flags & NLM_F_ACK_TLVS != 0 {
         if let Some(tlvs) = tlvs {
-            message = NlasIterator::new(tlvs).flatten().find(|nla| nla.kind() == NLMSGERR_ATTR_MSG).map(|nla| {
-                String::from_utf8_lossy(nla.value()).trim_end_matches('\0').to_owned()
-            });
+            message = NlasIterator::new(tlvs)
+                .flatten()
+                .find(|nla| nla.kind() == NLMSGERR_ATTR_MSG)
+                .map(|nla| String::from_utf8_lossy(nla.value()).trim_end_matches('\0').to_owned());
         }
     }
     NetlinkError::Kernel { errno, message }

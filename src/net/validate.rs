@@ -53,7 +53,8 @@ pub(crate) fn check_routes_with(nl: &mut Netlink, net: &NetworkSpec) -> Result<(
 fn dump_ipv4_routes(nl: &mut Netlink) -> Result<Vec<RouteMessage>, NetError> {
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;
-    let answers = nl.dump(RouteNetlinkMessage::GetRoute(req)).map_err(|e| nl.error("RTM_GETROUTE dump (IPv4)", e))?;
+    let answers =
+        nl.dump(RouteNetlinkMessage::GetRoute(req)).map_err(|e| nl.error("RTM_GETROUTE dump (IPv4)", e))?;
     let mut routes = Vec::with_capacity(answers.len());
     for answer in answers {
         match answer {

@@ -9,8 +9,13 @@ use std::sync::{Mutex, PoisonError};
 use cvtest_spec::NetworkSpec;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
 use netlink_packet_route::stats::{StatsAttribute, StatsFilterMask, StatsMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
@@ -153,6 +158,10 @@ impl Veth {
         })
     }
 
+    /// Addresses, alias and IPv6 quiet on the host end (one datagram); then, from a socket inside
+    /// the namespace, the container end up with its address and default route, and `lo` up
+    /// (one datagram). The host end is already up but has no carrier until the container end
+    /// comes up, so its IPv6 setting lands before anything is generated.
     fn configure(
         &self,
         nl: &mut Netlink,
@@ -161,34 +170,38 @@ impl Veth {
         alias_set: bool,
     ) -> Result<(), NetError> {
         let (host, container, len) = (self.net.host(), self.net.container(), self.net.prefix_len());
-        let mut host_reqs = vec![(address_message(self.host_index, host, len), NLM_F_CREATE | NLM_F_EXCL)];
+        let (host_name, container_name) = (&self.name.host, &self.name.container);
+        let mut steps = vec![
+            Step::new(address_message(self.host_index, host, len), NLM_F_CREATE | NLM_F_EXCL)
+                .what(format!("RTM_NEWADDR {host}/{len} on {host_name}")),
+            Step::new(no_ipv6_addresses_message(self.host_index), 0)
+                .what(format!("RTM_SETLINK {host_name} addrgenmode none"))
+                .tolerate(Errno::EAFNOSUPPORT),
+        ];
         if !alias_set {
-            host_reqs.push((alias_message(self.host_index, owner_tag), 0));
+            steps.push(
+                Step::new(alias_message(self.host_index, owner_tag), 0)
+                    .what(format!("RTM_SETLINK {host_name} alias")),
+            );
         }
-        let what = [format!("RTM_NEWADDR {host}/{len} on {}", self.name.host), format!("RTM_SETLINK {} alias", self.name.host)];
-        for (answer, what) in nl.batch(host_reqs).map_err(|e| nl.error(&what[0], e))?.into_iter().zip(&what) {
-            answer.map_err(|e| nl.error(what, e))?;
-        }
+        run(nl, steps)?;
 
         let mut inside = Netlink::open_in(netns)?;
         let peer = self.container_index;
-        let requests = vec![
-            (set_up_message(peer), 0),
-            (address_message(peer, container, len), NLM_F_CREATE | NLM_F_EXCL),
-            (default_route_message(peer, host), NLM_F_CREATE | NLM_F_EXCL),
-            (set_up_message(LOOPBACK_INDEX), 0),
-        ];
-        let what = [
-            format!("RTM_SETLINK {} up", self.name.container),
-            format!("RTM_NEWADDR {container}/{len} on {}", self.name.container),
-            format!("RTM_NEWROUTE default via {host} dev {}", self.name.container),
-            "RTM_SETLINK lo up".to_owned(),
-        ];
-        let answers = inside.batch(requests).map_err(|e| inside.error(&what[0], e))?;
-        for (answer, what) in answers.into_iter().zip(&what) {
-            answer.map_err(|e| inside.error(what, e))?;
-        }
-        Ok(())
+        run(
+            &mut inside,
+            vec![
+                Step::new(no_ipv6_addresses_message(peer), 0)
+                    .what(format!("RTM_SETLINK {container_name} addrgenmode none"))
+                    .tolerate(Errno::EAFNOSUPPORT),
+                Step::new(set_up_message(peer), 0).what(format!("RTM_SETLINK {container_name} up")),
+                Step::new(address_message(peer, container, len), NLM_F_CREATE | NLM_F_EXCL)
+                    .what(format!("RTM_NEWADDR {container}/{len} on {container_name}")),
+                Step::new(default_route_message(peer, host), NLM_F_CREATE | NLM_F_EXCL)
+                    .what(format!("RTM_NEWROUTE default via {host} dev {container_name}")),
+                Step::new(set_up_message(LOOPBACK_INDEX), 0).what("RTM_SETLINK lo up".to_owned()),
+            ],
+        )
     }
 
     /// The host end's name.
@@ -236,7 +249,9 @@ impl Veth {
                 }
                 _ => None,
             })
-            .ok_or_else(|| fail(super::NetlinkError::Decode("the answer had no 64-bit link counters".to_owned())))
+            .ok_or_else(|| {
+                fail(super::NetlinkError::Decode("the answer had no 64-bit link counters".to_owned()))
+            })
     }
 
     /// Leaves the pair to the kernel: it disappears with the container's network namespace.
@@ -278,9 +293,14 @@ fn create_pair(
     let mut get = LinkMessage::default();
     get.attributes.push(LinkAttribute::IfName(name.host.clone()));
 
-    let what = || format!("RTM_NEWLINK veth {} with peer {} in {}", name.host, name.container, netns::describe(netns));
+    let what = || {
+        format!("RTM_NEWLINK veth {} with peer {} in {}", name.host, name.container, netns::describe(netns))
+    };
     let mut answers = nl
-        .batch(vec![(RouteNetlinkMessage::NewLink(create), NLM_F_CREATE | NLM_F_EXCL), (RouteNetlinkMessage::GetLink(get), 0)])
+        .batch(vec![
+            (RouteNetlinkMessage::NewLink(create), NLM_F_CREATE | NLM_F_EXCL),
+            (RouteNetlinkMessage::GetLink(get), 0),
+        ])
         .map_err(|e| nl.error(what(), e))?
         .into_iter();
     let (created, read) = (answers.next().expect("two answers"), answers.next().expect("two answers"));
@@ -327,6 +347,59 @@ fn create_pair(
     }
 }
 
+/// One request of a batch: what it is for error messages, and an errno that is no failure.
+struct Step {
+    msg: RouteNetlinkMessage,
+    flags: u16,
+    what: String,
+    tolerate: Option<Errno>,
+}
+
+impl Step {
+    fn new(msg: RouteNetlinkMessage, flags: u16) -> Step {
+        Step { msg, flags, what: String::new(), tolerate: None }
+    }
+    fn what(mut self, what: String) -> Step {
+        self.what = what;
+        self
+    }
+    fn tolerate(mut self, errno: Errno) -> Step {
+        self.tolerate = Some(errno);
+        self
+    }
+}
+
+/// Sends `steps` in one datagram; the first that failed (in order) is the error.
+fn run(nl: &mut Netlink, steps: Vec<Step>) -> Result<(), NetError> {
+    let mut described = Vec::with_capacity(steps.len());
+    let mut requests = Vec::with_capacity(steps.len());
+    for step in steps {
+        requests.push((step.msg, step.flags));
+        described.push((step.what, step.tolerate));
+    }
+    let answers = nl.batch(requests).map_err(|e| nl.error(described[0].0.clone(), e))?;
+    for (answer, (what, tolerate)) in answers.into_iter().zip(described) {
+        match answer {
+            Ok(_) => {}
+            Err(e) if e.errno().is_some() && e.errno() == tolerate => {}
+            Err(e) => return Err(nl.error(what, e)),
+        }
+    }
+    Ok(())
+}
+
+/// `RTM_SETLINK` with IPv6 `addrgenmode none`: no link-local address, so no DAD, router
+/// solicitations or MLD reports that would show up in the traffic counters of a test that sends
+/// nothing. (`EAFNOSUPPORT` where IPv6 is off: nothing to quiet.)
+fn no_ipv6_addresses_message(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+        AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+    ])]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 fn address_message(index: u32, ip: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
@@ -365,13 +438,16 @@ pub fn sweep_stale_links(mut owner_alive: impl FnMut(&str) -> bool) -> Result<us
     with_host(|nl| {
         let mut req = LinkMessage::default();
         req.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]));
-        let links = nl.dump(RouteNetlinkMessage::GetLink(req)).map_err(|e| nl.error("RTM_GETLINK dump (veth)", e))?;
+        let links =
+            nl.dump(RouteNetlinkMessage::GetLink(req)).map_err(|e| nl.error("RTM_GETLINK dump (veth)", e))?;
         let mut stale: Vec<(u32, String)> = Vec::new();
         // A link we cannot decode is not provably ours: leave it.
         for link in links.into_iter().flatten() {
             let RouteNetlinkMessage::NewLink(link) = link else { continue };
             let is_veth = link.attributes.iter().any(|a| match a {
-                LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth))),
+                LinkAttribute::LinkInfo(infos) => {
+                    infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)))
+                }
                 _ => false,
             });
             let tag = link.attributes.iter().find_map(|a| match a {
@@ -384,7 +460,10 @@ pub fn sweep_stale_links(mut owner_alive: impl FnMut(&str) -> bool) -> Result<us
             });
             if let (true, Some(tag)) = (is_veth, tag) {
                 if !owner_alive(tag) {
-                    stale.push((link.header.index, name.unwrap_or_else(|| format!("index {}", link.header.index))));
+                    stale.push((
+                        link.header.index,
+                        name.unwrap_or_else(|| format!("index {}", link.header.index)),
+                    ));
                 }
             }
         }
