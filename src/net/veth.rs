@@ -127,7 +127,7 @@ impl Veth {
     /// Creates the pair for a container whose network namespace is `netns`:
     ///
     /// - checks the subnet against the host's routes ([`super::check_host_routes`]), under a
-    ///   process-wide lock held until the host end has its address;
+    ///   process-wide lock held until the host end has its address (and so its route);
     /// - one `RTM_NEWLINK` makes both ends, the container end directly inside `netns`, both up,
     ///   the host end's alias `cvtest owner=<owner_tag>`;
     /// - the host end gets `net.host()`; inside `netns`, the container end gets
@@ -141,36 +141,37 @@ impl Veth {
         name: &VethName,
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
-        let _setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
-        with_host(|nl| {
+        // Once the host end has its address its subnet shows in the host's routes, and a later
+        // check sees it: the lock covers only that far.
+        let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
+        let veth = with_host(|nl| {
             check_routes_with(nl, net)?;
             let (host_index, container_index, alias_set) = create_pair(nl, netns, name, owner_tag)?;
             let veth = Veth { name: name.clone(), host_index, container_index, net: *net };
-            match veth.configure(nl, netns, owner_tag, alias_set) {
+            match veth.configure_host(nl, owner_tag, alias_set) {
                 Ok(()) => Ok(veth),
-                Err(e) => {
-                    // The original error is what the caller needs; deleting a pair we just made
-                    // does not fail short of the kernel refusing everything, which `e` shows.
-                    let _ = nl.delete_link(host_index);
-                    Err(e)
-                }
+                Err(e) => Err(veth.undo(nl, e)),
             }
-        })
+        })?;
+        drop(setup);
+        match veth.configure_container(netns) {
+            Ok(()) => Ok(veth),
+            Err(e) => Err(with_host(|nl| Ok(veth.undo(nl, e))).unwrap_or_else(|e| e)),
+        }
     }
 
-    /// Addresses, alias and IPv6 quiet on the host end (one datagram); then, from a socket inside
-    /// the namespace, the container end up with its address and default route, and `lo` up
-    /// (one datagram). The host end is already up but has no carrier until the container end
-    /// comes up, so its IPv6 setting lands before anything is generated.
-    fn configure(
-        &self,
-        nl: &mut Netlink,
-        netns: BorrowedFd<'_>,
-        owner_tag: &str,
-        alias_set: bool,
-    ) -> Result<(), NetError> {
-        let (host, container, len) = (self.net.host(), self.net.container(), self.net.prefix_len());
-        let (host_name, container_name) = (&self.name.host, &self.name.container);
+    /// Deletes the pair after `error` and returns `error`: it is what the caller needs. The
+    /// delete itself does not fail short of the kernel refusing everything, which `error` shows.
+    fn undo(&self, nl: &mut Netlink, error: NetError) -> NetError {
+        let _ = nl.delete_link(self.host_index);
+        error
+    }
+
+    /// Address, alias and IPv6 quiet on the host end, in one datagram. The host end is already
+    /// up but has no carrier until the container end comes up, so the IPv6 setting lands before
+    /// anything is generated.
+    fn configure_host(&self, nl: &mut Netlink, owner_tag: &str, alias_set: bool) -> Result<(), NetError> {
+        let (host, len, host_name) = (self.net.host(), self.net.prefix_len(), &self.name.host);
         let mut steps = vec![
             Step::new(address_message(self.host_index, host, len), NLM_F_CREATE | NLM_F_EXCL)
                 .what(format!("RTM_NEWADDR {host}/{len} on {host_name}")),
@@ -184,10 +185,15 @@ impl Veth {
                     .what(format!("RTM_SETLINK {host_name} alias")),
             );
         }
-        run(nl, steps)?;
+        run(nl, steps)
+    }
 
+    /// From a socket inside the namespace, in one datagram: the container end up with its
+    /// address and default route, and `lo` up.
+    fn configure_container(&self, netns: BorrowedFd<'_>) -> Result<(), NetError> {
+        let (host, container, len) = (self.net.host(), self.net.container(), self.net.prefix_len());
+        let (peer, container_name) = (self.container_index, &self.name.container);
         let mut inside = Netlink::open_in(netns)?;
-        let peer = self.container_index;
         run(
             &mut inside,
             vec![

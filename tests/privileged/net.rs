@@ -15,7 +15,10 @@ use cvtest::NetworkSpec;
 use libtest_mimic::{Failed, Trial};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::route::{
+    RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::{if_nametoindex, InterfaceFlags};
 use nix::sched::{setns, unshare, CloneFlags};
@@ -32,6 +35,8 @@ pub fn trials() -> Vec<Trial> {
         privileged("net::release_leaves_pair_to_netns_teardown", release_leaves_pair_to_netns_teardown),
         privileged("net::sweep_deletes_only_dead_owners_links", sweep_deletes_only_dead_owners_links),
         privileged("net::name_taken_is_reported", name_taken_is_reported),
+        privileged("net::failed_create_deletes_the_pair", failed_create_deletes_the_pair),
+        privileged("net::concurrent_overlapping_creates_admit_one", concurrent_overlapping_creates_admit_one),
         privileged("net::open_in_returns_thread_to_its_netns", open_in_returns_thread_to_its_netns),
         privileged("net::bench_create_peer_in_netns_vs_move", bench_create_peer_in_netns_vs_move)
             .with_ignored_flag(true),
@@ -452,6 +457,71 @@ fn open_in_returns_thread_to_its_netns() -> Result<(), Failed> {
     veth.release();
     drop(netns);
     wait_gone(name.host())?;
+    Ok(())
+}
+
+/// Threads of one process racing to create veths on overlapping subnets: exactly one wins, the
+/// others see the winner's route.
+fn concurrent_overlapping_creates_admit_one() -> Result<(), Failed> {
+    const RACERS: usize = 6;
+    let barrier = std::sync::Barrier::new(RACERS);
+    let tag = live_tag();
+    let results: Vec<(VethName, OwnedFd, Result<Veth, NetError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (barrier, tag) = (&barrier, &tag);
+                s.spawn(move || {
+                    let netns = new_netns();
+                    let name = VethName::next();
+                    let net = spec(&format!("10.213.14.{}/24", 10 + i));
+                    barrier.wait();
+                    let result = Veth::create(netns.as_fd(), &net, &name, tag);
+                    (name, netns, result)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("racer")).collect()
+    });
+    let winners = results.iter().filter(|(_, _, r)| r.is_ok()).count();
+    let clashes = results.iter().filter(|(_, _, r)| matches!(r, Err(NetError::RouteClash { .. }))).count();
+    let hosts: Vec<String> = results.iter().map(|(n, ..)| n.host().to_owned()).collect();
+    let errors: Vec<String> =
+        results.iter().filter_map(|(_, _, r)| r.as_ref().err()).map(|e| e.to_string()).collect();
+    drop(results);
+    for host in &hosts {
+        wait_gone(host)?;
+    }
+    ensure!(
+        winners == 1 && clashes == RACERS - 1,
+        "{winners} of {RACERS} won, {clashes} clashed: {errors:?}"
+    );
+    Ok(())
+}
+
+/// A step inside the namespace fails (a default route is already there): the error names that
+/// step, and the pair made before it is deleted again.
+fn failed_create_deletes_the_pair() -> Result<(), Failed> {
+    let netns = new_netns();
+    let mut inside = Netlink::open_in(netns.as_fd()).chain()?;
+    inside.set_up(1).chain()?;
+    let mut route = RouteMessage::default();
+    route.header.address_family = AddressFamily::Inet;
+    route.header.table = RouteHeader::RT_TABLE_MAIN;
+    route.header.protocol = RouteProtocol::Boot;
+    route.header.scope = RouteScope::Link;
+    route.header.kind = RouteType::Unicast;
+    route.attributes.push(RouteAttribute::Oif(1));
+    inside.request(RouteNetlinkMessage::NewRoute(route), NLM_F_CREATE | NLM_F_EXCL).chain()?;
+    drop(inside);
+
+    let name = VethName::next();
+    match Veth::create(netns.as_fd(), &spec("10.213.13.2/24"), &name, &live_tag()) {
+        Err(e @ NetError::Netlink { .. }) if e.to_string().contains("RTM_NEWROUTE") => {
+            println!("    {}", Err::<(), _>(e).chain().unwrap_err().message().unwrap_or_default());
+        }
+        other => return Err(format!("expected the default route step to fail, got {other:?}").into()),
+    }
+    ensure!(!exists(name.host()), "the failed create left {} behind", name.host());
     Ok(())
 }
 
