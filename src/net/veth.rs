@@ -33,8 +33,9 @@ pub const ALIAS_PREFIX: &str = "cvtest owner=";
 const IFNAME_MAX: usize = 15;
 /// Width of the pid part of an id, in base 36: 36^5 > 4194304, the largest pid_max.
 const PID_DIGITS: usize = 5;
-/// The counter part wraps here (36^5), keeping an id within 10 characters.
-const COUNTER_WRAP: u32 = 36u32.pow(5);
+/// 36^5: what five base-36 digits hold. The counter part wraps here, keeping an id within 10
+/// characters; names still in use are skipped after a wrap.
+const FIVE_DIGITS: u32 = 36u32.pow(5);
 /// `LOOPBACK_IFINDEX`: `lo` has index 1 in every network namespace.
 const LOOPBACK_INDEX: u32 = 1;
 
@@ -63,7 +64,7 @@ impl VethName {
     /// between this check and the creation.
     pub fn next() -> VethName {
         loop {
-            let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % COUNTER_WRAP;
+            let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % FIVE_DIGITS;
             let name = VethName::from_parts(std::process::id(), n);
             if nix::net::if_::if_nametoindex(name.host()).is_err() {
                 return name;
@@ -72,7 +73,7 @@ impl VethName {
     }
 
     fn from_parts(pid: u32, counter: u32) -> VethName {
-        let mut id = base36(pid % COUNTER_WRAP);
+        let mut id = base36(pid % FIVE_DIGITS);
         while id.len() < PID_DIGITS {
             id.insert(0, '0');
         }
@@ -128,10 +129,13 @@ impl Veth {
     ///
     /// - checks the subnet against the host's routes ([`super::check_host_routes`]), under a
     ///   process-wide lock held until the host end has its address (and so its route);
-    /// - one `RTM_NEWLINK` makes both ends, the container end directly inside `netns`, both up,
-    ///   the host end's alias `cvtest owner=<owner_tag>`;
-    /// - the host end gets `net.host()`; inside `netns`, the container end gets
-    ///   `net.container()`, a default route via `net.host()`, and `lo` comes up (127.0.0.1/8).
+    /// - one `RTM_NEWLINK` makes both ends, the container end directly inside `netns`, the host
+    ///   end up;
+    /// - the host end gets `net.host()` and the alias `cvtest owner=<owner_tag>` (the kernel
+    ///   ignores an alias in the creating request); neither end gets IPv6 link-local addresses,
+    ///   so an idle pair carries no traffic;
+    /// - from a socket inside `netns`: the container end comes up with `net.container()` and a
+    ///   default route via `net.host()`, and `lo` comes up (127.0.0.1/8).
     ///
     /// On any failure whatever was created is deleted again. [`NetError::NameTaken`] if a link
     /// with one of the names exists.
@@ -150,21 +154,22 @@ impl Veth {
             let veth = Veth { name: name.clone(), host_index, container_index, net: *net };
             match veth.configure_host(nl, owner_tag, alias_set) {
                 Ok(()) => Ok(veth),
-                Err(e) => Err(veth.undo(nl, e)),
+                Err(e) => {
+                    // The first error is what the caller needs. Deleting a pair we just made
+                    // fails only if the kernel refuses everything, which that error shows.
+                    let _ = nl.delete_link(host_index);
+                    Err(e)
+                }
             }
         })?;
         drop(setup);
         match veth.configure_container(netns) {
             Ok(()) => Ok(veth),
-            Err(e) => Err(with_host(|nl| Ok(veth.undo(nl, e))).unwrap_or_else(|e| e)),
+            Err(e) => {
+                let _ = with_host(|nl| nl.delete_link(veth.host_index));
+                Err(e)
+            }
         }
-    }
-
-    /// Deletes the pair after `error` and returns `error`: it is what the caller needs. The
-    /// delete itself does not fail short of the kernel refusing everything, which `error` shows.
-    fn undo(&self, nl: &mut Netlink, error: NetError) -> NetError {
-        let _ = nl.delete_link(self.host_index);
-        error
     }
 
     /// Address, alias and IPv6 quiet on the host end, in one datagram. The host end is already
@@ -271,8 +276,9 @@ impl Veth {
     }
 }
 
-/// One request makes the pair with the peer inside `netns`, both up; a second, in the same
-/// datagram, reads back the host end's index, its peer's index and whether the alias took.
+/// One request makes the pair with the peer inside `netns` and the host end up; a second, in
+/// the same datagram, reads back the host end's index, its peer's index (`IFLA_LINK`) and
+/// whether the alias took (kernels up to at least 6.18 ignore it on creation).
 fn create_pair(
     nl: &mut Netlink,
     netns: BorrowedFd<'_>,
@@ -496,7 +502,7 @@ mod tests {
 
     #[test]
     fn names_fit_ifnamsiz_and_differ() {
-        let a = VethName::from_parts(4_194_304, COUNTER_WRAP - 1);
+        let a = VethName::from_parts(4_194_304, FIVE_DIGITS - 1);
         assert_eq!(a.host(), "veth2hwcgzzzzz");
         assert_eq!(a.container(), "veth2hwcgzzzzzc");
         assert!(a.container().len() <= IFNAME_MAX);
