@@ -128,6 +128,9 @@ impl Netlink {
     /// the other; one failing does not stop the next. `Err` only when the socket itself failed.
     pub fn batch(&mut self, requests: Vec<(RouteNetlinkMessage, u16)>) -> Result<Vec<Answer>, NetlinkError> {
         let n = requests.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let first = self.seq.wrapping_add(1);
         self.send_buf.clear();
         for (msg, flags) in requests {
@@ -159,8 +162,7 @@ impl Netlink {
                         answers[i] = Some(answer);
                         pending -= 1;
                     }
-                    Ok(NetlinkPayload::Done(_) | NetlinkPayload::Noop | NetlinkPayload::Overrun(_)) => {}
-                    Ok(_) => {}
+                    Ok(_) => {} // NLMSG_DONE, NOOP, OVERRUN: not answers to a plain request
                 }
             })?;
         }
@@ -173,7 +175,7 @@ impl Netlink {
     }
 
     /// Dumps (`NLM_F_DUMP`) everything `msg` asks for. A dump the kernel marks inconsistent
-    /// because the table changed under it is retried. Messages that cannot be decoded come
+    /// because the table changed under it is retried, up to 5 times (then the last is taken). Messages that cannot be decoded come
     /// back as `Err` for the caller to judge.
     pub fn dump(
         &mut self,
@@ -212,8 +214,7 @@ impl Netlink {
                                 Some(code) => Err(kernel_error(code.get(), flags, &err.header)),
                             })
                         }
-                        Ok(NetlinkPayload::Noop | NetlinkPayload::Overrun(_)) => {}
-                        Ok(_) => {}
+                        Ok(_) => {} // NLMSG_NOOP, OVERRUN
                     }
                 })?;
             }

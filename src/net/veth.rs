@@ -278,7 +278,7 @@ impl Veth {
 
 /// One request makes the pair with the peer inside `netns` and the host end up; a second, in
 /// the same datagram, reads back the host end's index, its peer's index (`IFLA_LINK`) and
-/// whether the alias took (kernels up to at least 6.18 ignore it on creation).
+/// whether the alias took (6.18 ignores it on creation).
 fn create_pair(
     nl: &mut Netlink,
     netns: BorrowedFd<'_>,
