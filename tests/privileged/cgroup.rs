@@ -312,7 +312,14 @@ fn limits_are_written_and_read_back() -> Result<(), Failed> {
     }
     cg.destroy().map_err(cg_err("destroy"))?;
     gone(&paths)?;
-    cg.destroy().map_err(cg_err("second destroy"))
+    cg.destroy().map_err(cg_err("second destroy"))?;
+    // A removed cgroup has no stats: an error naming the file, never a made-up None or 0.
+    match cg.stats() {
+        Ok(s) => Err(format!("stats of a removed cgroup: {s:?}").into()),
+        Err(e) => {
+            check(e.to_string().contains(&*paths[0].to_string_lossy()), format!("error without path: {e}"))
+        }
+    }
 }
 
 fn kill_all_and_destroy() -> Result<(), Failed> {
