@@ -4,13 +4,16 @@
 //!
 //! Each module exposes `pub fn trials() -> Vec<Trial>` built with [`support::privileged`].
 
+mod cgroup;
 mod net;
 mod support;
 
 fn main() {
+    cgroup::run_helper_if_requested();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     // Modules add their trials here, e.g. `trials.extend(cgroup::trials());`
+    trials.extend(cgroup::trials());
     trials.extend(net::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
