@@ -73,8 +73,8 @@ pub(crate) struct TestAttrs<'a> {
     pub(crate) plain_test: Option<&'a Attribute>,
     /// An attribute that makes a test of its own, such as `#[tokio::test]`.
     pub(crate) runtime_test: Option<&'a Attribute>,
-    /// The marker the built-in `#[test]` leaves once it has expanded: `#[cv_test]` came after a
-    /// test attribute.
+    /// `#[::core::prelude::v1::test]`, as `#[tokio::test]` and its kind emit: such an attribute
+    /// expanded before `#[cv_test]`, which had to come first.
     pub(crate) expanded_test: Option<&'a Attribute>,
 }
 
@@ -87,8 +87,8 @@ pub(crate) fn test_attrs(func: &ItemFn) -> TestAttrs<'_> {
         match segments.as_slice() {
             ["should_panic"] => found.should_panic = Some(expected_message(attr)),
             ["ignore"] => found.ignored = true,
-            ["test"] | ["core" | "std", "prelude", _, "test"] => found.plain_test = Some(attr),
-            ["rustc_test_marker"] => found.expanded_test = Some(attr),
+            ["test"] => found.plain_test = Some(attr),
+            ["core" | "std", "prelude", _, "test"] => found.expanded_test = Some(attr),
             [_, .., "test"] => found.runtime_test = Some(attr),
             _ => {}
         }
@@ -155,7 +155,7 @@ mod tests {
         let f: ItemFn = syn::parse2(quote! { #[should_panic = "bang"] #[::core::prelude::v1::test] fn t() {} }).unwrap();
         let a = test_attrs(&f);
         assert_eq!(a.should_panic, Some(Some("bang".to_owned())));
-        assert!(!a.ignored && a.plain_test.is_some() && a.runtime_test.is_none());
+        assert!(!a.ignored && a.expanded_test.is_some() && a.plain_test.is_none() && a.runtime_test.is_none());
 
         let f: ItemFn = syn::parse2(quote! { #[should_panic] #[test] fn t() {} }).unwrap();
         assert_eq!(test_attrs(&f).should_panic, Some(None));

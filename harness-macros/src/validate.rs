@@ -79,19 +79,19 @@ pub(crate) enum Registration {
 pub(crate) fn function(func: &ItemFn, attrs: &TestAttrs<'_>) -> Result<Registration, Error> {
     let mut errors: Vec<Error> = Vec::new();
     if let Some(marker) = attrs.expanded_test {
-        errors.push(Error::new(
-            marker.span(),
-            "#[cv_test] must come first, before the test attribute it sits with: write `#[cv_test(...)]` then `#[tokio::test]`",
+        errors.push(Error::new_spanned(
+            marker,
+            "#[cv_test] must come before the other test attribute (such as #[tokio::test]), which has already expanded here: write `#[cv_test(...)]` first, then `#[tokio::test]`",
         ));
     }
     if !func.sig.inputs.is_empty() {
-        errors.push(Error::new(
-            func.sig.inputs.span(),
+        errors.push(Error::new_spanned(
+            &func.sig.inputs,
             "a test function takes no arguments: libtest calls it as `fn()`",
         ));
     }
     if let Some(test) = attrs.plain_test {
-        errors.push(Error::new(test.span(), "remove this `#[test]`: #[cv_test] already makes the function a test"));
+        errors.push(Error::new_spanned(test, "remove this `#[test]`: #[cv_test] already makes the function a test"));
     }
     if func.sig.asyncness.is_some() && attrs.runtime_test.is_none() && attrs.expanded_test.is_none() {
         errors.push(Error::new(
