@@ -4,12 +4,14 @@
 //!
 //! Each module exposes `pub fn trials() -> Vec<Trial>` built with [`support::privileged`].
 
+mod macro_fixture;
 mod support;
 
 fn main() {
     let args = libtest_mimic::Arguments::from_args();
-    let trials: Vec<libtest_mimic::Trial> = Vec::new();
+    let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     // Modules add their trials here, e.g. `trials.extend(cgroup::trials());`
+    trials.extend(macro_fixture::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
 }
