@@ -186,7 +186,7 @@ pub struct CpuQuotaArg(pub Option<CpuQuota>);
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Number of containers running at once [default: the number of CPUs]
-    #[arg(short = 'j', long, value_name = "N", help_heading = "Execution")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs, help_heading = "Execution")]
     pub jobs: Option<NonZeroUsize>,
     /// One container per test, or one per test binary (cheaper; peaks per binary)
     #[arg(long, value_enum, default_value_t = Isolation::Test, help_heading = "Execution")]
@@ -205,14 +205,21 @@ pub struct RunArgs {
 /// How results are shown.
 #[derive(Debug, Args, Clone)]
 pub struct ReportArgs {
-    /// Output format on stdout: human-readable, or JSON lines (see docs/json-events.md)
+    /// Output format on stdout: human-readable, or JSON lines (schema: cargo-cvtest/README.md)
     #[arg(long = "message-format", value_enum, default_value_t = MessageFormat::Human, help_heading = "Reporting")]
     pub message_format: MessageFormat,
     /// Write a JUnit XML report to this file
     #[arg(long, value_name = "PATH", help_heading = "Reporting")]
     pub junit: Option<PathBuf>,
     /// Coloring [default: auto; CARGO_TERM_COLOR and NO_COLOR are honoured]
-    #[arg(long, value_enum, value_name = "WHEN", env = "CARGO_TERM_COLOR", help_heading = "Reporting")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "WHEN",
+        env = "CARGO_TERM_COLOR",
+        hide_env_values = true,
+        help_heading = "Reporting"
+    )]
     pub color: Option<ColorWhen>,
     /// Rows in the summary's top-memory and longest-duration tables
     #[arg(long = "top", value_name = "N", default_value_t = 5, help_heading = "Reporting")]
@@ -246,6 +253,12 @@ fn styles() -> Styles {
         .usage(AnsiColor::Green.on_default().bold())
         .literal(AnsiColor::Cyan.on_default().bold())
         .placeholder(AnsiColor::Cyan.on_default())
+}
+
+fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
+    s.trim().parse::<NonZeroUsize>().map_err(|_| {
+        format!("invalid job count {s:?}; expected a whole number of containers at once, 1 or more")
+    })
 }
 
 fn parse_memory(s: &str) -> Result<MemoryLimit, String> {

@@ -1,6 +1,6 @@
 //! Typed events: the only thing the runner produces and the only thing reporters consume.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cvtest::Peaks;
 
@@ -100,6 +100,8 @@ pub struct TestFinished {
     pub name: String,
     pub status: Status,
     pub expect: Expect,
+    /// When the runner took it up (before its container was created).
+    pub started_at: Instant,
     pub duration: Duration,
     /// `None` when not measured: not run, setup failed, or shared with the binary.
     pub peaks: Option<Peaks>,

@@ -262,6 +262,7 @@ fn run_tests(
             name: t.name.clone(),
             status: Status::Ignored,
             expect: t.expect,
+            started_at: started,
             duration: Duration::ZERO,
             peaks: None,
             pids_limit_hit: false,

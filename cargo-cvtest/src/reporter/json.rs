@@ -1,5 +1,5 @@
 //! `--message-format json`: one JSON object per line on stdout. The schema is documented in
-//! `docs/json-events.md`; `version` changes when a field changes meaning or goes away.
+//! `cargo-cvtest/README.md`; `version` changes when a field changes meaning or goes away.
 
 use std::io::{self, Write};
 
@@ -17,11 +17,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct JsonReporter<W: Write> {
     out: W,
     summary: RunSummary,
+    run_start: Option<std::time::Instant>,
 }
 
 impl<W: Write> JsonReporter<W> {
     pub fn new(out: W) -> Self {
-        JsonReporter { out, summary: RunSummary::new(0) }
+        JsonReporter { out, summary: RunSummary::new(0), run_start: None }
     }
 
     fn line(&mut self, v: Value) -> io::Result<()> {
@@ -90,7 +91,9 @@ impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         let v = match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => json!({
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+                self.run_start = Some(std::time::Instant::now());
+                json!({
                 "type": "run-started",
                 "version": SCHEMA_VERSION,
                 "to_run": to_run,
@@ -99,7 +102,8 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "jobs": jobs,
                 "isolation": match isolation { crate::cli::Isolation::Test => "test", crate::cli::Isolation::Binary => "binary" },
                 "memory_budget_bytes": memory_budget,
-            }),
+                })
+            }
             Event::TestStarted { .. } => return Ok(()),
             Event::TestFinished(t) => {
                 let verdict = t.verdict();
@@ -119,6 +123,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                     "expected": expect_json(t.expect),
                     "success": verdict != Verdict::Failure,
                     "label": t.label(),
+                    "started_at_ms": self.run_start.map(|s| ms(t.started_at.saturating_duration_since(s))),
                     "duration_ms": ms(t.duration),
                     "exit_code": exit_code,
                     "signal": signal,
