@@ -18,6 +18,9 @@ use crate::scheduler::{Demand, Scheduler, Ticket};
 use crate::settings::Effective;
 use crate::testlist::{BinaryEntry, TestCase, TestList};
 
+/// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
+pub const ENV_RUNNER: &str = "CVTEST_RUNNER";
+
 /// Output kept per stream of a test; past this the library drops the middle and marks it.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
 /// The most test names given to one binary-isolation run (keeps argv small).
@@ -121,6 +124,7 @@ impl Runner<'_> {
             cmd.env(k, v);
         }
         cmd.env_remove(crate::list::ENV_LIST_SETTINGS);
+        cmd.env(ENV_RUNNER, "cargo-cvtest");
         cmd.current_dir(&b.env.cwd);
         cmd.stdout(Stdio::Capture { limit: CAPTURE_LIMIT });
         cmd.stderr(Stdio::Capture { limit: CAPTURE_LIMIT });
