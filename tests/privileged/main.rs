@@ -3,13 +3,20 @@
 //! reason (never passed, never failed).
 //!
 //! Each module exposes `pub fn trials() -> Vec<Trial>` built with [`support::privileged`].
+//! Workloads inside containers are this binary itself in a helper mode ([`helpers`]), selected
+//! by an environment variable before libtest starts.
 
+mod container;
+mod helpers;
 mod support;
 
 fn main() {
+    if let Some(code) = helpers::run_if_requested() {
+        std::process::exit(code);
+    }
     let args = libtest_mimic::Arguments::from_args();
-    let trials: Vec<libtest_mimic::Trial> = Vec::new();
-    // Modules add their trials here, e.g. `trials.extend(cgroup::trials());`
+    let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
+    trials.extend(container::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
 }
