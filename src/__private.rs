@@ -195,7 +195,7 @@ fn supervise(test: &'static Test) -> Verdict {
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(CreateError::Privileges { what, fix }) => return unprivileged(what, fix),
+        Err(CreateError::Privileges { missing, fix }) => return unprivileged(&missing, fix),
         Err(e) => return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e))),
     };
     let mut command = Command::new(&exe);
