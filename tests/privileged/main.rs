@@ -6,6 +6,7 @@
 //! Workloads inside containers are this binary itself in a helper mode ([`helpers`]), selected
 //! by an environment variable before libtest starts.
 
+mod cgroup;
 mod container;
 mod helpers;
 mod macro_fixture;
@@ -15,8 +16,10 @@ fn main() {
     if let Some(code) = helpers::run_if_requested() {
         std::process::exit(code);
     }
+    cgroup::run_helper_if_requested();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
+    trials.extend(cgroup::trials());
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
     let conclusion = libtest_mimic::run(&args, trials);
