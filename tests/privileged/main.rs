@@ -10,6 +10,7 @@ mod cgroup;
 mod container;
 mod helpers;
 mod macro_fixture;
+mod net;
 mod support;
 
 fn main() {
@@ -22,6 +23,7 @@ fn main() {
     trials.extend(cgroup::trials());
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
+    trials.extend(net::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
 }
