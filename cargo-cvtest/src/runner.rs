@@ -145,7 +145,14 @@ impl Runner<'_> {
             }
             c.wait(settings.timeout).map_err(|e| chain("lost track of the container", &e))
         })();
+        let veth = c.veth_host_name().map(str::to_owned);
         let destroyed = c.destroy().map_err(|e| chain("cannot clean up the container", &e));
+        if let Some(name) = veth {
+            // The kernel removes the veth (and its host route) after the network namespace goes,
+            // asynchronously. Its subnet stays reserved until then, or the next test on the same
+            // subnet would see a route clash.
+            wait_link_gone(&name);
+        }
         match (result, destroyed) {
             (Ok(o), Ok(())) => Ok(o),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
@@ -298,6 +305,20 @@ impl Runner<'_> {
 }
 
 const CANCELLED: &str = "\0cancelled";
+
+/// How long a released veth may take to disappear before its subnet is handed out anyway (the
+/// next container then reports a clear route-clash error rather than waiting forever).
+const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn wait_link_gone(name: &str) {
+    let path = std::path::Path::new("/sys/class/net").join(name);
+    let deadline = Instant::now() + LINK_GONE_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
 
 fn chain(what: &str, e: &dyn std::error::Error) -> String {
     let mut s = format!("{what}: {e}");

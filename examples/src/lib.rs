@@ -21,7 +21,9 @@
 fn under_cargo_cvtest() -> bool {
     let yes = std::env::var_os("CVTEST_RUNNER").is_some();
     if !yes {
-        println!("this example shows what `cargo cvtest` does; run it with `cargo cvtest -p cvtest-examples`");
+        println!(
+            "this example shows what `cargo cvtest` does; run it with `cargo cvtest -p cvtest-examples`"
+        );
     }
     yes
 }

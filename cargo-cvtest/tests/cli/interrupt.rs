@@ -61,7 +61,10 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
         return Err(format!("{cancelled} cancelled tests, want the 2 sleepers\n{ctx}").into());
     }
     let left = leftovers_of(pid);
-    let procs = processes_running_from(&target.join("debug/deps"));
+    let mut procs = processes_running_from(&target.join("debug/deps"));
+    // A container's init is a fork of the runner: its exe is cargo-cvtest.
+    let runner_exe = std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest"));
+    procs.extend(processes_running_from(runner_exe));
     if !left.is_empty() || !procs.is_empty() {
         return Err(format!("left behind: {left:?} {procs:?}\n{ctx}").into());
     }
