@@ -9,6 +9,7 @@
 mod cgroup;
 mod container;
 mod helpers;
+mod net;
 mod support;
 
 fn main() {
@@ -20,6 +21,7 @@ fn main() {
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     trials.extend(cgroup::trials());
     trials.extend(container::trials());
+    trials.extend(net::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
 }
