@@ -37,6 +37,12 @@ fn cv_test_impl(args: proc_macro2::TokenStream, item: proc_macro2::TokenStream) 
     };
     let should_panic = attrs.should_panic.clone();
     let ignored = attrs.ignored;
-    let test = expand::test(expand::Test { func, settings: &settings, should_panic: &should_panic, ignored, registration });
+    let test = expand::test(expand::Test {
+        func,
+        settings: &settings,
+        should_panic: &should_panic,
+        ignored,
+        registration,
+    });
     quote::quote!(#test #errors)
 }

@@ -26,7 +26,10 @@ pub fn trials() -> Vec<Trial> {
     vec![
         privileged("macro_fixture::every_test_ends_as_expected", every_test_ends_as_expected),
         privileged("macro_fixture::oom_fails_with_limit_and_peak", oom_fails_with_limit_and_peak),
-        privileged("macro_fixture::network_test_exchanges_with_host_end", network_test_exchanges_with_host_end),
+        privileged(
+            "macro_fixture::network_test_exchanges_with_host_end",
+            network_test_exchanges_with_host_end,
+        ),
         privileged("macro_fixture::should_panic_behaves_like_libtest", should_panic_behaves_like_libtest),
         privileged("macro_fixture::ignore_behaves_like_libtest", ignore_behaves_like_libtest),
         privileged("macro_fixture::result_tests_behave_like_libtest", result_tests_behave_like_libtest),
@@ -92,8 +95,12 @@ fn oom_fails_with_limit_and_peak() -> Result<(), Failed> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("no peak in MiB in {message:?}"))?;
     check((48.0..=64.5).contains(&peak), || format!("peak {peak} MiB is not near the 64 MiB limit"))?;
-    check(!out.contains("fixture: allocated"), || format!("the allocation finished despite the limit:\n{out}"))?;
-    check(out.contains("peak memory ") && out.contains("(limit 64 MiB)"), || format!("no usage line in\n{out}"))
+    check(!out.contains("fixture: allocated"), || {
+        format!("the allocation finished despite the limit:\n{out}")
+    })?;
+    check(out.contains("peak memory ") && out.contains("(limit 64 MiB)"), || {
+        format!("no usage line in\n{out}")
+    })
 }
 
 fn network_test_exchanges_with_host_end() -> Result<(), Failed> {
@@ -113,26 +120,36 @@ fn should_panic_behaves_like_libtest() -> Result<(), Failed> {
     }
     // The inner libtest's verdict is shown, and the outer test fails as libtest's would.
     let wrong = l.failed("outcomes::should_panic_wrong_message_fails")?;
-    for part in ["panic did not contain expected string", "\"bang\"", "\"boom\"", "test did not panic as expected"] {
+    for part in
+        ["panic did not contain expected string", "\"bang\"", "\"boom\"", "test did not panic as expected"]
+    {
         check(wrong.contains(part), || format!("no {part:?} in\n{wrong}"))?;
     }
     let none = l.failed("outcomes::should_panic_no_panic_fails")?;
-    check(none.matches("test did not panic as expected").count() == 2, || format!("expected the inner and outer verdicts in\n{none}"))?;
+    check(none.matches("test did not panic as expected").count() == 2, || {
+        format!("expected the inner and outer verdicts in\n{none}")
+    })?;
     // An OOM kill is no expected panic.
     let oom = l.failed("outcomes::should_panic_oom_fails")?;
-    check(oom.contains("cvtest: killed: out of memory (limit 64 MiB, peak "), || format!("no OOM message in\n{oom}"))
+    check(oom.contains("cvtest: killed: out of memory (limit 64 MiB, peak "), || {
+        format!("no OOM message in\n{oom}")
+    })
 }
 
 fn ignore_behaves_like_libtest() -> Result<(), Failed> {
     let run = main_run()?;
-    check(run.output.contains("test outcomes::ignored_should_panic - should panic ... ignored, runs only when asked"), || {
-        format!("no ignore reason in\n{}", run.output)
-    })?;
+    check(
+        run.output
+            .contains("test outcomes::ignored_should_panic - should panic ... ignored, runs only when asked"),
+        || format!("no ignore reason in\n{}", run.output),
+    )?;
     // Asked for, the ignored tests run (in their containers) and pass.
     let fixture = fixture()?;
     let ignored = Libtest::parse(&output_of(&mut fixture.test_binary(&["--ignored"]))?);
     let expected: BTreeMap<String, Status> =
-        [("outcomes::ignored", Status::Ok), ("outcomes::ignored_should_panic", Status::Ok)].map(|(n, s)| (n.to_owned(), s)).into();
+        [("outcomes::ignored", Status::Ok), ("outcomes::ignored_should_panic", Status::Ok)]
+            .map(|(n, s)| (n.to_owned(), s))
+            .into();
     check(ignored.results == expected, || format!("with --ignored: {:#?}", ignored.results))
 }
 
@@ -140,7 +157,9 @@ fn result_tests_behave_like_libtest() -> Result<(), Failed> {
     let run = main_run()?;
     run.libtest.expect("outcomes::result_ok", Status::Ok)?;
     let err = run.libtest.failed("outcomes::result_err_fails")?;
-    check(err.contains("Error: \"fixture: the body returned an error\""), || format!("no Err value in\n{err}"))
+    check(err.contains("Error: \"fixture: the body returned an error\""), || {
+        format!("no Err value in\n{err}")
+    })
 }
 
 fn tokio_composes() -> Result<(), Failed> {
@@ -154,14 +173,24 @@ fn tokio_composes() -> Result<(), Failed> {
 fn limits_pids_and_timeout() -> Result<(), Failed> {
     let run = main_run()?;
     let pids = run.libtest.failed("limits::pids_limit_fails_spawn")?;
-    check(pids.contains("after reaching its pids limit of 8 (a fork or clone was refused)"), || format!("no pids message in\n{pids}"))?;
+    check(pids.contains("after reaching its pids limit of 8 (a fork or clone was refused)"), || {
+        format!("no pids message in\n{pids}")
+    })?;
     let timeout = run.libtest.failed("limits::times_out_after_1s")?;
-    check(timeout.lines().any(|l| l == "timed out after 1s"), || format!("no timeout message in\n{timeout}"))?;
+    check(timeout.lines().any(|l| l == "timed out after 1s"), || {
+        format!("no timeout message in\n{timeout}")
+    })?;
     run.libtest.expect("limits::writes_where_tests_write", Status::Ok)?;
     // A passing test prints its peaks and limits (seen with --nocapture).
-    let out = output_of(&mut fixture()?.test_binary(&["--exact", "limits::limits_are_applied", "--nocapture"]))?;
-    check(Libtest::parse(&out).results.get("limits::limits_are_applied") == Some(&Status::Ok), || out.clone())?;
-    let usage = out.lines().find(|l| l.starts_with("cvtest: container ")).ok_or_else(|| format!("no usage line in\n{out}"))?;
+    let out =
+        output_of(&mut fixture()?.test_binary(&["--exact", "limits::limits_are_applied", "--nocapture"]))?;
+    check(Libtest::parse(&out).results.get("limits::limits_are_applied") == Some(&Status::Ok), || {
+        out.clone()
+    })?;
+    let usage = out
+        .lines()
+        .find(|l| l.starts_with("cvtest: container "))
+        .ok_or_else(|| format!("no usage line in\n{out}"))?;
     for part in ["peak memory ", "(limit 256 MiB)", "peak pids ", "(limit 64)"] {
         check(usage.contains(part), || format!("no {part:?} in {usage:?}"))?;
     }
@@ -187,13 +216,18 @@ fn settings_dump_lists_every_test() -> Result<(), Failed> {
     let fixture = fixture()?;
     let mut list = fixture.test_binary(&["--list", "--format", "terse"]);
     let plain = output_of(list.env_remove(ENV_LIST_SETTINGS))?;
-    check(!plain.contains(SETTINGS_LINE_PREFIX), || format!("a settings line without {ENV_LIST_SETTINGS}:\n{plain}"))?;
+    check(!plain.contains(SETTINGS_LINE_PREFIX), || {
+        format!("a settings line without {ENV_LIST_SETTINGS}:\n{plain}")
+    })?;
 
     let out = output_of(list.env(ENV_LIST_SETTINGS, "1"))?;
     let (first, rest) = out.split_once('\n').unwrap_or((&out, ""));
-    let json = first.strip_prefix(SETTINGS_LINE_PREFIX).ok_or_else(|| format!("the first line is not the settings line:\n{out}"))?;
+    let json = first
+        .strip_prefix(SETTINGS_LINE_PREFIX)
+        .ok_or_else(|| format!("the first line is not the settings line:\n{out}"))?;
     check(rest == plain, || format!("the list changed with the settings line:\n{rest}\nvs\n{plain}"))?;
-    let dump: SettingsDump = serde_json::from_str(json).map_err(|e| format!("bad settings JSON {json}: {e}"))?;
+    let dump: SettingsDump =
+        serde_json::from_str(json).map_err(|e| format!("bad settings JSON {json}: {e}"))?;
     check(dump.version == 1, || format!("version {}", dump.version))?;
 
     let listed: Vec<&str> = plain.lines().filter_map(|l| l.strip_suffix(": test")).collect();
@@ -241,23 +275,33 @@ fn unsandboxed_fails_skips_or_runs() -> Result<(), Failed> {
     // By default: fail, saying what is missing and both ways out.
     let (l, out) = run(None, &["--exact", "at_root"])?;
     let msg = l.failed("at_root")?;
-    for part in ["cvtest needs ", "to run this test in a container: ", "CVTEST_UNSANDBOXED=skip", "CVTEST_UNSANDBOXED=run"] {
+    for part in [
+        "cvtest needs ",
+        "to run this test in a container: ",
+        "CVTEST_UNSANDBOXED=skip",
+        "CVTEST_UNSANDBOXED=run",
+    ] {
         check(msg.contains(part), || format!("no {part:?} in\n{out}"))?;
     }
     // skip: passes without running, also where a panic was expected.
-    let (l, out) = run(Some("skip"), &["--exact", "at_root", "outcomes::should_panic_expected_ok", "--nocapture"])?;
+    let (l, out) =
+        run(Some("skip"), &["--exact", "at_root", "outcomes::should_panic_expected_ok", "--nocapture"])?;
     l.expect("at_root", Status::Ok)?;
     l.expect("outcomes::should_panic_expected_ok", Status::Ok)?;
     check(out.contains("cvtest: skipped (CVTEST_UNSANDBOXED=skip): cvtest needs "), || out.clone())?;
     // run: the body runs here, without a container.
     let (l, out) = run(Some("run"), &["--exact", "reports_where_it_runs", "--nocapture"])?;
     l.expect("reports_where_it_runs", Status::Ok)?;
-    check(out.contains("cvtest: running without isolation or limits (CVTEST_UNSANDBOXED=run)"), || out.clone())?;
+    check(out.contains("cvtest: running without isolation or limits (CVTEST_UNSANDBOXED=run)"), || {
+        out.clone()
+    })?;
     check(out.contains("fixture: CVTEST_CONTAINER=unset"), || out.clone())?;
     // Anything else is a mistake, said as such.
     let (l, _) = run(Some("yes"), &["--exact", "at_root"])?;
     let msg = l.failed("at_root")?;
-    check(msg.contains("CVTEST_UNSANDBOXED=\"yes\" is not understood: set it to skip or run"), || msg.to_owned())
+    check(msg.contains("CVTEST_UNSANDBOXED=\"yes\" is not understood: set it to skip or run"), || {
+        msg.to_owned()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +324,10 @@ impl Fixture {
 
     fn cargo(&self) -> Command {
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.arg("test").arg("--manifest-path").arg(self.dir.join("Cargo.toml")).env("CARGO_TARGET_DIR", &self.target_dir);
+        cmd.arg("test")
+            .arg("--manifest-path")
+            .arg(self.dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &self.target_dir);
         clean_env(&mut cmd);
         cmd
     }
@@ -288,7 +335,13 @@ impl Fixture {
 
 /// What the fixture's tests must not inherit from this process's environment.
 fn clean_env(cmd: &mut Command) {
-    for var in ["CVTEST_CONTAINER", "CVTEST_UNSANDBOXED", ENV_LIST_SETTINGS, "RUST_TEST_THREADS", "RUST_TEST_NOCAPTURE"] {
+    for var in [
+        "CVTEST_CONTAINER",
+        "CVTEST_UNSANDBOXED",
+        ENV_LIST_SETTINGS,
+        "RUST_TEST_THREADS",
+        "RUST_TEST_NOCAPTURE",
+    ] {
         cmd.env_remove(var);
     }
 }
@@ -356,16 +409,22 @@ struct EchoListener {
 
 impl EchoListener {
     fn start() -> Result<Self, String> {
-        use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use nix::sys::socket::{
+            bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        };
         use std::os::fd::AsRawFd;
 
-        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| format!("socket: {e}"))?;
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| format!("socket: {e}"))?;
         // The address appears only when the fixture's veth is configured.
         setsockopt(&fd, sockopt::IpFreebind, &true).map_err(|e| format!("IP_FREEBIND: {e}"))?;
-        bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(HOST_END, 0))).map_err(|e| format!("bind {HOST_END}: {e}"))?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(HOST_END, 0)))
+            .map_err(|e| format!("bind {HOST_END}: {e}"))?;
         listen(&fd, Backlog::new(8).expect("valid backlog")).map_err(|e| format!("listen: {e}"))?;
         let listener = TcpListener::from(fd);
-        let SocketAddr::V4(addr) = listener.local_addr().map_err(|e| e.to_string())? else { unreachable!("an IPv4 socket") };
+        let SocketAddr::V4(addr) = listener.local_addr().map_err(|e| e.to_string())? else {
+            unreachable!("an IPv4 socket")
+        };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -436,7 +495,9 @@ impl Libtest {
                 text.push('\n');
                 continue;
             }
-            let Some((name, status)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) else { continue };
+            let Some((name, status)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) else {
+                continue;
+            };
             let status = match status {
                 "ok" => Status::Ok,
                 "FAILED" => Status::Failed,
@@ -456,7 +517,10 @@ impl Libtest {
     /// The output shown for a test that must have failed.
     fn failed(&self, name: &str) -> Result<&str, Failed> {
         self.expect(name, Status::Failed)?;
-        self.failures.get(name).map(String::as_str).ok_or_else(|| format!("no failure output for {name}").into())
+        self.failures
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("no failure output for {name}").into())
     }
 }
 
@@ -491,7 +555,10 @@ fn unprivileged(cmd: Command) -> Command {
         return cmd;
     }
     let mut wrapped = Command::new("setpriv");
-    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+    wrapped
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     if let Some(dir) = cmd.get_current_dir() {
         wrapped.current_dir(dir);
     }
