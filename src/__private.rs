@@ -209,7 +209,7 @@ fn supervise(test: &'static Test) -> Verdict {
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(CreateError::Privileges { what, fix }) => return unprivileged(what, fix),
+        Err(e @ CreateError::Privileges { .. }) => return unprivileged(&e),
         Err(e) => {
             return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
         }
@@ -283,8 +283,7 @@ fn target_dir(exe: &Path) -> Option<PathBuf> {
 }
 
 /// No privileges to make containers: fail, skip or run unisolated, as `CVTEST_UNSANDBOXED` says.
-fn unprivileged(what: &str, fix: &str) -> Verdict {
-    let missing = format!("cvtest needs {what} to run this test in a container: {fix}");
+fn unprivileged(missing: &CreateError) -> Verdict {
     match std::env::var(ENV_UNSANDBOXED).as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("") => Verdict::Failed(format!(
             "{missing}. Or set {ENV_UNSANDBOXED}=skip to skip such tests, or {ENV_UNSANDBOXED}=run to run them without isolation or limits"
