@@ -344,6 +344,8 @@ fn clean_env(cmd: &mut Command) {
     ] {
         cmd.env_remove(var);
     }
+    // Panic messages without backtraces keep the compared output short.
+    cmd.env("RUST_BACKTRACE", "0");
 }
 
 fn fixture() -> Result<&'static Fixture, Failed> {
