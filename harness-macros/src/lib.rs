@@ -85,6 +85,12 @@ use proc_macro::TokenStream;
 /// tests pass without running (saying why in their output); `CVTEST_UNSANDBOXED=run` runs their
 /// bodies in the test process, without isolation or limits.
 ///
+/// # Registration and `unsafe_code`
+/// Each test registers itself from a constructor (a function the loader runs before `main`),
+/// which needs `#[link_section]`, an `unsafe_code` item: a crate with `#![deny(unsafe_code)]`
+/// works, one with `#![forbid(unsafe_code)]` does not (write
+/// `#![cfg_attr(not(test), forbid(unsafe_code))]` instead).
+///
 /// # Settings dump
 /// With `CVTEST_LIST_SETTINGS=1`, a test binary that has `#[cv_test]` tests prints one line,
 /// `cvtest-settings: {"version":1,"tests":[...]}`, before libtest starts (see

@@ -64,6 +64,7 @@ const EXPECTED: &[(&str, Status)] = &[
     ("outcomes::should_panic_oom_fails", Status::Failed),
     ("outcomes::should_panic_written_first_ok", Status::Ok),
     ("outcomes::should_panic_wrong_message_fails", Status::Failed),
+    ("r#loop", Status::Ok),
     ("reports_where_it_runs", Status::Ok),
 ];
 
