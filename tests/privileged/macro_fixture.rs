@@ -36,6 +36,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("macro_fixture::tokio_composes", tokio_composes),
         privileged("macro_fixture::limits_pids_and_timeout", limits_pids_and_timeout),
         privileged("macro_fixture::failure_shows_the_containers_output", failure_shows_the_containers_output),
+        privileged("macro_fixture::one_process_per_test_like_nextest", one_process_per_test_like_nextest),
         Trial::test("macro_fixture::settings_dump_lists_every_test", settings_dump_lists_every_test),
         Trial::test("macro_fixture::unsandboxed_fails_skips_or_runs", unsandboxed_fails_skips_or_runs),
     ]
@@ -108,7 +109,7 @@ fn network_test_exchanges_with_host_end() -> Result<(), Failed> {
     let run = main_run()?;
     run.libtest.expect("net::exchanges_with_host_end", Status::Ok)?;
     let exchanges = run.exchanges.lock().unwrap().clone();
-    let expected = vec![(SocketAddr::from((CONTAINER_ADDR, 0)).ip(), "ping from the container".to_owned())];
+    let expected = vec![(std::net::IpAddr::from(CONTAINER_ADDR), "ping from the container".to_owned())];
     let got: Vec<_> = exchanges.iter().map(|(peer, line)| (peer.ip(), line.clone())).collect();
     check(got == expected, || format!("the host end's listener saw {got:?}, expected {expected:?}"))
 }
@@ -211,6 +212,29 @@ fn failure_shows_the_containers_output() -> Result<(), Failed> {
         check(out.contains(part), || format!("no {part:?} in\n{out}"))?;
     }
     Ok(())
+}
+
+/// nextest runs each test as its own process, `BIN --exact NAME --nocapture`, and judges it by
+/// the exit code: the same outcomes must come out that way.
+fn one_process_per_test_like_nextest() -> Result<(), Failed> {
+    let fixture = fixture()?;
+    let listener = EchoListener::start()?;
+    let mut wrong = Vec::new();
+    for &(name, expected) in EXPECTED.iter().filter(|(_, s)| *s != Status::Ignored) {
+        let out = fixture
+            .test_binary(&["--exact", name, "--nocapture"])
+            .env("MACRO_FIXTURE_ECHO", listener.addr.to_string())
+            .output()
+            .map_err(|e| format!("cannot run the fixture: {e}"))?;
+        let got = if out.status.success() { Status::Ok } else { Status::Failed };
+        if got != expected || out.status.code().is_none() {
+            wrong.push(format!("{name}: {:?}, expected {expected:?}", out.status));
+        }
+    }
+    let exchanges = listener.stop();
+    check(wrong.is_empty(), || wrong.join("\n"))?;
+    let peers: Vec<_> = exchanges.lock().unwrap().iter().map(|(peer, _)| peer.ip()).collect();
+    check(peers == [CONTAINER_ADDR], || format!("the host end saw {peers:?}"))
 }
 
 fn settings_dump_lists_every_test() -> Result<(), Failed> {
