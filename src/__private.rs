@@ -209,7 +209,7 @@ fn supervise(test: &'static Test) -> Verdict {
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(e @ CreateError::Privileges { .. }) => return unprivileged(&e),
+        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => return unprivileged(&e),
         Err(e) => {
             return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
         }
@@ -282,7 +282,8 @@ fn target_dir(exe: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// No privileges to make containers: fail, skip or run unisolated, as `CVTEST_UNSANDBOXED` says.
+/// No containers here (no privileges, or a kernel too old): fail, skip or run unisolated, as
+/// `CVTEST_UNSANDBOXED` says.
 fn unprivileged(missing: &CreateError) -> Verdict {
     match std::env::var(ENV_UNSANDBOXED).as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("") => Verdict::Failed(format!(
