@@ -9,7 +9,7 @@
 //! | `memory::hog_is_oom_killed_under_32m` | a 128 MiB hog OOM-killed under `memory = "32M"` (expected: see Cargo.toml) |
 //! | `memory::hog_passes_under_256m` | the same hog passing under `memory = "256M"`, with its peak |
 //! | `pids::fork_storm_is_held_by_the_pids_limit` | 200 child processes asked for, `pids = "32"` refuses most |
-//! | `net::server_and_client_over_a_veth` | a TCP server on the host end of a veth and a client in the container |
+//! | `net::server_and_client_over_a_veth` | a TCP server on the host end of a veth, a client in a container behind it |
 //! | `cpu::busy_loop_is_held_to_half_a_cpu` | a busy loop under `cpus = "0.5"` gets at most about half a core |
 //! | `port::binds_8080_*` | plain `#[test]`s all binding 127.0.0.1:8080 at once: each has its own network namespace |
 //!
@@ -85,30 +85,60 @@ mod pids {
 
 mod net {
     use std::io::{BufRead, BufReader, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpListener;
 
-    use cvtest::cv_test;
+    use cvtest::{Caps, Command, Container, Options, Stdio, Termination};
 
-    /// A server and a client in one container, talking over its veth: the server listens on the
-    /// container's veth address, the client connects to it from a second address on the same
-    /// veth, and the report shows the veth's bytes.
-    #[cv_test(network = "10.213.0.2/24")]
+    /// A server and a client talking over a veth. The server listens on the host end of the
+    /// veth (10.213.0.1, in this test's own network namespace under `cargo cvtest`); the client
+    /// runs in a container made with the cvtest library, behind the container end (10.213.0.2),
+    /// and the veth's counters show the bytes that crossed.
+    #[test]
     fn server_and_client_over_a_veth() {
-        let server = TcpListener::bind("10.213.0.2:7000").unwrap();
-        let handle = std::thread::spawn(move || {
-            let (stream, peer) = server.accept().unwrap();
-            let mut line = String::new();
-            BufReader::new(&stream).read_line(&mut line).unwrap();
-            writeln!(&stream, "pong {}", line.trim()).unwrap();
-            peer
-        });
-        let client = TcpStream::connect("10.213.0.2:7000").unwrap();
-        writeln!(&client, "ping").unwrap();
-        let mut reply = String::new();
-        BufReader::new(&client).read_line(&mut reply).unwrap();
-        assert_eq!(reply, "pong ping\n");
-        let peer = handle.join().unwrap();
-        println!("server saw a client from {peer}");
+        if !super::under_cargo_cvtest() {
+            return;
+        }
+        let mut opts = Options::new();
+        opts.set_caps(Caps::NETWORK | Caps::PROCESS_CONTROL | Caps::FILESYSTEM | Caps::IPC);
+        opts.set_network("10.213.0.2", "255.255.255.0", "10.213.0.1").unwrap();
+        let mut container = Container::create(&opts).unwrap();
+        // The host end exists once the container is spawned; bind after a short retry loop.
+        let mut client = Command::new("/bin/bash");
+        client.args([
+            "-c",
+            "for i in $(seq 50); do exec 3<>/dev/tcp/10.213.0.1/7000 && break; sleep 0.1; done; \
+                            echo ping >&3; read -r reply <&3; echo \"$reply\"",
+        ]);
+        client.stdout(Stdio::Capture { limit: 4096 }).stderr(Stdio::Capture { limit: 4096 });
+        container.spawn(&client).unwrap();
+        let server = (0..100)
+            .find_map(|_| {
+                TcpListener::bind("10.213.0.1:7000")
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("the host end of the veth never got its address");
+        let (stream, peer) = server.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        writeln!(&stream, "pong {}", line.trim()).unwrap();
+        let outcome = container.wait(Some(std::time::Duration::from_secs(20))).unwrap();
+        container.destroy().unwrap();
+        let said = String::from_utf8_lossy(&outcome.stdout);
+        assert_eq!(
+            outcome.termination,
+            Termination::Exited(0),
+            "client: {said} {}",
+            String::from_utf8_lossy(&outcome.stderr)
+        );
+        assert_eq!(said.trim(), "pong ping");
+        assert_eq!(peer.ip().to_string(), "10.213.0.2");
+        let net = outcome.peaks.net.expect("a veth has counters");
+        println!(
+            "client {peer} said ping over the veth: {} bytes in, {} bytes out",
+            net.rx_bytes, net.tx_bytes
+        );
+        assert!(net.rx_bytes > 0 && net.tx_bytes > 0);
     }
 }
 
