@@ -129,7 +129,7 @@ fn hangs_past_timeout() {
 #[test]
 fn sleeper() {
     fork_sleeper(120);
-    signal(&format!("sleeper.{}", std::process::id()));
+    signal("sleeper.ready");
     sleep(120);
 }
 

@@ -18,13 +18,14 @@ fn visible_pids() -> BTreeSet<u32> {
         .collect()
 }
 
-/// The command lines of every visible process, as one string each.
-fn visible_cmdlines() -> Vec<(u32, String)> {
+/// The command lines of every visible process.
+fn visible_cmdlines() -> Vec<(u32, Vec<String>)> {
     visible_pids()
         .into_iter()
         .filter_map(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            Some((pid, String::from_utf8_lossy(&raw).replace('\0', " ")))
+            let args = raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            Some((pid, args))
         })
         .collect()
 }
@@ -55,7 +56,13 @@ fn peer(me: &str, other: &str) {
     assert!(wait_for(&dir.join(format!("{other}.ready")), wait), "{other} never started");
     assert!(wait_for(&dir.join("driver.seen"), wait), "the driver never saw both peers run");
     let procs = visible_cmdlines();
-    let sees = |name: &str| procs.iter().any(|(_, c)| c.contains(&format!("safety::{name}")));
+    // A test process runs this binary with the test's name as an argument (PID 1, a fork of the
+    // runner, carries the runner's command line, which names both).
+    let exe = std::env::args().next().unwrap_or_default();
+    let sees = |name: &str| {
+        let name = format!("safety::{name}");
+        procs.iter().any(|(_, args)| args.first() == Some(&exe) && args.contains(&name))
+    };
     let (me_seen, other_seen) = (sees(me), sees(other));
     signal(&format!("{me}.done"));
     assert!(wait_for(&dir.join(format!("{other}.done")), wait), "{other} never finished looking");
@@ -92,10 +99,7 @@ fn writes_stay_inside() {
     let keep = out.join("keep.me");
     expect_read_only("remove keep.me", std::fs::remove_file(&keep));
     expect_read_only("truncate keep.me", std::fs::write(&keep, b""));
-    expect_read_only(
-        "rename keep.me",
-        std::fs::rename(&keep, out.join("moved")),
-    );
+    expect_read_only("rename keep.me", std::fs::rename(&keep, out.join("moved")));
     // /tmp is the container's own.
     let tmp = Path::new("/tmp").join(&probe);
     std::fs::write(&tmp, b"private").unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
@@ -127,12 +131,13 @@ fn remount_escape() {
             propagation: u64,
             userns_fd: u64,
         }
-        let attr = MountAttr { attr_set: 0, attr_clr: 1 /* MOUNT_ATTR_RDONLY */, propagation: 0, userns_fd: 0 };
+        let attr =
+            MountAttr { attr_set: 0, attr_clr: 1 /* MOUNT_ATTR_RDONLY */, propagation: 0, userns_fd: 0 };
         let r = libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             c"/".as_ptr(),
-            0x8000 /* AT_RECURSIVE */,
+            0x8000, /* AT_RECURSIVE */
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         );
