@@ -22,7 +22,10 @@ fn load(filter: &str, count: usize, networked: bool) -> Result<Completion, Faile
     let base = Baseline::capture();
     let rdv = rendezvous();
     let jobs = jobs().to_string();
-    let done = Invocation::new(&["-j", &jobs, filter]).env("RELIABILITY_DIR", rdv.path()).run()?;
+    // 128M each, so that memory-aware admission never holds the jobs back on a small machine.
+    let done = Invocation::new(&["-j", &jobs, "--memory", "128M", filter])
+        .env("RELIABILITY_DIR", rdv.path())
+        .run()?;
     done.check_events_complete()?;
     done.expect_code(0)?;
     let tests = done.tests();

@@ -72,7 +72,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("signals::sigterm_mid_run", || signals::interrupt(libc::SIGTERM)),
         privileged("signals::sigkill_mid_run_then_sweep", signals::kill_then_sweep),
         privileged("setup::cgroup_name_taken", setup::cgroup_name_taken),
-        privileged("setup::cpu_quota_refused", setup::cpu_quota_refused),
+        privileged("setup::cgroup_creation_refused", setup::cgroup_creation_refused),
         privileged("setup::veth_names_taken_are_skipped", setup::veth_names_taken_are_skipped),
         privileged("setup::veth_create_name_taken", setup::veth_create_name_taken),
         privileged("setup::controller_missing", setup::controller_missing),

@@ -58,14 +58,19 @@ pub fn cgroup_name_taken() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// cgroup v1: the runner runs below a parent cpu cgroup (made here) with a quota of half a CPU;
-/// a test asking for one CPU cannot get it (the kernel refuses a child quota above its parent's,
-/// after the directories and the other limits are written): ERROR naming the file, nothing left.
-pub fn cpu_quota_refused() -> Result<Completion, Failed> {
+/// The runner runs alone below a parent cgroup made here, which refuses what cvtest asks for:
+///
+/// - cgroup v1: the parent's CPU quota is half a CPU; a test asking for one CPU cannot get it
+///   (the kernel refuses a child quota above its parent's, after the directories and the other
+///   limits are written): that test is an ERROR naming the file, the other test runs.
+/// - cgroup v2: the parent allows one descendant (`cgroup.max.descendants`), which the runner's
+///   supervisor leaf takes (no-internal-processes rule); the first container is refused: a setup
+///   error (102) naming the cgroup.
+///
+/// Either way nothing of the runner's is left below the parent.
+pub fn cgroup_creation_refused() -> Result<Completion, Failed> {
     if !v1()? {
-        return Ok(Completion::ignored_with(
-            "cgroup v2 lets a child's cpu.max exceed its parent's: no refusal to provoke here",
-        ));
+        return descendants_refused();
     }
     let cpu_dir = own_cgroup_dirs()
         .into_iter()
@@ -188,31 +193,40 @@ fn route_exists(prefix: &str) -> bool {
     v.as_array().is_some_and(|a| !a.is_empty())
 }
 
-/// cgroup v1: the runner starts in a private mount namespace where the pids hierarchy is not
-/// mounted. It stops before any test with a setup error (102) naming the controller; nothing is
-/// created.
+/// A controller cvtest needs is missing. cgroup v1: the runner starts in a private mount
+/// namespace where the pids hierarchy is not mounted. cgroup v2: our cgroup was not given the
+/// pids controller (the v2 VM leg of scripts/reliability.sh starts us so). The runner stops
+/// before any test with a setup error (102) naming the controller; nothing is created.
 pub fn controller_missing() -> Result<Completion, Failed> {
-    if !v1()? {
-        return Ok(Completion::ignored_with(
-            "pure cgroup v2: a missing controller is provoked in the v2 VM leg (scripts/reliability.sh)",
-        ));
-    }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let pids_mount = mountinfo
-        .lines()
-        .filter_map(|l| l.split_once(" - "))
-        .find(|(_, post)| {
-            post.starts_with("cgroup ")
-                && post.split(' ').nth(2).is_some_and(|o| o.split(',').any(|x| x == "pids"))
-        })
-        .and_then(|(pre, _)| pre.split(' ').nth(4))
-        .ok_or("no v1 pids hierarchy mounted")?
-        .to_owned();
+    let prelude = if v1()? {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+        let pids_mount = mountinfo
+            .lines()
+            .filter_map(|l| l.split_once(" - "))
+            .find(|(_, post)| {
+                post.starts_with("cgroup ")
+                    && post.split(' ').nth(2).is_some_and(|o| o.split(',').any(|x| x == "pids"))
+            })
+            .and_then(|(pre, _)| pre.split(' ').nth(4))
+            .ok_or("no v1 pids hierarchy mounted")?
+            .to_owned();
+        Prelude::HideMount(pids_mount.into())
+    } else {
+        let own = own_cgroup_dirs().pop().ok_or("no cgroup v2 directory")?;
+        let controllers = std::fs::read_to_string(own.join("cgroup.controllers"))?;
+        if controllers.split_whitespace().any(|c| c == "pids") {
+            return Ok(Completion::ignored_with(format!(
+                "cgroup v2 and {} offers pids: run under scripts/reliability.sh's VM leg without it",
+                own.display()
+            )));
+        }
+        Prelude::None
+    };
     let base = Baseline::capture();
     let rdv = rendezvous();
     let done = Invocation::new(&["-j", "1", "--exact", "faults::small_a"])
         .env("RELIABILITY_DIR", rdv.path())
-        .prelude(Prelude::HideMount(pids_mount.into()))
+        .prelude(prelude)
         .run()?;
     done.expect_code(102)?;
     done.check(
@@ -223,5 +237,40 @@ pub fn controller_missing() -> Result<Completion, Failed> {
     base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
     let line = done.stderr.lines().filter(|l| l.contains("pids")).collect::<Vec<_>>().join(" / ");
     note(&format!("pids controller missing: {line}"));
+    Ok(Completion::Completed)
+}
+
+fn descendants_refused() -> Result<Completion, Failed> {
+    let dirs = own_cgroup_dirs();
+    let [own] = dirs.as_slice() else { return Err(format!("cgroup v2 with {} own dirs", dirs.len()).into()) };
+    let parent = TestDir { path: own.join(format!("cvrel-desc-{}", std::process::id())), cgroup: true };
+    std::fs::create_dir(&parent.path).map_err(|e| format!("mkdir {}: {e}", parent.path.display()))?;
+    std::fs::write(parent.path.join("cgroup.max.descendants"), "1")?;
+    let mut base = Baseline::capture();
+    base.extra_cgroup_dirs.push(parent.path.clone());
+    let rdv = rendezvous();
+    let run = Invocation::new(&["-j", "1", "--exact", "faults::small_a"])
+        .env("RELIABILITY_DIR", rdv.path())
+        .prelude(Prelude::Stopped)
+        .start()?;
+    std::fs::write(parent.path.join("cgroup.procs"), run.pid().to_string())?;
+    run.resume();
+    let done = run.finish(Duration::from_secs(600))?;
+    done.expect_code(102)?;
+    let path = parent.path.display().to_string();
+    done.check(
+        done.stderr.contains("failed to create cgroup") && done.stderr.contains(&path),
+        &format!("the error names a cgroup below {path}"),
+    )?;
+    let supervisor = parent.path.join(format!("{}supervisor", done.owner.cgroup_prefix()));
+    let left_supervisor = supervisor.exists();
+    let result = base.wait_clean(&done.owner, CLEANUP_TIMEOUT);
+    // Whatever the verdict, leave nothing: the runner is gone, its leaf is empty.
+    let _ = std::fs::remove_dir(&supervisor);
+    drop(parent);
+    result?;
+    let line =
+        done.stderr.lines().find(|l| l.contains("failed to create cgroup")).unwrap_or_default().to_owned();
+    note(&format!("cgroup.max.descendants refused (supervisor leaf left: {left_supervisor}): {line}"));
     Ok(Completion::Completed)
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Completion, Failed};
 
-use super::host::{our_processes, Baseline};
+use super::host::{our_processes, Baseline, NetSnapshot};
 use super::run::{rendezvous, Invocation, Started};
 use super::{note, CLEANUP_TIMEOUT};
 
@@ -21,7 +21,8 @@ const READY: [&str; 4] =
     ["sleeper.ready", "sleeper_networked.ready", "sleeper_with_daemon.ready", "ignores_sigterm.ready"];
 
 fn start_victims(rdv: &tempfile::TempDir) -> Result<Started, Failed> {
-    let mut args = vec!["-j", "4", "--exact"];
+    // 256M each, so that memory-aware admission lets all four run at once on a small machine.
+    let mut args = vec!["-j", "4", "--memory", "256M", "--exact"];
     args.extend(VICTIMS);
     let mut run = Invocation::new(&args).env("RELIABILITY_DIR", rdv.path()).start()?;
     for f in READY {
@@ -31,6 +32,7 @@ fn start_victims(rdv: &tempfile::TempDir) -> Result<Started, Failed> {
 }
 
 pub fn interrupt(sig: i32) -> Result<Completion, Failed> {
+    let net_before = NetSnapshot::capture()?;
     let base = Baseline::capture();
     let rdv = rendezvous();
     let run = start_victims(&rdv)?;
@@ -50,11 +52,14 @@ pub fn interrupt(sig: i32) -> Result<Completion, Failed> {
     let fin = done.event("run-finished").expect("checked above");
     done.check(fin["interrupted_by"] == sig, "run-finished says interrupted_by")?;
     let cleaned = base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
+    let diffs = NetSnapshot::capture()?.differences(&net_before, &done.owner);
+    done.check(diffs.is_empty(), &format!("the host's network changed:\n{}", diffs.join("\n")))?;
     note(&format!("signal {sig} mid-run: exited {:?} after {took:?}, clean {cleaned:?} later", done.code()));
     Ok(Completion::Completed)
 }
 
 pub fn kill_then_sweep() -> Result<Completion, Failed> {
+    let net_before = NetSnapshot::capture()?;
     let base = Baseline::capture();
     let rdv = rendezvous();
     let run = start_victims(&rdv)?;
@@ -93,6 +98,10 @@ pub fn kill_then_sweep() -> Result<Completion, Failed> {
         .into());
     }
     base.wait_clean(&next.owner, CLEANUP_TIMEOUT)?;
+    let diffs = NetSnapshot::capture()?.differences(&net_before, &owner);
+    if !diffs.is_empty() {
+        return Err(format!("the host's network changed:\n{}", diffs.join("\n")).into());
+    }
     note(&format!(
         "SIGKILL mid-run: processes and veths gone with the runner; {stale} stale cgroup dirs swept by the next run; \
          our processes now: {:?}",
