@@ -133,18 +133,19 @@ struct Shared {
 }
 
 impl Shared {
-    /// SIGKILL to the init (which ends its whole PID namespace), the cgroup and the main
-    /// process's group. Non-blocking; `wait`/`destroy` reap.
+    /// SIGKILL to the init, which ends its whole PID namespace. Without a PID namespace, also to
+    /// the main process's group and the cgroup. Non-blocking; `wait`/`destroy` reap. Nothing
+    /// before spawn: (on Linux 6.1 a `cgroup.kill` of the still empty cgroup kills the init
+    /// cloned into it later).
     fn kill_tree(&self) {
-        if let Some(pidfd) = self.pidfd.get() {
-            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        }
-        if let Some(path) = &self.cgroup_kill {
-            let _ = std::fs::write(path, "1");
-        }
+        let Some(pidfd) = self.pidfd.get() else { return };
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let pgid = self.main_pgid.load(Ordering::Relaxed);
         if pgid > 0 {
             let _ = sys::kill(-pgid, libc::SIGKILL);
+            if let Some(path) = &self.cgroup_kill {
+                let _ = std::fs::write(path, "1");
+            }
         }
     }
 }
