@@ -40,6 +40,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::cpu_quota_throttles", cpu_quota_throttles),
         privileged("container::network_reaches_the_host_end", network_reaches_the_host_end),
         privileged_unless("container::dead_owner_state_is_swept", dead_owner_state_is_swept),
+        privileged("container::without_privileges_create_says_what_is_missing", without_privileges),
     ]
 }
 
@@ -713,4 +714,22 @@ fn dead_owner_state_is_swept() -> Result<Option<String>, Failed> {
         netns: None,
     })?;
     Ok(None)
+}
+
+fn without_privileges() -> Result<(), Failed> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let out = std::process::Command::new(exe)
+        .env(helpers::HELPER_ENV, "create-once")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .map_err(fail("run as nobody"))?;
+    let stderr = text(&out.stderr);
+    ensure!(out.status.code() == Some(1), "create as nobody: {:?} {stderr}", out.status);
+    ensure!(
+        stderr.contains("user 65534 without CAP_SYS_ADMIN and CAP_NET_ADMIN") && stderr.contains("run as root"),
+        "unclear message: {stderr}"
+    );
+    Ok(())
 }
