@@ -45,11 +45,12 @@ pub fn trials() -> Vec<Trial> {
 }
 
 macro_rules! ensure {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
+    ($cond:expr, $($msg:tt)+) => {{
+        let ok: bool = $cond;
+        if !ok {
             return Err(Failed::from(format!($($msg)+)));
         }
-    };
+    }};
 }
 
 /// Maps an error to a failure that shows its whole chain of causes.
@@ -566,7 +567,11 @@ fn cpu_quota_throttles() -> Result<(), Failed> {
     // The quota covers the whole run, start-up included: compare with the wall time it took.
     let share = cpu.as_secs_f64() / out.duration.as_secs_f64();
     ensure!(out.duration >= Duration::from_secs(1), "ran only {:?}", out.duration);
-    ensure!(share <= 0.25 + 0.05, "used {cpu:?} of CPU in {:?} under cpus=0.2 ({share:.2} of a core)", out.duration);
+    ensure!(
+        share <= 0.25 + 0.05,
+        "used {cpu:?} of CPU in {:?} under cpus=0.2 ({share:.2} of a core)",
+        out.duration
+    );
     ensure!(share >= 0.1, "used only {cpu:?} in {:?}: did it spin at all?", out.duration);
     Ok(())
 }
@@ -728,7 +733,8 @@ fn without_privileges() -> Result<(), Failed> {
     let stderr = text(&out.stderr);
     ensure!(out.status.code() == Some(1), "create as nobody: {:?} {stderr}", out.status);
     ensure!(
-        stderr.contains("user 65534 without CAP_SYS_ADMIN and CAP_NET_ADMIN") && stderr.contains("run as root"),
+        stderr.contains("user 65534 without CAP_SYS_ADMIN and CAP_NET_ADMIN")
+            && stderr.contains("run as root"),
         "unclear message: {stderr}"
     );
     Ok(())
