@@ -39,6 +39,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::cpu_settings_reach_the_kernel", cpu_settings_reach_the_kernel),
         privileged("container::cpu_quota_throttles", cpu_quota_throttles),
         privileged("container::network_reaches_the_host_end", network_reaches_the_host_end),
+        privileged("container::same_subnet_back_to_back", same_subnet_back_to_back),
         privileged_unless("container::dead_owner_state_is_swept", dead_owner_state_is_swept),
         privileged("container::without_privileges_create_says_what_is_missing", without_privileges),
     ]
@@ -609,6 +610,27 @@ fn network_reaches_the_host_end() -> Result<(), Failed> {
     c.destroy().map_err(fail("destroy"))?;
     assert_gone(&ifp)?;
     assert_gone(&fp)
+}
+
+/// The kernel removes a released veth asynchronously; the next container on the same subnet
+/// must not be refused meanwhile, and each gets a fresh pair.
+fn same_subnet_back_to_back() -> Result<(), Failed> {
+    let mut opts = options();
+    opts.network_cidr("10.0.7.2/24").map_err(fail("network"))?;
+    let mut names = Vec::new();
+    for round in 0..3 {
+        let mut c = Container::create(&opts).map_err(fail(&format!("create #{round}")))?;
+        let mut cmd = Command::new("/bin/true");
+        cmd.stdout(Stdio::Null);
+        c.spawn(&cmd).map_err(fail(&format!("spawn #{round}")))?;
+        let out = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
+        ensure!(out.termination == Termination::Exited(0), "#{round}: {:?}", out.termination);
+        names.push(c.veth_host_name().unwrap_or_default().to_owned());
+        c.destroy().map_err(fail(&format!("destroy #{round}")))?;
+    }
+    names.dedup();
+    ensure!(names.len() == 3, "veth names reused: {names:?}");
+    Ok(())
 }
 
 // --- a runner killed with SIGKILL ------------------------------------------------------------
