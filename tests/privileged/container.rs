@@ -520,6 +520,7 @@ fn pids_limit_refuses_forks() -> Result<(), Failed> {
     ensure!(eagain > 0, "fork never failed with EAGAIN: {stdout}");
     ensure!(out.pids_limit_hit, "pids_limit_hit not set");
     let peak = out.peaks.pids.ok_or("no pids peak")?;
+    println!("    pids peak {peak:?}, memory peak {:?}", out.peaks.memory_bytes);
     ensure!(peak.value == 16, "pids peak {peak:?}, want 16");
     Ok(())
 }
