@@ -95,7 +95,20 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     keep.sort_unstable();
     keep.dedup();
 
+    // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into each
+    // `tasks` file. Moving the current thread skips the kernel's global threadgroup lock, whose
+    // first writer after a quiet spell waits a whole RCU grace period (about 15 ms measured on
+    // 6.18), which is what the parent writing the pid into `cgroup.procs` costs. Its cgroup
+    // namespace is made after that, rooted at its own cgroup.
+    let joins_itself = req.cgroup.is_some()
+        && crate::cgroup::Hierarchy::detect().is_ok_and(|h| h.version() == crate::cgroup::CgroupVersion::V1);
+    let join: Vec<CString> = match (joins_itself, req.cgroup) {
+        (true, Some(cg)) => cg.paths().iter().map(|d| super::mounts::cstring(&d.join("tasks"))).collect(),
+        _ => Vec::new(),
+    };
     let plan = InitPlan {
+        join_cgroups: &join,
+        new_cgroup_ns: joins_itself,
         keep_fds: &keep,
         life: life_r.as_raw_fd(),
         status: status_w.as_raw_fd(),
@@ -111,12 +124,12 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     if req.caps.contains(Caps::IPC) {
         flags |= libc::CLONE_NEWIPC as u64;
     }
-    if req.cgroup.is_some() {
+    if req.cgroup.is_some() && !joins_itself {
         flags |= libc::CLONE_NEWCGROUP as u64;
     }
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, &plan)?;
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan)?;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
@@ -159,7 +172,7 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         }
         Some(Message::Failed { stage, step, errno }) => {
             drop(init);
-            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &command.program, &cwd))
+            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd))
         }
         Some(Message::Exited { .. }) | None => {
             let status = init.reap();
@@ -168,29 +181,28 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     }
 }
 
-/// clone3, falling back from `CLONE_INTO_CGROUP` on kernels that refuse it. Returns whether the
-/// child is already in its cgroup.
+/// clone3, into the cgroup with `CLONE_INTO_CGROUP` where the kernel allows it (v2; falling
+/// back, once per process, on kernels that refuse it). Returns whether the child is in its cgroup
+/// (or joins it itself, see [`Request::cgroup`] on v1).
 fn clone(
     flags: u64,
     cgroup: Option<&dyn Cgroup>,
+    joins_itself: bool,
     plan: &InitPlan<'_>,
 ) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
-    let into = if NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) {
-        None
-    } else {
-        cgroup.and_then(|c| c.clone_into_fd())
+    let into = match cgroup {
+        Some(cg) if !joins_itself && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) => cg.clone_into_fd(),
+        _ => None,
     };
     if let Some(fd) = into {
         match sys::clone_init(flags, Some(fd), plan) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
-            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
-                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
-            }
+            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed),
             Err(e) => return Err(SpawnError::Clone(e.into())),
         }
     }
     let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
-    Ok((pid, pidfd, cgroup.is_none()))
+    Ok((pid, pidfd, cgroup.is_none() || joins_itself))
 }
 
 /// Kills and reaps the init unless disarmed.
@@ -241,6 +253,7 @@ fn failure(
     step: u32,
     errno: Errno,
     mounts: &MountPlan,
+    join: &[CString],
     program: &Path,
     cwd: &Path,
 ) -> SpawnError {
@@ -253,6 +266,11 @@ fn failure(
         Stage::Mount => {
             mounts.steps.get(step as usize).map_or_else(|| format!("mount step {step}"), |s| s.describe())
         }
+        Stage::JoinCgroup => join.get(step as usize).map_or_else(
+            || format!("joining cgroup {step}"),
+            |t| format!("joining its cgroup ({})", t.to_string_lossy()),
+        ),
+        Stage::CgroupNamespace => "creating its cgroup namespace".to_owned(),
         Stage::CloseFds => "closing inherited file descriptors".to_owned(),
         Stage::Signals => "setting up signal handling".to_owned(),
         Stage::Hostname => "setting the hostname".to_owned(),

@@ -210,16 +210,23 @@ fn pid_namespace_is_private() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Whether a process whose command line contains `token` runs on the host.
+/// Whether a process with `token` as one of its arguments runs on the host (zombies excluded).
 fn token_running(token: &str) -> bool {
     std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .is_ok_and(|c| c.windows(token.len()).any(|w| w == token.as_bytes()))
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        !zombie
+            && std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == token.as_bytes()))
     })
 }
 
+/// A token no other process has as an argument: pid, a counter and the time.
 fn unique_token(what: &str) -> String {
-    format!("cvtest-{what}-{}-{:?}", std::process::id(), Instant::now())
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("cvtest-{what}-{}-{n}-{}", std::process::id(), t.as_nanos())
 }
 
 fn background_dies_with_main() -> Result<(), Failed> {
@@ -249,7 +256,16 @@ fn destroy_kills_a_running_tree() -> Result<(), Failed> {
     let fp = footprint(&c);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !token_running(&token) {
-        ensure!(Instant::now() < deadline, "the lingering processes never started");
+        if Instant::now() > deadline {
+            let out = c.wait(Some(Duration::ZERO)).map_err(fail("wait"))?;
+            return Err(format!(
+                "the lingering processes never started: {:?} {} {}",
+                out.termination,
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+            .into());
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     c.destroy().map_err(fail("destroy"))?;
