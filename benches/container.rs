@@ -17,8 +17,16 @@ fn main() {
         return;
     }
     let mut plain_opts = Options::new();
+    // Each veth container gets its own subnet, as a runner gives each container network: the
+    // kernel removes a released pair asynchronously, and the same subnet right after it waits.
     let mut veth_opts = Options::new();
     veth_opts.network_cidr("10.213.0.2/24").expect("valid network");
+    let subnet = std::cell::Cell::new(0u32);
+    let next_subnet = |opts: &mut Options| {
+        let n = subnet.get();
+        subnet.set((n + 1) % 200);
+        opts.network_cidr(&format!("10.213.{n}.2/24")).expect("valid network");
+    };
     if std::env::var_os("CVTEST_BENCH_NO_CGROUPS").is_some() {
         let caps = Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC;
         plain_opts.set_caps(caps);
@@ -74,6 +82,7 @@ fn main() {
                 if let Some(p) = pause {
                     std::thread::sleep(p);
                 }
+                next_subnet(&mut veth_opts);
                 time(|| container(&veth_opts).expect("container with veth"))
             }),
         ];

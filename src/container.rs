@@ -170,7 +170,7 @@ impl Container {
         let rootfs = validate_rootfs(&options.rootfs)?;
         let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
         if let Some(net) = &network {
-            crate::net::check_host_routes(net)?;
+            check_routes(net)?;
         }
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
@@ -418,6 +418,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
+                released_veths().push(veth.host_name().to_owned());
                 veth.release();
             }
             drop((netns, life, status, stdout, stderr));
@@ -541,6 +542,37 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
             }
             crate::sandbox::mounts::check_path(&canon).map_err(err)?;
             Ok(Rootfs::Dir(canon))
+        }
+    }
+}
+
+/// How long `create` waits for the kernel to remove a veth this process released when it
+/// still holds the subnet the new container wants.
+const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Host ends of veths this process released, until the kernel has removed them.
+fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {
+    static RELEASED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The route check. A clash with a veth of this process that is already released is not
+/// refused but waited out: the kernel deletes that pair with its network namespace,
+/// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
+/// must not share the host with its routes. Only this case waits; distinct subnets never do.
+fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
+    let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
+    loop {
+        match crate::net::check_host_routes(net) {
+            Err(crate::net::NetError::RouteClash { interface, .. })
+                if Instant::now() < deadline && released_veths().contains(&interface) =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => {
+                released_veths().retain(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok());
+                return other.map_err(CreateError::from);
+            }
         }
     }
 }
