@@ -598,6 +598,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn handles_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send::<Container>();
+        send_sync_clone::<KillHandle>();
+    }
+
+    #[test]
     fn classification() {
         let exited = |c: i32| c << 8;
         let killed = libc::SIGKILL;
