@@ -95,15 +95,16 @@ fn main() {
             }
         }
     }
-    let stats: Vec<(Duration, Duration)> = samples
+    let stats: Vec<(Duration, Duration, Duration)> = samples
         .iter_mut()
         .take_while(|s| !s.is_empty())
-        .map(|s| (percentile(s, 50), percentile(s, 90)))
+        .map(|s| (percentile(s, 0), percentile(s, 50), percentile(s, 90)))
         .collect();
-    let base = stats[0].0.as_secs_f64();
+    let base = stats[0].1.as_secs_f64();
+    let base_min = stats[0].0.as_secs_f64();
     println!("{iterations} iterations each (after {warmup} warm-up), interleaved\n");
-    println!("{:<44} {:>10} {:>10} {:>8}", "case", "median", "p90", "ratio");
-    for (name, (median, p90)) in [
+    println!("{:<40} {:>9} {:>9} {:>9} {:>7} {:>9}", "case", "min", "median", "p90", "ratio", "min ratio");
+    for (name, (min, median, p90)) in [
         "fork+exec+wait /bin/true (baseline)",
         "std::process::Command /bin/true",
         "container, no network",
@@ -113,10 +114,12 @@ fn main() {
     .zip(&stats)
     {
         println!(
-            "{name:<44} {:>8.0}µs {:>8.0}µs {:>7.2}x",
+            "{name:<40} {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2}x {:>8.2}x",
+            min.as_secs_f64() * 1e6,
             median.as_secs_f64() * 1e6,
             p90.as_secs_f64() * 1e6,
-            median.as_secs_f64() / base
+            median.as_secs_f64() / base,
+            min.as_secs_f64() / base_min
         );
     }
     let mut phases = phases.borrow_mut();

@@ -564,8 +564,13 @@ fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
     let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
     loop {
         match crate::net::check_host_routes(net) {
+            // An empty name: the link went between the route dump and the name lookup, it is
+            // being deleted (its routes go with it).
             Err(crate::net::NetError::RouteClash { interface, .. })
-                if Instant::now() < deadline && released_veths().contains(&interface) =>
+                if Instant::now() < deadline
+                    && (interface.is_empty()
+                        || interface.starts_with("with index")
+                        || released_veths().contains(&interface)) =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
