@@ -72,7 +72,8 @@ fn main() {
     // Interleave the cases so that drift (other load, caches) hits them alike.
     let mut samples: [Vec<Duration>; 4] = Default::default();
     let warmup = 20;
-    let pause = std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
+    let pause =
+        std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     for i in 0..iterations + warmup {
         let times = [
             Some(time(fork_exec)),

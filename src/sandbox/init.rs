@@ -116,7 +116,11 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     // from the parent ever runs here. Signals are read from a signalfd instead.
     sys::block_all_signals().map_err(at(Stage::Signals))?;
     for (i, tasks) in plan.join_cgroups.iter().enumerate() {
-        sys::write_file(tasks, b"0").map_err(|errno| Failure { stage: Stage::JoinCgroup, step: i as u32, errno })?;
+        sys::write_file(tasks, b"0").map_err(|errno| Failure {
+            stage: Stage::JoinCgroup,
+            step: i as u32,
+            errno,
+        })?;
     }
     if plan.new_cgroup_ns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(Stage::CgroupNamespace))?;

@@ -197,7 +197,9 @@ fn clone(
     if let Some(fd) = into {
         match sys::clone_init(flags, Some(fd), plan) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
-            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed),
+            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
+            }
             Err(e) => return Err(SpawnError::Clone(e.into())),
         }
     }
