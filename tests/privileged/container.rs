@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::pid_namespace_is_private", pid_namespace_is_private),
         privileged("container::background_process_dies_with_the_main_process", background_dies_with_main),
         privileged("container::destroy_kills_a_running_tree", destroy_kills_a_running_tree),
+        privileged("container::reduced_caps_still_clean_up", reduced_caps_still_clean_up),
         privileged(
             "container::filesystem_is_read_only_with_private_tmp",
             filesystem_is_read_only_with_private_tmp,
@@ -271,6 +272,27 @@ fn destroy_kills_a_running_tree() -> Result<(), Failed> {
     c.destroy().map_err(fail("destroy"))?;
     ensure!(!token_running(&token), "processes survived destroy");
     assert_gone(&fp)
+}
+
+/// Without a PID namespace or a private filesystem, the container still ends with its main
+/// process: the init kills the main process's group.
+fn reduced_caps_still_clean_up() -> Result<(), Failed> {
+    let token = unique_token("caps");
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let script = format!("{}=linger {} {token} & echo pid=$$", helpers::HELPER_ENV, exe.display());
+    let mut opts = options();
+    opts.set_caps(Caps::CGROUPS | Caps::NETWORK);
+    let out = run(&opts, &sh(&script))?;
+    let stdout = text(&out.stdout);
+    ensure!(out.termination == Termination::Exited(0), "{:?} {stdout}", out.termination);
+    let pid: u32 = stdout.trim().strip_prefix("pid=").and_then(|p| p.parse().ok()).ok_or(stdout.clone())?;
+    ensure!(pid > 2, "without PROCESS_CONTROL there is no PID namespace, yet the pid is {pid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while token_running(&token) {
+        ensure!(Instant::now() < deadline, "the background process outlived the container");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
 }
 
 fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
