@@ -141,8 +141,7 @@ fn should_panic_behaves_like_libtest() -> Result<(), Failed> {
 fn ignore_behaves_like_libtest() -> Result<(), Failed> {
     let run = main_run()?;
     check(
-        run.output
-            .contains("test outcomes::ignored_should_panic ... ignored, runs only when asked"),
+        run.output.contains("test outcomes::ignored_should_panic ... ignored, runs only when asked"),
         || format!("no ignore reason in\n{}", run.output),
     )?;
     // Asked for, the ignored tests run (in their containers) and pass.
