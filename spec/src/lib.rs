@@ -10,11 +10,15 @@
 
 mod network;
 mod parse;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod props;
 mod settings;
 
 pub use network::{subnets_overlap, NetworkSpec};
 pub use parse::{
-    format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit, ValueKind,
+    format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
+    ValueKind, MAX_DURATION,
 };
 pub use settings::{parse_hostname, SetError, TestSettings, SETTINGS_KEYS};
 
