@@ -122,7 +122,7 @@ pub fn duration(input: &str) {
 /// `<number><unit>` parts, a number being digits with at most one '.' and at most 9 decimals,
 /// a unit one of ms, s, m, min, h; the sum, in exact rational arithmetic, must be a positive
 /// whole number of nanoseconds no larger than `u64::MAX`.
-pub fn duration_reference(input: &str) -> Option<Duration> {
+fn duration_reference(input: &str) -> Option<Duration> {
     let s = input.trim();
     let mut total: u128 = 0;
     let mut rest = s;
