@@ -9,6 +9,7 @@
 mod cgroup;
 mod container;
 mod helpers;
+mod macro_fixture;
 mod net;
 mod support;
 
@@ -21,6 +22,7 @@ fn main() {
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     trials.extend(cgroup::trials());
     trials.extend(container::trials());
+    trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
