@@ -17,8 +17,8 @@
 //! dying.
 
 mod detect;
-mod systemd;
 pub(crate) mod fs;
+mod systemd;
 mod v1;
 mod v2;
 

@@ -218,7 +218,8 @@ fn move_into_leaf_and_enable(
         controllers: value.to_owned(),
         me,
         others,
-        systemd: delegation_failed.map_or_else(String::new, |why| format!(" (asking systemd for one failed: {why})")),
+        systemd: delegation_failed
+            .map_or_else(String::new, |why| format!(" (asking systemd for one failed: {why})")),
         source,
     };
     let pids = fs::procs(base)?;
