@@ -5,7 +5,8 @@
 #   3. the privileged tests again inside a throw-away VM with a pure cgroup v2 hierarchy,
 #      once in the root cgroup and once below it (no-internal-processes rule)
 #   4. the privileged tests as an unprivileged user: each must report itself ignored, with why
-#   5. a leak check: nothing of ours (cgroup, veth, netns, process) is left
+#   5. a short fuzzing pass over the value parsers (scripts/fuzz.sh)
+#   6. a leak check: nothing of ours (cgroup, veth, netns, process) is left
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VM=${CV2VM:-../shared/tools/run-in-v2-vm.sh}
@@ -35,6 +36,9 @@ step "privileged tests without privileges (each must be ignored with a reason)"
 out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$priv_bin" 2>&1) || { echo "$out"; exit 1; }
 echo "$out" | tail -n 3
 if echo "$out" | grep -qE '^test .* \.\.\. ok$'; then echo "a privileged test passed without privileges" >&2; exit 1; fi
+
+step "fuzzing the value parsers (${FUZZ_SECONDS:-10} s per target)"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 
 step "leak check"
 ./scripts/leak-check.sh
