@@ -376,6 +376,9 @@ fn read_only_root_by_remounts() -> Result<(), Failed> {
 /// Helper mode: the `fs` helper in a container with these writable dirs; its output passed on.
 pub fn fs_in_container(host_marker: &str, writable: &[&str]) -> i32 {
     let mut opts = Options::new();
+    // No cgroup: this is about mounts, and a child of the test cannot make cgroups everywhere
+    // (cgroup v2 below the root, see dead_owner_state_is_swept).
+    opts.set_caps(Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::NETWORK | Caps::IPC);
     opts.rootfs(Rootfs::Host { writable: writable.iter().map(PathBuf::from).collect() });
     let mut args = vec![host_marker];
     args.extend_from_slice(writable);
