@@ -418,8 +418,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
-                released_veths().push(veth.host_name().to_owned());
-                veth.release();
+                release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
         }
@@ -549,6 +548,13 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// How long `create` waits for the kernel to remove a veth this process released when it
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
+/// is gone, see [`check_routes`].
+pub(crate) fn release_veth(veth: crate::net::Veth) {
+    released_veths().push(veth.host_name().to_owned());
+    veth.release();
+}
 
 /// Host ends of veths this process released, until the kernel has removed them.
 fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {

@@ -136,15 +136,15 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let (netns, veth) = match req.network {
+    let (netns, mut veth) = match req.network {
         Some((spec, name)) => {
             let path = format!("/proc/{pid}/ns/net");
             let netns: OwnedFd =
                 File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
             let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
-            (Some(netns), Some(veth))
+            (Some(netns), VethGuard(Some(veth)))
         }
-        None => (None, None),
+        None => (None, VethGuard(None)),
     };
 
     // Release the init, then learn whether the command is running. EPIPE: the init already
@@ -165,7 +165,7 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
                 stdout: out_r,
                 stderr: err_r,
                 netns,
-                veth,
+                veth: veth.0.take(),
                 main_pid,
                 started,
             })
@@ -205,6 +205,18 @@ fn clone(
     }
     let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
     Ok((pid, pidfd, cgroup.is_none() || joins_itself))
+}
+
+/// A veth made for a spawn that then failed: released like any other (so a new container on
+/// its subnet waits for the kernel to remove it).
+struct VethGuard(Option<Veth>);
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        if let Some(veth) = self.0.take() {
+            crate::container::release_veth(veth);
+        }
+    }
 }
 
 /// Kills and reaps the init unless disarmed.

@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
             "container::filesystem_is_read_only_with_private_tmp",
             filesystem_is_read_only_with_private_tmp,
         ),
+        privileged("container::read_only_root_by_remounts_on_old_kernels", read_only_root_by_remounts),
         privileged("container::explicit_rootfs_is_pivoted_into", explicit_rootfs_is_pivoted_into),
         privileged("container::missing_program_fails_before_clone", missing_program_fails_before_clone),
         privileged("container::exec_failure_is_reported", exec_failure_is_reported),
@@ -295,16 +296,8 @@ fn reduced_caps_still_clean_up() -> Result<(), Failed> {
     Ok(())
 }
 
-fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
-    let host_marker = tempfile::NamedTempFile::new_in("/tmp").map_err(fail("marker"))?;
-    let under_tmp = tempfile::tempdir_in("/tmp").map_err(fail("tempdir"))?;
-    let under_target = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?;
-    let mut opts = options();
-    opts.rootfs(Rootfs::Host { writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()] });
-    let marker = host_marker.path().to_str().unwrap_or_default();
-    let a = under_tmp.path().to_str().unwrap_or_default();
-    let b = under_target.path().to_str().unwrap_or_default();
-    let out = run(&opts, &captured(command("fs", &[marker, a, b])))?;
+/// The `fs` helper in a container whose writable dirs are `writable`; its stdout, checked.
+fn check_filesystem(out: &cvtest::Outcome, dirs: &[&Path]) -> Result<(), Failed> {
     let stdout = text(&out.stdout);
     ensure!(
         out.termination == Termination::Exited(0),
@@ -328,11 +321,84 @@ fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
     }
     ensure!(!stdout.contains("sys_write=ok"), "/sys must be read-only:\n{stdout}");
     ensure!(!Path::new("/tmp/cvtest-probe").exists(), "/tmp inside is not private");
-    for dir in [under_tmp.path(), under_target.path()] {
+    for dir in dirs {
         let got = std::fs::read(dir.join("from-container")).map_err(fail("written file"))?;
         ensure!(got == b"hello", "writable dir content {got:?}");
     }
     Ok(())
+}
+
+/// A host marker file in /tmp (must stay invisible), a writable dir under /tmp (covered by the
+/// container's fresh /tmp) and one under the target dir.
+fn filesystem_fixture() -> Result<(tempfile::NamedTempFile, tempfile::TempDir, tempfile::TempDir), Failed> {
+    Ok((
+        tempfile::NamedTempFile::new_in("/tmp").map_err(fail("marker"))?,
+        tempfile::tempdir_in("/tmp").map_err(fail("tempdir"))?,
+        tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?,
+    ))
+}
+
+fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
+    let (marker, under_tmp, under_target) = filesystem_fixture()?;
+    let mut opts = options();
+    opts.rootfs(Rootfs::Host { writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()] });
+    let args = [marker.path(), under_tmp.path(), under_target.path()].map(|p| p.to_str().unwrap_or_default());
+    let out = run(&opts, &captured(command("fs", &args)))?;
+    check_filesystem(&out, &[under_tmp.path(), under_target.path()])
+}
+
+/// Kernels before 5.12 have no `mount_setattr`: the host root is made read-only by remounting
+/// each mount point. Forced here (in a helper process, the choice is made once per process).
+fn read_only_root_by_remounts() -> Result<(), Failed> {
+    let (marker, under_tmp, under_target) = filesystem_fixture()?;
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let args = [marker.path(), under_tmp.path(), under_target.path()];
+    let out = std::process::Command::new(exe)
+        .env(helpers::HELPER_ENV, "fs-in-container")
+        .env("CVTEST_FORCE_REMOUNT", "1")
+        .args(args)
+        .output()
+        .map_err(fail("helper"))?;
+    let outcome = cvtest::Outcome {
+        termination: match out.status.code() {
+            Some(code) => Termination::Exited(code),
+            None => Termination::Signaled(0),
+        },
+        pids_limit_hit: false,
+        peaks: Default::default(),
+        duration: Duration::ZERO,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    };
+    check_filesystem(&outcome, &[under_tmp.path(), under_target.path()])
+}
+
+/// Helper mode: the `fs` helper in a container with these writable dirs; its output passed on.
+pub fn fs_in_container(host_marker: &str, writable: &[&str]) -> i32 {
+    let mut opts = Options::new();
+    // No cgroup: this is about mounts, and a child of the test cannot make cgroups everywhere
+    // (cgroup v2 below the root, see dead_owner_state_is_swept).
+    opts.set_caps(Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::NETWORK | Caps::IPC);
+    opts.rootfs(Rootfs::Host { writable: writable.iter().map(PathBuf::from).collect() });
+    let mut args = vec![host_marker];
+    args.extend_from_slice(writable);
+    match run(&opts, &captured(command("fs", &args))) {
+        Ok(out) => {
+            print!("{}", text(&out.stdout));
+            eprint!("{}", text(&out.stderr));
+            match out.termination {
+                Termination::Exited(code) => code,
+                other => {
+                    eprintln!("{other:?}");
+                    99
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{}", e.message().unwrap_or("failed"));
+            98
+        }
+    }
 }
 
 /// Copies `programs` and the shared libraries `ldd` lists for them into `root`, at the same
