@@ -77,7 +77,8 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     let envp = envp(command, req.id)?;
     let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
     let hostname = req.hostname.as_bytes();
-    let mounts = MountPlan::new(req.rootfs, req.caps.contains(Caps::FILESYSTEM));
+    let program_dir = program_path.parent().unwrap_or(Path::new("/"));
+    let mounts = MountPlan::new(req.rootfs, req.caps.contains(Caps::FILESYSTEM), &[&cwd, program_dir]);
 
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
     let (life_r, life_w) = pipe()?;
