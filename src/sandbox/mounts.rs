@@ -175,7 +175,12 @@ impl MountPlan {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
                 fresh_mounts(&mut steps, false);
-                for (slot, dir) in writable.iter().chain(visible.iter()).enumerate() {
+                // Parents before children, so a writable directory inside a kept-visible one
+                // is attached on top of it.
+                let mut attach: Vec<(usize, &PathBuf)> =
+                    writable.iter().chain(visible.iter()).enumerate().collect();
+                attach.sort_by_key(|(_, dir)| dir.components().count());
+                for (slot, dir) in attach {
                     mkdirs_under_covered(&mut steps, dir);
                     steps.push(Step::AttachTree { slot, target: cstring(dir) });
                 }
@@ -414,7 +419,9 @@ mod tests {
         let program = Path::new("/tmp/ci/repo/target/debug/deps");
         let elsewhere = Path::new("/srv/x");
         let plan = MountPlan::new(
-            &Rootfs::Host { writable: vec![PathBuf::from("/tmp/w")] },
+            &Rootfs::Host {
+                writable: vec![PathBuf::from("/tmp/ci/repo/target/tmp"), PathBuf::from("/tmp/w")],
+            },
             true,
             &[program, cwd, elsewhere, Path::new("/tmp/w/sub")],
         );
@@ -422,7 +429,12 @@ mod tests {
         let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
         // Only the cwd (which holds the program's dir) is kept; /srv is not covered, /tmp/w/sub
         // is inside a writable dir.
-        assert_eq!(plan.slots.len(), 2, "{text}");
+        assert_eq!(plan.slots.len(), 3, "{text}");
+        // The writable dir inside the kept one goes on top of it.
+        assert!(
+            pos("attaching the directory /tmp/ci/repo\n")
+                < pos("attaching the directory /tmp/ci/repo/target/tmp")
+        );
         assert!(pos("making / read-only") < pos("cloning the mount tree of /tmp/ci/repo"));
         assert!(pos("mounting tmpfs on /tmp") < pos("attaching the directory /tmp/ci/repo"));
         assert!(!text.contains("/srv/x") && !text.contains("/tmp/w/sub") && !text.contains("deps"), "{text}");
