@@ -435,7 +435,7 @@ mod tests {
             pos("attaching the directory /tmp/ci/repo\n")
                 < pos("attaching the directory /tmp/ci/repo/target/tmp")
         );
-        assert!(pos("making / read-only") < pos("cloning the mount tree of /tmp/ci/repo"));
+        assert!(pos("making / read-only") < pos("cloning the mount tree of /tmp/ci/repo\n"));
         assert!(pos("mounting tmpfs on /tmp") < pos("attaching the directory /tmp/ci/repo"));
         assert!(!text.contains("/srv/x") && !text.contains("/tmp/w/sub") && !text.contains("deps"), "{text}");
     }
