@@ -28,7 +28,18 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
     let target = fixture_target_dir();
     let mut child = cvtest_command(
         "basic",
-        &["--lib", "-j", "3", "--message-format", "json", "sleeps_30s", "ok::passes"],
+        // An explicit budget: the sleepers (1G limits) must run at once even on a small VM.
+        &[
+            "--lib",
+            "-j",
+            "3",
+            "--memory-budget",
+            "16G",
+            "--message-format",
+            "json",
+            "sleeps_30s",
+            "ok::passes",
+        ],
     )
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped())
