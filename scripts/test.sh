@@ -9,7 +9,7 @@
 #   6. a leak check: nothing of ours (cgroup, veth, netns, process) is left
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VM=${CV2VM:-../shared/tools/run-in-v2-vm.sh}
+VM=$(realpath -m "${CV2VM:-../shared/tools/run-in-v2-vm.sh}")
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -28,6 +28,10 @@ if [ -x "$VM" ]; then
   CV2VM_TIMEOUT=1800 "$VM" "$priv_bin" --test-threads=2
   step "privileged tests in a pure cgroup v2 VM (below the root: test.slice)"
   CV2VM_TIMEOUT=1800 CV2VM_CGROUP=test.slice "$VM" "$priv_bin" --test-threads=2
+  step "cargo cvtest's tests in a pure cgroup v2 VM (root cgroup)"
+  cli_bin=$(cargo test -p cargo-cvtest --test cli --no-run --message-format=json 2>/dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\/cli-[^"]*\)".*/\1/p' | tail -n1)
+  (cd cargo-cvtest && CV2VM_TIMEOUT=1800 "$VM" "$cli_bin" --test-threads=1)
 else
   echo "warning: $VM not found: the cgroup v2 leg did not run" >&2
 fi
