@@ -30,7 +30,8 @@ use cvtest_spec::{
 };
 
 use crate::{
-    Command, Container, CreateError, MemoryLimit, Options, Outcome, Rootfs, Stdio, Termination, ENV_CONTAINER,
+    Command, Container, CreateError, Limits, MemoryLimit, Options, Outcome, Rootfs, Stdio, Termination,
+    ENV_CONTAINER,
 };
 
 pub use ::ctor;
@@ -209,7 +210,9 @@ fn supervise(test: &'static Test) -> Verdict {
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => return unprivileged(&e),
+        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
+            return unprivileged(&e)
+        }
         Err(e) => {
             return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
         }
@@ -234,9 +237,9 @@ fn supervise(test: &'static Test) -> Verdict {
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
-    println!("cvtest: container {id}: {}", usage(&outcome, &settings));
+    println!("cvtest: container {id}: {}", usage(&outcome, &options.limits));
 
-    let verdict = judge(&outcome, &settings, &name);
+    let verdict = judge(&outcome, &options.limits, settings.timeout, &name);
     match destroyed {
         Ok(()) => verdict,
         Err(e) => {
@@ -304,8 +307,8 @@ fn unprivileged(missing: &CreateError) -> Verdict {
 }
 
 /// Turns how the inner test binary ended into this test's verdict.
-fn judge(outcome: &Outcome, settings: &TestSettings, name: &str) -> Verdict {
-    let pids_note = || match (outcome.pids_limit_hit, settings.pids.unwrap_or(cvtest_spec::DEFAULT_PIDS)) {
+fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &str) -> Verdict {
+    let pids_note = || match (outcome.pids_limit_hit, limits.pids) {
         (true, limit) => format!(" after reaching its pids limit of {limit} (a fork or clone was refused)"),
         (false, _) => String::new(),
     };
@@ -323,12 +326,12 @@ fn judge(outcome: &Outcome, settings: &TestSettings, name: &str) -> Verdict {
         }
         Termination::OomKilled => Verdict::Failed(format!(
             "killed: out of memory (limit {}, peak {})",
-            limit_text(settings.memory.unwrap_or(cvtest_spec::DEFAULT_MEMORY)),
+            limit_text(limits.memory),
             outcome.peaks.memory_bytes.map_or_else(|| "unknown".to_owned(), |m| mib(m.value)),
         )),
         Termination::TimedOut => Verdict::Failed(format!(
             "timed out after {}",
-            settings.timeout.map_or_else(|| "its timeout".to_owned(), format_duration)
+            timeout.map_or_else(|| "its timeout".to_owned(), format_duration)
         )),
     }
 }
@@ -344,7 +347,7 @@ fn ran_the_test(stdout: &[u8]) -> bool {
 }
 
 /// The usage line printed with every test: peaks and limits, CPU time, traffic, wall time.
-fn usage(outcome: &Outcome, settings: &TestSettings) -> String {
+fn usage(outcome: &Outcome, limits: &Limits) -> String {
     let peaks = &outcome.peaks;
     let bound = |sampled: bool| if sampled { ">=" } else { "" };
     let memory = peaks
@@ -353,11 +356,8 @@ fn usage(outcome: &Outcome, settings: &TestSettings) -> String {
     let pids =
         peaks.pids.map_or_else(|| "unknown".to_owned(), |p| format!("{}{}", bound(p.sampled), p.value));
     let mut parts = vec![
-        format!(
-            "peak memory {memory} (limit {})",
-            limit_text(settings.memory.unwrap_or(cvtest_spec::DEFAULT_MEMORY))
-        ),
-        format!("peak pids {pids} (limit {})", settings.pids.unwrap_or(cvtest_spec::DEFAULT_PIDS)),
+        format!("peak memory {memory} (limit {})", limit_text(limits.memory)),
+        format!("peak pids {pids} (limit {})", limits.pids),
     ];
     if let (Some(user), Some(system)) = (peaks.cpu_user, peaks.cpu_system) {
         parts.push(format!("cpu {} (user {}, system {})", secs(user + system), secs(user), secs(system)));
@@ -461,27 +461,26 @@ mod tests {
 
     #[test]
     fn judges_outcomes() {
-        let s = NESTED.settings();
+        let limits = options(&NESTED.settings(), &NESTED, Path::new("/t/debug/deps/x")).limits;
         let passed = "running 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 0.00s\n\n";
-        assert_eq!(judge(&outcome(Termination::Exited(0), passed), &s, "x"), Verdict::Passed);
+        let judge = |o: &Outcome| judge(o, &limits, Some(Duration::from_secs(30)), "x");
+        assert_eq!(judge(&outcome(Termination::Exited(0), passed)), Verdict::Passed);
         let none = "running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 0.00s\n";
         assert!(
-            matches!(judge(&outcome(Termination::Exited(0), none), &s, "x"), Verdict::Failed(m) if m.contains("ran no test named \"x\""))
+            matches!(judge(&outcome(Termination::Exited(0), none)), Verdict::Failed(m) if m.contains("ran no test named \"x\""))
         );
         assert_eq!(
-            judge(&outcome(Termination::OomKilled, ""), &s, "x"),
+            judge(&outcome(Termination::OomKilled, "")),
             Verdict::Failed("killed: out of memory (limit 64 MiB, peak 64.0 MiB)".to_owned())
         );
-        let timed = TestSettings { timeout: Some(Duration::from_secs(30)), ..Default::default() };
         assert_eq!(
-            judge(&outcome(Termination::TimedOut, ""), &timed, "x"),
+            judge(&outcome(Termination::TimedOut, "")),
             Verdict::Failed("timed out after 30s".to_owned())
         );
         let mut pids = outcome(Termination::Exited(101), "");
         pids.pids_limit_hit = true;
-        let limited = TestSettings { pids: Some(cvtest_spec::PidsLimit::Count(8)), ..Default::default() };
         assert!(
-            matches!(judge(&pids, &limited, "x"), Verdict::Failed(m) if m.contains("reaching its pids limit of 8"))
+            matches!(judge(&pids), Verdict::Failed(m) if m.contains("reaching its pids limit of 256 (a fork or clone was refused)"))
         );
     }
 

@@ -51,3 +51,8 @@ pub use cvtest_spec::{CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError,
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.
 pub const ENV_CONTAINER: &str = "CVTEST_CONTAINER";
+
+/// The README's code blocks, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -85,6 +85,10 @@ use proc_macro::TokenStream;
 /// tests pass without running (saying why in their output); `CVTEST_UNSANDBOXED=run` runs their
 /// bodies in the test process, without isolation or limits.
 ///
+/// On cgroup v2 below the root cgroup, cvtest needs a cgroup to itself (see the `cgroup`
+/// module); under `cargo test` the test binary shares its cgroup with cargo, so containers
+/// cannot be made there. The root cgroup and cgroup v1 or hybrid machines have no such limit.
+///
 /// # Registration and `unsafe_code`
 /// Each test registers itself from a constructor (a function the loader runs before `main`),
 /// which needs `#[link_section]`, an `unsafe_code` item: a crate with `#![deny(unsafe_code)]`

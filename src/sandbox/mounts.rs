@@ -93,9 +93,9 @@ impl Step {
             Step::ReadOnlyTree { target } => format!("making {} read-only", s(target)),
             Step::RemountReadOnly { target, .. } => format!("remounting {} read-only", s(target)),
             Step::CloneTree { source, .. } => {
-                format!("cloning the mount tree of writable directory {}", s(source))
+                format!("cloning the mount tree of {}", s(source))
             }
-            Step::AttachTree { target, .. } => format!("attaching writable directory {}", s(target)),
+            Step::AttachTree { target, .. } => format!("attaching the directory {}", s(target)),
             Step::BindSelf { path } => format!("bind-mounting {} onto itself", s(path)),
             Step::Mount { fstype, target, .. } => format!("mounting {} on {}", s(fstype), s(target)),
             Step::Mkdir { path, .. } => format!("creating directory {}", s(path)),
@@ -135,9 +135,11 @@ pub(crate) fn check_path(path: &Path) -> Result<CString, std::io::Error> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
 }
 
+/// Whether to use `mount_setattr` (Linux 5.12+). `CVTEST_FORCE_REMOUNT` set makes the plan use
+/// the remount fallback of older kernels anyway, so that path is tested on new ones too.
 fn has_mount_setattr() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(sys::has_mount_setattr)
+    *HAS.get_or_init(|| std::env::var_os("CVTEST_FORCE_REMOUNT").is_none() && sys::has_mount_setattr())
 }
 
 impl MountPlan {
@@ -145,7 +147,12 @@ impl MountPlan {
     /// only gets a private mount tree with a fresh `/proc` (its own PID namespace's).
     ///
     /// `Rootfs::Host` writable directories must be absolute and canonical (checked at create).
-    pub(crate) fn new(rootfs: &Rootfs, filesystem: bool) -> MountPlan {
+    ///
+    /// `keep_visible` (the working directory, the program): where one of these lies below a
+    /// directory the plan covers with a fresh mount (a checkout under `/tmp`, say), it is cloned
+    /// from the host *after* the root went read-only and attached over the fresh mount, so the
+    /// container still sees it, read-only, unless a writable directory already holds it.
+    pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, keep_visible: &[&Path]) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
         if !filesystem {
             steps.push(proc_mount(""));
@@ -153,6 +160,7 @@ impl MountPlan {
         }
         match rootfs {
             Rootfs::Host { writable } => {
+                let visible = covered_but_needed(keep_visible, writable);
                 for (slot, dir) in writable.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot });
                 }
@@ -162,12 +170,21 @@ impl MountPlan {
                     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
                     steps.extend(remount_steps(&mountinfo));
                 }
+                // Cloned from the now read-only tree: read-only clones.
+                for (i, dir) in visible.iter().enumerate() {
+                    steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
+                }
                 fresh_mounts(&mut steps, false);
-                for (slot, dir) in writable.iter().enumerate() {
+                // Parents before children, so a writable directory inside a kept-visible one
+                // is attached on top of it.
+                let mut attach: Vec<(usize, &PathBuf)> =
+                    writable.iter().chain(visible.iter()).enumerate().collect();
+                attach.sort_by_key(|(_, dir)| dir.components().count());
+                for (slot, dir) in attach {
                     mkdirs_under_covered(&mut steps, dir);
                     steps.push(Step::AttachTree { slot, target: cstring(dir) });
                 }
-                let slots = writable.iter().map(|_| Cell::new(None)).collect();
+                let slots = (0..writable.len() + visible.len()).map(|_| Cell::new(None)).collect();
                 MountPlan { steps, slots }
             }
             Rootfs::Dir(root) => {
@@ -256,6 +273,24 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
     });
 }
 
+/// Of `paths`, those below a directory the plan covers with a fresh mount and not inside a
+/// writable directory (which stays visible anyway), without duplicates or nested repeats.
+fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let covered = COVERED.iter().any(|c| p.starts_with(c) && *p != Path::new(c));
+        if !covered || writable.iter().any(|w| p.starts_with(w)) {
+            continue;
+        }
+        if out.iter().any(|o| p.starts_with(o)) {
+            continue;
+        }
+        out.retain(|o| !o.starts_with(p));
+        out.push(p.to_path_buf());
+    }
+    out
+}
+
 /// A writable directory below a freshly mounted directory (say `/tmp/work`) needs its mount point
 /// created in the fresh mount first.
 fn mkdirs_under_covered(steps: &mut Vec<Step>, dir: &Path) {
@@ -334,20 +369,21 @@ mod tests {
         let plan = MountPlan::new(
             &Rootfs::Host { writable: vec![PathBuf::from("/tmp/work/a"), PathBuf::from("/srv")] },
             true,
+            &[],
         );
         let text = render(&plan);
         let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
         assert!(text.starts_with("making the mount tree private"));
-        assert!(pos("cloning the mount tree of writable directory /tmp/work/a") < pos("read-only"));
+        assert!(pos("cloning the mount tree of /tmp/work/a") < pos("read-only"));
         assert!(pos("mounting tmpfs on /tmp") < pos("creating directory /tmp/work\n"));
-        assert!(pos("creating directory /tmp/work/a") < pos("attaching writable directory /tmp/work/a"));
+        assert!(pos("creating directory /tmp/work/a") < pos("attaching the directory /tmp/work/a"));
         assert!(!text.contains("creating directory /srv"));
         assert_eq!(plan.slots.len(), 2);
     }
 
     #[test]
     fn dir_plan_pivots_then_mounts_fresh_filesystems() {
-        let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true);
+        let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true, &[]);
         let text = render(&plan);
         assert!(text.find("pivoting").unwrap() < text.find("mounting proc on /proc").unwrap());
         assert!(text.contains("bind-mounting /srv/root onto itself"));
@@ -355,7 +391,7 @@ mod tests {
 
     #[test]
     fn without_filesystem_only_proc_is_fresh() {
-        let plan = MountPlan::new(&Rootfs::default(), false);
+        let plan = MountPlan::new(&Rootfs::default(), false, &[]);
         assert_eq!(render(&plan), "making the mount tree private\nmounting proc on /proc\n");
     }
 
@@ -375,5 +411,32 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn needed_paths_under_tmp_are_cloned_read_only_after_the_root_went_read_only() {
+        let cwd = Path::new("/tmp/ci/repo");
+        let program = Path::new("/tmp/ci/repo/target/debug/deps");
+        let elsewhere = Path::new("/srv/x");
+        let plan = MountPlan::new(
+            &Rootfs::Host {
+                writable: vec![PathBuf::from("/tmp/ci/repo/target/tmp"), PathBuf::from("/tmp/w")],
+            },
+            true,
+            &[program, cwd, elsewhere, Path::new("/tmp/w/sub")],
+        );
+        let text = render(&plan);
+        let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
+        // Only the cwd (which holds the program's dir) is kept; /srv is not covered, /tmp/w/sub
+        // is inside a writable dir.
+        assert_eq!(plan.slots.len(), 3, "{text}");
+        // The writable dir inside the kept one goes on top of it.
+        assert!(
+            pos("attaching the directory /tmp/ci/repo\n")
+                < pos("attaching the directory /tmp/ci/repo/target/tmp")
+        );
+        assert!(pos("making / read-only") < pos("cloning the mount tree of /tmp/ci/repo\n"));
+        assert!(pos("mounting tmpfs on /tmp") < pos("attaching the directory /tmp/ci/repo"));
+        assert!(!text.contains("/srv/x") && !text.contains("/tmp/w/sub") && !text.contains("deps"), "{text}");
     }
 }

@@ -323,12 +323,12 @@ fn route_check_refuses_overlaps() -> Result<(), Failed> {
     // Another live veth of ours: its subnet, or one overlapping it, is refused, also by create.
     let netns = new_netns();
     let name = VethName::next();
-    let veth = Veth::create(netns.as_fd(), &spec("10.213.4.2/24"), &name, &live_tag()).chain()?;
-    expect_clash(check_host_routes(&spec("10.213.4.130/25")), name.host(), "overlapping live veth")?;
-    expect_clash(check_host_routes(&spec("10.213.0.2/16")), name.host(), "wider subnet over a live veth")?;
+    let veth = Veth::create(netns.as_fd(), &spec("10.77.4.2/24"), &name, &live_tag()).chain()?;
+    expect_clash(check_host_routes(&spec("10.77.4.130/25")), name.host(), "overlapping live veth")?;
+    expect_clash(check_host_routes(&spec("10.77.0.2/16")), name.host(), "wider subnet over a live veth")?;
     let second = new_netns();
     let refused = VethName::next();
-    match Veth::create(second.as_fd(), &spec("10.213.4.66/26"), &refused, &live_tag()) {
+    match Veth::create(second.as_fd(), &spec("10.77.4.66/26"), &refused, &live_tag()) {
         Err(NetError::RouteClash { interface, .. }) if interface == name.host() => {}
         other => {
             return Err(format!("create over a live veth's subnet: expected a clash, got {other:?}").into())
