@@ -64,7 +64,7 @@ fn bomb() -> ! {
 /// the daemon must die with the container.
 #[cv_test(timeout = "60s")]
 fn daemonizes_and_exits() {
-    daemonize(600);
+    daemonize(600, "daemon.alive");
     println!("daemon started");
 }
 
@@ -144,7 +144,7 @@ fn sleeper_networked() {
 /// For interrupts: a daemon and a sleeper behind another veth.
 #[cv_test(network = "10.182.0.6/30")]
 fn sleeper_with_daemon() {
-    daemonize(120);
+    daemonize(120, "sleeper_daemon.alive");
     signal("sleeper_with_daemon.ready");
     sleep(120);
 }

@@ -45,15 +45,23 @@ pub fn fork_sleeper(secs: u32) -> libc::pid_t {
 
 /// Starts a daemon the classic way (fork, setsid, fork, parent exits) that sleeps for `secs`
 /// seconds. The daemon keeps stdout and stderr open, so the runner's pipes stay open after the
-/// test's process is gone. Returns once the intermediate child has exited.
-pub fn daemonize(secs: u32) {
-    // SAFETY: the children run only async-signal-safe functions (setsid, fork, sleep, _exit).
+/// test's process is gone. Returns once the daemon has created `alive` in the rendezvous
+/// directory (proof that it runs).
+pub fn daemonize(secs: u32, alive: &str) {
+    let path = rendezvous_dir().join(alive);
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in the path");
+    // SAFETY: the children run only async-signal-safe functions (setsid, fork, open, close,
+    // sleep, _exit) on a C string made before the fork.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
         0 => unsafe {
             libc::setsid();
             if libc::fork() == 0 {
+                let fd = libc::open(c_path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
                 libc::sleep(secs);
             }
             libc::_exit(0)
@@ -64,6 +72,11 @@ pub fn daemonize(secs: u32) {
             unsafe { libc::waitpid(pid, &mut status, 0) };
         }
     }
+    assert!(
+        wait_for(&path, Duration::from_secs(30)),
+        "the daemon never started ({} missing)",
+        path.display()
+    );
 }
 
 /// Sleeps `secs` seconds (a bound, in case the driver loses track of us).

@@ -13,8 +13,12 @@ use super::{note, CLEANUP_TIMEOUT};
 /// Runs one fixture test by exact name (with extra runner flags), then checks that nothing of
 /// the runner is left.
 fn run_one(name: &str, extra: &[&str]) -> Result<Finished, Failed> {
-    let base = Baseline::capture();
     let rdv = rendezvous();
+    run_one_in(&rdv, name, extra)
+}
+
+fn run_one_in(rdv: &tempfile::TempDir, name: &str, extra: &[&str]) -> Result<Finished, Failed> {
+    let base = Baseline::capture();
     let mut args = vec!["-j", "1"];
     args.extend_from_slice(extra);
     args.extend(["--exact", name]);
@@ -81,7 +85,9 @@ pub fn fork_bomb() -> Result<Completion, Failed> {
 }
 
 pub fn daemon() -> Result<Completion, Failed> {
-    let done = run_one("faults::daemonizes_and_exits", &[])?;
+    let rdv = rendezvous();
+    let done = run_one_in(&rdv, "faults::daemonizes_and_exits", &[])?;
+    done.check(rdv.path().join("daemon.alive").exists(), "the daemon ran")?;
     done.expect_code(0)?;
     let t = done.test("faults::daemonizes_and_exits")?;
     done.check(t["status"] == "pass", "pass")?;
@@ -119,8 +125,14 @@ const CAPTURE_LIMIT: usize = 1 << 20;
 /// The runner's peak RSS while a test writes 100 MiB must stay below this.
 const FLOOD_RSS_BOUND_MIB: f64 = 48.0;
 
+/// The JUnit report keeps at most this much of a failure's output.
+const JUNIT_BOUND: u64 = 1 << 20;
+
 pub fn flood() -> Result<Completion, Failed> {
-    let done = run_one("faults::floods_stdout", &[])?;
+    let rdv = rendezvous();
+    let junit = rdv.path().join("junit.xml");
+    let junit_arg = junit.display().to_string();
+    let done = run_one_in(&rdv, "faults::floods_stdout", &["--junit", &junit_arg])?;
     done.expect_code(100)?;
     let t = done.test("faults::floods_stdout")?;
     done.check(t["status"] == "fail", "FAIL")?;
@@ -133,8 +145,10 @@ pub fn flood() -> Result<Completion, Failed> {
         done.hwm_mib() > 0.0 && done.hwm_mib() < FLOOD_RSS_BOUND_MIB,
         &format!("runner peak RSS {:.1} MiB, bound {FLOOD_RSS_BOUND_MIB} MiB", done.hwm_mib()),
     )?;
+    let junit_len = std::fs::metadata(&junit).map(|m| m.len()).unwrap_or(0);
+    done.check(junit_len > 0 && junit_len < JUNIT_BOUND, &format!("JUnit report of {junit_len} bytes"))?;
     note(&format!(
-        "100 MiB on stdout: kept {} bytes with {:?}; runner peak RSS {:.1} MiB",
+        "100 MiB on stdout: kept {} bytes with {:?}; JUnit report {junit_len} bytes; runner peak RSS {:.1} MiB",
         out.len(),
         marker.unwrap_or_default(),
         done.hwm_mib()

@@ -36,6 +36,7 @@ pub fn interrupt(sig: i32) -> Result<Completion, Failed> {
     let base = Baseline::capture();
     let rdv = rendezvous();
     let run = start_victims(&rdv)?;
+    let before = running_state(&base, &run)?;
     run.signal(sig);
     let sent = Instant::now();
     let done = run.finish(Duration::from_secs(60))?;
@@ -54,7 +55,10 @@ pub fn interrupt(sig: i32) -> Result<Completion, Failed> {
     let cleaned = base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
     let diffs = NetSnapshot::capture()?.differences(&net_before, &done.owner);
     done.check(diffs.is_empty(), &format!("the host's network changed:\n{}", diffs.join("\n")))?;
-    note(&format!("signal {sig} mid-run: exited {:?} after {took:?}, clean {cleaned:?} later", done.code()));
+    note(&format!(
+        "signal {sig} mid-run ({before}): exited {:?} after {took:?}, clean {cleaned:?} later",
+        done.code()
+    ));
     Ok(Completion::Completed)
 }
 
@@ -64,6 +68,7 @@ pub fn kill_then_sweep() -> Result<Completion, Failed> {
     let rdv = rendezvous();
     let run = start_victims(&rdv)?;
     let owner = run.owner.clone();
+    let before = running_state(&base, &run)?;
     run.signal(libc::SIGKILL);
     let done = run.finish(Duration::from_secs(30))?;
     done.check(
@@ -103,9 +108,24 @@ pub fn kill_then_sweep() -> Result<Completion, Failed> {
         return Err(format!("the host's network changed:\n{}", diffs.join("\n")).into());
     }
     note(&format!(
-        "SIGKILL mid-run: processes and veths gone with the runner; {stale} stale cgroup dirs swept by the next run; \
+        "SIGKILL mid-run ({before}): processes and veths gone with the runner; {stale} stale cgroup dirs swept by the next run; \
          our processes now: {:?}",
         our_processes(None)
     ));
     Ok(Completion::Completed)
+}
+
+/// What the runner has on the host while its four victims run: their processes, two veths and
+/// their cgroups must be there, or the checks after the signal would prove nothing.
+fn running_state(base: &Baseline, run: &Started) -> Result<String, Failed> {
+    let now = base.leaks(&run.owner);
+    if now.processes.len() < 4 || now.links.len() != 2 || now.cgroups.is_empty() {
+        return Err(format!("the victims are not all running:\n{now}").into());
+    }
+    Ok(format!(
+        "{} processes, {} veths, {} cgroup dirs",
+        now.processes.len(),
+        now.links.len(),
+        now.cgroups.len()
+    ))
 }
