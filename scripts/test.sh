@@ -4,6 +4,7 @@
 #   2. every test natively (cgroup v1 or v2, whatever this machine has)
 #   3. the privileged tests again inside a throw-away VM with a pure cgroup v2 hierarchy,
 #      once in the root cgroup and once below it (no-internal-processes rule)
+#      (and the reliability suite's v2 legs: scripts/reliability.sh --vm)
 #   4. the privileged tests as an unprivileged user: each must report itself ignored, with why
 #   5. a short fuzzing pass over the value parsers (scripts/fuzz.sh)
 #   6. a leak check: nothing of ours (cgroup, veth, netns, process) is left
@@ -31,7 +32,10 @@ if [ -x "$VM" ]; then
   step "cargo cvtest's tests in a pure cgroup v2 VM (root cgroup)"
   cli_bin=$(cargo test -p cargo-cvtest --test cli --no-run --message-format=json 2>/dev/null \
     | sed -n 's/.*"executable":"\([^"]*\/cli-[^"]*\)".*/\1/p' | tail -n1)
-  (cd cargo-cvtest && CV2VM_TIMEOUT=1800 "$VM" "$cli_bin" --test-threads=1)
+  # (the reliability trials have their own VM legs below, without the slow load runs)
+  (cd cargo-cvtest && CV2VM_TIMEOUT=1800 "$VM" "$cli_bin" --test-threads=1 --skip reliability::)
+  step "reliability suite in pure cgroup v2 VMs (scripts/reliability.sh)"
+  CV2VM="$VM" ./scripts/reliability.sh --vm
 else
   echo "warning: $VM not found: the cgroup v2 leg did not run" >&2
 fi

@@ -4,6 +4,7 @@
 
 mod errors;
 mod interrupt;
+mod reliability;
 mod run;
 mod select;
 mod support;
@@ -18,5 +19,6 @@ fn main() {
     trials.extend(select::trials());
     trials.extend(run::trials());
     trials.extend(interrupt::trials());
+    trials.extend(reliability::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -128,7 +128,7 @@ pub fn leftovers_of(pid: u32) -> Vec<String> {
     if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
         for e in rd.flatten() {
             let alias = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
-            if alias.contains(&format!("owner={pid}:")) {
+            if alias.contains(&format!("owner={pid}.")) {
                 found.push(format!("link {}", e.file_name().to_string_lossy()));
             }
         }

@@ -1,0 +1,180 @@
+//! What a container must not see, reach or change.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cvtest::cv_test;
+
+use crate::support::{rendezvous_dir, signal, wait_for};
+
+/// The pids in this container's /proc.
+fn visible_pids() -> BTreeSet<u32> {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The command lines of every visible process.
+fn visible_cmdlines() -> Vec<(u32, Vec<String>)> {
+    visible_pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            Some((pid, args))
+        })
+        .collect()
+}
+
+/// Only its own init (1) and itself (2) are visible: no host process.
+#[test]
+fn sees_only_itself() {
+    let pids = visible_pids();
+    assert_eq!(pids, BTreeSet::from([1, 2]), "processes visible in the container: {:?}", visible_cmdlines());
+}
+
+/// Run at the same time as `peer_b` (the driver checks from the host that both run): neither sees
+/// the other. It does see itself, so the search is not blind.
+#[test]
+fn peer_a() {
+    peer("peer_a", "peer_b");
+}
+
+#[test]
+fn peer_b() {
+    peer("peer_b", "peer_a");
+}
+
+fn peer(me: &str, other: &str) {
+    let dir = rendezvous_dir();
+    signal(&format!("{me}.ready"));
+    let wait = Duration::from_secs(120);
+    assert!(wait_for(&dir.join(format!("{other}.ready")), wait), "{other} never started");
+    assert!(wait_for(&dir.join("driver.seen"), wait), "the driver never saw both peers run");
+    let procs = visible_cmdlines();
+    // A test process runs this binary with the test's name as an argument (PID 1, a fork of the
+    // runner, carries the runner's command line, which names both).
+    let exe = std::env::args().next().unwrap_or_default();
+    let sees = |name: &str| {
+        let name = format!("safety::{name}");
+        procs.iter().any(|(_, args)| args.first() == Some(&exe) && args.contains(&name))
+    };
+    let (me_seen, other_seen) = (sees(me), sees(other));
+    signal(&format!("{me}.done"));
+    assert!(wait_for(&dir.join(format!("{other}.done")), wait), "{other} never finished looking");
+    assert!(me_seen, "{me} cannot find itself in /proc: {procs:?}");
+    assert!(!other_seen, "{me} sees {other}'s process: {procs:?}");
+    assert_eq!(visible_pids(), BTreeSet::from([1, 2]), "{procs:?}");
+}
+
+/// The directory outside the writable ones that the driver made (`RELIABILITY_OUTSIDE`).
+fn outside() -> PathBuf {
+    PathBuf::from(std::env::var_os("RELIABILITY_OUTSIDE").expect("RELIABILITY_OUTSIDE is not set"))
+}
+
+fn expect_read_only(what: &str, r: std::io::Result<()>) {
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+        Err(e) => panic!("{what}: failed, but not as read-only: {e}"),
+        Ok(()) => panic!("{what}: succeeded outside the writable directories"),
+    }
+}
+
+/// Writes outside the writable directories fail with EROFS, everywhere on the host's root; /tmp
+/// is private; the writable directory is writable.
+#[test]
+fn writes_stay_inside() {
+    let nonce = std::env::var("RELIABILITY_NONCE").expect("RELIABILITY_NONCE is not set");
+    let out = outside();
+    let probe = format!("cvtest-rel-probe-{nonce}");
+    for dir in [out.as_path(), Path::new("/etc"), Path::new("/usr"), Path::new("/var/tmp"), Path::new("/")] {
+        let path = dir.join(&probe);
+        expect_read_only(&format!("write {}", path.display()), std::fs::write(&path, b"x"));
+        expect_read_only(&format!("mkdir {}", path.display()), std::fs::create_dir(&path));
+    }
+    let keep = out.join("keep.me");
+    expect_read_only("remove keep.me", std::fs::remove_file(&keep));
+    expect_read_only("truncate keep.me", std::fs::write(&keep, b""));
+    expect_read_only("rename keep.me", std::fs::rename(&keep, out.join("moved")));
+    // /tmp is the container's own.
+    let tmp = Path::new("/tmp").join(&probe);
+    std::fs::write(&tmp, b"private").unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    // The target dir is writable.
+    let inside = rendezvous_dir().join("inside.ok");
+    std::fs::write(&inside, b"ok").unwrap_or_else(|e| panic!("write {}: {e}", inside.display()));
+}
+
+/// A hostile test: as root in its own mount namespace, it tries to make the host's root writable
+/// again (remount, then mount_setattr), and then to write outside the writable directories.
+#[test]
+fn remount_escape() {
+    let target = outside().join("escaped");
+    let mut tried = Vec::new();
+    // SAFETY: plain syscalls with valid C strings and null pointers where allowed.
+    unsafe {
+        let r = libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND,
+            std::ptr::null(),
+        );
+        tried.push(format!("remount,bind / rw: {}", result(r)));
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr =
+            MountAttr { attr_set: 0, attr_clr: 1 /* MOUNT_ATTR_RDONLY */, propagation: 0, userns_fd: 0 };
+        let r = libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            0x8000, /* AT_RECURSIVE */
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        );
+        tried.push(format!("mount_setattr / -rdonly recursive: {}", result(r as i32)));
+    }
+    match std::fs::write(&target, b"escaped") {
+        Ok(()) => panic!("wrote {} on the host's root after {tried:?}", target.display()),
+        Err(e) => println!("the write failed as it should ({e}); tried {tried:?}"),
+    }
+}
+
+fn result(r: i32) -> String {
+    if r == 0 {
+        "succeeded".to_owned()
+    } else {
+        format!("failed: {}", std::io::Error::last_os_error())
+    }
+}
+
+/// The address of the other namespace the driver made (another subnet, reachable from the host).
+const OTHER_NAMESPACE: &str = "10.181.1.1:9";
+
+/// Its own subnet works (the host end answers), but a namespace on another subnet, which the
+/// host itself can reach, cannot be reached from the container.
+#[cv_test(network = "10.181.0.2/30")]
+fn subnet_stays_inside() {
+    let host_end: SocketAddr = "10.181.0.1:9".parse().unwrap();
+    match TcpStream::connect_timeout(&host_end, Duration::from_secs(3)) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+        other => panic!("the host end of the veth should refuse port 9 (proof the link works): {other:?}"),
+    }
+    let other: SocketAddr = OTHER_NAMESPACE.parse().unwrap();
+    match TcpStream::connect_timeout(&other, Duration::from_secs(3)) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            panic!("{other} answered (connection refused): traffic left the container's subnet")
+        }
+        Ok(_) => panic!("connected to {other}: traffic left the container's subnet"),
+        Err(e) => println!("{other} is unreachable, as it should be: {e}"),
+    }
+}
