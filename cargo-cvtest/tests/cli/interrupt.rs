@@ -46,7 +46,8 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
     .spawn()?;
     let pid = child.id();
     // Wait until both sleepers run (a test process from the fixture's target dir exists, twice).
-    let deadline = Instant::now() + Duration::from_secs(120);
+    // Generous: under software emulation (the v2 VM) cargo may rebuild the fixture first.
+    let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         // Both sleepers' containers exist: two distinct cgroups of the runner (seen through
         // cgroupfs, which works wherever /proc/<pid>/exe paths differ, as in a VM).
