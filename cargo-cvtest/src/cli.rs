@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::styling::{AnsiColor, Styles};
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, CommandFactory, Parser, ValueEnum};
 use cvtest_spec::{parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit};
 
 use crate::partition::Partition;
@@ -155,22 +155,22 @@ pub struct FilterArgs {
 #[derive(Debug, Args, Default, Clone)]
 pub struct LimitArgs {
     /// Memory limit per container: bytes, K/M/G/T (binary), or "max"
-    #[arg(long, value_name = "SIZE", value_parser = parse_memory, help_heading = "Limits")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory, allow_hyphen_values = true, help_heading = "Limits")]
     pub memory: Option<MemoryLimit>,
     /// Pids limit per container (processes and threads), or "max"
-    #[arg(long, value_name = "N", value_parser = parse_pids, help_heading = "Limits")]
+    #[arg(long, value_name = "N", value_parser = parse_pids, allow_hyphen_values = true, help_heading = "Limits")]
     pub pids: Option<PidsLimit>,
     /// CPU weight per container, 1 to 10000 (100 is the default share)
-    #[arg(long = "cpu-weight", value_name = "N", value_parser = parse_cpu_weight, help_heading = "Limits")]
+    #[arg(long = "cpu-weight", value_name = "N", value_parser = parse_cpu_weight, allow_hyphen_values = true, help_heading = "Limits")]
     pub cpu_weight: Option<CpuWeight>,
     /// CPU quota per container in CPUs ("0.5", "2"), or "max"
-    #[arg(long, value_name = "CPUS", value_parser = parse_cpus_flag, help_heading = "Limits")]
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpus_flag, allow_hyphen_values = true, help_heading = "Limits")]
     pub cpus: Option<CpuQuotaArg>,
     /// Give every test a veth with this address (tests then run one at a time)
-    #[arg(long, value_name = "CIDR", value_parser = parse_network, help_heading = "Limits")]
+    #[arg(long, value_name = "CIDR", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
     pub network: Option<NetworkSpec>,
     /// Time limit per test ("30s", "2m", "1m30s"); the whole container is killed when it passes
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, help_heading = "Limits")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true, help_heading = "Limits")]
     pub timeout: Option<Duration>,
     /// Apply --memory, --pids, --cpu-weight, --cpus, --network and --timeout to every test, over config
     /// and #[cv_test] values
@@ -186,7 +186,7 @@ pub struct CpuQuotaArg(pub Option<CpuQuota>);
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Number of containers running at once [default: the number of CPUs]
-    #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs, help_heading = "Execution")]
+    #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs, allow_hyphen_values = true, help_heading = "Execution")]
     pub jobs: Option<NonZeroUsize>,
     /// One container per test, or one per test binary (cheaper; peaks per binary)
     #[arg(long, value_enum, default_value_t = Isolation::Test, help_heading = "Execution")]
@@ -195,7 +195,7 @@ pub struct RunArgs {
     #[arg(long = "fail-fast", help_heading = "Execution")]
     pub fail_fast: bool,
     /// Memory that running containers' limits may add up to [default: MemAvailable at start]
-    #[arg(long = "memory-budget", value_name = "SIZE", value_parser = parse_budget, help_heading = "Execution")]
+    #[arg(long = "memory-budget", value_name = "SIZE", value_parser = parse_budget, allow_hyphen_values = true, help_heading = "Execution")]
     pub memory_budget: Option<u64>,
     /// List the tests with their effective limits instead of running them
     #[arg(long, help_heading = "Execution")]
@@ -212,17 +212,17 @@ pub struct ReportArgs {
     #[arg(long, value_name = "PATH", help_heading = "Reporting")]
     pub junit: Option<PathBuf>,
     /// Coloring [default: auto; CARGO_TERM_COLOR and NO_COLOR are honoured]
-    #[arg(
-        long,
-        value_enum,
-        value_name = "WHEN",
-        env = "CARGO_TERM_COLOR",
-        hide_env_values = true,
-        help_heading = "Reporting"
-    )]
+    #[arg(long, value_enum, value_name = "WHEN", help_heading = "Reporting")]
     pub color: Option<ColorWhen>,
     /// Rows in the summary's top-memory and longest-duration tables
-    #[arg(long = "top", value_name = "N", default_value_t = 5, help_heading = "Reporting")]
+    #[arg(
+        long = "top",
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = parse_top,
+        allow_hyphen_values = true,
+        help_heading = "Reporting"
+    )]
     pub top: usize,
 }
 
@@ -261,6 +261,12 @@ fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
     })
 }
 
+fn parse_top(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("invalid row count {s:?}; expected a whole number of rows, 0 or more"))
+}
+
 fn parse_memory(s: &str) -> Result<MemoryLimit, String> {
     s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
 }
@@ -295,8 +301,27 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let CargoCli::Cvtest(args) = CargoCli::parse_from(args);
+    let CargoCli::Cvtest(mut args) = CargoCli::parse_from(args);
+    if args.report.color.is_none() {
+        args.report.color = color_from_env();
+    }
     args
+}
+
+/// `CARGO_TERM_COLOR`, as cargo reads it; a bad value is a usage error naming the variable.
+fn color_from_env() -> Option<ColorWhen> {
+    let value = std::env::var("CARGO_TERM_COLOR").ok()?;
+    match value.trim() {
+        "auto" => Some(ColorWhen::Auto),
+        "always" => Some(ColorWhen::Always),
+        "never" => Some(ColorWhen::Never),
+        _ => {
+            let msg = format!(
+                "invalid value {value:?} in the environment variable CARGO_TERM_COLOR; expected auto, always or never"
+            );
+            CargoCli::command().error(clap::error::ErrorKind::InvalidValue, msg).exit()
+        }
+    }
 }
 
 /// Folds libtest-style arguments given after `--` into the filter flags.

@@ -68,13 +68,19 @@ where
             return exit_codes::SETUP_FAILED;
         }
     };
-    match run(&args, paint, &signals) {
+    let code = match run(&args, paint, &signals) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}", render_chain(&e));
             e.exit_code()
         }
+    };
+    // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
+    // the supervisor leaf this process moved into), so not even an empty cgroup is left.
+    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+        eprintln!("warning: {}", render_chain(&e));
     }
+    code
 }
 
 fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {

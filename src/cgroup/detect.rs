@@ -59,6 +59,8 @@ pub(crate) struct V2Layout {
     pub(crate) enabling: Mutex<()>,
     /// Why systemd could not give this process a delegated scope, when it was asked.
     pub(crate) delegation_failed: OnceLock<String>,
+    /// The supervisor leaf this process moved into, and the `+controller` list it enabled then.
+    pub(crate) supervisor: Mutex<Option<(PathBuf, String)>>,
 }
 
 static DETECTED: OnceLock<Hierarchy> = OnceLock::new();
@@ -95,6 +97,12 @@ impl Hierarchy {
         Ok(DETECTED.get_or_init(|| h))
     }
 
+    /// The hierarchies, if [`Hierarchy::detect`] already succeeded in this process (never
+    /// detects: a caller cleaning up has nothing to undo otherwise).
+    pub fn detected() -> Option<&'static Hierarchy> {
+        DETECTED.get()
+    }
+
     /// Detection from `proc_self/mountinfo` and `proc_self/cgroup`, with every mount point
     /// taken relative to `root` (`/` for the real thing; a tempdir in parser tests).
     pub fn detect_at(proc_self: &Path, root: &Path) -> Result<Hierarchy, CgroupError> {
@@ -113,11 +121,24 @@ impl Hierarchy {
                 controllers_ready: AtomicBool::new(false),
                 enabling: Mutex::new(()),
                 delegation_failed: OnceLock::new(),
+                supervisor: Mutex::new(None),
             })
         } else {
             return Err(CgroupError::NoHierarchy { mountinfo: mountinfo_path });
         };
         Ok(Hierarchy { layout })
+    }
+
+    /// Undoes what [`Hierarchy::create`] did to this process's own cgroup, once every container
+    /// of this process is destroyed: on v2, if this process moved into its supervisor leaf, the
+    /// controllers it enabled are disabled again, it moves back, and the leaf is removed. A
+    /// runner calls it at the end of a run so that not even the empty leaf is left. Containers
+    /// created afterwards redo the move.
+    pub fn release(&self) -> Result<(), CgroupError> {
+        match &self.layout {
+            Layout::V1(_) => Ok(()),
+            Layout::V2(l) => super::v2::release_supervisor(l),
+        }
     }
 
     pub fn version(&self) -> CgroupVersion {

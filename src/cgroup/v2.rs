@@ -186,7 +186,8 @@ fn enable_controllers(l: &V2Layout) -> Result<(), CgroupError> {
         match fs::write_io(&subtree, &value) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
-                move_into_leaf_and_enable(base, &subtree, &value, e, l.delegation_failed.get())?
+                let leaf = move_into_leaf_and_enable(base, &subtree, &value, e, l.delegation_failed.get())?;
+                *l.supervisor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((leaf, value));
             }
             Err(e) => return Err(fs::write_error(&subtree, &value, e)),
         }
@@ -204,7 +205,7 @@ fn move_into_leaf_and_enable(
     value: &str,
     busy: io::Error,
     delegation_failed: Option<&String>,
-) -> Result<(), CgroupError> {
+) -> Result<PathBuf, CgroupError> {
     let me = std::process::id() as i32;
     let procs_path = base.join("cgroup.procs");
     let foreign = |pids: &[i32]| -> Vec<i32> {
@@ -262,7 +263,7 @@ fn move_into_leaf_and_enable(
             }
         }
         match fs::write_io(subtree, value) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(leaf),
             Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => last = e,
             Err(e) => {
                 undo();
@@ -272,6 +273,28 @@ fn move_into_leaf_and_enable(
     }
     undo();
     Err(fs::write_error(subtree, value, last))
+}
+
+/// See [`super::Hierarchy::release`].
+pub(crate) fn release_supervisor(l: &V2Layout) -> Result<(), CgroupError> {
+    let _guard = l.enabling.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some((leaf, enabled)) = l.supervisor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+    else {
+        return Ok(());
+    };
+    l.controllers_ready.store(false, Ordering::Release);
+    let subtree = l.base.join("cgroup.subtree_control");
+    let disable = enabled.replace('+', "-");
+    fs::write(&subtree, &disable)?;
+    let procs = l.base.join("cgroup.procs");
+    for pid in fs::procs(&leaf)? {
+        match fs::write_io(&procs, &pid.to_string()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(Errno::ESRCH as i32) => {}
+            Err(e) => return Err(fs::write_error(&procs, &pid.to_string(), e)),
+        }
+    }
+    std::fs::remove_dir(&leaf).map_err(|source| CgroupError::Remove { path: leaf, source })
 }
 
 /// Reads `cgroup.events` from offset 0 and returns the value of `key`.

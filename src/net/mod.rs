@@ -27,6 +27,12 @@ use std::io;
 /// A network operation failed. Every message says what was attempted and in which namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
+    #[error("failed to write {path}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("network {subnet} overlaps the host's route {route} on interface {interface}; a veth there would break the host's networking, so pick a subnet that no host route covers")]
     RouteClash { subnet: String, route: String, interface: String },
     #[error("failed to open a netlink socket in {netns}")]

@@ -190,7 +190,8 @@ impl Veth {
                     .what(format!("RTM_SETLINK {host_name} alias")),
             );
         }
-        run(nl, steps)
+        run(nl, steps)?;
+        no_forwarding(host_name)
     }
 
     /// From a socket inside the namespace, in one datagram: the container end up with its
@@ -274,6 +275,15 @@ impl Veth {
     pub fn delete(self) -> Result<(), NetError> {
         with_host(|nl| nl.delete_link(self.host_index)).map(drop)
     }
+}
+
+/// The container's traffic stays in its subnet even on a host that forwards IPv4 (Docker hosts,
+/// CI runners): the kernel forwards a packet only if its *ingress* device allows it, so the host
+/// end never passes the container's packets on. (A sysctl write: netlink's devconf attribute
+/// would rewrite every other setting of the device with it.)
+fn no_forwarding(host_name: &str) -> Result<(), NetError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{host_name}/forwarding");
+    std::fs::write(&path, "0").map_err(|source| NetError::Sysctl { path, source })
 }
 
 /// One request makes the pair with the peer inside `netns` and the host end up; a second, in
