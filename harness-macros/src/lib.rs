@@ -86,8 +86,11 @@ use proc_macro::TokenStream;
 /// bodies in the test process, without isolation or limits.
 ///
 /// On cgroup v2 below the root cgroup, cvtest needs a cgroup to itself (see the `cgroup`
-/// module); under `cargo test` the test binary shares its cgroup with cargo, so containers
-/// cannot be made there. The root cgroup and cgroup v1 or hybrid machines have no such limit.
+/// module); under `cargo test` the test binary shares its cgroup with cargo. Under systemd
+/// cvtest asks for a delegated scope of its own (`Delegate=yes`) and goes on; without systemd
+/// the test fails saying so (run `cargo test` from a cgroup of its own, e.g. with
+/// `systemd-run --scope -p Delegate=yes`). The root cgroup and cgroup v1 or hybrid machines have
+/// no such limit.
 ///
 /// # Registration and `unsafe_code`
 /// Each test registers itself from a constructor (a function the loader runs before `main`),
