@@ -10,12 +10,24 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
+use cvtest_spec::NetworkSpec;
+
+use crate::capture::Capture;
+use crate::cgroup::{Cgroup, Hierarchy, Sample};
 use crate::error::{CreateError, DestroyError, SpawnError, WaitError};
-use crate::options::{Options, Stdio};
-use crate::outcome::Outcome;
+use crate::net::VethName;
+use crate::options::{Caps, Options, Rootfs, Stdio};
+use crate::outcome::{Measured, Outcome, Peaks, Termination};
+use crate::sandbox::channel::{Message, MESSAGE_SIZE};
+use crate::sandbox::spawn::{self, Spawned};
+use crate::sys::{self, Errno};
 
 /// What to run inside a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,53 +91,508 @@ impl Command {
 /// One container. Dropping it destroys it.
 #[derive(Debug)]
 pub struct Container {
-    // Filled in by the runtime implementation.
+    id: String,
+    caps: Caps,
+    hostname: String,
+    rootfs: Rootfs,
+    network: Option<NetworkSpec>,
+    veth_name: Option<VethName>,
+    cgroup: Option<Box<dyn Cgroup>>,
+    running: Option<Running>,
+    outcome: Option<Outcome>,
+    shared: Arc<Shared>,
+}
+
+/// The parent's side of a spawned container (the pidfd lives in [`Shared`]).
+#[derive(Debug)]
+struct Running {
+    pid: i32,
+    life: OwnedFd,
+    status: OwnedFd,
+    stdout: Option<(OwnedFd, usize)>,
+    stderr: Option<(OwnedFd, usize)>,
+    netns: Option<OwnedFd>,
+    veth: Option<crate::net::Veth>,
+    started: Instant,
+    /// The init was reaped (by `wait`): nothing of the container runs any more.
+    reaped: bool,
+}
+
+/// What a [`KillHandle`] shares with its container.
+#[derive(Debug, Default)]
+struct Shared {
+    /// The init's pidfd, once spawned. Kept open until the last handle goes, so a late kill hits
+    /// the (reaped) process it was made for and never a reused pid.
+    pidfd: OnceLock<OwnedFd>,
+    /// Set by [`KillHandle::kill`], so that `wait` reports the kill as a signal.
+    killed: AtomicBool,
+    /// `cgroup.kill` of the container's cgroup (cgroup v2, Linux 5.14+).
+    cgroup_kill: Option<PathBuf>,
+    /// The main process's group, when there is no PID namespace to end everything with the init.
+    main_pgid: AtomicI32,
+}
+
+impl Shared {
+    /// SIGKILL to the init (which ends its whole PID namespace), the cgroup and the main
+    /// process's group. Non-blocking; `wait`/`destroy` reap.
+    fn kill_tree(&self) {
+        if let Some(pidfd) = self.pidfd.get() {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        }
+        if let Some(path) = &self.cgroup_kill {
+            let _ = std::fs::write(path, "1");
+        }
+        let pgid = self.main_pgid.load(Ordering::Relaxed);
+        if pgid > 0 {
+            let _ = sys::kill(-pgid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Kills a container's whole process tree from another thread (Ctrl-C handling, timeouts).
+/// Cheap to clone; killing a container that has ended (or was destroyed) does nothing.
 #[derive(Debug, Clone)]
-pub struct KillHandle {}
+pub struct KillHandle(Arc<Shared>);
+
+/// How long `destroy` waits for a SIGKILLed init to be gone.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of `memory.current` / `pids.current` sampling on kernels without peak files.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
+/// Stale state of dead runners is swept at the first create of a process, then at most this often.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Container {
     /// Validates the options, sweeps what dead runners left, and creates the cgroup with its
     /// limits. On error nothing is left behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
-        let _ = options;
-        todo!()
+        crate::preflight::check()?;
+        let rootfs = validate_rootfs(&options.rootfs)?;
+        let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
+        if let Some(net) = &network {
+            crate::net::check_host_routes(net)?;
+        }
+        sweep_if_due();
+        let cgroup = if options.caps.contains(Caps::CGROUPS) {
+            Some(Hierarchy::detect()?.create(&options.limits)?)
+        } else {
+            None
+        };
+        let cgroup_kill = cgroup.as_ref().and_then(|cg| match cg.paths().as_slice() {
+            [one] => Some(one.join("cgroup.kill")).filter(|p| p.exists()),
+            _ => None,
+        });
+        let id = next_id();
+        let hostname = options.hostname.clone().unwrap_or_else(|| format!("cvtest-{id}"));
+        Ok(Container {
+            veth_name: network.map(|_| VethName::next()),
+            id,
+            caps: options.caps,
+            hostname,
+            rootfs,
+            network,
+            cgroup,
+            running: None,
+            outcome: None,
+            shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
+        })
     }
 
     /// A short unique id (`[0-9a-z]{1,11}`), also the veth's `{id}`.
     pub fn id(&self) -> &str {
-        todo!()
+        &self.id
+    }
+
+    /// The container's cgroup directories (one on v2, one per controller on v1); empty without
+    /// cgroups or after destroy.
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroup.as_ref().map(|c| c.paths()).unwrap_or_default()
+    }
+
+    /// The host end of the container's veth, when it has a network.
+    pub fn veth_host_name(&self) -> Option<&str> {
+        self.veth_name.as_ref().map(VethName::host)
+    }
+
+    /// The host pid of the container's init, once spawned.
+    pub fn init_pid(&self) -> Option<i32> {
+        self.running.as_ref().map(|r| r.pid)
     }
 
     /// Starts `command` as the container's main process (PID 2 under the container's PID 1).
     /// One per container.
     pub fn spawn(&mut self, command: &Command) -> Result<(), SpawnError> {
-        let _ = command;
-        todo!()
+        if self.running.is_some() || self.outcome.is_some() {
+            return Err(SpawnError::AlreadySpawned);
+        }
+        let request = spawn::Request {
+            command,
+            id: &self.id,
+            hostname: &self.hostname,
+            rootfs: &self.rootfs,
+            caps: self.caps,
+            cgroup: self.cgroup.as_deref(),
+            network: self.network.as_ref().zip(self.veth_name.as_ref()),
+        };
+        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
+            spawn::spawn(&request)?;
+        if !self.caps.contains(Caps::PROCESS_CONTROL) {
+            self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
+        }
+        let _ = self.shared.pidfd.set(pidfd);
+        let limit = |s: Stdio| match s {
+            Stdio::Capture { limit } => limit,
+            Stdio::Inherit | Stdio::Null => 0,
+        };
+        self.running = Some(Running {
+            pid,
+            life,
+            status,
+            stdout: stdout.map(|fd| (fd, limit(command.stdout))),
+            stderr: stderr.map(|fd| (fd, limit(command.stderr))),
+            netns,
+            veth,
+            started,
+            reaped: false,
+        });
+        Ok(())
     }
 
     /// Waits for the main process to end (or `timeout` to pass, which kills the whole
-    /// container), then reads the peaks.
+    /// container), then reads the peaks. Calling it again returns the same outcome.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Outcome, WaitError> {
-        let _ = timeout;
-        todo!()
+        if let Some(outcome) = &self.outcome {
+            return Ok(outcome.clone());
+        }
+        let run = self.running.as_mut().ok_or(WaitError::NotSpawned)?;
+        let pidfd = self.shared.pidfd.get().ok_or(WaitError::NotSpawned)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let sampler = self.cgroup.as_deref().and_then(|cg| {
+            let support = cg.has_peak_counters();
+            (!support.memory || !support.pids).then_some(cg)
+        });
+        let mut sampled = Sample::default();
+        let mut last_sample = Instant::now();
+        let mut stdout = run.stdout.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
+        let mut stderr = run.stderr.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
+        let mut main_status: Option<i32> = None;
+        let mut main_end: Option<Instant> = None;
+        let mut timed_out = false;
+        let init_status = loop {
+            let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
+            fds[0].fd = pidfd.as_raw_fd();
+            fds[1].fd = run.status.as_raw_fd();
+            for (slot, out) in fds[2..].iter_mut().zip([&stdout, &stderr]) {
+                if let Some((fd, _, true)) = out {
+                    slot.fd = fd.as_raw_fd();
+                }
+            }
+            let now = Instant::now();
+            let mut wake = deadline.filter(|_| !timed_out).map(|d| d.saturating_duration_since(now));
+            if sampler.is_some() {
+                wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
+            }
+            let timeout_ms = wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
+            match sys::poll(&mut fds, timeout_ms) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(WaitError::Wait(e.into())),
+            }
+            if fds[1].revents != 0 {
+                read_status(&run.status, &mut main_status, &mut main_end);
+            }
+            for (pfd, out) in fds[2..].iter().zip([&mut stdout, &mut stderr]) {
+                if let (true, Some((fd, cap, open))) = (pfd.revents != 0, out) {
+                    *open = drain(fd, cap);
+                }
+            }
+            if let Some(cg) = sampler {
+                if last_sample.elapsed() >= SAMPLE_INTERVAL {
+                    sample_into(cg, &mut sampled);
+                    last_sample = Instant::now();
+                }
+            }
+            if fds[0].revents != 0 {
+                if let Some(status) =
+                    sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
+                {
+                    break status;
+                }
+            }
+            if !timed_out && main_status.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+                self.shared.kill_tree();
+                timed_out = true;
+            }
+        };
+        run.reaped = true;
+        // The init is gone, and with it every process of the PID namespace: collect the rest.
+        read_status(&run.status, &mut main_status, &mut main_end);
+        let end = main_end.unwrap_or_else(Instant::now);
+        let stdout = stdout.map(|(fd, mut cap, open)| {
+            if open {
+                drain(fd, &mut cap);
+            }
+            cap.finish()
+        });
+        let stderr = stderr.map(|(fd, mut cap, open)| {
+            if open {
+                drain(fd, &mut cap);
+            }
+            cap.finish()
+        });
+
+        let mut peaks = Peaks::default();
+        let mut pids_limit_hit = false;
+        if let Some(cg) = &self.cgroup {
+            let stats = cg.stats()?;
+            let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
+            peaks.memory_bytes = stats.memory_peak.or(sampled_value(sampled.memory_bytes));
+            peaks.pids = stats.pids_peak.or(sampled_value(sampled.pids));
+            peaks.cpu_user = stats.cpu_user;
+            peaks.cpu_system = stats.cpu_system;
+            peaks.oom_kills = stats.oom_kills;
+            pids_limit_hit = stats.pids_max_events.is_some_and(|n| n > 0);
+        }
+        if let Some(veth) = &run.veth {
+            peaks.net = Some(veth.stats()?);
+        }
+        let oom = peaks.oom_kills.is_some_and(|n| n > 0);
+        let termination = if timed_out {
+            Termination::TimedOut
+        } else {
+            classify(main_status, init_status, oom, self.shared.killed.load(Ordering::Relaxed))
+        };
+        let outcome = Outcome {
+            termination,
+            pids_limit_hit,
+            peaks,
+            duration: end.saturating_duration_since(run.started),
+            stdout: stdout.unwrap_or_default(),
+            stderr: stderr.unwrap_or_default(),
+        };
+        self.outcome = Some(outcome.clone());
+        Ok(outcome)
     }
 
     pub fn kill_handle(&self) -> KillHandle {
-        todo!()
+        KillHandle(Arc::clone(&self.shared))
     }
 
     /// Kills everything left, removes the cgroup, releases the network namespace. Also on Drop.
-    pub fn destroy(self) -> Result<(), DestroyError> {
-        todo!()
+    pub fn destroy(mut self) -> Result<(), DestroyError> {
+        self.teardown()
+    }
+
+    /// Ordered and idempotent: kill the init (and with it the PID namespace) and reap it; kill
+    /// whatever is left in the cgroup, wait until it is empty, remove it; let the network
+    /// namespace go (the kernel then deletes the veth); close the pipes.
+    fn teardown(&mut self) -> Result<(), DestroyError> {
+        let mut first: Option<DestroyError> = None;
+        if let Some(run) = self.running.as_mut() {
+            if !run.reaped {
+                self.shared.kill_tree();
+                match self.shared.pidfd.get().map(|fd| reap_within(fd, KILL_TIMEOUT)) {
+                    Some(false) => {
+                        first.get_or_insert(DestroyError::InitStuck { pid: run.pid });
+                    }
+                    Some(true) | None => run.reaped = true,
+                }
+            }
+        }
+        if let Some(cgroup) = self.cgroup.as_mut() {
+            match cgroup.destroy() {
+                Ok(()) => self.cgroup = None,
+                Err(e) => {
+                    first.get_or_insert(e.into());
+                }
+            }
+        }
+        if let Some(run) = self.running.take_if(|r| r.reaped) {
+            let Running { life, status, stdout, stderr, netns, veth, .. } = run;
+            if let Some(veth) = veth {
+                veth.release();
+            }
+            drop((netns, life, status, stdout, stderr));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = self.teardown();
     }
 }
 
 impl KillHandle {
     /// Kills every process of the container now; `wait` then reports how it ended.
     pub fn kill(&self) {
-        todo!()
+        self.0.killed.store(true, Ordering::Relaxed);
+        self.0.kill_tree();
+    }
+}
+
+/// How the main process ended, from its status (reported by the init) or, when the init died
+/// before it could report, from the init's own status.
+fn classify(main_status: Option<i32>, init_status: i32, oom: bool, killed: bool) -> Termination {
+    match main_status {
+        Some(s) if libc::WIFEXITED(s) => Termination::Exited(libc::WEXITSTATUS(s)),
+        Some(s) if libc::WIFSIGNALED(s) && libc::WTERMSIG(s) == libc::SIGKILL && oom && !killed => {
+            Termination::OomKilled
+        }
+        Some(s) if libc::WIFSIGNALED(s) => Termination::Signaled(libc::WTERMSIG(s)),
+        Some(_) => Termination::Signaled(libc::SIGKILL),
+        None if killed => Termination::Signaled(libc::SIGKILL),
+        None if oom => Termination::OomKilled,
+        None if libc::WIFSIGNALED(init_status) => Termination::Signaled(libc::WTERMSIG(init_status)),
+        None => Termination::Signaled(libc::SIGKILL),
+    }
+}
+
+/// Reads every message waiting on the (non-blocking) status pipe.
+fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Option<Instant>) {
+    let mut buf = [0u8; MESSAGE_SIZE];
+    while let Ok(MESSAGE_SIZE) = sys::read(fd.as_raw_fd(), &mut buf) {
+        if let Some(Message::Exited { status }) = Message::decode(&buf) {
+            main_status.get_or_insert(status);
+            main_end.get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+/// Reads what a (non-blocking) output pipe has; `false` at EOF.
+fn drain(fd: &OwnedFd, cap: &mut Capture) -> bool {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match sys::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => cap.push(&buf[..n]),
+            Err(Errno::EINTR) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+fn sample_into(cg: &dyn Cgroup, max: &mut Sample) {
+    if let Ok(s) = cg.sample() {
+        max.memory_bytes = max.memory_bytes.max(s.memory_bytes);
+        max.pids = max.pids.max(s.pids);
+    }
+}
+
+/// Waits up to `timeout` for the process of `pidfd` to exit and reaps it; `false` if it did not.
+fn reap_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match sys::waitid_pidfd(pidfd.as_fd(), true) {
+            Ok(Some(_)) | Err(Errno::ECHILD) => return true,
+            Ok(None) | Err(Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let _ = sys::poll(&mut fds, left.as_millis().clamp(1, i32::MAX as u128) as i32);
+    }
+}
+
+/// Writable directories made absolute and canonical; an explicit root checked.
+fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
+    match rootfs {
+        Rootfs::Host { writable } => {
+            let mut out = Vec::with_capacity(writable.len());
+            for dir in writable {
+                let err = |source| CreateError::Writable { path: dir.clone(), source };
+                let canon = dir.canonicalize().map_err(err)?;
+                if !canon.is_dir() || canon == Path::new("/") {
+                    return Err(err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a directory other than /",
+                    )));
+                }
+                crate::sandbox::mounts::check_path(&canon).map_err(err)?;
+                out.push(canon);
+            }
+            Ok(Rootfs::Host { writable: out })
+        }
+        Rootfs::Dir(root) => {
+            let err = |source| CreateError::Rootfs { path: root.clone(), source };
+            let canon = root.canonicalize().map_err(err)?;
+            if !canon.is_dir() {
+                return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory")));
+            }
+            crate::sandbox::mounts::check_path(&canon).map_err(err)?;
+            Ok(Rootfs::Dir(canon))
+        }
+    }
+}
+
+/// `<pid in base 36, 5 digits><per-process sequence in base 36>`: unique among live runners,
+/// at most 11 characters.
+fn next_id() -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let mut id = base36(std::process::id(), 5);
+    id.push_str(&base36(seq, 1));
+    id
+}
+
+fn base36(mut n: u32, min_width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    while n > 0 || out.len() < min_width {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Sweeps stale cgroups and veths of dead runners, at the first create of this process and
+/// then at most every [`SWEEP_INTERVAL`]. Best effort: what cannot be swept now is tried again
+/// later, and never stops a new container.
+fn sweep_if_due() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < SWEEP_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let _ = crate::sweep::sweep_stale_cgroups();
+    let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_short_unique_base36() {
+        let a = next_id();
+        let b = next_id();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert!(id.len() <= 11 && id.len() >= 6, "{id}");
+            assert!(id.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()), "{id}");
+        }
+        assert_eq!(base36(0, 5), "00000");
+        assert_eq!(base36(4_194_304, 5), "2hwcg");
+        assert_eq!(base36(u32::MAX, 1), "1z141z3");
+    }
+
+    #[test]
+    fn classification() {
+        let exited = |c: i32| c << 8;
+        let killed = libc::SIGKILL;
+        assert_eq!(classify(Some(exited(0)), 0, false, false), Termination::Exited(0));
+        assert_eq!(classify(Some(exited(3)), 0, true, false), Termination::Exited(3));
+        assert_eq!(classify(Some(killed), 0, true, false), Termination::OomKilled);
+        assert_eq!(classify(Some(killed), 0, false, false), Termination::Signaled(9));
+        assert_eq!(classify(Some(killed), 0, true, true), Termination::Signaled(9));
+        assert_eq!(classify(Some(libc::SIGSEGV), 0, true, false), Termination::Signaled(libc::SIGSEGV));
+        assert_eq!(classify(None, killed, false, true), Termination::Signaled(9));
+        assert_eq!(classify(None, killed, true, false), Termination::OomKilled);
     }
 }

@@ -1,6 +1,7 @@
 //! One error type per operation. Context in fields, the cause in `#[source]`, lower-case
-//! messages. Variants are added by the modules that produce them.
+//! messages. Print the whole chain once, at the edge.
 
+use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 
@@ -10,14 +11,26 @@ use crate::net::NetError;
 /// [`crate::Container::create`] failed; whatever it had made is already undone.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("cvtest needs {what} to create containers: {fix}")]
-    Privileges { what: &'static str, fix: &'static str },
+    #[error("cvtest cannot create containers as {missing}: {fix}")]
+    Privileges { missing: String, fix: &'static str },
+    #[error("Linux {found} is too old: cvtest needs {need} or later (clone3 with pidfds, close_range); upgrade the kernel")]
+    KernelTooOld { found: String, need: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Network(#[from] NetError),
-    #[error("the root filesystem {path} is not a directory")]
-    Rootfs { path: PathBuf, #[source] source: io::Error },
+    #[error("the root filesystem {path} is not a usable directory")]
+    Rootfs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the writable directory {path} is not usable: it must be an existing directory other than /")]
+    Writable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// [`crate::Container::spawn`] failed; the container is still there and can be destroyed.
@@ -26,11 +39,39 @@ pub enum SpawnError {
     #[error("the container already has a process")]
     AlreadySpawned,
     #[error("program {program:?} not found or not executable")]
-    NotFound { program: PathBuf, #[source] source: io::Error },
+    NotFound {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to execute {program:?}")]
+    Exec {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the {what} {value:?} contains a NUL byte (or, for a variable name, is empty or has '=')")]
+    Nul { what: &'static str, value: OsString },
+    #[error("cannot find the current directory to run the command in; set Command::current_dir")]
+    CurrentDir(#[source] io::Error),
+    #[error("failed to create a pipe to the container")]
+    Pipe(#[source] io::Error),
     #[error("failed to clone the container's init process")]
     Clone(#[source] io::Error),
-    #[error("container setup failed at {stage}")]
-    Setup { stage: &'static str, #[source] source: io::Error },
+    #[error("failed to open the container's network namespace {path}")]
+    Netns {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container setup failed while {stage}")]
+    Setup {
+        stage: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the container's init died during setup ({status})")]
+    InitDied { status: String },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -46,11 +87,15 @@ pub enum WaitError {
     Wait(#[source] io::Error),
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Network(#[from] NetError),
 }
 
 /// [`crate::Container::destroy`] could not remove everything.
 #[derive(Debug, thiserror::Error)]
 pub enum DestroyError {
+    #[error("the container's init (pid {pid}) did not exit after SIGKILL")]
+    InitStuck { pid: i32 },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]

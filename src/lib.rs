@@ -24,12 +24,14 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for how the pieces fit.
 
+mod capture;
 pub mod cgroup;
 mod container;
 mod error;
 pub mod net;
 mod options;
 mod outcome;
+mod preflight;
 mod sandbox;
 pub mod sweep;
 mod sys;

@@ -87,7 +87,9 @@ pub enum Stdio {
     Null,
     /// Kept in memory, up to `limit` bytes; past that the middle is dropped and the kept output
     /// carries a truncation marker.
-    Capture { limit: usize },
+    Capture {
+        limit: usize,
+    },
 }
 
 /// Everything [`crate::Container::create`] needs. Built like containerv's options.
@@ -112,7 +114,12 @@ impl Options {
     }
 
     /// containerv's `set_cgroup_limits(memory_max, cpu_weight, pids_max)`, in the one syntax.
-    pub fn set_cgroup_limits(&mut self, memory_max: &str, cpu_weight: &str, pids_max: &str) -> Result<&mut Self, ParseError> {
+    pub fn set_cgroup_limits(
+        &mut self,
+        memory_max: &str,
+        cpu_weight: &str,
+        pids_max: &str,
+    ) -> Result<&mut Self, ParseError> {
         self.limits.memory = memory_max.parse()?;
         self.limits.cpu_weight = cpu_weight.parse()?;
         self.limits.pids = pids_max.parse()?;
@@ -138,7 +145,12 @@ impl Options {
     }
 
     /// containerv's `set_network(container_ip, netmask, host_ip)`.
-    pub fn set_network(&mut self, container_ip: &str, netmask: &str, host_ip: &str) -> Result<&mut Self, ParseError> {
+    pub fn set_network(
+        &mut self,
+        container_ip: &str,
+        netmask: &str,
+        host_ip: &str,
+    ) -> Result<&mut Self, ParseError> {
         self.network = Some(NetworkSpec::from_parts(container_ip, netmask, host_ip)?);
         Ok(self)
     }

@@ -1,2 +1,562 @@
 //! All `unsafe` and raw syscalls live here, each block with a `// SAFETY:` line. A raw fd becomes
 //! an `OwnedFd` on the line it is born.
+//!
+//! Two kinds of functions:
+//! - **child side** (marked "async-signal-safe"): used between clone and exec in
+//!   `sandbox/init.rs`. They make raw syscalls through libc's thin wrappers, take `&CStr` and raw
+//!   fd numbers, allocate nothing and take no locks. Errors are a bare [`Errno`].
+//! - **parent side**: the clone of the container's init, pidfds, waiting.
+
+use std::ffi::{CStr, CString};
+use std::mem::{size_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, pid_t};
+pub(crate) use nix::errno::Errno;
+
+use crate::sandbox::init::{self, InitPlan, MainFailure, MainPlan};
+
+fn check(ret: c_int) -> Result<c_int, Errno> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn opt_ptr(s: Option<&CStr>) -> *const c_char {
+    s.map_or(ptr::null(), CStr::as_ptr)
+}
+
+/// A NULL-terminated array of C strings (argv, envp), built in the parent. Owning the strings
+/// keeps every pointer valid for as long as the array lives.
+#[derive(Debug)]
+pub(crate) struct CStrArray {
+    _strings: Vec<CString>,
+    ptrs: Vec<*const c_char>,
+}
+
+impl CStrArray {
+    pub(crate) fn new(strings: Vec<CString>) -> Self {
+        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(ptr::null());
+        CStrArray { _strings: strings, ptrs }
+    }
+
+    fn as_ptr(&self) -> *const *const c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child side: async-signal-safe.
+// ---------------------------------------------------------------------------------------------
+
+/// `_exit(2)`: ends the process without running any Rust or libc exit code. Async-signal-safe.
+pub(crate) fn exit(code: c_int) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// `mount(2)`. Async-signal-safe.
+pub(crate) fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> Result<(), Errno> {
+    // SAFETY: every pointer is NULL or a NUL-terminated string that outlives the call.
+    check(unsafe {
+        libc::mount(opt_ptr(source), target.as_ptr(), opt_ptr(fstype), flags, opt_ptr(data).cast())
+    })
+    .map(drop)
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const OPEN_TREE_CLONE: c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
+
+/// `mount_setattr(path, AT_RECURSIVE, {set, clr})`: changes per-mount flags of the whole tree at
+/// `path`. Linux 5.12+. Async-signal-safe.
+pub(crate) fn mount_setattr_recursive(path: &CStr, set: u64, clr: u64) -> Result<(), Errno> {
+    let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
+    // SAFETY: path is NUL-terminated; attr is a valid mount_attr of the size passed; both
+    // outlive the call.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as c_uint,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Whether the kernel has mount_setattr(2) (5.12+). Probed with invalid arguments, so it
+/// changes nothing.
+pub(crate) fn has_mount_setattr() -> bool {
+    // SAFETY: an invalid fd and a NULL path make the kernel fail the call before it touches
+    // anything; only the errno matters.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_mount_setattr, -1, ptr::null::<c_char>(), 0, ptr::null::<c_void>(), 0)
+    };
+    !(ret == -1 && Errno::last() == Errno::ENOSYS)
+}
+
+/// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE | OPEN_TREE_CLOEXEC)`: a detached copy of the
+/// mount tree at `path`, to attach elsewhere later with [`move_mount_to`]. Async-signal-safe.
+pub(crate) fn open_tree_clone(path: &CStr) -> Result<OwnedFd, Errno> {
+    let flags = OPEN_TREE_CLONE | libc::AT_RECURSIVE as c_uint | libc::O_CLOEXEC as c_uint;
+    // SAFETY: path is NUL-terminated and outlives the call.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) })?;
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`. Async-signal-safe.
+pub(crate) fn move_mount_to(tree: BorrowedFd<'_>, target: &CStr) -> Result<(), Errno> {
+    // SAFETY: both paths are NUL-terminated and outlive the call; tree is a live fd.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })
+    .map(drop)
+}
+
+/// `pivot_root(".", ".")` then `umount2(".", MNT_DETACH)`: the current directory becomes `/` and
+/// the old root is detached. Async-signal-safe.
+pub(crate) fn pivot_root_here() -> Result<(), Errno> {
+    // SAFETY: both arguments are NUL-terminated static strings.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })?;
+    // SAFETY: the argument is a NUL-terminated static string.
+    check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// `mkdir(2)`. Async-signal-safe.
+pub(crate) fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    check(unsafe { libc::mkdir(path.as_ptr(), mode) }).map(drop)
+}
+
+/// `mknod(path, S_IFCHR | mode, makedev(major, minor))`. Async-signal-safe.
+pub(crate) fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> Result<(), Errno> {
+    let dev = libc::makedev(major, minor);
+    // SAFETY: path is NUL-terminated and outlives the call.
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, dev) }).map(drop)
+}
+
+/// `symlink(target, link)`. Async-signal-safe.
+pub(crate) fn symlink(target: &CStr, link: &CStr) -> Result<(), Errno> {
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
+}
+
+/// `chdir(2)`. Async-signal-safe.
+pub(crate) fn chdir(path: &CStr) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// `umask(2)`; returns the previous mask. Async-signal-safe.
+pub(crate) fn umask(mask: libc::mode_t) -> libc::mode_t {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(mask) }
+}
+
+/// `sethostname(2)`. Async-signal-safe.
+pub(crate) fn sethostname(name: &[u8]) -> Result<(), Errno> {
+    // SAFETY: the pointer and length describe a live byte slice.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// `prctl(PR_SET_NAME)`, the name `ps` shows. Async-signal-safe.
+pub(crate) fn set_process_name(name: &CStr) {
+    // SAFETY: name is NUL-terminated; the kernel copies at most 16 bytes of it.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+}
+
+/// Brings `lo` up in the current network namespace (`SIOCSIFFLAGS` with `IFF_UP`); the kernel
+/// then gives it 127.0.0.1/8 and ::1. Async-signal-safe.
+pub(crate) fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket has no memory preconditions.
+    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket returned a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain old data: all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = libc::IFF_UP as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a struct ifreq, which ifr is, and it outlives the call.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr as *const libc::ifreq) }).map(drop)
+}
+
+/// `close_range(first, last, 0)`. Linux 5.9+. Async-signal-safe.
+pub(crate) fn close_range(first: c_uint, last: c_uint) -> Result<(), Errno> {
+    // SAFETY: closing fds has no memory preconditions; the caller keeps what it still uses.
+    check_long(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) }).map(drop)
+}
+
+/// Sets or clears `FD_CLOEXEC`. Async-signal-safe.
+pub(crate) fn set_cloexec(fd: RawFd, on: bool) -> Result<(), Errno> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD takes an int argument; no memory is involved.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) }).map(drop)
+}
+
+/// `dup2(src, dst)`; the copy has no `FD_CLOEXEC`. Async-signal-safe.
+pub(crate) fn dup2(src: RawFd, dst: RawFd) -> Result<(), Errno> {
+    // SAFETY: dup2 has no memory preconditions; dst is replaced on purpose.
+    check(unsafe { libc::dup2(src, dst) }).map(drop)
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, min)`: a copy numbered `min` or above. Async-signal-safe.
+pub(crate) fn dup_at_least(fd: RawFd, min: RawFd) -> Result<RawFd, Errno> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument; no memory is involved.
+    check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) })
+}
+
+/// `setpgid(0, 0)`: the calling process leads a new process group. Async-signal-safe.
+pub(crate) fn setpgid_self() -> Result<(), Errno> {
+    // SAFETY: setpgid has no memory preconditions.
+    check(unsafe { libc::setpgid(0, 0) }).map(drop)
+}
+
+/// `kill(2)`. Async-signal-safe.
+pub(crate) fn kill(pid: pid_t, sig: c_int) -> Result<(), Errno> {
+    // SAFETY: kill has no memory preconditions.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Blocks every signal in the calling thread. Async-signal-safe.
+pub(crate) fn block_all_signals() -> Result<(), Errno> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe { libc::sigfillset(set.as_mut_ptr()) };
+    // SAFETY: set was initialised above; the old mask is not wanted.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), ptr::null_mut()) }).map(drop)
+}
+
+/// Unblocks every signal in the calling thread. Async-signal-safe.
+pub(crate) fn unblock_all_signals() -> Result<(), Errno> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    // SAFETY: set was initialised above; the old mask is not wanted.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), ptr::null_mut()) }).map(drop)
+}
+
+/// Sets every signal's disposition to `SIG_DFL` (what a handler or `SIG_IGN` the parent had
+/// must not reach the command). Signals libc reserves are skipped. Async-signal-safe.
+pub(crate) fn reset_signal_dispositions() {
+    // SAFETY: sigaction is plain old data: all zeroes is a valid value (SIG_DFL, no flags).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = libc::SIG_DFL;
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: action is a valid sigaction that outlives the call; failures (signals libc
+        // reserves) are harmless and ignored.
+        unsafe { libc::sigaction(sig, &action, ptr::null_mut()) };
+    }
+}
+
+/// A non-blocking signalfd for `signals`, which the caller keeps blocked. Async-signal-safe.
+pub(crate) fn signalfd(signals: &[c_int]) -> Result<OwnedFd, Errno> {
+    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe { libc::sigemptyset(set.as_mut_ptr()) };
+    for &sig in signals {
+        // SAFETY: set was initialised above.
+        unsafe { libc::sigaddset(set.as_mut_ptr(), sig) };
+    }
+    // SAFETY: set was initialised above and outlives the call.
+    let fd = check(unsafe { libc::signalfd(-1, set.as_ptr(), libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })?;
+    // SAFETY: signalfd returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal from a non-blocking signalfd: its number, or `None` when no more are
+/// pending. Async-signal-safe.
+pub(crate) fn read_signal(fd: RawFd) -> Result<Option<c_int>, Errno> {
+    let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
+    let size = size_of::<libc::signalfd_siginfo>();
+    // SAFETY: the buffer is valid for `size` bytes of writes.
+    let n = unsafe { libc::read(fd, info.as_mut_ptr().cast(), size) };
+    match n {
+        -1 if Errno::last() == Errno::EAGAIN => Ok(None),
+        -1 => Err(Errno::last()),
+        // SAFETY: the kernel filled a whole signalfd_siginfo.
+        n if n as usize == size => Ok(Some(unsafe { info.assume_init() }.ssi_signo as c_int)),
+        _ => Err(Errno::EIO),
+    }
+}
+
+/// `read(2)`. Async-signal-safe.
+pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: the pointer and length describe a live, writable byte slice.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// `write(2)`. Async-signal-safe.
+pub(crate) fn write(fd: RawFd, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: the pointer and length describe a live byte slice.
+    let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Opens `path` for writing, writes `data`, closes it. Async-signal-safe.
+pub(crate) fn write_file(path: &CStr, data: &[u8]) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    write(fd.as_raw_fd(), data).map(drop)
+}
+
+/// `poll(2)`. Async-signal-safe.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> Result<usize, Errno> {
+    // SAFETY: the pointer and length describe a live, writable slice of pollfd.
+    check(unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) }).map(|n| n as usize)
+}
+
+/// Reaps one exited child without blocking: `(pid, raw wait status)`, or `None` when no child
+/// has exited. Async-signal-safe.
+pub(crate) fn reap_any() -> Result<Option<(pid_t, c_int)>, Errno> {
+    let mut status: c_int = 0;
+    // SAFETY: status is a valid int to write to.
+    match check(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::__WALL) }) {
+        Ok(0) => Ok(None),
+        Ok(pid) => Ok(Some((pid, status))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Blocks until `pid` exits and reaps it; returns the raw wait status. Async-signal-safe.
+pub(crate) fn reap(pid: pid_t) -> Result<c_int, Errno> {
+    let mut status: c_int = 0;
+    loop {
+        // SAFETY: status is a valid int to write to.
+        match check(unsafe { libc::waitpid(pid, &mut status, libc::__WALL) }) {
+            Ok(_) => return Ok(status),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `execve(2)`; returns only on failure. Async-signal-safe.
+pub(crate) fn execve(program: &CStr, argv: &CStrArray, envp: &CStrArray) -> Errno {
+    // SAFETY: program is NUL-terminated; argv and envp are NULL-terminated arrays of pointers to
+    // NUL-terminated strings that they own (CStrArray's invariant).
+    unsafe { libc::execve(program.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+/// Stack size of the main process between its clone and its exec.
+const MAIN_STACK: usize = 64 * 1024;
+
+struct VforkContext<'a, 'p> {
+    plan: &'a MainPlan<'p>,
+    failure: Option<MainFailure>,
+}
+
+extern "C" fn vfork_entry(arg: *mut c_void) -> c_int {
+    // SAFETY: arg is the VforkContext that `vfork_main` passed; the parent is suspended
+    // (CLONE_VFORK) until this process execs or exits, so nothing else touches it.
+    let ctx = unsafe { &mut *arg.cast::<VforkContext<'_, '_>>() };
+    ctx.failure = Some(init::exec_main(ctx.plan));
+    127
+}
+
+/// Starts the container's main process: `clone(CLONE_VM | CLONE_VFORK)` on a fresh stack, in
+/// which [`init::exec_main`] prepares and execs the command. The caller is suspended until the
+/// exec succeeded or the child failed and exited; then returns the child's pid and, if it
+/// failed, why. The caller must have all signals blocked (so no inherited handler can run in
+/// the child before it resets them). Async-signal-safe.
+pub(crate) fn vfork_main(plan: &MainPlan<'_>) -> Result<(pid_t, Option<MainFailure>), Errno> {
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            MAIN_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let mut ctx = VforkContext { plan, failure: None };
+    // SAFETY: the stack is a fresh mapping of MAIN_STACK bytes and the child gets its top (stacks
+    // grow down on every Linux target we build for). With CLONE_VFORK this process is suspended
+    // until the child execs or exits, so the child has exclusive use of `ctx`; vfork_entry runs
+    // only init::exec_main, which is async-signal-safe, and exits by returning.
+    let pid = unsafe {
+        libc::clone(
+            vfork_entry,
+            stack.cast::<u8>().add(MAIN_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&mut ctx as *mut VforkContext<'_, '_>).cast(),
+        )
+    };
+    let err = Errno::last();
+    // SAFETY: the mapping is ours and the child no longer runs on it (it exec'd or exited).
+    unsafe { libc::munmap(stack, MAIN_STACK) };
+    if pid == -1 {
+        return Err(err);
+    }
+    Ok((pid, ctx.failure))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side.
+// ---------------------------------------------------------------------------------------------
+
+/// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C, align(8))]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Clones the container's init: `clone3(flags | CLONE_PIDFD)`, into `cgroup` when given
+/// (`CLONE_INTO_CGROUP`), with no exit signal (so no SIGCHLD reaches this process and only a
+/// `__WALL` wait reaps it). The child runs [`init::run`] and never returns here. Returns the
+/// child's pid and a pidfd for it.
+pub(crate) fn clone_init(
+    flags: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    plan: &InitPlan<'_>,
+) -> Result<(pid_t, OwnedFd), Errno> {
+    let mut pidfd: c_int = -1;
+    let mut args = CloneArgs {
+        flags: flags | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut c_int as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cgroup) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup.as_raw_fd() as u64;
+    }
+    // The child starts with every signal blocked, so no handler of this process ever runs in it.
+    let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe { libc::sigfillset(all.as_mut_ptr()) };
+    // SAFETY: all was initialised above; old is written by the call.
+    let blocked = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) } == 0;
+    // SAFETY: args is a valid clone_args of the size passed, and pidfd outlives the call. No
+    // stack is given, so the child continues on a copy of this stack, like fork. This process
+    // may have other threads, so the child may only run async-signal-safe code: it runs
+    // init::run, which is (see sandbox/init.rs), and which ends in _exit and never returns.
+    let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size_of::<CloneArgs>()) };
+    let err = Errno::last();
+    if ret != 0 && blocked {
+        // SAFETY: old was filled by the successful pthread_sigmask above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
+    }
+    match ret {
+        -1 => Err(err),
+        0 => init::run(plan),
+        pid => {
+            // SAFETY: CLONE_PIDFD made the kernel store a new pidfd that nothing else owns.
+            let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+            Ok((pid as pid_t, pidfd))
+        }
+    }
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> Result<(), Errno> {
+    // SAFETY: pidfd is a live fd; a NULL siginfo is allowed.
+    check_long(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), sig, ptr::null::<libc::siginfo_t>(), 0)
+    })
+    .map(drop)
+}
+
+/// Reaps the process of `pidfd` (`waitid(P_PIDFD, WEXITED | __WALL)`), blocking unless
+/// `nohang`. Returns its raw wait status, or `None` if `nohang` and it still runs.
+pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, nohang: bool) -> Result<Option<c_int>, Errno> {
+    let mut flags = libc::WEXITED | libc::__WALL;
+    if nohang {
+        flags |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: siginfo_t is plain old data: all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: info is a valid siginfo_t to write to; pidfd is a live fd.
+        match check(unsafe { libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) })
+        {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+        // SAFETY: waitid filled info; si_pid and si_status are valid for SIGCHLD infos.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_KILLED => status & 0x7f,
+            libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+            _ => return Err(Errno::EINVAL),
+        };
+        return Ok(Some(raw));
+    }
+}

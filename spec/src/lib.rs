@@ -8,10 +8,12 @@
 //! Errors name the value and say what is accepted; the caller adds *where* (a span, a flag, a
 //! file and key).
 
+mod dump;
 mod network;
 mod parse;
 mod settings;
 
+pub use dump::{DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX};
 pub use network::{subnets_overlap, NetworkSpec};
 pub use parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit, ValueKind,

@@ -7,6 +7,7 @@
 //! (see [`crate::sweep`]).
 
 mod detect;
+pub(crate) mod fs;
 mod v1;
 mod v2;
 
@@ -79,15 +80,46 @@ pub enum CgroupError {
     #[error("the {controller} controller is not available{where_}: {fix}")]
     ControllerMissing { controller: &'static str, where_: String, fix: String },
     #[error("failed to read {path}")]
-    Read { path: PathBuf, #[source] source: io::Error },
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to write {value:?} to {path}")]
-    Write { path: PathBuf, value: String, #[source] source: io::Error },
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to create cgroup {path}")]
-    Create { path: PathBuf, #[source] source: io::Error },
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to remove cgroup {path}")]
-    Remove { path: PathBuf, #[source] source: io::Error },
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cgroup {path} still has processes after {waited:?}")]
     NotEmpty { path: PathBuf, waited: Duration },
+    #[error(
+        "cannot enable the {controllers} controllers in {path}: cgroup v2 lets a cgroup that holds processes \
+         pass no controllers to its children, and besides this process (pid {me}) it holds {others:?}; \
+         run cvtest as the only process of a cgroup delegated to it \
+         (e.g. `systemd-run --scope -p Delegate=yes <program>`), or from the root cgroup"
+    )]
+    SharedCgroup {
+        path: PathBuf,
+        controllers: String,
+        me: i32,
+        others: Vec<i32>,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot parse {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
 }

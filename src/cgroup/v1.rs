@@ -1,1 +1,296 @@
 //! cgroup v1: one directory per controller hierarchy (memory, pids, cpu, cpuacct, freezer).
+//!
+//! Limits: `memory.limit_in_bytes` with `memory.memsw.limit_in_bytes` held to the same value
+//! (memory + swap <= limit, so swap is no way out), `pids.max`, `cpu.shares` (from the weight),
+//! `cpu.cfs_quota_us` / `cpu.cfs_period_us`. Peaks: `memory.max_usage_in_bytes`, `pids.peak`
+//! (where the kernel has it), `cpuacct.usage_user` / `usage_sys`, `memory.oom_control`
+//! `oom_kill`, `pids.events` `max`. Whole-cgroup kill: freeze, SIGKILL every pid, thaw.
+
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cvtest_spec::{CpuQuota, MemoryLimit, PidsLimit};
+use nix::errno::Errno;
+
+use super::detect::V1Layout;
+use super::fs::{self, Backoff, DESTROY_TIMEOUT};
+use super::{Cgroup, CgroupError, CgroupStats, PeakSupport, Sample};
+use crate::options::Limits;
+use crate::outcome::Measured;
+
+/// What this kernel's v1 controllers offer, probed once on the first cgroup made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Features {
+    /// `memory.memsw.*` (swap accounting on).
+    pub(crate) memsw: bool,
+    /// `pids.peak` (Linux 6.1+ for v1 too).
+    pub(crate) pids_peak: bool,
+    /// `cpuacct.usage_user` / `usage_sys` in ns (else `cpuacct.stat` in clock ticks).
+    pub(crate) cpuacct_usage: bool,
+}
+
+/// One container's cgroup: a directory of the same name in each hierarchy used.
+#[derive(Debug)]
+pub(crate) struct V1Cgroup {
+    dirs: Vec<PathBuf>,
+    memory: usize,
+    pids: usize,
+    cpu: usize,
+    cpuacct: Option<usize>,
+    freezer: Option<usize>,
+    features: Features,
+    removed: bool,
+}
+
+impl V1Cgroup {
+    fn at(l: &V1Layout, name: &str, features: Features) -> Self {
+        V1Cgroup {
+            dirs: l.bases.iter().map(|b| b.join(name)).collect(),
+            memory: l.memory,
+            pids: l.pids,
+            cpu: l.cpu,
+            cpuacct: l.cpuacct,
+            freezer: l.freezer,
+            features,
+            removed: false,
+        }
+    }
+
+    pub(crate) fn adopt(l: &V1Layout, name: &str) -> Self {
+        V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default())
+    }
+
+    pub(crate) fn create(l: &V1Layout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
+        let mut cg = V1Cgroup::at(l, name, Features::default());
+        for (i, dir) in cg.dirs.iter().enumerate() {
+            if let Err(source) = std::fs::create_dir(dir) {
+                // Only what this call made goes again.
+                for made in cg.dirs[..i].iter().rev() {
+                    let _ = std::fs::remove_dir(made);
+                }
+                cg.removed = true;
+                return Err(CgroupError::Create { path: dir.clone(), source });
+            }
+        }
+        cg.features = *l.features.get_or_init(|| cg.probe());
+        if let Err(e) = cg.write_limits(limits, true) {
+            // Nothing runs in it yet: this is rmdir of each directory.
+            let _ = cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn probe(&self) -> Features {
+        Features {
+            memsw: self.dir(self.memory).join("memory.memsw.limit_in_bytes").exists(),
+            pids_peak: self.dir(self.pids).join("pids.peak").exists(),
+            cpuacct_usage: self.cpuacct.is_some_and(|i| self.dir(i).join("cpuacct.usage_user").exists()),
+        }
+    }
+
+    fn dir(&self, i: usize) -> &Path {
+        &self.dirs[i]
+    }
+
+    /// Writes the limits. On a `fresh` cgroup, values equal to the kernel's defaults for a new
+    /// cgroup (no memory limit, no pids limit, 1024 shares, no quota) are not written.
+    fn write_limits(&self, limits: &Limits, fresh: bool) -> Result<(), CgroupError> {
+        let mem = self.dir(self.memory);
+        let limit = mem.join("memory.limit_in_bytes");
+        let memsw = self.features.memsw.then(|| mem.join("memory.memsw.limit_in_bytes"));
+        match limits.memory {
+            MemoryLimit::Bytes(b) => {
+                let v = b.to_string();
+                match &memsw {
+                    // memsw may never be below the limit: lowering writes the limit first,
+                    // raising (the limit write fails with EINVAL) writes memsw first.
+                    Some(memsw) => match fs::write_io(&limit, &v) {
+                        Ok(()) => fs::write(memsw, &v)?,
+                        Err(e) if e.raw_os_error() == Some(Errno::EINVAL as i32) => {
+                            fs::write(memsw, &v)?;
+                            fs::write(&limit, &v)?;
+                        }
+                        Err(e) => return Err(fs::write_error(&limit, &v, e)),
+                    },
+                    None => fs::write(&limit, &v)?,
+                }
+            }
+            MemoryLimit::Max if !fresh => {
+                if let Some(memsw) = &memsw {
+                    fs::write(memsw, "-1")?;
+                }
+                fs::write(&limit, "-1")?;
+            }
+            MemoryLimit::Max => {}
+        }
+
+        let pids_max = self.dir(self.pids).join("pids.max");
+        match limits.pids {
+            PidsLimit::Count(n) => fs::write(&pids_max, &n.to_string())?,
+            PidsLimit::Max if !fresh => fs::write(&pids_max, "max")?,
+            PidsLimit::Max => {}
+        }
+
+        let cpu = self.dir(self.cpu);
+        let shares = limits.cpu_weight.to_v1_shares();
+        if !fresh || shares != 1024 {
+            fs::write(&cpu.join("cpu.shares"), &shares.to_string())?;
+        }
+        match limits.cpus {
+            Some(q) => {
+                fs::write(&cpu.join("cpu.cfs_period_us"), &CpuQuota::PERIOD_US.to_string())?;
+                fs::write(&cpu.join("cpu.cfs_quota_us"), &q.quota_us().to_string())?;
+            }
+            None if !fresh => fs::write(&cpu.join("cpu.cfs_quota_us"), "-1")?,
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Writes `FROZEN` and waits (bounded, at most 1 s) until the freezer says so. Not reaching
+    /// it is no error: the kill that follows works on frozen and running tasks alike.
+    fn freeze(&self, freezer: &Path, deadline: Instant) -> Result<(), CgroupError> {
+        let state = freezer.join("freezer.state");
+        fs::write(&state, "FROZEN")?;
+        let mut backoff = Backoff::new(deadline.min(Instant::now() + Duration::from_secs(1)));
+        loop {
+            match fs::read_if_exists(&state)? {
+                Some(s) if s.trim() != "FROZEN" => {}
+                _ => return Ok(()),
+            }
+            if !backoff.wait() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn cpu_times(&self) -> Result<(Option<Duration>, Option<Duration>), CgroupError> {
+        let Some(i) = self.cpuacct else { return Ok((None, None)) };
+        let dir = self.dir(i);
+        if self.features.cpuacct_usage {
+            let user = fs::read_u64_if_exists(&dir.join("cpuacct.usage_user"))?.map(Duration::from_nanos);
+            let sys = fs::read_u64_if_exists(&dir.join("cpuacct.usage_sys"))?.map(Duration::from_nanos);
+            return Ok((user, sys));
+        }
+        let path = dir.join("cpuacct.stat");
+        let Some(text) = fs::read_if_exists(&path)? else { return Ok((None, None)) };
+        let ticks = |t: u64| Duration::from_nanos(t.saturating_mul(clock_tick_ns()));
+        Ok((fs::keyed(&path, &text, "user")?.map(ticks), fs::keyed(&path, &text, "system")?.map(ticks)))
+    }
+}
+
+/// The length of a clock tick (USER_HZ) in ns, the unit of `cpuacct.stat`.
+fn clock_tick_ns() -> u64 {
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)
+        .unwrap_or(100);
+    1_000_000_000 / hz as u64
+}
+
+impl Cgroup for V1Cgroup {
+    fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.clone()
+    }
+
+    fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        self.write_limits(limits, false)
+    }
+
+    fn clone_into_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for dir in &self.dirs {
+            fs::write(&dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    fn has_peak_counters(&self) -> PeakSupport {
+        PeakSupport { memory: true, pids: self.features.pids_peak }
+    }
+
+    fn sample(&self) -> Result<Sample, CgroupError> {
+        Ok(Sample {
+            memory_bytes: fs::read_u64_if_exists(&self.dir(self.memory).join("memory.usage_in_bytes"))?,
+            pids: fs::read_u64_if_exists(&self.dir(self.pids).join("pids.current"))?,
+        })
+    }
+
+    fn stats(&self) -> Result<CgroupStats, CgroupError> {
+        let mem = self.dir(self.memory);
+        let pids = self.dir(self.pids);
+        let kernel = |value| Measured { value, sampled: false };
+        let memory_peak = fs::read_u64_if_exists(&mem.join("memory.max_usage_in_bytes"))?.map(kernel);
+        let pids_peak = if self.features.pids_peak {
+            fs::read_u64_if_exists(&pids.join("pids.peak"))?.map(kernel)
+        } else {
+            None
+        };
+        let (cpu_user, cpu_system) = self.cpu_times()?;
+        let oom_path = mem.join("memory.oom_control");
+        let oom_kills = match fs::read_if_exists(&oom_path)? {
+            Some(text) => fs::keyed(&oom_path, &text, "oom_kill")?,
+            None => None,
+        };
+        let events_path = pids.join("pids.events");
+        let pids_max_events = match fs::read_if_exists(&events_path)? {
+            Some(text) => fs::keyed(&events_path, &text, "max")?,
+            None => None,
+        };
+        Ok(CgroupStats { memory_peak, pids_peak, cpu_user, cpu_system, oom_kills, pids_max_events })
+    }
+
+    /// Freeze (so nothing can fork between reading `cgroup.procs` and the kill), SIGKILL every
+    /// listed pid, thaw (frozen tasks die only once thawed), then wait until `cgroup.procs` is
+    /// empty. Without a freezer: SIGKILL what is listed until nothing is.
+    fn kill_all(&self, timeout: Duration) -> Result<(), CgroupError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let primary = self.dir(self.freezer.unwrap_or(self.memory));
+        if fs::procs(primary)?.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = self.freezer {
+            let freezer = self.dir(f);
+            self.freeze(freezer, deadline)?;
+            let killed = fs::procs(freezer).map(|pids| fs::kill_pids(&pids));
+            // Thaw even when listing failed, so that nothing stays frozen.
+            let thawed = fs::write(&freezer.join("freezer.state"), "THAWED");
+            killed?;
+            thawed?;
+        }
+        fs::kill_listed(primary, deadline).map_err(|e| match e {
+            CgroupError::NotEmpty { path, .. } => CgroupError::NotEmpty { path, waited: started.elapsed() },
+            e => e,
+        })
+    }
+
+    fn destroy(&mut self) -> Result<(), CgroupError> {
+        if self.removed {
+            return Ok(());
+        }
+        self.kill_all(DESTROY_TIMEOUT)?;
+        let deadline = Instant::now() + DESTROY_TIMEOUT;
+        for dir in &self.dirs {
+            // A process that sits in this hierarchy only (moved by someone), or in a child
+            // cgroup, is killed when rmdir says EBUSY.
+            fs::remove_dir(dir, deadline, &fs::kill_listed)?;
+        }
+        self.removed = true;
+        Ok(())
+    }
+}
+
+impl Drop for V1Cgroup {
+    fn drop(&mut self) {
+        // Best effort: the owner should have called destroy and seen its error.
+        let _ = self.destroy();
+    }
+}

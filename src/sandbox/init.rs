@@ -1,1 +1,283 @@
 //! The only code that runs in the child between clone and exec: async-signal-safe.
+//!
+//! The parent may have many threads, so after clone this process may only make raw syscalls
+//! (through [`crate::sys`]): no allocation, no locks, no panics (every slice access is checked
+//! with `get`), nothing that formats. Everything it needs was prepared by the parent in
+//! [`InitPlan`]; it reports to the parent only through [`Message`]s.
+//!
+//! The init (PID 1 of the container's PID namespace):
+//! 1. closes every inherited fd it does not need (other containers' pipes included), blocks all
+//!    signals (read later through a signalfd) and resets their dispositions, sets the hostname,
+//!    runs the mount plan and brings `lo` up;
+//! 2. waits on the life pipe for the parent's go (the parent has meanwhile put it in its cgroup
+//!    and made its veth), and exits quietly on EOF;
+//! 3. starts the main process with `clone(CLONE_VM | CLONE_VFORK)`, which runs [`exec_main`]:
+//!    its own process group, stdio, working directory, an empty signal mask, `execve`;
+//! 4. reports `Started`, then reaps every child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to the
+//!    main process, and when the main process ends reports its raw wait status and exits, which
+//!    makes the kernel kill everything left in the PID namespace;
+//! 5. exits the same way on EOF of the life pipe: the parent died (even by SIGKILL), so the
+//!    container dies with its runner.
+
+use std::cell::Cell;
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use libc::{c_int, c_uint, pid_t};
+
+use super::channel::{Message, Stage};
+use super::mounts::{MountPlan, Step};
+use crate::sys::{self, CStrArray, Errno};
+
+/// Everything the init needs, prepared by the parent.
+pub(crate) struct InitPlan<'a> {
+    /// Fds to keep open besides 0, 1 and 2: sorted, deduplicated, each at least 3.
+    pub(crate) keep_fds: &'a [RawFd],
+    /// Read end of the life pipe; the parent alone holds the write end.
+    pub(crate) life: RawFd,
+    /// Write end of the status pipe.
+    pub(crate) status: RawFd,
+    pub(crate) hostname: &'a [u8],
+    pub(crate) mounts: &'a MountPlan,
+    /// Whether the init is PID 1 of a new PID namespace (then its exit kills everything left).
+    pub(crate) pid_ns: bool,
+    pub(crate) main: MainPlan<'a>,
+}
+
+/// What the main process needs between its clone and its exec.
+pub(crate) struct MainPlan<'a> {
+    pub(crate) program: &'a CStr,
+    pub(crate) argv: &'a CStrArray,
+    pub(crate) envp: &'a CStrArray,
+    pub(crate) cwd: Option<&'a CStr>,
+    /// Sources for fds 0, 1 and 2.
+    pub(crate) stdio: [RawFd; 3],
+}
+
+/// Why the main process could not exec.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MainFailure {
+    pub(crate) stage: Stage,
+    pub(crate) errno: Errno,
+}
+
+struct Failure {
+    stage: Stage,
+    step: u32,
+    errno: Errno,
+}
+
+fn at(stage: Stage) -> impl Fn(Errno) -> Failure {
+    move |errno| Failure { stage, step: 0, errno }
+}
+
+/// Signals forwarded to the main process.
+const FORWARDED: [c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// Exit code of the init after a setup failure it reported.
+const EXIT_SETUP_FAILED: c_int = 125;
+/// Exit code of the init when the parent went away before releasing it.
+const EXIT_ABANDONED: c_int = 126;
+
+/// The init's whole life. Never returns.
+pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
+    sys::set_process_name(c"cvtest-init");
+    let signals = match setup(plan) {
+        Ok(fd) => fd,
+        Err(f) => fail(plan.status, f),
+    };
+    match wait_release(plan.life) {
+        Ok(true) => {}
+        Ok(false) => sys::exit(EXIT_ABANDONED),
+        Err(errno) => fail(plan.status, Failure { stage: Stage::Release, step: 0, errno }),
+    }
+    let main = match sys::vfork_main(&plan.main) {
+        Ok((pid, None)) => pid,
+        Ok((pid, Some(f))) => {
+            let _ = sys::reap(pid);
+            fail(plan.status, Failure { stage: f.stage, step: 0, errno: f.errno })
+        }
+        Err(errno) => fail(plan.status, Failure { stage: Stage::ForkMain, step: 0, errno }),
+    };
+    send(plan.status, Message::Started { pid: main });
+    // The OOM killer must pick the test, never the init (which would lose the exit status).
+    // Done after the fork so that the main process keeps the runner's own score.
+    let _ = sys::write_file(c"/proc/self/oom_score_adj", b"-1000");
+    supervise(plan, signals.as_raw_fd(), main)
+}
+
+fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
+    // The parent cloned us with every signal blocked; keep it so, so that no handler inherited
+    // from the parent ever runs here. Signals are read from a signalfd instead.
+    sys::block_all_signals().map_err(at(Stage::Signals))?;
+    close_others(plan.keep_fds).map_err(at(Stage::CloseFds))?;
+    sys::reset_signal_dispositions();
+    let mut wanted = [libc::SIGCHLD; FORWARDED.len() + 1];
+    for (slot, sig) in wanted.iter_mut().zip(FORWARDED) {
+        *slot = sig;
+    }
+    let signals = sys::signalfd(&wanted).map_err(at(Stage::Signals))?;
+    sys::sethostname(plan.hostname).map_err(at(Stage::Hostname))?;
+    let old_umask = sys::umask(0);
+    for (i, step) in plan.mounts.steps.iter().enumerate() {
+        run_step(step, &plan.mounts.slots).map_err(|errno| Failure {
+            stage: Stage::Mount,
+            step: i as u32,
+            errno,
+        })?;
+    }
+    sys::umask(old_umask);
+    sys::loopback_up().map_err(at(Stage::Loopback))?;
+    Ok(signals)
+}
+
+/// Closes every fd from 3 up except `keep` (sorted, each at least 3).
+fn close_others(keep: &[RawFd]) -> Result<(), Errno> {
+    let mut next: c_uint = 3;
+    for &fd in keep {
+        let fd = fd as c_uint;
+        if fd > next {
+            sys::close_range(next, fd - 1)?;
+        }
+        if fd >= next {
+            next = fd + 1;
+        }
+    }
+    sys::close_range(next, c_uint::MAX)
+}
+
+fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
+    match step {
+        Step::MakePrivate => sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
+        Step::ReadOnlyTree { target } => sys::mount_setattr_recursive(target, sys::MOUNT_ATTR_RDONLY, 0),
+        Step::RemountReadOnly { target, flags } => sys::mount(None, target, None, *flags, None),
+        Step::CloneTree { source, slot } => {
+            let tree = sys::open_tree_clone(source)?;
+            slots.get(*slot).ok_or(Errno::EINVAL)?.set(Some(tree));
+            Ok(())
+        }
+        Step::AttachTree { slot, target } => {
+            let tree = slots.get(*slot).and_then(Cell::take).ok_or(Errno::EBADF)?;
+            sys::move_mount_to(tree.as_fd(), target)
+        }
+        Step::BindSelf { path } => sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None),
+        Step::Mount { source, target, fstype, flags, data } => {
+            sys::mount(Some(source), target, Some(fstype), *flags, *data)
+        }
+        Step::Mkdir { path, mode, exist_ok } => match sys::mkdir(path, *mode) {
+            Err(Errno::EEXIST) if *exist_ok => Ok(()),
+            other => other,
+        },
+        Step::Mknod { path, major, minor } => sys::mknod_char(path, 0o666, *major, *minor),
+        Step::Symlink { target, link } => sys::symlink(target, link),
+        Step::Chdir { path } => sys::chdir(path),
+        Step::PivotRoot => sys::pivot_root_here(),
+    }
+}
+
+/// Blocks until the parent's go byte (`true`) or EOF (`false`: the parent is gone or gave up).
+fn wait_release(life: RawFd) -> Result<bool, Errno> {
+    let mut byte = [0u8; 1];
+    loop {
+        match sys::read(life, &mut byte) {
+            Ok(1) => return Ok(true),
+            Ok(_) => return Ok(false),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn send(status: RawFd, msg: Message) {
+    // A failed write means the parent is gone; the life pipe tells the rest.
+    let _ = sys::write(status, &msg.encode());
+}
+
+fn fail(status: RawFd, f: Failure) -> ! {
+    send(status, Message::Failed { stage: f.stage, step: f.step, errno: f.errno as i32 });
+    sys::exit(EXIT_SETUP_FAILED)
+}
+
+/// Reaps, forwards signals, and ends the container when the main process ends or the parent
+/// goes away.
+fn supervise(plan: &InitPlan<'_>, signals: RawFd, main: pid_t) -> ! {
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: signals, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: plan.life, events: libc::POLLIN, revents: 0 },
+        ];
+        match sys::poll(&mut fds, -1) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => end(plan, main),
+        }
+        if fds[1].revents != 0 {
+            // The parent never writes again after the go byte: this is EOF, it is gone.
+            end(plan, main);
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        while let Ok(Some(sig)) = sys::read_signal(signals) {
+            if sig != libc::SIGCHLD {
+                let _ = sys::kill(main, sig);
+            }
+        }
+        while let Ok(Some((pid, status))) = sys::reap_any() {
+            if pid == main {
+                send(plan.status, Message::Exited { status });
+                end(plan, main);
+            }
+        }
+    }
+}
+
+/// Ends the container. In a PID namespace the kernel kills everything left when the init exits;
+/// without one, the main process's group is killed.
+fn end(plan: &InitPlan<'_>, main: pid_t) -> ! {
+    if !plan.pid_ns {
+        let _ = sys::kill(-main, libc::SIGKILL);
+    }
+    sys::exit(0)
+}
+
+/// Runs in the main process, between `clone(CLONE_VM | CLONE_VFORK)` and exec, on its own stack
+/// and sharing the init's memory (which is suspended meanwhile). Returns only on failure.
+pub(crate) fn exec_main(plan: &MainPlan<'_>) -> MainFailure {
+    let fail = |stage: Stage| move |errno: Errno| MainFailure { stage, errno };
+    if let Err(f) = sys::setpgid_self().map_err(fail(Stage::ProcessGroup)) {
+        return f;
+    }
+    if let Err(f) = redirect_stdio(plan.stdio).map_err(fail(Stage::Stdio)) {
+        return f;
+    }
+    if let Some(cwd) = plan.cwd {
+        if let Err(f) = sys::chdir(cwd).map_err(fail(Stage::Chdir)) {
+            return f;
+        }
+    }
+    // The init reset every disposition to the default; the command starts with none blocked.
+    if let Err(f) = sys::unblock_all_signals().map_err(fail(Stage::Signals)) {
+        return f;
+    }
+    MainFailure { stage: Stage::Exec, errno: sys::execve(plan.program, plan.argv, plan.envp) }
+}
+
+/// Puts `src[i]` on fd `i` for 0, 1, 2. The sources keep `FD_CLOEXEC` (they close at exec).
+fn redirect_stdio(mut src: [RawFd; 3]) -> Result<(), Errno> {
+    // A source sitting on another stdio number would be overwritten by an earlier dup2.
+    for (i, fd) in src.iter_mut().enumerate() {
+        if *fd < 3 && *fd != i as RawFd {
+            *fd = sys::dup_at_least(*fd, 3)?;
+        }
+    }
+    for (i, fd) in src.into_iter().enumerate() {
+        let target = i as RawFd;
+        if fd == target {
+            sys::set_cloexec(target, false)?;
+        } else {
+            sys::dup2(fd, target)?;
+        }
+    }
+    Ok(())
+}

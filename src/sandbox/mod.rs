@@ -4,6 +4,7 @@
 //! process and talks to it over a typed channel. `init.rs` is the only code that runs in the
 //! child between clone and exec: async-signal-safe, raw syscalls, no allocation.
 
+pub(crate) mod channel;
 pub(crate) mod init;
 pub(crate) mod mounts;
 pub(crate) mod spawn;

@@ -1,1 +1,379 @@
 //! The mount plan, computed in the parent before clone.
+//!
+//! The init runs the steps in order (`init::run_step`) and reports a failure as the index of the
+//! step, which the parent describes with [`Step::describe`]. Everything a step needs (paths as C
+//! strings, flags) is here, so the child allocates nothing.
+//!
+//! [`Rootfs::Host`]: the whole mount tree is made private (nothing propagates back to the host),
+//! each writable directory is cloned as a detached tree *before* the host root is made read-only
+//! recursively (`mount_setattr`, or a remount of every mount point on kernels before 5.12), then
+//! fresh `/proc`, `/sys` (read-only), `/dev` (tmpfs with the usual device nodes, its own devpts
+//! and `/dev/shm`) and a private `/tmp` are mounted, and last the writable trees are attached at
+//! their own paths, so they stay writable even under `/tmp`.
+//!
+//! [`Rootfs::Dir`]: the directory is bind-mounted onto itself, becomes `/` by `pivot_root`, and
+//! gets the same fresh `/proc`, `/sys`, `/dev` and `/tmp`.
+
+use std::cell::Cell;
+use std::ffi::{CStr, CString};
+use std::fmt::Write as _;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use libc::c_ulong;
+
+use crate::options::Rootfs;
+use crate::sys;
+
+/// One step of the plan.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// `mount(NULL, "/", NULL, MS_REC | MS_PRIVATE)`.
+    MakePrivate,
+    /// The tree at `target` read-only, recursively (`mount_setattr`).
+    ReadOnlyTree {
+        target: CString,
+    },
+    /// One mount point read-only (`MS_REMOUNT | MS_BIND | MS_RDONLY`), kernels without
+    /// `mount_setattr`. `flags` keeps its other per-mount flags.
+    RemountReadOnly {
+        target: CString,
+        flags: c_ulong,
+    },
+    /// A detached recursive copy of the tree at `source`, kept in `slot` (`open_tree`).
+    CloneTree {
+        source: CString,
+        slot: usize,
+    },
+    /// Attaches the tree in `slot` at `target` (`move_mount`).
+    AttachTree {
+        slot: usize,
+        target: CString,
+    },
+    /// `mount --rbind path path`, so that `path` is a mount point.
+    BindSelf {
+        path: CString,
+    },
+    Mount {
+        source: &'static CStr,
+        target: CString,
+        fstype: &'static CStr,
+        flags: c_ulong,
+        data: Option<&'static CStr>,
+    },
+    Mkdir {
+        path: CString,
+        mode: libc::mode_t,
+        exist_ok: bool,
+    },
+    Mknod {
+        path: CString,
+        major: u32,
+        minor: u32,
+    },
+    Symlink {
+        target: &'static CStr,
+        link: CString,
+    },
+    Chdir {
+        path: CString,
+    },
+    /// `pivot_root(".", ".")` and detach the old root.
+    PivotRoot,
+}
+
+impl Step {
+    /// What the step does, for an error message ("failed at {describe}").
+    pub(crate) fn describe(&self) -> String {
+        let s = |c: &CStr| c.to_string_lossy().into_owned();
+        match self {
+            Step::MakePrivate => "making the mount tree private".to_owned(),
+            Step::ReadOnlyTree { target } => format!("making {} read-only", s(target)),
+            Step::RemountReadOnly { target, .. } => format!("remounting {} read-only", s(target)),
+            Step::CloneTree { source, .. } => {
+                format!("cloning the mount tree of writable directory {}", s(source))
+            }
+            Step::AttachTree { target, .. } => format!("attaching writable directory {}", s(target)),
+            Step::BindSelf { path } => format!("bind-mounting {} onto itself", s(path)),
+            Step::Mount { fstype, target, .. } => format!("mounting {} on {}", s(fstype), s(target)),
+            Step::Mkdir { path, .. } => format!("creating directory {}", s(path)),
+            Step::Mknod { path, .. } => format!("creating device node {}", s(path)),
+            Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
+            Step::Chdir { path } => format!("changing directory to {}", s(path)),
+            Step::PivotRoot => "pivoting to the new root".to_owned(),
+        }
+    }
+}
+
+/// The steps and the slots for detached trees (filled by the child in its own copy of memory).
+#[derive(Default)]
+pub(crate) struct MountPlan {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) slots: Box<[Cell<Option<OwnedFd>>]>,
+}
+
+impl std::fmt::Debug for MountPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountPlan").field("steps", &self.steps).field("slots", &self.slots.len()).finish()
+    }
+}
+
+/// Directories the fresh mounts cover.
+const COVERED: [&str; 4] = ["/proc", "/sys", "/dev", "/tmp"];
+
+pub(crate) fn cstring(path: &Path) -> CString {
+    // Paths from the filesystem or from `Path` joins of such never contain NUL; the callers
+    // validated user-given ones (see `check_path`).
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// A user-given path usable as a C string, or why not.
+pub(crate) fn check_path(path: &Path) -> Result<CString, std::io::Error> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
+}
+
+fn has_mount_setattr() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(sys::has_mount_setattr)
+}
+
+impl MountPlan {
+    /// The plan for `rootfs`. With `filesystem` false the container shares the host's view and
+    /// only gets a private mount tree with a fresh `/proc` (its own PID namespace's).
+    ///
+    /// `Rootfs::Host` writable directories must be absolute and canonical (checked at create).
+    pub(crate) fn new(rootfs: &Rootfs, filesystem: bool) -> MountPlan {
+        let mut steps = vec![Step::MakePrivate];
+        if !filesystem {
+            steps.push(proc_mount(""));
+            return MountPlan { steps, slots: Box::default() };
+        }
+        match rootfs {
+            Rootfs::Host { writable } => {
+                for (slot, dir) in writable.iter().enumerate() {
+                    steps.push(Step::CloneTree { source: cstring(dir), slot });
+                }
+                if has_mount_setattr() {
+                    steps.push(Step::ReadOnlyTree { target: c"/".to_owned() });
+                } else {
+                    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                    steps.extend(remount_steps(&mountinfo));
+                }
+                fresh_mounts(&mut steps, false);
+                for (slot, dir) in writable.iter().enumerate() {
+                    mkdirs_under_covered(&mut steps, dir);
+                    steps.push(Step::AttachTree { slot, target: cstring(dir) });
+                }
+                let slots = writable.iter().map(|_| Cell::new(None)).collect();
+                MountPlan { steps, slots }
+            }
+            Rootfs::Dir(root) => {
+                steps.push(Step::BindSelf { path: cstring(root) });
+                steps.push(Step::Chdir { path: cstring(root) });
+                steps.push(Step::PivotRoot);
+                steps.push(Step::Chdir { path: c"/".to_owned() });
+                fresh_mounts(&mut steps, true);
+                MountPlan { steps, slots: Box::default() }
+            }
+        }
+    }
+}
+
+fn proc_mount(prefix: &str) -> Step {
+    Step::Mount {
+        source: c"proc",
+        target: CString::new(format!("{prefix}/proc")).unwrap_or_default(),
+        fstype: c"proc",
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    }
+}
+
+/// Fresh /proc, /sys (read-only), /dev and /tmp. `create_dirs`: make the four mount points
+/// first if missing (an explicit rootfs may lack them).
+fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    if create_dirs {
+        for dir in COVERED {
+            steps.push(Step::Mkdir { path: c(dir), mode: 0o755, exist_ok: true });
+        }
+    }
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    steps.push(proc_mount(""));
+    steps.push(Step::Mount {
+        source: c"sysfs",
+        target: c("/sys"),
+        fstype: c"sysfs",
+        flags: libc::MS_RDONLY | nosuid_nodev_noexec,
+        data: None,
+    });
+    steps.push(Step::Mount {
+        source: c"tmpfs",
+        target: c("/dev"),
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: Some(c"mode=755,size=1m"),
+    });
+    for (name, major, minor) in
+        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
+    {
+        steps.push(Step::Mknod { path: c(&format!("/dev/{name}")), major, minor });
+    }
+    steps.push(Step::Mkdir { path: c("/dev/pts"), mode: 0o755, exist_ok: false });
+    steps.push(Step::Mount {
+        source: c"devpts",
+        target: c("/dev/pts"),
+        fstype: c"devpts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: Some(c"newinstance,ptmxmode=0666,mode=620"),
+    });
+    steps.push(Step::Symlink { target: c"pts/ptmx", link: c("/dev/ptmx") });
+    steps.push(Step::Mkdir { path: c("/dev/shm"), mode: 0o1777, exist_ok: false });
+    steps.push(Step::Mount {
+        source: c"tmpfs",
+        target: c("/dev/shm"),
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(c"mode=1777"),
+    });
+    for (target, link) in [
+        (c"/proc/self/fd", "/dev/fd"),
+        (c"/proc/self/fd/0", "/dev/stdin"),
+        (c"/proc/self/fd/1", "/dev/stdout"),
+        (c"/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        steps.push(Step::Symlink { target, link: c(link) });
+    }
+    steps.push(Step::Mount {
+        source: c"tmpfs",
+        target: c("/tmp"),
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(c"mode=1777"),
+    });
+}
+
+/// A writable directory below a freshly mounted directory (say `/tmp/work`) needs its mount point
+/// created in the fresh mount first.
+fn mkdirs_under_covered(steps: &mut Vec<Step>, dir: &Path) {
+    let Some(covered) = COVERED.iter().map(Path::new).find(|c| dir.starts_with(c)) else { return };
+    let mut path = PathBuf::from(covered);
+    for part in dir.strip_prefix(covered).into_iter().flat_map(Path::components) {
+        path.push(part);
+        steps.push(Step::Mkdir { path: cstring(&path), mode: 0o755, exist_ok: true });
+    }
+}
+
+/// Remount steps for every mount point in `mountinfo` that the fresh mounts do not cover,
+/// parents first (mountinfo order), keeping each one's other per-mount flags.
+fn remount_steps(mountinfo: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for line in mountinfo.lines() {
+        let mut fields = line.split(' ');
+        let (Some(mount_point), Some(options)) = (fields.nth(4), fields.next()) else { continue };
+        let mount_point = unescape_mountinfo(mount_point);
+        let p = Path::new(std::ffi::OsStr::from_bytes(&mount_point));
+        if COVERED.iter().any(|c| p.starts_with(c)) {
+            continue;
+        }
+        let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        for opt in options.split(',') {
+            flags |= match opt {
+                "nosuid" => libc::MS_NOSUID,
+                "nodev" => libc::MS_NODEV,
+                "noexec" => libc::MS_NOEXEC,
+                "noatime" => libc::MS_NOATIME,
+                "nodiratime" => libc::MS_NODIRATIME,
+                "relatime" => libc::MS_RELATIME,
+                _ => 0,
+            };
+        }
+        if let Ok(target) = CString::new(mount_point) {
+            steps.push(Step::RemountReadOnly { target, flags });
+        }
+    }
+    steps
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mountinfo(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The plan as text, one step a line (for debugging and tests).
+#[allow(dead_code)]
+pub(crate) fn render(plan: &MountPlan) -> String {
+    let mut out = String::new();
+    for step in &plan.steps {
+        let _ = writeln!(out, "{}", step.describe());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_plan_clones_writable_trees_before_read_only_and_attaches_them_last() {
+        let plan = MountPlan::new(
+            &Rootfs::Host { writable: vec![PathBuf::from("/tmp/work/a"), PathBuf::from("/srv")] },
+            true,
+        );
+        let text = render(&plan);
+        let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
+        assert!(text.starts_with("making the mount tree private"));
+        assert!(pos("cloning the mount tree of writable directory /tmp/work/a") < pos("read-only"));
+        assert!(pos("mounting tmpfs on /tmp") < pos("creating directory /tmp/work\n"));
+        assert!(pos("creating directory /tmp/work/a") < pos("attaching writable directory /tmp/work/a"));
+        assert!(!text.contains("creating directory /srv"));
+        assert_eq!(plan.slots.len(), 2);
+    }
+
+    #[test]
+    fn dir_plan_pivots_then_mounts_fresh_filesystems() {
+        let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true);
+        let text = render(&plan);
+        assert!(text.find("pivoting").unwrap() < text.find("mounting proc on /proc").unwrap());
+        assert!(text.contains("bind-mounting /srv/root onto itself"));
+    }
+
+    #[test]
+    fn without_filesystem_only_proc_is_fresh() {
+        let plan = MountPlan::new(&Rootfs::default(), false);
+        assert_eq!(render(&plan), "making the mount tree private\nmounting proc on /proc\n");
+    }
+
+    #[test]
+    fn remount_fallback_keeps_flags_and_skips_covered_mounts() {
+        let info = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    22 27 0:21 / /proc rw,nosuid - proc proc rw\n\
+                    30 27 0:30 / /mnt/my\\040disk rw,nosuid,nodev - ext4 /dev/vdb rw\n";
+        let steps = remount_steps(info);
+        assert_eq!(steps.len(), 2);
+        match &steps[1] {
+            Step::RemountReadOnly { target, flags } => {
+                assert_eq!(target.as_bytes(), b"/mnt/my disk");
+                assert_eq!(*flags & libc::MS_NOSUID, libc::MS_NOSUID);
+                assert_eq!(*flags & libc::MS_RDONLY, libc::MS_RDONLY);
+                assert_eq!(*flags & libc::MS_NOEXEC, 0);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

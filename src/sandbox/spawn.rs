@@ -1,1 +1,409 @@
 //! Cloning the init process, in the parent.
+//!
+//! Everything the child needs is prepared here first (the program resolved to a path, C strings
+//! for argv and envp, the mount plan, pipes), because the child may not allocate. Then:
+//! `clone3` into new namespaces (into the cgroup with `CLONE_INTO_CGROUP` where the kernel can),
+//! while the init sets itself up the parent moves it into its cgroup (v1, or v2 without
+//! `CLONE_INTO_CGROUP`) and creates the veth with its peer directly in the init's network
+//! namespace; then it writes the go byte on the life pipe and reads the init's first message:
+//! `Started` (the command is exec'd) or `Failed` (stage + errno, turned into a [`SpawnError`]).
+//! Any error after the clone kills and reaps the init before returning.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use cvtest_spec::NetworkSpec;
+use nix::fcntl::OFlag;
+
+use super::channel::{Message, Stage, MESSAGE_SIZE};
+use super::init::{InitPlan, MainPlan};
+use super::mounts::{check_path, MountPlan};
+use crate::cgroup::Cgroup;
+use crate::container::Command;
+use crate::error::SpawnError;
+use crate::net::{Veth, VethName};
+use crate::options::{Caps, Rootfs, Stdio};
+use crate::sys::{self, CStrArray, Errno};
+
+/// What to start, and in what.
+pub(crate) struct Request<'a> {
+    pub(crate) command: &'a Command,
+    pub(crate) id: &'a str,
+    pub(crate) hostname: &'a str,
+    pub(crate) rootfs: &'a Rootfs,
+    pub(crate) caps: Caps,
+    pub(crate) cgroup: Option<&'a dyn Cgroup>,
+    pub(crate) network: Option<(&'a NetworkSpec, &'a VethName)>,
+}
+
+/// A started container: its init, and the parent's ends of everything.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) pid: libc::pid_t,
+    pub(crate) pidfd: OwnedFd,
+    /// Write end of the life pipe: closing it ends the init.
+    pub(crate) life: OwnedFd,
+    /// Read end of the status pipe (non-blocking).
+    pub(crate) status: OwnedFd,
+    /// Read ends of captured stdout / stderr (non-blocking).
+    pub(crate) stdout: Option<OwnedFd>,
+    pub(crate) stderr: Option<OwnedFd>,
+    /// The init's network namespace, held while a veth lives in it.
+    pub(crate) netns: Option<OwnedFd>,
+    pub(crate) veth: Option<Veth>,
+    /// The main process's pid as the init sees it.
+    pub(crate) main_pid: i32,
+    pub(crate) started: Instant,
+}
+
+/// Set once clone3 refused `CLONE_INTO_CGROUP` (kernels before 5.7): move the pid instead.
+static NO_CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(false);
+
+/// Starts `req.command` in a new container. On error nothing of the process is left.
+pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
+    let command = req.command;
+    let cwd = working_dir(command, req.rootfs)?;
+    let program_path = resolve_program(command, req.rootfs, &cwd)?;
+    let program = cstr_arg("program", command.program.as_os_str())?;
+    let exec_path = cstr_arg("program", program_path.as_os_str())?;
+    let argv = argv(command, program)?;
+    let envp = envp(command, req.id)?;
+    let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
+    let hostname = req.hostname.as_bytes();
+    let mounts = MountPlan::new(req.rootfs, req.caps.contains(Caps::FILESYSTEM));
+
+    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
+    let (life_r, life_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    let null = dev_null().map_err(SpawnError::Pipe)?;
+    let (out_r, out_w) = output_pipe(command.stdout, &pipe)?;
+    let (err_r, err_w) = output_pipe(command.stderr, &pipe)?;
+    let stdio = [
+        null.as_raw_fd(),
+        stdio_source(command.stdout, 1, null, out_w.as_ref()),
+        stdio_source(command.stderr, 2, null, err_w.as_ref()),
+    ];
+    let mut keep: Vec<RawFd> =
+        [life_r.as_raw_fd(), status_w.as_raw_fd()].into_iter().chain(stdio).filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+
+    let plan = InitPlan {
+        keep_fds: &keep,
+        life: life_r.as_raw_fd(),
+        status: status_w.as_raw_fd(),
+        hostname,
+        mounts: &mounts,
+        pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
+        main: MainPlan { program: &exec_path, argv: &argv, envp: &envp, cwd: Some(&cwd_c), stdio },
+    };
+    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    if plan.pid_ns {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if req.caps.contains(Caps::IPC) {
+        flags |= libc::CLONE_NEWIPC as u64;
+    }
+    if req.cgroup.is_some() {
+        flags |= libc::CLONE_NEWCGROUP as u64;
+    }
+
+    let started = Instant::now();
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, &plan)?;
+    drop((life_r, status_w, out_w, err_w));
+    let mut init = InitGuard { pidfd: Some(pidfd) };
+
+    if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
+        cgroup.add_pid(pid)?;
+    }
+    let (netns, veth) = match req.network {
+        Some((spec, name)) => {
+            let path = format!("/proc/{pid}/ns/net");
+            let netns: OwnedFd =
+                File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
+            let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
+            (Some(netns), Some(veth))
+        }
+        None => (None, None),
+    };
+
+    // Release the init, then learn whether the command is running.
+    sys::write(life_w.as_raw_fd(), b"x").map_err(|e| SpawnError::Pipe(e.into()))?;
+    match read_message(&status_r).map_err(SpawnError::Pipe)? {
+        Some(Message::Started { pid: main_pid }) => {
+            nix::fcntl::fcntl(&status_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(|e| SpawnError::Pipe(e.into()))?;
+            Ok(Spawned {
+                pid,
+                pidfd: init.disarm(),
+                life: life_w,
+                status: status_r,
+                stdout: out_r,
+                stderr: err_r,
+                netns,
+                veth,
+                main_pid,
+                started,
+            })
+        }
+        Some(Message::Failed { stage, step, errno }) => {
+            drop(init);
+            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &command.program, &cwd))
+        }
+        Some(Message::Exited { .. }) | None => {
+            let status = init.reap();
+            Err(SpawnError::InitDied { status: describe_status(status) })
+        }
+    }
+}
+
+/// clone3, falling back from `CLONE_INTO_CGROUP` on kernels that refuse it. Returns whether the
+/// child is already in its cgroup.
+fn clone(
+    flags: u64,
+    cgroup: Option<&dyn Cgroup>,
+    plan: &InitPlan<'_>,
+) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
+    let into = if NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) {
+        None
+    } else {
+        cgroup.and_then(|c| c.clone_into_fd())
+    };
+    if let Some(fd) = into {
+        match sys::clone_init(flags, Some(fd), plan) {
+            Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
+            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
+            }
+            Err(e) => return Err(SpawnError::Clone(e.into())),
+        }
+    }
+    let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
+    Ok((pid, pidfd, cgroup.is_none()))
+}
+
+/// Kills and reaps the init unless disarmed.
+struct InitGuard {
+    pidfd: Option<OwnedFd>,
+}
+
+impl InitGuard {
+    fn disarm(&mut self) -> OwnedFd {
+        self.pidfd.take().expect("guard holds the pidfd until disarmed")
+    }
+
+    fn reap(&mut self) -> Option<i32> {
+        let pidfd = self.pidfd.take()?;
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        sys::waitid_pidfd(pidfd.as_fd(), false).ok().flatten()
+    }
+}
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        self.reap();
+    }
+}
+
+/// Reads one message; `None` on EOF (the init died first).
+pub(crate) fn read_message(fd: &OwnedFd) -> io::Result<Option<Message>> {
+    let mut buf = [0u8; MESSAGE_SIZE];
+    let mut got = 0;
+    while got < MESSAGE_SIZE {
+        match sys::read(fd.as_raw_fd(), &mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "truncated message from the init"))
+            }
+            Ok(n) => got += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Message::decode(&buf)
+        .map(Some)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed message from the init"))
+}
+
+fn failure(
+    stage: Stage,
+    step: u32,
+    errno: Errno,
+    mounts: &MountPlan,
+    program: &Path,
+    cwd: &Path,
+) -> SpawnError {
+    let source = io::Error::from(errno);
+    let stage = match stage {
+        Stage::Exec if errno == Errno::ENOENT => {
+            return SpawnError::NotFound { program: program.to_owned(), source }
+        }
+        Stage::Exec => return SpawnError::Exec { program: program.to_owned(), source },
+        Stage::Mount => {
+            mounts.steps.get(step as usize).map_or_else(|| format!("mount step {step}"), |s| s.describe())
+        }
+        Stage::CloseFds => "closing inherited file descriptors".to_owned(),
+        Stage::Signals => "setting up signal handling".to_owned(),
+        Stage::Hostname => "setting the hostname".to_owned(),
+        Stage::Loopback => "bringing up lo".to_owned(),
+        Stage::Release => "waiting for the parent's go".to_owned(),
+        Stage::ForkMain => "forking the main process".to_owned(),
+        Stage::ProcessGroup => "giving the main process its own process group".to_owned(),
+        Stage::Stdio => "redirecting stdin, stdout and stderr".to_owned(),
+        Stage::Chdir => format!("changing to the working directory {}", cwd.display()),
+    };
+    SpawnError::Setup { stage, source }
+}
+
+fn describe_status(status: Option<i32>) -> String {
+    match status {
+        Some(s) if libc::WIFEXITED(s) => format!("exit code {}", libc::WEXITSTATUS(s)),
+        Some(s) if libc::WIFSIGNALED(s) => format!("signal {}", libc::WTERMSIG(s)),
+        Some(s) => format!("wait status {s:#x}"),
+        None => "unknown status".to_owned(),
+    }
+}
+
+/// /dev/null, opened once for the process.
+fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd: OwnedFd = File::options().read(true).write(true).open("/dev/null")?.into();
+    Ok(NULL.get_or_init(|| fd).as_fd())
+}
+
+type PipePair = (Option<OwnedFd>, Option<OwnedFd>);
+
+fn output_pipe(
+    stdio: Stdio,
+    pipe: &dyn Fn() -> Result<(OwnedFd, OwnedFd), SpawnError>,
+) -> Result<PipePair, SpawnError> {
+    match stdio {
+        Stdio::Capture { .. } => {
+            let (r, w) = pipe()?;
+            nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(|e| SpawnError::Pipe(e.into()))?;
+            Ok((Some(r), Some(w)))
+        }
+        Stdio::Inherit | Stdio::Null => Ok((None, None)),
+    }
+}
+
+fn stdio_source(
+    stdio: Stdio,
+    own: RawFd,
+    null: std::os::fd::BorrowedFd<'_>,
+    pipe: Option<&OwnedFd>,
+) -> RawFd {
+    match (stdio, pipe) {
+        (Stdio::Capture { .. }, Some(w)) => w.as_raw_fd(),
+        (Stdio::Inherit, _) => own,
+        (Stdio::Null | Stdio::Capture { .. }, _) => null.as_raw_fd(),
+    }
+}
+
+fn cstr_arg(what: &'static str, s: &OsStr) -> Result<CString, SpawnError> {
+    CString::new(s.as_bytes()).map_err(|_| SpawnError::Nul { what, value: s.to_owned() })
+}
+
+fn argv(command: &Command, program: CString) -> Result<CStrArray, SpawnError> {
+    let mut v = Vec::with_capacity(command.args.len() + 1);
+    v.push(program);
+    for a in &command.args {
+        v.push(cstr_arg("argument", a)?);
+    }
+    Ok(CStrArray::new(v))
+}
+
+fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
+    let mut v = Vec::with_capacity(command.env.len() + 1);
+    for (k, val) in &command.env {
+        if k == crate::ENV_CONTAINER {
+            continue;
+        }
+        if k.is_empty() || k.as_bytes().contains(&b'=') {
+            return Err(SpawnError::Nul { what: "environment variable name", value: k.clone() });
+        }
+        let mut kv = OsString::with_capacity(k.len() + val.len() + 1);
+        kv.push(k);
+        kv.push("=");
+        kv.push(val);
+        v.push(cstr_arg("environment variable", &kv)?);
+    }
+    v.push(CString::new(format!("{}={id}", crate::ENV_CONTAINER)).unwrap_or_default());
+    Ok(CStrArray::new(v))
+}
+
+/// The working directory inside the container: the command's, else the caller's (host root) or
+/// `/` (an explicit root). Always explicit: the init must `chdir` after its mounts so that the
+/// main process sees the writable mounts stacked over the read-only root.
+fn working_dir(command: &Command, rootfs: &Rootfs) -> Result<PathBuf, SpawnError> {
+    match (&command.cwd, rootfs) {
+        (Some(d), _) => {
+            check_path(d)
+                .map_err(|_| SpawnError::Nul { what: "working directory", value: d.clone().into() })?;
+            Ok(d.clone())
+        }
+        (None, Rootfs::Host { .. }) => std::env::current_dir().map_err(SpawnError::CurrentDir),
+        (None, Rootfs::Dir(_)) => Ok(PathBuf::from("/")),
+    }
+}
+
+/// The path to exec: `program` itself when it has a `/` (relative to `cwd`), else the first
+/// executable match in the command's `PATH`. Checked in the parent, on the host's view of the
+/// container's root, so that a missing program fails before any clone.
+fn resolve_program(command: &Command, rootfs: &Rootfs, cwd: &Path) -> Result<PathBuf, SpawnError> {
+    let program = &command.program;
+    let not_found = |source: io::Error| SpawnError::NotFound { program: program.clone(), source };
+    let on_host = |inside: &Path| -> PathBuf {
+        match rootfs {
+            Rootfs::Host { .. } => inside.to_owned(),
+            Rootfs::Dir(root) => root.join(inside.strip_prefix("/").unwrap_or(inside)),
+        }
+    };
+    if program.as_os_str().is_empty() {
+        return Err(not_found(io::Error::from(io::ErrorKind::NotFound)));
+    }
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        let inside = cwd.join(program);
+        return match executable(&on_host(&inside)) {
+            Ok(()) => Ok(inside),
+            // Inside an explicit root a symlink may resolve differently: let exec decide.
+            Err(_) if matches!(rootfs, Rootfs::Dir(_)) => Ok(inside),
+            Err(e) => Err(not_found(e)),
+        };
+    }
+    let path_var = command
+        .env
+        .get(OsStr::new("PATH"))
+        .map(OsString::as_os_str)
+        .unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let mut last = io::Error::from(io::ErrorKind::NotFound);
+    for dir in std::env::split_paths(path_var) {
+        let dir = if dir.as_os_str().is_empty() { cwd.to_owned() } else { cwd.join(dir) };
+        let inside = dir.join(program);
+        match executable(&on_host(&inside)) {
+            Ok(()) => return Ok(inside),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => last = e,
+            Err(_) => {}
+        }
+    }
+    Err(not_found(last))
+}
+
+fn executable(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "is a directory"));
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map_err(io::Error::from)
+}

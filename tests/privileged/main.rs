@@ -3,14 +3,26 @@
 //! reason (never passed, never failed).
 //!
 //! Each module exposes `pub fn trials() -> Vec<Trial>` built with [`support::privileged`].
+//! Workloads inside containers are this binary itself in a helper mode ([`helpers`]), selected
+//! by an environment variable before libtest starts.
 
+mod cgroup;
+mod container;
+mod helpers;
+mod macro_fixture;
 mod net;
 mod support;
 
 fn main() {
+    if let Some(code) = helpers::run_if_requested() {
+        std::process::exit(code);
+    }
+    cgroup::run_helper_if_requested();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
-    // Modules add their trials here, e.g. `trials.extend(cgroup::trials());`
+    trials.extend(cgroup::trials());
+    trials.extend(container::trials());
+    trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();

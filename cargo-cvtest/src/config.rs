@@ -1,0 +1,272 @@
+//! Config files: `[workspace.metadata.cvtest]`, `.config/cvtest.toml` at the workspace root, and
+//! `[package.metadata.cvtest]`, in that order (later wins). Each holds default limits and a list of
+//! per-test overrides:
+//!
+//! ```toml
+//! [package.metadata.cvtest]
+//! memory = "512M"          # any key of cvtest_spec::SETTINGS_KEYS; numbers are accepted too
+//! timeout = "60s"
+//!
+//! [[package.metadata.cvtest.overrides]]
+//! filter = "hog_small"     # substring of the test name (or `test = "exact::name"`)
+//! binary = "my-crate"      # optional: only tests of this binary id
+//! package = "my-crate"     # optional, workspace-level files only
+//! memory = "32M"
+//! expect = "oom"           # pass (default) | fail | oom | timeout
+//! ```
+//!
+//! Values are parsed by `cvtest-spec` only. A bad key or value is a usage error naming the file,
+//! the table and what is accepted.
+
+use std::path::Path;
+
+use cvtest_spec::{SetError, TestSettings, SETTINGS_KEYS};
+use serde_json::Value;
+
+use crate::build::Workspace;
+use crate::errors::UsageError;
+use crate::settings::Expect;
+
+/// Keys of an override besides the settings keys.
+const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect"];
+
+/// All config layers of a workspace, lowest first.
+#[derive(Debug, Default, Clone)]
+pub struct Config {
+    layers: Vec<Layer>,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    /// Only for tests of this package (a `[package.metadata.cvtest]` layer).
+    package: Option<String>,
+    defaults: TestSettings,
+    overrides: Vec<Override>,
+}
+
+/// A per-test rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub matcher: NameMatch,
+    pub binary: Option<String>,
+    pub package: Option<String>,
+    pub settings: TestSettings,
+    pub expect: Option<Expect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameMatch {
+    Substring(String),
+    Exact(String),
+}
+
+impl NameMatch {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            NameMatch::Substring(s) => name.contains(s.as_str()),
+            NameMatch::Exact(s) => name == s,
+        }
+    }
+}
+
+impl Config {
+    /// Reads every config source of the workspace.
+    pub fn load(ws: &Workspace) -> Result<Config, UsageError> {
+        let mut layers = Vec::new();
+        let manifest = ws.root().join("Cargo.toml");
+        if let Some(v) = ws.metadata.workspace_metadata.get("cvtest") {
+            layers.push(parse_layer(v, &format!("{manifest} [workspace.metadata.cvtest]"), None)?);
+        }
+        let file = ws.root().join(".config").join("cvtest.toml");
+        if let Some(v) = read_toml(file.as_std_path())? {
+            layers.push(parse_layer(&v, file.as_str(), None)?);
+        }
+        for pkg in &ws.metadata.packages {
+            if let Some(v) = pkg.metadata.get("cvtest") {
+                let origin = format!("{} [package.metadata.cvtest]", pkg.manifest_path);
+                layers.push(parse_layer(v, &origin, Some(pkg.name.to_string()))?);
+            }
+        }
+        Ok(Config { layers })
+    }
+
+    /// Parses one layer from a TOML string (used by tests and by `load`).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, UsageError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| UsageError::Config {
+            origin: origin.to_owned(),
+            message: format!("not valid TOML: {}", e.message()),
+        })?;
+        let v = serde_json::to_value(table).expect("TOML converts to JSON");
+        Ok(Config { layers: vec![parse_layer(&v, origin, None)?] })
+    }
+
+    /// Config defaults for a test of `package`, all layers folded (later wins).
+    pub fn defaults(&self, package: &str) -> TestSettings {
+        self.applicable(package).fold(TestSettings::default(), |acc, l| l.defaults.over(&acc))
+    }
+
+    /// Config overrides that match this test, folded (later wins), and its expected outcome.
+    pub fn overrides(&self, package: &str, binary_id: &str, name: &str) -> (TestSettings, Option<Expect>) {
+        let mut settings = TestSettings::default();
+        let mut expect = None;
+        for o in self.applicable(package).flat_map(|l| &l.overrides) {
+            let pkg_ok = o.package.as_deref().map_or(true, |p| p == package);
+            let bin_ok = o.binary.as_deref().map_or(true, |b| b == binary_id);
+            if pkg_ok && bin_ok && o.matcher.matches(name) {
+                settings = o.settings.over(&settings);
+                expect = o.expect.or(expect);
+            }
+        }
+        (settings, expect)
+    }
+
+    fn applicable<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a Layer> + 'a {
+        self.layers.iter().filter(move |l| l.package.as_deref().map_or(true, |p| p == package))
+    }
+}
+
+fn read_toml(path: &Path) -> Result<Option<Value>, UsageError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(UsageError::ReadConfig { path: path.to_owned(), source }),
+    };
+    let table: toml::Table =
+        text.parse().map_err(|e| UsageError::ParseConfig { path: path.to_owned(), source: Box::new(e) })?;
+    Ok(Some(serde_json::to_value(table).expect("TOML converts to JSON")))
+}
+
+fn err(origin: &str, message: impl Into<String>) -> UsageError {
+    UsageError::Config { origin: origin.to_owned(), message: message.into() }
+}
+
+fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer, UsageError> {
+    let obj = v.as_object().ok_or_else(|| err(origin, "expected a table"))?;
+    let mut defaults = TestSettings::default();
+    let mut host = None;
+    let mut overrides = Vec::new();
+    for (key, value) in obj {
+        if key == "overrides" {
+            let arr = value.as_array().ok_or_else(|| {
+                err(origin, "`overrides` must be an array of tables ([[...overrides]] in TOML)")
+            })?;
+            for (i, o) in arr.iter().enumerate() {
+                overrides.push(parse_override(o, &format!("{origin} overrides[{i}]"), package.is_some())?);
+            }
+        } else {
+            set_key(&mut defaults, key, value, &mut host, origin, false)?;
+        }
+    }
+    Ok(Layer { package, defaults, overrides })
+}
+
+fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override, UsageError> {
+    let obj = v.as_object().ok_or_else(|| err(origin, "expected a table"))?;
+    let mut settings = TestSettings::default();
+    let mut host = None;
+    let (mut filter, mut test, mut binary, mut package, mut expect) = (None, None, None, None, None);
+    for (key, value) in obj {
+        let text = || {
+            value.as_str().map(str::to_owned).ok_or_else(|| err(origin, format!("`{key}` must be a string")))
+        };
+        match key.as_str() {
+            "filter" => filter = Some(text()?),
+            "test" => test = Some(text()?),
+            "binary" => binary = Some(text()?),
+            "package" if in_package => {
+                return Err(err(
+                    origin,
+                    "`package` is only for workspace-level config; this table is already per package",
+                ))
+            }
+            "package" => package = Some(text()?),
+            "expect" => {
+                let t = text()?;
+                expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e))?);
+            }
+            _ => set_key(&mut settings, key, value, &mut host, origin, true)?,
+        }
+    }
+    let matcher = match (filter, test) {
+        (Some(f), None) => NameMatch::Substring(f),
+        (None, Some(t)) => NameMatch::Exact(t),
+        (Some(_), Some(_)) => {
+            return Err(err(origin, "give either `filter` (substring) or `test` (exact name), not both"))
+        }
+        (None, None) => {
+            return Err(err(origin, "an override needs `filter = \"substring\"` or `test = \"exact::name\"`"))
+        }
+    };
+    Ok(Override { matcher, binary, package, settings, expect })
+}
+
+fn set_key(
+    s: &mut TestSettings,
+    key: &str,
+    value: &Value,
+    host: &mut Option<String>,
+    origin: &str,
+    is_override: bool,
+) -> Result<(), UsageError> {
+    let text = match value {
+        Value::String(t) => t.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => {
+            return Err(err(origin, format!("`{key}` must be a string or a number, such as {key} = \"...\"")))
+        }
+    };
+    s.set(key, &text, host).map_err(|e| match e {
+        SetError::UnknownKey(_) => {
+            let mut valid: Vec<&str> = SETTINGS_KEYS.to_vec();
+            if is_override {
+                valid.extend(OVERRIDE_KEYS);
+            } else {
+                valid.push("overrides");
+            }
+            err(origin, format!("unknown key `{key}`; valid keys are: {}", valid.join(", ")))
+        }
+        SetError::Value(p) => err(origin, format!("`{key}`: {p}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cvtest_spec::MemoryLimit;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_toml(
+            "memory = \"512M\"\npids = 64\n[[overrides]]\nfilter = \"hog\"\nmemory = \"32M\"\nexpect = \"oom\"\n\
+             [[overrides]]\ntest = \"exact::one\"\ncpus = 0.5\n",
+            "t.toml",
+        )
+        .unwrap();
+        let d = c.defaults("p");
+        assert_eq!(d.memory, Some(MemoryLimit::Bytes(512 << 20)));
+        assert_eq!(d.pids, Some(cvtest_spec::PidsLimit::Count(64)));
+        let (o, e) = c.overrides("p", "p", "mem::hog_small");
+        assert_eq!(o.memory, Some(MemoryLimit::Bytes(32 << 20)));
+        assert_eq!(e, Some(Expect::Oom));
+        let (o, e) = c.overrides("p", "p", "exact::one");
+        assert!(o.cpus.is_some() && o.memory.is_none() && e.is_none());
+        let (o, _) = c.overrides("p", "p", "exact::one_more");
+        assert!(o.cpus.is_none());
+    }
+
+    #[test]
+    fn bad_config_names_origin_key_and_accepted() {
+        let e = Config::from_toml("memroy = \"1G\"", "x.toml").unwrap_err().to_string();
+        assert!(e.starts_with("x.toml: unknown key `memroy`; valid keys are: memory"), "{e}");
+        let e = Config::from_toml("memory = \"1X\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`memory`: invalid memory limit \"1X\"") && e.contains("\"max\""), "{e}");
+        let e = Config::from_toml("[[overrides]]\nmemory = \"1G\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml overrides[0]") && e.contains("filter"), "{e}");
+        let e = Config::from_toml("[[overrides]]\nfilter = \"a\"\nexpect = \"boom\"", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pass, fail, oom, timeout"), "{e}");
+        let e = Config::from_toml("timeout = true", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`timeout` must be a string"), "{e}");
+    }
+}

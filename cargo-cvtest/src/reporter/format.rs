@@ -1,0 +1,100 @@
+//! Number formatting and colours.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anstyle::{AnsiColor, Style};
+
+use crate::cli::ColorWhen;
+
+/// Paints text when colours are on.
+#[derive(Debug, Clone, Copy)]
+pub struct Painter {
+    pub on: bool,
+}
+
+impl Painter {
+    /// `--color`/`CARGO_TERM_COLOR` decide; with `auto`, a terminal on stderr and no `NO_COLOR`.
+    pub fn detect(when: Option<ColorWhen>) -> Painter {
+        let on = match when.unwrap_or(ColorWhen::Auto) {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => {
+                std::env::var_os("NO_COLOR").is_none_or_empty() && std::io::stderr().is_terminal()
+            }
+        };
+        Painter { on }
+    }
+
+    pub fn paint(&self, style: Style, text: &str) -> String {
+        if self.on {
+            format!("{}{text}{}", style.render(), style.render_reset())
+        } else {
+            text.to_owned()
+        }
+    }
+
+    pub fn good() -> Style {
+        AnsiColor::Green.on_default().bold()
+    }
+    pub fn bad() -> Style {
+        AnsiColor::Red.on_default().bold()
+    }
+    pub fn warn() -> Style {
+        AnsiColor::Yellow.on_default().bold()
+    }
+    pub fn dim() -> Style {
+        Style::new().dimmed()
+    }
+    pub fn strong() -> Style {
+        Style::new().bold()
+    }
+}
+
+trait EmptyVar {
+    fn is_none_or_empty(&self) -> bool;
+}
+impl EmptyVar for Option<std::ffi::OsString> {
+    fn is_none_or_empty(&self) -> bool {
+        self.as_ref().map_or(true, |v| v.is_empty())
+    }
+}
+
+/// `512 B`, `12.3 KiB`, `1.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `1.234s`.
+pub fn secs(d: Duration) -> String {
+    format!("{:.3}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(64 << 20), "64.0 MiB");
+    }
+
+    #[test]
+    fn painter_off_is_plain() {
+        assert_eq!(Painter { on: false }.paint(Painter::bad(), "FAIL"), "FAIL");
+        assert!(Painter { on: true }.paint(Painter::bad(), "FAIL").contains("\x1b["));
+    }
+}

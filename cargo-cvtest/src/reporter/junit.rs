@@ -1,0 +1,142 @@
+//! `--junit PATH`: JUnit XML through quick-junit, one `<testsuite>` per binary, the peaks and
+//! limits as `<property>`s of each test case. Output is kept for failures only, and only its
+//! last [`KEEP_OUTPUT`] bytes, so memory stays bounded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
+use crate::events::{Event, Status, TestFinished, Verdict};
+use crate::reporter::Reporter;
+
+const KEEP_OUTPUT: usize = 64 * 1024;
+
+pub struct JunitReporter {
+    path: PathBuf,
+    suites: BTreeMap<String, Vec<TestCase>>,
+    binary_props: BTreeMap<String, Vec<Property>>,
+}
+
+impl JunitReporter {
+    pub fn new(path: PathBuf) -> Self {
+        JunitReporter { path, suites: BTreeMap::new(), binary_props: BTreeMap::new() }
+    }
+
+    fn case(t: &TestFinished) -> TestCase {
+        let status = match t.verdict() {
+            Verdict::Success => TestCaseStatus::success(),
+            Verdict::NotRun => TestCaseStatus::skipped(),
+            Verdict::Failure => {
+                let kind = match t.status {
+                    Status::Fail { .. }
+                    | Status::Pass
+                    | Status::Oom
+                    | Status::Timeout
+                    | Status::Signal { .. } => NonSuccessKind::Failure,
+                    Status::SetupError { .. } | Status::Cancelled | Status::Ignored => NonSuccessKind::Error,
+                };
+                let mut s = TestCaseStatus::non_success(kind);
+                s.set_type(t.label());
+                s.set_message(match &t.status {
+                    Status::SetupError { message } => message.clone(),
+                    Status::Fail { exit_code } => format!("exited with code {exit_code}"),
+                    Status::Signal { signal } => format!("killed by signal {signal}"),
+                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.memory),
+                    Status::Timeout => "killed at its timeout".to_owned(),
+                    Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
+                    Status::Cancelled => "cancelled".to_owned(),
+                    Status::Ignored => String::new(),
+                });
+                s
+            }
+        };
+        let mut c = TestCase::new(t.name.clone(), status);
+        c.set_classname(t.binary_id.clone());
+        c.set_time(t.duration);
+        let mut props = vec![
+            Property::new("cvtest.status", t.label()),
+            Property::new("cvtest.limit.memory", t.settings.memory.to_string()),
+            Property::new("cvtest.limit.pids", t.settings.pids.to_string()),
+            Property::new("cvtest.limit.cpu_weight", t.settings.cpu_weight.to_string()),
+        ];
+        if let Some(p) = &t.peaks {
+            props.extend(peak_props(p, t.pids_limit_hit));
+        }
+        c.add_properties(props);
+        if t.verdict() == Verdict::Failure {
+            c.set_system_out_lossy(tail(&t.stdout));
+            c.set_system_err_lossy(tail(&t.stderr));
+        }
+        c
+    }
+
+    fn write(&self) -> std::io::Result<()> {
+        let mut report = Report::new("cvtest");
+        for (bin, cases) in &self.suites {
+            let mut suite = TestSuite::new(bin.clone());
+            if let Some(p) = self.binary_props.get(bin) {
+                suite.add_properties(p.iter().cloned());
+            }
+            suite.add_test_cases(cases.iter().cloned());
+            report.add_test_suite(suite);
+        }
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::File::create(&self.path)?;
+        report.serialize(std::io::BufWriter::new(file)).map_err(std::io::Error::other)
+    }
+}
+
+fn peak_props(p: &cvtest::Peaks, pids_limit_hit: bool) -> Vec<Property> {
+    let mut v = Vec::new();
+    if let Some(m) = p.memory_bytes {
+        v.push(Property::new("cvtest.peak.memory_bytes", m.value.to_string()));
+        v.push(Property::new("cvtest.peak.memory_sampled", m.sampled.to_string()));
+    }
+    if let Some(m) = p.pids {
+        v.push(Property::new("cvtest.peak.pids", m.value.to_string()));
+    }
+    if let Some(d) = p.cpu_user {
+        v.push(Property::new("cvtest.cpu.user_ms", d.as_millis().to_string()));
+    }
+    if let Some(d) = p.cpu_system {
+        v.push(Property::new("cvtest.cpu.system_ms", d.as_millis().to_string()));
+    }
+    if let Some(n) = p.oom_kills {
+        v.push(Property::new("cvtest.oom_kills", n.to_string()));
+    }
+    v.push(Property::new("cvtest.pids_limit_hit", pids_limit_hit.to_string()));
+    if let Some(n) = p.net {
+        v.push(Property::new("cvtest.net.rx_bytes", n.rx_bytes.to_string()));
+        v.push(Property::new("cvtest.net.tx_bytes", n.tx_bytes.to_string()));
+    }
+    v
+}
+
+fn tail(b: &[u8]) -> &[u8] {
+    &b[b.len().saturating_sub(KEEP_OUTPUT)..]
+}
+
+impl Reporter for JunitReporter {
+    fn report(&mut self, event: &Event) -> std::io::Result<()> {
+        match event {
+            Event::TestFinished(t) => self.suites.entry(t.binary_id.clone()).or_default().push(Self::case(t)),
+            Event::BinaryFinished(b) => {
+                if let Some(p) = &b.peaks {
+                    self.binary_props
+                        .entry(b.binary_id.clone())
+                        .or_default()
+                        .extend(peak_props(p, b.pids_limit_hit));
+                }
+            }
+            Event::RunFinished { .. } => self.write()?,
+            Event::RunStarted { .. }
+            | Event::TestStarted { .. }
+            | Event::Interrupted { .. }
+            | Event::Stopping => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! The run summary: counts by outcome, the failures, and the top tests by peak memory and by
+//! duration. Bounded: only the top N rows are kept, whatever the number of tests.
+
+use std::time::Duration;
+
+use crate::events::{Event, PeakScope, Status, Verdict};
+
+/// One row of a top table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub binary_id: String,
+    /// The test name, or a note for a binary-wide container.
+    pub name: String,
+    pub label: String,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    top: usize,
+    /// (status rank, label, count), kept sorted.
+    pub counts: Vec<(u8, String, usize)>,
+    /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
+    pub succeeded: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    pub to_run: usize,
+    pub failures: Vec<(String, String, String)>,
+    pub top_memory: Vec<Row>,
+    pub longest: Vec<Row>,
+    pub interrupted: Option<i32>,
+    pub stopping: bool,
+    pub elapsed: Duration,
+}
+
+fn rank(s: &Status) -> u8 {
+    match s {
+        Status::Pass => 0,
+        Status::Fail { .. } => 1,
+        Status::Oom => 2,
+        Status::Timeout => 3,
+        Status::Signal { .. } => 4,
+        Status::SetupError { .. } => 5,
+        Status::Cancelled => 6,
+        Status::Ignored => 7,
+    }
+}
+
+impl RunSummary {
+    pub fn new(top: usize) -> Self {
+        RunSummary { top, ..Default::default() }
+    }
+
+    /// Tests that were to run but never started (interrupt, `--fail-fast`).
+    pub fn not_run(&self) -> usize {
+        self.to_run.saturating_sub(self.succeeded + self.failed)
+    }
+
+    pub fn add(&mut self, ev: &Event) {
+        match ev {
+            // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
+            Event::RunStarted { to_run, .. } => self.to_run = *to_run,
+            Event::TestStarted { .. } => {}
+            Event::TestFinished(t) => {
+                match t.verdict() {
+                    Verdict::Success => self.succeeded += 1,
+                    Verdict::Failure => {
+                        self.failed += 1;
+                        self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
+                    }
+                    Verdict::NotRun => self.ignored += 1,
+                }
+                self.count(&t.status, t.label(), 1);
+                if t.scope == PeakScope::Test && t.verdict() != Verdict::NotRun {
+                    let row = Row {
+                        binary_id: t.binary_id.clone(),
+                        name: t.name.clone(),
+                        label: t.label(),
+                        memory: t.peaks.and_then(|p| p.memory_bytes).map(|m| m.value),
+                        pids: t.peaks.and_then(|p| p.pids).map(|m| m.value),
+                        duration: t.duration,
+                    };
+                    self.offer(row);
+                }
+            }
+            Event::BinaryFinished(b) => {
+                let row = Row {
+                    binary_id: b.binary_id.clone(),
+                    name: format!("({} tests in one container)", b.tests),
+                    label: b.status.name().to_owned(),
+                    memory: b.peaks.and_then(|p| p.memory_bytes).map(|m| m.value),
+                    pids: b.peaks.and_then(|p| p.pids).map(|m| m.value),
+                    duration: b.duration,
+                };
+                self.offer(row);
+            }
+            Event::Interrupted { signal } => self.interrupted = Some(*signal),
+            Event::Stopping => self.stopping = true,
+            Event::RunFinished { elapsed } => self.elapsed = *elapsed,
+        }
+    }
+
+    fn count(&mut self, s: &Status, label: String, n: usize) {
+        let r = rank(s);
+        match self.counts.iter_mut().find(|(_, l, _)| *l == label) {
+            Some((_, _, c)) => *c += n,
+            None => {
+                self.counts.push((r, label, n));
+                self.counts.sort();
+            }
+        }
+    }
+
+    fn offer(&mut self, row: Row) {
+        if self.top == 0 {
+            return;
+        }
+        if row.memory.is_some() {
+            self.top_memory.push(row.clone());
+            self.top_memory.sort_by(|a, b| b.memory.cmp(&a.memory).then_with(|| a.name.cmp(&b.name)));
+            self.top_memory.truncate(self.top);
+        }
+        self.longest.push(row);
+        self.longest.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.name.cmp(&b.name)));
+        self.longest.truncate(self.top);
+    }
+
+    /// Whether the run as a whole succeeded.
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
+    }
+}

@@ -1,0 +1,264 @@
+//! Admission: which unit of work starts next.
+//!
+//! Workers (as many as `--jobs`) ask for the next unit. A unit is admitted when
+//! - **memory**: the memory limits of the running units plus its own stay within the budget
+//!   (`MemAvailable` when the run starts, or `--memory-budget`). A unit whose limit is larger than
+//!   the budget (or "max") runs alone: it waits until nothing runs, and nothing starts beside it.
+//!   Memory is first come, first served: when the first waiting unit does not fit, later ones wait
+//!   too, so a big test is never starved by a stream of small ones;
+//! - **network**: no running unit has an overlapping subnet (two veths in one subnet would clash
+//!   in the host's routing table). A unit held back by its network is skipped, but its subnet is
+//!   reserved against later units, so it is not starved either.
+//!
+//! Stopping (Ctrl-C, `--fail-fast`) ends admission; an interrupt also kills every running
+//! container through its [`KillHandle`].
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use cvtest::KillHandle;
+use cvtest_spec::NetworkSpec;
+
+/// What a unit needs while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Demand {
+    /// The memory limit in bytes; `None` for "max".
+    pub memory: Option<u64>,
+    pub networks: Vec<NetworkSpec>,
+}
+
+/// A unit that may start now. Give it back with [`Scheduler::finish`].
+#[derive(Debug)]
+pub struct Ticket {
+    pub unit: usize,
+    slot: u64,
+}
+
+#[derive(Debug)]
+struct Running {
+    slot: u64,
+    charge: u64,
+    networks: Vec<NetworkSpec>,
+    kill: Option<KillHandle>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: VecDeque<(usize, Demand)>,
+    running: Vec<Running>,
+    used: u64,
+    exclusive: bool,
+    stopped: bool,
+    killed: bool,
+    next_slot: u64,
+}
+
+#[derive(Debug)]
+pub struct Scheduler {
+    state: Mutex<State>,
+    changed: Condvar,
+    budget: u64,
+}
+
+impl Scheduler {
+    /// `units` in the order they should start.
+    pub fn new(units: impl IntoIterator<Item = (usize, Demand)>, budget: u64) -> Scheduler {
+        let state = State { pending: units.into_iter().collect(), ..State::default() };
+        Scheduler { state: Mutex::new(state), changed: Condvar::new(), budget: budget.max(1) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A worker that panicked while holding the lock leaves consistent state (no invariant
+        // spans an unwind), so keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks until a unit may start; `None` when there is nothing left to start.
+    pub fn next(&self) -> Option<Ticket> {
+        let mut st = self.lock();
+        loop {
+            if st.stopped || st.pending.is_empty() {
+                return None;
+            }
+            if let Some(i) = self.pick(&st) {
+                let (unit, demand) = st.pending.remove(i).expect("picked index exists");
+                let (charge, exclusive) = self.charge(&demand);
+                st.used += charge;
+                st.exclusive |= exclusive;
+                let slot = st.next_slot;
+                st.next_slot += 1;
+                st.running.push(Running { slot, charge, networks: demand.networks, kill: None });
+                return Some(Ticket { unit, slot });
+            }
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn charge(&self, d: &Demand) -> (u64, bool) {
+        match d.memory {
+            Some(b) if b <= self.budget => (b, false),
+            _ => (self.budget, true),
+        }
+    }
+
+    fn pick(&self, st: &State) -> Option<usize> {
+        let mut reserved: Vec<NetworkSpec> = Vec::new();
+        for (i, (_, d)) in st.pending.iter().enumerate() {
+            let (charge, exclusive) = self.charge(d);
+            let fits = if exclusive {
+                st.running.is_empty()
+            } else {
+                !st.exclusive && st.used + charge <= self.budget
+            };
+            if !fits {
+                return None;
+            }
+            let clash = d.networks.iter().any(|n| {
+                st.running.iter().flat_map(|r| &r.networks).any(|r| r.overlaps(n))
+                    || reserved.iter().any(|r| r.overlaps(n))
+            });
+            if !clash {
+                return Some(i);
+            }
+            reserved.extend(d.networks.iter().copied());
+        }
+        None
+    }
+
+    /// Records how to kill the unit's container. Returns `false` if the run is already being
+    /// interrupted: the caller must kill it itself.
+    pub fn set_kill(&self, t: &Ticket, kill: KillHandle) -> bool {
+        let mut st = self.lock();
+        if st.killed {
+            return false;
+        }
+        if let Some(r) = st.running.iter_mut().find(|r| r.slot == t.slot) {
+            r.kill = Some(kill);
+        }
+        true
+    }
+
+    /// The unit ended; its memory and network become free.
+    pub fn finish(&self, t: Ticket) {
+        let mut st = self.lock();
+        if let Some(i) = st.running.iter().position(|r| r.slot == t.slot) {
+            let r = st.running.swap_remove(i);
+            st.used -= r.charge;
+            if r.charge == self.budget {
+                st.exclusive = st.running.iter().any(|r| r.charge == self.budget);
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Starts nothing more (`--fail-fast`); running units finish.
+    pub fn stop_admitting(&self) {
+        self.lock().stopped = true;
+        self.changed.notify_all();
+    }
+
+    /// Starts nothing more and kills every running container (an interrupt).
+    pub fn interrupt(&self) {
+        let mut st = self.lock();
+        st.stopped = true;
+        st.killed = true;
+        for r in &st.running {
+            if let Some(k) = &r.kill {
+                k.kill();
+            }
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.lock().killed
+    }
+
+    /// Units never started (after a stop).
+    pub fn not_started(&self) -> usize {
+        self.lock().pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn d(mem: Option<u64>, net: Option<&str>) -> Demand {
+        Demand { memory: mem, networks: net.map(|n| n.parse().unwrap()).into_iter().collect() }
+    }
+
+    #[test]
+    fn memory_budget_limits_concurrency() {
+        let s = Scheduler::new([(0, d(Some(60), None)), (1, d(Some(60), None)), (2, d(Some(30), None))], 100);
+        let a = s.next().unwrap();
+        assert_eq!(a.unit, 0);
+        // 60 + 60 > 100, and unit 2 must not jump the queue.
+        assert!(s.pick(&s.lock()).is_none());
+        s.finish(a);
+        let b = s.next().unwrap();
+        let c = s.next().unwrap();
+        assert_eq!((b.unit, c.unit), (1, 2));
+    }
+
+    #[test]
+    fn bigger_than_budget_runs_alone() {
+        let s = Scheduler::new([(0, d(Some(10), None)), (1, d(None, None)), (2, d(Some(10), None))], 100);
+        let a = s.next().unwrap();
+        assert!(s.pick(&s.lock()).is_none(), "max waits for the running one");
+        s.finish(a);
+        let big = s.next().unwrap();
+        assert_eq!(big.unit, 1);
+        assert!(s.pick(&s.lock()).is_none(), "nothing beside the big one");
+        s.finish(big);
+        assert_eq!(s.next().unwrap().unit, 2);
+    }
+
+    #[test]
+    fn overlapping_networks_never_run_together() {
+        let s = Scheduler::new(
+            [
+                (0, d(Some(1), Some("10.0.0.2/24"))),
+                (1, d(Some(1), Some("10.0.0.3/16"))),
+                (2, d(Some(1), Some("10.0.0.9/24"))),
+                (3, d(Some(1), Some("10.1.0.2/24"))),
+                (4, d(Some(1), Some("10.9.0.2/24"))),
+            ],
+            100,
+        );
+        let a = s.next().unwrap();
+        // 1 overlaps 0; 2 overlaps 0 and the reserved 1; 3 overlaps the reserved /16 (10.0/16
+        // does not contain 10.1, so it may start); 4 is free.
+        let b = s.next().unwrap();
+        assert_eq!((a.unit, b.unit), (0, 3));
+        let c = s.next().unwrap();
+        assert_eq!(c.unit, 4);
+        s.finish(a);
+        let e = s.next().unwrap();
+        assert_eq!(e.unit, 1, "the /16 was reserved ahead of unit 2");
+    }
+
+    #[test]
+    fn workers_block_until_finish_and_stop_releases_them() {
+        let s = Arc::new(Scheduler::new([(0, d(Some(80), None)), (1, d(Some(80), None))], 100));
+        let a = s.next().unwrap();
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || s2.next().map(|t| t.unit));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        s.finish(a);
+        assert_eq!(waiter.join().unwrap(), Some(1));
+
+        let s = Arc::new(Scheduler::new([(0, d(Some(80), None)), (1, d(Some(80), None))], 100));
+        let _a = s.next().unwrap();
+        let s2 = s.clone();
+        let waiter = std::thread::spawn(move || s2.next().map(|t| t.unit));
+        s.interrupt();
+        assert_eq!(waiter.join().unwrap(), None);
+        assert_eq!(s.not_started(), 1);
+    }
+}

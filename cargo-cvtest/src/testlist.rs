@@ -1,0 +1,116 @@
+//! The test list: every test of every binary, filtered, partitioned, with its effective settings.
+
+use crate::build::TestBinary;
+use crate::env::TestEnv;
+use crate::filter::{Disposition, NameFilter};
+use crate::list::BinaryTests;
+use crate::partition::Partition;
+use crate::settings::{Effective, Expect, Resolver};
+
+/// A test binary with what is needed to run it.
+#[derive(Debug)]
+pub struct BinaryEntry {
+    pub bin: TestBinary,
+    pub package: String,
+    pub env: TestEnv,
+    pub tests: BinaryTests,
+}
+
+/// One selected test.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    /// Index into [`TestList::binaries`].
+    pub binary: usize,
+    /// The libtest name; for a whole binary (custom harness), the binary id.
+    pub name: String,
+    pub ignored: bool,
+    /// A custom-harness binary run whole, as one test.
+    pub whole_binary: bool,
+    /// Uses `#[cv_test]` (its own settings apply).
+    pub cv: bool,
+    pub should_panic: bool,
+    pub settings: Effective,
+    pub expect: Expect,
+    /// `Run`, or `Ignored` (reported, not run). Excluded tests are not in the list.
+    pub disposition: Disposition,
+}
+
+#[derive(Debug)]
+pub struct TestList {
+    pub binaries: Vec<BinaryEntry>,
+    pub tests: Vec<TestCase>,
+    /// Tests that the filters or the partition left out.
+    pub filtered_out: usize,
+    /// The filters as arguments, for binaries run whole (custom harnesses), as cargo test passes them.
+    pub whole_binary_args: Vec<String>,
+}
+
+impl TestList {
+    pub fn new(
+        binaries: Vec<BinaryEntry>,
+        filter: &NameFilter,
+        partition: Option<Partition>,
+        resolver: &Resolver,
+    ) -> TestList {
+        let mut tests = Vec::new();
+        let mut filtered_out = 0;
+        let mut index = 0usize;
+        for (bi, b) in binaries.iter().enumerate() {
+            let candidates: Vec<(String, bool, Option<&crate::list::CvEntry>, bool)> = match &b.tests {
+                BinaryTests::Listed(list) => {
+                    let mut v: Vec<_> =
+                        list.iter().map(|t| (t.name.clone(), t.ignored, t.cv.as_ref(), false)).collect();
+                    v.sort_by(|a, b| a.0.cmp(&b.0));
+                    v
+                }
+                BinaryTests::Whole => vec![(b.bin.id.clone(), false, None, true)],
+            };
+            for (name, ignored, cv, whole) in candidates {
+                // A whole binary gets the filters as arguments, as cargo test passes them.
+                let disposition = if whole { Disposition::Run } else { filter.disposition(&name, ignored) };
+                if disposition == Disposition::Excluded {
+                    filtered_out += 1;
+                    continue;
+                }
+                let in_shard = partition.is_none_or_contains(index, &b.bin.id, &name);
+                index += 1;
+                if !in_shard {
+                    filtered_out += 1;
+                    continue;
+                }
+                let (settings, expect) =
+                    resolver.resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings));
+                tests.push(TestCase {
+                    binary: bi,
+                    name,
+                    ignored,
+                    whole_binary: whole,
+                    cv: cv.is_some(),
+                    should_panic: cv.is_some_and(|c| c.should_panic),
+                    settings,
+                    expect,
+                    disposition,
+                });
+            }
+        }
+        TestList { binaries, tests, filtered_out, whole_binary_args: filter.as_libtest_args() }
+    }
+
+    pub fn binary_of(&self, t: &TestCase) -> &BinaryEntry {
+        &self.binaries[t.binary]
+    }
+
+    pub fn to_run(&self) -> impl Iterator<Item = (usize, &TestCase)> {
+        self.tests.iter().enumerate().filter(|(_, t)| t.disposition == Disposition::Run)
+    }
+}
+
+trait PartitionExt {
+    fn is_none_or_contains(&self, index: usize, binary: &str, name: &str) -> bool;
+}
+
+impl PartitionExt for Option<Partition> {
+    fn is_none_or_contains(&self, index: usize, binary: &str, name: &str) -> bool {
+        self.as_ref().map_or(true, |p| p.contains(index, binary, name))
+    }
+}

@@ -1,0 +1,72 @@
+//! Ctrl-C and SIGTERM mid-run: no new tests, running containers killed, partial summary,
+//! exit 128 + signal, and nothing of ours left: no cgroup, no veth, no process.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+
+use crate::support::{cvtest_command, fixture_target_dir, leftovers_of, privileged, processes_running_from};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        privileged("sigint_cleans_up_and_exits_130", || interrupt_with(libc::SIGINT)),
+        privileged("sigterm_cleans_up_and_exits_143", || interrupt_with(libc::SIGTERM)),
+    ]
+}
+
+fn interrupt_with(sig: i32) -> Result<(), Failed> {
+    let target = fixture_target_dir();
+    let mut child = cvtest_command(
+        "basic",
+        &["--lib", "-j", "3", "--message-format", "json", "sleeps_30s", "ok::passes"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()?;
+    let pid = child.id();
+    // Wait until both sleepers run (a test process from the fixture's target dir exists, twice).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let running = processes_running_from(&target.join("debug/deps"));
+        if running.len() >= 2 {
+            break;
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            return Err(format!("the sleepers never started: {running:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill has no memory-safety preconditions; pid is our live child.
+    unsafe { libc::kill(pid as i32, sig) };
+    let sent = Instant::now();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<String> = BufReader::new(stdout).lines().map_while(Result::ok).collect();
+    let output = child.wait_with_output()?;
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let ctx = format!("stdout:\n{}\nstderr:\n{stderr}", lines.join("\n"));
+    if output.status.code() != Some(128 + sig) {
+        return Err(format!("exit {:?}, want {}\n{ctx}", output.status.code(), 128 + sig).into());
+    }
+    if took > Duration::from_secs(15) {
+        return Err(format!("took {took:?} to stop: the sleepers were not killed\n{ctx}").into());
+    }
+    if !stderr.contains("Interrupted") || !stderr.contains("Summary") {
+        return Err(format!("no partial summary\n{ctx}").into());
+    }
+    let cancelled = lines.iter().filter(|l| l.contains("\"status\":\"cancelled\"")).count();
+    if cancelled != 2 {
+        return Err(format!("{cancelled} cancelled tests, want the 2 sleepers\n{ctx}").into());
+    }
+    let left = leftovers_of(pid);
+    let mut procs = processes_running_from(&target.join("debug/deps"));
+    // A container's init is a fork of the runner: its exe is cargo-cvtest.
+    let runner_exe = std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest"));
+    procs.extend(processes_running_from(runner_exe));
+    if !left.is_empty() || !procs.is_empty() {
+        return Err(format!("left behind: {left:?} {procs:?}\n{ctx}").into());
+    }
+    Ok(())
+}

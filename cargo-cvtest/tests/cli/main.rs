@@ -1,0 +1,22 @@
+//! Integration tests of `cargo cvtest`: the real binary on fixture crates (tests/fixtures), with
+//! real cgroups, namespaces and veths. Tests that create containers need root; without it they
+//! report themselves ignored with the reason.
+
+mod errors;
+mod interrupt;
+mod run;
+mod select;
+mod support;
+
+fn main() {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // One at a time: trials share the fixture's target dir, check for leftover processes, and
+    // measure overlaps in time, which parallel trials would disturb.
+    args.test_threads.get_or_insert(1);
+    let mut trials = Vec::new();
+    trials.extend(errors::trials());
+    trials.extend(select::trials());
+    trials.extend(run::trials());
+    trials.extend(interrupt::trials());
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -1,0 +1,271 @@
+//! Real runs: outcomes, the JSON and JUnit reports, exit codes, isolation modes, admission.
+
+use libtest_mimic::{Failed, Trial};
+use serde_json::Value;
+
+use crate::support::{
+    check, cvtest, exit_code, fixture_target_dir, json_lines, privileged, tests_by_name, text,
+};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        privileged("outcomes_json_and_junit", outcomes_json_and_junit),
+        privileged("passing_run_exits_0_with_cargo_env", passing_run_exits_0_with_cargo_env),
+        privileged(
+            "binary_isolation_runs_a_binary_per_container",
+            binary_isolation_runs_a_binary_per_container,
+        ),
+        privileged("memory_budget_serializes_tests", memory_budget_serializes_tests),
+        privileged("overlapping_networks_never_overlap_in_time", overlapping_networks_never_overlap_in_time),
+    ]
+}
+
+fn status_of(t: &std::collections::BTreeMap<String, Value>, name: &str) -> String {
+    t.get(name)
+        .map_or_else(|| format!("<{name} missing>"), |v| v["status"].as_str().unwrap_or("?").to_owned())
+}
+
+fn outcomes_json_and_junit() -> Result<(), Failed> {
+    let junit = fixture_target_dir().join("outcomes-junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    let out = cvtest(
+        "basic",
+        &[
+            "--lib",
+            "--message-format",
+            "json",
+            "--junit",
+            junit.to_str().unwrap(),
+            "ok::passes",
+            "bad::fails_with_panic",
+            "bad::aborts_with_signal",
+            "limits::oom_hog_256m",
+            "limits::expected_oom_hog",
+            "limits::times_out_after_1s",
+            "limits::thread_storm_under_16_pids",
+            "limits::hog_64m_fits_in_256m",
+        ],
+    );
+    exit_code(&out, 100)?;
+    let lines = json_lines(&out);
+    let t = tests_by_name(&lines);
+    let want = [
+        ("ok::passes", "pass"),
+        ("ok::passes_too", "pass"),
+        ("bad::fails_with_panic", "fail"),
+        ("bad::aborts_with_signal", "signal"),
+        ("limits::oom_hog_256m", "oom"),
+        ("limits::expected_oom_hog", "oom"),
+        ("limits::times_out_after_1s", "timeout"),
+        ("limits::thread_storm_under_16_pids", "pass"),
+        ("limits::hog_64m_fits_in_256m", "pass"),
+    ];
+    for (name, status) in want {
+        check(
+            status_of(&t, name) == status,
+            &format!("{name} should be {status}, is {}", status_of(&t, name)),
+            &out,
+        )?;
+    }
+    check(t.len() == want.len(), "one event per selected test", &out)?;
+    // Expected OOM counts as a success; the unexpected one does not.
+    check(t["limits::expected_oom_hog"]["success"] == true, "expected OOM is a success", &out)?;
+    check(t["limits::expected_oom_hog"]["label"] == "OOM (expected)", "labelled as expected", &out)?;
+    check(t["limits::oom_hog_256m"]["success"] == false, "OOM is a failure", &out)?;
+    // Peaks: memory near the hog's limit, pids limit hit, failure output kept.
+    let hog = &t["limits::hog_64m_fits_in_256m"]["peaks"];
+    let mem = hog["memory_bytes"].as_u64().unwrap_or(0);
+    check((64 << 20..256 << 20).contains(&mem), &format!("64 MiB hog peak {mem}"), &out)?;
+    check(
+        t["limits::thread_storm_under_16_pids"]["peaks"]["pids_limit_hit"] == true,
+        "pids limit hit",
+        &out,
+    )?;
+    check(hog["pids"].as_u64().is_some_and(|p| p >= 1), "pids peak", &out)?;
+    check(hog["cpu_user_ms"].is_number(), "cpu time", &out)?;
+    let fail = &t["bad::fails_with_panic"];
+    check(fail["exit_code"] == 101, "panic exit code", &out)?;
+    check(
+        fail["stdout"].as_str().unwrap_or("").contains("stdout of the failing test"),
+        "failure stdout",
+        &out,
+    )?;
+    check(fail["stderr"].as_str().unwrap_or("").contains("fails on purpose"), "failure stderr", &out)?;
+    check(t["ok::passes"]["stdout"].is_null(), "passing output not in JSON", &out)?;
+    let end = lines.last().unwrap();
+    check(
+        end["type"] == "run-finished" && end["failed"] == 4 && end["passed"] == 5,
+        "run-finished counts",
+        &out,
+    )?;
+    // Human output on stderr: one line per test, failing output, summary table.
+    let err = text(&out.stderr);
+    for needle in [
+        "OOM (expected)",
+        "TIMEOUT",
+        "stdout of the failing test",
+        "Top peak memory:",
+        "Longest:",
+        "cvtest: 5 passed, 4 failed, 0 skipped",
+    ] {
+        check(err.contains(needle), &format!("stderr shows {needle:?}"), &out)?;
+    }
+    // JUnit: parsed, one case per test, failures marked, peaks as properties.
+    let xml = std::fs::read_to_string(&junit).map_err(|e| format!("junit not written: {e}"))?;
+    let doc = roxmltree::Document::parse(&xml).map_err(|e| format!("junit is not XML: {e}"))?;
+    let cases: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("testcase")).collect();
+    check(cases.len() == want.len(), &format!("{} junit cases", cases.len()), &out)?;
+    let failures = cases.iter().filter(|c| c.children().any(|n| n.has_tag_name("failure"))).count();
+    check(failures == 4, &format!("{failures} junit failures"), &out)?;
+    let hog_case =
+        cases.iter().find(|c| c.attribute("name") == Some("limits::hog_64m_fits_in_256m")).unwrap();
+    let prop = hog_case
+        .descendants()
+        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("cvtest.peak.memory_bytes"))
+        .and_then(|n| n.attribute("value"))
+        .and_then(|v| v.parse::<u64>().ok());
+    check(prop == Some(mem), "junit memory peak property equals the JSON one", &out)
+}
+
+fn passing_run_exits_0_with_cargo_env() -> Result<(), Failed> {
+    // ok:: (two tests bind 127.0.0.1:8080 at once), integration tests (CARGO_BIN_EXE_*,
+    // CARGO_TARGET_TMPDIR), the custom harness run whole, networked tests on one subnet.
+    let out = cvtest(
+        "basic",
+        &["-j", "2", "--message-format", "json", "ok::", "integ", "networked", "basic::custom"],
+    );
+    exit_code(&out, 0)?;
+    let t = tests_by_name(&json_lines(&out));
+    for name in [
+        "ok::passes",
+        "ok::cargo_env",
+        "ok::binds_port_8080_a",
+        "ok::binds_port_8080_b",
+        "ok::writes_package_and_target_dirs",
+        "integ_passes",
+        "integ_runs_the_binary",
+        "basic::custom",
+        "limits::networked_a",
+        "limits::networked_b",
+    ] {
+        check(status_of(&t, name) == "pass", &format!("{name} passes"), &out)?;
+    }
+    check(status_of(&t, "ok::ignored_passes") == "ignored", "ignored reported", &out)?;
+    let net = &t["limits::networked_a"]["peaks"]["net"];
+    check(net.is_object(), "networked test has net counters", &out)
+}
+
+fn binary_isolation_runs_a_binary_per_container() -> Result<(), Failed> {
+    let out = cvtest(
+        "basic",
+        &["--lib", "--isolation", "binary", "--message-format", "json", "ok::", "--skip", "binds"],
+    );
+    exit_code(&out, 0)?;
+    let lines = json_lines(&out);
+    let t = tests_by_name(&lines);
+    for name in ["ok::passes", "ok::passes_too", "ok::cargo_env", "ok::writes_package_and_target_dirs"] {
+        check(status_of(&t, name) == "pass", &format!("{name} passes"), &out)?;
+        check(t[name]["peaks_scope"] == "binary", "peaks are the binary's", &out)?;
+    }
+    let binaries: Vec<_> = lines.iter().filter(|v| v["type"] == "binary").collect();
+    check(binaries.len() == 1 && binaries[0]["tests"] == 4, "one container for the four tests", &out)?;
+    check(binaries[0]["peaks"]["memory_bytes"].as_u64().is_some_and(|m| m > 0), "binary peaks", &out)?;
+    // A failure inside the shared container is still reported per test.
+    let out = cvtest(
+        "basic",
+        &[
+            "--lib",
+            "--isolation",
+            "binary",
+            "--message-format",
+            "json",
+            "ok::passes",
+            "bad::fails_with_panic",
+        ],
+    );
+    exit_code(&out, 100)?;
+    let t = tests_by_name(&json_lines(&out));
+    check(
+        status_of(&t, "bad::fails_with_panic") == "fail" && status_of(&t, "ok::passes") == "pass",
+        "per-test results",
+        &out,
+    )?;
+    check(
+        t["bad::fails_with_panic"]["stdout"].as_str().unwrap_or("").contains("fails on purpose"),
+        "its output",
+        &out,
+    )
+}
+
+/// (start, end) in ms of each named test.
+fn intervals(t: &std::collections::BTreeMap<String, Value>, names: &[&str]) -> Vec<(f64, f64)> {
+    names
+        .iter()
+        .map(|n| {
+            let s = t[*n]["started_at_ms"].as_f64().unwrap_or(0.0);
+            // started_at is taken before the container is created; duration is spawn to exit.
+            (s, s + t[*n]["duration_ms"].as_f64().unwrap_or(0.0))
+        })
+        .collect()
+}
+
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+fn memory_budget_serializes_tests() -> Result<(), Failed> {
+    let names = ["ok::binds_port_8080_a", "ok::binds_port_8080_b"];
+    // Two 200M tests, a 300M budget: one at a time, although -j 2.
+    let out = cvtest(
+        "basic",
+        &[
+            "--lib",
+            "-j",
+            "2",
+            "--memory",
+            "200M",
+            "--memory-budget",
+            "300M",
+            "--message-format",
+            "json",
+            "binds_port",
+        ],
+    );
+    exit_code(&out, 0)?;
+    let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
+    check(!overlap(iv[0], iv[1]), &format!("ran together under a 300M budget: {iv:?}"), &out)?;
+    // With room for both they run together (each sleeps 300 ms).
+    let out = cvtest(
+        "basic",
+        &[
+            "--lib",
+            "-j",
+            "2",
+            "--memory",
+            "200M",
+            "--memory-budget",
+            "1G",
+            "--message-format",
+            "json",
+            "binds_port",
+        ],
+    );
+    exit_code(&out, 0)?;
+    let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
+    check(overlap(iv[0], iv[1]), &format!("did not run together under a 1G budget: {iv:?}"), &out)?;
+    // A test bigger than the budget still runs (alone).
+    let out =
+        cvtest("basic", &["--lib", "--memory-budget", "100M", "--message-format", "json", "hog_64m_fits"]);
+    exit_code(&out, 0)
+}
+
+fn overlapping_networks_never_overlap_in_time() -> Result<(), Failed> {
+    let names = ["limits::networked_a", "limits::networked_b"];
+    for _ in 0..3 {
+        let out = cvtest("basic", &["--lib", "-j", "2", "--message-format", "json", "networked"]);
+        exit_code(&out, 0)?;
+        let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
+        check(!overlap(iv[0], iv[1]), &format!("10.231.7.0/24 used twice at once: {iv:?}"), &out)?;
+    }
+    Ok(())
+}

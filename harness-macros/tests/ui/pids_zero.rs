@@ -1,0 +1,6 @@
+use cvtest::cv_test;
+
+#[cv_test(pids = "0")]
+fn no_pids() {}
+
+fn main() {}
