@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -181,10 +181,12 @@ impl Container {
             [one] => Some(one.join("cgroup.kill")).filter(|p| p.exists()),
             _ => None,
         });
-        let id = next_id();
+        // One namer for every container of the process: the id is also the veth's `{id}`.
+        let name = VethName::next();
+        let id = name.id().to_owned();
         let hostname = options.hostname.clone().unwrap_or_else(|| format!("cvtest-{id}"));
         Ok(Container {
-            veth_name: network.map(|_| VethName::next()),
+            veth_name: network.map(|_| name),
             id,
             caps: options.caps,
             hostname,
@@ -527,27 +529,6 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
     }
 }
 
-/// `<pid in base 36, 5 digits><per-process sequence in base 36>`: unique among live runners,
-/// at most 11 characters.
-fn next_id() -> String {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let mut id = base36(std::process::id(), 5);
-    id.push_str(&base36(seq, 1));
-    id
-}
-
-fn base36(mut n: u32, min_width: usize) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut out = Vec::new();
-    while n > 0 || out.len() < min_width {
-        out.push(DIGITS[(n % 36) as usize]);
-        n /= 36;
-    }
-    out.reverse();
-    String::from_utf8(out).unwrap_or_default()
-}
-
 /// Sweeps stale cgroups and veths of dead runners, at the first create of this process and
 /// then at most every [`SWEEP_INTERVAL`]. Best effort: what cannot be swept now is tried again
 /// later, and never stops a new container.
@@ -560,27 +541,13 @@ fn sweep_if_due() {
         }
         *last = Some(Instant::now());
     }
-    let _ = crate::sweep::sweep_stale_cgroups();
+    let _ = crate::sweep::sweep_stale_cgroups_now();
     let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_short_unique_base36() {
-        let a = next_id();
-        let b = next_id();
-        assert_ne!(a, b);
-        for id in [&a, &b] {
-            assert!(id.len() <= 11 && id.len() >= 6, "{id}");
-            assert!(id.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()), "{id}");
-        }
-        assert_eq!(base36(0, 5), "00000");
-        assert_eq!(base36(4_194_304, 5), "2hwcg");
-        assert_eq!(base36(u32::MAX, 1), "1z141z3");
-    }
 
     #[test]
     fn classification() {

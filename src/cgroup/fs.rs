@@ -68,9 +68,9 @@ pub(crate) fn parse_u64(path: &Path, text: &str) -> Result<u64, CgroupError> {
     })
 }
 
-/// Reads a file holding one unsigned number; `None` when the kernel has no such file.
-pub(crate) fn read_u64_if_exists(path: &Path) -> Result<Option<u64>, CgroupError> {
-    read_if_exists(path)?.map(|t| parse_u64(path, &t)).transpose()
+/// Reads a file holding one unsigned number.
+pub(crate) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    parse_u64(path, &read(path)?)
 }
 
 /// The value of `key` in a flat keyed file (`key value` per line: cpu.stat, memory.events,

@@ -170,12 +170,11 @@ impl V1Cgroup {
         let Some(i) = self.cpuacct else { return Ok((None, None)) };
         let dir = self.dir(i);
         if self.features.cpuacct_usage {
-            let user = fs::read_u64_if_exists(&dir.join("cpuacct.usage_user"))?.map(Duration::from_nanos);
-            let sys = fs::read_u64_if_exists(&dir.join("cpuacct.usage_sys"))?.map(Duration::from_nanos);
-            return Ok((user, sys));
+            let ns = |f: &str| fs::read_u64(&dir.join(f)).map(|v| Some(Duration::from_nanos(v)));
+            return Ok((ns("cpuacct.usage_user")?, ns("cpuacct.usage_sys")?));
         }
         let path = dir.join("cpuacct.stat");
-        let Some(text) = fs::read_if_exists(&path)? else { return Ok((None, None)) };
+        let text = fs::read(&path)?;
         let ticks = |t: u64| Duration::from_nanos(t.saturating_mul(clock_tick_ns()));
         Ok((fs::keyed(&path, &text, "user")?.map(ticks), fs::keyed(&path, &text, "system")?.map(ticks)))
     }
@@ -218,32 +217,26 @@ impl Cgroup for V1Cgroup {
 
     fn sample(&self) -> Result<Sample, CgroupError> {
         Ok(Sample {
-            memory_bytes: fs::read_u64_if_exists(&self.dir(self.memory).join("memory.usage_in_bytes"))?,
-            pids: fs::read_u64_if_exists(&self.dir(self.pids).join("pids.current"))?,
+            memory_bytes: Some(fs::read_u64(&self.dir(self.memory).join("memory.usage_in_bytes"))?),
+            pids: Some(fs::read_u64(&self.dir(self.pids).join("pids.current"))?),
         })
     }
 
+    /// Files every supported kernel has are read strictly (a vanished cgroup is an error, not
+    /// a `None`); the others were probed when the first cgroup was made.
     fn stats(&self) -> Result<CgroupStats, CgroupError> {
         let mem = self.dir(self.memory);
         let pids = self.dir(self.pids);
         let kernel = |value| Measured { value, sampled: false };
-        let memory_peak = fs::read_u64_if_exists(&mem.join("memory.max_usage_in_bytes"))?.map(kernel);
-        let pids_peak = if self.features.pids_peak {
-            fs::read_u64_if_exists(&pids.join("pids.peak"))?.map(kernel)
-        } else {
-            None
-        };
+        let memory_peak = Some(kernel(fs::read_u64(&mem.join("memory.max_usage_in_bytes"))?));
+        let pids_peak =
+            if self.features.pids_peak { Some(kernel(fs::read_u64(&pids.join("pids.peak"))?)) } else { None };
         let (cpu_user, cpu_system) = self.cpu_times()?;
         let oom_path = mem.join("memory.oom_control");
-        let oom_kills = match fs::read_if_exists(&oom_path)? {
-            Some(text) => fs::keyed(&oom_path, &text, "oom_kill")?,
-            None => None,
-        };
+        // The oom_kill line came with Linux 4.13.
+        let oom_kills = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?;
         let events_path = pids.join("pids.events");
-        let pids_max_events = match fs::read_if_exists(&events_path)? {
-            Some(text) => fs::keyed(&events_path, &text, "max")?,
-            None => None,
-        };
+        let pids_max_events = fs::keyed(&events_path, &fs::read(&events_path)?, "max")?;
         Ok(CgroupStats { memory_peak, pids_peak, cpu_user, cpu_system, oom_kills, pids_max_events })
     }
 

@@ -94,6 +94,10 @@ impl V2Cgroup {
         self.dir.join(name)
     }
 
+    fn read_u64(&self, name: &str) -> Result<u64, CgroupError> {
+        fs::read_u64(&self.file(name))
+    }
+
     /// Writes the limits. On a `fresh` cgroup, values equal to the kernel's defaults for a new
     /// cgroup ("max" memory and pids, weight 100, no quota) are not written.
     fn write_limits(&self, limits: &Limits, fresh: bool) -> Result<(), CgroupError> {
@@ -335,38 +339,30 @@ impl Cgroup for V2Cgroup {
 
     fn sample(&self) -> Result<Sample, CgroupError> {
         Ok(Sample {
-            memory_bytes: fs::read_u64_if_exists(&self.file("memory.current"))?,
-            pids: fs::read_u64_if_exists(&self.file("pids.current"))?,
+            memory_bytes: Some(self.read_u64("memory.current")?),
+            pids: Some(self.read_u64("pids.current")?),
         })
     }
 
+    /// Files every supported kernel has are read strictly (a vanished cgroup is an error, not
+    /// a `None`); the peak files were probed when the first cgroup was made.
     fn stats(&self) -> Result<CgroupStats, CgroupError> {
-        let kernel = |value| Measured { value, sampled: false };
         let peak = |on: bool, f: &str| -> Result<Option<Measured<u64>>, CgroupError> {
-            Ok(if on { fs::read_u64_if_exists(&self.file(f))?.map(kernel) } else { None })
+            Ok(if on { Some(Measured { value: self.read_u64(f)?, sampled: false }) } else { None })
         };
-        let keyed = |f: &str, key: &str| -> Result<Option<u64>, CgroupError> {
+        let keyed = |f: &str, keys: &[&str]| -> Result<Vec<Option<u64>>, CgroupError> {
             let path = self.file(f);
-            match fs::read_if_exists(&path)? {
-                Some(text) => fs::keyed(&path, &text, key),
-                None => Ok(None),
-            }
+            let text = fs::read(&path)?;
+            keys.iter().map(|k| fs::keyed(&path, &text, k)).collect()
         };
-        let cpu_path = self.file("cpu.stat");
-        let (cpu_user, cpu_system) = match fs::read_if_exists(&cpu_path)? {
-            Some(text) => (
-                fs::keyed(&cpu_path, &text, "user_usec")?.map(Duration::from_micros),
-                fs::keyed(&cpu_path, &text, "system_usec")?.map(Duration::from_micros),
-            ),
-            None => (None, None),
-        };
+        let cpu = keyed("cpu.stat", &["user_usec", "system_usec"])?;
         Ok(CgroupStats {
             memory_peak: peak(self.features.memory_peak, "memory.peak")?,
             pids_peak: peak(self.features.pids_peak, "pids.peak")?,
-            cpu_user,
-            cpu_system,
-            oom_kills: keyed("memory.events", "oom_kill")?,
-            pids_max_events: keyed("pids.events", "max")?,
+            cpu_user: cpu[0].map(Duration::from_micros),
+            cpu_system: cpu[1].map(Duration::from_micros),
+            oom_kills: keyed("memory.events", &["oom_kill"])?[0],
+            pids_max_events: keyed("pids.events", &["max"])?[0],
         })
     }
 

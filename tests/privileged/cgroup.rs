@@ -83,7 +83,35 @@ pub fn run_helper_if_requested() {
 }
 
 fn sleeper() -> std::io::Result<Child> {
-    Command::new("/bin/sleep").arg("1000").stdin(Stdio::null()).stdout(Stdio::null()).spawn()
+    Command::new("/bin/sleep")
+        .arg("1000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+/// A child process that is killed and reaped when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
 }
 
 fn park_forever() -> ! {
@@ -93,20 +121,19 @@ fn park_forever() -> ! {
 }
 
 /// A helper child inside `cg`, released; its stdout for the result line.
-fn helper_in(cg: &dyn Cgroup, mode: &str) -> Result<(Child, BufReader<ChildStdout>), Failed> {
+/// (Its own children die with the cgroup, which every test destroys, also on failure by Drop.)
+fn helper_in(cg: &dyn Cgroup, mode: &str) -> Result<(Proc, BufReader<ChildStdout>), Failed> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let mut child = Command::new(exe)
-        .env(HELPER_ENV, mode)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn helper {mode}: {e}"))?;
+    let mut child = Proc(
+        Command::new(exe)
+            .env(HELPER_ENV, mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn helper {mode}: {e}"))?,
+    );
     let pid = child.id() as i32;
-    if let Err(e) = cg.add_pid(pid) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(format!("add_pid({pid}): {}", chain(&e)).into());
-    }
+    cg.add_pid(pid).map_err(|e| format!("add_pid({pid}): {}", chain(&e)))?;
     for dir in cg.paths() {
         let procs = read(&dir.join("cgroup.procs"));
         check(
@@ -285,7 +312,14 @@ fn limits_are_written_and_read_back() -> Result<(), Failed> {
     }
     cg.destroy().map_err(cg_err("destroy"))?;
     gone(&paths)?;
-    cg.destroy().map_err(cg_err("second destroy"))
+    cg.destroy().map_err(cg_err("second destroy"))?;
+    // A removed cgroup has no stats: an error naming the file, never a made-up None or 0.
+    match cg.stats() {
+        Ok(s) => Err(format!("stats of a removed cgroup: {s:?}").into()),
+        Err(e) => {
+            check(e.to_string().contains(&*paths[0].to_string_lossy()), format!("error without path: {e}"))
+        }
+    }
 }
 
 fn kill_all_and_destroy() -> Result<(), Failed> {
@@ -400,21 +434,21 @@ fn tag_of_pid(pid: u32) -> String {
 fn sweep_removes_dead_owners_only() -> Result<(), Failed> {
     let h = hierarchy()?;
     // A dead owner: a process that ran and was reaped.
+    let mine = h.create(&Limits::default()).map_err(cg_err("create"))?;
     let mut dead = sleeper().map_err(|e| e.to_string())?;
     let dead_tag = tag_of_pid(dead.id());
     dead.kill().map_err(|e| e.to_string())?;
     dead.wait().map_err(|e| e.to_string())?;
     // A live owner that is not us.
-    let mut live = sleeper().map_err(|e| e.to_string())?;
+    let live = Proc(sleeper().map_err(|e| e.to_string())?);
     let live_tag = tag_of_pid(live.id());
     // Something left running in the dead owner's cgroup.
-    let mut orphan = sleeper().map_err(|e| e.to_string())?;
+    let mut orphan = Proc(sleeper().map_err(|e| e.to_string())?);
 
     let dirs = |name: &str| h.own_dirs().into_iter().map(|d| d.join(name)).collect::<Vec<_>>();
     let stale = dirs(&format!("cvtest.{dead_tag}.7"));
     let alive = dirs(&format!("cvtest.{live_tag}.7"));
     let odd = dirs(&format!("cvtest.{dead_tag}"));
-    let mine = h.create(&Limits::default()).map_err(cg_err("create"))?;
     let result = (|| -> Result<(), Failed> {
         for d in stale.iter().chain(&alive).chain(&odd) {
             std::fs::create_dir(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
@@ -440,11 +474,7 @@ fn sweep_removes_dead_owners_only() -> Result<(), Failed> {
     for d in stale.iter().chain(&alive).chain(&odd) {
         let _ = std::fs::remove_dir(d);
     }
-    let _ = orphan.kill();
-    let _ = orphan.wait();
-    let _ = live.kill();
-    let _ = live.wait();
-    drop(mine);
+    drop((orphan, live, mine));
     result
 }
 

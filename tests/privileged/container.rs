@@ -101,8 +101,11 @@ fn assert_gone(fp: &Footprint) -> Result<(), Failed> {
         ensure!(!cg.exists(), "cgroup {} still exists", cg.display());
     }
     if let Some(pid) = fp.init_pid {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        ensure!(status.trim() != "cvtest-init", "the init (pid {pid}) still runs");
+        // A zombie runs nothing and holds nothing; an orphaned init waits for the host's init to
+        // reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let (comm, state) = stat.split_once(") ").map_or(("", ""), |(c, rest)| (c, rest));
+        ensure!(!comm.ends_with("(cvtest-init") || state.starts_with('Z'), "the init (pid {pid}) still runs");
     }
     if let Some(ino) = fp.netns {
         for entry in std::fs::read_dir("/proc").map_err(fail("read /proc"))?.flatten() {

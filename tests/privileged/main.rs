@@ -14,6 +14,7 @@ mod net;
 mod support;
 
 fn main() {
+    cgroup::run_helper_if_requested();
     if let Some(code) = helpers::run_if_requested() {
         std::process::exit(code);
     }
