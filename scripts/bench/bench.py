@@ -28,6 +28,9 @@ TARGET = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
 WORK = os.path.join(TARGET, "bench")
 SUITES = os.path.join(WORK, "suites")
 SUITES_TARGET = os.path.join(WORK, "suites-target")
+# Runners are started from here, with --manifest-path: inside the repository, its
+# .cargo/config.toml alias `cvtest` (cargo run -p cargo-cvtest) would shadow the built runner.
+OUTSIDE = "/"
 
 # Reference ratios to fork+exec measured on this machine and quoted in issue 6.
 REFERENCE = {"bwrap": "≈7.7×", "crun": "≈12.5×", "runc": "≈34×", "minimal C launcher (ns+cgroups+veth)": "≈5.7×"}
@@ -500,7 +503,7 @@ def runners_for(manifest, package, cvtest, target_env, jobs=None):
 def time_cmd(argv, env, timeout):
     t0 = time.monotonic()
     try:
-        p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True)
+        p = subprocess.run(argv, env=env, cwd=OUTSIDE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, text=True)
     except subprocess.TimeoutExpired:
         return None, "timeout", ""
     return time.monotonic() - t0, p.returncode, p.stdout
@@ -515,7 +518,7 @@ def generate(kind, n):
 def prebuild(manifest, package, env):
     sel = ["--manifest-path", manifest] + (["-p", package] if package else [])
     R.note(f"building tests of {os.path.relpath(manifest, REPO)}")
-    run(["cargo", "test", "--no-run", "-q"] + sel, env=env, timeout=1800)
+    run(["cargo", "test", "--no-run", "-q"] + sel, env=env, cwd=OUTSIDE, timeout=1800)
 
 
 def probe_cvtest(cvtest_exe, env):
@@ -601,7 +604,7 @@ def peak_rss(argv, env, timeout):
     (cargo when the runner calls it, the test processes).
     """
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(argv, env=env, cwd=OUTSIDE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     hwm = 0
     deadline = t0 + timeout
     while True:
