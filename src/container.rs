@@ -133,18 +133,19 @@ struct Shared {
 }
 
 impl Shared {
-    /// SIGKILL to the init (which ends its whole PID namespace), the cgroup and the main
-    /// process's group. Non-blocking; `wait`/`destroy` reap.
+    /// SIGKILL to the init, which ends its whole PID namespace. Without a PID namespace, also to
+    /// the main process's group and the cgroup. Non-blocking; `wait`/`destroy` reap. Nothing
+    /// before spawn: (on Linux 6.1 a `cgroup.kill` of the still empty cgroup kills the init
+    /// cloned into it later).
     fn kill_tree(&self) {
-        if let Some(pidfd) = self.pidfd.get() {
-            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        }
-        if let Some(path) = &self.cgroup_kill {
-            let _ = std::fs::write(path, "1");
-        }
+        let Some(pidfd) = self.pidfd.get() else { return };
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let pgid = self.main_pgid.load(Ordering::Relaxed);
         if pgid > 0 {
             let _ = sys::kill(-pgid, libc::SIGKILL);
+            if let Some(path) = &self.cgroup_kill {
+                let _ = std::fs::write(path, "1");
+            }
         }
     }
 }
@@ -278,11 +279,16 @@ impl Container {
         let mut stderr = run.stderr.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
         let mut main_status: Option<i32> = None;
         let mut main_end: Option<Instant> = None;
+        let mut status_open = true;
         let mut timed_out = false;
         let init_status = loop {
+            // A pipe at EOF leaves the set: it would report POLLHUP on every poll, and the init
+            // closes its ends before it tears its namespaces down.
             let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
             fds[0].fd = pidfd.as_raw_fd();
-            fds[1].fd = run.status.as_raw_fd();
+            if status_open {
+                fds[1].fd = run.status.as_raw_fd();
+            }
             for (slot, out) in fds[2..].iter_mut().zip([&stdout, &stderr]) {
                 if let Some((fd, _, true)) = out {
                     slot.fd = fd.as_raw_fd();
@@ -299,7 +305,7 @@ impl Container {
                 Err(e) => return Err(WaitError::Wait(e.into())),
             }
             if fds[1].revents != 0 {
-                read_status(&run.status, &mut main_status, &mut main_end);
+                status_open = read_status(&run.status, &mut main_status, &mut main_end);
             }
             for (pfd, out) in fds[2..].iter().zip([&mut stdout, &mut stderr]) {
                 if let (true, Some((fd, cap, open))) = (pfd.revents != 0, out) {
@@ -326,7 +332,9 @@ impl Container {
         };
         run.reaped = true;
         // The init is gone, and with it every process of the PID namespace: collect the rest.
-        read_status(&run.status, &mut main_status, &mut main_end);
+        if status_open {
+            read_status(&run.status, &mut main_status, &mut main_end);
+        }
         let end = main_end.unwrap_or_else(Instant::now);
         let stdout = stdout.map(|(fd, mut cap, open)| {
             if open {
@@ -449,13 +457,21 @@ fn classify(main_status: Option<i32>, init_status: i32, oom: bool, killed: bool)
     }
 }
 
-/// Reads every message waiting on the (non-blocking) status pipe.
-fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Option<Instant>) {
+/// Reads every message waiting on the (non-blocking) status pipe; `false` at EOF.
+fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Option<Instant>) -> bool {
     let mut buf = [0u8; MESSAGE_SIZE];
-    while let Ok(MESSAGE_SIZE) = sys::read(fd.as_raw_fd(), &mut buf) {
-        if let Some(Message::Exited { status }) = Message::decode(&buf) {
-            main_status.get_or_insert(status);
-            main_end.get_or_insert_with(Instant::now);
+    loop {
+        match sys::read(fd.as_raw_fd(), &mut buf) {
+            Ok(MESSAGE_SIZE) => {
+                if let Some(Message::Exited { status }) = Message::decode(&buf) {
+                    main_status.get_or_insert(status);
+                    main_end.get_or_insert_with(Instant::now);
+                }
+            }
+            Ok(0) => return false,
+            Err(Errno::EINTR) => {}
+            // EAGAIN: nothing more for now. A short read cannot happen (one write per message).
+            Ok(_) | Err(_) => return true,
         }
     }
 }

@@ -56,6 +56,8 @@ pub enum SpawnError {
     CurrentDir(#[source] io::Error),
     #[error("failed to create a pipe to the container")]
     Pipe(#[source] io::Error),
+    #[error("failed to talk to the container's init")]
+    Channel(#[source] io::Error),
     #[error("failed to clone the container's init process")]
     Clone(#[source] io::Error),
     #[error("failed to open the container's network namespace {path}")]

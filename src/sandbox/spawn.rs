@@ -134,12 +134,16 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         None => (None, None),
     };
 
-    // Release the init, then learn whether the command is running.
-    sys::write(life_w.as_raw_fd(), b"x").map_err(|e| SpawnError::Pipe(e.into()))?;
-    match read_message(&status_r).map_err(SpawnError::Pipe)? {
+    // Release the init, then learn whether the command is running. EPIPE: the init already
+    // failed (its report is waiting on the status pipe) or died.
+    match sys::write(life_w.as_raw_fd(), b"x") {
+        Ok(_) | Err(Errno::EPIPE) => {}
+        Err(e) => return Err(SpawnError::Channel(e.into())),
+    }
+    match read_message(&status_r).map_err(SpawnError::Channel)? {
         Some(Message::Started { pid: main_pid }) => {
             nix::fcntl::fcntl(&status_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| SpawnError::Pipe(e.into()))?;
+                .map_err(|e| SpawnError::Channel(e.into()))?;
             Ok(Spawned {
                 pid,
                 pidfd: init.disarm(),

@@ -33,6 +33,7 @@ pub fn trials() -> Vec<Trial> {
         support::privileged("cgroup::memory_hog_passes_under_max", memory_hog_passes_under_max),
         support::privileged("cgroup::fork_storm_stops_at_pids_16", fork_storm_stops_at_pids_16),
         support::privileged("cgroup::sweep_removes_dead_owners_only", sweep_removes_dead_owners_only),
+        privileged_unless("cgroup::sweep_removes_what_a_sigkilled_owner_left", sweep_after_sigkill),
         support::privileged("cgroup::failed_create_leaves_nothing", failed_create_leaves_nothing),
         support::privileged(
             "cgroup::create_destroy_cycles_leave_nothing",
@@ -70,6 +71,22 @@ pub fn run_helper_if_requested() {
                 }
             }
             println!("spawned {} eagain {eagain} other {other:?}", spawned.len());
+            park_forever();
+        }
+        "owner" => {
+            // A runner that makes a cgroup, starts something in it, and is then SIGKILLed.
+            let made = Hierarchy::detect().and_then(|h| h.create(&Limits::default()));
+            match made {
+                Ok(cg) => {
+                    // Never reaped here: this process is SIGKILLed, and init reaps the orphan.
+                    let kid = sleeper().expect("spawn sleep").id();
+                    cg.add_pid(kid as i32).expect("add_pid");
+                    let paths: Vec<String> = cg.paths().iter().map(|p| p.display().to_string()).collect();
+                    println!("ok {kid} {}", paths.join(" "));
+                    std::mem::forget(cg);
+                }
+                Err(e) => println!("err {}", chain(&e)),
+            }
             park_forever();
         }
         "tree" => {
@@ -478,6 +495,47 @@ fn sweep_removes_dead_owners_only() -> Result<(), Failed> {
     result
 }
 
+/// `Ok(Some(reason))`: this machine's set-up cannot run the test (reported ignored, with why).
+fn sweep_after_sigkill() -> Result<Option<String>, Failed> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut owner = Proc(
+        Command::new(exe)
+            .env(HELPER_ENV, "owner:1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn owner: {e}"))?,
+    );
+    owner.stdin.take().expect("piped").write_all(b"go\n").map_err(|e| e.to_string())?;
+    let line = first_line(&mut BufReader::new(owner.stdout.take().expect("piped")));
+    let Some(rest) = line.strip_prefix("ok ") else {
+        // Below the root on v2, this test process sits in its supervisor leaf, and a child
+        // there cannot enable controllers: that child is not a runner of its own.
+        check(line.contains("cannot enable"), format!("owner said {line:?}"))?;
+        return Ok(Some(format!("a child of this test cannot be a runner here: {line}")));
+    };
+    let mut words = rest.split_whitespace();
+    let kid: u32 = words.next().and_then(|w| w.parse().ok()).ok_or(format!("owner said {line:?}"))?;
+    let paths: Vec<PathBuf> = words.map(PathBuf::from).collect();
+    check(paths.iter().all(|p| p.exists()), format!("owner's cgroup {paths:?}"))?;
+    owner.kill().map_err(|e| e.to_string())?;
+    owner.wait().map_err(|e| e.to_string())?;
+    // The sleeper lives on in the dead owner's cgroup until the sweep.
+    let alive = |pid: u32| {
+        let stat = read(Path::new(&format!("/proc/{pid}/stat")));
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    };
+    check(alive(kid), "the owner's child died with it")?;
+    cvtest::sweep::sweep_stale_cgroups_now().map_err(cg_err("sweep"))?;
+    gone(&paths)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(kid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check(!alive(kid), format!("{kid} in the swept cgroup still runs"))?;
+    Ok(None)
+}
+
 fn failed_create_leaves_nothing() -> Result<(), Failed> {
     let h = hierarchy()?;
     // The kernel refuses a pids.max above its PID_MAX_LIMIT (4M) with EINVAL, after the
@@ -536,6 +594,18 @@ fn v2_controllers_enabled() -> Result<(), Failed> {
     eprintln!("own cgroup {} (root: {is_root}), now {}", base.display(), own.trim());
     drop(cg);
     Ok(())
+}
+
+fn privileged_unless(name: &str, f: fn() -> Result<Option<String>, Failed>) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if let Some(reason) = support::missing_privileges() {
+            return Ok(Completion::ignored_with(reason));
+        }
+        Ok(match f()? {
+            None => Completion::Completed,
+            Some(reason) => Completion::ignored_with(reason),
+        })
+    })
 }
 
 fn v2_only(name: &str, f: fn() -> Result<(), Failed>) -> Trial {

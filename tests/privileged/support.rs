@@ -21,3 +21,12 @@ pub fn privileged(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
         None => f().map(|()| Completion::Completed),
     })
 }
+
+/// Like [`privileged`], for a test that may find this machine's set-up unable to run it:
+/// `Ok(Some(reason))` reports it ignored with the reason.
+pub fn privileged_unless(name: &str, f: fn() -> Result<Option<String>, Failed>) -> Trial {
+    Trial::ignorable_test(name, move || match missing_privileges() {
+        Some(reason) => Ok(Completion::ignored_with(reason)),
+        None => f().map(|skip| skip.map_or(Completion::Completed, Completion::ignored_with)),
+    })
+}
