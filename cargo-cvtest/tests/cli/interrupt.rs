@@ -8,6 +8,15 @@ use libtest_mimic::{Failed, Trial};
 
 use crate::support::{cvtest_command, fixture_target_dir, leftovers_of, privileged, processes_running_from};
 
+/// The distinct container cgroups (`cvtest.<pid>.<start>.<seq>`) of runner `pid`.
+fn containers_of(pid: u32) -> std::collections::BTreeSet<String> {
+    leftovers_of(pid)
+        .iter()
+        .filter(|p| !p.starts_with("link "))
+        .filter_map(|p| p.rsplit('/').next().map(str::to_owned))
+        .collect()
+}
+
 pub fn trials() -> Vec<Trial> {
     vec![
         privileged("sigint_cleans_up_and_exits_130", || interrupt_with(libc::SIGINT)),
@@ -28,13 +37,23 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
     // Wait until both sleepers run (a test process from the fixture's target dir exists, twice).
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let running = processes_running_from(&target.join("debug/deps"));
+        // Both sleepers' containers exist: two distinct cgroups of the runner (seen through
+        // cgroupfs, which works wherever /proc/<pid>/exe paths differ, as in a VM).
+        let running = containers_of(pid);
         if running.len() >= 2 {
+            std::thread::sleep(Duration::from_millis(300));
             break;
         }
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
-            return Err(format!("the sleepers never started: {running:?}").into());
+            let out = child.wait_with_output()?;
+            return Err(format!(
+                "the sleepers never started: {running:?}\nexit {:?}\n{}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
