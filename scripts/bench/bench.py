@@ -600,6 +600,14 @@ def runners_for(manifest, package, cvtest, target_env, jobs=None):
     return out
 
 
+def cvtest_extra_jobs(manifest, package, target_env):
+    """`cargo cvtest -j CPUs+1`: one more container than CPUs, to overlap a container's setup and
+    teardown latency with the others' work."""
+    sel = ["--manifest-path", manifest] + (["-p", package] if package else [])
+    n = (os.cpu_count() or 1) + 1
+    return Runner(f"cargo cvtest -j {n}", ["cargo", "cvtest", "-j", str(n)] + sel, target_env)
+
+
 def time_cmd(argv, env, timeout):
     t0 = time.monotonic()
     try:
@@ -654,6 +662,8 @@ def suites(args, cvtest_exe):
             rows.append([title, f"skipped: {e}", "", "", "", ""])
             continue
         runners = runners_for(manifest, package, cvtest_exe, tenv)
+        if cvtest_exe:
+            runners.append(cvtest_extra_jobs(manifest, package, tenv))
         # Warm-up: builds anything a runner builds differently (and fills the page cache).
         for r in runners:
             R.note(f"warm-up: {r.name} on {title}")
@@ -679,9 +689,11 @@ def suites(args, cvtest_exe):
             bad = [c for c in codes[name] if c != 0]
             return s + (f" (exit {','.join(map(str, bad))})" if bad else "")
 
-        ct, nx, cv = med.get("cargo test"), med.get("cargo nextest run"), med.get("cargo cvtest")
-        rows.append([title, cell("cargo test"), cell("cargo nextest run"), cell("cargo cvtest"), ratio(cv, nx), ratio(cv, ct)])
-    R.table(["suite", "cargo test", "cargo nextest run", "cargo cvtest", "cvtest ÷ nextest", "cvtest ÷ cargo test"], rows)
+        extra = f"cargo cvtest -j {(os.cpu_count() or 1) + 1}"
+        ct, nx, cv, cv1 = med.get("cargo test"), med.get("cargo nextest run"), med.get("cargo cvtest"), med.get(extra)
+        rows.append([title, cell("cargo test"), cell("cargo nextest run"), cell("cargo cvtest"), ratio(cv, nx), ratio(cv, ct), cell(extra), ratio(cv1, nx)])
+    extra = f"cargo cvtest -j {(os.cpu_count() or 1) + 1}"
+    R.table(["suite", "cargo test", "cargo nextest run", "cargo cvtest", "cvtest ÷ nextest", "cvtest ÷ cargo test", extra, "(-j N+1) ÷ nextest"], rows)
     R.say(
         f"Median of {args.runs} run(s) each, runners interleaved, after one warm-up run each; default jobs "
         f"(= {os.cpu_count()} CPUs) everywhere. Target: cvtest ≤ 1.25× nextest on the 10 ms suite. "
@@ -736,27 +748,52 @@ def linear_fit(points):
     return a, b, worst
 
 
+def timed_rounds(jobs, rounds, timeout):
+    """Runs every (key, argv, env) of `jobs` once per round, interleaved; returns {key: (median s, exit codes)}."""
+    times = {k: [] for k, _, _ in jobs}
+    codes = {k: set() for k, _, _ in jobs}
+    for i in range(rounds):
+        for key, argv, env in jobs:
+            R.note(f"round {i + 1}/{rounds}: {key}")
+            t, rc, _ = time_cmd(argv, env, timeout)
+            codes[key].add(rc)
+            if t is not None:
+                times[key].append(t)
+    return {k: (statistics.median(v) if v else None, codes[k]) for k, v in times.items()}
+
+
+def exit_note(codes):
+    bad = sorted(str(c) for c in codes if c != 0)
+    return f" (exit {','.join(bad)})" if bad else ""
+
+
 def scale(args, cvtest_exe):
     R.say("## 3. Scale")
     R.say()
     env = suite_env(os.path.dirname(cvtest_exe) if cvtest_exe else None)
     manifest = generate("trivial", 1000)
     prebuild(manifest, None, env)
-
-    # Containers per second at -j 1, 2, 4.
-    rows = []
     data = {"throughput": {}, "rss": {}, "growth": {}}
+    names = ["cargo nextest run"] + (["cargo cvtest"] if cvtest_exe else [])
+
+    # Tests (containers) per second at -j 1, 2, 4.
+    jobs = []
+    for j in (1, 2, 4):
+        for r in runners_for(manifest, None, cvtest_exe, env, jobs=j)[1:]:
+            jobs.append((f"{r.name} -j{j}", r.argv, r.env))
+    res = timed_rounds(jobs, args.scale_runs, args.suite_timeout)
+    rows = []
     for j in (1, 2, 4):
         row = [f"-j {j}"]
-        for r in runners_for(manifest, None, cvtest_exe, env, jobs=j)[1:]:
-            R.note(f"{r.name} -j {j}")
-            t, rc, _ = time_cmd(r.argv, r.env, args.suite_timeout)
-            data["throughput"][f"{r.name} -j{j}"] = {"s": t, "rc": rc}
-            row.append(f"{1000 / t:.0f}/s ({fmt_s(t)}{'' if rc == 0 else f', exit {rc}'})" if t else "timeout")
+        for name in names:
+            t, codes = res[f"{name} -j{j}"]
+            data["throughput"][f"{name} -j{j}"] = {"s": t, "exit": sorted(map(str, codes))}
+            row.append(f"{1000 / t:.0f}/s ({fmt_s(t)}){exit_note(codes)}" if t else "timeout")
         if not cvtest_exe:
             row.append("not available")
         rows.append(row)
-    R.say("Tests per second on the 1,000-trivial-test suite (each test one process; with cvtest, one container):")
+    R.say(f"Tests per second on the 1,000-trivial-test suite (each test one process; with cvtest, one container); "
+          f"median of {args.scale_runs} interleaved run(s):")
     R.say()
     R.table(["jobs", "cargo nextest run", "cargo cvtest"], rows)
 
@@ -780,31 +817,32 @@ def scale(args, cvtest_exe):
         R.say()
 
     # Growth from 100 to 2,000 tests.
-    grow_rows = []
-    fits = []
-    names = ["cargo nextest run"] + (["cargo cvtest"] if cvtest_exe else [])
-    pts = {n: [] for n in names}
+    jobs = []
     for n in args.sizes:
         m = generate("trivial", n)
         prebuild(m, None, env)
-        row = [str(n)]
         for r in runners_for(m, None, cvtest_exe, env)[1:]:
-            R.note(f"{r.name} on {n} tests")
-            t, rc, _ = time_cmd(r.argv, r.env, args.suite_timeout)
+            jobs.append((f"{r.name} {n}", r.argv, r.env))
+    res = timed_rounds(jobs, args.scale_runs, args.suite_timeout)
+    grow_rows = []
+    pts = {n: [] for n in names}
+    for n in args.sizes:
+        row = [str(n)]
+        for name in names:
+            t, codes = res[f"{name} {n}"]
+            data["growth"][f"{name} {n}"] = {"s": t, "exit": sorted(map(str, codes))}
             if t:
-                pts[r.name].append((n, t))
-            data["growth"][f"{r.name} {n}"] = {"s": t, "rc": rc}
-            row.append(f"{fmt_s(t)} = {t / n * 1000:.2f} ms/test" + ("" if rc == 0 else f" (exit {rc})") if t else "timeout")
+                pts[name].append((n, t))
+            row.append(f"{fmt_s(t)} = {t / n * 1000:.2f} ms/test{exit_note(codes)}" if t else "timeout")
         grow_rows.append(row)
-    R.say("Wall time and cost per test from 100 to 2,000 trivial tests (4 binaries each, default jobs):")
+    R.say(f"Wall time and cost per test from 100 to 2,000 trivial tests (4 binaries each, default jobs); median of "
+          f"{args.scale_runs} interleaved run(s):")
     R.say()
     R.table(["tests"] + names, grow_rows)
     for name in names:
         if len(pts[name]) >= 3:
             a, b, worst = linear_fit(pts[name])
-            fits.append(f"- {name}: T ≈ {a:.2f} s + {b * 1000:.2f} ms × tests (least squares; worst point off by {worst * 100:.0f}%)")
-    for f in fits:
-        R.say(f)
+            R.say(f"- {name}: T ≈ {a:.2f} s + {b * 1000:.2f} ms × tests (least squares; worst point off the line by {worst * 100:.0f}%)")
     R.say()
     R.data["scale"] = data
 
@@ -822,10 +860,12 @@ def main():
     args = p.parse_args()
     if args.quick:
         args.iterations, args.cv_iterations, args.runs, args.peer_budget = 60, 60, 1, 60
+        args.scale_runs = 1
         args.phase_iterations, args.migrate_iterations = 40, 15
         args.sizes = [100, 500, 1000]
     else:
-        args.iterations, args.cv_iterations, args.runs, args.peer_budget = 300, 300, 3, 240
+        args.iterations, args.cv_iterations, args.runs, args.peer_budget = 300, 300, 5, 240
+        args.scale_runs = 3
         args.phase_iterations, args.migrate_iterations = 150, 40
         args.sizes = [100, 500, 1000, 2000]
     args.suite_timeout = 600
