@@ -17,8 +17,16 @@ fn main() {
         return;
     }
     let mut plain_opts = Options::new();
+    // Each veth container gets its own subnet, as a runner gives each container network: the
+    // kernel removes a released pair asynchronously, and the same subnet right after it waits.
     let mut veth_opts = Options::new();
     veth_opts.network_cidr("10.213.0.2/24").expect("valid network");
+    let subnet = std::cell::Cell::new(0u32);
+    let next_subnet = |opts: &mut Options| {
+        let n = subnet.get();
+        subnet.set((n + 1) % 200);
+        opts.network_cidr(&format!("10.213.{n}.2/24")).expect("valid network");
+    };
     if std::env::var_os("CVTEST_BENCH_NO_CGROUPS").is_some() {
         let caps = Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC;
         plain_opts.set_caps(caps);
@@ -32,7 +40,8 @@ fn main() {
         let status = std::process::Command::new("/bin/true").env_clear().status().expect("spawn /bin/true");
         assert!(status.success());
     };
-    let phases = std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new(), Vec::new()]);
+    // Per phase (create, spawn, wait, destroy), without and with a veth.
+    let phases = std::cell::RefCell::new([[(); 4].map(|()| Vec::new()), [(); 4].map(|()| Vec::new())]);
     let container = |opts: &Options| -> Result<(), String> {
         let t0 = Instant::now();
         let mut c = Container::create(opts).map_err(|e| format!("create: {e}"))?;
@@ -45,10 +54,9 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        if opts.network.is_none() {
-            for (v, d) in phases.borrow_mut().iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-                v.push(d);
-            }
+        let case = usize::from(opts.network.is_some());
+        for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+            v.push(d);
         }
         Ok(())
     };
@@ -64,28 +72,40 @@ fn main() {
     // Interleave the cases so that drift (other load, caches) hits them alike.
     let mut samples: [Vec<Duration>; 4] = Default::default();
     let warmup = 20;
+    let pause =
+        std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     for i in 0..iterations + warmup {
         let times = [
             Some(time(fork_exec)),
             Some(time(std_spawn)),
             Some(time(|| container(&plain_opts).expect("container"))),
-            with_veth.then(|| time(|| container(&veth_opts).expect("container with veth"))),
+            with_veth.then(|| {
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
+                next_subnet(&mut veth_opts);
+                time(|| container(&veth_opts).expect("container with veth"))
+            }),
         ];
+        if let Some(p) = pause {
+            std::thread::sleep(p);
+        }
         if i >= warmup {
             for (s, t) in samples.iter_mut().zip(times) {
                 s.extend(t);
             }
         }
     }
-    let stats: Vec<(Duration, Duration)> = samples
+    let stats: Vec<(Duration, Duration, Duration)> = samples
         .iter_mut()
         .take_while(|s| !s.is_empty())
-        .map(|s| (percentile(s, 50), percentile(s, 90)))
+        .map(|s| (percentile(s, 0), percentile(s, 50), percentile(s, 90)))
         .collect();
-    let base = stats[0].0.as_secs_f64();
+    let base = stats[0].1.as_secs_f64();
+    let base_min = stats[0].0.as_secs_f64();
     println!("{iterations} iterations each (after {warmup} warm-up), interleaved\n");
-    println!("{:<44} {:>10} {:>10} {:>8}", "case", "median", "p90", "ratio");
-    for (name, (median, p90)) in [
+    println!("{:<40} {:>9} {:>9} {:>9} {:>7} {:>9}", "case", "min", "median", "p90", "ratio", "min ratio");
+    for (name, (min, median, p90)) in [
         "fork+exec+wait /bin/true (baseline)",
         "std::process::Command /bin/true",
         "container, no network",
@@ -95,21 +115,25 @@ fn main() {
     .zip(&stats)
     {
         println!(
-            "{name:<44} {:>8.0}µs {:>8.0}µs {:>7.2}x",
+            "{name:<40} {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2}x {:>8.2}x",
+            min.as_secs_f64() * 1e6,
             median.as_secs_f64() * 1e6,
             p90.as_secs_f64() * 1e6,
-            median.as_secs_f64() / base
+            median.as_secs_f64() / base,
+            min.as_secs_f64() / base_min
         );
     }
     let mut phases = phases.borrow_mut();
-    let phase = |i: usize, p: &mut [Vec<Duration>; 4]| percentile(&mut p[i], 50).as_secs_f64() * 1e6;
-    println!(
-        "\ncontainer without network, median per phase: create {:.0}µs, spawn {:.0}µs, wait {:.0}µs, destroy {:.0}µs",
-        phase(0, &mut phases),
-        phase(1, &mut phases),
-        phase(2, &mut phases),
-        phase(3, &mut phases)
-    );
+    for (case, name) in ["without network", "with veth"].iter().enumerate() {
+        if phases[case][0].len() < iterations {
+            continue;
+        }
+        let p: Vec<f64> = phases[case].iter_mut().map(|v| percentile(v, 50).as_secs_f64() * 1e6).collect();
+        println!(
+            "container {name}, median per phase: create {:.0}µs, spawn {:.0}µs, wait {:.0}µs, destroy {:.0}µs",
+            p[0], p[1], p[2], p[3]
+        );
+    }
     println!("\ntargets: container ≤ 4x baseline without network, ≤ 5x with veth");
 }
 

@@ -24,9 +24,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use cvtest_spec::{format_duration, DumpedTest, SettingsDump, TestSettings, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX};
+use cvtest_spec::{
+    format_duration, DumpedTest, SettingsDump, TestSettings, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION,
+    SETTINGS_LINE_PREFIX,
+};
 
-use crate::{Command, Container, CreateError, MemoryLimit, Options, Outcome, Rootfs, Stdio, Termination, ENV_CONTAINER};
+use crate::{
+    Command, Container, CreateError, Limits, MemoryLimit, Options, Outcome, Rootfs, Stdio, Termination,
+    ENV_CONTAINER,
+};
 
 pub use ::ctor;
 
@@ -75,7 +81,10 @@ impl Test {
         let mut host = None;
         for (key, value) in self.settings {
             if let Err(e) = settings.set(key, value, &mut host) {
-                panic!("#[cv_test] on {}: {key} = {value:?} was accepted at compile time but not now: {e}", self.name());
+                panic!(
+                    "#[cv_test] on {}: {key} = {value:?} was accepted at compile time but not now: {e}",
+                    self.name()
+                );
             }
         }
         settings
@@ -122,7 +131,9 @@ fn settings_line(tests: &[&'static Test]) -> String {
 }
 
 /// What a test function may return.
-#[diagnostic::on_unimplemented(message = "a #[cv_test] function returns `()` or `Result<(), E>`, not `{Self}`")]
+#[diagnostic::on_unimplemented(
+    message = "a #[cv_test] function returns `()` or `Result<(), E>`, not `{Self}`"
+)]
 pub trait TestReturn {
     /// The value that makes libtest count the test as passed.
     fn passed() -> Self;
@@ -189,14 +200,22 @@ fn supervise(test: &'static Test) -> Verdict {
     let settings = test.settings();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
-        Err(e) => return Verdict::Failed(format!("cvtest cannot find this test binary to run it in a container: {e}")),
+        Err(e) => {
+            return Verdict::Failed(format!(
+                "cvtest cannot find this test binary to run it in a container: {e}"
+            ))
+        }
     };
     let options = options(&settings, test, &exe);
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(CreateError::Privileges { missing, fix }) => return unprivileged(&missing, fix),
-        Err(e) => return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e))),
+        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
+            return unprivileged(&e)
+        }
+        Err(e) => {
+            return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
+        }
     };
     let mut command = Command::new(&exe);
     command
@@ -218,12 +237,14 @@ fn supervise(test: &'static Test) -> Verdict {
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
-    println!("cvtest: container {id}: {}", usage(&outcome, &settings));
+    println!("cvtest: container {id}: {}", usage(&outcome, &options.limits));
 
-    let verdict = judge(&outcome, &settings, &name);
+    let verdict = judge(&outcome, &options.limits, settings.timeout, &name);
     match destroyed {
         Ok(()) => verdict,
-        Err(e) => Verdict::Failed(format!("cvtest could not remove the test's container {id}: {}", chain(&e))),
+        Err(e) => {
+            Verdict::Failed(format!("cvtest could not remove the test's container {id}: {}", chain(&e)))
+        }
     }
 }
 
@@ -264,9 +285,9 @@ fn target_dir(exe: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// No privileges to make containers: fail, skip or run unisolated, as `CVTEST_UNSANDBOXED` says.
-fn unprivileged(what: &str, fix: &str) -> Verdict {
-    let missing = format!("cvtest needs {what} to run this test in a container: {fix}");
+/// No containers here (no privileges, or a kernel too old): fail, skip or run unisolated, as
+/// `CVTEST_UNSANDBOXED` says.
+fn unprivileged(missing: &CreateError) -> Verdict {
     match std::env::var(ENV_UNSANDBOXED).as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("") => Verdict::Failed(format!(
             "{missing}. Or set {ENV_UNSANDBOXED}=skip to skip such tests, or {ENV_UNSANDBOXED}=run to run them without isolation or limits"
@@ -286,8 +307,8 @@ fn unprivileged(what: &str, fix: &str) -> Verdict {
 }
 
 /// Turns how the inner test binary ended into this test's verdict.
-fn judge(outcome: &Outcome, settings: &TestSettings, name: &str) -> Verdict {
-    let pids_note = || match (outcome.pids_limit_hit, settings.pids.unwrap_or(cvtest_spec::DEFAULT_PIDS)) {
+fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &str) -> Verdict {
+    let pids_note = || match (outcome.pids_limit_hit, limits.pids) {
         (true, limit) => format!(" after reaching its pids limit of {limit} (a fork or clone was refused)"),
         (false, _) => String::new(),
     };
@@ -296,20 +317,21 @@ fn judge(outcome: &Outcome, settings: &TestSettings, name: &str) -> Verdict {
         Termination::Exited(0) => Verdict::Failed(format!(
             "the test binary ran no test named {name:?} in its container: libtest did not report it as passed"
         )),
-        Termination::Exited(code) => {
-            Verdict::Failed(format!("the test failed in its container{} (exit code {code}); its output is above", pids_note()))
-        }
+        Termination::Exited(code) => Verdict::Failed(format!(
+            "the test failed in its container{} (exit code {code}); its output is above",
+            pids_note()
+        )),
         Termination::Signaled(signal) => {
             Verdict::Failed(format!("the test was killed by signal {signal} in its container{}", pids_note()))
         }
         Termination::OomKilled => Verdict::Failed(format!(
             "killed: out of memory (limit {}, peak {})",
-            limit_text(settings.memory.unwrap_or(cvtest_spec::DEFAULT_MEMORY)),
+            limit_text(limits.memory),
             outcome.peaks.memory_bytes.map_or_else(|| "unknown".to_owned(), |m| mib(m.value)),
         )),
         Termination::TimedOut => Verdict::Failed(format!(
             "timed out after {}",
-            settings.timeout.map_or_else(|| "its timeout".to_owned(), format_duration)
+            timeout.map_or_else(|| "its timeout".to_owned(), format_duration)
         )),
     }
 }
@@ -325,14 +347,17 @@ fn ran_the_test(stdout: &[u8]) -> bool {
 }
 
 /// The usage line printed with every test: peaks and limits, CPU time, traffic, wall time.
-fn usage(outcome: &Outcome, settings: &TestSettings) -> String {
+fn usage(outcome: &Outcome, limits: &Limits) -> String {
     let peaks = &outcome.peaks;
     let bound = |sampled: bool| if sampled { ">=" } else { "" };
-    let memory = peaks.memory_bytes.map_or_else(|| "unknown".to_owned(), |m| format!("{}{}", bound(m.sampled), mib(m.value)));
-    let pids = peaks.pids.map_or_else(|| "unknown".to_owned(), |p| format!("{}{}", bound(p.sampled), p.value));
+    let memory = peaks
+        .memory_bytes
+        .map_or_else(|| "unknown".to_owned(), |m| format!("{}{}", bound(m.sampled), mib(m.value)));
+    let pids =
+        peaks.pids.map_or_else(|| "unknown".to_owned(), |p| format!("{}{}", bound(p.sampled), p.value));
     let mut parts = vec![
-        format!("peak memory {memory} (limit {})", limit_text(settings.memory.unwrap_or(cvtest_spec::DEFAULT_MEMORY))),
-        format!("peak pids {pids} (limit {})", settings.pids.unwrap_or(cvtest_spec::DEFAULT_PIDS)),
+        format!("peak memory {memory} (limit {})", limit_text(limits.memory)),
+        format!("peak pids {pids} (limit {})", limits.pids),
     ];
     if let (Some(user), Some(system)) = (peaks.cpu_user, peaks.cpu_system) {
         parts.push(format!("cpu {} (user {}, system {})", secs(user + system), secs(user), secs(system)));
@@ -436,21 +461,27 @@ mod tests {
 
     #[test]
     fn judges_outcomes() {
-        let s = NESTED.settings();
+        let limits = options(&NESTED.settings(), &NESTED, Path::new("/t/debug/deps/x")).limits;
         let passed = "running 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 0.00s\n\n";
-        assert_eq!(judge(&outcome(Termination::Exited(0), passed), &s, "x"), Verdict::Passed);
+        let judge = |o: &Outcome| judge(o, &limits, Some(Duration::from_secs(30)), "x");
+        assert_eq!(judge(&outcome(Termination::Exited(0), passed)), Verdict::Passed);
         let none = "running 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 0.00s\n";
-        assert!(matches!(judge(&outcome(Termination::Exited(0), none), &s, "x"), Verdict::Failed(m) if m.contains("ran no test named \"x\"")));
+        assert!(
+            matches!(judge(&outcome(Termination::Exited(0), none)), Verdict::Failed(m) if m.contains("ran no test named \"x\""))
+        );
         assert_eq!(
-            judge(&outcome(Termination::OomKilled, ""), &s, "x"),
+            judge(&outcome(Termination::OomKilled, "")),
             Verdict::Failed("killed: out of memory (limit 64 MiB, peak 64.0 MiB)".to_owned())
         );
-        let timed = TestSettings { timeout: Some(Duration::from_secs(30)), ..Default::default() };
-        assert_eq!(judge(&outcome(Termination::TimedOut, ""), &timed, "x"), Verdict::Failed("timed out after 30s".to_owned()));
+        assert_eq!(
+            judge(&outcome(Termination::TimedOut, "")),
+            Verdict::Failed("timed out after 30s".to_owned())
+        );
         let mut pids = outcome(Termination::Exited(101), "");
         pids.pids_limit_hit = true;
-        let limited = TestSettings { pids: Some(cvtest_spec::PidsLimit::Count(8)), ..Default::default() };
-        assert!(matches!(judge(&pids, &limited, "x"), Verdict::Failed(m) if m.contains("reaching its pids limit of 8")));
+        assert!(
+            matches!(judge(&pids), Verdict::Failed(m) if m.contains("reaching its pids limit of 256 (a fork or clone was refused)"))
+        );
     }
 
     #[test]

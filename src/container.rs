@@ -170,7 +170,7 @@ impl Container {
         let rootfs = validate_rootfs(&options.rootfs)?;
         let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
         if let Some(net) = &network {
-            crate::net::check_host_routes(net)?;
+            check_routes(net)?;
         }
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
@@ -418,7 +418,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
-                veth.release();
+                release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
         }
@@ -545,6 +545,49 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
     }
 }
 
+/// How long `create` waits for the kernel to remove a veth this process released when it
+/// still holds the subnet the new container wants.
+const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
+/// is gone, see [`check_routes`].
+pub(crate) fn release_veth(veth: crate::net::Veth) {
+    released_veths().push(veth.host_name().to_owned());
+    veth.release();
+}
+
+/// Host ends of veths this process released, until the kernel has removed them.
+fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {
+    static RELEASED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The route check. A clash with a veth of this process that is already released is not
+/// refused but waited out: the kernel deletes that pair with its network namespace,
+/// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
+/// must not share the host with its routes. Only this case waits; distinct subnets never do.
+fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
+    let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
+    loop {
+        match crate::net::check_host_routes(net) {
+            // An empty name: the link went between the route dump and the name lookup, it is
+            // being deleted (its routes go with it).
+            Err(crate::net::NetError::RouteClash { interface, .. })
+                if Instant::now() < deadline
+                    && (interface.is_empty()
+                        || interface.starts_with("with index")
+                        || released_veths().contains(&interface)) =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => {
+                released_veths().retain(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok());
+                return other.map_err(CreateError::from);
+            }
+        }
+    }
+}
+
 /// Sweeps stale cgroups and veths of dead runners, at the first create of this process and
 /// then at most every [`SWEEP_INTERVAL`]. Best effort: what cannot be swept now is tried again
 /// later, and never stops a new container.
@@ -564,6 +607,14 @@ fn sweep_if_due() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_cross_threads() {
+        fn send<T: Send>() {}
+        fn send_sync_clone<T: Send + Sync + Clone>() {}
+        send::<Container>();
+        send_sync_clone::<KillHandle>();
+    }
 
     #[test]
     fn classification() {

@@ -160,6 +160,12 @@ pub(crate) fn pivot_root_here() -> Result<(), Errno> {
     check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }).map(drop)
 }
 
+/// `unshare(2)`. Async-signal-safe.
+pub(crate) fn unshare(flags: c_int) -> Result<(), Errno> {
+    // SAFETY: unshare has no memory preconditions.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
 /// `mkdir(2)`. Async-signal-safe.
 pub(crate) fn mkdir(path: &CStr, mode: libc::mode_t) -> Result<(), Errno> {
     // SAFETY: path is NUL-terminated and outlives the call.

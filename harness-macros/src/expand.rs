@@ -5,7 +5,6 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::ext::IdentExt;
 use syn::ItemFn;
 
 use crate::validate::Registration;
@@ -22,7 +21,8 @@ pub(crate) struct Test<'a> {
 
 pub(crate) fn test(test: Test<'_>) -> TokenStream {
     let Test { mut func, settings, should_panic, ignored, registration } = test;
-    let name = func.sig.ident.unraw().to_string();
+    // As libtest names it: a raw identifier keeps its `r#`.
+    let name = func.sig.ident.to_string();
     let keys = settings.iter().map(|(k, _)| k);
     let values = settings.iter().map(|(_, v)| v);
     let should_panic = match should_panic {

@@ -18,7 +18,10 @@ pub(crate) fn args(tokens: TokenStream) -> syn::Result<Vec<Arg>> {
     let mut args = Vec::new();
     let parser = syn::meta::parser(|meta| {
         let key = meta.path.get_ident().cloned().ok_or_else(|| {
-            meta.error(format!("expected a key such as `memory`; valid keys are: {}", cvtest_spec::SETTINGS_KEYS.join(", ")))
+            meta.error(format!(
+                "expected a key such as `memory`; valid keys are: {}",
+                cvtest_spec::SETTINGS_KEYS.join(", ")
+            ))
         })?;
         let value = match meta.value()?.parse::<Lit>()? {
             Lit::Str(s) => s,
@@ -152,10 +155,13 @@ mod tests {
         assert_eq!(a.should_panic, Some(Some("boom".to_owned())));
         assert!(a.ignored && a.runtime_test.is_some() && a.plain_test.is_none());
 
-        let f: ItemFn = syn::parse2(quote! { #[should_panic = "bang"] #[::core::prelude::v1::test] fn t() {} }).unwrap();
+        let f: ItemFn =
+            syn::parse2(quote! { #[should_panic = "bang"] #[::core::prelude::v1::test] fn t() {} }).unwrap();
         let a = test_attrs(&f);
         assert_eq!(a.should_panic, Some(Some("bang".to_owned())));
-        assert!(!a.ignored && a.expanded_test.is_some() && a.plain_test.is_none() && a.runtime_test.is_none());
+        assert!(
+            !a.ignored && a.expanded_test.is_some() && a.plain_test.is_none() && a.runtime_test.is_none()
+        );
 
         let f: ItemFn = syn::parse2(quote! { #[should_panic] #[test] fn t() {} }).unwrap();
         assert_eq!(test_attrs(&f).should_panic, Some(None));

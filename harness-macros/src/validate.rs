@@ -24,7 +24,8 @@ pub(crate) fn settings(args: &[Arg]) -> Result<Vec<(String, String)>, Error> {
         if !SETTINGS_KEYS.contains(&key.as_str()) {
             push(Error::new(arg.key.span(), SetError::UnknownKey(key).to_string()));
         } else if let Some(first) = seen.iter().find(|a| a.key == arg.key) {
-            let mut e = Error::new(arg.key.span(), format!("duplicate key `{key}`: each key may be given once"));
+            let mut e =
+                Error::new(arg.key.span(), format!("duplicate key `{key}`: each key may be given once"));
             e.combine(Error::new(first.key.span(), format!("`{key}` is first given here")));
             push(e);
         } else {
@@ -91,7 +92,10 @@ pub(crate) fn function(func: &ItemFn, attrs: &TestAttrs<'_>) -> Result<Registrat
         ));
     }
     if let Some(test) = attrs.plain_test {
-        errors.push(Error::new_spanned(test, "remove this `#[test]`: #[cv_test] already makes the function a test"));
+        errors.push(Error::new_spanned(
+            test,
+            "remove this `#[test]`: #[cv_test] already makes the function a test",
+        ));
     }
     if func.sig.asyncness.is_some() && attrs.runtime_test.is_none() && attrs.expanded_test.is_none() {
         errors.push(Error::new(
@@ -116,14 +120,21 @@ mod tests {
     use quote::quote;
 
     fn check(tokens: proc_macro2::TokenStream) -> Result<Vec<(String, String)>, String> {
-        settings(&crate::parse::args(tokens).unwrap()).map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" | "))
+        settings(&crate::parse::args(tokens).unwrap())
+            .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" | "))
     }
 
     #[test]
     fn accepts_every_key() {
         let pairs = check(quote!(
-            memory = "512M", pids = "64", cpu_weight = "200", cpus = "0.5", host = "10.0.0.9",
-            network = "10.0.0.2/24", timeout = "30s", hostname = "box"
+            memory = "512M",
+            pids = "64",
+            cpu_weight = "200",
+            cpus = "0.5",
+            host = "10.0.0.9",
+            network = "10.0.0.2/24",
+            timeout = "30s",
+            hostname = "box"
         ))
         .unwrap();
         assert_eq!(pairs.len(), SETTINGS_KEYS.len());
@@ -141,9 +152,17 @@ mod tests {
 
     #[test]
     fn host_is_checked_against_network_in_either_order() {
-        for args in [quote!(host = "10.0.1.1", network = "10.0.0.2/24"), quote!(network = "10.0.0.2/24", host = "10.0.1.1")] {
+        for args in [
+            quote!(host = "10.0.1.1", network = "10.0.0.2/24"),
+            quote!(network = "10.0.0.2/24", host = "10.0.1.1"),
+        ] {
             let e = check(args).unwrap_err();
-            assert!(e.contains("invalid host address \"10.0.1.1\": it is outside the container's subnet 10.0.0.0/24"), "{e}");
+            assert!(
+                e.contains(
+                    "invalid host address \"10.0.1.1\": it is outside the container's subnet 10.0.0.0/24"
+                ),
+                "{e}"
+            );
         }
         let e = check(quote!(host = "10.0.0.1")).unwrap_err();
         assert!(e.contains("add `network`"), "{e}");
@@ -155,10 +174,34 @@ mod tests {
             let f: ItemFn = syn::parse2(f).unwrap();
             function(&f, &crate::parse::test_attrs(&f)).map_err(|e| e.to_string())
         };
-        assert_eq!(shape(quote!(fn t() {})), Ok(Registration::Builtin));
-        assert_eq!(shape(quote!(#[tokio::test] async fn t() {})), Ok(Registration::Runtime));
-        assert!(shape(quote!(async fn t() {})).unwrap_err().contains("needs a runtime"));
-        assert!(shape(quote!(fn t(x: u8) {})).unwrap_err().contains("no arguments"));
-        assert!(shape(quote!(#[test] fn t() {})).unwrap_err().contains("remove this `#[test]`"));
+        assert_eq!(
+            shape(quote!(
+                fn t() {}
+            )),
+            Ok(Registration::Builtin)
+        );
+        assert_eq!(
+            shape(quote!(
+                #[tokio::test]
+                async fn t() {}
+            )),
+            Ok(Registration::Runtime)
+        );
+        assert!(shape(quote!(
+            async fn t() {}
+        ))
+        .unwrap_err()
+        .contains("needs a runtime"));
+        assert!(shape(quote!(
+            fn t(x: u8) {}
+        ))
+        .unwrap_err()
+        .contains("no arguments"));
+        assert!(shape(quote!(
+            #[test]
+            fn t() {}
+        ))
+        .unwrap_err()
+        .contains("remove this `#[test]`"));
     }
 }

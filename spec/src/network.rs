@@ -27,7 +27,11 @@ impl NetworkSpec {
             None => {
                 let net = u32::from(container) & mask(prefix_len);
                 let first = Ipv4Addr::from(net + 1);
-                if first == container { Ipv4Addr::from(net + 2) } else { first }
+                if first == container {
+                    Ipv4Addr::from(net + 2)
+                } else {
+                    first
+                }
             }
         };
         Self::build(container, prefix_len, host, host_input(host))
@@ -53,25 +57,46 @@ impl NetworkSpec {
         Self::build(container, prefix_len, host, host.to_string())
     }
 
-    fn build(container: Ipv4Addr, prefix_len: u8, host: Ipv4Addr, host_text: String) -> Result<Self, ParseError> {
+    fn build(
+        container: Ipv4Addr,
+        prefix_len: u8,
+        host: Ipv4Addr,
+        host_text: String,
+    ) -> Result<Self, ParseError> {
         let m = mask(prefix_len);
         let net = u32::from(container) & m;
         let bcast = net | !m;
         let cidr_text = format!("{container}/{prefix_len}");
         let c = u32::from(container);
         if c == net {
-            return Err(ParseError::new(ValueKind::Cidr, &cidr_text, format!("{container} is the network address of its subnet")));
+            return Err(ParseError::new(
+                ValueKind::Cidr,
+                &cidr_text,
+                format!("{container} is the network address of its subnet"),
+            ));
         }
         if c == bcast {
-            return Err(ParseError::new(ValueKind::Cidr, &cidr_text, format!("{container} is the broadcast address of its subnet")));
+            return Err(ParseError::new(
+                ValueKind::Cidr,
+                &cidr_text,
+                format!("{container} is the broadcast address of its subnet"),
+            ));
         }
         let h = u32::from(host);
         let subnet = format!("{}/{prefix_len}", Ipv4Addr::from(net));
         if h & m != net {
-            return Err(ParseError::new(ValueKind::HostAddress, &host_text, format!("it is outside the container's subnet {subnet}")));
+            return Err(ParseError::new(
+                ValueKind::HostAddress,
+                &host_text,
+                format!("it is outside the container's subnet {subnet}"),
+            ));
         }
         if h == c {
-            return Err(ParseError::new(ValueKind::HostAddress, &host_text, "it is the container's own address"));
+            return Err(ParseError::new(
+                ValueKind::HostAddress,
+                &host_text,
+                "it is the container's own address",
+            ));
         }
         if h == net || h == bcast {
             return Err(ParseError::new(
@@ -130,7 +155,11 @@ fn host_input(h: Ipv4Addr) -> String {
 }
 
 fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 { 0 } else { u32::MAX << (32 - prefix_len as u32) }
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix_len as u32)
+    }
 }
 
 fn parse_ipv4(input: &str, kind: ValueKind) -> Result<Ipv4Addr, ParseError> {
@@ -184,7 +213,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_networks() {
-        for bad in ["10.0.0.0/24", "10.0.0.255/24", "10.0.0.2", "10.0.0.2/31", "10.0.0.2/0", "10.0.0/24", "x/24", "10.0.0.2/33"] {
+        for bad in [
+            "10.0.0.0/24",
+            "10.0.0.255/24",
+            "10.0.0.2",
+            "10.0.0.2/31",
+            "10.0.0.2/0",
+            "10.0.0/24",
+            "x/24",
+            "10.0.0.2/33",
+        ] {
             assert!(bad.parse::<NetworkSpec>().is_err(), "{bad} accepted");
         }
         let e = NetworkSpec::from_cidr("10.0.0.2/24", Some("10.0.1.1")).unwrap_err();

@@ -176,7 +176,8 @@ impl FromStr for PidsLimit {
         if s.eq_ignore_ascii_case("max") {
             return Ok(PidsLimit::Max);
         }
-        let n = parse_whole(s).ok_or_else(|| ParseError::new(ValueKind::Pids, input, "not a whole number"))?;
+        let n =
+            parse_whole(s).ok_or_else(|| ParseError::new(ValueKind::Pids, input, "not a whole number"))?;
         if n == 0 {
             return Err(ParseError::new(ValueKind::Pids, input, "zero processes cannot run the test"));
         }
@@ -274,7 +275,10 @@ pub fn parse_cpus(input: &str) -> Result<Option<CpuQuota>, ParseError> {
     }
     let err = |reason: &str| ParseError::new(ValueKind::Cpus, input, reason);
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if (int.is_empty() && frac.is_empty()) || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if (int.is_empty() && frac.is_empty())
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(err("not a decimal number"));
     }
     if frac.len() > 3 {
@@ -293,8 +297,7 @@ impl FromStr for CpuQuota {
     type Err = ParseError;
     /// Like [`parse_cpus`] but "max" is refused: a `CpuQuota` is always a real quota.
     fn from_str(input: &str) -> Result<Self, ParseError> {
-        parse_cpus(input)?
-            .ok_or_else(|| ParseError::new(ValueKind::Cpus, input, "\"max\" is no quota here"))
+        parse_cpus(input)?.ok_or_else(|| ParseError::new(ValueKind::Cpus, input, "\"max\" is no quota here"))
     }
 }
 
@@ -310,14 +313,23 @@ impl fmt::Display for CpuQuota {
     }
 }
 
-/// Parses a positive duration: "500ms", "30s", "2m", "1h", "1m30s", "1.5s".
+/// The longest duration [`parse_duration`] accepts: `u64::MAX` nanoseconds, about 584 years.
+pub const MAX_DURATION: Duration = Duration::from_nanos(u64::MAX);
+
+/// Parses a positive duration: "500ms", "30s", "2m", "1h", "1m30s", "1.5s", "1.5m", "0.25ms".
+///
+/// Exact to the nanosecond: a fraction finer than that ("0.0000001ms") is refused, not rounded,
+/// and so is anything above [`MAX_DURATION`].
 pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
     let err = |reason: &str| ParseError::new(ValueKind::Duration, input, reason);
+    let too_large =
+        || err("it is longer than the longest accepted duration, 5124095h34m33.709551615s (about 584 years)");
     let mut s = input.trim();
     if s.is_empty() {
         return Err(err("it is empty"));
     }
-    let mut total = Duration::ZERO;
+    // Nanoseconds, in u128: a fraction times an hour's nanoseconds needs more than 64 bits.
+    let mut total: u128 = 0;
     while !s.is_empty() {
         let num_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (num, rest) = s.split_at(num_end);
@@ -326,7 +338,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
         }
         let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let (unit, rest) = rest.split_at(unit_end);
-        let unit_ns: u64 = match unit {
+        let unit_ns: u128 = match unit {
             "ms" => 1_000_000,
             "s" => 1_000_000_000,
             "m" | "min" => 60_000_000_000,
@@ -336,26 +348,46 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseError> {
         };
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         if frac.contains('.') || (int.is_empty() && frac.is_empty()) || frac.len() > 9 {
-            return Err(err(&format!("{num:?} is not a number")));
+            return Err(err(&format!("{num:?} is not a number with at most 9 decimals")));
         }
-        let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err("too large"))? };
-        let frac_val: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().expect("nine digits") };
-        let ns = int
-            .checked_mul(unit_ns)
-            .and_then(|v| v.checked_add(frac_val.checked_mul(unit_ns)? / 1_000_000_000))
-            .ok_or_else(|| err("too large"))?;
-        total = total.checked_add(Duration::from_nanos(ns)).ok_or_else(|| err("too large"))?;
+        let int: u128 = match int.trim_start_matches('0') {
+            "" => 0,
+            // 20 digits are already more nanoseconds than MAX_DURATION in any unit.
+            digits if digits.len() > 20 => return Err(too_large()),
+            digits => digits.parse().expect("at most 20 ascii digits"),
+        };
+        let frac_ns = if frac.is_empty() {
+            0
+        } else {
+            // frac / 10^9 of a unit, exactly: at most 999_999_999 * 3.6e12, far inside u128.
+            let frac: u128 = format!("{frac:0<9}").parse().expect("nine digits");
+            let scaled = frac * unit_ns;
+            if scaled % 1_000_000_000 != 0 {
+                return Err(err(&format!("{num}{unit} is not a whole number of nanoseconds")));
+            }
+            scaled / 1_000_000_000
+        };
+        total += int * unit_ns + frac_ns;
+        if total > u128::from(u64::MAX) {
+            return Err(too_large());
+        }
         s = rest;
     }
-    if total.is_zero() {
+    if total == 0 {
         return Err(err("a zero duration"));
     }
-    Ok(total)
+    Ok(Duration::from_nanos(total as u64))
 }
 
-/// Formats a duration in the syntax [`parse_duration`] reads: "30s", "1m30s", "500ms".
+/// Formats a duration in the syntax [`parse_duration`] reads: "30s", "1m30s", "500ms", and
+/// "0.25ms" below a millisecond. Every duration up to [`MAX_DURATION`] parses back to itself.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
+    let ns = d.as_nanos();
+    if ns % 1_000_000 != 0 {
+        let frac = format!("{:06}", ns % 1_000_000);
+        return format!("{}.{}ms", ns / 1_000_000, frac.trim_end_matches('0'));
+    }
+    let ms = ns / 1_000_000;
     if ms % 1000 != 0 {
         return format!("{ms}ms");
     }
@@ -451,5 +483,51 @@ mod tests {
         for d in ["30s", "2m", "1m30s", "500ms", "1h"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }
+    }
+
+    /// Bug found by the fuzzer (".07h3m", within a second): a fraction of a minute or an hour
+    /// ("1.5m") was refused as "too large", because fraction × unit overflowed 64 bits.
+    #[test]
+    fn duration_fractions_of_minutes_and_hours() {
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0.5m").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration(".07h3m").unwrap(), Duration::from_secs(252 + 180));
+        assert_eq!(parse_duration("0.999999999h").unwrap(), Duration::from_nanos(3_599_999_996_400));
+    }
+
+    /// Bug found by the property tests: below a millisecond `format_duration` rounded down, so
+    /// "0.5ms" formatted as "0ms" (which is refused) and "1.0000001s" lost its 100 ns.
+    #[test]
+    fn duration_below_a_millisecond_round_trips() {
+        for (text, ns) in [("0.5ms", 500_000), ("0.000001ms", 1), ("1000.0001ms", 1_000_000_100)] {
+            let d = parse_duration(text).unwrap();
+            assert_eq!(d, Duration::from_nanos(ns));
+            assert_eq!(format_duration(d), text);
+        }
+        assert_eq!(parse_duration("1.0000001s").unwrap(), Duration::from_nanos(1_000_000_100));
+        // Finer than a nanosecond is refused, not silently rounded (to zero, here).
+        let e = parse_duration("0.0000001ms").unwrap_err();
+        assert!(e.reason.contains("whole number of nanoseconds"), "{e}");
+        assert!(parse_duration("1.0000001ms").is_err());
+    }
+
+    /// Bug: several parts could add up past u64 nanoseconds ("5124095h5124095h"), which
+    /// `format_duration` then wrote as hours that no longer parsed.
+    #[test]
+    fn duration_has_a_maximum_that_round_trips() {
+        let max = parse_duration("5124095h34m33.709551615s").unwrap();
+        assert_eq!(max, MAX_DURATION);
+        assert_eq!(parse_duration(&format_duration(max)), Ok(max));
+        for over in [
+            "5124095h34m33.709551616s",
+            "5124095h5124095h",
+            "18446744073709551616ms",
+            "99999999999999999999999h",
+        ] {
+            let e = parse_duration(over).unwrap_err();
+            assert!(e.reason.contains("longest accepted duration"), "{over}: {e}");
+        }
+        assert_eq!(parse_duration("000000000000000000000000001s").unwrap(), Duration::from_secs(1));
     }
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::parse::{format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit};
+use crate::parse::{
+    format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
+};
 use crate::NetworkSpec;
 
 /// The keys `#[cv_test]` and config files accept, in the order they are documented.
-pub const SETTINGS_KEYS: &[&str] = &["memory", "pids", "cpu_weight", "cpus", "network", "host", "timeout", "hostname"];
+pub const SETTINGS_KEYS: &[&str] =
+    &["memory", "pids", "cpu_weight", "cpus", "network", "host", "timeout", "hostname"];
 
 /// Limits and options of one test. `None` means "not set here": a lower layer (config, CLI
 /// defaults, library defaults) decides.
@@ -32,7 +35,7 @@ pub struct TestSettings {
     pub network: Option<NetworkSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "dur_str")]
     pub timeout: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hostname_str")]
     pub hostname: Option<String>,
 }
 
@@ -132,9 +135,12 @@ mod opt_str {
         raw.map(|s| s.parse::<T>().map_err(serde::de::Error::custom)).transpose()
     }
 }
-string_serde!(cpus_str, Option<CpuQuota>, |v| v.map_or_else(|| "max".to_owned(), |q| q.to_string()), |s| parse_cpus(&s));
+string_serde!(cpus_str, Option<CpuQuota>, |v| v.map_or_else(|| "max".to_owned(), |q| q.to_string()), |s| {
+    parse_cpus(&s)
+});
 string_serde!(net_str, NetworkSpec, |v| format!("{}@{}", v, v.host()), |s| parse_net(&s));
 string_serde!(dur_str, Duration, |v| format_duration(*v), |s| parse_duration(&s));
+string_serde!(hostname_str, String, |v| v.clone(), |s| parse_hostname(&s));
 
 /// The JSON form of a network: "10.0.0.2/24@10.0.0.1" (the host end after '@'), or a bare CIDR.
 fn parse_net(s: &str) -> Result<NetworkSpec, ParseError> {
@@ -159,7 +165,10 @@ mod tests {
         t.set("timeout", "1m30s", &mut host).unwrap();
         assert_eq!(t.network.unwrap().host().to_string(), "10.9.0.7");
         let json = serde_json::to_string(&t).unwrap();
-        assert_eq!(json, r#"{"memory":"512M","cpus":"max","network":"10.9.0.2/24@10.9.0.7","timeout":"1m30s"}"#);
+        assert_eq!(
+            json,
+            r#"{"memory":"512M","cpus":"max","network":"10.9.0.2/24@10.9.0.7","timeout":"1m30s"}"#
+        );
         let back: TestSettings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
     }
@@ -171,10 +180,27 @@ mod tests {
         assert!(serde_json::from_str::<TestSettings>(r#"{"memory":"1X"}"#).is_err());
     }
 
+    /// Bug found by the fuzzer: JSON took any string as the hostname ("", "}", "-x"), which
+    /// `parse_hostname` and so every other front end refuses.
+    #[test]
+    fn json_hostname_is_validated() {
+        for bad in ["", "}", "-x", ".x", "a b", "\\u00e9"] {
+            let json = format!(r#"{{"hostname":"{bad}"}}"#);
+            let e = serde_json::from_str::<TestSettings>(&json).unwrap_err();
+            assert!(e.to_string().contains("invalid hostname"), "{json}: {e}");
+        }
+        let t: TestSettings = serde_json::from_str(r#"{"hostname":"box-1.test"}"#).unwrap();
+        assert_eq!(t.hostname.as_deref(), Some("box-1.test"));
+    }
+
     #[test]
     fn layering_prefers_upper() {
         let upper = TestSettings { memory: Some(MemoryLimit::Max), ..Default::default() };
-        let lower = TestSettings { memory: Some(MemoryLimit::Bytes(1)), pids: Some(PidsLimit::Count(3)), ..Default::default() };
+        let lower = TestSettings {
+            memory: Some(MemoryLimit::Bytes(1)),
+            pids: Some(PidsLimit::Count(3)),
+            ..Default::default()
+        };
         let m = upper.over(&lower);
         assert_eq!(m.memory, Some(MemoryLimit::Max));
         assert_eq!(m.pids, Some(PidsLimit::Count(3)));

@@ -57,9 +57,12 @@ pub(crate) struct V2Layout {
     pub(crate) controllers_ready: AtomicBool,
     /// Serialises enabling them (which may move this process into a leaf).
     pub(crate) enabling: Mutex<()>,
+    /// Why systemd could not give this process a delegated scope, when it was asked.
+    pub(crate) delegation_failed: OnceLock<String>,
 }
 
 static DETECTED: OnceLock<Hierarchy> = OnceLock::new();
+static DETECTING: Mutex<()> = Mutex::new(());
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Hierarchy {
@@ -69,7 +72,26 @@ impl Hierarchy {
         if let Some(h) = DETECTED.get() {
             return Ok(h);
         }
-        let h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?;
+        let _once = DETECTING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(h) = DETECTED.get() {
+            return Ok(h);
+        }
+        let mut h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?;
+        // Pure v2 in a cgroup shared with other processes (a login session, a service): ask
+        // systemd for a delegated scope of our own, then detect again. Without systemd, or if it
+        // refuses, creating a cgroup later reports the shared cgroup and what to do.
+        if let Layout::V2(l) = &h.layout {
+            if super::systemd::needs_delegation(&l.base, &super::v2::CONTROLLERS)
+                && super::systemd::systemd_running()
+            {
+                match super::systemd::move_into_delegated_scope() {
+                    Ok(()) => h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?,
+                    Err(reason) => {
+                        let _ = l.delegation_failed.set(reason);
+                    }
+                }
+            }
+        }
         Ok(DETECTED.get_or_init(|| h))
     }
 
@@ -90,6 +112,7 @@ impl Hierarchy {
                 features: OnceLock::new(),
                 controllers_ready: AtomicBool::new(false),
                 enabling: Mutex::new(()),
+                delegation_failed: OnceLock::new(),
             })
         } else {
             return Err(CgroupError::NoHierarchy { mountinfo: mountinfo_path });

@@ -17,6 +17,7 @@
 //! dying.
 
 mod detect;
+mod systemd;
 pub(crate) mod fs;
 mod v1;
 mod v2;
@@ -120,13 +121,15 @@ pub enum CgroupError {
         "cannot enable the {controllers} controllers in {path}: cgroup v2 lets a cgroup that holds processes \
          pass no controllers to its children, and besides this process (pid {me}) it holds {others:?}; \
          run cvtest as the only process of a cgroup delegated to it \
-         (e.g. `systemd-run --scope -p Delegate=yes <program>`), or from the root cgroup"
+         (e.g. `systemd-run --scope -p Delegate=yes <program>`), or from the root cgroup{systemd}"
     )]
     SharedCgroup {
         path: PathBuf,
         controllers: String,
         me: i32,
         others: Vec<i32>,
+        /// Why systemd could not delegate a scope, when it was asked; empty otherwise.
+        systemd: String,
         #[source]
         source: io::Error,
     },

@@ -25,7 +25,7 @@ use crate::options::Limits;
 use crate::outcome::Measured;
 
 /// The controllers cvtest enables for its cgroups.
-const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+pub(crate) const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// What this kernel's cgroup v2 offers, probed once on the first cgroup made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -186,7 +186,7 @@ fn enable_controllers(l: &V2Layout) -> Result<(), CgroupError> {
         match fs::write_io(&subtree, &value) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
-                move_into_leaf_and_enable(base, &subtree, &value, e)?
+                move_into_leaf_and_enable(base, &subtree, &value, e, l.delegation_failed.get())?
             }
             Err(e) => return Err(fs::write_error(&subtree, &value, e)),
         }
@@ -203,6 +203,7 @@ fn move_into_leaf_and_enable(
     subtree: &Path,
     value: &str,
     busy: io::Error,
+    delegation_failed: Option<&String>,
 ) -> Result<(), CgroupError> {
     let me = std::process::id() as i32;
     let procs_path = base.join("cgroup.procs");
@@ -217,6 +218,7 @@ fn move_into_leaf_and_enable(
         controllers: value.to_owned(),
         me,
         others,
+        systemd: delegation_failed.map_or_else(String::new, |why| format!(" (asking systemd for one failed: {why})")),
         source,
     };
     let pids = fs::procs(base)?;

@@ -266,17 +266,8 @@ impl Veth {
     }
 
     /// Leaves the pair to the kernel: it disappears with the container's network namespace.
-    /// Does not wait (a synchronous delete costs about 30 ms). The host end's address goes
-    /// first (one `RTM_DELADDR`, which takes the subnet's route with it at once): the kernel
-    /// tears the pair down asynchronously, and until then its route would make the route check
-    /// refuse the next container on the same subnet. Best effort: the pair goes anyway.
-    pub fn release(self) {
-        let (host, len) = (self.net.host(), self.net.prefix_len());
-        let RouteNetlinkMessage::NewAddress(msg) = address_message(self.host_index, host, len) else {
-            unreachable!("address_message builds RTM_NEWADDR")
-        };
-        let _ = with_host(|nl| Ok(nl.request(RouteNetlinkMessage::DelAddress(msg), 0)));
-    }
+    /// Does not wait (a synchronous delete costs about 30 ms).
+    pub fn release(self) {}
 
     /// Deletes the pair now and waits for the kernel to finish (error paths). Already gone is
     /// fine.

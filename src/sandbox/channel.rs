@@ -11,7 +11,8 @@ pub(crate) enum Message {
     /// The main process was forked and has exec'd the command. `pid` is its pid as the init sees
     /// it (2 in a PID namespace).
     Started { pid: i32 },
-    /// Setup failed at `stage` (`step` indexes the mount plan for [`Stage::Mount`]).
+    /// Setup failed at `stage` (`step` indexes the mount plan for [`Stage::Mount`], the cgroups
+    /// for [`Stage::JoinCgroup`]).
     Failed { stage: Stage, step: u32, errno: i32 },
     /// The main process ended with this raw wait status.
     Exited { status: i32 },
@@ -32,6 +33,8 @@ pub(crate) enum Stage {
     Stdio = 9,
     Chdir = 10,
     Exec = 11,
+    JoinCgroup = 12,
+    CgroupNamespace = 13,
 }
 
 impl Stage {
@@ -48,6 +51,8 @@ impl Stage {
             9 => Stage::Stdio,
             10 => Stage::Chdir,
             11 => Stage::Exec,
+            12 => Stage::JoinCgroup,
+            13 => Stage::CgroupNamespace,
             _ => return None,
         })
     }

@@ -6,8 +6,9 @@
 //! [`InitPlan`]; it reports to the parent only through [`Message`]s.
 //!
 //! The init (PID 1 of the container's PID namespace):
-//! 1. closes every inherited fd it does not need (other containers' pipes included), blocks all
-//!    signals (read later through a signalfd) and resets their dispositions, sets the hostname,
+//! 1. keeps every signal blocked (they are read later through a signalfd), joins its cgroups
+//!    itself on v1 (and then makes its cgroup namespace), closes every inherited fd it does not
+//!    need (other containers' pipes included), resets signal dispositions, sets the hostname,
 //!    runs the mount plan and brings `lo` up;
 //! 2. waits on the life pipe for the parent's go (the parent has meanwhile put it in its cgroup
 //!    and made its veth), and exits quietly on EOF;
@@ -20,7 +21,7 @@
 //!    container dies with its runner.
 
 use std::cell::Cell;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use libc::{c_int, c_uint, pid_t};
@@ -31,6 +32,10 @@ use crate::sys::{self, CStrArray, Errno};
 
 /// Everything the init needs, prepared by the parent.
 pub(crate) struct InitPlan<'a> {
+    /// cgroup v1: the `tasks` files of the container's cgroups, which the init joins first.
+    pub(crate) join_cgroups: &'a [CString],
+    /// Make a cgroup namespace after joining (rooted at the container's cgroup).
+    pub(crate) new_cgroup_ns: bool,
     /// Fds to keep open besides 0, 1 and 2: sorted, deduplicated, each at least 3.
     pub(crate) keep_fds: &'a [RawFd],
     /// Read end of the life pipe; the parent alone holds the write end.
@@ -110,6 +115,16 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     // The parent cloned us with every signal blocked; keep it so, so that no handler inherited
     // from the parent ever runs here. Signals are read from a signalfd instead.
     sys::block_all_signals().map_err(at(Stage::Signals))?;
+    for (i, tasks) in plan.join_cgroups.iter().enumerate() {
+        sys::write_file(tasks, b"0").map_err(|errno| Failure {
+            stage: Stage::JoinCgroup,
+            step: i as u32,
+            errno,
+        })?;
+    }
+    if plan.new_cgroup_ns {
+        sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(Stage::CgroupNamespace))?;
+    }
     close_others(plan.keep_fds).map_err(at(Stage::CloseFds))?;
     sys::reset_signal_dispositions();
     let mut wanted = [libc::SIGCHLD; FORWARDED.len() + 1];

@@ -95,7 +95,20 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     keep.sort_unstable();
     keep.dedup();
 
+    // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into each
+    // `tasks` file. Moving the current thread skips the kernel's global threadgroup lock, whose
+    // first writer after a quiet spell waits a whole RCU grace period (about 15 ms measured on
+    // 6.18), which is what the parent writing the pid into `cgroup.procs` costs. Its cgroup
+    // namespace is made after that, rooted at its own cgroup.
+    let joins_itself = req.cgroup.is_some()
+        && crate::cgroup::Hierarchy::detect().is_ok_and(|h| h.version() == crate::cgroup::CgroupVersion::V1);
+    let join: Vec<CString> = match (joins_itself, req.cgroup) {
+        (true, Some(cg)) => cg.paths().iter().map(|d| super::mounts::cstring(&d.join("tasks"))).collect(),
+        _ => Vec::new(),
+    };
     let plan = InitPlan {
+        join_cgroups: &join,
+        new_cgroup_ns: joins_itself,
         keep_fds: &keep,
         life: life_r.as_raw_fd(),
         status: status_w.as_raw_fd(),
@@ -111,27 +124,27 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     if req.caps.contains(Caps::IPC) {
         flags |= libc::CLONE_NEWIPC as u64;
     }
-    if req.cgroup.is_some() {
+    if req.cgroup.is_some() && !joins_itself {
         flags |= libc::CLONE_NEWCGROUP as u64;
     }
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, &plan)?;
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan)?;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let (netns, veth) = match req.network {
+    let (netns, mut veth) = match req.network {
         Some((spec, name)) => {
             let path = format!("/proc/{pid}/ns/net");
             let netns: OwnedFd =
                 File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
             let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
-            (Some(netns), Some(veth))
+            (Some(netns), VethGuard(Some(veth)))
         }
-        None => (None, None),
+        None => (None, VethGuard(None)),
     };
 
     // Release the init, then learn whether the command is running. EPIPE: the init already
@@ -152,14 +165,14 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
                 stdout: out_r,
                 stderr: err_r,
                 netns,
-                veth,
+                veth: veth.0.take(),
                 main_pid,
                 started,
             })
         }
         Some(Message::Failed { stage, step, errno }) => {
             drop(init);
-            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &command.program, &cwd))
+            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd))
         }
         Some(Message::Exited { .. }) | None => {
             let status = init.reap();
@@ -168,17 +181,18 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     }
 }
 
-/// clone3, falling back from `CLONE_INTO_CGROUP` on kernels that refuse it. Returns whether the
-/// child is already in its cgroup.
+/// clone3, into the cgroup with `CLONE_INTO_CGROUP` where the kernel allows it (v2; falling
+/// back, once per process, on kernels that refuse it). Returns whether the child is in its cgroup
+/// (or joins it itself, see [`Request::cgroup`] on v1).
 fn clone(
     flags: u64,
     cgroup: Option<&dyn Cgroup>,
+    joins_itself: bool,
     plan: &InitPlan<'_>,
 ) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
-    let into = if NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) {
-        None
-    } else {
-        cgroup.and_then(|c| c.clone_into_fd())
+    let into = match cgroup {
+        Some(cg) if !joins_itself && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) => cg.clone_into_fd(),
+        _ => None,
     };
     if let Some(fd) = into {
         match sys::clone_init(flags, Some(fd), plan) {
@@ -190,7 +204,19 @@ fn clone(
         }
     }
     let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
-    Ok((pid, pidfd, cgroup.is_none()))
+    Ok((pid, pidfd, cgroup.is_none() || joins_itself))
+}
+
+/// A veth made for a spawn that then failed: released like any other (so a new container on
+/// its subnet waits for the kernel to remove it).
+struct VethGuard(Option<Veth>);
+
+impl Drop for VethGuard {
+    fn drop(&mut self) {
+        if let Some(veth) = self.0.take() {
+            crate::container::release_veth(veth);
+        }
+    }
 }
 
 /// Kills and reaps the init unless disarmed.
@@ -241,6 +267,7 @@ fn failure(
     step: u32,
     errno: Errno,
     mounts: &MountPlan,
+    join: &[CString],
     program: &Path,
     cwd: &Path,
 ) -> SpawnError {
@@ -253,6 +280,11 @@ fn failure(
         Stage::Mount => {
             mounts.steps.get(step as usize).map_or_else(|| format!("mount step {step}"), |s| s.describe())
         }
+        Stage::JoinCgroup => join.get(step as usize).map_or_else(
+            || format!("joining cgroup {step}"),
+            |t| format!("joining its cgroup ({})", t.to_string_lossy()),
+        ),
+        Stage::CgroupNamespace => "creating its cgroup namespace".to_owned(),
         Stage::CloseFds => "closing inherited file descriptors".to_owned(),
         Stage::Signals => "setting up signal handling".to_owned(),
         Stage::Hostname => "setting the hostname".to_owned(),

@@ -20,10 +20,12 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::pid_namespace_is_private", pid_namespace_is_private),
         privileged("container::background_process_dies_with_the_main_process", background_dies_with_main),
         privileged("container::destroy_kills_a_running_tree", destroy_kills_a_running_tree),
+        privileged("container::reduced_caps_still_clean_up", reduced_caps_still_clean_up),
         privileged(
             "container::filesystem_is_read_only_with_private_tmp",
             filesystem_is_read_only_with_private_tmp,
         ),
+        privileged("container::read_only_root_by_remounts_on_old_kernels", read_only_root_by_remounts),
         privileged("container::explicit_rootfs_is_pivoted_into", explicit_rootfs_is_pivoted_into),
         privileged("container::missing_program_fails_before_clone", missing_program_fails_before_clone),
         privileged("container::exec_failure_is_reported", exec_failure_is_reported),
@@ -210,16 +212,23 @@ fn pid_namespace_is_private() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Whether a process whose command line contains `token` runs on the host.
+/// Whether a process with `token` as one of its arguments runs on the host (zombies excluded).
 fn token_running(token: &str) -> bool {
     std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .is_ok_and(|c| c.windows(token.len()).any(|w| w == token.as_bytes()))
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        !zombie
+            && std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == token.as_bytes()))
     })
 }
 
+/// A token no other process has as an argument: pid, a counter and the time.
 fn unique_token(what: &str) -> String {
-    format!("cvtest-{what}-{}-{:?}", std::process::id(), Instant::now())
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("cvtest-{what}-{}-{n}-{}", std::process::id(), t.as_nanos())
 }
 
 fn background_dies_with_main() -> Result<(), Failed> {
@@ -249,7 +258,16 @@ fn destroy_kills_a_running_tree() -> Result<(), Failed> {
     let fp = footprint(&c);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !token_running(&token) {
-        ensure!(Instant::now() < deadline, "the lingering processes never started");
+        if Instant::now() > deadline {
+            let out = c.wait(Some(Duration::ZERO)).map_err(fail("wait"))?;
+            return Err(format!(
+                "the lingering processes never started: {:?} {} {}",
+                out.termination,
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+            .into());
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     c.destroy().map_err(fail("destroy"))?;
@@ -257,16 +275,29 @@ fn destroy_kills_a_running_tree() -> Result<(), Failed> {
     assert_gone(&fp)
 }
 
-fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
-    let host_marker = tempfile::NamedTempFile::new_in("/tmp").map_err(fail("marker"))?;
-    let under_tmp = tempfile::tempdir_in("/tmp").map_err(fail("tempdir"))?;
-    let under_target = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?;
+/// Without a PID namespace or a private filesystem, the container still ends with its main
+/// process: the init kills the main process's group.
+fn reduced_caps_still_clean_up() -> Result<(), Failed> {
+    let token = unique_token("caps");
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let script = format!("{}=linger {} {token} & echo pid=$$", helpers::HELPER_ENV, exe.display());
     let mut opts = options();
-    opts.rootfs(Rootfs::Host { writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()] });
-    let marker = host_marker.path().to_str().unwrap_or_default();
-    let a = under_tmp.path().to_str().unwrap_or_default();
-    let b = under_target.path().to_str().unwrap_or_default();
-    let out = run(&opts, &captured(command("fs", &[marker, a, b])))?;
+    opts.set_caps(Caps::CGROUPS | Caps::NETWORK);
+    let out = run(&opts, &sh(&script))?;
+    let stdout = text(&out.stdout);
+    ensure!(out.termination == Termination::Exited(0), "{:?} {stdout}", out.termination);
+    let pid: u32 = stdout.trim().strip_prefix("pid=").and_then(|p| p.parse().ok()).ok_or(stdout.clone())?;
+    ensure!(pid > 2, "without PROCESS_CONTROL there is no PID namespace, yet the pid is {pid}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while token_running(&token) {
+        ensure!(Instant::now() < deadline, "the background process outlived the container");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// The `fs` helper in a container whose writable dirs are `writable`; its stdout, checked.
+fn check_filesystem(out: &cvtest::Outcome, dirs: &[&Path]) -> Result<(), Failed> {
     let stdout = text(&out.stdout);
     ensure!(
         out.termination == Termination::Exited(0),
@@ -290,11 +321,81 @@ fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
     }
     ensure!(!stdout.contains("sys_write=ok"), "/sys must be read-only:\n{stdout}");
     ensure!(!Path::new("/tmp/cvtest-probe").exists(), "/tmp inside is not private");
-    for dir in [under_tmp.path(), under_target.path()] {
+    for dir in dirs {
         let got = std::fs::read(dir.join("from-container")).map_err(fail("written file"))?;
         ensure!(got == b"hello", "writable dir content {got:?}");
     }
     Ok(())
+}
+
+/// A host marker file in /tmp (must stay invisible), a writable dir under /tmp (covered by the
+/// container's fresh /tmp) and one under the target dir.
+fn filesystem_fixture() -> Result<(tempfile::NamedTempFile, tempfile::TempDir, tempfile::TempDir), Failed> {
+    Ok((
+        tempfile::NamedTempFile::new_in("/tmp").map_err(fail("marker"))?,
+        tempfile::tempdir_in("/tmp").map_err(fail("tempdir"))?,
+        tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?,
+    ))
+}
+
+fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
+    let (marker, under_tmp, under_target) = filesystem_fixture()?;
+    let mut opts = options();
+    opts.rootfs(Rootfs::Host { writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()] });
+    let args = [marker.path(), under_tmp.path(), under_target.path()].map(|p| p.to_str().unwrap_or_default());
+    let out = run(&opts, &captured(command("fs", &args)))?;
+    check_filesystem(&out, &[under_tmp.path(), under_target.path()])
+}
+
+/// Kernels before 5.12 have no `mount_setattr`: the host root is made read-only by remounting
+/// each mount point. Forced here (in a helper process, the choice is made once per process).
+fn read_only_root_by_remounts() -> Result<(), Failed> {
+    let (marker, under_tmp, under_target) = filesystem_fixture()?;
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let args = [marker.path(), under_tmp.path(), under_target.path()];
+    let out = std::process::Command::new(exe)
+        .env(helpers::HELPER_ENV, "fs-in-container")
+        .env("CVTEST_FORCE_REMOUNT", "1")
+        .args(args)
+        .output()
+        .map_err(fail("helper"))?;
+    let outcome = cvtest::Outcome {
+        termination: match out.status.code() {
+            Some(code) => Termination::Exited(code),
+            None => Termination::Signaled(0),
+        },
+        pids_limit_hit: false,
+        peaks: Default::default(),
+        duration: Duration::ZERO,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    };
+    check_filesystem(&outcome, &[under_tmp.path(), under_target.path()])
+}
+
+/// Helper mode: the `fs` helper in a container with these writable dirs; its output passed on.
+pub fn fs_in_container(host_marker: &str, writable: &[&str]) -> i32 {
+    let mut opts = Options::new();
+    opts.rootfs(Rootfs::Host { writable: writable.iter().map(PathBuf::from).collect() });
+    let mut args = vec![host_marker];
+    args.extend_from_slice(writable);
+    match run(&opts, &captured(command("fs", &args))) {
+        Ok(out) => {
+            print!("{}", text(&out.stdout));
+            eprint!("{}", text(&out.stderr));
+            match out.termination {
+                Termination::Exited(code) => code,
+                other => {
+                    eprintln!("{other:?}");
+                    99
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{}", e.message().unwrap_or("failed"));
+            98
+        }
+    }
 }
 
 /// Copies `programs` and the shared libraries `ldd` lists for them into `root`, at the same

@@ -37,6 +37,9 @@ pub fn run_if_requested() -> Option<i32> {
         ("fs", [host_marker, writable @ ..]) => fs(host_marker, writable),
         ("own-container", [token]) => crate::container::own_container(token),
         ("create-once", []) => crate::container::create_once(),
+        ("fs-in-container", [host_marker, writable @ ..]) => {
+            crate::container::fs_in_container(host_marker, writable)
+        }
         _ => {
             eprintln!("unknown helper {mode} {args:?}");
             100

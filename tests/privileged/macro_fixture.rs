@@ -18,24 +18,55 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cvtest::spec::{SettingsDump, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
-use libtest_mimic::{Failed, Trial};
+use libtest_mimic::{Completion, Failed, Trial};
 
 use crate::support::{missing_privileges, privileged};
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        privileged("macro_fixture::every_test_ends_as_expected", every_test_ends_as_expected),
-        privileged("macro_fixture::oom_fails_with_limit_and_peak", oom_fails_with_limit_and_peak),
-        privileged("macro_fixture::network_test_exchanges_with_host_end", network_test_exchanges_with_host_end),
-        privileged("macro_fixture::should_panic_behaves_like_libtest", should_panic_behaves_like_libtest),
-        privileged("macro_fixture::ignore_behaves_like_libtest", ignore_behaves_like_libtest),
-        privileged("macro_fixture::result_tests_behave_like_libtest", result_tests_behave_like_libtest),
-        privileged("macro_fixture::tokio_composes", tokio_composes),
-        privileged("macro_fixture::limits_pids_and_timeout", limits_pids_and_timeout),
-        privileged("macro_fixture::failure_shows_the_containers_output", failure_shows_the_containers_output),
-        Trial::test("macro_fixture::settings_dump_lists_every_test", settings_dump_lists_every_test),
-        Trial::test("macro_fixture::unsandboxed_fails_skips_or_runs", unsandboxed_fails_skips_or_runs),
+        containers("macro_fixture::every_test_ends_as_expected", every_test_ends_as_expected),
+        containers("macro_fixture::oom_fails_with_limit_and_peak", oom_fails_with_limit_and_peak),
+        containers(
+            "macro_fixture::network_test_exchanges_with_host_end",
+            network_test_exchanges_with_host_end,
+        ),
+        containers("macro_fixture::should_panic_behaves_like_libtest", should_panic_behaves_like_libtest),
+        containers("macro_fixture::ignore_behaves_like_libtest", ignore_behaves_like_libtest),
+        containers("macro_fixture::result_tests_behave_like_libtest", result_tests_behave_like_libtest),
+        containers("macro_fixture::tokio_composes", tokio_composes),
+        containers("macro_fixture::limits_pids_and_timeout", limits_pids_and_timeout),
+        containers("macro_fixture::failure_shows_the_containers_output", failure_shows_the_containers_output),
+        containers("macro_fixture::one_process_per_test_like_nextest", one_process_per_test_like_nextest),
+        // These two need no containers, but building the fixture writes the target directory
+        // and the unprivileged runs switch users: as root only, like the rest.
+        privileged("macro_fixture::settings_dump_lists_every_test", settings_dump_lists_every_test),
+        privileged("macro_fixture::unsandboxed_fails_skips_or_runs", unsandboxed_fails_skips_or_runs),
     ]
+}
+
+/// A trial whose fixture tests make containers: as root, and where a test binary started by
+/// cargo (or by this process) can have them. On cgroup v2 below the root cgroup, cvtest needs
+/// its cgroup to itself (it moves into a leaf so that the cgroup may pass controllers on), but
+/// such a test binary shares its cgroup with its parent; the library refuses, saying so.
+fn containers(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
+    Trial::ignorable_test(name, move || match missing_privileges().or_else(shared_v2_cgroup) {
+        Some(reason) => Ok(Completion::ignored_with(reason)),
+        None => f().map(|()| Completion::Completed),
+    })
+}
+
+fn shared_v2_cgroup() -> Option<String> {
+    let hierarchy = cvtest::cgroup::Hierarchy::detect().ok()?;
+    if hierarchy.version() != cvtest::cgroup::CgroupVersion::V2 {
+        return None;
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    (path != "/").then(|| {
+        format!(
+            "cgroup v2 below the root ({path}): a test binary run by cargo shares its cgroup with cargo, and cvtest needs one of its own"
+        )
+    })
 }
 
 /// How each fixture test must end in a plain `cargo test` run. Every test is here.
@@ -61,6 +92,7 @@ const EXPECTED: &[(&str, Status)] = &[
     ("outcomes::should_panic_oom_fails", Status::Failed),
     ("outcomes::should_panic_written_first_ok", Status::Ok),
     ("outcomes::should_panic_wrong_message_fails", Status::Failed),
+    ("r#loop", Status::Ok),
     ("reports_where_it_runs", Status::Ok),
 ];
 
@@ -92,15 +124,19 @@ fn oom_fails_with_limit_and_peak() -> Result<(), Failed> {
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("no peak in MiB in {message:?}"))?;
     check((48.0..=64.5).contains(&peak), || format!("peak {peak} MiB is not near the 64 MiB limit"))?;
-    check(!out.contains("fixture: allocated"), || format!("the allocation finished despite the limit:\n{out}"))?;
-    check(out.contains("peak memory ") && out.contains("(limit 64 MiB)"), || format!("no usage line in\n{out}"))
+    check(!out.contains("fixture: allocated"), || {
+        format!("the allocation finished despite the limit:\n{out}")
+    })?;
+    check(out.contains("peak memory ") && out.contains("(limit 64 MiB)"), || {
+        format!("no usage line in\n{out}")
+    })
 }
 
 fn network_test_exchanges_with_host_end() -> Result<(), Failed> {
     let run = main_run()?;
     run.libtest.expect("net::exchanges_with_host_end", Status::Ok)?;
     let exchanges = run.exchanges.lock().unwrap().clone();
-    let expected = vec![(SocketAddr::from((CONTAINER_ADDR, 0)).ip(), "ping from the container".to_owned())];
+    let expected = vec![(std::net::IpAddr::from(CONTAINER_ADDR), "ping from the container".to_owned())];
     let got: Vec<_> = exchanges.iter().map(|(peer, line)| (peer.ip(), line.clone())).collect();
     check(got == expected, || format!("the host end's listener saw {got:?}, expected {expected:?}"))
 }
@@ -113,26 +149,35 @@ fn should_panic_behaves_like_libtest() -> Result<(), Failed> {
     }
     // The inner libtest's verdict is shown, and the outer test fails as libtest's would.
     let wrong = l.failed("outcomes::should_panic_wrong_message_fails")?;
-    for part in ["panic did not contain expected string", "\"bang\"", "\"boom\"", "test did not panic as expected"] {
+    for part in
+        ["panic did not contain expected string", "\"bang\"", "\"boom\"", "test did not panic as expected"]
+    {
         check(wrong.contains(part), || format!("no {part:?} in\n{wrong}"))?;
     }
     let none = l.failed("outcomes::should_panic_no_panic_fails")?;
-    check(none.matches("test did not panic as expected").count() == 2, || format!("expected the inner and outer verdicts in\n{none}"))?;
+    check(none.matches("test did not panic as expected").count() == 2, || {
+        format!("expected the inner and outer verdicts in\n{none}")
+    })?;
     // An OOM kill is no expected panic.
     let oom = l.failed("outcomes::should_panic_oom_fails")?;
-    check(oom.contains("cvtest: killed: out of memory (limit 64 MiB, peak "), || format!("no OOM message in\n{oom}"))
+    check(oom.contains("cvtest: killed: out of memory (limit 64 MiB, peak "), || {
+        format!("no OOM message in\n{oom}")
+    })
 }
 
 fn ignore_behaves_like_libtest() -> Result<(), Failed> {
     let run = main_run()?;
-    check(run.output.contains("test outcomes::ignored_should_panic - should panic ... ignored, runs only when asked"), || {
-        format!("no ignore reason in\n{}", run.output)
-    })?;
+    check(
+        run.output.contains("test outcomes::ignored_should_panic ... ignored, runs only when asked"),
+        || format!("no ignore reason in\n{}", run.output),
+    )?;
     // Asked for, the ignored tests run (in their containers) and pass.
     let fixture = fixture()?;
     let ignored = Libtest::parse(&output_of(&mut fixture.test_binary(&["--ignored"]))?);
     let expected: BTreeMap<String, Status> =
-        [("outcomes::ignored", Status::Ok), ("outcomes::ignored_should_panic", Status::Ok)].map(|(n, s)| (n.to_owned(), s)).into();
+        [("outcomes::ignored", Status::Ok), ("outcomes::ignored_should_panic", Status::Ok)]
+            .map(|(n, s)| (n.to_owned(), s))
+            .into();
     check(ignored.results == expected, || format!("with --ignored: {:#?}", ignored.results))
 }
 
@@ -140,7 +185,9 @@ fn result_tests_behave_like_libtest() -> Result<(), Failed> {
     let run = main_run()?;
     run.libtest.expect("outcomes::result_ok", Status::Ok)?;
     let err = run.libtest.failed("outcomes::result_err_fails")?;
-    check(err.contains("Error: \"fixture: the body returned an error\""), || format!("no Err value in\n{err}"))
+    check(err.contains("Error: \"fixture: the body returned an error\""), || {
+        format!("no Err value in\n{err}")
+    })
 }
 
 fn tokio_composes() -> Result<(), Failed> {
@@ -154,14 +201,22 @@ fn tokio_composes() -> Result<(), Failed> {
 fn limits_pids_and_timeout() -> Result<(), Failed> {
     let run = main_run()?;
     let pids = run.libtest.failed("limits::pids_limit_fails_spawn")?;
-    check(pids.contains("after reaching its pids limit of 8 (a fork or clone was refused)"), || format!("no pids message in\n{pids}"))?;
+    check(pids.contains("after reaching its pids limit of 8 (a fork or clone was refused)"), || {
+        format!("no pids message in\n{pids}")
+    })?;
     let timeout = run.libtest.failed("limits::times_out_after_1s")?;
-    check(timeout.lines().any(|l| l == "timed out after 1s"), || format!("no timeout message in\n{timeout}"))?;
+    check(timeout.lines().any(|l| l == "timed out after 1s"), || {
+        format!("no timeout message in\n{timeout}")
+    })?;
     run.libtest.expect("limits::writes_where_tests_write", Status::Ok)?;
     // A passing test prints its peaks and limits (seen with --nocapture).
-    let out = output_of(&mut fixture()?.test_binary(&["--exact", "limits::limits_are_applied", "--nocapture"]))?;
-    check(Libtest::parse(&out).results.get("limits::limits_are_applied") == Some(&Status::Ok), || out.clone())?;
-    let usage = out.lines().find(|l| l.starts_with("cvtest: container ")).ok_or_else(|| format!("no usage line in\n{out}"))?;
+    let out =
+        output_of(&mut fixture()?.test_binary(&["--exact", "limits::limits_are_applied", "--nocapture"]))?;
+    summary_passed(&out, 1)?;
+    let usage = out
+        .lines()
+        .find(|l| l.starts_with("cvtest: container "))
+        .ok_or_else(|| format!("no usage line in\n{out}"))?;
     for part in ["peak memory ", "(limit 256 MiB)", "peak pids ", "(limit 64)"] {
         check(usage.contains(part), || format!("no {part:?} in {usage:?}"))?;
     }
@@ -183,17 +238,45 @@ fn failure_shows_the_containers_output() -> Result<(), Failed> {
     Ok(())
 }
 
+/// nextest runs each test as its own process, `BIN --exact NAME --nocapture`, and judges it by
+/// the exit code: the same outcomes must come out that way.
+fn one_process_per_test_like_nextest() -> Result<(), Failed> {
+    let fixture = fixture()?;
+    let listener = EchoListener::start()?;
+    let mut wrong = Vec::new();
+    for &(name, expected) in EXPECTED.iter().filter(|(_, s)| *s != Status::Ignored) {
+        let out = fixture
+            .test_binary(&["--exact", name, "--nocapture"])
+            .env("MACRO_FIXTURE_ECHO", listener.addr.to_string())
+            .output()
+            .map_err(|e| format!("cannot run the fixture: {e}"))?;
+        let got = if out.status.success() { Status::Ok } else { Status::Failed };
+        if got != expected || out.status.code().is_none() {
+            wrong.push(format!("{name}: {:?}, expected {expected:?}", out.status));
+        }
+    }
+    let exchanges = listener.stop();
+    check(wrong.is_empty(), || wrong.join("\n"))?;
+    let peers: Vec<_> = exchanges.lock().unwrap().iter().map(|(peer, _)| peer.ip()).collect();
+    check(peers == [CONTAINER_ADDR], || format!("the host end saw {peers:?}"))
+}
+
 fn settings_dump_lists_every_test() -> Result<(), Failed> {
     let fixture = fixture()?;
     let mut list = fixture.test_binary(&["--list", "--format", "terse"]);
     let plain = output_of(list.env_remove(ENV_LIST_SETTINGS))?;
-    check(!plain.contains(SETTINGS_LINE_PREFIX), || format!("a settings line without {ENV_LIST_SETTINGS}:\n{plain}"))?;
+    check(!plain.contains(SETTINGS_LINE_PREFIX), || {
+        format!("a settings line without {ENV_LIST_SETTINGS}:\n{plain}")
+    })?;
 
     let out = output_of(list.env(ENV_LIST_SETTINGS, "1"))?;
     let (first, rest) = out.split_once('\n').unwrap_or((&out, ""));
-    let json = first.strip_prefix(SETTINGS_LINE_PREFIX).ok_or_else(|| format!("the first line is not the settings line:\n{out}"))?;
+    let json = first
+        .strip_prefix(SETTINGS_LINE_PREFIX)
+        .ok_or_else(|| format!("the first line is not the settings line:\n{out}"))?;
     check(rest == plain, || format!("the list changed with the settings line:\n{rest}\nvs\n{plain}"))?;
-    let dump: SettingsDump = serde_json::from_str(json).map_err(|e| format!("bad settings JSON {json}: {e}"))?;
+    let dump: SettingsDump =
+        serde_json::from_str(json).map_err(|e| format!("bad settings JSON {json}: {e}"))?;
     check(dump.version == 1, || format!("version {}", dump.version))?;
 
     let listed: Vec<&str> = plain.lines().filter_map(|l| l.strip_suffix(": test")).collect();
@@ -241,23 +324,32 @@ fn unsandboxed_fails_skips_or_runs() -> Result<(), Failed> {
     // By default: fail, saying what is missing and both ways out.
     let (l, out) = run(None, &["--exact", "at_root"])?;
     let msg = l.failed("at_root")?;
-    for part in ["cvtest needs ", "to run this test in a container: ", "CVTEST_UNSANDBOXED=skip", "CVTEST_UNSANDBOXED=run"] {
+    for part in [
+        "sudo -E",
+        "CAP_SYS_ADMIN",
+        "CVTEST_UNSANDBOXED=skip to skip such tests",
+        "CVTEST_UNSANDBOXED=run to run them without isolation",
+    ] {
         check(msg.contains(part), || format!("no {part:?} in\n{out}"))?;
     }
     // skip: passes without running, also where a panic was expected.
-    let (l, out) = run(Some("skip"), &["--exact", "at_root", "outcomes::should_panic_expected_ok", "--nocapture"])?;
-    l.expect("at_root", Status::Ok)?;
-    l.expect("outcomes::should_panic_expected_ok", Status::Ok)?;
-    check(out.contains("cvtest: skipped (CVTEST_UNSANDBOXED=skip): cvtest needs "), || out.clone())?;
+    let (_, out) =
+        run(Some("skip"), &["--exact", "at_root", "outcomes::should_panic_expected_ok", "--nocapture"])?;
+    summary_passed(&out, 2)?;
+    check(out.contains("cvtest: skipped (CVTEST_UNSANDBOXED=skip): "), || out.clone())?;
     // run: the body runs here, without a container.
-    let (l, out) = run(Some("run"), &["--exact", "reports_where_it_runs", "--nocapture"])?;
-    l.expect("reports_where_it_runs", Status::Ok)?;
-    check(out.contains("cvtest: running without isolation or limits (CVTEST_UNSANDBOXED=run)"), || out.clone())?;
+    let (_, out) = run(Some("run"), &["--exact", "reports_where_it_runs", "--nocapture"])?;
+    summary_passed(&out, 1)?;
+    check(out.contains("cvtest: running without isolation or limits (CVTEST_UNSANDBOXED=run)"), || {
+        out.clone()
+    })?;
     check(out.contains("fixture: CVTEST_CONTAINER=unset"), || out.clone())?;
     // Anything else is a mistake, said as such.
     let (l, _) = run(Some("yes"), &["--exact", "at_root"])?;
     let msg = l.failed("at_root")?;
-    check(msg.contains("CVTEST_UNSANDBOXED=\"yes\" is not understood: set it to skip or run"), || msg.to_owned())
+    check(msg.contains("CVTEST_UNSANDBOXED=\"yes\" is not understood: set it to skip or run"), || {
+        msg.to_owned()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,7 +372,10 @@ impl Fixture {
 
     fn cargo(&self) -> Command {
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.arg("test").arg("--manifest-path").arg(self.dir.join("Cargo.toml")).env("CARGO_TARGET_DIR", &self.target_dir);
+        cmd.arg("test")
+            .arg("--manifest-path")
+            .arg(self.dir.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &self.target_dir);
         clean_env(&mut cmd);
         cmd
     }
@@ -288,9 +383,17 @@ impl Fixture {
 
 /// What the fixture's tests must not inherit from this process's environment.
 fn clean_env(cmd: &mut Command) {
-    for var in ["CVTEST_CONTAINER", "CVTEST_UNSANDBOXED", ENV_LIST_SETTINGS, "RUST_TEST_THREADS", "RUST_TEST_NOCAPTURE"] {
+    for var in [
+        "CVTEST_CONTAINER",
+        "CVTEST_UNSANDBOXED",
+        ENV_LIST_SETTINGS,
+        "RUST_TEST_THREADS",
+        "RUST_TEST_NOCAPTURE",
+    ] {
         cmd.env_remove(var);
     }
+    // Panic messages without backtraces keep the compared output short.
+    cmd.env("RUST_BACKTRACE", "0");
 }
 
 fn fixture() -> Result<&'static Fixture, Failed> {
@@ -356,16 +459,22 @@ struct EchoListener {
 
 impl EchoListener {
     fn start() -> Result<Self, String> {
-        use nix::sys::socket::{bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn};
+        use nix::sys::socket::{
+            bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+        };
         use std::os::fd::AsRawFd;
 
-        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(|e| format!("socket: {e}"))?;
+        let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| format!("socket: {e}"))?;
         // The address appears only when the fixture's veth is configured.
         setsockopt(&fd, sockopt::IpFreebind, &true).map_err(|e| format!("IP_FREEBIND: {e}"))?;
-        bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(HOST_END, 0))).map_err(|e| format!("bind {HOST_END}: {e}"))?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(SocketAddrV4::new(HOST_END, 0)))
+            .map_err(|e| format!("bind {HOST_END}: {e}"))?;
         listen(&fd, Backlog::new(8).expect("valid backlog")).map_err(|e| format!("listen: {e}"))?;
         let listener = TcpListener::from(fd);
-        let SocketAddr::V4(addr) = listener.local_addr().map_err(|e| e.to_string())? else { unreachable!("an IPv4 socket") };
+        let SocketAddr::V4(addr) = listener.local_addr().map_err(|e| e.to_string())? else {
+            unreachable!("an IPv4 socket")
+        };
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -418,17 +527,26 @@ struct Libtest {
 }
 
 impl Libtest {
+    /// Parses a run with captured output (no `--nocapture`): one result line per test, then a
+    /// section `---- NAME stdout ----` per failed test (whose text may hold a whole inner libtest
+    /// run, with its own `---- NAME stdout ----` and `failures:` lines), then the final
+    /// `failures:` list and the summary.
     fn parse(stdout: &str) -> Libtest {
+        let lines: Vec<&str> = stdout.lines().collect();
+        let end = lines.iter().rposition(|l| *l == "failures:").unwrap_or(lines.len());
         let mut results = BTreeMap::new();
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
         let mut section: Option<String> = None;
-        for line in stdout.lines() {
-            if let Some(name) = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----")) {
-                section = Some(strip_should_panic(name).to_owned());
-                continue;
-            }
-            if line == "failures:" {
-                section = None;
+        for line in &lines[..end] {
+            let header = line.strip_prefix("---- ").and_then(|l| l.strip_suffix(" stdout ----"));
+            match (header, &section) {
+                // The inner run's header for the same test is part of the outer section.
+                (Some(name), Some(current)) if name == current => {}
+                (Some(name), _) => {
+                    section = Some(name.to_owned());
+                    continue;
+                }
+                (None, _) => {}
             }
             if let Some(name) = &section {
                 let text = failures.entry(name.clone()).or_default();
@@ -436,14 +554,16 @@ impl Libtest {
                 text.push('\n');
                 continue;
             }
-            let Some((name, status)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) else { continue };
+            let Some((name, status)) = line.strip_prefix("test ").and_then(|l| l.split_once(" ... ")) else {
+                continue;
+            };
             let status = match status {
                 "ok" => Status::Ok,
                 "FAILED" => Status::Failed,
                 s if s.starts_with("ignored") => Status::Ignored,
                 _ => continue,
             };
-            results.insert(strip_should_panic(name).to_owned(), status);
+            results.insert(name.strip_suffix(" - should panic").unwrap_or(name).to_owned(), status);
         }
         Libtest { results, failures }
     }
@@ -456,12 +576,19 @@ impl Libtest {
     /// The output shown for a test that must have failed.
     fn failed(&self, name: &str) -> Result<&str, Failed> {
         self.expect(name, Status::Failed)?;
-        self.failures.get(name).map(String::as_str).ok_or_else(|| format!("no failure output for {name}").into())
+        self.failures
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("no failure output for {name}").into())
     }
 }
 
-fn strip_should_panic(name: &str) -> &str {
-    name.strip_suffix(" - should panic").unwrap_or(name)
+/// With `--nocapture` a test's output (here: a whole inner libtest run) lands amid the result
+/// lines, so such a run is judged by its last summary line: `ok` and how many passed.
+fn summary_passed(out: &str, passed: usize) -> Result<(), Failed> {
+    let summary = out.lines().rev().find(|l| l.starts_with("test result: ")).unwrap_or("no summary");
+    let expected = format!("test result: ok. {passed} passed; 0 failed;");
+    check(summary.starts_with(&expected), || format!("expected {expected:?}, got {summary:?} in\n{out}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -485,13 +612,13 @@ fn output_of(cmd: &mut Command) -> Result<String, Failed> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
 
-/// The command as an unprivileged user: `nobody` through setpriv when we are root, else as we are.
+/// The command as `nobody`, through setpriv.
 fn unprivileged(cmd: Command) -> Command {
-    if missing_privileges().is_some() {
-        return cmd;
-    }
     let mut wrapped = Command::new("setpriv");
-    wrapped.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(cmd.get_program()).args(cmd.get_args());
+    wrapped
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     if let Some(dir) = cmd.get_current_dir() {
         wrapped.current_dir(dir);
     }

@@ -18,7 +18,6 @@ fn main() {
     if let Some(code) = helpers::run_if_requested() {
         std::process::exit(code);
     }
-    cgroup::run_helper_if_requested();
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     trials.extend(cgroup::trials());
