@@ -371,6 +371,8 @@ def peers(args):
         "`spawn-timer` (C: fork/clone + execv + waitpid, CLOCK_MONOTONIC), inside a private mount and "
         "cgroup namespace rooted at a bench cgroup. The peers are whole CLI launches, as a user runs them."
     )
+    for line in (cv or {}).get("phase_lines", []):
+        R.say(f"- {line}")
     if cv:
         R.say(
             f"cvtest rows: `cargo bench --bench container` ({cv['iterations']} iterations, interleaved with its own "
@@ -418,12 +420,16 @@ def cvtest_container_bench(args):
     out = {"iterations": args.cv_iterations}
     names = {"fork+exec+wait": "baseline", "std::process::Command": "std", "container, no network": "plain", "container with veth": "veth"}
     for line in p.stdout.splitlines():
-        m = re.match(r"(.+?)\s+([\d.]+)µs\s+([\d.]+)µs\s+([\d.]+)x", line)
-        if not m:
+        # "NAME [MIN]µs MEDIANµs P90µs RATIOx [MIN-RATIOx]": older versions print no minimum.
+        us = [float(x) for x in re.findall(r"([\d.]+)µs", line)]
+        xs = [float(x) for x in re.findall(r"([\d.]+)x\b", line)]
+        if len(us) not in (2, 3) or not xs:
             continue
         for prefix, key in names.items():
-            if m.group(1).startswith(prefix):
-                out[key] = {"median": float(m.group(2)), "p90": float(m.group(3)), "ratio": float(m.group(4))}
+            if line.startswith(prefix):
+                out[key] = {"median": us[-2], "p90": us[-1], "ratio": xs[0], "min": us[0] if len(us) == 3 else None}
+        if line.startswith("container") and "per phase" in line:
+            out.setdefault("phase_lines", []).append(line.strip())
     if "baseline" not in out:
         R.say("- skipped: could not parse the container benchmark's output:\n" + p.stdout[-800:])
         return None
