@@ -283,8 +283,8 @@ def own_keys(own):
 def parse_timer(out):
     res = {}
     for line in out.strip().splitlines():
-        label, status, n, med, p10, p90, mean = line.split("\t")
-        res[label] = {"status": status, "n": int(n), "median": float(med), "p10": float(p10), "p90": float(p90)}
+        label, status, n, med, p10, p90, mean, mn = line.split("\t")
+        res[label] = {"status": status, "n": int(n), "median": float(med), "p10": float(p10), "p90": float(p90), "min": float(mn)}
     return res
 
 
@@ -347,14 +347,15 @@ def peers(args):
     if p.stderr.strip():
         R.note("peer stderr: " + p.stderr.strip()[-300:])
     base = res[cases[0][0]]["median"]
+    base_min = res[cases[0][0]]["min"]
     rows = []
     for label, _ in cases:
         r = res[label]
         if r["status"] != "ok":
-            rows.append([label, r["status"], "", "", "", "", ""])
+            rows.append([label, r["status"], "", "", "", "", "", "", ""])
             continue
         ref = next((v for k, v in REFERENCE.items() if label.startswith(k)), "")
-        rows.append([label, fmt_us(r["median"]), fmt_us(r["p10"]), fmt_us(r["p90"]), ratio(r["median"], base), ratio(r["median"], base), ref])
+        rows.append([label, fmt_us(r["median"]), fmt_us(r["min"]), fmt_us(r["p90"]), ratio(r["median"], base), ratio(r["median"], base), ratio(r["min"], base_min), ref])
     R.data["peers"] = res
 
     cv = cvtest_container_bench(args)
@@ -364,12 +365,16 @@ def peers(args):
         for key, label, target in (("plain", "cvtest Container, no network", "≤ 4×"), ("veth", "cvtest Container with veth", "≤ 5×")):
             c = cv.get(key)
             if c:
-                rows.append([label, fmt_us(c["median"]), "", fmt_us(c["p90"]), ratio(c["median"], cvbase), ratio(c["median"], base), f"target {target}"])
-    R.table(["case", "median", "p10", "p90", "× fork+exec of its own loop", "× peers' fork+exec", "issue 6"], rows)
+                cvmin = cv["baseline"].get("min")
+                rows.append([label, fmt_us(c["median"]), fmt_us(c["min"]) if c.get("min") else "", fmt_us(c["p90"]),
+                             ratio(c["median"], cvbase), ratio(c["median"], base),
+                             ratio(c["min"], cvmin) if c.get("min") and cvmin else "", f"target {target}"])
+    R.table(["case", "median", "min", "p90", "× fork+exec of its own loop", "× peers' fork+exec", "min ÷ min of its loop", "issue 6"], rows)
     R.say(
         f"{args.iterations} iterations per case (after warm-up), all peer cases interleaved round-robin by "
         "`spawn-timer` (C: fork/clone + execv + waitpid, CLOCK_MONOTONIC), inside a private mount and "
-        "cgroup namespace rooted at a bench cgroup. The peers are whole CLI launches, as a user runs them."
+        "cgroup namespace rooted at a bench cgroup. The peers are whole CLI launches, as a user runs them. "
+        "The ratio of minimums is the least sensitive to other load on the machine."
     )
     for line in (cv or {}).get("phase_lines", []):
         R.say(f"- {line}")
@@ -606,6 +611,26 @@ def runners_for(manifest, package, cvtest, target_env, jobs=None):
     return out
 
 
+def before_dir(args):
+    """A directory whose `cargo-cvtest` is the --before-cvtest-bin build, for PATH."""
+    d = os.path.join(WORK, "before-bin")
+    os.makedirs(d, exist_ok=True)
+    link = os.path.join(d, "cargo-cvtest")
+    if os.path.lexists(link):
+        os.remove(link)
+    os.symlink(os.path.abspath(args.before_cvtest_bin), link)
+    return d
+
+
+def cvtest_before(args, manifest, package, target_env, jobs=None):
+    """`cargo cvtest` with the --before-cvtest-bin build first on PATH (an A/B in the same run)."""
+    sel = ["--manifest-path", manifest] + (["-p", package] if package else [])
+    j = ["-j", str(jobs)] if jobs else []
+    env = dict(target_env)
+    env["PATH"] = before_dir(args) + os.pathsep + target_env.get("PATH", "")
+    return Runner("cargo cvtest (before)", ["cargo", "cvtest"] + j + sel, env)
+
+
 def cvtest_extra_jobs(manifest, package, target_env):
     """`cargo cvtest -j CPUs+1`: one more container than CPUs, to overlap a container's setup and
     teardown latency with the others' work."""
@@ -670,6 +695,8 @@ def suites(args, cvtest_exe):
         runners = runners_for(manifest, package, cvtest_exe, tenv)
         if cvtest_exe:
             runners.append(cvtest_extra_jobs(manifest, package, tenv))
+        if cvtest_exe and args.before_cvtest_bin:
+            runners.append(cvtest_before(args, manifest, package, tenv))
         # Warm-up: builds anything a runner builds differently (and fills the page cache).
         for r in runners:
             R.note(f"warm-up: {r.name} on {title}")
@@ -708,6 +735,16 @@ def suites(args, cvtest_exe):
     )
     R.say()
     R.data["suites"] = data
+    if args.before_cvtest_bin and cvtest_exe:
+        R.say(f"Before/after in the same run: `cargo cvtest` built from `{args.before_label}` (before) and from this "
+              "tree (after), interleaved with the others:")
+        R.say()
+        ab_rows = []
+        for title, d in data.items():
+            med = d["median_s"]
+            b, a, nx = med.get("cargo cvtest (before)"), med.get("cargo cvtest"), med.get("cargo nextest run")
+            ab_rows.append([title, fmt_s(b) if b else "–", fmt_s(a) if a else "–", ratio(a, b), ratio(b, nx), ratio(a, nx)])
+        R.table(["suite", "before", "after", "after ÷ before", "before ÷ nextest", "after ÷ nextest"], ab_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,8 +821,12 @@ def scale(args, cvtest_exe):
 
     # Tests (containers) per second at -j 1, 2, 4.
     jobs = []
+    before = bool(cvtest_exe and args.before_cvtest_bin)
     for j in (1, 2, 4):
         for r in runners_for(manifest, None, cvtest_exe, env, jobs=j)[1:]:
+            jobs.append((f"{r.name} -j{j}", r.argv, r.env))
+        if before:
+            r = cvtest_before(args, manifest, None, env, jobs=j)
             jobs.append((f"{r.name} -j{j}", r.argv, r.env))
     res = timed_rounds(jobs, args.scale_runs, args.suite_timeout)
     rows = []
@@ -802,6 +843,10 @@ def scale(args, cvtest_exe):
           f"median of {args.scale_runs} interleaved run(s):")
     R.say()
     R.table(["jobs", "cargo nextest run", "cargo cvtest"], rows)
+    if before:
+        R.table(["jobs", f"cargo cvtest (before: {args.before_label})", "cargo cvtest (after)", "after ÷ before"],
+                [[f"-j {j}"] + [f"{1000 / res[k][0]:.0f}/s" if res[k][0] else "timeout" for k in (f"cargo cvtest (before) -j{j}", f"cargo cvtest -j{j}")]
+                 + [ratio(res[f"cargo cvtest (before) -j{j}"][0], res[f"cargo cvtest -j{j}"][0]) + " faster"] for j in (1, 2, 4)])
 
     # Peak RSS of the runner process.
     if cvtest_exe:
@@ -862,6 +907,8 @@ def main():
     p.add_argument("--only", default="peers,suites,scale", help="comma-separated parts: peers,suites,scale")
     p.add_argument("--cvtest-bin", help="use this cargo-cvtest binary instead of building it")
     p.add_argument("--no-cvtest", action="store_true", help="measure only the peers and the other runners")
+    p.add_argument("--before-cvtest-bin", help="a cargo-cvtest built from an older commit: timed beside this tree's (A/B)")
+    p.add_argument("--before-label", default="an older build", help="what --before-cvtest-bin was built from")
     p.add_argument("--out", help="also write the Markdown report here")
     args = p.parse_args()
     if args.quick:

@@ -15,7 +15,7 @@
  * whole run: iterations stop when the budget is spent (at least 5 measured iterations are kept).
  *
  * Output, one tab-separated line per case:
- *   LABEL  ok|failed:REASON  N  MEDIAN_US  P10_US  P90_US  MEAN_US
+ *   LABEL  ok|failed:REASON  N  MEDIAN_US  P10_US  P90_US  MEAN_US  MIN_US
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -197,15 +197,15 @@ int main(int argc, char **argv) {
     for (int k = 0; k < ncases; k++) {
         struct bench_case *c = &cases[k];
         if (c->failed || c->n == 0) {
-            printf("%s\tfailed:%s\t0\t0\t0\t0\t0\n", c->label, c->why[0] ? c->why : "no-samples");
+            printf("%s\tfailed:%s\t0\t0\t0\t0\t0\t0\n", c->label, c->why[0] ? c->why : "no-samples");
             continue;
         }
         qsort(c->samples, c->n, sizeof(double), cmp_double);
         double sum = 0;
         for (size_t s = 0; s < c->n; s++)
             sum += c->samples[s];
-        printf("%s\tok\t%zu\t%.1f\t%.1f\t%.1f\t%.1f\n", c->label, c->n, pct(c->samples, c->n, 50),
-               pct(c->samples, c->n, 10), pct(c->samples, c->n, 90), sum / (double)c->n);
+        printf("%s\tok\t%zu\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\n", c->label, c->n, pct(c->samples, c->n, 50),
+               pct(c->samples, c->n, 10), pct(c->samples, c->n, 90), sum / (double)c->n, c->samples[0]);
     }
     return 0;
 }
