@@ -844,9 +844,9 @@ def scale(args, cvtest_exe):
     R.say()
     R.table(["jobs", "cargo nextest run", "cargo cvtest"], rows)
     if before:
-        R.table(["jobs", f"cargo cvtest (before: {args.before_label})", "cargo cvtest (after)", "after ÷ before"],
+        R.table(["jobs", f"cargo cvtest (before: {args.before_label})", "cargo cvtest (after)", "speed-up (before time ÷ after time)"],
                 [[f"-j {j}"] + [f"{1000 / res[k][0]:.0f}/s" if res[k][0] else "timeout" for k in (f"cargo cvtest (before) -j{j}", f"cargo cvtest -j{j}")]
-                 + [ratio(res[f"cargo cvtest (before) -j{j}"][0], res[f"cargo cvtest -j{j}"][0]) + " faster"] for j in (1, 2, 4)])
+                 + [ratio(res[f"cargo cvtest (before) -j{j}"][0], res[f"cargo cvtest -j{j}"][0])] for j in (1, 2, 4)])
 
     # Peak RSS of the runner process.
     if cvtest_exe:
