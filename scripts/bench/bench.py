@@ -426,6 +426,9 @@ def cvtest_container_bench(args):
     names = {"fork+exec+wait": "baseline", "std::process::Command": "std", "container, no network": "plain", "container with veth": "veth"}
     for line in p.stdout.splitlines():
         # "NAME [MIN]µs MEDIANµs P90µs RATIOx [MIN-RATIOx]": older versions print no minimum.
+        if line.startswith("container") and "per phase" in line:
+            out.setdefault("phase_lines", []).append(line.strip())
+            continue
         us = [float(x) for x in re.findall(r"([\d.]+)µs", line)]
         xs = [float(x) for x in re.findall(r"([\d.]+)x\b", line)]
         if len(us) not in (2, 3) or not xs:
@@ -433,8 +436,6 @@ def cvtest_container_bench(args):
         for prefix, key in names.items():
             if line.startswith(prefix):
                 out[key] = {"median": us[-2], "p90": us[-1], "ratio": xs[0], "min": us[0] if len(us) == 3 else None}
-        if line.startswith("container") and "per phase" in line:
-            out.setdefault("phase_lines", []).append(line.strip())
     if "baseline" not in out:
         R.say("- skipped: could not parse the container benchmark's output:\n" + p.stdout[-800:])
         return None
