@@ -51,8 +51,16 @@ fn main() {
         Case { name: "full (no network)", opts: Options::new(), samples: Default::default() },
         Case { name: "without CGROUPS", opts: without(Caps::CGROUPS), samples: Default::default() },
         Case { name: "without FILESYSTEM", opts: without(Caps::FILESYSTEM), samples: Default::default() },
-        Case { name: "without PROCESS_CONTROL", opts: without(Caps::PROCESS_CONTROL), samples: Default::default() },
-        Case { name: "only netns (Caps::NONE)", opts: Options::new().set_caps(Caps::NONE).clone(), samples: Default::default() },
+        Case {
+            name: "without PROCESS_CONTROL",
+            opts: without(Caps::PROCESS_CONTROL),
+            samples: Default::default(),
+        },
+        Case {
+            name: "only netns (Caps::NONE)",
+            opts: Options::new().set_caps(Caps::NONE).clone(),
+            samples: Default::default(),
+        },
     ];
     if veth {
         cases.push(Case { name: "full with veth", opts: Options::new(), samples: Default::default() });
@@ -60,8 +68,9 @@ fn main() {
     let mut cmd = Command::new(&program);
     cmd.args(&program_args).env_clear().stdout(Stdio::Null).stderr(Stdio::Null);
     let path = CString::new(program.to_str().expect("utf-8 path")).expect("no NUL");
-    let argv_c: Vec<CString> =
-        std::iter::once(path.clone()).chain(program_args.iter().map(|a| CString::new(a.as_str()).expect("no NUL"))).collect();
+    let argv_c: Vec<CString> = std::iter::once(path.clone())
+        .chain(program_args.iter().map(|a| CString::new(a.as_str()).expect("no NUL")))
+        .collect();
     let mut base = Vec::new();
 
     // The baseline twice: in a block of its own before any container (nothing else running), and
@@ -113,8 +122,16 @@ fn main() {
     let b = median(&mut base);
     let bb = median(&mut block);
     println!("case\tcreate_us\tspawn_us\twait_us\tdestroy_us\ttotal_us\tratio\tratio_block");
-    println!("fork+exec+wait, block before the containers\t\t\t\t\t{:.0}\t{:.2}\t1.00", bb.as_secs_f64() * 1e6, bb.as_secs_f64() / b.as_secs_f64());
-    println!("fork+exec+wait, interleaved\t\t\t\t\t{:.0}\t1.00\t{:.2}", b.as_secs_f64() * 1e6, b.as_secs_f64() / bb.as_secs_f64());
+    println!(
+        "fork+exec+wait, block before the containers\t\t\t\t\t{:.0}\t{:.2}\t1.00",
+        bb.as_secs_f64() * 1e6,
+        bb.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "fork+exec+wait, interleaved\t\t\t\t\t{:.0}\t1.00\t{:.2}",
+        b.as_secs_f64() * 1e6,
+        b.as_secs_f64() / bb.as_secs_f64()
+    );
     for case in &mut cases {
         let m: Vec<Duration> = case.samples.iter_mut().map(|s| median(s)).collect();
         println!(
@@ -137,7 +154,8 @@ fn median(s: &mut [Duration]) -> Duration {
 }
 
 fn fork_exec_wait(path: &CString, args: &[CString]) {
-    let argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv: Vec<*const libc::c_char> =
+        args.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
     let envp = [std::ptr::null()];
     let devnull = CString::new("/dev/null").expect("no NUL");
     // SAFETY: single-threaded; the child only calls open, dup2, execve and _exit.
