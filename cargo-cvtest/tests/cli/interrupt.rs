@@ -87,9 +87,17 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
     if !stderr.contains("Interrupted") || !stderr.contains("Summary") {
         return Err(format!("no partial summary\n{ctx}").into());
     }
-    let cancelled = lines.iter().filter(|l| l.contains("\"status\":\"cancelled\"")).count();
-    if cancelled != 2 {
-        return Err(format!("{cancelled} cancelled tests, want the 2 sleepers\n{ctx}").into());
+    // Both sleepers are cancelled; so may be a short test that was just starting when the
+    // signal came (a race the test cannot rule out), but nothing else.
+    let cancelled: Vec<&String> = lines.iter().filter(|l| l.contains("\"status\":\"cancelled\"")).collect();
+    let sleepers = cancelled.iter().filter(|l| l.contains("sleeps_30s")).count();
+    let others_ok = cancelled.iter().all(|l| l.contains("sleeps_30s") || l.contains("\"name\":\"ok::"));
+    if sleepers != 2 || !others_ok {
+        return Err(format!(
+            "{} cancelled tests, want the 2 sleepers (and at most a starting ok:: test)\n{ctx}",
+            cancelled.len()
+        )
+        .into());
     }
     let left = leftovers_of(pid);
     let mut procs = processes_running_from(&target.join("debug/deps"));
