@@ -6,6 +6,7 @@ use cvtest::Peaks;
 
 use crate::cli::Isolation;
 use crate::settings::{Effective, Expect};
+use crate::testlist::TestCase;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +115,31 @@ pub struct TestFinished {
 }
 
 impl TestFinished {
+    /// `t` of binary `binary_id` ended as `status` with nothing measured yet: no peaks, no
+    /// output, zero duration. Callers fill in what they learn.
+    pub fn unmeasured(
+        binary_id: &str,
+        t: &TestCase,
+        status: Status,
+        started_at: Instant,
+        scope: PeakScope,
+    ) -> Self {
+        TestFinished {
+            binary_id: binary_id.to_owned(),
+            name: t.name.clone(),
+            status,
+            expect: t.expect,
+            started_at,
+            duration: Duration::ZERO,
+            peaks: None,
+            pids_limit_hit: false,
+            scope,
+            settings: t.settings.clone(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         self.status.meets(self.expect)
     }

@@ -263,20 +263,8 @@ fn run_tests(
         &mut reporters,
     );
     for t in ignored {
-        let ev = TestFinished {
-            binary_id: list.binary_of(t).bin.id.clone(),
-            name: t.name.clone(),
-            status: Status::Ignored,
-            expect: t.expect,
-            started_at: started,
-            duration: Duration::ZERO,
-            peaks: None,
-            pids_limit_hit: false,
-            scope: PeakScope::Test,
-            settings: t.settings.clone(),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        };
+        let ev =
+            TestFinished::unmeasured(&list.binary_of(t).bin.id, t, Status::Ignored, started, PeakScope::Test);
         emit(Event::TestFinished(Box::new(ev)), &mut reporters);
     }
 

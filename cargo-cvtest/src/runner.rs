@@ -183,20 +183,7 @@ impl Runner<'_> {
         }
         let cmd = self.command(b, args);
         let started = Instant::now();
-        let mut r = TestFinished {
-            binary_id: b.bin.id.clone(),
-            name: t.name.clone(),
-            status: Status::Pass,
-            expect: t.expect,
-            started_at: started,
-            duration: Duration::ZERO,
-            peaks: None,
-            pids_limit_hit: false,
-            scope: PeakScope::Test,
-            settings: t.settings.clone(),
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-        };
+        let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
         match self.contain(ticket, &t.settings, &cmd) {
             Ok(o) => {
                 r.status = self.status(&o);
@@ -273,18 +260,8 @@ impl Runner<'_> {
                 },
             };
             let r = TestFinished {
-                binary_id: b.bin.id.clone(),
-                name: t.name.clone(),
-                status,
-                expect: t.expect,
-                started_at: started,
-                duration: Duration::ZERO,
-                peaks: None,
-                pids_limit_hit: false,
-                scope: PeakScope::Binary,
-                settings: t.settings.clone(),
                 stdout,
-                stderr: Vec::new(),
+                ..TestFinished::unmeasured(&b.bin.id, t, status, started, PeakScope::Binary)
             };
             any_failed |= r.verdict() == Verdict::Failure;
             let _ = events.send(Event::TestFinished(Box::new(r)));
