@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use cvtest::cgroup::{Cgroup, CgroupError, CgroupVersion, Hierarchy};
+use cvtest::cgroup::{Cgroup, CgroupError, CgroupStats, CgroupVersion, Hierarchy};
 use cvtest::{CpuWeight, Limits, MemoryLimit, PidsLimit};
 use libtest_mimic::{Completion, Failed, Trial};
 
@@ -377,21 +377,28 @@ fn kill_all_and_destroy() -> Result<(), Failed> {
     gone(&paths)
 }
 
-fn memory_hog_is_oom_killed() -> Result<(), Failed> {
-    let mut cg = hierarchy()?
-        .create(&limits(MemoryLimit::Bytes(64 * MIB), PidsLimit::Count(64), 100, None))
-        .map_err(cg_err("create"))?;
+/// A 256 MiB hog in a cgroup with `memory`: how it ended, what it said, the cgroup's stats, and
+/// whether the kernel keeps a memory peak. The cgroup is destroyed.
+fn run_memhog(memory: MemoryLimit) -> Result<(std::process::ExitStatus, String, CgroupStats, bool), Failed> {
+    let mut cg =
+        hierarchy()?.create(&limits(memory, PidsLimit::Count(64), 100, None)).map_err(cg_err("create"))?;
     let (mut child, mut out) = helper_in(&*cg, "memhog:256")?;
     let line = first_line(&mut out);
     let status = child.wait().map_err(|e| format!("wait: {e}"))?;
     let stats = cg.stats().map_err(cg_err("stats"))?;
+    let kernel_peak = cg.has_peak_counters().memory;
     cg.destroy().map_err(cg_err("destroy"))?;
+    Ok((status, line, stats, kernel_peak))
+}
+
+fn memory_hog_is_oom_killed() -> Result<(), Failed> {
+    let (status, line, stats, kernel_peak) = run_memhog(MemoryLimit::Bytes(64 * MIB))?;
     check(
         std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGKILL),
         format!("hog under 64M ended {status:?}, said {line:?}"),
     )?;
     check(stats.oom_kills.is_some_and(|n| n >= 1), format!("oom kills {stats:?}"))?;
-    check(cg.has_peak_counters().memory, "memory peak counter")?;
+    check(kernel_peak, "memory peak counter")?;
     let peak = stats.memory_peak.ok_or("no memory peak")?;
     check(!peak.sampled, "kernel peak")?;
     let ratio = peak.value as f64 / (64 * MIB) as f64;
@@ -400,14 +407,7 @@ fn memory_hog_is_oom_killed() -> Result<(), Failed> {
 }
 
 fn memory_hog_passes_under_max() -> Result<(), Failed> {
-    let mut cg = hierarchy()?
-        .create(&limits(MemoryLimit::Max, PidsLimit::Count(64), 100, None))
-        .map_err(cg_err("create"))?;
-    let (mut child, mut out) = helper_in(&*cg, "memhog:256")?;
-    let line = first_line(&mut out);
-    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
-    let stats = cg.stats().map_err(cg_err("stats"))?;
-    cg.destroy().map_err(cg_err("destroy"))?;
+    let (status, line, stats, _) = run_memhog(MemoryLimit::Max)?;
     check(
         status.success() && line == "touched 256 MiB",
         format!("hog under max ended {status:?}, said {line:?}"),

@@ -215,43 +215,20 @@ fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
 
 fn memory_budget_serializes_tests() -> Result<(), Failed> {
     let names = ["ok::binds_port_8080_a", "ok::binds_port_8080_b"];
-    // Two 200M tests, a 300M budget: one at a time, although -j 2.
-    let out = cvtest(
-        "basic",
-        &[
-            "--lib",
-            "-j",
-            "2",
-            "--memory",
-            "200M",
-            "--memory-budget",
-            "300M",
-            "--message-format",
-            "json",
-            "binds_port",
-        ],
-    );
+    // Two 200M tests at -j 2 under `budget`: their (start, end) intervals, and the output.
+    let run = |budget: &str| {
+        let args = ["--lib", "-j", "2", "--memory", "200M", "--memory-budget", budget];
+        let out = cvtest("basic", &[&args[..], &["--message-format", "json", "binds_port"]].concat());
+        let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
+        (out, iv)
+    };
+    // A 300M budget: one at a time, although -j 2.
+    let (out, iv) = run("300M");
     exit_code(&out, 0)?;
-    let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
     check(!overlap(iv[0], iv[1]), &format!("ran together under a 300M budget: {iv:?}"), &out)?;
     // With room for both they run together (each sleeps 300 ms).
-    let out = cvtest(
-        "basic",
-        &[
-            "--lib",
-            "-j",
-            "2",
-            "--memory",
-            "200M",
-            "--memory-budget",
-            "1G",
-            "--message-format",
-            "json",
-            "binds_port",
-        ],
-    );
+    let (out, iv) = run("1G");
     exit_code(&out, 0)?;
-    let iv = intervals(&tests_by_name(&json_lines(&out)), &names);
     check(overlap(iv[0], iv[1]), &format!("did not run together under a 1G budget: {iv:?}"), &out)?;
     // A test bigger than the budget still runs (alone).
     let out =
