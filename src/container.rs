@@ -28,6 +28,7 @@ use crate::outcome::{Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
 use crate::sys::{self, Errno};
+use crate::zygote::Zygote;
 
 /// What to run inside a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +225,19 @@ impl Container {
     /// Starts `command` as the container's main process (PID 2 under the container's PID 1).
     /// One per container.
     pub fn spawn(&mut self, command: &Command) -> Result<(), SpawnError> {
+        self.spawn_with(command, None)
+    }
+
+    /// Like [`Container::spawn`], but the container's init is cloned by `zygote`, which saves a
+    /// multi-threaded caller the cost of copying its own address space (see [`crate::zygote`]).
+    /// The init is this process's child all the same. If the zygote cannot do it (it is gone,
+    /// or goes during the call), the init is cloned directly, [`Zygote::lost`] says why, and
+    /// later calls with it clone directly too: the spawn never fails because of the zygote.
+    pub fn spawn_via(&mut self, zygote: &mut Zygote, command: &Command) -> Result<(), SpawnError> {
+        self.spawn_with(command, Some(zygote))
+    }
+
+    fn spawn_with(&mut self, command: &Command, zygote: Option<&mut Zygote>) -> Result<(), SpawnError> {
         if self.running.is_some() || self.outcome.is_some() {
             return Err(SpawnError::AlreadySpawned);
         }
@@ -237,7 +251,7 @@ impl Container {
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
-            spawn::spawn(&request)?;
+            spawn::spawn(&request, zygote)?;
         if !self.caps.contains(Caps::PROCESS_CONTROL) {
             self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
         }

@@ -80,6 +80,39 @@ pub enum SpawnError {
     Network(#[from] NetError),
 }
 
+/// A [`crate::zygote::Zygote`] could not start, or stopped serving (then spawns through it are
+/// done directly: see [`crate::zygote::Zygote::lost`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    #[error(
+        "this process is itself a zygote that did not serve: call cvtest::zygote::serve_if_requested() first thing in main"
+    )]
+    Nested,
+    #[error("failed to start the zygote process")]
+    Start(#[source] io::Error),
+    #[error(
+        "the zygote process ended ({status}) without serving: the program must call \
+         cvtest::zygote::serve_if_requested() first thing in main"
+    )]
+    NotServing { status: String },
+    #[error("the zygote (pid {pid}) did not answer within {waited:?}")]
+    NoAnswer { pid: i32, waited: std::time::Duration },
+    #[error("the zygote speaks protocol {found}, this program {expected} (the program's binary changed since it started)")]
+    Protocol { found: u32, expected: u32 },
+    #[error("the zygote (pid {pid}) died ({status})")]
+    Died { pid: i32, status: String },
+    #[error("failed to talk to the zygote (pid {pid})")]
+    Channel {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the zygote (pid {pid}) refused a request: {reason}")]
+    Refused { pid: i32, reason: &'static str },
+    #[error("the zygote (pid {pid}) sent a malformed reply")]
+    Garbled { pid: i32 },
+}
+
 /// [`crate::Container::wait`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WaitError {

@@ -35,14 +35,16 @@ mod preflight;
 mod sandbox;
 pub mod sweep;
 mod sys;
+pub mod zygote;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use container::{Command, Container, KillHandle};
-pub use error::{CreateError, DestroyError, SpawnError, WaitError};
+pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
 pub use options::{Caps, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
+pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;
 pub use cvtest_spec as spec;

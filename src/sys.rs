@@ -9,7 +9,7 @@
 
 use std::ffi::{CStr, CString};
 use std::mem::{size_of, MaybeUninit};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, pid_t};
@@ -41,7 +41,7 @@ fn opt_ptr(s: Option<&CStr>) -> *const c_char {
 /// keeps every pointer valid for as long as the array lives.
 #[derive(Debug)]
 pub(crate) struct CStrArray {
-    _strings: Vec<CString>,
+    strings: Vec<CString>,
     ptrs: Vec<*const c_char>,
 }
 
@@ -49,7 +49,12 @@ impl CStrArray {
     pub(crate) fn new(strings: Vec<CString>) -> Self {
         let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(ptr::null());
-        CStrArray { _strings: strings, ptrs }
+        CStrArray { strings, ptrs }
+    }
+
+    /// The strings, without the terminating NULL.
+    pub(crate) fn strings(&self) -> &[CString] {
+        &self.strings
     }
 
     fn as_ptr(&self) -> *const *const c_char {
@@ -482,7 +487,9 @@ pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// Clones the container's init: `clone3(flags | CLONE_PIDFD)`, into `cgroup` when given
 /// (`CLONE_INTO_CGROUP`), with no exit signal (so no SIGCHLD reaches this process and only a
 /// `__WALL` wait reaps it). The child runs [`init::run`] and never returns here. Returns the
-/// child's pid and a pidfd for it.
+/// child's pid and a pidfd for it. A zygote passes `CLONE_PARENT` in `flags`: the init is then
+/// the child of the zygote's parent, and inherits the zygote's exit signal (none, see
+/// [`spawn_zygote`]).
 pub(crate) fn clone_init(
     flags: u64,
     cgroup: Option<BorrowedFd<'_>>,
@@ -565,4 +572,166 @@ pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, nohang: bool) -> Result<Option
         };
         return Ok(Some(raw));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The zygote (see `crate::zygote`).
+// ---------------------------------------------------------------------------------------------
+
+/// What the zygote's process needs between its clone and its exec, prepared by the caller.
+struct ZygoteExec<'a> {
+    exe: &'a CStr,
+    argv: &'a CStrArray,
+    envp: &'a CStrArray,
+    socket: RawFd,
+    null: RawFd,
+    /// Where the socket goes; 0, 1 and 2 become `null`, everything above `target` is closed.
+    target: RawFd,
+    failure: Option<Errno>,
+}
+
+extern "C" fn zygote_entry(arg: *mut c_void) -> c_int {
+    // SAFETY: arg is the ZygoteExec that `spawn_zygote` passed; the parent thread is suspended
+    // (CLONE_VFORK) until this process execs or exits, so nothing else touches it.
+    let ctx = unsafe { &mut *arg.cast::<ZygoteExec<'_>>() };
+    ctx.failure = Some(exec_zygote(ctx));
+    127
+}
+
+/// Runs in the zygote's process between clone and exec, sharing the caller's memory:
+/// async-signal-safe. Puts `null` on 0, 1, 2 and the socket on `target`, closes every other fd
+/// (whatever the caller left inheritable), and execs. Returns only on failure.
+fn exec_zygote(ctx: &ZygoteExec<'_>) -> Errno {
+    let above = ctx.target + 1;
+    // A source on a number about to be replaced is moved out of the way first.
+    let lift = |fd: RawFd| if fd < above { dup_at_least(fd, above) } else { Ok(fd) };
+    let (socket, null) = match (lift(ctx.socket), lift(ctx.null)) {
+        (Ok(s), Ok(n)) => (s, n),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    for fd in 0..3 {
+        if let Err(e) = dup2(null, fd) {
+            return e;
+        }
+    }
+    if let Err(e) = dup2(socket, ctx.target) {
+        return e;
+    }
+    if let Err(e) = close_range(above as c_uint, c_uint::MAX) {
+        return e;
+    }
+    execve(ctx.exe, ctx.argv, ctx.envp)
+}
+
+/// Stack size of the zygote's process between its clone and its exec.
+const ZYGOTE_STACK: usize = 64 * 1024;
+
+/// Starts the zygote: `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` with **no exit signal**, so
+/// that the inits it later clones with `CLONE_PARENT` (which inherit its exit signal) are, like
+/// the ones cloned directly, children of this process that send it no SIGCHLD and are never
+/// reaped automatically (not even when SIGCHLD is ignored here). The child puts `null` on fds 0,
+/// 1, 2 and `socket` on `target`, closes every other fd and execs `exe`. It starts with every
+/// signal blocked (the zygote keeps them so). Returns its pid and a pidfd; an exec failure is
+/// returned as its errno (the child is reaped).
+pub(crate) fn spawn_zygote(
+    exe: &CStr,
+    argv: &CStrArray,
+    envp: &CStrArray,
+    socket: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    target: RawFd,
+) -> Result<(pid_t, OwnedFd), Errno> {
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            ZYGOTE_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let mut ctx = ZygoteExec {
+        exe,
+        argv,
+        envp,
+        socket: socket.as_raw_fd(),
+        null: null.as_raw_fd(),
+        target,
+        failure: None,
+    };
+    // No handler of this process may run in the child, which shares its memory.
+    let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises the set it is given.
+    unsafe { libc::sigfillset(all.as_mut_ptr()) };
+    // SAFETY: all was initialised above; old is written by the call.
+    let blocked = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr()) } == 0;
+    let mut pidfd: c_int = -1;
+    // SAFETY: the stack is a fresh mapping of ZYGOTE_STACK bytes and the child gets its top. With
+    // CLONE_VFORK this thread is suspended until the child execs or exits, so the child has
+    // exclusive use of `ctx`; zygote_entry runs only exec_zygote, which is async-signal-safe, and
+    // exits by returning. The exit signal (the low byte of the flags) is 0. CLONE_PIDFD stores
+    // the pidfd at the parent_tid argument, which points to `pidfd` and outlives the call.
+    let pid = unsafe {
+        libc::clone(
+            zygote_entry,
+            stack.cast::<u8>().add(ZYGOTE_STACK).cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD,
+            (&mut ctx as *mut ZygoteExec<'_>).cast(),
+            &mut pidfd as *mut c_int,
+        )
+    };
+    let err = Errno::last();
+    if blocked {
+        // SAFETY: old was filled by the successful pthread_sigmask above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), ptr::null_mut()) };
+    }
+    // SAFETY: the mapping is ours and the child no longer runs on it (it exec'd or exited).
+    unsafe { libc::munmap(stack, ZYGOTE_STACK) };
+    if pid == -1 {
+        return Err(err);
+    }
+    // SAFETY: CLONE_PIDFD made the kernel store a new pidfd that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    if let Some(errno) = ctx.failure {
+        let _ = waitid_pidfd(pidfd.as_fd(), false);
+        return Err(errno);
+    }
+    Ok((pid, pidfd))
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: `sig` arrives when the thread that started this process
+/// exits (with the whole process, or alone).
+pub(crate) fn set_parent_death_signal(sig: c_int) -> Result<(), Errno> {
+    // SAFETY: PR_SET_PDEATHSIG takes an int argument; no memory is involved.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Takes ownership of `fd`, which this process's parent gave it for its own use (the zygote's
+/// socket, named in its environment), if it is an open socket; sets `FD_CLOEXEC` on it.
+pub(crate) fn adopt_inherited_socket(fd: RawFd) -> Result<OwnedFd, Errno> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is a valid stat buffer to write to.
+    check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled st.
+    let mode = unsafe { st.assume_init() }.st_mode;
+    if mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Errno::ENOTSOCK);
+    }
+    set_cloexec(fd, true)?;
+    // SAFETY: fd is open (fstat succeeded) and, by the contract of the variable that named it,
+    // nothing else in this process uses it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The fds of an `SCM_RIGHTS` message just received: new fds that nothing else owns yet.
+pub(crate) fn adopt_received_fds(fds: impl IntoIterator<Item = RawFd>) -> Vec<OwnedFd> {
+    // SAFETY: the kernel installed each of these fds in this process for this message only;
+    // they become owned here, once, on the line they arrive.
+    fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()
 }

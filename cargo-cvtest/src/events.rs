@@ -187,6 +187,11 @@ pub enum Event {
     },
     /// `--fail-fast`: a test failed; no new tests start.
     Stopping,
+    /// Something to know that changes no result (a worker's zygote could not start or was lost,
+    /// so its containers are cloned directly).
+    Warning {
+        message: String,
+    },
     RunFinished {
         elapsed: Duration,
     },

@@ -45,6 +45,8 @@ use crate::testlist::{BinaryEntry, TestList};
 
 /// The entry point of the `cargo-cvtest` binary.
 pub fn main() -> std::process::ExitCode {
+    // Re-executed as a worker's zygote (see `runner::Runner::work`): serve, never return.
+    cvtest::zygote::serve_if_requested();
     let code = run_main(std::env::args_os());
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
@@ -274,6 +276,7 @@ fn run_tests(
         scheduler: &scheduler,
         writable,
         fail_fast: args.run.fail_fast,
+        zygote_warned: Default::default(),
     };
     let mut interrupted = None;
     let mut stopping_reported = false;

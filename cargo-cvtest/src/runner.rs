@@ -7,10 +7,11 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination};
+use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
 use crate::cli::Isolation;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
@@ -80,11 +81,26 @@ pub struct Runner<'a> {
     /// Host directories a test may write (target dir, workspace, package dirs).
     pub writable: Vec<PathBuf>,
     pub fail_fast: bool,
+    /// Set once a worker warned that its zygote is gone (one warning per run).
+    pub zygote_warned: AtomicBool,
 }
 
 impl Runner<'_> {
     /// One worker: takes units until none are left, sending an event per result.
+    ///
+    /// Each worker has its own zygote (`cvtest::zygote`), which clones its containers' inits:
+    /// cloning from this multi-threaded process would copy its address space every time, and
+    /// the copy-on-write faults after each clone interrupt every CPU the other workers run on.
+    /// One per worker, so that workers do not queue behind one another's clones. Without one
+    /// (it could not start, or was lost) the worker clones directly; the run says so once.
     pub fn work(&self, events: Sender<Event>) {
+        let mut zygote = match Zygote::start() {
+            Ok(z) => Some(z),
+            Err(e) => {
+                self.warn_zygote(&events, &e);
+                None
+            }
+        };
         while let Some(ticket) = self.scheduler.next() {
             let unit = &self.units[ticket.unit];
             let failed = match unit {
@@ -93,17 +109,30 @@ impl Runner<'_> {
                     let b = self.list.binary_of(t);
                     let _ =
                         events.send(Event::TestStarted { binary_id: b.bin.id.clone(), name: t.name.clone() });
-                    let r = self.run_test(&ticket, t, b);
+                    let r = self.run_test(&ticket, t, b, zygote.as_mut());
                     let failed = r.verdict() == Verdict::Failure;
                     let _ = events.send(Event::TestFinished(Box::new(r)));
                     failed
                 }
-                Unit::Binary { binary, tests } => self.run_binary(&ticket, *binary, tests, &events),
+                Unit::Binary { binary, tests } => {
+                    self.run_binary(&ticket, *binary, tests, &events, zygote.as_mut())
+                }
             };
+            if let Some(lost) = zygote.as_ref().and_then(Zygote::lost) {
+                self.warn_zygote(&events, lost);
+                zygote = None;
+            }
             self.scheduler.finish(ticket);
             if failed && self.fail_fast {
                 self.scheduler.stop_admitting();
             }
+        }
+    }
+
+    fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
+        if !self.zygote_warned.swap(true, Ordering::Relaxed) {
+            let message = chain("a worker's zygote is gone, its containers are cloned directly", why);
+            let _ = events.send(Event::Warning { message });
         }
     }
 
@@ -131,15 +160,26 @@ impl Runner<'_> {
         cmd
     }
 
-    /// Creates, starts and waits for one container; destroys it whatever happens.
-    fn contain(&self, ticket: &Ticket, settings: &Effective, cmd: &Command) -> Result<Outcome, String> {
+    /// Creates, starts (through `zygote` when there is one) and waits for one container; destroys
+    /// it whatever happens.
+    fn contain(
+        &self,
+        ticket: &Ticket,
+        settings: &Effective,
+        cmd: &Command,
+        zygote: Option<&mut Zygote>,
+    ) -> Result<Outcome, String> {
         if self.scheduler.is_interrupted() {
             return Err(CANCELLED.to_owned());
         }
         let mut c = Container::create(&self.options(settings))
             .map_err(|e| chain("cannot create the container", &e))?;
         let result = (|| {
-            c.spawn(cmd).map_err(|e| chain("cannot start the test in its container", &e))?;
+            match zygote {
+                Some(z) => c.spawn_via(z, cmd),
+                None => c.spawn(cmd),
+            }
+            .map_err(|e| chain("cannot start the test in its container", &e))?;
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
@@ -171,7 +211,13 @@ impl Runner<'_> {
         }
     }
 
-    fn run_test(&self, ticket: &Ticket, t: &TestCase, b: &BinaryEntry) -> TestFinished {
+    fn run_test(
+        &self,
+        ticket: &Ticket,
+        t: &TestCase,
+        b: &BinaryEntry,
+        zygote: Option<&mut Zygote>,
+    ) -> TestFinished {
         let mut args: Vec<OsString> = Vec::new();
         if t.whole_binary {
             args.extend(self.list_filter_args().into_iter().map(OsString::from));
@@ -184,7 +230,7 @@ impl Runner<'_> {
         let cmd = self.command(b, args);
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
-        match self.contain(ticket, &t.settings, &cmd) {
+        match self.contain(ticket, &t.settings, &cmd, zygote) {
             Ok(o) => {
                 r.status = self.status(&o);
                 if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
@@ -218,7 +264,14 @@ impl Runner<'_> {
     }
 
     /// Runs several tests of one binary in one container; returns whether any failed.
-    fn run_binary(&self, ticket: &Ticket, binary: usize, tests: &[usize], events: &Sender<Event>) -> bool {
+    fn run_binary(
+        &self,
+        ticket: &Ticket,
+        binary: usize,
+        tests: &[usize],
+        events: &Sender<Event>,
+        zygote: Option<&mut Zygote>,
+    ) -> bool {
         let b = &self.list.binaries[binary];
         let cases: Vec<&TestCase> = tests.iter().map(|&i| &self.list.tests[i]).collect();
         let settings = &cases[0].settings;
@@ -229,7 +282,7 @@ impl Runner<'_> {
         }
         let cmd = self.command(b, args);
         let started = Instant::now();
-        let result = self.contain(ticket, settings, &cmd);
+        let result = self.contain(ticket, settings, &cmd, zygote);
         let (binary_status, outcome) = match result {
             Ok(o) => (self.status(&o), Some(o)),
             Err(m) if m == CANCELLED => (Status::Cancelled, None),

@@ -8,3 +8,4 @@ pub(crate) mod channel;
 pub(crate) mod init;
 pub(crate) mod mounts;
 pub(crate) mod spawn;
+pub(crate) mod wire;

@@ -8,6 +8,9 @@
 //! namespace; then it writes the go byte on the life pipe and reads the init's first message:
 //! `Started` (the command is exec'd) or `Failed` (stage + errno, turned into a [`SpawnError`]).
 //! Any error after the clone kills and reaps the init before returning.
+//!
+//! With a [`Zygote`], the zygote does the clone (same flags, same plan, plus `CLONE_PARENT`, so
+//! the init is still this process's child); when it cannot, the clone is done here instead.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -25,12 +28,13 @@ use nix::fcntl::OFlag;
 use super::channel::{Message, Stage, MESSAGE_SIZE};
 use super::init::{InitPlan, MainPlan};
 use super::mounts::{check_path, MountPlan};
-use crate::cgroup::Cgroup;
+use crate::cgroup::{Cgroup, CgroupError};
 use crate::container::Command;
 use crate::error::SpawnError;
-use crate::net::{Veth, VethName};
+use crate::net::{NetError, Veth, VethName};
 use crate::options::{Caps, Rootfs, Stdio};
 use crate::sys::{self, CStrArray, Errno};
+use crate::zygote::{Cloned, Zygote};
 
 /// What to start, and in what.
 pub(crate) struct Request<'a> {
@@ -66,8 +70,45 @@ pub(crate) struct Spawned {
 /// Set once clone3 refused `CLONE_INTO_CGROUP` (kernels before 5.7): move the pid instead.
 static NO_CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(false);
 
-/// Starts `req.command` in a new container. On error nothing of the process is left.
-pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
+/// Starts `req.command` in a new container, its init cloned by `zygote` when given (and able).
+/// On error nothing of the process is left.
+pub(crate) fn spawn(req: &Request<'_>, mut zygote: Option<&mut Zygote>) -> Result<Spawned, SpawnError> {
+    loop {
+        match spawn_once(req, zygote.as_deref_mut()) {
+            Ok(spawned) => return Ok(spawned),
+            Err(Attempt::Failed(e)) => return Err(e),
+            // The zygote was lost mid-request; an init it may have cloned holds this attempt's
+            // pipes (and exits when they close). Start over with fresh ones, cloning directly.
+            Err(Attempt::Restart) => zygote = None,
+        }
+    }
+}
+
+/// Why one attempt at a spawn did not start the container.
+enum Attempt {
+    Failed(SpawnError),
+    Restart,
+}
+
+impl From<SpawnError> for Attempt {
+    fn from(e: SpawnError) -> Attempt {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<CgroupError> for Attempt {
+    fn from(e: CgroupError) -> Attempt {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl From<NetError> for Attempt {
+    fn from(e: NetError) -> Attempt {
+        Attempt::Failed(e.into())
+    }
+}
+
+fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned, Attempt> {
     let command = req.command;
     let cwd = working_dir(command, req.rootfs)?;
     let program_path = resolve_program(command, req.rootfs, &cwd)?;
@@ -130,7 +171,7 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     }
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan)?;
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan, zygote)?;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
@@ -152,7 +193,7 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
     // failed (its report is waiting on the status pipe) or died.
     match sys::write(life_w.as_raw_fd(), b"x") {
         Ok(_) | Err(Errno::EPIPE) => {}
-        Err(e) => return Err(SpawnError::Channel(e.into())),
+        Err(e) => return Err(SpawnError::Channel(e.into()).into()),
     }
     match read_message(&status_r).map_err(SpawnError::Channel)? {
         Some(Message::Started { pid: main_pid }) => {
@@ -173,35 +214,48 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         }
         Some(Message::Failed { stage, step, errno }) => {
             drop(init);
-            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd))
+            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd).into())
         }
         Some(Message::Exited { .. }) | None => {
             let status = init.reap();
-            Err(SpawnError::InitDied { status: describe_status(status) })
+            Err(SpawnError::InitDied { status: describe_status(status) }.into())
         }
     }
 }
 
 /// clone3, into the cgroup with `CLONE_INTO_CGROUP` where the kernel allows it (v2; falling
-/// back, once per process, on kernels that refuse it). Returns whether the child is in its cgroup
-/// (or joins it itself, see [`Request::cgroup`] on v1).
+/// back, once per process, on kernels that refuse it), by the zygote when given and able.
+/// Returns whether the child is in its cgroup (or joins it itself, see [`Request::cgroup`] on
+/// v1).
 fn clone(
     flags: u64,
     cgroup: Option<&dyn Cgroup>,
     joins_itself: bool,
     plan: &InitPlan<'_>,
-) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
+    zygote: Option<&mut Zygote>,
+) -> Result<(libc::pid_t, OwnedFd, bool), Attempt> {
     let into = match cgroup {
         Some(cg) if !joins_itself && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) => cg.clone_into_fd(),
         _ => None,
     };
+    if let Some(z) = zygote {
+        match z.clone_init(flags, into, plan) {
+            Cloned::Init { pid, pidfd } => {
+                return Ok((pid, pidfd, into.is_some() || cgroup.is_none() || joins_itself))
+            }
+            // Nothing was cloned (its clone3 failed, or it is gone): clone here, which also
+            // tells a kernel's refusal of CLONE_INTO_CGROUP from other errors.
+            Cloned::Nothing => {}
+            Cloned::Lost => return Err(Attempt::Restart),
+        }
+    }
     if let Some(fd) = into {
         match sys::clone_init(flags, Some(fd), plan) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
             Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
                 NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
             }
-            Err(e) => return Err(SpawnError::Clone(e.into())),
+            Err(e) => return Err(SpawnError::Clone(e.into()).into()),
         }
     }
     let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
@@ -309,7 +363,7 @@ fn describe_status(status: Option<i32>) -> String {
 }
 
 /// /dev/null, opened once for the process.
-fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
+pub(crate) fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
     static NULL: OnceLock<OwnedFd> = OnceLock::new();
     if let Some(fd) = NULL.get() {
         return Ok(fd.as_fd());

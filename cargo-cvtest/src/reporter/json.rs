@@ -145,6 +145,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
             }),
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),
+            Event::Warning { message } => json!({ "type": "warning", "message": message }),
             Event::RunFinished { elapsed } => {
                 let s = &self.summary;
                 let counts: serde_json::Map<String, Value> =

@@ -135,7 +135,8 @@ impl Reporter for JunitReporter {
             Event::RunStarted { .. }
             | Event::TestStarted { .. }
             | Event::Interrupted { .. }
-            | Event::Stopping => {}
+            | Event::Stopping
+            | Event::Warning { .. } => {}
         }
         Ok(())
     }

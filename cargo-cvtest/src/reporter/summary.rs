@@ -98,6 +98,7 @@ impl RunSummary {
             }
             Event::Interrupted { signal } => self.interrupted = Some(*signal),
             Event::Stopping => self.stopping = true,
+            Event::Warning { .. } => {}
             Event::RunFinished { elapsed } => self.elapsed = *elapsed,
         }
     }

@@ -308,6 +308,11 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     self.paint.paint(Painter::bad(), "    Stopping")
                 )?;
             }
+            Event::Warning { message } => {
+                self.clear_progress()?;
+                writeln!(self.out, "{} {message}", self.paint.paint(Painter::warn(), "     Warning"))?;
+                self.draw_progress()?;
+            }
             Event::RunFinished { elapsed } => {
                 self.clear_progress()?;
                 self.final_summary(*elapsed)?;
