@@ -183,7 +183,13 @@ impl Zygote {
             Ok(_) => {}
             // This plan is too big for the socket: clone it directly, keep the zygote.
             Err(Errno::EMSGSIZE) => return Cloned::Nothing,
-            // Not sent, so nothing was cloned.
+            // Not sent, so nothing was cloned. The zygote died since the last request.
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN) => {
+                let pid = self.pid;
+                let status = self.stop(false);
+                self.lose(ZygoteError::Died { pid, status });
+                return Cloned::Nothing;
+            }
             Err(e) => {
                 let pid = self.pid;
                 self.lose(ZygoteError::Channel { pid, source: e.into() });

@@ -57,7 +57,7 @@ macro_rules! ensure {
 }
 
 /// Maps an error to a failure that shows its whole chain of causes.
-fn fail<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> Failed + '_ {
+pub(crate) fn fail<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> Failed + '_ {
     move |e| {
         let mut msg = format!("{what}: {e}");
         let mut source = e.source();
@@ -70,7 +70,7 @@ fn fail<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> Failed + '_ {
 }
 
 /// Default options: every capability, default limits, host root read-only.
-fn options() -> Options {
+pub(crate) fn options() -> Options {
     let mut o = Options::new();
     if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_some() {
         o.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
@@ -78,25 +78,25 @@ fn options() -> Options {
     o
 }
 
-fn captured(mut cmd: Command) -> Command {
+pub(crate) fn captured(mut cmd: Command) -> Command {
     cmd.stdout(Stdio::Capture { limit: 1 << 20 }).stderr(Stdio::Capture { limit: 1 << 20 });
     cmd
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// What a container leaves on the host while it runs, recorded so that its absence can be
 /// checked after destroy.
-struct Footprint {
-    cgroups: Vec<PathBuf>,
-    veth: Option<String>,
-    init_pid: Option<i32>,
-    netns: Option<u64>,
+pub(crate) struct Footprint {
+    pub(crate) cgroups: Vec<PathBuf>,
+    pub(crate) veth: Option<String>,
+    pub(crate) init_pid: Option<i32>,
+    pub(crate) netns: Option<u64>,
 }
 
-fn footprint(c: &Container) -> Footprint {
+pub(crate) fn footprint(c: &Container) -> Footprint {
     let init_pid = c.init_pid();
     let netns = init_pid.and_then(|p| std::fs::metadata(format!("/proc/{p}/ns/net")).ok()).map(|m| m.ino());
     Footprint { cgroups: c.cgroup_paths(), veth: c.veth_host_name().map(str::to_owned), init_pid, netns }
@@ -110,7 +110,7 @@ fn netns_inode_of(link: &Path) -> Option<u64> {
 
 /// Nothing of the container is left: no cgroup directory, no veth, no process, and nothing
 /// holds its network namespace.
-fn assert_gone(fp: &Footprint) -> Result<(), Failed> {
+pub(crate) fn assert_gone(fp: &Footprint) -> Result<(), Failed> {
     for cg in &fp.cgroups {
         ensure!(!cg.exists(), "cgroup {} still exists", cg.display());
     }
@@ -213,7 +213,7 @@ fn pid_namespace_is_private() -> Result<(), Failed> {
 }
 
 /// Whether a process with `token` as one of its arguments runs on the host (zombies excluded).
-fn token_running(token: &str) -> bool {
+pub(crate) fn token_running(token: &str) -> bool {
     std::fs::read_dir("/proc").into_iter().flatten().flatten().any(|e| {
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
         let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
@@ -224,7 +224,7 @@ fn token_running(token: &str) -> bool {
 }
 
 /// A token no other process has as an argument: pid, a counter and the time.
-fn unique_token(what: &str) -> String {
+pub(crate) fn unique_token(what: &str) -> String {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();

@@ -12,8 +12,11 @@ mod helpers;
 mod macro_fixture;
 mod net;
 mod support;
+mod zygote;
 
 fn main() {
+    // Zygotes started by the tests are this binary re-executed.
+    cvtest::zygote::serve_if_requested();
     cgroup::run_helper_if_requested();
     if let Some(code) = helpers::run_if_requested() {
         std::process::exit(code);
@@ -24,6 +27,7 @@ fn main() {
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
+    trials.extend(zygote::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
 }

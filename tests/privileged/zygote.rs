@@ -1,0 +1,366 @@
+//! Containers whose inits a zygote clones (`Container::spawn_via`): the init is still the
+//! caller's child, in its cgroup (v1: it joins itself; v2: `CLONE_INTO_CGROUP` by the zygote),
+//! with the same pipes; a lost zygote makes spawns direct; zygote and containers die with their
+//! owner; nothing is left.
+//!
+//! How a test tells who cloned an init: a process cloned without exec shows its parent's
+//! arguments, so an init cloned by a zygote has the command line `cvtest-zygote`, and one cloned
+//! directly has this test binary's.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::Stdio as StdStdio;
+use std::time::{Duration, Instant};
+
+use cvtest::{Command, Container, Options, Rootfs, SpawnError, Stdio, Termination, Zygote};
+use libtest_mimic::{Failed, Trial};
+
+use crate::container::{assert_gone, captured, fail, footprint, options, text, token_running, unique_token};
+use crate::helpers::{self, command};
+use crate::support::{privileged, privileged_unless};
+
+pub fn trials() -> Vec<Trial> {
+    vec![
+        privileged("zygote::holds_nothing_but_its_socket_and_ends_when_dropped", holds_nothing_and_ends),
+        privileged("zygote::clones_inits_that_are_the_callers_children", clones_the_callers_children),
+        privileged("zygote::one_zygote_per_thread_in_parallel", one_per_thread_in_parallel),
+        privileged("zygote::a_lost_zygote_falls_back_to_direct_clones", lost_zygote_falls_back),
+        privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
+    ]
+}
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {{
+        let ok: bool = $cond;
+        if !ok {
+            return Err(Failed::from(format!($($msg)+)));
+        }
+    }};
+}
+
+const ZYGOTE_CMDLINE: &[u8] = b"cvtest-zygote\0";
+
+/// `/proc/<pid>/stat` after the command name: state, ppid, ...
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn ppid_of(pid: i32) -> Option<i32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Running (not a zombie, not gone).
+fn running(pid: i32) -> bool {
+    stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s != "Z" && s != "X"))
+}
+
+fn cmdline_of(pid: i32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+}
+
+/// Who cloned the init of `c` (it must run): `true` for a zygote. Also checks it is this
+/// process's child and sits in the container's cgroup.
+fn check_init(c: &Container) -> Result<bool, Failed> {
+    let init = c.init_pid().ok_or("no init pid")?;
+    let me = std::process::id() as i32;
+    ensure!(
+        ppid_of(init) == Some(me),
+        "the init {init} is a child of {:?}, not of this process ({me})",
+        ppid_of(init)
+    );
+    let cgroups =
+        std::fs::read_to_string(format!("/proc/{init}/cgroup")).map_err(fail("read the init's cgroup"))?;
+    for dir in c.cgroup_paths() {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        ensure!(cgroups.contains(&format!("/{name}\n")), "the init is not in {}:\n{cgroups}", dir.display());
+    }
+    Ok(cmdline_of(init) == ZYGOTE_CMDLINE)
+}
+
+fn linger(token: &str) -> Command {
+    let mut cmd = command("linger", &[token]);
+    cmd.stdout(Stdio::Null).stderr(Stdio::Null);
+    cmd
+}
+
+/// Runs `cmd` in a new container through `zygote`, checks who cloned the init (`by_zygote`),
+/// and that nothing is left after destroy.
+fn run_via(
+    zygote: &mut Zygote,
+    opts: &Options,
+    cmd: &Command,
+    by_zygote: bool,
+) -> Result<cvtest::Outcome, Failed> {
+    let mut c = Container::create(opts).map_err(fail("create"))?;
+    let token = unique_token("zy");
+    // A lingering process first: the init is inspected while it runs.
+    c.spawn_via(zygote, &linger(&token)).map_err(fail("spawn"))?;
+    let zygote_cloned = check_init(&c)?;
+    ensure!(zygote_cloned == by_zygote, "cloned by the zygote: {zygote_cloned}, expected {by_zygote}");
+    let fp = footprint(&c);
+    c.kill_handle().kill();
+    let killed = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
+    ensure!(killed.termination == Termination::Signaled(libc::SIGKILL), "{:?}", killed.termination);
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+    ensure!(!token_running(&token), "the lingering process outlived its container");
+
+    let mut c = Container::create(opts).map_err(fail("create"))?;
+    c.spawn_via(zygote, cmd).map_err(fail("spawn"))?;
+    let fp = footprint(&c);
+    let out = c.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+    Ok(out)
+}
+
+fn sh(script: &str) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(script);
+    captured(cmd)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn holds_nothing_and_ends() -> Result<(), Failed> {
+    let z = Zygote::start().map_err(fail("start"))?;
+    let pid = z.pid();
+    let me = std::process::id() as i32;
+    ensure!(ppid_of(pid) == Some(me), "the zygote is a child of {:?}", ppid_of(pid));
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    ensure!(comm == "cvtest-zygote\n", "comm {comm:?}");
+    ensure!(cmdline_of(pid) == ZYGOTE_CMDLINE, "cmdline {:?}", text(&cmdline_of(pid)));
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(fail("read its fds"))?
+        .flatten()
+        .map(|e| {
+            let n = e.file_name().to_string_lossy().parse().unwrap_or(-1);
+            (n, std::fs::read_link(e.path()).map(|p| p.display().to_string()).unwrap_or_default())
+        })
+        .collect();
+    fds.sort();
+    let shape: Vec<(i32, bool)> =
+        fds.iter().map(|(n, t)| (*n, t == "/dev/null" || t.starts_with("socket:"))).collect();
+    ensure!(
+        shape == [(0, true), (1, true), (2, true), (3, true)] && fds[3].1.starts_with("socket:"),
+        "the zygote holds {fds:?}"
+    );
+    // Every signal blocked (SIGKILL and SIGSTOP cannot be).
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let blocked = status.lines().find_map(|l| l.strip_prefix("SigBlk:")).map(str::trim).unwrap_or_default();
+    let mask = u64::from_str_radix(blocked, 16).unwrap_or(0);
+    let must = (1u64 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
+    ensure!(mask & must == must, "SigBlk {blocked}");
+    drop(z);
+    ensure!(stat_fields(pid).is_none(), "the zygote {pid} is still there after drop: {:?}", stat_fields(pid));
+    Ok(())
+}
+
+fn clones_the_callers_children() -> Result<(), Failed> {
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    let mut opts = options();
+    opts.network_cidr("10.0.21.2/24").map_err(fail("cidr"))?;
+    // Output through the pipes passed to the zygote, the exit status through the status pipe.
+    let out = run_via(&mut z, &opts, &sh("echo hello; echo oops >&2; exit 3"), true)?;
+    ensure!(out.termination == Termination::Exited(3), "{:?}", out.termination);
+    ensure!(
+        out.stdout == b"hello\n" && out.stderr == b"oops\n",
+        "{:?} {:?}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The PID namespace and the peaks read from the cgroup.
+    let out = run_via(&mut z, &options(), &captured(command("pidns", &[])), true)?;
+    let stdout = text(&out.stdout);
+    ensure!(out.termination == Termination::Exited(0), "{:?} {stdout}", out.termination);
+    ensure!(stdout.contains("pid=2\n") && stdout.contains("procs=[1, 2]"), "{stdout}");
+    if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_none() {
+        ensure!(out.peaks.memory_bytes.is_some() && out.peaks.pids.is_some(), "{:?}", out.peaks);
+    }
+    // An exec failure and a setup failure (of an explicit root: its mount plan crossed the
+    // wire) come back as such.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?;
+    let bogus = dir.path().join("not-a-program");
+    std::fs::write(&bogus, b"\x7fELF garbage").map_err(fail("write"))?;
+    std::fs::set_permissions(&bogus, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(fail("chmod"))?;
+    let mut c = Container::create(&options()).map_err(fail("create"))?;
+    let err = c.spawn_via(&mut z, &Command::new(&bogus)).err();
+    ensure!(
+        matches!(&err, Some(SpawnError::Exec { source, .. }) if source.raw_os_error() == Some(libc::ENOEXEC)),
+        "{err:?}"
+    );
+    c.destroy().map_err(fail("destroy"))?;
+    let root = tempfile::tempdir().map_err(fail("tempdir"))?;
+    std::fs::write(root.path().join("proc"), b"not a dir").map_err(fail("write"))?;
+    std::fs::create_dir(root.path().join("bin")).map_err(fail("mkdir"))?;
+    std::fs::copy("/bin/true", root.path().join("bin/true")).map_err(fail("copy"))?;
+    let mut opts = options();
+    opts.rootfs(Rootfs::Dir(root.path().to_owned()));
+    let mut c = Container::create(&opts).map_err(fail("create"))?;
+    let fp = footprint(&c);
+    let err = c.spawn_via(&mut z, &Command::new("/bin/true")).err();
+    ensure!(
+        matches!(&err, Some(e @ SpawnError::Setup { .. }) if e.to_string().contains("mounting proc on /proc")),
+        "{err:?}"
+    );
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+    ensure!(z.lost().is_none(), "lost: {:?}", z.lost());
+    Ok(())
+}
+
+fn one_per_thread_in_parallel() -> Result<(), Failed> {
+    let worker = |n: usize| -> Result<(), Failed> {
+        let mut z = Zygote::start().map_err(fail("start"))?;
+        for i in 0..4 {
+            let word = format!("w{n}c{i}");
+            let out = run_via(&mut z, &options(), &sh(&format!("echo {word}")), true)?;
+            ensure!(out.stdout == format!("{word}\n").as_bytes(), "{word}: {:?}", text(&out.stdout));
+        }
+        ensure!(z.lost().is_none(), "lost: {:?}", z.lost());
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|n| s.spawn(move || worker(n))).collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
+    })
+}
+
+fn lost_zygote_falls_back() -> Result<(), Failed> {
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    let zpid = z.pid();
+    let out = run_via(&mut z, &options(), &sh("echo via-zygote"), true)?;
+    ensure!(out.stdout == b"via-zygote\n", "{:?}", text(&out.stdout));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(zpid), nix::sys::signal::SIGKILL)
+        .map_err(fail("kill"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(zpid) {
+        ensure!(Instant::now() < deadline, "the zygote survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The next spawns clone directly, and still work.
+    let mut opts = options();
+    opts.network_cidr("10.0.22.2/24").map_err(fail("cidr"))?;
+    let out = run_via(&mut z, &opts, &sh("echo direct"), false)?;
+    ensure!(
+        out.termination == Termination::Exited(0) && out.stdout == b"direct\n",
+        "{:?} {:?}",
+        out.termination,
+        text(&out.stdout)
+    );
+    let why = z.lost().map(ToString::to_string).ok_or("the zygote is not marked lost")?;
+    ensure!(why.contains(&format!("the zygote (pid {zpid}) died (signal 9)")), "lost because: {why}");
+    ensure!(stat_fields(zpid).is_none(), "the dead zygote {zpid} was not reaped");
+    Ok(())
+}
+
+// --- an owner killed with SIGKILL ------------------------------------------------------------
+
+/// Helper mode: start a zygote, spawn a lingering container through it, print the footprint,
+/// then wait to be killed.
+pub fn own_zygote_container(token: &str) -> i32 {
+    let mut z = match Zygote::start() {
+        Ok(z) => z,
+        Err(e) => {
+            println!("zygote failed: {e}");
+            return 1;
+        }
+    };
+    let mut opts = Options::new();
+    opts.network_cidr("10.0.23.2/24").expect("cidr");
+    let mut c = match Container::create(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("create failed: {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = c.spawn_via(&mut z, &linger(token)) {
+        println!("spawn failed: {e}");
+        return 1;
+    }
+    for p in c.cgroup_paths() {
+        println!("cgroup={}", p.display());
+    }
+    println!("veth={}", c.veth_host_name().unwrap_or_default());
+    println!("init={}", c.init_pid().unwrap_or_default());
+    println!("zygote={}", z.pid());
+    println!("ready");
+    std::mem::forget(c);
+    std::mem::forget(z);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// `Ok(Some(reason))` when this set-up cannot run it (below the root on cgroup v2 a child of
+/// this test cannot be a runner).
+fn dies_with_its_owner() -> Result<Option<String>, Failed> {
+    let token = unique_token("zowner");
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let mut owner = std::process::Command::new(&exe)
+        .env(helpers::HELPER_ENV, "own-zygote-container")
+        .arg(&token)
+        .stdout(StdStdio::piped())
+        .spawn()
+        .map_err(fail("spawn owner"))?;
+    let stdout = owner.stdout.take().ok_or("no stdout")?;
+    let (mut cgroups, mut veth, mut init, mut zygote) = (Vec::new(), String::new(), 0, 0);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(fail("read owner"))?;
+        if let Some(p) = line.strip_prefix("cgroup=") {
+            cgroups.push(PathBuf::from(p));
+        } else if let Some(v) = line.strip_prefix("veth=") {
+            veth = v.to_owned();
+        } else if let Some(p) = line.strip_prefix("init=") {
+            init = p.parse().unwrap_or(0);
+        } else if let Some(p) = line.strip_prefix("zygote=") {
+            zygote = p.parse().unwrap_or(0);
+        } else if line == "ready" {
+            break;
+        } else {
+            let _ = owner.kill();
+            let _ = owner.wait();
+            if line.contains("cannot enable") {
+                return Ok(Some(format!("a child of this test cannot be a runner here: {line}")));
+            }
+            return Err(format!("owner: {line}").into());
+        }
+    }
+    ensure!(token_running(&token), "the owner's container is not running");
+    ensure!(running(zygote), "the owner's zygote is not running");
+    ensure!(
+        ppid_of(init) == Some(owner.id() as i32),
+        "the init's parent is {:?}, not the owner",
+        ppid_of(init)
+    );
+    ensure!(cmdline_of(init) == ZYGOTE_CMDLINE, "the init was not cloned by the zygote");
+    owner.kill().map_err(fail("SIGKILL owner"))?;
+    owner.wait().map_err(fail("reap owner"))?;
+    // The zygote dies with its owner; the container sees its life pipe close and ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while token_running(&token) || running(zygote) {
+        ensure!(
+            Instant::now() < deadline,
+            "outlived the owner: container {}, zygote {}",
+            token_running(&token),
+            running(zygote)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = std::process::Command::new(&exe)
+        .env(helpers::HELPER_ENV, "create-once")
+        .status()
+        .map_err(fail("sweeper"))?;
+    ensure!(status.success(), "sweeper failed: {status}");
+    assert_gone(&crate::container::Footprint {
+        cgroups,
+        veth: Some(veth).filter(|v| !v.is_empty()),
+        init_pid: Some(init),
+        netns: None,
+    })?;
+    Ok(None)
+}
