@@ -1,5 +1,6 @@
 //! Ctrl-C and SIGTERM mid-run: no new tests, running containers killed, partial summary,
-//! exit 128 + signal, and nothing of ours left: no cgroup, no veth, no process.
+//! exit 128 + signal, and nothing of ours left: no cgroup, no veth, no process. And a worker's
+//! zygote killed mid-run: a warning, and the tests run on.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
@@ -21,7 +22,87 @@ pub fn trials() -> Vec<Trial> {
     vec![
         privileged("sigint_cleans_up_and_exits_130", || interrupt_with(libc::SIGINT)),
         privileged("sigterm_cleans_up_and_exits_143", || interrupt_with(libc::SIGTERM)),
+        privileged("a_killed_zygote_means_one_warning_and_direct_clones", killed_zygote),
     ]
+}
+
+/// The runner's zygotes: its children named `cvtest-zygote`, not zombies.
+fn zygotes_of(pid: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next().and_then(|f| f.parse::<u32>().ok()));
+        if head.ends_with("(cvtest-zygote") && state != Some("Z") && ppid == Some(pid) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+fn killed_zygote() -> Result<(), Failed> {
+    // One worker, so one zygote; two of the tests take 300 ms, so that after the kill (as soon
+    // as the first test runs) several containers are still to start.
+    let mut child = cvtest_command("basic", &["--lib", "-j", "1", "--message-format", "json", "ok::"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let killed = loop {
+        let zygotes = zygotes_of(pid);
+        if !zygotes.is_empty() && !containers_of(pid).is_empty() {
+            for z in &zygotes {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(*z, libc::SIGKILL) };
+            }
+            break zygotes;
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Err(format!(
+                "no zygote and container seen at once\nexit {:?}\n{}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let output = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let ctx = format!("killed zygote {killed:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    if output.status.code() != Some(0) {
+        return Err(format!(
+            "exit {:?}, want 0: the tests must not fail because of it\n{ctx}",
+            output.status.code()
+        )
+        .into());
+    }
+    let lines: Vec<serde_json::Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let tests = lines.iter().filter(|v| v["type"] == "test" && v["status"] == "pass").count();
+    let warnings: Vec<&serde_json::Value> = lines.iter().filter(|v| v["type"] == "warning").collect();
+    let said = format!("the zygote (pid {}) died (signal 9)", killed[0]);
+    if tests != 6
+        || warnings.len() != 1
+        || !warnings[0]["message"].as_str().is_some_and(|m| m.contains(&said))
+    {
+        return Err(format!("want 6 passed tests and one warning saying {said:?}\n{ctx}").into());
+    }
+    if !stderr.contains("Warning") {
+        return Err(format!("no warning on the terminal\n{ctx}").into());
+    }
+    let left = leftovers_of(pid);
+    let procs = processes_running_from(std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest")));
+    if !left.is_empty() || !procs.is_empty() {
+        return Err(format!("left behind: {left:?} {procs:?}\n{ctx}").into());
+    }
+    Ok(())
 }
 
 fn interrupt_with(sig: i32) -> Result<(), Failed> {
@@ -101,7 +182,8 @@ fn interrupt_with(sig: i32) -> Result<(), Failed> {
     }
     let left = leftovers_of(pid);
     let mut procs = processes_running_from(&target.join("debug/deps"));
-    // A container's init is a fork of the runner: its exe is cargo-cvtest.
+    // A container's init is a fork of the runner or of its zygote (the runner re-executed): its
+    // exe is cargo-cvtest, as is the zygote's.
     let runner_exe = std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest"));
     procs.extend(processes_running_from(runner_exe));
     if !left.is_empty() || !procs.is_empty() {

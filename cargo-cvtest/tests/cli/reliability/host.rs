@@ -2,7 +2,8 @@
 //!
 //! - [`Leaks`]: cgroups named for the runner (`cvtest.<pid>.<start>.*`) below our own cgroups in
 //!   every hierarchy cvtest uses; links with the runner's alias or veth-name prefix; processes of
-//!   ours (running the fixture's binaries or the runner binary, or in a cgroup of the runner);
+//!   ours (running the fixture's binaries or the runner binary, which the workers' zygotes
+//!   (`cvtest-zygote`) and the containers' inits also run, or in a cgroup of the runner);
 //!   new mounts where a container mounts things (its mount namespace must not leak back); and
 //!   network namespaces, which outlive their processes only through a bind mount (an nsfs mount)
 //!   or an open fd (held by a process of ours, so found above). Zombies hold nothing but a pid
@@ -168,8 +169,9 @@ impl std::fmt::Display for Leaks {
 }
 
 /// Processes of ours: running a binary of the fixture's target dir or the runner binary (a
-/// container's init is a fork of the runner), or inside a cgroup of `owner`. Zombies and this
-/// process are left out.
+/// container's init is a fork of the runner or of its zygote, which is the runner re-executed),
+/// or inside a cgroup of `owner`, as `pid [state] (comm) cmdline`. Zombies and this process are
+/// left out.
 pub fn our_processes(owner: Option<&Owner>) -> Vec<String> {
     let fixture = run::target_dir();
     let runner = run::runner_exe();
@@ -192,7 +194,12 @@ pub fn our_processes(owner: Option<&Owner>) -> Vec<String> {
         if exe.starts_with(&fixture) || exe == runner || in_cgroup {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            found.push(format!("{pid} [{}] {}", state.unwrap_or_default(), run::truncate(cmd.trim(), 160)));
+            let comm = stat.split_once(" (").and_then(|(_, c)| c.rsplit_once(')')).map_or("", |(c, _)| c);
+            found.push(format!(
+                "{pid} [{}] ({comm}) {}",
+                state.unwrap_or_default(),
+                run::truncate(cmd.trim(), 160)
+            ));
         }
     }
     found

@@ -115,15 +115,17 @@ pub fn kill_then_sweep() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// What the runner has on the host while its four victims run: their processes, two veths and
-/// their cgroups must be there, or the checks after the signal would prove nothing.
+/// What the runner has on the host while its four victims run: their processes, the workers'
+/// zygotes, two veths and their cgroups must be there, or the checks after the signal would
+/// prove nothing.
 fn running_state(base: &Baseline, run: &Started) -> Result<String, Failed> {
     let now = base.leaks(&run.owner);
-    if now.processes.len() < 4 || now.links.len() != 2 || now.cgroups.is_empty() {
-        return Err(format!("the victims are not all running:\n{now}").into());
+    let zygotes = now.processes.iter().filter(|p| p.contains(" (cvtest-zygote) ")).count();
+    if now.processes.len() < 4 || zygotes == 0 || now.links.len() != 2 || now.cgroups.is_empty() {
+        return Err(format!("the victims are not all running, or no zygote runs:\n{now}").into());
     }
     Ok(format!(
-        "{} processes, {} veths, {} cgroup dirs",
+        "{} processes ({zygotes} zygotes), {} veths, {} cgroup dirs",
         now.processes.len(),
         now.links.len(),
         now.cgroups.len()
