@@ -2,7 +2,8 @@
 //!
 //! `spawn.rs` prepares everything in the parent (C strings, fds, the mount plan), clones the init
 //! process and talks to it over a typed channel. `init.rs` is the only code that runs in the
-//! child between clone and exec: async-signal-safe, raw syscalls, no allocation.
+//! child between clone and exec: async-signal-safe, raw syscalls, no allocation. `wire.rs`
+//! carries an init plan to a zygote (`crate::zygote`), which clones the init in the caller's place.
 
 pub(crate) mod channel;
 pub(crate) mod init;
