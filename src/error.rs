@@ -111,6 +111,12 @@ pub enum ZygoteError {
     Refused { pid: i32, reason: &'static str },
     #[error("the zygote (pid {pid}) sent a malformed reply")]
     Garbled { pid: i32 },
+    #[error("the zygote (pid {pid}) cannot clone an init where this process can (does it lack this process's capabilities?)")]
+    CannotClone {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// [`crate::Container::wait`] failed.

@@ -85,9 +85,11 @@ struct Live {
 pub(crate) enum Cloned {
     /// The init runs, a child of this process.
     Init { pid: libc::pid_t, pidfd: OwnedFd },
-    /// Nothing was cloned (the zygote is gone or was never asked, or its `clone3` failed): clone
-    /// directly, with the same plan.
+    /// Nothing was cloned (the zygote is gone, or was not asked: the plan does not fit its
+    /// socket): clone directly, with the same plan.
     Nothing,
+    /// The zygote's `clone3` failed with this errno: nothing was cloned.
+    Failed(Errno),
     /// The zygote was lost after it got the request: an init may exist and hold the request's
     /// pipes, so the spawn must start over with fresh ones (directly). Such an init sees its life
     /// pipe close and exits; it stays a zombie child of this process.
@@ -199,7 +201,7 @@ impl Zygote {
         let pid = self.pid;
         match self.receive(1) {
             Ok((Reply::Cloned { pid: init }, Some(pidfd))) => Cloned::Init { pid: init, pidfd },
-            Ok((Reply::CloneFailed { .. }, None)) => Cloned::Nothing,
+            Ok((Reply::CloneFailed { errno }, None)) => Cloned::Failed(Errno::from_raw(errno)),
             Ok((Reply::Refused { reason }, None)) => {
                 self.lose(ZygoteError::Refused { pid, reason: reason.describe() });
                 Cloned::Nothing
@@ -222,6 +224,11 @@ impl Zygote {
                 Cloned::Lost
             }
         }
+    }
+
+    /// Gives the zygote up for good (the caller found it useless): records why and ends it.
+    pub(crate) fn give_up(&mut self, why: ZygoteError) {
+        self.lose(why);
     }
 
     /// Gives the zygote up for good: records why and ends it.

@@ -243,19 +243,40 @@ fn clone(
             Cloned::Init { pid, pidfd } => {
                 return Ok((pid, pidfd, into.is_some() || cgroup.is_none() || joins_itself))
             }
-            // Nothing was cloned (its clone3 failed, or it is gone): clone here, which also
-            // tells a kernel's refusal of CLONE_INTO_CGROUP from other errors.
+            // Nothing was cloned (it is gone, or the plan does not fit its socket): clone here.
             Cloned::Nothing => {}
             Cloned::Lost => return Err(Attempt::Restart),
+            // Its clone3 failed: clone here, which also tells a kernel's refusal of
+            // CLONE_INTO_CGROUP from other errors. If that works with the same flags, the zygote
+            // cannot do what this process can (it lacks its capabilities, say): give it up.
+            Cloned::Failed(errno) => {
+                let cloned = clone_directly(flags, cgroup, joins_itself, into, plan)?;
+                if into.is_none() || !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) {
+                    let pid = z.pid();
+                    z.give_up(crate::error::ZygoteError::CannotClone { pid, source: errno.into() });
+                }
+                return Ok(cloned);
+            }
         }
     }
+    Ok(clone_directly(flags, cgroup, joins_itself, into, plan)?)
+}
+
+/// clone3 here, into `into` when given, without it after a refusal.
+fn clone_directly(
+    flags: u64,
+    cgroup: Option<&dyn Cgroup>,
+    joins_itself: bool,
+    into: Option<std::os::fd::BorrowedFd<'_>>,
+    plan: &InitPlan<'_>,
+) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
     if let Some(fd) = into {
         match sys::clone_init(flags, Some(fd), plan) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
             Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
                 NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
             }
-            Err(e) => return Err(SpawnError::Clone(e.into()).into()),
+            Err(e) => return Err(SpawnError::Clone(e.into())),
         }
     }
     let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
