@@ -174,7 +174,11 @@ impl Container {
         }
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
-            Some(Hierarchy::detect()?.create(&options.limits)?)
+            // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
+            Some(
+                Hierarchy::detect()?
+                    .create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL))?,
+            )
         } else {
             None
         };

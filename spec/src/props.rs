@@ -28,7 +28,7 @@ fn check_refusal(e: &ParseError, kinds: &[ValueKind], input: Option<&str>) {
     assert!(!e.reason.is_empty() && msg.contains(e.kind.accepted()), "unclear refusal: {msg}");
 }
 
-/// `MemoryLimit`: more than 0 bytes or "max"; `Display` parses back.
+/// `MemoryLimit`: at least [`MemoryLimit::MIN_BYTES`] or "max"; `Display` parses back.
 pub fn memory(input: &str) {
     match input.parse::<MemoryLimit>() {
         Err(e) => check_refusal(&e, &[ValueKind::Memory], Some(input)),
@@ -39,13 +39,17 @@ pub fn memory(input: &str) {
     }
 }
 
-/// An accepted memory limit: in range, and its `Display` is a fixed point of parse ∘ display.
+/// A memory limit: its `Display` is a fixed point of parse ∘ display from the floor up, and below
+/// the floor (only the library's raw `Bytes` can hold such a value) the parser refuses it.
 pub fn memory_value(v: MemoryLimit) {
-    if let MemoryLimit::Bytes(b) = v {
-        assert!(b > 0, "a zero memory limit was accepted");
-    }
     let text = v.to_string();
-    assert_eq!(text.parse::<MemoryLimit>(), Ok(v), "{v:?} displays as {text:?}");
+    match v {
+        MemoryLimit::Bytes(b) if b < MemoryLimit::MIN_BYTES => {
+            let e = text.parse::<MemoryLimit>().expect_err("a limit below the floor was accepted");
+            check_refusal(&e, &[ValueKind::Memory], Some(&text));
+        }
+        _ => assert_eq!(text.parse::<MemoryLimit>(), Ok(v), "{v:?} displays as {text:?}"),
+    }
 }
 
 /// `PidsLimit`: at least 1 or "max"; `Display` parses back.

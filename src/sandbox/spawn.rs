@@ -177,6 +177,10 @@ pub(crate) fn spawn(req: &Request<'_>) -> Result<Spawned, SpawnError> {
         }
         Some(Message::Exited { .. }) | None => {
             let status = init.reap();
+            let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+            if oom_kills.is_some_and(|n| n > 0) {
+                return Err(SpawnError::SetupOutOfMemory);
+            }
             Err(SpawnError::InitDied { status: describe_status(status) })
         }
     }
