@@ -168,6 +168,7 @@ fn default_test_cannot_escape() -> Result<(), Failed> {
     r.expect("adjtimex_set", &eperm)?;
     // Its own init (which holds more than it does until the test runs): not traceable.
     r.expect("ptrace_init", &eperm)?;
+    r.expect("open_by_handle_at", &eperm)?;
     let mem = r.get("open_init_mem")?;
     ensure!(mem == eacces || mem == eperm, "open_init_mem={mem}\n{}", r.text);
     ensure!(r.hex("init_cap_eff")? == cap("KILL"), "the init keeps more than CAP_KILL:\n{}", r.text);
@@ -449,6 +450,56 @@ fn userns_remount_root_rw() -> String {
     }
 }
 
+/// `struct file_handle` with room for the largest handle (MAX_HANDLE_SZ).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: libc::c_int,
+    f_handle: [u8; 128],
+}
+
+/// The "shocker" way out: a handle to a host directory, opened through another mount (with
+/// CAP_DAC_READ_SEARCH it would open, and a handle to a file opened through a writable mount
+/// of the same filesystem would be writable).
+fn open_by_handle_at(dir: &Path) -> String {
+    let mut handle = FileHandle { handle_bytes: 128, handle_type: 0, f_handle: [0; 128] };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: the path is NUL-terminated; handle has room for handle_bytes; mount_id is an int.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            libc::AT_FDCWD,
+            cstr(dir).as_ptr(),
+            &mut handle as *mut FileHandle,
+            &mut mount_id as *mut libc::c_int,
+            0,
+        )
+    };
+    if r != 0 {
+        return format!("name_to_handle_at:{}", errno_of(r));
+    }
+    // SAFETY: "/" is NUL-terminated.
+    let root = unsafe { libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    // SAFETY: root is an fd (or -1, which fails the call); handle was filled by the kernel.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            root,
+            &handle as *const FileHandle,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    let result = errno_of(fd);
+    // SAFETY: closing fds this function opened.
+    unsafe {
+        if fd >= 0 {
+            libc::close(fd as libc::c_int);
+        }
+        libc::close(root);
+    }
+    result
+}
+
 /// Helper mode `attack`: every way out it knows of, each reported; `outside` is a host
 /// directory outside the writable ones.
 pub fn attack(outside: &Path) -> i32 {
@@ -493,6 +544,7 @@ pub fn attack(outside: &Path) -> i32 {
         // SAFETY: detaching a tracee we seized.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, 1, 0, 0) };
     }
+    show("open_by_handle_at", open_by_handle_at(outside));
     show_io(
         "open_init_mem",
         std::fs::OpenOptions::new().read(true).write(true).open("/proc/1/mem").map(drop),
