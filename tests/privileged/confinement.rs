@@ -458,9 +458,10 @@ struct FileHandle {
     f_handle: [u8; 128],
 }
 
-/// The "shocker" way out: a handle to a host directory, opened through another mount (with
-/// CAP_DAC_READ_SEARCH it would open, and a handle to a file opened through a writable mount
-/// of the same filesystem would be writable).
+/// The "shocker" way out: with CAP_DAC_READ_SEARCH a file handle opens whatever it names, through
+/// any mount of its filesystem (a host file through a writable mount of the same filesystem:
+/// writable). Tried on the container's /tmp, a tmpfs (which has file handles wherever the test
+/// runs; the host's filesystem may not, as 9p under the VM's overlay does not).
 fn open_by_handle_at(dir: &Path) -> String {
     let mut handle = FileHandle { handle_bytes: 128, handle_type: 0, f_handle: [0; 128] };
     let mut mount_id: libc::c_int = 0;
@@ -478,8 +479,9 @@ fn open_by_handle_at(dir: &Path) -> String {
     if r != 0 {
         return format!("name_to_handle_at:{}", errno_of(r));
     }
-    // SAFETY: "/" is NUL-terminated.
-    let root = unsafe { libc::open(c"/".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    // SAFETY: the path is NUL-terminated.
+    let root =
+        unsafe { libc::open(cstr(dir).as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     // SAFETY: root is an fd (or -1, which fails the call); handle was filled by the kernel.
     let fd = unsafe {
         libc::syscall(
@@ -544,7 +546,7 @@ pub fn attack(outside: &Path) -> i32 {
         // SAFETY: detaching a tracee we seized.
         unsafe { libc::ptrace(libc::PTRACE_DETACH, 1, 0, 0) };
     }
-    show("open_by_handle_at", open_by_handle_at(outside));
+    show("open_by_handle_at", open_by_handle_at(Path::new("/tmp")));
     show_io(
         "open_init_mem",
         std::fs::OpenOptions::new().read(true).write(true).open("/proc/1/mem").map(drop),
