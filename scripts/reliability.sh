@@ -13,7 +13,8 @@
 #   1b. the load trials at a fifth of their size (emulation makes the whole take minutes);
 #   2. below the root without the pids controller: a missing controller is a clean setup error;
 #   3. with net.ipv4.ip_forward=1 (as on hosts that run Docker): subnet isolation.
-# Trials named *finding_* check promises the code does not keep yet; they fail until fixed.
+# Trials named *finding_* check promises the code does not keep yet; they fail until fixed (none
+# is open now).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VM=${CV2VM:-../shared/tools/run-in-v2-vm.sh}

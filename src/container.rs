@@ -93,6 +93,8 @@ impl Command {
 pub struct Container {
     id: String,
     caps: Caps,
+    /// The capabilities the main process keeps; `None` when privileged.
+    confine: Option<cvtest_spec::Capabilities>,
     hostname: String,
     rootfs: Rootfs,
     network: Option<NetworkSpec>,
@@ -194,6 +196,7 @@ impl Container {
             veth_name: network.map(|_| name),
             id,
             caps: options.caps,
+            confine: (!options.privileged).then_some(options.capabilities),
             hostname,
             rootfs,
             network,
@@ -237,6 +240,7 @@ impl Container {
             hostname: &self.hostname,
             rootfs: &self.rootfs,
             caps: self.caps,
+            confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
         };

@@ -17,6 +17,8 @@ pub enum ValueKind {
     HostAddress,
     Duration,
     Hostname,
+    Bool,
+    Capabilities,
 }
 
 impl ValueKind {
@@ -33,6 +35,8 @@ impl ValueKind {
             ValueKind::HostAddress => "host address",
             ValueKind::Duration => "duration",
             ValueKind::Hostname => "hostname",
+            ValueKind::Bool => "boolean",
+            ValueKind::Capabilities => "capability list",
         }
     }
 
@@ -59,6 +63,8 @@ impl ValueKind {
                 "a positive duration: a number with a unit ms, s, m or h, or several such (\"500ms\", \"30s\", \"2m\", \"1m30s\", \"1.5s\")"
             }
             ValueKind::Hostname => "1 to 64 characters: letters, digits, '-' and '.', not starting with '-' or '.'",
+            ValueKind::Bool => "true or false",
+            ValueKind::Capabilities => crate::caps::ACCEPTED,
         }
     }
 }
