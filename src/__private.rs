@@ -248,9 +248,9 @@ fn supervise(test: &'static Test) -> Verdict {
     }
 }
 
-/// The container for a test: its limits, its network, and the host's root read-only except
-/// where `cargo test` tests normally write (the package and target directories; /tmp is the
-/// container's own).
+/// The container for a test: its limits, its network, its capabilities (the default set plus
+/// `caps`, or all when `privileged`), and the host's root read-only except where `cargo test`
+/// tests normally write (the package and target directories; /tmp is the container's own).
 fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Options {
     let mut options = Options::new();
     let limits = &mut options.limits;
@@ -260,6 +260,8 @@ fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Options {
     limits.cpus = settings.cpus.unwrap_or(limits.cpus);
     options.network = settings.network;
     options.hostname = settings.hostname.clone();
+    options.set_privileged(settings.privileged.unwrap_or(false));
+    options.capabilities(crate::Capabilities::DEFAULT | settings.caps.unwrap_or_default());
     options.rootfs = Rootfs::Host { writable: writable_dirs(Path::new(test.manifest_dir), exe) };
     options
 }
@@ -482,6 +484,26 @@ mod tests {
         assert!(
             matches!(judge(&pids), Verdict::Failed(m) if m.contains("reaching its pids limit of 256 (a fork or clone was refused)"))
         );
+    }
+
+    #[test]
+    fn privileged_and_caps_reach_the_options() {
+        static CAPPED: Test = Test {
+            module_path: "fixture",
+            fn_name: "capped",
+            settings: &[("caps", "net_admin")],
+            should_panic: ShouldPanic::No,
+            ignored: false,
+            manifest_dir: "/src/fixture",
+        };
+        static PRIVILEGED: Test = Test { settings: &[("privileged", "true")], ..CAPPED };
+        let exe = Path::new("/t/debug/deps/x");
+        let o = options(&TOP.settings(), &TOP, exe);
+        assert!(!o.privileged && o.capabilities == crate::Capabilities::DEFAULT);
+        let o = options(&CAPPED.settings(), &CAPPED, exe);
+        assert!(!o.privileged);
+        assert_eq!(o.capabilities, crate::Capabilities::DEFAULT | "NET_ADMIN".parse().unwrap());
+        assert!(options(&PRIVILEGED.settings(), &PRIVILEGED, exe).privileged);
     }
 
     #[test]

@@ -94,6 +94,8 @@ impl Command {
 pub struct Container {
     id: String,
     caps: Caps,
+    /// The capabilities the main process keeps; `None` when privileged.
+    confine: Option<cvtest_spec::Capabilities>,
     hostname: String,
     rootfs: Rootfs,
     network: Option<NetworkSpec>,
@@ -175,7 +177,11 @@ impl Container {
         }
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
-            Some(Hierarchy::detect()?.create(&options.limits)?)
+            // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
+            Some(
+                Hierarchy::detect()?
+                    .create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL))?,
+            )
         } else {
             None
         };
@@ -191,6 +197,7 @@ impl Container {
             veth_name: network.map(|_| name),
             id,
             caps: options.caps,
+            confine: (!options.privileged).then_some(options.capabilities),
             hostname,
             rootfs,
             network,
@@ -247,6 +254,7 @@ impl Container {
             hostname: &self.hostname,
             rootfs: &self.rootfs,
             caps: self.caps,
+            confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
         };

@@ -74,6 +74,11 @@ pub enum SpawnError {
     },
     #[error("the container's init died during setup ({status})")]
     InitDied { status: String },
+    #[error(
+        "the container's init was killed for lack of memory before the command could start: \
+         its memory limit is too small to start a process (raise it by a few MiB)"
+    )]
+    SetupOutOfMemory,
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]

@@ -4,8 +4,8 @@ use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
-    parse_cpus, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit, DEFAULT_CPU_WEIGHT,
-    DEFAULT_MEMORY, DEFAULT_PIDS,
+    parse_cpus, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+    DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
 /// Which parts of isolation a container gets, as in containerv's `set_caps`.
@@ -93,19 +93,63 @@ pub enum Stdio {
 }
 
 /// Everything [`crate::Container::create`] needs. Built like containerv's options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub caps: Caps,
     pub limits: Limits,
     pub network: Option<NetworkSpec>,
     pub rootfs: Rootfs,
     pub hostname: Option<String>,
+    /// The Linux capabilities the container's main process keeps (its bounding, permitted,
+    /// effective and inheritable sets; the ambient set is cleared). Default:
+    /// [`Capabilities::DEFAULT`], which cannot mount, load modules, set the clock, trace other
+    /// processes or make device nodes. Ignored when [`Options::privileged`].
+    pub capabilities: Capabilities,
+    /// Keep every capability the caller has, and leave the container's /proc as the kernel
+    /// mounts it (no read-only /proc/sys, no masked files): what cvtest did before it confined
+    /// tests. A privileged process can undo the read-only root. Default: false.
+    pub privileged: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            caps: Caps::default(),
+            limits: Limits::default(),
+            network: None,
+            rootfs: Rootfs::default(),
+            hostname: None,
+            capabilities: Capabilities::DEFAULT,
+            privileged: false,
+        }
+    }
 }
 
 impl Options {
-    /// All caps, default limits, no veth, the host's root read-only.
+    /// All caps, default limits, no veth, the host's root read-only, the main process confined
+    /// to [`Capabilities::DEFAULT`] with a hardened /proc.
     pub fn new() -> Self {
         Options::default()
+    }
+
+    /// Privileged: the main process keeps every capability and /proc is not hardened (see
+    /// [`Options::privileged`]).
+    pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
+        self.privileged = privileged;
+        self
+    }
+
+    /// Adds capabilities to those the main process keeps: names as `#[cv_test(caps = ...)]`
+    /// takes them, `"NET_ADMIN,SYS_PTRACE"` (with or without `CAP_`, any case).
+    pub fn add_caps(&mut self, names: &str) -> Result<&mut Self, ParseError> {
+        self.capabilities = self.capabilities | names.parse::<Capabilities>()?;
+        Ok(self)
+    }
+
+    /// Sets exactly the capabilities the main process keeps.
+    pub fn capabilities(&mut self, capabilities: Capabilities) -> &mut Self {
+        self.capabilities = capabilities;
+        self
     }
 
     pub fn set_caps(&mut self, caps: Caps) -> &mut Self {
@@ -188,6 +232,18 @@ mod tests {
         assert_eq!(o.limits.cpu_weight.get(), 100);
         assert_eq!(o.limits.pids, PidsLimit::Count(256));
         assert!(o.caps.contains(Caps::CGROUPS | Caps::NETWORK));
+        assert_eq!(o.capabilities, Capabilities::DEFAULT);
+        assert!(!o.privileged);
+    }
+
+    #[test]
+    fn add_caps_adds_to_the_default() {
+        let mut o = Options::new();
+        o.add_caps("net_admin,CAP_SYS_PTRACE").unwrap();
+        assert!(o.capabilities.contains(Capabilities::DEFAULT));
+        assert_eq!(o.capabilities, Capabilities::DEFAULT | "NET_ADMIN,SYS_PTRACE".parse().unwrap());
+        let e = o.add_caps("SYS_ADMN").unwrap_err().to_string();
+        assert!(e.contains("unknown capability \"SYS_ADMN\"") && e.contains("SYS_ADMIN"), "{e}");
     }
 
     #[test]

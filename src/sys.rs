@@ -214,6 +214,76 @@ pub(crate) fn set_process_name(name: &CStr) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
 }
 
+/// `prctl(PR_CAPBSET_DROP, cap)`: removes `cap` from the bounding set (needs `CAP_SETPCAP`).
+/// Async-signal-safe.
+pub(crate) fn capbset_drop(cap: c_uint) -> Result<(), Errno> {
+    // SAFETY: PR_CAPBSET_DROP takes a capability number; no memory is involved.
+    check(unsafe {
+        libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong)
+    })
+    .map(drop)
+}
+
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`. Async-signal-safe.
+pub(crate) fn clear_ambient_caps() -> Result<(), Errno> {
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointer; the unused arguments must be 0.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    })
+    .map(drop)
+}
+
+/// `struct __user_cap_header_struct` of capset(2).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+/// `struct __user_cap_data_struct`: one of two 32-bit halves of each set (version 3).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `capset(2)` for the calling thread: its effective, permitted and inheritable sets, bit `n`
+/// for capability `n`. Each may only shrink (or stay) unless the thread holds `CAP_SETPCAP`
+/// for the inheritable set. Async-signal-safe.
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let half = |shift: u32| CapData {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: (inheritable >> shift) as u32,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: header is a valid cap header and data the two cap data structs that version 3
+    // reads; both outlive the call.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })
+        .map(drop)
+}
+
+/// `prctl(PR_SET_DUMPABLE, 0)`: other processes of the same user can no longer trace this one
+/// or open its memory without `CAP_SYS_PTRACE`. Async-signal-safe.
+pub(crate) fn set_not_dumpable() -> Result<(), Errno> {
+    // SAFETY: PR_SET_DUMPABLE takes a flag; no memory is involved.
+    check(unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong)
+    })
+    .map(drop)
+}
+
 /// Brings `lo` up in the current network namespace (`SIOCSIFFLAGS` with `IFF_UP`); the kernel
 /// then gives it 127.0.0.1/8 and ::1. Async-signal-safe.
 pub(crate) fn loopback_up() -> Result<(), Errno> {
@@ -530,6 +600,25 @@ pub(crate) fn clone_init(
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
             Ok((pid as pid_t, pidfd))
         }
+    }
+}
+
+/// The permitted capabilities of the calling thread (`capget(2)`), bit `n` for capability `n`.
+pub(crate) fn permitted_caps() -> Result<u64, Errno> {
+    let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header is a valid cap header; data has room for the two structs version 3
+    // writes; both outlive the call.
+    check_long(unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) })?;
+    Ok(u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32)
+}
+
+/// Whether the kernel knows capability `cap` (`prctl(PR_CAPBSET_READ)` fails with EINVAL for
+/// numbers past the last one).
+pub(crate) fn capability_known(cap: c_uint) -> bool {
+    // SAFETY: PR_CAPBSET_READ takes a capability number; no memory is involved.
+    unsafe {
+        libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) >= 0
     }
 }
 

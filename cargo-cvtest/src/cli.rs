@@ -271,9 +271,15 @@ fn parse_memory(s: &str) -> Result<MemoryLimit, String> {
     s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
 }
 fn parse_budget(s: &str) -> Result<u64, String> {
-    match parse_memory(s)? {
-        MemoryLimit::Bytes(b) => Ok(b),
-        MemoryLimit::Max => Err("\"max\" is not a budget; give a size such as \"8G\"".to_owned()),
+    const ACCEPTED: &str =
+        "expected a size in bytes (\"1048576\") or with a binary unit K, M, G or T (\"8G\"), \
+                            at least 1M; leave the flag out for no budget";
+    match s.parse::<MemoryLimit>() {
+        Ok(MemoryLimit::Bytes(b)) => Ok(b),
+        Ok(MemoryLimit::Max) => {
+            Err(format!("invalid memory budget {s:?}: \"max\" is not a size; {ACCEPTED}"))
+        }
+        Err(e) => Err(format!("invalid memory budget {s:?}: {}; {ACCEPTED}", e.reason)),
     }
 }
 fn parse_pids(s: &str) -> Result<PidsLimit, String> {

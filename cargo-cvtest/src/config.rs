@@ -6,6 +6,7 @@
 //! [package.metadata.cvtest]
 //! memory = "512M"          # any key of cvtest_spec::SETTINGS_KEYS; numbers are accepted too
 //! timeout = "60s"
+//! caps = "NET_ADMIN"       # capabilities added to the default set
 //!
 //! [[package.metadata.cvtest.overrides]]
 //! filter = "hog_small"     # substring of the test name (or `test = "exact::name"`)
@@ -13,6 +14,7 @@
 //! package = "my-crate"     # optional, workspace-level files only
 //! memory = "32M"
 //! expect = "oom"           # pass (default) | fail | oom | timeout
+//! privileged = true        # every capability, /proc unhardened (a boolean, or "true")
 //! ```
 //!
 //! Values are parsed by `cvtest-spec` only. A bad key or value is a usage error naming the file,
@@ -211,6 +213,10 @@ fn set_key(
     let text = match value {
         Value::String(t) => t.clone(),
         Value::Number(n) => n.to_string(),
+        Value::Bool(b) if key == "privileged" => b.to_string(),
+        _ if key == "privileged" => {
+            return Err(err(origin, format!("`{key}` must be true or false, such as {key} = true")))
+        }
         _ => {
             return Err(err(origin, format!("`{key}` must be a string or a number, such as {key} = \"...\"")))
         }
@@ -268,5 +274,17 @@ mod tests {
         assert!(e.contains("pass, fail, oom, timeout"), "{e}");
         let e = Config::from_toml("timeout = true", "x.toml").unwrap_err().to_string();
         assert!(e.contains("`timeout` must be a string"), "{e}");
+        let e = Config::from_toml("privileged = []", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`privileged` must be true or false"), "{e}");
+        let e = Config::from_toml("privileged = \"yes\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`privileged`: invalid boolean \"yes\"") && e.contains("true or false"), "{e}");
+        let e = Config::from_toml("[[overrides]]\nfilter = \"a\"\ncaps = \"NET_ADMIN,SYS_ADMN\"", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.toml overrides[0]: `caps`: invalid capability list \"NET_ADMIN,SYS_ADMN\": unknown capability \"SYS_ADMN\"")
+                && e.contains("SYS_ADMIN"),
+            "{e}"
+        );
     }
 }

@@ -142,6 +142,8 @@ impl Runner<'_> {
         o.limits = s.limits();
         o.network = s.network;
         o.hostname = s.hostname.clone();
+        o.set_privileged(s.privileged);
+        o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
         o.rootfs = Rootfs::Host { writable: self.writable.clone() };
         o
     }

@@ -2,7 +2,8 @@
 //!
 //! Lowest first; each layer sets only the keys it names:
 //!
-//! 1. library defaults (memory 1G, cpu weight 100, pids 256, no CPU quota, no network, no timeout);
+//! 1. library defaults (memory 1G, cpu weight 100, pids 256, no CPU quota, no network, no timeout,
+//!    not privileged, no capability added to the default set);
 //! 2. config defaults: `[workspace.metadata.cvtest]` < `.config/cvtest.toml` < `[package.metadata.cvtest]`;
 //! 3. the CLI's `--memory`, `--pids`, `--cpu-weight`, `--cpus`, `--network`, `--timeout`;
 //! 4. config overrides that match the test (same file order);
@@ -17,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
-    format_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
+    format_duration, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
@@ -69,6 +70,10 @@ pub struct Effective {
     pub network: Option<NetworkSpec>,
     pub timeout: Option<Duration>,
     pub hostname: Option<String>,
+    /// Every capability, /proc unhardened.
+    pub privileged: bool,
+    /// Capabilities added to `Capabilities::DEFAULT`.
+    pub caps: Capabilities,
 }
 
 impl Effective {
@@ -81,6 +86,8 @@ impl Effective {
             network: s.network,
             timeout: s.timeout,
             hostname: s.hostname.clone(),
+            privileged: s.privileged.unwrap_or(false),
+            caps: s.caps.unwrap_or(Capabilities::NONE),
         }
     }
 
@@ -95,7 +102,8 @@ impl Effective {
 }
 
 impl fmt::Display for Effective {
-    /// `memory=1G pids=256 cpu_weight=100 cpus=max network=- timeout=-`
+    /// `memory=1G pids=256 cpu_weight=100 cpus=max network=- timeout=-`, then ` privileged` or
+    /// ` caps=+NET_ADMIN` when set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -106,7 +114,13 @@ impl fmt::Display for Effective {
             self.cpus.map_or_else(|| "max".to_owned(), |c| c.to_string()),
             self.network.map_or_else(|| "-".to_owned(), |n| n.to_string()),
             self.timeout.map_or_else(|| "-".to_owned(), format_duration),
-        )
+        )?;
+        if self.privileged {
+            f.write_str(" privileged")?;
+        } else if !self.caps.is_empty() {
+            write!(f, " caps=+{}", self.caps)?;
+        }
+        Ok(())
     }
 }
 
@@ -119,7 +133,7 @@ pub fn cli_layer(args: &LimitArgs) -> TestSettings {
         cpus: args.cpus.map(|c| c.0),
         network: args.network,
         timeout: args.timeout,
-        hostname: None,
+        ..TestSettings::default()
     }
 }
 
@@ -198,5 +212,32 @@ mod tests {
     fn display_lists_every_limit() {
         let e = Effective::from_layers(&TestSettings::default());
         assert_eq!(e.to_string(), "memory=1G pids=256 cpu_weight=100 cpus=max network=- timeout=-");
+        assert!(!e.privileged && e.caps.is_empty());
+        let caps = TestSettings { caps: Some("SYS_PTRACE,NET_ADMIN".parse().unwrap()), ..Default::default() };
+        let e = Effective::from_layers(&caps);
+        assert!(e.to_string().ends_with(" timeout=- caps=+NET_ADMIN,SYS_PTRACE"), "{e}");
+        let e = Effective::from_layers(&TestSettings { privileged: Some(true), ..caps });
+        assert!(e.to_string().ends_with(" timeout=- privileged"), "{e}");
+    }
+
+    #[test]
+    fn privileged_and_caps_from_config_and_attribute() {
+        let config = Config::from_toml(
+            "caps = \"NET_RAW\"\n[[overrides]]\nfilter = \"mounts\"\nprivileged = true\n\
+             [[overrides]]\nfilter = \"ptrace\"\ncaps = \"SYS_PTRACE\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        let r = Resolver { config, cli: TestSettings::default(), force: false };
+        let (e, _) = r.resolve("p", "p", "plain", None);
+        assert!(!e.privileged && e.caps.to_string() == "NET_RAW", "{e}");
+        let (e, _) = r.resolve("p", "p", "mounts_things", None);
+        assert!(e.privileged, "{e}");
+        let (e, _) = r.resolve("p", "p", "ptrace_it", None);
+        assert_eq!(e.caps.to_string(), "SYS_PTRACE");
+        // The attribute beats config: `privileged = false` in #[cv_test] wins over an override.
+        let cv = TestSettings { privileged: Some(false), ..Default::default() };
+        let (e, _) = r.resolve("p", "p", "mounts_things", Some(&cv));
+        assert!(!e.privileged);
     }
 }

@@ -25,8 +25,9 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// # Keys
-/// Every value is a string, checked when the test crate compiles by the same parser that
-/// `cargo cvtest` and the library use; a bad value is a compile error on the literal.
+/// Every value is a string (`privileged` takes `true` or `false`), checked when the test crate
+/// compiles by the same parser that `cargo cvtest` and the library use; a bad value is a compile
+/// error on the literal.
 ///
 /// | key | value | unset |
 /// |---|---|---|
@@ -38,6 +39,8 @@ use proc_macro::TokenStream;
 /// | `host` | the host end's address in that subnet | the first other usable address |
 /// | `timeout` | `"500ms"`, `"30s"`, `"2m"`, `"1m30s"` | none |
 /// | `hostname` | the container's UTS hostname | the library's default |
+/// | `caps` | capabilities added to the default set, `"NET_ADMIN,SYS_PTRACE"` (with or without `CAP_`, any case) | none added |
+/// | `privileged` | `true`: every capability, /proc unhardened | `false` |
 ///
 /// Bare `#[cv_test]` takes the defaults.
 ///
@@ -63,6 +66,28 @@ use proc_macro::TokenStream;
 /// The test can write where `cargo test` tests write: its package directory and the target
 /// directory are the host's, writable; `/tmp` is the container's own; the rest of the host's
 /// root is read-only.
+///
+/// # Capabilities
+/// The test runs as root with Docker's default capabilities without `MKNOD` (`CHOWN`,
+/// `DAC_OVERRIDE`, `FOWNER`, `FSETID`, `KILL`, `SETGID`, `SETUID`, `SETPCAP`, `NET_BIND_SERVICE`,
+/// `NET_RAW`, `SYS_CHROOT`, `AUDIT_WRITE`, `SETFCAP`), cut in every set before it starts, and
+/// with the kernel knobs of its `/proc` read-only (`/proc/sys`, `/proc/sysrq-trigger`, ...) and
+/// `/proc/kcore`, `/proc/keys` and the like masked: it cannot remount the read-only root, mount,
+/// make device nodes, load modules or set the clock. `caps = "NET_ADMIN"` adds capabilities;
+/// `privileged = true` keeps them all and leaves `/proc` as it is, for a test that mounts things
+/// or makes containers itself (it can then undo the read-only root: so can one given
+/// `SYS_ADMIN`, `SYS_PTRACE`, `SYS_MODULE`, `DAC_READ_SEARCH` or `SYS_RAWIO`).
+///
+/// ```no_run
+/// use cvtest::cv_test;
+///
+/// #[cv_test(caps = "NET_ADMIN")]
+/// fn sets_up_its_own_routes() {}
+///
+/// #[cv_test(privileged = true)]
+/// fn mounts_a_tmpfs() {}
+/// # fn main() {}
+/// ```
 ///
 /// # Async tests
 /// Put `#[cv_test]` first, then the runtime's test attribute, which makes the test and runs the

@@ -13,7 +13,8 @@ pub(crate) struct Arg {
 }
 
 /// Parses `key = "value", ...`. Every value must be a string literal: the same text a config file
-/// or a command-line flag would hold.
+/// or a command-line flag would hold; `privileged` takes `true` or `false` as well (kept as the
+/// string `"true"` or `"false"`, spanned on the literal).
 pub(crate) fn args(tokens: TokenStream) -> syn::Result<Vec<Arg>> {
     let mut args = Vec::new();
     let parser = syn::meta::parser(|meta| {
@@ -25,6 +26,13 @@ pub(crate) fn args(tokens: TokenStream) -> syn::Result<Vec<Arg>> {
         })?;
         let value = match meta.value()?.parse::<Lit>()? {
             Lit::Str(s) => s,
+            Lit::Bool(b) if key == "privileged" => LitStr::new(&b.value.to_string(), b.span),
+            other if key == "privileged" => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    "expected `true` or `false`, as in `privileged = true`",
+                ))
+            }
             other => {
                 return Err(syn::Error::new(
                     other.span(),
@@ -50,6 +58,7 @@ fn example(key: &str) -> &'static str {
         "host" => "10.0.0.1",
         "timeout" => "30s",
         "hostname" => "test-host",
+        "caps" => "NET_ADMIN",
         _ => "...",
     }
 }
@@ -140,6 +149,17 @@ mod tests {
         let e = args(quote!(pids = 64)).err().unwrap();
         assert_eq!(e.to_string(), "expected a string literal, as in `pids = \"64\"`");
         assert!(args(quote!(a::b = "1")).is_err());
+        let e = args(quote!(caps = true)).err().unwrap();
+        assert_eq!(e.to_string(), "expected a string literal, as in `caps = \"NET_ADMIN\"`");
+        let e = args(quote!(privileged = 1)).err().unwrap();
+        assert_eq!(e.to_string(), "expected `true` or `false`, as in `privileged = true`");
+    }
+
+    #[test]
+    fn privileged_takes_a_bool() {
+        let args = args(quote!(privileged = true, caps = "SYS_PTRACE")).unwrap();
+        let pairs: Vec<_> = args.iter().map(|a| (a.key.to_string(), a.value.value())).collect();
+        assert_eq!(pairs, [("privileged".into(), "true".into()), ("caps".into(), "SYS_PTRACE".into())]);
     }
 
     #[test]

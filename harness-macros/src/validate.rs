@@ -134,7 +134,9 @@ mod tests {
             host = "10.0.0.9",
             network = "10.0.0.2/24",
             timeout = "30s",
-            hostname = "box"
+            hostname = "box",
+            privileged = false,
+            caps = "cap_net_admin"
         ))
         .unwrap();
         assert_eq!(pairs.len(), SETTINGS_KEYS.len());
@@ -148,6 +150,18 @@ mod tests {
         assert!(e.contains("invalid pids limit \"0\""), "{e}");
         assert!(e.contains("unknown key `memroy`; valid keys are: memory, pids, cpu_weight"), "{e}");
         assert!(e.contains("duplicate key `memory`"), "{e}");
+    }
+
+    #[test]
+    fn caps_and_privileged_are_checked() {
+        let e = check(quote!(caps = "NET_ADMIN,SYS_PTRAC", privileged = "yes")).unwrap_err();
+        assert!(
+            e.contains("invalid capability list \"NET_ADMIN,SYS_PTRAC\": unknown capability \"SYS_PTRAC\""),
+            "{e}"
+        );
+        assert!(e.contains("SYS_PTRACE, SYS_PACCT"), "{e}");
+        assert!(e.contains("invalid boolean \"yes\": not true or false; expected true or false"), "{e}");
+        assert_eq!(check(quote!(privileged = true)).unwrap(), [("privileged".to_owned(), "true".to_owned())]);
     }
 
     #[test]

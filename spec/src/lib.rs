@@ -1,6 +1,6 @@
 //! The one value parser of cvtest.
 //!
-//! Every limit, address and duration that a user can write — in `#[cv_test(...)]` (checked at
+//! Every limit, address, duration and capability list that a user can write — in `#[cv_test(...)]` (checked at
 //! compile time by the macro), on the `cargo cvtest` command line, in a config file, or through
 //! the library's builder — is parsed here, so that all front ends accept exactly the same
 //! language and report the same errors.
@@ -8,6 +8,7 @@
 //! Errors name the value and say what is accepted; the caller adds *where* (a span, a flag, a
 //! file and key).
 
+mod caps;
 mod dump;
 mod network;
 mod parse;
@@ -16,13 +17,14 @@ mod parse;
 pub mod props;
 mod settings;
 
+pub use caps::{Capabilities, CAPABILITY_NAMES};
 pub use dump::{DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX};
 pub use network::{subnets_overlap, NetworkSpec};
 pub use parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
     ValueKind, MAX_DURATION,
 };
-pub use settings::{parse_hostname, SetError, TestSettings, SETTINGS_KEYS};
+pub use settings::{parse_bool, parse_hostname, SetError, TestSettings, SETTINGS_KEYS};
 
 /// Default memory limit when cgroups are on and none is given: 1 GiB.
 pub const DEFAULT_MEMORY: MemoryLimit = MemoryLimit::Bytes(1 << 30);

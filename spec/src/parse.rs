@@ -17,6 +17,8 @@ pub enum ValueKind {
     HostAddress,
     Duration,
     Hostname,
+    Bool,
+    Capabilities,
 }
 
 impl ValueKind {
@@ -33,6 +35,8 @@ impl ValueKind {
             ValueKind::HostAddress => "host address",
             ValueKind::Duration => "duration",
             ValueKind::Hostname => "hostname",
+            ValueKind::Bool => "boolean",
+            ValueKind::Capabilities => "capability list",
         }
     }
 
@@ -40,7 +44,7 @@ impl ValueKind {
     pub fn accepted(self) -> &'static str {
         match self {
             ValueKind::Memory => {
-                "bytes (\"1048576\"), a number with a binary unit K, M, G or T (\"512M\" = 536870912 bytes; \"Ki\"/\"KiB\" spellings too), or \"max\" for no limit"
+                "bytes (\"1048576\"), a number with a binary unit K, M, G or T (\"512M\" = 536870912 bytes; \"Ki\"/\"KiB\" spellings too), at least 1M, or \"max\" for no limit"
             }
             ValueKind::Pids => "a whole number of processes and threads from 1 up, or \"max\" for no limit",
             ValueKind::CpuWeight => "a whole number from 1 to 10000 (100 is the default share)",
@@ -59,6 +63,8 @@ impl ValueKind {
                 "a positive duration: a number with a unit ms, s, m or h, or several such (\"500ms\", \"30s\", \"2m\", \"1m30s\", \"1.5s\")"
             }
             ValueKind::Hostname => "1 to 64 characters: letters, digits, '-' and '.', not starting with '-' or '.'",
+            ValueKind::Bool => "true or false",
+            ValueKind::Capabilities => crate::caps::ACCEPTED,
         }
     }
 }
@@ -86,6 +92,10 @@ pub enum MemoryLimit {
 }
 
 impl MemoryLimit {
+    /// The smallest limit accepted: 1 MiB. Below it the container's init is killed for lack of
+    /// memory before the test starts (measured: 256K fails, 1M runs a trivial test).
+    pub const MIN_BYTES: u64 = 1 << 20;
+
     pub fn bytes(self) -> Option<u64> {
         match self {
             MemoryLimit::Max => None,
@@ -129,8 +139,10 @@ impl FromStr for MemoryLimit {
             }
         };
         let bytes = n.checked_mul(mult).ok_or_else(|| err("the size overflows 64 bits"))?;
-        if bytes == 0 {
-            return Err(err("a limit of zero bytes would kill the test at once"));
+        if bytes < MemoryLimit::MIN_BYTES {
+            return Err(err(&format!(
+                "{bytes} bytes is below the smallest limit a container can start under, 1M (1048576 bytes)"
+            )));
         }
         Ok(MemoryLimit::Bytes(bytes))
     }
@@ -420,7 +432,8 @@ mod tests {
         assert_eq!("64Mi".parse(), Ok(MemoryLimit::Bytes(64 << 20)));
         assert_eq!("64MiB".parse(), Ok(MemoryLimit::Bytes(64 << 20)));
         assert_eq!("64m".parse(), Ok(MemoryLimit::Bytes(64 << 20)));
-        assert_eq!("1000".parse(), Ok(MemoryLimit::Bytes(1000)));
+        assert_eq!("1048576".parse(), Ok(MemoryLimit::Bytes(1 << 20)));
+        assert_eq!("1M".parse(), Ok(MemoryLimit::Bytes(1 << 20)));
         assert_eq!("max".parse(), Ok(MemoryLimit::Max));
     }
 
@@ -430,14 +443,16 @@ mod tests {
         assert_eq!(e.kind, ValueKind::Memory);
         let msg = e.to_string();
         assert!(msg.contains("\"1X\"") && msg.contains("unknown unit") && msg.contains("\"max\""), "{msg}");
-        for bad in ["", "M", "0", "0M", "-1", "1.5G", "99999999999T", "12 M"] {
+        let e = "1000".parse::<MemoryLimit>().unwrap_err();
+        assert!(e.to_string().contains("below the smallest limit") && e.to_string().contains("1M"), "{e}");
+        for bad in ["", "M", "0", "0M", "5", "1023K", "-1", "1.5G", "99999999999T", "12 M"] {
             assert!(bad.parse::<MemoryLimit>().is_err(), "{bad:?} accepted");
         }
     }
 
     #[test]
     fn memory_display_round_trips() {
-        for s in ["512M", "1G", "1536K", "1000", "max", "3T"] {
+        for s in ["512M", "1G", "1536K", "1048577", "max", "3T"] {
             let v: MemoryLimit = s.parse().unwrap();
             assert_eq!(v.to_string(), s);
         }

@@ -15,8 +15,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use crate::{
-    format_duration, parse_cpus, parse_duration, parse_hostname, CpuQuota, CpuWeight, MemoryLimit,
-    NetworkSpec, ParseError, PidsLimit, SetError, TestSettings, ValueKind, SETTINGS_KEYS,
+    format_duration, parse_bool, parse_cpus, parse_duration, parse_hostname, Capabilities, CpuQuota,
+    CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit, SetError, TestSettings, ValueKind,
+    CAPABILITY_NAMES, SETTINGS_KEYS,
 };
 
 fn check_refusal(e: &ParseError, kinds: &[ValueKind], input: Option<&str>) {
@@ -28,7 +29,7 @@ fn check_refusal(e: &ParseError, kinds: &[ValueKind], input: Option<&str>) {
     assert!(!e.reason.is_empty() && msg.contains(e.kind.accepted()), "unclear refusal: {msg}");
 }
 
-/// `MemoryLimit`: more than 0 bytes or "max"; `Display` parses back.
+/// `MemoryLimit`: at least [`MemoryLimit::MIN_BYTES`] or "max"; `Display` parses back.
 pub fn memory(input: &str) {
     match input.parse::<MemoryLimit>() {
         Err(e) => check_refusal(&e, &[ValueKind::Memory], Some(input)),
@@ -39,13 +40,17 @@ pub fn memory(input: &str) {
     }
 }
 
-/// An accepted memory limit: in range, and its `Display` is a fixed point of parse ∘ display.
+/// A memory limit: its `Display` is a fixed point of parse ∘ display from the floor up, and below
+/// the floor (only the library's raw `Bytes` can hold such a value) the parser refuses it.
 pub fn memory_value(v: MemoryLimit) {
-    if let MemoryLimit::Bytes(b) = v {
-        assert!(b > 0, "a zero memory limit was accepted");
-    }
     let text = v.to_string();
-    assert_eq!(text.parse::<MemoryLimit>(), Ok(v), "{v:?} displays as {text:?}");
+    match v {
+        MemoryLimit::Bytes(b) if b < MemoryLimit::MIN_BYTES => {
+            let e = text.parse::<MemoryLimit>().expect_err("a limit below the floor was accepted");
+            check_refusal(&e, &[ValueKind::Memory], Some(&text));
+        }
+        _ => assert_eq!(text.parse::<MemoryLimit>(), Ok(v), "{v:?} displays as {text:?}"),
+    }
 }
 
 /// `PidsLimit`: at least 1 or "max"; `Display` parses back.
@@ -257,6 +262,33 @@ pub fn network_value(n: NetworkSpec) {
     settings_value(&TestSettings { network: Some(n), ..Default::default() });
 }
 
+/// `Capabilities`: accepts exactly comma-separated known names (any case, with or without
+/// `CAP_`, blanks around them) or nothing at all; `Display` parses back.
+pub fn capabilities(input: &str) {
+    let known = |name: &str| {
+        let upper = name.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper).to_owned();
+        CAPABILITY_NAMES.contains(&bare.as_str())
+    };
+    let expected = input.trim().is_empty() || input.split(',').all(known);
+    match input.parse::<Capabilities>() {
+        Err(e) => {
+            check_refusal(&e, &[ValueKind::Capabilities], Some(input));
+            assert!(!expected, "{input:?} refused: {e}");
+        }
+        Ok(c) => {
+            assert!(expected, "{input:?} accepted as {c}");
+            capabilities_value(c);
+        }
+    }
+}
+
+pub fn capabilities_value(c: Capabilities) {
+    assert_eq!(c.bits() >> CAPABILITY_NAMES.len(), 0, "{c:?} has bits past the last capability");
+    let text = c.to_string();
+    assert_eq!(text.parse::<Capabilities>(), Ok(c), "{c:?} displays as {text:?}");
+}
+
 /// `TestSettings` from JSON: every accepted field is one its parser accepts, and the JSON that
 /// `TestSettings` writes reads back to the same settings.
 pub fn settings_json(bytes: &[u8]) {
@@ -266,7 +298,8 @@ pub fn settings_json(bytes: &[u8]) {
 }
 
 pub fn settings_value(t: &TestSettings) {
-    let TestSettings { memory, pids, cpu_weight: weight, cpus, network, timeout, hostname } = t;
+    let TestSettings { memory, pids, cpu_weight: weight, cpus, network, timeout, hostname, privileged, caps } =
+        t;
     if let Some(m) = memory {
         memory_value(*m);
     }
@@ -288,6 +321,12 @@ pub fn settings_value(t: &TestSettings) {
     }
     if let Some(h) = hostname {
         assert_eq!(parse_hostname(h).as_ref(), Ok(h), "settings hold a hostname the parser refuses");
+    }
+    if let Some(p) = privileged {
+        assert_eq!(parse_bool(&p.to_string()), Ok(*p));
+    }
+    if let Some(c) = caps {
+        capabilities_value(*c);
     }
     let json = serde_json::to_string(t).unwrap_or_else(|e| panic!("{t:?} does not serialize: {e}"));
     let back: TestSettings = serde_json::from_str(&json)
@@ -479,6 +518,20 @@ mod tests {
     }
 
     #[test]
+    fn capabilities_properties() {
+        let mut g = Gen(7);
+        let mut frags: Vec<&str> = CAPABILITY_NAMES.to_vec();
+        frags.extend(["cap_", "CAP_", "net_admin", ",", ", ", ",,", "ALL", "Sys_Ptrace", " "]);
+        for _ in 0..N {
+            capabilities(&g.text(&frags));
+            let names: Vec<&str> =
+                (0..g.below(5)).map(|_| g.pick(&frags[..CAPABILITY_NAMES.len()])).collect();
+            capabilities(&names.join(","));
+            capabilities_value(Capabilities::from_bits(g.next()));
+        }
+    }
+
+    #[test]
     fn settings_properties() {
         let mut g = Gen(6);
         let lines = [
@@ -498,6 +551,12 @@ mod tests {
             "timeout=1.5m",
             "hostname=box",
             "hostname=-bad",
+            "privileged=true",
+            "privileged=false",
+            "privileged=yes",
+            "caps=NET_ADMIN,cap_sys_time",
+            "caps=",
+            "caps=NET_ADMN",
             "memroy=1G",
             "",
             "=",
@@ -517,6 +576,11 @@ mod tests {
             "\"hostname\":\"-x\"",
             "\"hostname\":\"\"",
             "\"cpu_weight\":\"7\"",
+            "\"privileged\":\"true\"",
+            "\"privileged\":true",
+            "\"caps\":\"NET_RAW,SYS_ADMIN\"",
+            "\"caps\":\"\"",
+            "\"caps\":\"all\"",
             "\"x\":1",
         ];
         for _ in 0..N {

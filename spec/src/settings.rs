@@ -11,11 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
 };
-use crate::NetworkSpec;
+use crate::{Capabilities, NetworkSpec};
 
 /// The keys `#[cv_test]` and config files accept, in the order they are documented.
 pub const SETTINGS_KEYS: &[&str] =
-    &["memory", "pids", "cpu_weight", "cpus", "network", "host", "timeout", "hostname"];
+    &["memory", "pids", "cpu_weight", "cpus", "network", "host", "timeout", "hostname", "privileged", "caps"];
 
 /// Limits and options of one test. `None` means "not set here": a lower layer (config, CLI
 /// defaults, library defaults) decides.
@@ -37,6 +37,14 @@ pub struct TestSettings {
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hostname_str")]
     pub hostname: Option<String>,
+    /// `true`: the test keeps every capability and sees /proc unmasked (no confinement beyond
+    /// the namespaces and the read-only root, which it may then undo).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "bool_str")]
+    pub privileged: Option<bool>,
+    /// Capabilities added to [`Capabilities::DEFAULT`]. Like every key, a value set in a higher
+    /// layer replaces a lower layer's (the lists are not merged).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_str")]
+    pub caps: Option<Capabilities>,
 }
 
 impl TestSettings {
@@ -50,6 +58,8 @@ impl TestSettings {
             network: self.network.or(lower.network),
             timeout: self.timeout.or(lower.timeout),
             hostname: self.hostname.clone().or_else(|| lower.hostname.clone()),
+            privileged: self.privileged.or(lower.privileged),
+            caps: self.caps.or(lower.caps),
         }
     }
 
@@ -70,6 +80,8 @@ impl TestSettings {
             }
             "timeout" => self.timeout = Some(parse_duration(value)?),
             "hostname" => self.hostname = Some(parse_hostname(value)?),
+            "privileged" => self.privileged = Some(parse_bool(value)?),
+            "caps" => self.caps = Some(value.parse::<Capabilities>()?),
             _ => return Err(SetError::UnknownKey(key.to_owned())),
         }
         Ok(())
@@ -86,6 +98,15 @@ pub fn parse_hostname(input: &str) -> Result<String, ParseError> {
         Ok(input.to_owned())
     } else {
         Err(ParseError::new(crate::ValueKind::Hostname, input, "not a valid hostname"))
+    }
+}
+
+/// `true` or `false`, as a config file, an attribute or a flag writes a switch.
+pub fn parse_bool(input: &str) -> Result<bool, ParseError> {
+    match input {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ParseError::new(crate::ValueKind::Bool, input, "not true or false")),
     }
 }
 
@@ -141,6 +162,7 @@ string_serde!(cpus_str, Option<CpuQuota>, |v| v.map_or_else(|| "max".to_owned(),
 string_serde!(net_str, NetworkSpec, |v| format!("{}@{}", v, v.host()), |s| parse_net(&s));
 string_serde!(dur_str, Duration, |v| format_duration(*v), |s| parse_duration(&s));
 string_serde!(hostname_str, String, |v| v.clone(), |s| parse_hostname(&s));
+string_serde!(bool_str, bool, |v| v.to_string(), |s| parse_bool(&s));
 
 /// The JSON form of a network: "10.0.0.2/24@10.0.0.1" (the host end after '@'), or a bare CIDR.
 fn parse_net(s: &str) -> Result<NetworkSpec, ParseError> {
@@ -171,6 +193,27 @@ mod tests {
         );
         let back: TestSettings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn privileged_and_caps() {
+        let mut t = TestSettings::default();
+        t.set("privileged", "true", &mut None).unwrap();
+        t.set("caps", "cap_sys_ptrace,NET_ADMIN", &mut None).unwrap();
+        assert_eq!(t.privileged, Some(true));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, r#"{"privileged":"true","caps":"NET_ADMIN,SYS_PTRACE"}"#);
+        assert_eq!(serde_json::from_str::<TestSettings>(&json).unwrap(), t);
+        let e = t.set("privileged", "yes", &mut None).unwrap_err().to_string();
+        assert_eq!(e, "invalid boolean \"yes\": not true or false; expected true or false");
+        let e = t.set("caps", "NET_ADMN", &mut None).unwrap_err().to_string();
+        assert!(e.starts_with("invalid capability list \"NET_ADMN\": unknown capability \"NET_ADMN\"; expected capability names"), "{e}");
+        assert!(serde_json::from_str::<TestSettings>(r#"{"caps":"BOGUS"}"#).is_err());
+        // A higher layer's list replaces a lower one's.
+        let lower = TestSettings { caps: Some("NET_ADMIN".parse().unwrap()), ..Default::default() };
+        let upper = TestSettings { caps: Some("SYS_TIME".parse().unwrap()), ..Default::default() };
+        assert_eq!(upper.over(&lower).caps.unwrap().to_string(), "SYS_TIME");
+        assert_eq!(TestSettings::default().over(&lower).caps, lower.caps);
     }
 
     #[test]

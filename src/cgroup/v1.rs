@@ -44,25 +44,47 @@ pub(crate) struct V1Cgroup {
 }
 
 impl V1Cgroup {
-    fn at(l: &V1Layout, name: &str, features: Features) -> Self {
+    /// The cgroup `name` in every hierarchy of `l`; without the freezer one when `freezer` is
+    /// false and the freezer hierarchy holds no other controller used here.
+    fn at(l: &V1Layout, name: &str, features: Features, freezer: bool) -> Self {
+        let others = [Some(l.memory), Some(l.pids), Some(l.cpu), l.cpuacct];
+        let skip = l.freezer.filter(|f| !freezer && !others.contains(&Some(*f)));
+        let mut dirs = Vec::with_capacity(l.bases.len());
+        let mut index = vec![usize::MAX; l.bases.len()];
+        for (i, base) in l.bases.iter().enumerate() {
+            if Some(i) != skip {
+                index[i] = dirs.len();
+                dirs.push(base.join(name));
+            }
+        }
         V1Cgroup {
-            dirs: l.bases.iter().map(|b| b.join(name)).collect(),
-            memory: l.memory,
-            pids: l.pids,
-            cpu: l.cpu,
-            cpuacct: l.cpuacct,
-            freezer: l.freezer,
+            dirs,
+            memory: index[l.memory],
+            pids: index[l.pids],
+            cpu: index[l.cpu],
+            cpuacct: l.cpuacct.map(|i| index[i]),
+            freezer: l.freezer.filter(|_| skip.is_none()).map(|i| index[i]),
             features,
             removed: false,
         }
     }
 
+    /// An existing cgroup (the sweep's), with the freezer directory when it was made with one.
     pub(crate) fn adopt(l: &V1Layout, name: &str) -> Self {
-        V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default())
+        let freezer = l.freezer.is_some_and(|f| l.bases[f].join(name).is_dir());
+        V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default(), freezer)
     }
 
-    pub(crate) fn create(l: &V1Layout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
-        let mut cg = V1Cgroup::at(l, name, Features::default());
+    /// Makes the cgroup in each hierarchy and writes the limits. `freezer`: also in the freezer
+    /// hierarchy, which [`Cgroup::kill_all`] needs to stop forks racing the kill. A container
+    /// with its own PID namespace goes without: the death of its init kills everything in it.
+    pub(crate) fn create(
+        l: &V1Layout,
+        name: &str,
+        limits: &Limits,
+        freezer: bool,
+    ) -> Result<Self, CgroupError> {
+        let mut cg = V1Cgroup::at(l, name, Features::default(), freezer);
         for (i, dir) in cg.dirs.iter().enumerate() {
             if let Err(source) = std::fs::create_dir(dir) {
                 // Only what this call made goes again.

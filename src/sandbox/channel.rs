@@ -35,6 +35,7 @@ pub(crate) enum Stage {
     Exec = 11,
     JoinCgroup = 12,
     CgroupNamespace = 13,
+    Capabilities = 14,
 }
 
 impl Stage {
@@ -53,6 +54,7 @@ impl Stage {
             11 => Stage::Exec,
             12 => Stage::JoinCgroup,
             13 => Stage::CgroupNamespace,
+            14 => Stage::Capabilities,
             _ => return None,
         })
     }

@@ -9,14 +9,18 @@
 //! 1. keeps every signal blocked (they are read later through a signalfd), joins its cgroups
 //!    itself on v1 (and then makes its cgroup namespace), closes every inherited fd it does not
 //!    need (other containers' pipes included), resets signal dispositions, sets the hostname,
-//!    runs the mount plan and brings `lo` up;
+//!    runs the mount plan, brings `lo` up, and (unless privileged) drops from its bounding set
+//!    every capability the main process may not keep;
 //! 2. waits on the life pipe for the parent's go (the parent has meanwhile put it in its cgroup
-//!    and made its veth), and exits quietly on EOF;
+//!    and made its veth), and exits quietly on EOF; unless privileged, makes itself not dumpable
+//!    (so the test, the same user, cannot trace it or open its memory);
 //! 3. starts the main process with `clone(CLONE_VM | CLONE_VFORK)`, which runs [`exec_main`]:
-//!    its own process group, stdio, working directory, an empty signal mask, `execve`;
-//! 4. reports `Started`, then reaps every child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to the
-//!    main process, and when the main process ends reports its raw wait status and exits, which
-//!    makes the kernel kill everything left in the PID namespace;
+//!    its own process group, stdio, working directory, its capabilities cut to the kept set
+//!    (ambient cleared, inheritable empty), an empty signal mask, `execve`;
+//! 4. reports `Started`, keeps only `CAP_KILL` itself (unless privileged), then reaps every
+//!    child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to the main process, and when the main
+//!    process ends reports its raw wait status and exits, which makes the kernel kill everything
+//!    left in the PID namespace;
 //! 5. exits the same way on EOF of the life pipe: the parent died (even by SIGKILL), so the
 //!    container dies with its runner.
 
@@ -46,7 +50,23 @@ pub(crate) struct InitPlan<'a> {
     pub(crate) mounts: &'a MountPlan,
     /// Whether the init is PID 1 of a new PID namespace (then its exit kills everything left).
     pub(crate) pid_ns: bool,
+    /// The capabilities to keep; `None` when privileged (keep all).
+    pub(crate) caps: Option<CapPlan>,
     pub(crate) main: MainPlan<'a>,
+}
+
+/// Which capabilities the container's processes keep, computed in the parent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CapPlan {
+    /// The highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    pub(crate) last_cap: u32,
+    /// What the main process keeps, bit `n` for capability `n`: the bounding set of the init
+    /// (which the main process inherits) and the main process's permitted and effective sets.
+    /// Within the caller's own permitted set.
+    pub(crate) keep: u64,
+    /// What the init itself keeps once the main process runs (`CAP_KILL`, to forward signals to
+    /// a main process that changed its user, if the caller has it).
+    pub(crate) init_keeps: u64,
 }
 
 /// What the main process needs between its clone and its exec.
@@ -57,6 +77,8 @@ pub(crate) struct MainPlan<'a> {
     pub(crate) cwd: Option<&'a CStr>,
     /// Sources for fds 0, 1 and 2.
     pub(crate) stdio: [RawFd; 3],
+    /// The capabilities the main process keeps (`CapPlan::keep`); `None` when privileged.
+    pub(crate) keep_caps: Option<u64>,
 }
 
 /// Why the main process could not exec.
@@ -96,6 +118,13 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
         Ok(false) => sys::exit(EXIT_ABANDONED),
         Err(errno) => fail(plan.status, Failure { stage: Stage::Release, step: 0, errno }),
     }
+    // Only now: the parent may have needed /proc/<pid>/ns/net (without CAP_SYS_PTRACE it may
+    // open it only while the init is dumpable).
+    if plan.caps.is_some() {
+        if let Err(errno) = sys::set_not_dumpable() {
+            fail(plan.status, Failure { stage: Stage::Capabilities, step: 0, errno });
+        }
+    }
     let main = match sys::vfork_main(&plan.main) {
         Ok((pid, None)) => pid,
         Ok((pid, Some(f))) => {
@@ -108,6 +137,12 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
     // The OOM killer must pick the test, never the init (which would lose the exit status).
     // Done after the fork so that the main process keeps the runner's own score.
     let _ = sys::write_file(c"/proc/self/oom_score_adj", b"-1000");
+    if let Some(caps) = &plan.caps {
+        // Supervising needs no capability but CAP_KILL (to signal a main process that changed
+        // its user): a test allowed to trace the init finds nothing more to take there. Best
+        // effort: the init is not dumpable and its bounding set is the test's anyway.
+        let _ = sys::capset(caps.init_keeps, caps.init_keeps, 0);
+    }
     supervise(plan, signals.as_raw_fd(), main)
 }
 
@@ -143,7 +178,22 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     }
     sys::umask(old_umask);
     sys::loopback_up().map_err(at(Stage::Loopback))?;
+    if let Some(caps) = &plan.caps {
+        drop_bounding_set(caps).map_err(at(Stage::Capabilities))?;
+    }
     Ok(signals)
+}
+
+/// Drops from the bounding set every capability the main process may not keep. The main process
+/// inherits the set; after its exec, a root process gets exactly its bounding set, so nothing
+/// outside it can come back (not through setuid or file capabilities either).
+fn drop_bounding_set(caps: &CapPlan) -> Result<(), Errno> {
+    for cap in 0..=caps.last_cap.min(63) {
+        if caps.keep & (1 << cap) == 0 {
+            sys::capbset_drop(cap)?;
+        }
+    }
+    Ok(())
 }
 
 /// Closes every fd from 3 up except `keep` (sorted, each at least 3).
@@ -187,6 +237,16 @@ fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
         Step::Symlink { target, link } => sys::symlink(target, link),
         Step::Chdir { path } => sys::chdir(path),
         Step::PivotRoot => sys::pivot_root_here(),
+        Step::Mask { target, dir: true } => sys::mount(
+            Some(c"tmpfs"),
+            target,
+            Some(c"tmpfs"),
+            libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(c"mode=555"),
+        ),
+        Step::Mask { target, dir: false } => {
+            sys::mount(Some(c"/dev/null"), target, None, libc::MS_BIND, None)
+        }
     }
 }
 
@@ -268,6 +328,15 @@ pub(crate) fn exec_main(plan: &MainPlan<'_>) -> MainFailure {
     }
     if let Some(cwd) = plan.cwd {
         if let Err(f) = sys::chdir(cwd).map_err(fail(Stage::Chdir)) {
+            return f;
+        }
+    }
+    // The bounding set was cut by the init; now the sets of this process: the kept ones
+    // effective and permitted, none inheritable (so no file's inheritable capabilities can give
+    // a non-root user of the test anything: CVE-2022-24769), no ambient.
+    if let Some(keep) = plan.keep_caps {
+        let confined = sys::clear_ambient_caps().and_then(|()| sys::capset(keep, keep, 0));
+        if let Err(f) = confined.map_err(fail(Stage::Capabilities)) {
             return f;
         }
     }

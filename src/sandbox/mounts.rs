@@ -13,6 +13,14 @@
 //!
 //! [`Rootfs::Dir`]: the directory is bind-mounted onto itself, becomes `/` by `pivot_root`, and
 //! gets the same fresh `/proc`, `/sys`, `/dev` and `/tmp`.
+//!
+//! Unless the container is privileged, its `/proc` is then hardened as Docker's is: the kernel
+//! knobs that are not namespaced ([`PROC_READ_ONLY`]: `/proc/sys`, `/proc/sysrq-trigger`, ...)
+//! are bound onto themselves and remounted read-only, and what leaks the host's state
+//! ([`MASKED`]: `/proc/kcore`, `/proc/keys`, `/proc/timer_list`, `/sys/firmware`, ...) is hidden,
+//! a file under `/dev/null`, a directory under an empty read-only tmpfs. Only paths this kernel
+//! has are in the plan. A confined test cannot undo any of it: unmounting needs
+//! `CAP_SYS_ADMIN`.
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
@@ -82,6 +90,11 @@ pub(crate) enum Step {
     },
     /// `pivot_root(".", ".")` and detach the old root.
     PivotRoot,
+    /// Hides `target`: a directory under an empty read-only tmpfs, a file under `/dev/null`.
+    Mask {
+        target: CString,
+        dir: bool,
+    },
 }
 
 impl Step {
@@ -103,6 +116,7 @@ impl Step {
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
             Step::Chdir { path } => format!("changing directory to {}", s(path)),
             Step::PivotRoot => "pivoting to the new root".to_owned(),
+            Step::Mask { target, .. } => format!("masking {}", s(target)),
         }
     }
 }
@@ -117,6 +131,69 @@ pub(crate) struct MountPlan {
 impl std::fmt::Debug for MountPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MountPlan").field("steps", &self.steps).field("slots", &self.slots.len()).finish()
+    }
+}
+
+/// Kernel interfaces a confined container may read but not write: they are not namespaced, so
+/// a write would change the host (Docker's read-only paths).
+pub(crate) const PROC_READ_ONLY: [&str; 5] =
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// What a confined container may not read: the host's memory, keys, timers, interrupts, firmware
+/// tables, energy counters (Docker's masked paths).
+pub(crate) const MASKED: [&str; 12] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Of [`PROC_READ_ONLY`] and [`MASKED`], those this kernel has.
+struct Hardened {
+    read_only: Vec<CString>,
+    /// With whether each is a directory.
+    masked: Vec<(CString, bool)>,
+}
+
+/// The hardened paths as this process sees them (the container's fresh /proc and /sys show the
+/// same kernel). Looked up once per process.
+fn hardened_paths() -> &'static Hardened {
+    static PATHS: OnceLock<Hardened> = OnceLock::new();
+    PATHS.get_or_init(|| {
+        let exists = |p: &&&str| Path::new(p).symlink_metadata().is_ok();
+        let c = |p: &str| CString::new(p).unwrap_or_default();
+        Hardened {
+            read_only: PROC_READ_ONLY.iter().filter(exists).map(|p| c(p)).collect(),
+            masked: MASKED.iter().filter(exists).map(|p| (c(p), Path::new(p).is_dir())).collect(),
+        }
+    })
+}
+
+/// The steps that harden /proc and /sys; after /dev (the masks bind its `null`).
+fn harden(steps: &mut Vec<Step>) {
+    let Hardened { read_only, masked } = hardened_paths();
+    for path in read_only {
+        steps.push(Step::BindSelf { path: path.clone() });
+        steps.push(Step::RemountReadOnly {
+            target: path.clone(),
+            flags: libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+        });
+    }
+    for (target, dir) in masked {
+        steps.push(Step::Mask { target: target.clone(), dir: *dir });
     }
 }
 
@@ -152,10 +229,16 @@ impl MountPlan {
     /// directory the plan covers with a fresh mount (a checkout under `/tmp`, say), it is cloned
     /// from the host *after* the root went read-only and attached over the fresh mount, so the
     /// container still sees it, read-only, unless a writable directory already holds it.
-    pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, keep_visible: &[&Path]) -> MountPlan {
+    ///
+    /// `harden`: make the kernel knobs of /proc read-only and mask what leaks the host's state
+    /// (a confined, not privileged, container).
+    pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, harden: bool, keep_visible: &[&Path]) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
         if !filesystem {
             steps.push(proc_mount(""));
+            if harden {
+                self::harden(&mut steps);
+            }
             return MountPlan { steps, slots: Box::default() };
         }
         match rootfs {
@@ -175,6 +258,9 @@ impl MountPlan {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
                 fresh_mounts(&mut steps, false);
+                if harden {
+                    self::harden(&mut steps);
+                }
                 // Parents before children, so a writable directory inside a kept-visible one
                 // is attached on top of it.
                 let mut attach: Vec<(usize, &PathBuf)> =
@@ -193,6 +279,9 @@ impl MountPlan {
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
                 fresh_mounts(&mut steps, true);
+                if harden {
+                    self::harden(&mut steps);
+                }
                 MountPlan { steps, slots: Box::default() }
             }
         }
@@ -369,6 +458,7 @@ mod tests {
         let plan = MountPlan::new(
             &Rootfs::Host { writable: vec![PathBuf::from("/tmp/work/a"), PathBuf::from("/srv")] },
             true,
+            false,
             &[],
         );
         let text = render(&plan);
@@ -383,7 +473,7 @@ mod tests {
 
     #[test]
     fn dir_plan_pivots_then_mounts_fresh_filesystems() {
-        let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true, &[]);
+        let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true, false, &[]);
         let text = render(&plan);
         assert!(text.find("pivoting").unwrap() < text.find("mounting proc on /proc").unwrap());
         assert!(text.contains("bind-mounting /srv/root onto itself"));
@@ -391,7 +481,7 @@ mod tests {
 
     #[test]
     fn without_filesystem_only_proc_is_fresh() {
-        let plan = MountPlan::new(&Rootfs::default(), false, &[]);
+        let plan = MountPlan::new(&Rootfs::default(), false, false, &[]);
         assert_eq!(render(&plan), "making the mount tree private\nmounting proc on /proc\n");
     }
 
@@ -423,6 +513,7 @@ mod tests {
                 writable: vec![PathBuf::from("/tmp/ci/repo/target/tmp"), PathBuf::from("/tmp/w")],
             },
             true,
+            false,
             &[program, cwd, elsewhere, Path::new("/tmp/w/sub")],
         );
         let text = render(&plan);
@@ -438,5 +529,54 @@ mod tests {
         assert!(pos("making / read-only") < pos("cloning the mount tree of /tmp/ci/repo\n"));
         assert!(pos("mounting tmpfs on /tmp") < pos("attaching the directory /tmp/ci/repo"));
         assert!(!text.contains("/srv/x") && !text.contains("/tmp/w/sub") && !text.contains("deps"), "{text}");
+    }
+
+    /// What this kernel has of the hardened paths, as the plan would list it.
+    fn expected_hardening() -> String {
+        let mut out = String::new();
+        for p in PROC_READ_ONLY.iter().filter(|p| Path::new(p).exists()) {
+            out.push_str(&format!("bind-mounting {p} onto itself\nremounting {p} read-only\n"));
+        }
+        for p in MASKED.iter().filter(|p| Path::new(p).exists()) {
+            out.push_str(&format!("masking {p}\n"));
+        }
+        out
+    }
+
+    #[test]
+    fn confined_plans_harden_proc_after_dev() {
+        let hardening = expected_hardening();
+        assert!(hardening.contains("/proc/sys onto itself"), "this kernel has no /proc/sys? {hardening}");
+        for rootfs in [Rootfs::default(), Rootfs::Dir(PathBuf::from("/srv/root"))] {
+            let text = render(&MountPlan::new(&rootfs, true, true, &[]));
+            let at = text.find(&hardening).unwrap_or_else(|| panic!("no hardening in\n{text}"));
+            // The masks bind the container's own /dev/null.
+            assert!(text.find("creating device node /dev/null").unwrap() < at, "{text}");
+            assert!(text.find("mounting proc on /proc").unwrap() < at, "{text}");
+            let plain = render(&MountPlan::new(&rootfs, true, false, &[]));
+            assert!(!plain.contains("masking") && !plain.contains("/proc/sys"), "{plain}");
+        }
+        // Without a filesystem of its own, the container still gets its /proc hardened.
+        let text = render(&MountPlan::new(&Rootfs::default(), false, true, &[]));
+        assert_eq!(text, format!("making the mount tree private\nmounting proc on /proc\n{hardening}"));
+    }
+
+    #[test]
+    fn private_tmpfs_mounts_are_nosuid_and_nodev() {
+        let plan = MountPlan::new(&Rootfs::default(), true, true, &[]);
+        for dir in ["/tmp", "/dev/shm"] {
+            let flags = plan
+                .steps
+                .iter()
+                .find_map(|s| match s {
+                    Step::Mount { target, fstype, flags, .. } if target.as_bytes() == dir.as_bytes() => {
+                        assert_eq!(fstype.to_bytes(), b"tmpfs");
+                        Some(*flags)
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no mount on {dir}"));
+            assert_eq!(flags & (libc::MS_NOSUID | libc::MS_NODEV), libc::MS_NOSUID | libc::MS_NODEV, "{dir}");
+        }
     }
 }

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use cvtest_spec::NetworkSpec;
+use cvtest_spec::{Capabilities, NetworkSpec};
 use nix::fcntl::OFlag;
 
 use super::channel::{Message, Stage, MESSAGE_SIZE};
-use super::init::{InitPlan, MainPlan};
+use super::init::{CapPlan, InitPlan, MainPlan};
 use super::mounts::{check_path, MountPlan};
 use crate::cgroup::{Cgroup, CgroupError};
 use crate::container::Command;
@@ -43,6 +43,8 @@ pub(crate) struct Request<'a> {
     pub(crate) hostname: &'a str,
     pub(crate) rootfs: &'a Rootfs,
     pub(crate) caps: Caps,
+    /// The capabilities the main process keeps; `None`: privileged (all, and /proc as is).
+    pub(crate) confine: Option<Capabilities>,
     pub(crate) cgroup: Option<&'a dyn Cgroup>,
     pub(crate) network: Option<(&'a NetworkSpec, &'a VethName)>,
 }
@@ -119,7 +121,13 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
     let hostname = req.hostname.as_bytes();
     let program_dir = program_path.parent().unwrap_or(Path::new("/"));
-    let mounts = MountPlan::new(req.rootfs, req.caps.contains(Caps::FILESYSTEM), &[&cwd, program_dir]);
+    let mounts = MountPlan::new(
+        req.rootfs,
+        req.caps.contains(Caps::FILESYSTEM),
+        req.confine.is_some(),
+        &[&cwd, program_dir],
+    );
+    let caps = req.confine.map(cap_plan);
 
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
     let (life_r, life_w) = pipe()?;
@@ -157,7 +165,15 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         hostname,
         mounts: &mounts,
         pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
-        main: MainPlan { program: &exec_path, argv: &argv, envp: &envp, cwd: Some(&cwd_c), stdio },
+        caps,
+        main: MainPlan {
+            program: &exec_path,
+            argv: &argv,
+            envp: &envp,
+            cwd: Some(&cwd_c),
+            stdio,
+            keep_caps: caps.map(|c| c.keep),
+        },
     };
     let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
     if plan.pid_ns {
@@ -218,9 +234,35 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         }
         Some(Message::Exited { .. }) | None => {
             let status = init.reap();
+            let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+            if oom_kills.is_some_and(|n| n > 0) {
+                return Err(SpawnError::SetupOutOfMemory.into());
+            }
             Err(SpawnError::InitDied { status: describe_status(status) }.into())
         }
     }
+}
+
+/// The capabilities the container's processes keep: `keep`, within what the kernel knows and
+/// what this thread itself may hold (the child can only shrink its sets).
+fn cap_plan(keep: Capabilities) -> CapPlan {
+    let last_cap = last_cap();
+    let known = if last_cap >= 63 { u64::MAX } else { (1u64 << (last_cap + 1)) - 1 };
+    let permitted = sys::permitted_caps().unwrap_or(u64::MAX);
+    let kill = Capabilities::named("KILL").map_or(0, Capabilities::bits);
+    CapPlan { last_cap, keep: keep.bits() & known & permitted, init_keeps: kill & permitted }
+}
+
+/// The highest capability number this kernel knows: `/proc/sys/kernel/cap_last_cap`, else
+/// probed with `PR_CAPBSET_READ`. Once per process.
+fn last_cap() -> u32 {
+    static LAST: OnceLock<u32> = OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| (0..64).take_while(|&c| sys::capability_known(c)).last().unwrap_or(0))
+    })
 }
 
 /// clone3, into the cgroup with `CLONE_INTO_CGROUP` where the kernel allows it (v2; falling
@@ -370,6 +412,7 @@ fn failure(
         Stage::ProcessGroup => "giving the main process its own process group".to_owned(),
         Stage::Stdio => "redirecting stdin, stdout and stderr".to_owned(),
         Stage::Chdir => format!("changing to the working directory {}", cwd.display()),
+        Stage::Capabilities => "dropping capabilities".to_owned(),
     };
     SpawnError::Setup { stage, source }
 }

@@ -17,12 +17,12 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use super::init::{InitPlan, MainPlan};
+use super::init::{CapPlan, InitPlan, MainPlan};
 use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -48,9 +48,19 @@ pub(crate) enum Malformed {
 
 /// Encodes `clone3(flags)` of `plan`, into the cgroup directory `cgroup` when given.
 pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan<'_>) -> Encoded {
-    let InitPlan { join_cgroups, new_cgroup_ns, keep_fds, life, status, hostname, mounts, pid_ns, main } =
-        plan;
-    let MainPlan { program, argv, envp, cwd, stdio } = main;
+    let InitPlan {
+        join_cgroups,
+        new_cgroup_ns,
+        keep_fds,
+        life,
+        status,
+        hostname,
+        mounts,
+        pid_ns,
+        caps,
+        main,
+    } = plan;
+    let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
     // The plan's fds, each once, in order of first mention; referred to by index. Every one of
     // them is an fd the init keeps (in the receiver they are all at 3 or above, stdio sources
     // included).
@@ -79,6 +89,16 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     body.strings(argv.strings().iter().map(CString::as_c_str));
     body.strings(envp.strings().iter().map(CString::as_c_str));
     body.opt_cstr(*cwd);
+    body.bool(caps.is_some());
+    if let Some(CapPlan { last_cap, keep, init_keeps }) = caps {
+        body.u32(*last_cap);
+        body.u64(*keep);
+        body.u64(*init_keeps);
+    }
+    body.bool(keep_caps.is_some());
+    if let Some(keep) = keep_caps {
+        body.u64(*keep);
+    }
     encode_mounts(&mut body, mounts);
 
     let mut out = Out::default();
@@ -152,6 +172,11 @@ fn encode_mounts(out: &mut Out, mounts: &MountPlan) {
                 out.cstr(path);
             }
             Step::PivotRoot => out.u8(11),
+            Step::Mask { target, dir } => {
+                out.u8(12);
+                out.cstr(target);
+                out.bool(*dir);
+            }
         }
     }
 }
@@ -170,6 +195,8 @@ pub(crate) struct Received {
     hostname: Vec<u8>,
     mounts: MountPlan,
     pid_ns: bool,
+    caps: Option<CapPlan>,
+    keep_caps: Option<u64>,
     program: CString,
     argv: CStrArray,
     envp: CStrArray,
@@ -190,12 +217,18 @@ impl Received {
             hostname: &self.hostname,
             mounts: &self.mounts,
             pid_ns: self.pid_ns,
+            caps: self.caps.as_ref().map(|c| CapPlan {
+                last_cap: c.last_cap,
+                keep: c.keep,
+                init_keeps: c.init_keeps,
+            }),
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
                 envp: &self.envp,
                 cwd: self.cwd.as_deref(),
                 stdio: self.stdio,
+                keep_caps: self.keep_caps,
             },
         }
     }
@@ -229,6 +262,12 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     let argv = CStrArray::new(r.strings()?);
     let envp = CStrArray::new(r.strings()?);
     let cwd = r.opt_cstring()?;
+    let caps = if r.bool()? {
+        Some(CapPlan { last_cap: r.u32()?, keep: r.u64()?, init_keeps: r.u64()? })
+    } else {
+        None
+    };
+    let keep_caps = if r.bool()? { Some(r.u64()?) } else { None };
     let mounts = decode_mounts(&mut r)?;
     if r.pos != bytes.len() {
         return Err(Malformed::Content);
@@ -247,6 +286,8 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         hostname,
         mounts,
         pid_ns,
+        caps,
+        keep_caps,
         program,
         argv,
         envp,
@@ -291,6 +332,7 @@ fn decode_mounts(r: &mut In<'_>) -> Result<MountPlan, Malformed> {
             9 => Step::Symlink { target: r.interned()?, link: r.cstring()? },
             10 => Step::Chdir { path: r.cstring()? },
             11 => Step::PivotRoot,
+            12 => Step::Mask { target: r.cstring()?, dir: r.bool()? },
             _ => return Err(Malformed::Content),
         });
     }
@@ -459,6 +501,7 @@ mod tests {
         let mounts = MountPlan::new(
             &Rootfs::Host { writable: vec![PathBuf::from("/tmp/w"), PathBuf::from("/srv")] },
             true,
+            true,
             &[Path::new("/tmp/ci/repo")],
         );
         let join = cstrings(&["/sys/fs/cgroup/pids/cvtest.1.2.3/tasks"]);
@@ -477,6 +520,7 @@ mod tests {
             hostname: b"cvtest-7",
             mounts: &mounts,
             pid_ns: true,
+            caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -484,6 +528,7 @@ mod tests {
                 envp: &envp,
                 cwd: Some(&cwd),
                 stdio: [0, out_w.as_raw_fd(), 2],
+                keep_caps: Some(0x3fff_0000_00ff),
             },
         };
         let enc = encode(0x1234, Some(cg.as_fd()), &plan);
@@ -506,6 +551,10 @@ mod tests {
         assert_eq!(p.main.argv.strings(), argv.strings());
         assert_eq!(p.main.envp.strings(), envp.strings());
         assert_eq!(p.main.cwd, Some(cwd.as_c_str()));
+        let caps = p.caps.as_ref().expect("caps");
+        assert_eq!((caps.last_cap, caps.keep, caps.init_keeps), (40, 0x3fff_0000_00ff, 1 << 5));
+        assert_eq!(p.main.keep_caps, Some(0x3fff_0000_00ff));
+        assert!(super::super::mounts::render(p.mounts).contains("masking"), "a hardened plan masks paths");
         assert_eq!(super::super::mounts::render(p.mounts), super::super::mounts::render(&mounts));
         assert_eq!(p.mounts.slots.len(), mounts.slots.len());
     }
@@ -513,7 +562,7 @@ mod tests {
     #[test]
     fn malformed_requests_are_refused() {
         let (life_r, _w) = pipe();
-        let mounts = MountPlan::new(&Rootfs::default(), false, &[]);
+        let mounts = MountPlan::new(&Rootfs::default(), false, false, &[]);
         let argv = CStrArray::new(cstrings(&["p"]));
         let envp = CStrArray::new(Vec::new());
         let program = CString::new("/p").unwrap();
@@ -527,7 +576,15 @@ mod tests {
             hostname: b"h",
             mounts: &mounts,
             pid_ns: false,
-            main: MainPlan { program: &program, argv: &argv, envp: &envp, cwd: None, stdio: [fd; 3] },
+            caps: None,
+            main: MainPlan {
+                program: &program,
+                argv: &argv,
+                envp: &envp,
+                cwd: None,
+                stdio: [fd; 3],
+                keep_caps: None,
+            },
         };
         let enc = encode(0, None, &plan);
         assert_eq!(enc.fds.len(), 1);

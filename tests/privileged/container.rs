@@ -37,6 +37,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::two_containers_bind_the_same_port", two_containers_bind_the_same_port),
         privileged("container::memory_limit_oom_kills", memory_limit_oom_kills),
         privileged("container::memory_max_lets_it_run", memory_max_lets_it_run),
+        privileged("container::memory_too_small_to_start_says_so", memory_too_small_to_start),
         privileged("container::pids_limit_refuses_forks", pids_limit_refuses_forks),
         privileged("container::cpu_settings_reach_the_kernel", cpu_settings_reach_the_kernel),
         privileged("container::cpu_quota_throttles", cpu_quota_throttles),
@@ -597,6 +598,24 @@ fn memory_limit_oom_kills() -> Result<(), Failed> {
     ensure!(peak <= limit && peak >= limit / 100 * 95, "peak {peak} not within 5% of {limit}");
     ensure!(out.peaks.oom_kills.is_some_and(|n| n >= 1), "oom kills {:?}", out.peaks.oom_kills);
     Ok(())
+}
+
+/// Below the parser's 1M floor (the library takes raw bytes): the init itself is OOM-killed
+/// during setup, and the error says that, not just "signal 9".
+fn memory_too_small_to_start() -> Result<(), Failed> {
+    let mut opts = options();
+    opts.memory(cvtest::MemoryLimit::Bytes(4096));
+    let mut c = Container::create(&opts).map_err(fail("create"))?;
+    let fp = footprint(&c);
+    match c.spawn(&Command::new("/bin/true")) {
+        Err(e @ SpawnError::SetupOutOfMemory) => {
+            let msg = e.to_string();
+            ensure!(msg.contains("lack of memory") && msg.contains("memory limit"), "{msg}");
+        }
+        other => return Err(format!("expected SetupOutOfMemory, got {other:?}").into()),
+    }
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)
 }
 
 fn memory_max_lets_it_run() -> Result<(), Failed> {

@@ -41,6 +41,8 @@ pub fn run_if_requested() -> Option<i32> {
         ("fs-in-container", [host_marker, writable @ ..]) => {
             crate::container::fs_in_container(host_marker, writable)
         }
+        ("probe", []) => crate::confinement::probe(),
+        ("attack", [outside]) => crate::confinement::attack(Path::new(outside)),
         _ => {
             eprintln!("unknown helper {mode} {args:?}");
             100

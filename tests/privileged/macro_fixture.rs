@@ -75,6 +75,9 @@ const EXPECTED: &[(&str, Status)] = &[
     ("asynchronous::tokio_multi_thread_result", Status::Ok),
     ("asynchronous::tokio_should_panic", Status::Ok),
     ("at_root", Status::Ok),
+    ("confinement::caps_adds_net_admin", Status::Ok),
+    ("confinement::default_lacks_sys_admin", Status::Ok),
+    ("confinement::privileged_has_sys_admin", Status::Ok),
     ("limits::limits_are_applied", Status::Ok),
     ("limits::oom_allocates_256m", Status::Failed),
     ("limits::pids_limit_fails_spawn", Status::Failed),
@@ -290,6 +293,8 @@ fn settings_dump_lists_every_test() -> Result<(), Failed> {
     };
     let cases = [
         ("at_root", r#"{}"#, false, false),
+        ("confinement::caps_adds_net_admin", r#"{"caps":"NET_ADMIN"}"#, false, false),
+        ("confinement::privileged_has_sys_admin", r#"{"privileged":"true"}"#, false, false),
         ("limits::oom_allocates_256m", r#"{"memory":"64M"}"#, false, false),
         (
             "limits::limits_are_applied",

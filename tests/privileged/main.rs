@@ -7,6 +7,7 @@
 //! by an environment variable before libtest starts.
 
 mod cgroup;
+mod confinement;
 mod container;
 mod helpers;
 mod macro_fixture;
@@ -24,6 +25,7 @@ fn main() {
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
     trials.extend(cgroup::trials());
+    trials.extend(confinement::trials());
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());

@@ -46,6 +46,8 @@ pub fn limits_json(s: &Effective) -> Value {
         "network": s.network.map(|n| n.to_string()),
         "host_address": s.network.map(|n| n.host().to_string()),
         "timeout_ms": s.timeout.map(ms),
+        "privileged": s.privileged,
+        "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
     })
 }
 

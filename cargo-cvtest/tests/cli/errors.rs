@@ -30,6 +30,9 @@ fn help_snapshot() -> Result<(), Failed> {
 fn bad_flag_values_are_usage_errors() -> Result<(), Failed> {
     let cases: &[(&str, &[&str])] = &[
         ("memory", &["--memory", "1X"]),
+        ("memory_too_small", &["--memory", "5"]),
+        ("memory_budget_max", &["--memory-budget", "max"]),
+        ("memory_budget_unit", &["--memory-budget", "8X"]),
         ("cpu_weight", &["--cpu-weight", "0"]),
         ("network", &["--network", "10.0.0.0/24"]),
         ("timeout", &["--timeout", "30"]),

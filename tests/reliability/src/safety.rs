@@ -108,14 +108,15 @@ fn writes_stay_inside() {
     std::fs::write(&inside, b"ok").unwrap_or_else(|e| panic!("write {}: {e}", inside.display()));
 }
 
-/// A hostile test: as root in its own mount namespace, it tries to make the host's root writable
-/// again (remount, then mount_setattr), and then to write outside the writable directories.
+/// A hostile test: root in its own mount namespace, it tries to make the host's root writable
+/// again (remount, then mount_setattr), then to write outside the writable directories. Both
+/// must be refused for want of CAP_SYS_ADMIN, and the write with EROFS.
 #[test]
-fn remount_escape() {
+fn remount_refused() {
     let target = outside().join("escaped");
     let mut tried = Vec::new();
     // SAFETY: plain syscalls with valid C strings and null pointers where allowed.
-    unsafe {
+    let (remount, setattr) = unsafe {
         let r = libc::mount(
             std::ptr::null(),
             c"/".as_ptr(),
@@ -123,7 +124,8 @@ fn remount_escape() {
             libc::MS_REMOUNT | libc::MS_BIND,
             std::ptr::null(),
         );
-        tried.push(format!("remount,bind / rw: {}", result(r)));
+        let remount = result(r);
+        tried.push(format!("remount,bind / rw: {remount}"));
         #[repr(C)]
         struct MountAttr {
             attr_set: u64,
@@ -141,12 +143,80 @@ fn remount_escape() {
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         );
-        tried.push(format!("mount_setattr / -rdonly recursive: {}", result(r as i32)));
-    }
+        let setattr = result(r as i32);
+        tried.push(format!("mount_setattr / -rdonly recursive: {setattr}"));
+        (remount, setattr)
+    };
     match std::fs::write(&target, b"escaped") {
         Ok(()) => panic!("wrote {} on the host's root after {tried:?}", target.display()),
-        Err(e) => println!("the write failed as it should ({e}); tried {tried:?}"),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            println!("the write failed as it should ({e}); tried {tried:?}")
+        }
+        Err(e) => panic!("the write failed, but not as read-only: {e}; tried {tried:?}"),
     }
+    let refused = format!("failed: {}", std::io::Error::from_raw_os_error(libc::EPERM));
+    assert_eq!(remount, refused, "the remount was not refused for want of a capability");
+    assert_eq!(setattr, refused, "mount_setattr was not refused for want of a capability");
+}
+
+/// The test's effective capabilities (`CapEff` of /proc/self/status).
+fn effective_caps() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff");
+    u64::from_str_radix(hex.trim(), 16).expect("hex")
+}
+
+const NET_ADMIN: u64 = 1 << 12;
+const SYS_PTRACE: u64 = 1 << 19;
+const SYS_ADMIN: u64 = 1 << 21;
+const MKNOD: u64 = 1 << 27;
+/// Docker's default set without MKNOD (cvtest::Capabilities::DEFAULT).
+const DEFAULT: u64 = 0xa004_25fb;
+
+/// Nothing set: the default set exactly.
+#[test]
+fn capabilities_default() {
+    assert_eq!(effective_caps(), DEFAULT, "CapEff");
+}
+
+/// `caps = "NET_ADMIN"` in a config override (Cargo.toml).
+#[test]
+fn capabilities_added() {
+    assert_eq!(effective_caps(), DEFAULT | NET_ADMIN, "CapEff");
+}
+
+/// `privileged = true` in a config override (Cargo.toml): every capability.
+#[test]
+fn capabilities_privileged() {
+    let caps = effective_caps();
+    assert_eq!(caps & (SYS_ADMIN | MKNOD | NET_ADMIN), SYS_ADMIN | MKNOD | NET_ADMIN, "CapEff {caps:x}");
+}
+
+/// `caps` from the attribute, which the runner reads from the settings dump.
+#[cv_test(caps = "SYS_PTRACE")]
+fn capabilities_from_attribute() {
+    assert_eq!(effective_caps(), DEFAULT | SYS_PTRACE, "CapEff");
+}
+
+/// Kernel knobs that are not namespaced, and block devices: refused. (Opened for writing and
+/// closed unwritten; the node would be removed at once.)
+#[test]
+fn kernel_knobs_refused() {
+    let open_w = |p: &str| std::fs::OpenOptions::new().write(true).open(p).map(drop);
+    let e = open_w("/proc/sys/vm/drop_caches").expect_err("/proc/sys/vm/drop_caches opened for writing");
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "/proc/sys/vm/drop_caches: {e}");
+    match open_w("/proc/sysrq-trigger") {
+        Ok(()) => panic!("/proc/sysrq-trigger opened for writing"),
+        // ENOENT: a kernel without magic SysRq.
+        Err(e) => assert!(matches!(e.raw_os_error(), Some(libc::EROFS | libc::ENOENT)), "sysrq-trigger: {e}"),
+    }
+    // SAFETY: a NUL-terminated path.
+    let r = unsafe { libc::mknod(c"/dev/cvtest-loop0".as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(7, 0)) };
+    if r == 0 {
+        let _ = std::fs::remove_file("/dev/cvtest-loop0");
+        panic!("made a block device node in /dev");
+    }
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EPERM));
 }
 
 fn result(r: i32) -> String {

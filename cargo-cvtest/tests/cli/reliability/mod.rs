@@ -9,12 +9,12 @@
 //! | [`faults`] | panic, OOM, fork bomb (host probed meanwhile), daemon, ignored SIGTERM, closed stdout, 100 MiB of stdout, hang |
 //! | [`signals`] | SIGINT and SIGTERM mid-run; SIGKILL mid-run, then a new run sweeps |
 //! | [`setup`] | cgroup creation refused, veth names taken, a controller missing |
-//! | [`safety`] | no view of host or peer processes, no way out of the subnet, no writes outside |
+//! | [`safety`] | no view of host or peer processes, no way out of the subnet, no writes outside, no remount, capabilities as set |
 //! | [`badinput`] | bad flag values, config files and environment variables: exit 2, nothing created |
 //!
 //! [`host`] has the leak checks and the network snapshot, [`run`] starts the runner and reads its
 //! JSON events and peak RSS. Trials named `…::finding_…` check a promise the code does not keep
-//! yet; they fail until it does (see docs/RELIABILITY.md).
+//! yet; they fail until it does (see docs/RELIABILITY.md). None is open now.
 
 mod badinput;
 mod faults;
@@ -79,9 +79,8 @@ pub fn trials() -> Vec<Trial> {
         privileged("safety::sees_only_itself", safety::sees_only_itself),
         privileged("safety::peers_cannot_see_each_other", safety::peers_cannot_see_each_other),
         privileged("safety::writes_stay_inside", safety::writes_stay_inside),
-        // A known gap, kept runnable with --ignored: a test that runs as root keeps
-        // CAP_SYS_ADMIN and can remount the read-only root (docs/RELIABILITY.md, finding 1).
-        privileged("safety::finding_remount_escape", safety::remount_escape).with_ignored_flag(true),
+        privileged("safety::remount_refused", safety::remount_refused),
+        privileged("safety::capabilities_follow_settings", safety::capabilities_follow_settings),
         privileged("safety::subnet_isolation", safety::subnet_isolation),
         privileged("bad_input::unsandboxed_env_value", badinput::unsandboxed_env_value),
         privileged("load::networked_500_host_network_unchanged", load::networked_500),

@@ -31,7 +31,13 @@ pub fn cgroup_name_taken() -> Result<Completion, Failed> {
             .prelude(Prelude::Stopped)
             .start()?;
     let dirs = own_cgroup_dirs();
-    let last = dirs.last().ok_or("no cgroup hierarchy")?;
+    // The last hierarchy a container's cgroup is made in (so the others are made first and must
+    // be undone); containers with a PID namespace skip the v1 freezer hierarchy.
+    let last = dirs
+        .iter()
+        .rev()
+        .find(|d| !d.components().any(|c| c.as_os_str() == "freezer"))
+        .ok_or("no cgroup hierarchy")?;
     // Sequence 0 is the runner's preflight container; 1 is the first test's.
     let taken = TestDir { path: last.join(format!("{}1", run.owner.cgroup_prefix())), cgroup: true };
     std::fs::create_dir(&taken.path).map_err(|e| format!("mkdir {}: {e}", taken.path.display()))?;
