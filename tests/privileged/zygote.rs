@@ -179,6 +179,26 @@ fn clones_the_callers_children() -> Result<(), Failed> {
     if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_none() {
         ensure!(out.peaks.memory_bytes.is_some() && out.peaks.pids.is_some(), "{:?}", out.peaks);
     }
+    // The same plan through the zygote and directly: the same capabilities (the capability plan
+    // crossed the wire) and the same mounts (masked paths included).
+    let probe = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status; wc -l < /proc/self/mountinfo";
+    let via = run_via(&mut z, &options(), &sh(probe), true)?;
+    let mut c = Container::create(&options()).map_err(fail("create"))?;
+    c.spawn(&sh(probe)).map_err(fail("spawn"))?;
+    let direct = c.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
+    c.destroy().map_err(fail("destroy"))?;
+    let bounding = |status: &str| status.lines().find_map(|l| l.strip_prefix("CapBnd:\t")).map(str::to_owned);
+    let ours = bounding(&std::fs::read_to_string("/proc/self/status").unwrap_or_default());
+    let kept = bounding(&text(&via.stdout));
+    ensure!(
+        via.termination == Termination::Exited(0)
+            && via.stdout == direct.stdout
+            && kept.is_some()
+            && kept != ours,
+        "through the zygote:\n{}\ndirectly:\n{}",
+        text(&via.stdout),
+        text(&direct.stdout)
+    );
     // An exec failure and a setup failure (of an explicit root: its mount plan crossed the
     // wire) come back as such.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?;
