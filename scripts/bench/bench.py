@@ -705,7 +705,9 @@ def suites(args, cvtest_exe):
         times = {r.name: [] for r in runners}
         codes = {r.name: set() for r in runners}
         for i in range(args.runs):
-            for r in runners:
+            # The order rotates every round, so that no runner always follows the same one (the
+            # kernel tears the previous run's namespaces down asynchronously, into the next run).
+            for r in rotated(runners, i):
                 R.note(f"run {i + 1}/{args.runs}: {r.name} on {title}")
                 t, rc, out = time_cmd(r.argv, r.env, args.suite_timeout)
                 codes[r.name].add(rc)
@@ -729,7 +731,7 @@ def suites(args, cvtest_exe):
     extra = f"cargo cvtest -j {(os.cpu_count() or 1) + 1}"
     R.table(["suite", "cargo test", "cargo nextest run", "cargo cvtest", "cvtest ÷ nextest", "cvtest ÷ cargo test", extra, "(-j N+1) ÷ nextest"], rows)
     R.say(
-        f"Median of {args.runs} run(s) each, runners interleaved, after one warm-up run each; default jobs "
+        f"Median of {args.runs} run(s) each, runners interleaved (the order rotated every round), after one warm-up run each; default jobs "
         f"(= {os.cpu_count()} CPUs) everywhere. Target: cvtest ≤ 1.25× nextest on the 10 ms suite. "
         "The generated tests are plain `#[test]` functions (no `#[cv_test]`), so all three runners run the same "
         "binaries; cvtest still gives each test its own container with the default limits."
@@ -792,12 +794,18 @@ def linear_fit(points):
     return a, b, worst
 
 
+def rotated(items, i):
+    """`items` rotated left by `i`: round i starts with the i-th (round-robin over the rounds)."""
+    k = i % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
 def timed_rounds(jobs, rounds, timeout):
     """Runs every (key, argv, env) of `jobs` once per round, interleaved; returns {key: (median s, exit codes)}."""
     times = {k: [] for k, _, _ in jobs}
     codes = {k: set() for k, _, _ in jobs}
     for i in range(rounds):
-        for key, argv, env in jobs:
+        for key, argv, env in rotated(jobs, i):
             R.note(f"round {i + 1}/{rounds}: {key}")
             t, rc, _ = time_cmd(argv, env, timeout)
             codes[key].add(rc)
