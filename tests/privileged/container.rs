@@ -804,42 +804,80 @@ pub fn create_once() -> i32 {
     }
 }
 
-/// `Ok(Some(reason))` when this set-up cannot run it (see below).
-fn dead_owner_state_is_swept() -> Result<Option<String>, Failed> {
+/// What an owner (this binary as a helper that makes a container, keeps it and never exits)
+/// printed before "ready".
+#[derive(Debug, Default)]
+pub(crate) struct OwnerReport {
+    pub(crate) cgroups: Vec<PathBuf>,
+    pub(crate) veth: String,
+    pub(crate) init: i32,
+    /// Its zygote's pid, when it made the container through one.
+    pub(crate) zygote: i32,
+}
+
+/// Starts this binary as helper `mode` with `token` and reads its report up to "ready".
+/// `Ok(Err(reason))` when this set-up cannot run an owner: below the root on cgroup v2 this test
+/// process sits in its supervisor leaf, where a child cannot enable controllers, so a child of
+/// this test cannot be a runner there.
+pub(crate) fn start_owner(
+    mode: &str,
+    token: &str,
+) -> Result<Result<(std::process::Child, OwnerReport), String>, Failed> {
     use std::io::BufRead;
-    let token = unique_token("owner");
     let exe = std::env::current_exe().map_err(fail("exe"))?;
     let mut owner = std::process::Command::new(&exe)
-        .env(helpers::HELPER_ENV, "own-container")
-        .arg(&token)
+        .env(helpers::HELPER_ENV, mode)
+        .arg(token)
         .stdout(StdStdio::piped())
         .spawn()
         .map_err(fail("spawn owner"))?;
     let stdout = owner.stdout.take().ok_or("no stdout")?;
-    let mut cgroups = Vec::new();
-    let mut veth = String::new();
-    let mut init = 0;
+    let mut report = OwnerReport::default();
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line.map_err(fail("read owner"))?;
         if let Some(p) = line.strip_prefix("cgroup=") {
-            cgroups.push(PathBuf::from(p));
+            report.cgroups.push(PathBuf::from(p));
         } else if let Some(v) = line.strip_prefix("veth=") {
-            veth = v.to_owned();
+            report.veth = v.to_owned();
         } else if let Some(p) = line.strip_prefix("init=") {
-            init = p.parse().unwrap_or(0);
+            report.init = p.parse().unwrap_or(0);
+        } else if let Some(p) = line.strip_prefix("zygote=") {
+            report.zygote = p.parse().unwrap_or(0);
         } else if line == "ready" {
-            break;
+            return Ok(Ok((owner, report)));
         } else {
             let _ = owner.kill();
             let _ = owner.wait();
-            // Below the root on cgroup v2 this test process sits in its supervisor leaf, where a
-            // child cannot enable controllers: a child of this test cannot be a runner there.
             if line.contains("cannot enable") {
-                return Ok(Some(format!("a child of this test cannot be a runner here: {line}")));
+                return Ok(Err(format!("a child of this test cannot be a runner here: {line}")));
             }
             return Err(format!("owner: {line}").into());
         }
     }
+    let _ = owner.kill();
+    let _ = owner.wait();
+    Err("the owner ended before it was ready".into())
+}
+
+/// Runs this binary once as a new runner that creates one container, which sweeps what dead
+/// owners left.
+pub(crate) fn sweep_as_a_new_runner() -> Result<(), Failed> {
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let status = std::process::Command::new(&exe)
+        .env(helpers::HELPER_ENV, "create-once")
+        .status()
+        .map_err(fail("sweeper"))?;
+    ensure!(status.success(), "sweeper failed: {status}");
+    Ok(())
+}
+
+/// `Ok(Some(reason))` when this set-up cannot run it (see [`start_owner`]).
+fn dead_owner_state_is_swept() -> Result<Option<String>, Failed> {
+    let token = unique_token("owner");
+    let (mut owner, OwnerReport { cgroups, veth, init, .. }) = match start_owner("own-container", &token)? {
+        Ok(started) => started,
+        Err(reason) => return Ok(Some(reason)),
+    };
     ensure!(token_running(&token), "the owner's container is not running");
     owner.kill().map_err(fail("SIGKILL owner"))?;
     owner.wait().map_err(fail("reap owner"))?;
@@ -853,11 +891,7 @@ fn dead_owner_state_is_swept() -> Result<Option<String>, Failed> {
     for cg in &cgroups {
         ensure!(cg.exists(), "cgroup {} vanished without a sweep", cg.display());
     }
-    let status = std::process::Command::new(&exe)
-        .env(helpers::HELPER_ENV, "create-once")
-        .status()
-        .map_err(fail("sweeper"))?;
-    ensure!(status.success(), "sweeper failed: {status}");
+    sweep_as_a_new_runner()?;
     assert_gone(&Footprint {
         cgroups,
         veth: Some(veth).filter(|v| !v.is_empty()),

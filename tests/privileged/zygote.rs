@@ -7,16 +7,16 @@
 //! arguments, so an init cloned by a zygote has the command line `cvtest-zygote`, and one cloned
 //! directly has this test binary's.
 
-use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::Stdio as StdStdio;
 use std::time::{Duration, Instant};
 
 use cvtest::{Command, Container, Options, Rootfs, SpawnError, Stdio, Termination, Zygote};
 use libtest_mimic::{Failed, Trial};
 
-use crate::container::{assert_gone, captured, fail, footprint, options, text, token_running, unique_token};
-use crate::helpers::{self, command};
+use crate::container::{
+    assert_gone, captured, fail, footprint, options, start_owner, sweep_as_a_new_runner, text, token_running,
+    unique_token, OwnerReport,
+};
+use crate::helpers::command;
 use crate::support::{privileged, privileged_unless};
 
 pub fn trials() -> Vec<Trial> {
@@ -320,36 +320,11 @@ pub fn own_zygote_container(token: &str) -> i32 {
 /// this test cannot be a runner).
 fn dies_with_its_owner() -> Result<Option<String>, Failed> {
     let token = unique_token("zowner");
-    let exe = std::env::current_exe().map_err(fail("exe"))?;
-    let mut owner = std::process::Command::new(&exe)
-        .env(helpers::HELPER_ENV, "own-zygote-container")
-        .arg(&token)
-        .stdout(StdStdio::piped())
-        .spawn()
-        .map_err(fail("spawn owner"))?;
-    let stdout = owner.stdout.take().ok_or("no stdout")?;
-    let (mut cgroups, mut veth, mut init, mut zygote) = (Vec::new(), String::new(), 0, 0);
-    for line in std::io::BufReader::new(stdout).lines() {
-        let line = line.map_err(fail("read owner"))?;
-        if let Some(p) = line.strip_prefix("cgroup=") {
-            cgroups.push(PathBuf::from(p));
-        } else if let Some(v) = line.strip_prefix("veth=") {
-            veth = v.to_owned();
-        } else if let Some(p) = line.strip_prefix("init=") {
-            init = p.parse().unwrap_or(0);
-        } else if let Some(p) = line.strip_prefix("zygote=") {
-            zygote = p.parse().unwrap_or(0);
-        } else if line == "ready" {
-            break;
-        } else {
-            let _ = owner.kill();
-            let _ = owner.wait();
-            if line.contains("cannot enable") {
-                return Ok(Some(format!("a child of this test cannot be a runner here: {line}")));
-            }
-            return Err(format!("owner: {line}").into());
-        }
-    }
+    let (mut owner, OwnerReport { cgroups, veth, init, zygote }) =
+        match start_owner("own-zygote-container", &token)? {
+            Ok(started) => started,
+            Err(reason) => return Ok(Some(reason)),
+        };
     ensure!(token_running(&token), "the owner's container is not running");
     ensure!(running(zygote), "the owner's zygote is not running");
     ensure!(
@@ -371,11 +346,7 @@ fn dies_with_its_owner() -> Result<Option<String>, Failed> {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let status = std::process::Command::new(&exe)
-        .env(helpers::HELPER_ENV, "create-once")
-        .status()
-        .map_err(fail("sweeper"))?;
-    ensure!(status.success(), "sweeper failed: {status}");
+    sweep_as_a_new_runner()?;
     assert_gone(&crate::container::Footprint {
         cgroups,
         veth: Some(veth).filter(|v| !v.is_empty()),
