@@ -87,15 +87,6 @@ pub(crate) fn mount(
     .map(drop)
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const OPEN_TREE_CLONE: c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
@@ -103,7 +94,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: c_uint = 0x4;
 /// `mount_setattr(path, AT_RECURSIVE, {set, clr})`: changes per-mount flags of the whole tree at
 /// `path`. Linux 5.12+. Async-signal-safe.
 pub(crate) fn mount_setattr_recursive(path: &CStr, set: u64, clr: u64) -> Result<(), Errno> {
-    let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
+    let attr = libc::mount_attr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
     // SAFETY: path is NUL-terminated; attr is a valid mount_attr of the size passed; both
     // outlive the call.
     check_long(unsafe {
@@ -112,8 +103,8 @@ pub(crate) fn mount_setattr_recursive(path: &CStr, set: u64, clr: u64) -> Result
             libc::AT_FDCWD,
             path.as_ptr(),
             libc::AT_RECURSIVE as c_uint,
-            &attr as *const MountAttr,
-            size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            size_of::<libc::mount_attr>(),
         )
     })
     .map(drop)

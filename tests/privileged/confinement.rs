@@ -379,19 +379,10 @@ pub fn probe() -> i32 {
     0
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// Clears the read-only flag of the whole tree at `/`: the mount_setattr way to a writable root.
 fn mount_setattr_root_rw() -> libc::c_long {
     let attr =
-        MountAttr { attr_set: 0, attr_clr: 1 /* MOUNT_ATTR_RDONLY */, propagation: 0, userns_fd: 0 };
+        libc::mount_attr { attr_set: 0, attr_clr: libc::MOUNT_ATTR_RDONLY, propagation: 0, userns_fd: 0 };
     // SAFETY: the path is NUL-terminated; attr is a valid mount_attr of the size passed.
     unsafe {
         libc::syscall(
@@ -399,8 +390,8 @@ fn mount_setattr_root_rw() -> libc::c_long {
             libc::AT_FDCWD,
             c"/".as_ptr(),
             libc::AT_RECURSIVE as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         )
     }
 }

@@ -163,7 +163,7 @@ fn run(opts: &Options, cmd: &Command) -> Result<cvtest::Outcome, Failed> {
     Ok(outcome)
 }
 
-fn sh(script: &str) -> Command {
+pub(crate) fn sh(script: &str) -> Command {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c").arg(script);
     captured(cmd)

@@ -13,8 +13,8 @@ use cvtest::{Command, Container, Options, Rootfs, SpawnError, Stdio, Termination
 use libtest_mimic::{Failed, Trial};
 
 use crate::container::{
-    assert_gone, captured, fail, footprint, options, start_owner, sweep_as_a_new_runner, text, token_running,
-    unique_token, OwnerReport,
+    assert_gone, captured, fail, footprint, options, sh, start_owner, sweep_as_a_new_runner, text,
+    token_running, unique_token, OwnerReport,
 };
 use crate::helpers::command;
 use crate::support::{privileged, privileged_unless};
@@ -114,12 +114,6 @@ fn run_via(
     c.destroy().map_err(fail("destroy"))?;
     assert_gone(&fp)?;
     Ok(out)
-}
-
-fn sh(script: &str) -> Command {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(script);
-    captured(cmd)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -126,22 +126,15 @@ fn remount_refused() {
         );
         let remount = result(r);
         tried.push(format!("remount,bind / rw: {remount}"));
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
         let attr =
-            MountAttr { attr_set: 0, attr_clr: 1 /* MOUNT_ATTR_RDONLY */, propagation: 0, userns_fd: 0 };
+            libc::mount_attr { attr_set: 0, attr_clr: libc::MOUNT_ATTR_RDONLY, propagation: 0, userns_fd: 0 };
         let r = libc::syscall(
             libc::SYS_mount_setattr,
             libc::AT_FDCWD,
             c"/".as_ptr(),
             0x8000, /* AT_RECURSIVE */
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
         );
         let setattr = result(r as i32);
         tried.push(format!("mount_setattr / -rdonly recursive: {setattr}"));
