@@ -132,3 +132,14 @@ pub fn render_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// `top: next: ...`, the whole chain on one line (for a test's message in the reports).
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}

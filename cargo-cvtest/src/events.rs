@@ -1,15 +1,16 @@
 //! Typed events: the only thing the runner produces and the only thing reporters consume.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cvtest::Peaks;
+use cvtest::{CreateError, DestroyError, Peaks, SpawnError, WaitError};
 
 use crate::cli::Isolation;
 use crate::settings::{Effective, Expect};
 use crate::testlist::TestCase;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Status {
     /// Exited 0.
     Pass,
@@ -25,8 +26,48 @@ pub enum Status {
     Ignored,
     /// Killed because the run was interrupted (Ctrl-C, SIGTERM) or stopped by `--fail-fast`.
     Cancelled,
-    /// Its container could not be created or started.
-    SetupError { message: String },
+    /// Its container gave it no outcome of its own: see [`UnitError`].
+    Error(Arc<UnitError>),
+}
+
+/// Why a unit of work gave a test no outcome of its own. Closed, like [`Status`]: the library's
+/// typed error is kept, and each reporter decides how to show a new kind.
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error("cannot create the container")]
+    Create(#[source] CreateError),
+    #[error("cannot start the test in its container")]
+    Spawn(#[source] SpawnError),
+    #[error("lost track of the container")]
+    Wait(#[source] WaitError),
+    #[error("cannot clean up the container")]
+    Destroy(#[source] DestroyError),
+    /// libtest ran no test of that name: it passed without running anything, which we refuse.
+    #[error("the test binary ran no test named {name:?} (was it renamed since listing?)")]
+    NoSuchTest { name: String },
+    /// A binary run whole for several tests (`--isolation binary`) exited 0 without a result
+    /// line for this one.
+    #[error("the test binary did not report this test")]
+    NotReported,
+}
+
+impl UnitError {
+    /// The `error_kind` of JSON and the failure type of JUnit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UnitError::Create(_) => "create",
+            UnitError::Spawn(_) => "spawn",
+            UnitError::Wait(_) => "wait",
+            UnitError::Destroy(_) => "destroy",
+            UnitError::NoSuchTest { .. } => "no-such-test",
+            UnitError::NotReported => "not-reported",
+        }
+    }
+
+    /// The error and its causes on one line, as reporters show it.
+    pub fn message(&self) -> String {
+        crate::errors::one_line(self)
+    }
 }
 
 impl Status {
@@ -40,7 +81,7 @@ impl Status {
             Status::Timeout => "TIMEOUT",
             Status::Ignored => "IGNORED",
             Status::Cancelled => "CANCELLED",
-            Status::SetupError { .. } => "ERROR",
+            Status::Error(_) => "ERROR",
         }
     }
 
@@ -54,7 +95,21 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Ignored => "ignored",
             Status::Cancelled => "cancelled",
-            Status::SetupError { .. } => "error",
+            Status::Error(_) => "error",
+        }
+    }
+
+    /// Why it has no outcome of its own, for [`Status::Error`].
+    pub fn error(&self) -> Option<&UnitError> {
+        match self {
+            Status::Error(e) => Some(e),
+            Status::Pass
+            | Status::Fail { .. }
+            | Status::Signal { .. }
+            | Status::Oom
+            | Status::Timeout
+            | Status::Ignored
+            | Status::Cancelled => None,
         }
     }
 
@@ -63,7 +118,7 @@ impl Status {
         match (self, expect) {
             (Status::Ignored, _) => Verdict::NotRun,
             (Status::Cancelled, _) => Verdict::Failure,
-            (Status::SetupError { .. }, _) => Verdict::Failure,
+            (Status::Error(_), _) => Verdict::Failure,
             (Status::Pass, Expect::Pass) => Verdict::Success,
             (Status::Pass, Expect::Fail | Expect::Oom | Expect::Timeout) => Verdict::Failure,
             (Status::Fail { .. } | Status::Signal { .. }, Expect::Fail) => Verdict::Success,
@@ -135,6 +190,31 @@ impl TestFinished {
             pids_limit_hit: false,
             scope,
             settings: t.settings.clone(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// A test `p t` of binary `p` with default settings that ended as `status` (for reporters' tests).
+    #[cfg(test)]
+    pub fn sample(status: Status) -> Self {
+        let resolver = crate::settings::Resolver {
+            config: crate::config::Config::default(),
+            cli: cvtest_spec::TestSettings::default(),
+            force: false,
+        };
+        let (settings, expect) = resolver.resolve("p", "p", "t", None);
+        TestFinished {
+            binary_id: "p".into(),
+            name: "t".into(),
+            status,
+            expect,
+            started_at: Instant::now(),
+            duration: Duration::ZERO,
+            peaks: None,
+            pids_limit_hit: false,
+            scope: PeakScope::Test,
+            settings,
             stdout: Vec::new(),
             stderr: Vec::new(),
         }

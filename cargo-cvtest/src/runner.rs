@@ -9,12 +9,14 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
 use crate::cli::Isolation;
-use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
+use crate::errors::one_line;
+use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
 use crate::scheduler::{Demand, Scheduler, Ticket};
 use crate::settings::Effective;
 use crate::testlist::{BinaryEntry, TestCase, TestList};
@@ -131,7 +133,8 @@ impl Runner<'_> {
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
         if !self.zygote_warned.swap(true, Ordering::Relaxed) {
-            let message = chain("a worker's zygote is gone, its containers are cloned directly", why);
+            let message =
+                format!("a worker's zygote is gone, its containers are cloned directly: {}", one_line(why));
             let _ = events.send(Event::Warning { message });
         }
     }
@@ -170,25 +173,24 @@ impl Runner<'_> {
         settings: &Effective,
         cmd: &Command,
         zygote: Option<&mut Zygote>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, NoOutcome> {
         if self.scheduler.is_interrupted() {
-            return Err(CANCELLED.to_owned());
+            return Err(NoOutcome::Cancelled);
         }
-        let mut c = Container::create(&self.options(settings))
-            .map_err(|e| chain("cannot create the container", &e))?;
+        let mut c = Container::create(&self.options(settings)).map_err(UnitError::Create)?;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
                 None => c.spawn(cmd),
             }
-            .map_err(|e| chain("cannot start the test in its container", &e))?;
+            .map_err(UnitError::Spawn)?;
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout).map_err(|e| chain("lost track of the container", &e))
+            c.wait(settings.timeout).map_err(UnitError::Wait)
         })();
         let veth = c.veth_host_name().map(str::to_owned);
-        let destroyed = c.destroy().map_err(|e| chain("cannot clean up the container", &e));
+        let destroyed = c.destroy().map_err(UnitError::Destroy);
         if let Some(name) = veth {
             // The kernel removes the veth (and its host route) after the network namespace goes,
             // asynchronously. Its subnet stays reserved until then, or the next test on the same
@@ -197,7 +199,7 @@ impl Runner<'_> {
         }
         match (result, destroyed) {
             (Ok(o), Ok(())) => Ok(o),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
     }
 
@@ -235,13 +237,8 @@ impl Runner<'_> {
         match self.contain(ticket, &t.settings, &cmd, zygote) {
             Ok(o) => {
                 r.status = self.status(&o);
-                if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
-                    r.status = Status::SetupError {
-                        message: format!(
-                            "the test binary ran no test named {:?} (was it renamed since listing?)",
-                            t.name
-                        ),
-                    };
+                if matches!(r.status, Status::Pass) && !t.whole_binary && ran_no_test(&o.stdout) {
+                    r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
                 }
                 r.duration = o.duration;
                 r.peaks = Some(o.peaks);
@@ -249,12 +246,8 @@ impl Runner<'_> {
                 r.stdout = o.stdout;
                 r.stderr = o.stderr;
             }
-            Err(m) if m == CANCELLED => {
-                r.status = Status::Cancelled;
-                r.duration = started.elapsed();
-            }
-            Err(message) => {
-                r.status = Status::SetupError { message };
+            Err(why) => {
+                r.status = why.into();
                 r.duration = started.elapsed();
             }
         }
@@ -287,8 +280,7 @@ impl Runner<'_> {
         let result = self.contain(ticket, settings, &cmd, zygote);
         let (binary_status, outcome) = match result {
             Ok(o) => (self.status(&o), Some(o)),
-            Err(m) if m == CANCELLED => (Status::Cancelled, None),
-            Err(message) => (Status::SetupError { message }, None),
+            Err(why) => (why.into(), None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
@@ -307,10 +299,7 @@ impl Runner<'_> {
                 ),
                 // Not reported: the binary died (OOM, timeout, signal) before or while running it.
                 None => match &binary_status {
-                    Status::Pass => (
-                        Status::SetupError { message: "the test binary did not report this test".into() },
-                        Vec::new(),
-                    ),
+                    Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
                     other => (other.clone(), Vec::new()),
                 },
             };
@@ -336,7 +325,28 @@ impl Runner<'_> {
     }
 }
 
-const CANCELLED: &str = "\0cancelled";
+/// Why a unit's container gave no outcome: the run was interrupted before it was created, or the
+/// library failed.
+#[derive(Debug)]
+enum NoOutcome {
+    Cancelled,
+    Error(UnitError),
+}
+
+impl From<UnitError> for NoOutcome {
+    fn from(e: UnitError) -> Self {
+        NoOutcome::Error(e)
+    }
+}
+
+impl From<NoOutcome> for Status {
+    fn from(why: NoOutcome) -> Self {
+        match why {
+            NoOutcome::Cancelled => Status::Cancelled,
+            NoOutcome::Error(e) => Status::Error(Arc::new(e)),
+        }
+    }
+}
 
 /// How long a released veth may take to disappear before its subnet is handed out anyway (the
 /// next container then reports a clear route-clash error rather than waiting forever).
@@ -350,16 +360,6 @@ fn wait_link_gone(name: &str) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-}
-
-fn chain(what: &str, e: &dyn std::error::Error) -> String {
-    let mut s = format!("{what}: {e}");
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// libtest printed "running 0 tests": the name matched nothing, a silent pass we refuse.

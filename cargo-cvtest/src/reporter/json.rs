@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use cvtest::Peaks;
 use serde_json::{json, Value};
 
-use crate::events::{Event, PeakScope, Status, Verdict};
+use crate::events::{Event, PeakScope, Status, UnitError, Verdict};
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
 use crate::settings::{Effective, Expect};
@@ -113,7 +113,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 let (exit_code, signal, message) = match &t.status {
                     Status::Fail { exit_code } => (Some(*exit_code), None, None),
                     Status::Signal { signal } => (None, Some(*signal), None),
-                    Status::SetupError { message } => (None, None, Some(message.clone())),
+                    Status::Error(e) => (None, None, Some(e.message())),
                     Status::Pass => (Some(0), None, None),
                     Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
                 };
@@ -130,6 +130,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                     "exit_code": exit_code,
                     "signal": signal,
                     "message": message,
+                    "error_kind": t.status.error().map(UnitError::kind),
                     "limits": limits_json(&t.settings),
                     "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
                     "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
@@ -141,6 +142,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "type": "binary",
                 "binary": b.binary_id,
                 "status": b.status.json_name(),
+                "error_kind": b.status.error().map(UnitError::kind),
                 "tests": b.tests,
                 "duration_ms": ms(b.duration),
                 "peaks": b.peaks.as_ref().map(|p| peaks_json(p, b.pids_limit_hit)),
@@ -166,5 +168,42 @@ impl<W: Write> Reporter for JsonReporter<W> {
             }
         };
         self.line(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::{TestFinished, UnitError};
+
+    fn line(t: TestFinished) -> Value {
+        let mut out = Vec::new();
+        JsonReporter::new(&mut out).report(&Event::TestFinished(Box::new(t))).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn an_error_has_its_kind_and_whole_chain() {
+        let create = cvtest::CreateError::Privileges { missing: "uid 1000".into(), fix: "run as root" };
+        let v = line(TestFinished::sample(Status::Error(Arc::new(UnitError::Create(create)))));
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["error_kind"], "create");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("cannot create the container: cvtest cannot create containers as uid 1000")
+        );
+        let v =
+            line(TestFinished::sample(Status::Error(Arc::new(UnitError::NoSuchTest { name: "t".into() }))));
+        assert_eq!(v["error_kind"], "no-such-test");
+    }
+
+    #[test]
+    fn an_outcome_has_no_error_kind() {
+        let v = line(TestFinished::sample(Status::Fail { exit_code: 101 }));
+        assert_eq!(v["status"], "fail");
+        assert!(v["error_kind"].is_null() && v["message"].is_null());
+        assert!(line(TestFinished::sample(Status::Cancelled))["error_kind"].is_null());
     }
 }

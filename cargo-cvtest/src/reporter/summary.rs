@@ -42,7 +42,7 @@ fn rank(s: &Status) -> u8 {
         Status::Oom => 2,
         Status::Timeout => 3,
         Status::Signal { .. } => 4,
-        Status::SetupError { .. } => 5,
+        Status::Error(_) => 5,
         Status::Cancelled => 6,
         Status::Ignored => 7,
     }

@@ -85,7 +85,7 @@ impl<W: Write> TerminalReporter<W> {
 
     fn label_style(&self, t: &TestFinished) -> anstyle::Style {
         match t.verdict() {
-            Verdict::Success if t.status == Status::Pass => Painter::good(),
+            Verdict::Success if matches!(t.status, Status::Pass) => Painter::good(),
             Verdict::Success => Painter::warn(),
             Verdict::Failure => Painter::bad(),
             Verdict::NotRun => Painter::warn(),
@@ -118,7 +118,7 @@ impl<W: Write> TerminalReporter<W> {
                 s
             }
         };
-        let dur = if t.status == Status::Ignored {
+        let dur = if matches!(t.status, Status::Ignored) {
             "        ".to_owned()
         } else {
             format!("{:>8}", secs(t.duration))
@@ -147,7 +147,7 @@ impl<W: Write> TerminalReporter<W> {
             ),
             Status::Ignored => String::new(),
             Status::Cancelled => "cancelled: the run was stopped".to_owned(),
-            Status::SetupError { message } => message.clone(),
+            Status::Error(e) => e.message(),
         };
         let mut why = why;
         if t.pids_limit_hit {
@@ -266,7 +266,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             Event::TestFinished(t) => {
                 self.clear_progress()?;
-                if t.status != Status::Ignored {
+                if !matches!(t.status, Status::Ignored) {
                     if t.scope == PeakScope::Test {
                         self.running = self.running.saturating_sub(1);
                     }
