@@ -75,10 +75,8 @@ pub enum ListError {
     },
     #[error("`{command}` exited with {status}:\n{stderr}")]
     Exit { command: String, status: String, stderr: String },
-    #[error("bad `cvtest-settings:` line")]
-    Settings(#[source] serde_json::Error),
-    #[error("the settings dump has version {0}; this cargo-cvtest reads version 1 (rebuild with a matching cvtest)")]
-    SettingsVersion(u64),
+    #[error(transparent)]
+    Settings(cvtest_spec::DumpError),
     #[error("in a container")]
     Container(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

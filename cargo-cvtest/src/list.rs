@@ -9,16 +9,11 @@
 use std::collections::HashSet;
 use std::process::Command;
 
-use cvtest_spec::TestSettings;
-use serde::Deserialize;
+use cvtest_spec::{DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
 
 use crate::build::TestBinary;
 use crate::env::TestEnv;
 use crate::errors::ListError;
-
-/// The environment variable that makes `#[cv_test]` binaries print their settings dump.
-pub const ENV_LIST_SETTINGS: &str = "CVTEST_LIST_SETTINGS";
-const SETTINGS_PREFIX: &str = "cvtest-settings: ";
 
 /// One test as a binary lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,24 +21,7 @@ pub struct ListedTest {
     pub name: String,
     pub ignored: bool,
     /// Present for `#[cv_test]` tests.
-    pub cv: Option<CvEntry>,
-}
-
-/// What `#[cv_test]` recorded for a test.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CvEntry {
-    pub name: String,
-    pub settings: TestSettings,
-    #[serde(default)]
-    pub should_panic: bool,
-    #[serde(default)]
-    pub ignored: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct SettingsDump {
-    version: u64,
-    tests: Vec<CvEntry>,
+    pub cv: Option<DumpedTest>,
 }
 
 /// The tests of one binary.
@@ -163,9 +141,6 @@ pub fn list_binary(
         Ok(p) => p,
         Err(p) => p, // default harness: stray lines (a ctor printing) are not tests; keep the rest
     };
-    if let Some(v) = parsed.dump_version.filter(|&v| v != 1) {
-        return Err(ListError::SettingsVersion(v));
-    }
     if let Some(e) = parsed.dump_error {
         return Err(ListError::Settings(e));
     }
@@ -199,9 +174,8 @@ pub fn list_binary(
 #[derive(Debug, Default)]
 struct Terse {
     tests: Vec<String>,
-    cv: Vec<CvEntry>,
-    dump_version: Option<u64>,
-    dump_error: Option<serde_json::Error>,
+    cv: Vec<DumpedTest>,
+    dump_error: Option<DumpError>,
 }
 
 /// Parses libtest's terse list. `Err` carries what parsed when some line was not in the format.
@@ -209,12 +183,9 @@ fn parse_terse(stdout: &str) -> Result<Terse, Terse> {
     let mut t = Terse::default();
     let mut clean = true;
     for line in stdout.lines() {
-        if let Some(json) = line.strip_prefix(SETTINGS_PREFIX) {
-            match serde_json::from_str::<SettingsDump>(json) {
-                Ok(d) => {
-                    t.dump_version = Some(d.version);
-                    t.cv = d.tests;
-                }
+        if let Some(json) = line.strip_prefix(SETTINGS_LINE_PREFIX) {
+            match SettingsDump::from_json(json) {
+                Ok(d) => t.cv = d.tests,
                 Err(e) => t.dump_error = Some(e),
             }
         } else if let Some(name) = line.strip_suffix(": test") {
@@ -235,6 +206,31 @@ fn parse_terse(stdout: &str) -> Result<Terse, Terse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::BinaryKind;
+
+    /// A launcher whose binary prints `self.0` and succeeds.
+    struct Prints(&'static str);
+
+    impl ListLauncher for Prints {
+        fn run(&self, _: &TestBinary, _: &[&str], _: &TestEnv) -> Result<(bool, String, String), ListError> {
+            Ok((true, self.0.to_owned(), String::new()))
+        }
+    }
+
+    fn fake_binary() -> TestBinary {
+        TestBinary {
+            id: "p".into(),
+            package_id: cargo_metadata::PackageId { repr: "p".into() },
+            kind: BinaryKind::Lib,
+            target_name: "p".into(),
+            path: "/nonexistent/p".into(),
+            custom_harness: false,
+        }
+    }
+
+    fn fake_env() -> TestEnv {
+        TestEnv { cwd: "/".into(), vars: Vec::new() }
+    }
 
     #[test]
     fn terse_with_settings_dump() {
@@ -244,7 +240,7 @@ mod tests {
         assert_eq!(t.tests, ["a::hog", "a::plain"]);
         assert_eq!(t.cv.len(), 1);
         assert_eq!(t.cv[0].settings.memory, Some(cvtest_spec::MemoryLimit::Bytes(64 << 20)));
-        assert_eq!(t.dump_version, Some(1));
+        assert!(t.dump_error.is_none());
     }
 
     #[test]
@@ -253,6 +249,19 @@ mod tests {
         assert_eq!(t.tests, ["x"]);
         let t = parse_terse("cvtest-settings: {\"version\":1,\"tests\":[{\"name\":\"x\",\"settings\":{\"memory\":\"1X\"}}]}\n")
             .unwrap();
-        assert!(t.dump_error.is_some());
+        assert!(matches!(t.dump_error, Some(DumpError::Json(_))));
+    }
+
+    #[test]
+    fn another_dump_version_is_refused() {
+        let out = "cvtest-settings: {\"version\":2,\"tests\":{}}\nx: test\n";
+        let t = parse_terse(out).unwrap();
+        assert!(matches!(t.dump_error, Some(DumpError::Version { found: 2 })));
+        let e = list_binary(&fake_binary(), &fake_env(), &Prints(out), &Prints(out)).unwrap_err();
+        let text = crate::errors::render_chain(&e);
+        assert!(
+            text.contains("the settings dump has version 2; this cargo-cvtest reads version 1"),
+            "{text}"
+        );
     }
 }

@@ -157,7 +157,7 @@ impl Runner<'_> {
         for (k, v) in &b.env.vars {
             cmd.env(k, v);
         }
-        cmd.env_remove(crate::list::ENV_LIST_SETTINGS);
+        cmd.env_remove(cvtest_spec::ENV_LIST_SETTINGS);
         cmd.env(ENV_RUNNER, "cargo-cvtest");
         cmd.current_dir(&b.env.cwd);
         cmd.stdout(Stdio::Capture { limit: CAPTURE_LIMIT });

@@ -56,7 +56,7 @@ impl TestList {
         let mut filtered_out = 0;
         let mut index = 0usize;
         for (bi, b) in binaries.iter().enumerate() {
-            let candidates: Vec<(String, bool, Option<&crate::list::CvEntry>, bool)> = match &b.tests {
+            let candidates: Vec<(String, bool, Option<&cvtest_spec::DumpedTest>, bool)> = match &b.tests {
                 BinaryTests::Listed(list) => {
                     let mut v: Vec<_> =
                         list.iter().map(|t| (t.name.clone(), t.ignored, t.cv.as_ref(), false)).collect();
