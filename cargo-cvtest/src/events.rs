@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use cvtest::{CreateError, DestroyError, Peaks, SpawnError, WaitError};
 
 use crate::cli::Isolation;
+use crate::selection::TestCase;
 use crate::settings::{Effective, Expect};
-use crate::testlist::TestCase;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
 #[derive(Debug, Clone)]

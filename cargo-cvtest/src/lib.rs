@@ -1,47 +1,45 @@
 //! `cargo cvtest`: build the tests, run each in its own container, in parallel, and report.
 //!
-//! Data flows one way: cargo's JSON ([`build`]) → test binaries → their lists ([`list`]) →
-//! settings per test ([`settings`], [`config`]) → the test list ([`testlist`], [`filter`],
+//! Data flows one way: cargo's JSON ([`build`]) → test binaries → the tests each one has
+//! ([`discovery`]) → settings per test ([`settings`], [`config`]) → the selected tests
+//! ([`selection`], [`filter`],
 //! [`partition`]) → units and admission ([`runner::plan`], [`scheduler`]) → containers
 //! ([`runner`]) → typed [`events`] → [`reporter`]s → summary → [`exit_codes`].
 
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod env;
 pub mod errors;
 pub mod events;
 pub mod exit_codes;
 pub mod filter;
-pub mod list;
 pub mod partition;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
+pub mod selection;
 pub mod settings;
 pub mod signals;
-pub mod testlist;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::build::{BuildOutput, Workspace};
+use crate::build::Workspace;
 use crate::cli::{CvtestArgs, MessageFormat};
 use crate::config::Config;
 use crate::env::Toolchain;
 use crate::errors::{render_chain, RunError, SetupError, UsageError};
 use crate::events::{Event, PeakScope, Status, TestFinished};
 use crate::filter::{Disposition, NameFilter};
-use crate::list::{BinaryTests, ContainerLauncher, HostLauncher};
 use crate::reporter::{JsonReporter, JunitReporter, Painter, Reporter, RunSummary, TerminalReporter};
 use crate::scheduler::Scheduler;
+use crate::selection::TestList;
 use crate::settings::{cli_layer, Resolver};
 use crate::signals::SignalWatch;
-use crate::testlist::{BinaryEntry, TestList};
 
 /// The entry point of the `cargo-cvtest` binary.
 pub fn main() -> std::process::ExitCode {
@@ -104,7 +102,7 @@ fn run(args: &CvtestArgs, paint: Painter, signals: &SignalWatch) -> Result<i32, 
         .jobs
         .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j.get());
     let writable = writable_dirs(&ws);
-    let entries = discover(&ws, &output, &toolchain, jobs, &writable)?;
+    let entries = discovery::discover(&ws, &output, &toolchain, jobs, &writable)?;
     check_signal(signals)?;
     let filter = NameFilter::from_args(&args.filter);
     let list = TestList::new(entries, &filter, args.filter.partition, &resolver);
@@ -130,42 +128,6 @@ fn writable_dirs(ws: &Workspace) -> Vec<PathBuf> {
         }
     }
     v
-}
-
-/// Lists every binary's tests, `jobs` at a time.
-fn discover(
-    ws: &Workspace,
-    output: &BuildOutput,
-    toolchain: &Toolchain,
-    jobs: usize,
-    writable: &[PathBuf],
-) -> Result<Vec<BinaryEntry>, SetupError> {
-    let contained = ContainerLauncher { writable: writable.to_vec() };
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<BinaryTests, errors::ListError>>>> =
-        output.binaries.iter().map(|_| Mutex::new(None)).collect();
-    let envs: Vec<_> = output.binaries.iter().map(|b| env::test_env(b, ws, output, toolchain)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(output.binaries.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(bin) = output.binaries.get(i) else { break };
-                let r = list::list_binary(bin, &envs[i], &HostLauncher, &contained);
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            });
-        }
-    });
-    let mut entries = Vec::new();
-    for ((bin, env), r) in output.binaries.iter().zip(envs).zip(results) {
-        let tests = r
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .expect("every binary was listed")
-            .map_err(|source| SetupError::List { binary: bin.id.clone(), source })?;
-        let package = ws.package(&bin.package_id).map(|p| p.name.to_string()).unwrap_or_default();
-        entries.push(BinaryEntry { bin: bin.clone(), package, env, tests });
-    }
-    Ok(entries)
 }
 
 fn print_list(list: &TestList, format: MessageFormat) -> std::io::Result<()> {

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
 use crate::cli::Isolation;
+use crate::discovery::BinaryEntry;
 use crate::errors::one_line;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
 use crate::scheduler::{Demand, Scheduler, Ticket};
+use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
-use crate::testlist::{BinaryEntry, TestCase, TestList};
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
 pub const ENV_RUNNER: &str = "CVTEST_RUNNER";

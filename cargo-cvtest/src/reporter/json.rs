@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::events::{Event, PeakScope, Status, UnitError, Verdict};
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
+use crate::selection::TestCase;
 use crate::settings::{Effective, Expect};
-use crate::testlist::TestCase;
 
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -1,20 +1,10 @@
-//! The test list: every test of every binary, filtered, partitioned, with its effective settings.
+//! The selection: the tests that the filters and the partition keep, of every binary, each with its
+//! effective settings and expected outcome.
 
-use crate::build::TestBinary;
-use crate::env::TestEnv;
+use crate::discovery::{BinaryEntry, BinaryTests};
 use crate::filter::{Disposition, NameFilter};
-use crate::list::BinaryTests;
 use crate::partition::Partition;
 use crate::settings::{Effective, Expect, Resolver};
-
-/// A test binary with what is needed to run it.
-#[derive(Debug)]
-pub struct BinaryEntry {
-    pub bin: TestBinary,
-    pub package: String,
-    pub env: TestEnv,
-    pub tests: BinaryTests,
-}
 
 /// One selected test.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
-//! Listing a test binary's tests: `--list --format terse` (with `CVTEST_LIST_SETTINGS=1`, so a
-//! binary using `#[cv_test]` first prints its settings dump) and `--list --format terse --ignored`.
+//! Discovery: which tests each test binary has, asked of the binary itself with `--list --format
+//! terse` (with `CVTEST_LIST_SETTINGS=1`, so a binary using `#[cv_test]` first prints its settings
+//! dump) and `--list --format terse --ignored`, every binary `jobs` at a time.
 //!
 //! Binaries built with the default harness are listed on the host, as cargo and nextest do: libtest
 //! runs no test code for `--list`. A `harness = false` binary may ignore `--list` and run its tests,
@@ -7,13 +8,25 @@
 //! test, run whole, as `cargo test` runs it.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use cvtest_spec::{DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
 
-use crate::build::TestBinary;
-use crate::env::TestEnv;
-use crate::errors::ListError;
+use crate::build::{BuildOutput, TestBinary, Workspace};
+use crate::env::{TestEnv, Toolchain};
+use crate::errors::{ListError, SetupError};
+
+/// A test binary with what is needed to run it, and the tests it has.
+#[derive(Debug)]
+pub struct BinaryEntry {
+    pub bin: TestBinary,
+    pub package: String,
+    pub env: TestEnv,
+    pub tests: BinaryTests,
+}
 
 /// One test as a binary lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +127,43 @@ impl ListLauncher for ContainerLauncher {
             String::from_utf8_lossy(&outcome.stderr).into_owned(),
         ))
     }
+}
+
+/// Lists every binary's tests, `jobs` at a time.
+pub fn discover(
+    ws: &Workspace,
+    output: &BuildOutput,
+    toolchain: &Toolchain,
+    jobs: usize,
+    writable: &[PathBuf],
+) -> Result<Vec<BinaryEntry>, SetupError> {
+    let contained = ContainerLauncher { writable: writable.to_vec() };
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<BinaryTests, ListError>>>> =
+        output.binaries.iter().map(|_| Mutex::new(None)).collect();
+    let envs: Vec<_> =
+        output.binaries.iter().map(|b| crate::env::test_env(b, ws, output, toolchain)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(output.binaries.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(bin) = output.binaries.get(i) else { break };
+                let r = list_binary(bin, &envs[i], &HostLauncher, &contained);
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    let mut entries = Vec::new();
+    for ((bin, env), r) in output.binaries.iter().zip(envs).zip(results) {
+        let tests = r
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("every binary was listed")
+            .map_err(|source| SetupError::List { binary: bin.id.clone(), source })?;
+        let package = ws.package(&bin.package_id).map(|p| p.name.to_string()).unwrap_or_default();
+        entries.push(BinaryEntry { bin: bin.clone(), package, env, tests });
+    }
+    Ok(entries)
 }
 
 /// Lists one binary's tests.
