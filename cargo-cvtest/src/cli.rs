@@ -3,16 +3,28 @@
 //! Every value is parsed here, at the edge, so that a bad value is a usage error (exit code 2)
 //! that names the flag, the value and what is accepted. Limits go through `cvtest-spec`, the one
 //! value parser.
+//!
+//! The stages never see clap's types: [`CvtestArgs::into_options`] converts the command line into
+//! their own option types ([`RunOptions`] and what it holds).
 
+use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::styling::{AnsiColor, Styles};
 use clap::{Args, CommandFactory, Parser, ValueEnum};
-use cvtest_spec::{parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit};
+use cvtest_spec::{
+    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
+};
 
+use crate::build::BuildOptions;
+use crate::errors::{LibtestArgsError, UsageError};
+use crate::filter::{NameFilter, RunIgnored};
 use crate::partition::Partition;
+use crate::reporter::{OutputFormat, Painter, ReportOptions};
+use crate::run::RunOptions;
+use crate::units::ContainerScope;
 
 /// `cargo` as it calls us: `cargo-cvtest cvtest ...`.
 #[derive(Debug, Parser)]
@@ -247,6 +259,137 @@ pub enum ColorWhen {
     Never,
 }
 
+impl CvtestArgs {
+    /// The run's options, in the stages' own types. Folds libtest-style arguments after `--` in
+    /// first; a bad one is a usage error.
+    pub fn into_options(mut self) -> Result<RunOptions, UsageError> {
+        merge_libtest_args(&mut self.filter)?;
+        Ok(RunOptions {
+            build: self.build.to_options(),
+            filter: self.filter.name_filter(),
+            partition: self.filter.partition,
+            limits: self.limits.settings_layer(),
+            force_limits: self.limits.force_limits,
+            jobs: self.run.jobs,
+            scope: self.run.isolation.into(),
+            fail_fast: self.run.fail_fast,
+            memory_budget: self.run.memory_budget,
+            list: self.run.list,
+            report: ReportOptions {
+                paint: Painter { on: color_on(self.report.color) },
+                format: match self.report.message_format {
+                    MessageFormat::Human => OutputFormat::Human,
+                    MessageFormat::Json => OutputFormat::Json,
+                },
+                junit: self.report.junit,
+                top: self.report.top,
+            },
+        })
+    }
+}
+
+impl BuildArgs {
+    /// The selection flags in cargo's words, for `cargo test --no-run` and `cargo metadata`.
+    fn to_options(&self) -> BuildOptions {
+        let mut v: Vec<String> = Vec::new();
+        let mut push_all = |flag: &str, vals: &[String]| {
+            for x in vals {
+                v.push(flag.to_owned());
+                v.push(x.clone());
+            }
+        };
+        push_all("--package", &self.packages);
+        push_all("--exclude", &self.exclude);
+        push_all("--bin", &self.bin);
+        push_all("--test", &self.test);
+        push_all("--example", &self.example);
+        push_all("--features", &self.features);
+        let flags = [
+            (self.workspace, "--workspace"),
+            (self.lib, "--lib"),
+            (self.bins, "--bins"),
+            (self.tests, "--tests"),
+            (self.examples, "--examples"),
+            (self.all_targets, "--all-targets"),
+            (self.all_features, "--all-features"),
+            (self.no_default_features, "--no-default-features"),
+            (self.release, "--release"),
+            (self.locked, "--locked"),
+            (self.offline, "--offline"),
+            (self.frozen, "--frozen"),
+        ];
+        v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| (*f).to_owned()));
+        if let Some(p) = &self.profile {
+            v.push("--profile".into());
+            v.push(p.clone());
+        }
+        if let Some(d) = &self.target_dir {
+            v.push("--target-dir".into());
+            v.push(d.display().to_string());
+        }
+        if let Some(m) = &self.manifest_path {
+            v.push("--manifest-path".into());
+            v.push(m.display().to_string());
+        }
+        BuildOptions {
+            cargo_args: v,
+            manifest_path: self.manifest_path.clone(),
+            target_dir: self.target_dir.clone(),
+            offline: self.offline || self.frozen,
+            locked: self.locked || self.frozen,
+        }
+    }
+}
+
+impl FilterArgs {
+    fn name_filter(&self) -> NameFilter {
+        let run_ignored = if self.ignored {
+            RunIgnored::Only
+        } else if self.include_ignored {
+            RunIgnored::All
+        } else {
+            RunIgnored::Default
+        };
+        NameFilter { patterns: self.filters.clone(), exact: self.exact, skip: self.skip.clone(), run_ignored }
+    }
+}
+
+impl LimitArgs {
+    /// The limit flags as a settings layer (see `settings` for where it goes).
+    fn settings_layer(&self) -> TestSettings {
+        TestSettings {
+            memory: self.memory,
+            pids: self.pids,
+            cpu_weight: self.cpu_weight,
+            cpus: self.cpus.map(|c| c.0),
+            network: self.network,
+            timeout: self.timeout,
+            ..TestSettings::default()
+        }
+    }
+}
+
+impl From<Isolation> for ContainerScope {
+    fn from(i: Isolation) -> Self {
+        match i {
+            Isolation::Test => ContainerScope::Test,
+            Isolation::Binary => ContainerScope::Binary,
+        }
+    }
+}
+
+/// Whether to paint: `--color`/`CARGO_TERM_COLOR` decide; with `auto`, a terminal on stderr and no
+/// `NO_COLOR`.
+fn color_on(when: Option<ColorWhen>) -> bool {
+    match when.unwrap_or(ColorWhen::Auto) {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()) && std::io::stderr().is_terminal()
+        }
+    }
+}
+
 fn styles() -> Styles {
     Styles::styled()
         .header(AnsiColor::Green.on_default().bold())
@@ -331,7 +474,7 @@ fn color_from_env() -> Option<ColorWhen> {
 }
 
 /// Folds libtest-style arguments given after `--` into the filter flags.
-pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
+fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), LibtestArgsError> {
     let args = std::mem::take(&mut filter.libtest_args);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -340,7 +483,7 @@ pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
             "--ignored" => filter.ignored = true,
             "--include-ignored" => filter.include_ignored = true,
             "--skip" => {
-                let v = it.next().ok_or("`--skip` after `--` needs a value")?;
+                let v = it.next().ok_or(LibtestArgsError::SkipWithoutValue)?;
                 filter.skip.push(v);
             }
             // Accepted for compatibility; cvtest captures output and runs one test per container.
@@ -351,17 +494,12 @@ pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
                 }
             }
             s if s.starts_with("--skip=") => filter.skip.push(s["--skip=".len()..].to_owned()),
-            s if s.starts_with('-') => {
-                return Err(format!(
-                    "unsupported test-binary argument `{s}` after `--`; accepted: FILTERS, --exact, --skip FILTER, \
-                     --ignored, --include-ignored (and --nocapture, --test-threads N, which are ignored)"
-                ))
-            }
+            s if s.starts_with('-') => return Err(LibtestArgsError::Unsupported(s.to_owned())),
             _ => filter.filters.push(a),
         }
     }
     if filter.ignored && filter.include_ignored {
-        return Err("`--ignored` and `--include-ignored` cannot be used together".to_owned());
+        return Err(LibtestArgsError::IgnoredConflict);
     }
     Ok(())
 }
@@ -389,6 +527,21 @@ mod tests {
         assert!(f.exact && f.include_ignored && !f.ignored);
         assert_eq!(f.skip, ["bar"]);
         let mut bad = FilterArgs { libtest_args: vec!["--format=json".into()], ..Default::default() };
-        assert!(merge_libtest_args(&mut bad).unwrap_err().contains("--format=json"));
+        assert!(merge_libtest_args(&mut bad).unwrap_err().to_string().contains("--format=json"));
+    }
+
+    #[test]
+    fn passes_selection_flags_through() {
+        let args = BuildArgs {
+            packages: vec!["a".into()],
+            test: vec!["t".into()],
+            release: true,
+            frozen: true,
+            features: vec!["x y".into()],
+            ..Default::default()
+        };
+        let o = args.to_options();
+        assert_eq!(o.cargo_args.join(" "), "--package a --test t --features x y --release --frozen");
+        assert!(o.offline && o.locked, "--frozen is both for cargo metadata");
     }
 }

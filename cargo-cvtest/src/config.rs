@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::build::Workspace;
 use crate::errors::UsageError;
-use crate::settings::Expect;
+use crate::expect::Expect;
 
 /// Keys of an override besides the settings keys.
 const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect"];
@@ -184,7 +184,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
             "package" => package = Some(text()?),
             "expect" => {
                 let t = text()?;
-                expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e))?);
+                expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e.to_string()))?);
             }
             _ => set_key(&mut settings, key, value, &mut host, origin, true)?,
         }

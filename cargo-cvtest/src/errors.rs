@@ -9,8 +9,8 @@ use crate::exit_codes;
 /// A user mistake in a config file or on the command line: exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
-    #[error("{0}")]
-    Args(String),
+    #[error(transparent)]
+    Args(#[from] LibtestArgsError),
     #[error("failed to read {path}")]
     ReadConfig {
         path: PathBuf,
@@ -25,6 +25,20 @@ pub enum UsageError {
     },
     #[error("{origin}: {message}")]
     Config { origin: String, message: String },
+}
+
+/// An argument after `--` that cvtest does not take as libtest would.
+#[derive(Debug, thiserror::Error)]
+pub enum LibtestArgsError {
+    #[error("`--skip` after `--` needs a value")]
+    SkipWithoutValue,
+    #[error(
+        "unsupported test-binary argument `{0}` after `--`; accepted: FILTERS, --exact, --skip FILTER, \
+         --ignored, --include-ignored (and --nocapture, --test-threads N, which are ignored)"
+    )]
+    Unsupported(String),
+    #[error("`--ignored` and `--include-ignored` cannot be used together")]
+    IgnoredConflict,
 }
 
 /// Reading the workspace or preparing the run failed: exit code 102.

@@ -5,9 +5,11 @@ use std::time::{Duration, Instant};
 
 use cvtest::{CreateError, DestroyError, Peaks, SpawnError, WaitError};
 
-use crate::cli::Isolation;
+use crate::exit_codes;
+use crate::expect::Expect;
 use crate::selection::TestCase;
-use crate::settings::{Effective, Expect};
+use crate::settings::Effective;
+use crate::units::ContainerScope;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
 #[derive(Debug, Clone)]
@@ -252,7 +254,7 @@ pub enum Event {
         ignored: usize,
         filtered_out: usize,
         jobs: usize,
-        isolation: Isolation,
+        scope: ContainerScope,
         memory_budget: u64,
     },
     TestStarted {
@@ -274,7 +276,60 @@ pub enum Event {
     },
     RunFinished {
         elapsed: Duration,
+        stats: RunStats,
     },
+}
+
+/// What a run counted, kept beside the events as they go by (not by a reporter): it decides the
+/// run's exit code, and reaches the reporters in [`Event::RunFinished`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Tests selected to run (ignored ones not included).
+    pub to_run: usize,
+    /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
+    pub succeeded: usize,
+    pub failed: usize,
+    pub ignored: usize,
+    /// The signal that interrupted the run.
+    pub interrupted: Option<i32>,
+}
+
+impl RunStats {
+    pub fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::RunStarted { to_run, .. } => self.to_run = *to_run,
+            Event::TestFinished(t) => match t.verdict() {
+                Verdict::Success => self.succeeded += 1,
+                Verdict::Failure => self.failed += 1,
+                Verdict::NotRun => self.ignored += 1,
+            },
+            Event::Interrupted { signal } => self.interrupted = Some(*signal),
+            Event::TestStarted { .. }
+            | Event::BinaryFinished(_)
+            | Event::Stopping
+            | Event::Warning { .. }
+            | Event::RunFinished { .. } => {}
+        }
+    }
+
+    /// Tests that were to run but never ended (interrupt, `--fail-fast`).
+    pub fn not_run(&self) -> usize {
+        self.to_run.saturating_sub(self.succeeded + self.failed)
+    }
+
+    /// Whether the run as a whole succeeded.
+    pub fn success(&self) -> bool {
+        self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
+    }
+
+    /// The run's exit code (see [`exit_codes`]).
+    pub fn exit_code(&self) -> i32 {
+        match self.interrupted {
+            Some(sig) => exit_codes::INTERRUPTED_BASE + sig,
+            None if self.success() => exit_codes::OK,
+            None => exit_codes::TEST_FAILED,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -289,5 +344,29 @@ mod tests {
         assert_eq!(Status::Timeout.meets(Expect::Pass), Verdict::Failure);
         assert_eq!(Status::Ignored.meets(Expect::Pass), Verdict::NotRun);
         assert_eq!(Status::Cancelled.meets(Expect::Timeout), Verdict::Failure);
+    }
+
+    #[test]
+    fn stats_decide_the_exit_code() {
+        let mut s = RunStats::default();
+        let started = Event::RunStarted {
+            to_run: 2,
+            ignored: 1,
+            filtered_out: 0,
+            jobs: 1,
+            scope: ContainerScope::Test,
+            memory_budget: 1 << 30,
+        };
+        s.add(&started);
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Ignored))));
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass))));
+        assert_eq!((s.not_run(), s.exit_code()), (1, exit_codes::TEST_FAILED), "one never ended");
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass))));
+        assert_eq!((s.ignored, s.exit_code()), (1, exit_codes::OK));
+        let mut failed = s;
+        failed.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Oom))));
+        assert_eq!(failed.exit_code(), exit_codes::TEST_FAILED);
+        s.add(&Event::Interrupted { signal: 15 });
+        assert_eq!(s.exit_code(), 143);
     }
 }

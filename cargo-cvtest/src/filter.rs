@@ -2,8 +2,6 @@
 //! contains one of the positional filters (or equals one, with `--exact`) and no `--skip`
 //! matches; `--ignored` runs only `#[ignore]`d tests, `--include-ignored` runs both.
 
-use crate::cli::FilterArgs;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RunIgnored {
     /// Ignored tests are reported as ignored, not run.
@@ -34,17 +32,6 @@ pub struct NameFilter {
 }
 
 impl NameFilter {
-    pub fn from_args(a: &FilterArgs) -> NameFilter {
-        let run_ignored = if a.ignored {
-            RunIgnored::Only
-        } else if a.include_ignored {
-            RunIgnored::All
-        } else {
-            RunIgnored::Default
-        };
-        NameFilter { patterns: a.filters.clone(), exact: a.exact, skip: a.skip.clone(), run_ignored }
-    }
-
     fn hit(&self, pattern: &str, name: &str) -> bool {
         if self.exact {
             name == pattern

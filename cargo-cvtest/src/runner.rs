@@ -14,68 +14,19 @@ use std::time::{Duration, Instant};
 
 use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
-use crate::cli::Isolation;
 use crate::discovery::BinaryEntry;
 use crate::errors::one_line;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
-use crate::scheduler::{Demand, Scheduler, Ticket};
+use crate::scheduler::{Scheduler, Ticket};
 use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
+use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
 pub const ENV_RUNNER: &str = "CVTEST_RUNNER";
 
 /// Output kept per stream of a test; past this the library drops the middle and marks it.
 pub const CAPTURE_LIMIT: usize = 1 << 20;
-/// The most test names given to one binary-isolation run (keeps argv small).
-const MAX_TESTS_PER_BINARY_UNIT: usize = 512;
-
-/// A unit of work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unit {
-    /// One test (index into [`TestList::tests`]) in its own container.
-    Test(usize),
-    /// Several tests of one binary, with equal settings, in one container.
-    Binary { binary: usize, tests: Vec<usize> },
-}
-
-/// Splits the tests to run into units.
-pub fn plan(list: &TestList, isolation: Isolation) -> Vec<Unit> {
-    match isolation {
-        Isolation::Test => list.to_run().map(|(i, _)| Unit::Test(i)).collect(),
-        Isolation::Binary => {
-            let mut units: Vec<Unit> = Vec::new();
-            // Group by (binary, settings); networked, whole-binary and expected-failure tests
-            // keep their own container so that their limits and outcome are their own.
-            let mut groups: Vec<(usize, Effective, Vec<usize>)> = Vec::new();
-            for (i, t) in list.to_run() {
-                let alone = t.whole_binary || t.settings.network.is_some() || t.expect != Default::default();
-                if alone {
-                    units.push(Unit::Test(i));
-                    continue;
-                }
-                match groups.iter_mut().find(|(b, s, v)| {
-                    *b == t.binary && *s == t.settings && v.len() < MAX_TESTS_PER_BINARY_UNIT
-                }) {
-                    Some((_, _, v)) => v.push(i),
-                    None => groups.push((t.binary, t.settings.clone(), vec![i])),
-                }
-            }
-            units.extend(groups.into_iter().map(|(binary, _, tests)| Unit::Binary { binary, tests }));
-            units
-        }
-    }
-}
-
-/// What a unit needs from the scheduler.
-pub fn demand(list: &TestList, unit: &Unit) -> Demand {
-    let settings = match unit {
-        Unit::Test(i) => &list.tests[*i].settings,
-        Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
-    };
-    Demand { memory: settings.memory_bytes(), networks: settings.network.into_iter().collect() }
-}
-
 /// Everything workers share.
 pub struct Runner<'a> {
     pub list: &'a TestList,
@@ -125,10 +76,12 @@ impl Runner<'_> {
                 self.warn_zygote(&events, lost);
                 zygote = None;
             }
-            self.scheduler.finish(ticket);
-            if failed && self.fail_fast {
-                self.scheduler.stop_admitting();
+            // `--fail-fast`, decided here only: the first failure stops admission (before this
+            // unit's slot frees, so that nothing more starts) and says so, once.
+            if failed && self.fail_fast && self.scheduler.stop_admitting() {
+                let _ = events.send(Event::Stopping);
             }
+            self.scheduler.finish(ticket);
         }
     }
 

@@ -152,10 +152,12 @@ impl Scheduler {
         self.changed.notify_all();
     }
 
-    /// Starts nothing more (`--fail-fast`); running units finish.
-    pub fn stop_admitting(&self) {
-        self.lock().stopped = true;
+    /// Starts nothing more (`--fail-fast`); running units finish. Whether this call stopped
+    /// admission (it was neither stopped nor interrupted before).
+    pub fn stop_admitting(&self) -> bool {
+        let was_stopped = std::mem::replace(&mut self.lock().stopped, true);
         self.changed.notify_all();
+        !was_stopped
     }
 
     /// Starts nothing more and kills every running container (an interrupt).

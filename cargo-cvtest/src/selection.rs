@@ -2,9 +2,10 @@
 //! effective settings and expected outcome.
 
 use crate::discovery::{BinaryEntry, BinaryTests};
+use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
 use crate::partition::Partition;
-use crate::settings::{Effective, Expect, Resolver};
+use crate::settings::{Effective, Resolver};
 
 /// One selected test.
 #[derive(Debug, Clone)]

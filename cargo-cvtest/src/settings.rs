@@ -14,7 +14,6 @@
 //! own attribute beats config. `--force-limits` exists to reproduce a failure under tighter limits.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
@@ -22,43 +21,8 @@ use cvtest_spec::{
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
-use crate::cli::LimitArgs;
 use crate::config::Config;
-
-/// What a test is expected to end as. A test that ends as expected counts as a success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Expect {
-    #[default]
-    Pass,
-    /// Exit non-zero or die by a signal (not OOM, not timeout).
-    Fail,
-    Oom,
-    Timeout,
-}
-
-impl Expect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expect::Pass => "pass",
-            Expect::Fail => "fail",
-            Expect::Oom => "oom",
-            Expect::Timeout => "timeout",
-        }
-    }
-}
-
-impl FromStr for Expect {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pass" => Ok(Expect::Pass),
-            "fail" => Ok(Expect::Fail),
-            "oom" => Ok(Expect::Oom),
-            "timeout" => Ok(Expect::Timeout),
-            _ => Err(format!("invalid expect {s:?}; expected one of pass, fail, oom, timeout")),
-        }
-    }
-}
+use crate::expect::Expect;
 
 /// Fully resolved settings of one test.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -121,19 +85,6 @@ impl fmt::Display for Effective {
             write!(f, " caps=+{}", self.caps)?;
         }
         Ok(())
-    }
-}
-
-/// The CLI's limit flags as a settings layer.
-pub fn cli_layer(args: &LimitArgs) -> TestSettings {
-    TestSettings {
-        memory: args.memory,
-        pids: args.pids,
-        cpu_weight: args.cpu_weight,
-        cpus: args.cpus.map(|c| c.0),
-        network: args.network,
-        timeout: args.timeout,
-        ..TestSettings::default()
     }
 }
 

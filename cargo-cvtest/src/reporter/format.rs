@@ -1,31 +1,16 @@
 //! Number formatting and colours.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
 
-use crate::cli::ColorWhen;
-
-/// Paints text when colours are on.
+/// Paints text when colours are on (the CLI decides: `--color`, `CARGO_TERM_COLOR`, `NO_COLOR`).
 #[derive(Debug, Clone, Copy)]
 pub struct Painter {
     pub on: bool,
 }
 
 impl Painter {
-    /// `--color`/`CARGO_TERM_COLOR` decide; with `auto`, a terminal on stderr and no `NO_COLOR`.
-    pub fn detect(when: Option<ColorWhen>) -> Painter {
-        let on = match when.unwrap_or(ColorWhen::Auto) {
-            ColorWhen::Always => true,
-            ColorWhen::Never => false,
-            ColorWhen::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or_empty() && std::io::stderr().is_terminal()
-            }
-        };
-        Painter { on }
-    }
-
     pub fn paint(&self, style: Style, text: &str) -> String {
         if self.on {
             format!("{}{text}{}", style.render(), style.render_reset())
@@ -48,15 +33,6 @@ impl Painter {
     }
     pub fn strong() -> Style {
         Style::new().bold()
-    }
-}
-
-trait EmptyVar {
-    fn is_none_or_empty(&self) -> bool;
-}
-impl EmptyVar for Option<std::ffi::OsString> {
-    fn is_none_or_empty(&self) -> bool {
-        self.as_ref().map_or(true, |v| v.is_empty())
     }
 }
 

@@ -7,10 +7,11 @@ use cvtest::Peaks;
 use serde_json::{json, Value};
 
 use crate::events::{Event, PeakScope, Status, UnitError, Verdict};
+use crate::expect::Expect;
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
 use crate::selection::TestCase;
-use crate::settings::{Effective, Expect};
+use crate::settings::Effective;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -93,7 +94,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         let v = match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.run_start = Some(std::time::Instant::now());
                 json!({
                 "type": "run-started",
@@ -102,7 +103,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "ignored": ignored,
                 "filtered_out": filtered_out,
                 "jobs": jobs,
-                "isolation": match isolation { crate::cli::Isolation::Test => "test", crate::cli::Isolation::Binary => "binary" },
+                "isolation": scope.as_str(),
                 "memory_budget_bytes": memory_budget,
                 })
             }
@@ -150,19 +151,18 @@ impl<W: Write> Reporter for JsonReporter<W> {
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),
             Event::Warning { message } => json!({ "type": "warning", "message": message }),
-            Event::RunFinished { elapsed } => {
-                let s = &self.summary;
+            Event::RunFinished { elapsed, stats } => {
                 let counts: serde_json::Map<String, Value> =
-                    s.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
+                    self.summary.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
                 json!({
                     "type": "run-finished",
                     "elapsed_ms": ms(*elapsed),
-                    "passed": s.succeeded,
-                    "failed": s.failed,
-                    "ignored": s.ignored,
-                    "not_run": s.not_run(),
-                    "interrupted_by": s.interrupted,
-                    "success": s.success(),
+                    "passed": stats.succeeded,
+                    "failed": stats.failed,
+                    "ignored": stats.ignored,
+                    "not_run": stats.not_run(),
+                    "interrupted_by": stats.interrupted,
+                    "success": stats.success(),
                     "counts": counts,
                 })
             }

@@ -6,6 +6,8 @@ mod junit;
 mod summary;
 mod terminal;
 
+use std::path::PathBuf;
+
 pub use format::{human_bytes, Painter};
 pub use json::{list_json_line, JsonReporter};
 pub use junit::JunitReporter;
@@ -13,6 +15,39 @@ pub use summary::{Row, RunSummary};
 pub use terminal::TerminalReporter;
 
 use crate::events::Event;
+
+/// How results are shown.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub paint: Painter,
+    /// What goes to stdout besides the human report on stderr.
+    pub format: OutputFormat,
+    /// Where to write a JUnit XML report.
+    pub junit: Option<PathBuf>,
+    /// Rows in the summary's top tables.
+    pub top: usize,
+}
+
+/// The format of stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    /// JSON lines (schema: cargo-cvtest/README.md).
+    Json,
+}
+
+/// The reporters of a run: the terminal one on stderr, then JSON on stdout and JUnit as asked.
+pub fn for_run(opts: &ReportOptions) -> Vec<Box<dyn Reporter>> {
+    let mut reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(TerminalReporter::stderr(opts.paint, opts.top))];
+    if opts.format == OutputFormat::Json {
+        reporters.push(Box::new(JsonReporter::new(std::io::stdout())));
+    }
+    if let Some(path) = &opts.junit {
+        reporters.push(Box::new(JunitReporter::new(path.clone())));
+    }
+    reporters
+}
 
 /// Something that consumes events.
 pub trait Reporter {

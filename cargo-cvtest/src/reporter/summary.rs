@@ -1,5 +1,6 @@
-//! The run summary: counts by outcome, the failures, and the top tests by peak memory and by
-//! duration. Bounded: only the top N rows are kept, whatever the number of tests.
+//! What the reports summarize: counts by label, the failures, and the top tests by peak memory and
+//! by duration. Bounded: only the top N rows are kept, whatever the number of tests. Whether the
+//! run succeeded is not decided here but by [`crate::events::RunStats`].
 
 use std::time::Duration;
 
@@ -22,17 +23,9 @@ pub struct RunSummary {
     top: usize,
     /// (status rank, label, count), kept sorted.
     pub counts: Vec<(u8, String, usize)>,
-    /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
-    pub succeeded: usize,
-    pub failed: usize,
-    pub ignored: usize,
-    pub to_run: usize,
     pub failures: Vec<(String, String, String)>,
     pub top_memory: Vec<Row>,
     pub longest: Vec<Row>,
-    pub interrupted: Option<i32>,
-    pub stopping: bool,
-    pub elapsed: Duration,
 }
 
 fn rank(s: &Status) -> u8 {
@@ -53,24 +46,13 @@ impl RunSummary {
         RunSummary { top, ..Default::default() }
     }
 
-    /// Tests that were to run but never started (interrupt, `--fail-fast`).
-    pub fn not_run(&self) -> usize {
-        self.to_run.saturating_sub(self.succeeded + self.failed)
-    }
-
     pub fn add(&mut self, ev: &Event) {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
-            Event::RunStarted { to_run, .. } => self.to_run = *to_run,
-            Event::TestStarted { .. } => {}
+            Event::RunStarted { .. } | Event::TestStarted { .. } => {}
             Event::TestFinished(t) => {
-                match t.verdict() {
-                    Verdict::Success => self.succeeded += 1,
-                    Verdict::Failure => {
-                        self.failed += 1;
-                        self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
-                    }
-                    Verdict::NotRun => self.ignored += 1,
+                if t.verdict() == Verdict::Failure {
+                    self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
                 }
                 self.count(&t.status, t.label(), 1);
                 if t.scope == PeakScope::Test && t.verdict() != Verdict::NotRun {
@@ -96,10 +78,10 @@ impl RunSummary {
                 };
                 self.offer(row);
             }
-            Event::Interrupted { signal } => self.interrupted = Some(*signal),
-            Event::Stopping => self.stopping = true,
-            Event::Warning { .. } => {}
-            Event::RunFinished { elapsed } => self.elapsed = *elapsed,
+            Event::Stopping
+            | Event::Interrupted { .. }
+            | Event::Warning { .. }
+            | Event::RunFinished { .. } => {}
         }
     }
 
@@ -126,10 +108,5 @@ impl RunSummary {
         self.longest.push(row);
         self.longest.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.name.cmp(&b.name)));
         self.longest.truncate(self.top);
-    }
-
-    /// Whether the run as a whole succeeded.
-    pub fn success(&self) -> bool {
-        self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
     }
 }

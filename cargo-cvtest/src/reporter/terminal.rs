@@ -4,7 +4,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::events::{Event, PeakScope, Status, TestFinished, Verdict};
+use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, Verdict};
 use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
@@ -197,8 +197,8 @@ impl<W: Write> TerminalReporter<W> {
         Ok(())
     }
 
-    fn final_summary(&mut self, elapsed: Duration) -> io::Result<()> {
-        let s = &self.summary;
+    fn final_summary(&mut self, elapsed: Duration, stats: &RunStats) -> io::Result<()> {
+        let s = stats;
         let run = s.succeeded + s.failed;
         let mut head = format!("{run} tests run: {} passed", s.succeeded);
         if s.failed > 0 {
@@ -213,12 +213,12 @@ impl<W: Write> TerminalReporter<W> {
         let style = if s.success() { Painter::good() } else { Painter::bad() };
         writeln!(self.out, "────────────")?;
         writeln!(self.out, "{} [{:>9}] {head}", self.paint.paint(style, "     Summary"), secs(elapsed))?;
-        let counts = s.counts.clone();
+        let counts = self.summary.counts.clone();
         let w = counts.iter().map(|(_, l, _)| l.len()).max().unwrap_or(0);
         for (_, label, n) in &counts {
             writeln!(self.out, "  {label:>w$}  {n}")?;
         }
-        let (mem, long) = (s.top_memory.clone(), s.longest.clone());
+        let (mem, long) = (self.summary.top_memory.clone(), self.summary.longest.clone());
         self.table("Top peak memory:", &mem)?;
         self.table("Longest:", &long)?;
         let failures = self.summary.failures.clone();
@@ -228,7 +228,6 @@ impl<W: Write> TerminalReporter<W> {
                 writeln!(self.out, "  {label:>14} {bin} {name}")?;
             }
         }
-        let s = &self.summary;
         // The closing line, in the plain form CI systems read.
         writeln!(
             self.out,
@@ -245,17 +244,14 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.total = *to_run;
                 self.started = Instant::now();
                 writeln!(
                     self.out,
                     "{} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
                     self.paint.paint(Painter::good(), "    Starting"),
-                    match isolation {
-                        crate::cli::Isolation::Test => "test",
-                        crate::cli::Isolation::Binary => "binary",
-                    },
+                    scope.as_str(),
                     human_bytes(*memory_budget),
                 )?;
             }
@@ -313,9 +309,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 writeln!(self.out, "{} {message}", self.paint.paint(Painter::warn(), "     Warning"))?;
                 self.draw_progress()?;
             }
-            Event::RunFinished { elapsed } => {
+            Event::RunFinished { elapsed, stats } => {
                 self.clear_progress()?;
-                self.final_summary(*elapsed)?;
+                self.final_summary(*elapsed, stats)?;
             }
         }
         self.out.flush()
