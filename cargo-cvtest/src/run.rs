@@ -56,6 +56,29 @@ fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
 
 /// Runs (or lists) the tests; the exit code, or what ended the run before its tests could decide.
 pub fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunError> {
+    let selected = select(opts, signals)?;
+    if opts.list {
+        print_list(&selected.list, opts.report.format)
+            .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
+        return Ok(exit_codes::OK);
+    }
+    preflight(&selected.writable)?;
+    let budget = opts.memory_budget.unwrap_or_else(mem_available);
+    Ok(run_tests(opts, selected, budget, signals))
+}
+
+/// The selected tests, and what running them needs.
+struct Selected {
+    list: TestList,
+    /// Host directories a test may write.
+    writable: Vec<PathBuf>,
+    /// Containers (and listings) at once.
+    jobs: usize,
+}
+
+/// Reads the workspace and its config, builds the tests, asks each binary for its tests, and
+/// keeps those the filters and the partition select, with their settings.
+fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError> {
     let ws = build::load_workspace(&opts.build)?;
     let config = Config::load(&ws)?;
     let resolver = Resolver { config, cli: opts.limits.clone(), force: opts.force_limits };
@@ -68,15 +91,7 @@ pub fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunError> {
     let entries = discovery::discover(&ws, &output, &toolchain, jobs, &writable)?;
     check_signal(signals)?;
     let list = TestList::new(entries, &opts.filter, opts.partition, &resolver);
-
-    if opts.list {
-        print_list(&list, opts.report.format)
-            .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
-        return Ok(exit_codes::OK);
-    }
-    preflight(&writable)?;
-    let budget = opts.memory_budget.unwrap_or_else(mem_available);
-    run_tests(opts, &list, writable, budget, jobs, signals)
+    Ok(Selected { list, writable, jobs })
 }
 
 /// The directories a test may write: the target dir, the workspace, and packages outside it.
@@ -143,28 +158,44 @@ fn mem_available() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-fn run_tests(
-    opts: &RunOptions,
-    list: &TestList,
-    writable: Vec<PathBuf>,
-    budget: u64,
-    jobs: usize,
-    signals: &SignalWatch,
-) -> Result<i32, RunError> {
-    let units = units::plan(list, opts.scope);
+/// Runs the selected tests in containers, `jobs` at a time within the memory `budget`, and
+/// reports them; the exit code.
+fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &SignalWatch) -> i32 {
+    let Selected { list, writable, jobs } = selected;
+    let units = units::plan(&list, opts.scope);
     let scheduler =
-        Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(list, u))), budget);
+        Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(&list, u))), budget);
     let mut sink = Sink::new(reporter::for_run(&opts.report));
-
     let started = Instant::now();
+    announce(&mut sink, &list, opts.scope, jobs, budget, started);
+    let runner = runner::Runner {
+        list: &list,
+        units: &units,
+        scheduler: &scheduler,
+        writable,
+        fail_fast: opts.fail_fast,
+        zygote_warned: Default::default(),
+    };
+    drive(&runner, jobs.min(units.len()), signals, &mut sink);
+    sink.finish(started.elapsed())
+}
+
+/// `RunStarted`, then the ignored tests, which are reported without running.
+fn announce(
+    sink: &mut Sink,
+    list: &TestList,
+    scope: ContainerScope,
+    jobs: usize,
+    budget: u64,
+    started: Instant,
+) {
     let ignored: Vec<_> = list.tests.iter().filter(|t| t.disposition == Disposition::Ignored).collect();
-    let to_run = list.to_run().count();
     sink.emit(Event::RunStarted {
-        to_run,
+        to_run: list.to_run().count(),
         ignored: ignored.len(),
         filtered_out: list.filtered_out,
         jobs,
-        scope: opts.scope,
+        scope,
         memory_budget: budget,
     });
     for t in ignored {
@@ -172,21 +203,16 @@ fn run_tests(
             TestFinished::unmeasured(&list.binary_of(t).bin.id, t, Status::Ignored, started, PeakScope::Test);
         sink.emit(Event::TestFinished(Box::new(ev)));
     }
+}
 
-    let runner = runner::Runner {
-        list,
-        units: &units,
-        scheduler: &scheduler,
-        writable,
-        fail_fast: opts.fail_fast,
-        zygote_warned: Default::default(),
-    };
-    let mut interrupted = None;
+/// Runs `workers` threads of `runner` and passes their events on until all are done. The first
+/// signal interrupts the scheduler (no new unit, running containers killed) and is reported.
+fn drive(runner: &runner::Runner<'_>, workers: usize, signals: &SignalWatch, sink: &mut Sink) {
+    let mut interrupted = false;
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::channel::<Event>();
-        for _ in 0..jobs.min(units.len()) {
+        for _ in 0..workers {
             let tx = tx.clone();
-            let runner = &runner;
             s.spawn(move || runner.work(tx));
         }
         drop(tx);
@@ -196,16 +222,15 @@ fn run_tests(
                 Err(mpsc::RecvTimeoutError::Timeout) => sink.tick(),
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            if interrupted.is_none() {
-                if let Some(sig) = signals.received() {
-                    interrupted = Some(sig);
-                    scheduler.interrupt();
-                    sink.emit(Event::Interrupted { signal: sig });
+            if !interrupted {
+                if let Some(signal) = signals.received() {
+                    interrupted = true;
+                    runner.scheduler.interrupt();
+                    sink.emit(Event::Interrupted { signal });
                 }
             }
         }
     });
-    Ok(sink.finish(started.elapsed()))
 }
 
 /// Where events go: into the run's statistics, then to every reporter.
