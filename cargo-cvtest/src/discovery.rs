@@ -21,25 +21,25 @@ use crate::errors::{ListError, SetupError};
 
 /// A test binary with what is needed to run it, and the tests it has.
 #[derive(Debug)]
-pub struct BinaryEntry {
-    pub bin: TestBinary,
-    pub package: String,
-    pub env: TestEnv,
-    pub tests: BinaryTests,
+pub(crate) struct BinaryEntry {
+    pub(crate) bin: TestBinary,
+    pub(crate) package: String,
+    pub(crate) env: TestEnv,
+    pub(crate) tests: BinaryTests,
 }
 
 /// One test as a binary lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedTest {
-    pub name: String,
-    pub ignored: bool,
+pub(crate) struct ListedTest {
+    pub(crate) name: String,
+    pub(crate) ignored: bool,
     /// Present for `#[cv_test]` tests.
-    pub cv: Option<DumpedTest>,
+    pub(crate) cv: Option<DumpedTest>,
 }
 
 /// The tests of one binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BinaryTests {
+pub(crate) enum BinaryTests {
     /// Tests that libtest (or a compatible harness) lists and runs one by one.
     Listed(Vec<ListedTest>),
     /// A custom harness that does not speak `--list`: the binary is one test, run whole.
@@ -47,7 +47,7 @@ pub enum BinaryTests {
 }
 
 /// How a listing command is run: on the host, or inside a container (for custom harnesses).
-pub trait ListLauncher: Sync {
+pub(crate) trait ListLauncher: Sync {
     /// Runs `bin args` with `env` and returns (success, stdout, stderr).
     fn run(
         &self,
@@ -58,7 +58,7 @@ pub trait ListLauncher: Sync {
 }
 
 /// Runs listing commands directly on the host.
-pub struct HostLauncher;
+pub(crate) struct HostLauncher;
 
 impl ListLauncher for HostLauncher {
     fn run(
@@ -86,8 +86,8 @@ impl ListLauncher for HostLauncher {
 
 /// Runs listing commands inside a container with default limits (custom harnesses, which may
 /// run their tests when they do not understand `--list`).
-pub struct ContainerLauncher {
-    pub writable: Vec<std::path::PathBuf>,
+pub(crate) struct ContainerLauncher {
+    pub(crate) writable: Vec<std::path::PathBuf>,
 }
 
 /// Listing a custom harness may not take longer than this.
@@ -130,7 +130,7 @@ impl ListLauncher for ContainerLauncher {
 }
 
 /// Lists every binary's tests, `jobs` at a time.
-pub fn discover(
+pub(crate) fn discover(
     ws: &Workspace,
     output: &BuildOutput,
     toolchain: &Toolchain,
@@ -167,7 +167,7 @@ pub fn discover(
 }
 
 /// Lists one binary's tests.
-pub fn list_binary(
+pub(crate) fn list_binary(
     bin: &TestBinary,
     env: &TestEnv,
     host: &dyn ListLauncher,

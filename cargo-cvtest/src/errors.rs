@@ -8,7 +8,7 @@ use crate::exit_codes;
 
 /// A user mistake in a config file or on the command line: exit code 2.
 #[derive(Debug, thiserror::Error)]
-pub enum UsageError {
+pub(crate) enum UsageError {
     #[error(transparent)]
     Args(#[from] LibtestArgsError),
     #[error("failed to read {path}")]
@@ -29,7 +29,7 @@ pub enum UsageError {
 
 /// An argument after `--` that cvtest does not take as libtest would.
 #[derive(Debug, thiserror::Error)]
-pub enum LibtestArgsError {
+pub(crate) enum LibtestArgsError {
     #[error("`--skip` after `--` needs a value")]
     SkipWithoutValue,
     #[error(
@@ -43,7 +43,7 @@ pub enum LibtestArgsError {
 
 /// Reading the workspace or preparing the run failed: exit code 102.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error("cargo metadata failed")]
     Metadata(#[source] Box<cargo_metadata::Error>),
     #[error("path {} is not UTF-8", .0.display())]
@@ -62,12 +62,6 @@ pub enum SetupError {
         #[source]
         source: ListError,
     },
-    #[error("failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("cannot run tests in containers")]
     Container(#[source] cvtest::CreateError),
     #[error("failed to write {path}")]
@@ -80,7 +74,7 @@ pub enum SetupError {
 
 /// Why a test binary's list could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ListError {
+pub(crate) enum ListError {
     #[error("failed to run {path}")]
     Spawn {
         path: PathBuf,
@@ -97,7 +91,7 @@ pub enum ListError {
 
 /// `cargo test --no-run` failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     #[error("failed to run {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -112,7 +106,7 @@ pub enum BuildError {
 
 /// Anything that ends a run before its tests' results decide the exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Usage(#[from] UsageError),
     #[error(transparent)]
@@ -124,7 +118,7 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) => exit_codes::USAGE,
             RunError::Setup(_) => exit_codes::SETUP_FAILED,
@@ -135,7 +129,7 @@ impl RunError {
 }
 
 /// `error: top\n  caused by: next\n ...`, the whole chain once.
-pub fn render_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn render_chain(e: &dyn std::error::Error) -> String {
     let mut s = format!("error: {e}");
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -146,7 +140,7 @@ pub fn render_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `top: next: ...`, the whole chain on one line (for a test's message in the reports).
-pub fn one_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

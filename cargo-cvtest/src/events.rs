@@ -13,7 +13,7 @@ use crate::units::ContainerScope;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
 #[derive(Debug, Clone)]
-pub enum Status {
+pub(crate) enum Status {
     /// Exited 0.
     Pass,
     /// Exited non-zero (a panic is exit code 101).
@@ -35,7 +35,7 @@ pub enum Status {
 /// Why a unit of work gave a test no outcome of its own. Closed, like [`Status`]: the library's
 /// typed error is kept, and each reporter decides how to show a new kind.
 #[derive(Debug, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     #[error("cannot create the container")]
     Create(#[source] CreateError),
     #[error("cannot start the test in its container")]
@@ -55,7 +55,7 @@ pub enum UnitError {
 
 impl UnitError {
     /// The `error_kind` of JSON and the failure type of JUnit.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             UnitError::Create(_) => "create",
             UnitError::Spawn(_) => "spawn",
@@ -67,14 +67,14 @@ impl UnitError {
     }
 
     /// The error and its causes on one line, as reporters show it.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         crate::errors::one_line(self)
     }
 }
 
 impl Status {
     /// The upper-case name used in the terminal and the summary.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Status::Pass => "PASS",
             Status::Fail { .. } => "FAIL",
@@ -88,7 +88,7 @@ impl Status {
     }
 
     /// The lower-case name used in JSON.
-    pub fn json_name(&self) -> &'static str {
+    pub(crate) fn json_name(&self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Fail { .. } => "fail",
@@ -102,7 +102,7 @@ impl Status {
     }
 
     /// Why it has no outcome of its own, for [`Status::Error`].
-    pub fn error(&self) -> Option<&UnitError> {
+    pub(crate) fn error(&self) -> Option<&UnitError> {
         match self {
             Status::Error(e) => Some(e),
             Status::Pass
@@ -116,7 +116,7 @@ impl Status {
     }
 
     /// Whether the test ended as `expect` says it should.
-    pub fn meets(&self, expect: Expect) -> Verdict {
+    pub(crate) fn meets(&self, expect: Expect) -> Verdict {
         match (self, expect) {
             (Status::Ignored, _) => Verdict::NotRun,
             (Status::Cancelled, _) => Verdict::Failure,
@@ -136,7 +136,7 @@ impl Status {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Success,
     Failure,
     NotRun,
@@ -144,7 +144,7 @@ pub enum Verdict {
 
 /// Whose peaks these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeakScope {
+pub(crate) enum PeakScope {
     /// The test had its own container.
     Test,
     /// The test shared its binary's container (`--isolation binary`): see [`BinaryFinished`].
@@ -153,28 +153,28 @@ pub enum PeakScope {
 
 /// The result of one test.
 #[derive(Debug, Clone)]
-pub struct TestFinished {
-    pub binary_id: String,
-    pub name: String,
-    pub status: Status,
-    pub expect: Expect,
+pub(crate) struct TestFinished {
+    pub(crate) binary_id: String,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    pub(crate) expect: Expect,
     /// When the runner took it up (before its container was created).
-    pub started_at: Instant,
-    pub duration: Duration,
+    pub(crate) started_at: Instant,
+    pub(crate) duration: Duration,
     /// `None` when not measured: not run, setup failed, or shared with the binary.
-    pub peaks: Option<Peaks>,
-    pub pids_limit_hit: bool,
-    pub scope: PeakScope,
-    pub settings: Effective,
+    pub(crate) peaks: Option<Peaks>,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) scope: PeakScope,
+    pub(crate) settings: Effective,
     /// Captured output (bounded by the runner's capture limit, truncation marked).
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
 }
 
 impl TestFinished {
     /// `t` of binary `binary_id` ended as `status` with nothing measured yet: no peaks, no
     /// output, zero duration. Callers fill in what they learn.
-    pub fn unmeasured(
+    pub(crate) fn unmeasured(
         binary_id: &str,
         t: &TestCase,
         status: Status,
@@ -199,7 +199,7 @@ impl TestFinished {
 
     /// A test `p t` of binary `p` with default settings that ended as `status` (for reporters' tests).
     #[cfg(test)]
-    pub fn sample(status: Status) -> Self {
+    pub(crate) fn sample(status: Status) -> Self {
         let resolver = crate::settings::Resolver {
             config: crate::config::Config::default(),
             cli: cvtest_spec::TestSettings::default(),
@@ -222,12 +222,12 @@ impl TestFinished {
         }
     }
 
-    pub fn verdict(&self) -> Verdict {
+    pub(crate) fn verdict(&self) -> Verdict {
         self.status.meets(self.expect)
     }
 
     /// `OOM`, `OOM (expected)`, `PASS (expected oom)`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match (self.expect, self.verdict()) {
             (Expect::Pass, _) | (_, Verdict::NotRun) => self.status.name().to_owned(),
             (_, Verdict::Success) => format!("{} (expected)", self.status.name()),
@@ -238,17 +238,17 @@ impl TestFinished {
 
 /// One binary run whole in one container (`--isolation binary`, or a custom harness).
 #[derive(Debug, Clone)]
-pub struct BinaryFinished {
-    pub binary_id: String,
-    pub status: Status,
-    pub duration: Duration,
-    pub peaks: Option<Peaks>,
-    pub pids_limit_hit: bool,
-    pub tests: usize,
+pub(crate) struct BinaryFinished {
+    pub(crate) binary_id: String,
+    pub(crate) status: Status,
+    pub(crate) duration: Duration,
+    pub(crate) peaks: Option<Peaks>,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) tests: usize,
 }
 
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         to_run: usize,
         ignored: usize,
@@ -283,19 +283,19 @@ pub enum Event {
 /// What a run counted, kept beside the events as they go by (not by a reporter): it decides the
 /// run's exit code, and reaches the reporters in [`Event::RunFinished`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunStats {
+pub(crate) struct RunStats {
     /// Tests selected to run (ignored ones not included).
-    pub to_run: usize,
+    pub(crate) to_run: usize,
     /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
-    pub succeeded: usize,
-    pub failed: usize,
-    pub ignored: usize,
+    pub(crate) succeeded: usize,
+    pub(crate) failed: usize,
+    pub(crate) ignored: usize,
     /// The signal that interrupted the run.
-    pub interrupted: Option<i32>,
+    pub(crate) interrupted: Option<i32>,
 }
 
 impl RunStats {
-    pub fn add(&mut self, ev: &Event) {
+    pub(crate) fn add(&mut self, ev: &Event) {
         match ev {
             Event::RunStarted { to_run, .. } => self.to_run = *to_run,
             Event::TestFinished(t) => match t.verdict() {
@@ -313,17 +313,17 @@ impl RunStats {
     }
 
     /// Tests that were to run but never ended (interrupt, `--fail-fast`).
-    pub fn not_run(&self) -> usize {
+    pub(crate) fn not_run(&self) -> usize {
         self.to_run.saturating_sub(self.succeeded + self.failed)
     }
 
     /// Whether the run as a whole succeeded.
-    pub fn success(&self) -> bool {
+    pub(crate) fn success(&self) -> bool {
         self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
     }
 
     /// The run's exit code (see [`exit_codes`]).
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self.interrupted {
             Some(sig) => exit_codes::INTERRUPTED_BASE + sig,
             None if self.success() => exit_codes::OK,

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 /// What a test is expected to end as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Expect {
+pub(crate) enum Expect {
     #[default]
     Pass,
     /// Exit non-zero or die by a signal (not OOM, not timeout).
@@ -15,7 +15,7 @@ pub enum Expect {
 }
 
 impl Expect {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Expect::Pass => "pass",
             Expect::Fail => "fail",
@@ -28,7 +28,7 @@ impl Expect {
 /// A value of `expect` that is none of the outcomes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid expect {0:?}; expected one of pass, fail, oom, timeout")]
-pub struct InvalidExpect(pub String);
+pub(crate) struct InvalidExpect(pub(crate) String);
 
 impl FromStr for Expect {
     type Err = InvalidExpect;

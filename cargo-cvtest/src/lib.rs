@@ -6,26 +6,30 @@
 //! containers ([`runner`]) → typed [`events`] and the run's statistics beside them → [`reporter`]s;
 //! the statistics decide the [`exit_codes`]. [`cli`] is the edge: it converts the command line
 //! into the stages' own options ([`run::RunOptions`]); [`run`] drives the stages.
+//!
+//! The library exists for the binary: [`main`] is its only public item, every module is private
+//! and its items `pub(crate)`. The integration tests (`tests/cli`) drive the real binary; what
+//! they check of the internals is unit-tested beside the code.
 
-pub mod build;
-pub mod cli;
-pub mod config;
-pub mod discovery;
-pub mod env;
-pub mod errors;
-pub mod events;
-pub mod exit_codes;
-pub mod expect;
-pub mod filter;
-pub mod partition;
-pub mod reporter;
-pub mod run;
-pub mod runner;
-pub mod scheduler;
-pub mod selection;
-pub mod settings;
-pub mod signals;
-pub mod units;
+mod build;
+mod cli;
+mod config;
+mod discovery;
+mod env;
+mod errors;
+mod events;
+mod exit_codes;
+mod expect;
+mod filter;
+mod partition;
+mod reporter;
+mod run;
+mod runner;
+mod scheduler;
+mod selection;
+mod settings;
+mod signals;
+mod units;
 
 use crate::errors::render_chain;
 use crate::signals::SignalWatch;
@@ -39,7 +43,7 @@ pub fn main() -> std::process::ExitCode {
 }
 
 /// Parses `args` (as cargo passes them: `cargo-cvtest cvtest ...`), runs, and returns the exit code.
-pub fn run_main<I, T>(args: I) -> i32
+fn run_main<I, T>(args: I) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,

@@ -29,22 +29,22 @@ use crate::units::{self, ContainerScope};
 
 /// Everything a run needs, in the stages' own types (`cli` converts the command line into it).
 #[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub build: BuildOptions,
-    pub filter: NameFilter,
-    pub partition: Option<Partition>,
+pub(crate) struct RunOptions {
+    pub(crate) build: BuildOptions,
+    pub(crate) filter: NameFilter,
+    pub(crate) partition: Option<Partition>,
     /// The CLI's limits as a settings layer; with `force_limits` they go over everything.
-    pub limits: TestSettings,
-    pub force_limits: bool,
+    pub(crate) limits: TestSettings,
+    pub(crate) force_limits: bool,
     /// Containers at once; `None` for the number of CPUs.
-    pub jobs: Option<NonZeroUsize>,
-    pub scope: ContainerScope,
-    pub fail_fast: bool,
+    pub(crate) jobs: Option<NonZeroUsize>,
+    pub(crate) scope: ContainerScope,
+    pub(crate) fail_fast: bool,
     /// `None` for `MemAvailable` at start.
-    pub memory_budget: Option<u64>,
+    pub(crate) memory_budget: Option<u64>,
     /// List the tests instead of running them.
-    pub list: bool,
-    pub report: ReportOptions,
+    pub(crate) list: bool,
+    pub(crate) report: ReportOptions,
 }
 
 fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
@@ -55,7 +55,7 @@ fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
 }
 
 /// Runs (or lists) the tests; the exit code, or what ended the run before its tests could decide.
-pub fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunError> {
+pub(crate) fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunError> {
     let selected = select(opts, signals)?;
     if opts.list {
         print_list(&selected.list, opts.report.format)

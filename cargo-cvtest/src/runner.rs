@@ -23,20 +23,20 @@ use crate::settings::Effective;
 use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
-pub const ENV_RUNNER: &str = "CVTEST_RUNNER";
+pub(crate) const ENV_RUNNER: &str = "CVTEST_RUNNER";
 
 /// Output kept per stream of a test; past this the library drops the middle and marks it.
-pub const CAPTURE_LIMIT: usize = 1 << 20;
+pub(crate) const CAPTURE_LIMIT: usize = 1 << 20;
 /// Everything workers share.
-pub struct Runner<'a> {
-    pub list: &'a TestList,
-    pub units: &'a [Unit],
-    pub scheduler: &'a Scheduler,
+pub(crate) struct Runner<'a> {
+    pub(crate) list: &'a TestList,
+    pub(crate) units: &'a [Unit],
+    pub(crate) scheduler: &'a Scheduler,
     /// Host directories a test may write (target dir, workspace, package dirs).
-    pub writable: Vec<PathBuf>,
-    pub fail_fast: bool,
+    pub(crate) writable: Vec<PathBuf>,
+    pub(crate) fail_fast: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
-    pub zygote_warned: AtomicBool,
+    pub(crate) zygote_warned: AtomicBool,
 }
 
 impl Runner<'_> {
@@ -47,7 +47,7 @@ impl Runner<'_> {
     /// the copy-on-write faults after each clone interrupt every CPU the other workers run on.
     /// One per worker, so that workers do not queue behind one another's clones. Without one
     /// (it could not start, or was lost) the worker clones directly; the run says so once.
-    pub fn work(&self, events: Sender<Event>) {
+    pub(crate) fn work(&self, events: Sender<Event>) {
         let mut zygote = match Zygote::start() {
             Ok(z) => Some(z),
             Err(e) => {

@@ -26,18 +26,18 @@ use crate::expect::Expect;
 
 /// Fully resolved settings of one test.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Effective {
-    pub memory: MemoryLimit,
-    pub pids: PidsLimit,
-    pub cpu_weight: CpuWeight,
-    pub cpus: Option<CpuQuota>,
-    pub network: Option<NetworkSpec>,
-    pub timeout: Option<Duration>,
-    pub hostname: Option<String>,
+pub(crate) struct Effective {
+    pub(crate) memory: MemoryLimit,
+    pub(crate) pids: PidsLimit,
+    pub(crate) cpu_weight: CpuWeight,
+    pub(crate) cpus: Option<CpuQuota>,
+    pub(crate) network: Option<NetworkSpec>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) hostname: Option<String>,
     /// Every capability, /proc unhardened.
-    pub privileged: bool,
+    pub(crate) privileged: bool,
     /// Capabilities added to `Capabilities::DEFAULT`.
-    pub caps: Capabilities,
+    pub(crate) caps: Capabilities,
 }
 
 impl Effective {
@@ -55,12 +55,12 @@ impl Effective {
         }
     }
 
-    pub fn limits(&self) -> cvtest::Limits {
+    pub(crate) fn limits(&self) -> cvtest::Limits {
         cvtest::Limits { memory: self.memory, cpu_weight: self.cpu_weight, pids: self.pids, cpus: self.cpus }
     }
 
     /// What the scheduler charges against the memory budget: the limit, or `None` for "max".
-    pub fn memory_bytes(&self) -> Option<u64> {
+    pub(crate) fn memory_bytes(&self) -> Option<u64> {
         self.memory.bytes()
     }
 }
@@ -90,15 +90,15 @@ impl fmt::Display for Effective {
 
 /// Everything that decides a test's settings, in one place.
 #[derive(Debug, Clone)]
-pub struct Resolver {
-    pub config: Config,
-    pub cli: TestSettings,
-    pub force: bool,
+pub(crate) struct Resolver {
+    pub(crate) config: Config,
+    pub(crate) cli: TestSettings,
+    pub(crate) force: bool,
 }
 
 impl Resolver {
     /// The effective settings and expectation of one test.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         package: &str,
         binary_id: &str,

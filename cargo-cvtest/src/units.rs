@@ -9,7 +9,7 @@ use crate::settings::Effective;
 
 /// What one container holds (`--isolation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerScope {
+pub(crate) enum ContainerScope {
     /// Each test in its own container.
     Test,
     /// The tests of a binary that share their settings in one container.
@@ -18,7 +18,7 @@ pub enum ContainerScope {
 
 impl ContainerScope {
     /// `test` or `binary`, as the reports name it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ContainerScope::Test => "test",
             ContainerScope::Binary => "binary",
@@ -31,7 +31,7 @@ const MAX_TESTS_PER_BINARY_UNIT: usize = 512;
 
 /// A unit of work.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unit {
+pub(crate) enum Unit {
     /// One test (index into [`TestList::tests`]) in its own container.
     Test(usize),
     /// Several tests of one binary, with equal settings, in one container.
@@ -39,7 +39,7 @@ pub enum Unit {
 }
 
 /// Splits the tests to run into units.
-pub fn plan(list: &TestList, scope: ContainerScope) -> Vec<Unit> {
+pub(crate) fn plan(list: &TestList, scope: ContainerScope) -> Vec<Unit> {
     match scope {
         ContainerScope::Test => list.to_run().map(|(i, _)| Unit::Test(i)).collect(),
         ContainerScope::Binary => {
@@ -67,7 +67,7 @@ pub fn plan(list: &TestList, scope: ContainerScope) -> Vec<Unit> {
 }
 
 /// What a unit needs from the scheduler.
-pub fn demand(list: &TestList, unit: &Unit) -> Demand {
+pub(crate) fn demand(list: &TestList, unit: &Unit) -> Demand {
     let settings = match unit {
         Unit::Test(i) => &list.tests[*i].settings,
         Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,

@@ -6,12 +6,12 @@ use anstyle::{AnsiColor, Style};
 
 /// Paints text when colours are on (the CLI decides: `--color`, `CARGO_TERM_COLOR`, `NO_COLOR`).
 #[derive(Debug, Clone, Copy)]
-pub struct Painter {
-    pub on: bool,
+pub(crate) struct Painter {
+    pub(crate) on: bool,
 }
 
 impl Painter {
-    pub fn paint(&self, style: Style, text: &str) -> String {
+    pub(crate) fn paint(&self, style: Style, text: &str) -> String {
         if self.on {
             format!("{}{text}{}", style.render(), style.render_reset())
         } else {
@@ -19,25 +19,25 @@ impl Painter {
         }
     }
 
-    pub fn good() -> Style {
+    pub(crate) fn good() -> Style {
         AnsiColor::Green.on_default().bold()
     }
-    pub fn bad() -> Style {
+    pub(crate) fn bad() -> Style {
         AnsiColor::Red.on_default().bold()
     }
-    pub fn warn() -> Style {
+    pub(crate) fn warn() -> Style {
         AnsiColor::Yellow.on_default().bold()
     }
-    pub fn dim() -> Style {
+    pub(crate) fn dim() -> Style {
         Style::new().dimmed()
     }
-    pub fn strong() -> Style {
+    pub(crate) fn strong() -> Style {
         Style::new().bold()
     }
 }
 
 /// `512 B`, `12.3 KiB`, `1.5 GiB`.
-pub fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;
@@ -53,7 +53,7 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 /// `1.234s`.
-pub fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 

@@ -13,16 +13,16 @@ use crate::reporter::Reporter;
 use crate::selection::TestCase;
 use crate::settings::Effective;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
-pub struct JsonReporter<W: Write> {
+pub(crate) struct JsonReporter<W: Write> {
     out: W,
     summary: RunSummary,
     run_start: Option<std::time::Instant>,
 }
 
 impl<W: Write> JsonReporter<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         JsonReporter { out, summary: RunSummary::new(0), run_start: None }
     }
 
@@ -37,7 +37,7 @@ fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-pub fn limits_json(s: &Effective) -> Value {
+pub(crate) fn limits_json(s: &Effective) -> Value {
     json!({
         "memory": s.memory.to_string(),
         "memory_bytes": s.memory.bytes(),
@@ -73,7 +73,7 @@ fn expect_json(e: Expect) -> &'static str {
 }
 
 /// A line of `--list --message-format json`.
-pub fn list_json_line(binary_id: &str, t: &TestCase) -> String {
+pub(crate) fn list_json_line(binary_id: &str, t: &TestCase) -> String {
     json!({
         "type": "test-listed",
         "version": SCHEMA_VERSION,

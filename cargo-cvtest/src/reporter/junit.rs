@@ -12,14 +12,14 @@ use crate::reporter::Reporter;
 
 const KEEP_OUTPUT: usize = 64 * 1024;
 
-pub struct JunitReporter {
+pub(crate) struct JunitReporter {
     path: PathBuf,
     suites: BTreeMap<String, Vec<TestCase>>,
     binary_props: BTreeMap<String, Vec<Property>>,
 }
 
 impl JunitReporter {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         JunitReporter { path, suites: BTreeMap::new(), binary_props: BTreeMap::new() }
     }
 

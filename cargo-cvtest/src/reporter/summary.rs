@@ -8,24 +8,24 @@ use crate::events::{Event, PeakScope, Status, Verdict};
 
 /// One row of a top table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub binary_id: String,
+pub(crate) struct Row {
+    pub(crate) binary_id: String,
     /// The test name, or a note for a binary-wide container.
-    pub name: String,
-    pub label: String,
-    pub memory: Option<u64>,
-    pub pids: Option<u64>,
-    pub duration: Duration,
+    pub(crate) name: String,
+    pub(crate) label: String,
+    pub(crate) memory: Option<u64>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) duration: Duration,
 }
 
 #[derive(Debug, Default)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     top: usize,
     /// (status rank, label, count), kept sorted.
-    pub counts: Vec<(u8, String, usize)>,
-    pub failures: Vec<(String, String, String)>,
-    pub top_memory: Vec<Row>,
-    pub longest: Vec<Row>,
+    pub(crate) counts: Vec<(u8, String, usize)>,
+    pub(crate) failures: Vec<(String, String, String)>,
+    pub(crate) top_memory: Vec<Row>,
+    pub(crate) longest: Vec<Row>,
 }
 
 fn rank(s: &Status) -> u8 {
@@ -42,11 +42,11 @@ fn rank(s: &Status) -> u8 {
 }
 
 impl RunSummary {
-    pub fn new(top: usize) -> Self {
+    pub(crate) fn new(top: usize) -> Self {
         RunSummary { top, ..Default::default() }
     }
 
-    pub fn add(&mut self, ev: &Event) {
+    pub(crate) fn add(&mut self, ev: &Event) {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
             Event::RunStarted { .. } | Event::TestStarted { .. } => {}

@@ -9,7 +9,7 @@ use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
 
-pub struct TerminalReporter<W: Write> {
+pub(crate) struct TerminalReporter<W: Write> {
     out: W,
     paint: Painter,
     progress: bool,
@@ -23,14 +23,14 @@ pub struct TerminalReporter<W: Write> {
 }
 
 impl TerminalReporter<io::Stderr> {
-    pub fn stderr(paint: Painter, top: usize) -> Self {
+    pub(crate) fn stderr(paint: Painter, top: usize) -> Self {
         let progress = io::stderr().is_terminal();
         TerminalReporter::new(io::stderr(), paint, progress, top)
     }
 }
 
 impl<W: Write> TerminalReporter<W> {
-    pub fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
+    pub(crate) fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
         TerminalReporter {
             out,
             paint,
@@ -43,14 +43,6 @@ impl<W: Write> TerminalReporter<W> {
             last_started: String::new(),
             summary: RunSummary::new(top),
         }
-    }
-
-    pub fn summary(&self) -> &RunSummary {
-        &self.summary
-    }
-
-    pub fn into_inner(self) -> W {
-        self.out
     }
 
     fn clear_progress(&mut self) -> io::Result<()> {
