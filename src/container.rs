@@ -8,8 +8,6 @@
 //! the whole cgroup, waits until it is empty, removes it, and lets the network namespace (and with
 //! it the veth) go.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -21,79 +19,21 @@ use cvtest_spec::NetworkSpec;
 
 use crate::capture::Capture;
 use crate::cgroup::{Cgroup, Hierarchy, Sample};
+use crate::command::Command;
 use crate::error::{CreateError, DestroyError, SpawnError, WaitError};
 use crate::net::VethName;
-use crate::options::{Caps, Options, Rootfs, Stdio};
+use crate::options::{Isolation, Options, Rootfs, Stdio};
 use crate::outcome::{Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
 use crate::sys::{self, Errno};
 use crate::zygote::Zygote;
 
-/// What to run inside a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// The environment. Starts as a copy of this process's environment; [`Command::env_clear`]
-    /// empties it.
-    pub env: BTreeMap<OsString, OsString>,
-    /// The working directory inside the container; the caller's when `None`.
-    pub cwd: Option<PathBuf>,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
-}
-
-impl Command {
-    pub fn new(program: impl Into<PathBuf>) -> Self {
-        Command {
-            program: program.into(),
-            args: Vec::new(),
-            env: std::env::vars_os().collect(),
-            cwd: None,
-            stdout: Stdio::Inherit,
-            stderr: Stdio::Inherit,
-        }
-    }
-    pub fn arg(&mut self, a: impl Into<OsString>) -> &mut Self {
-        self.args.push(a.into());
-        self
-    }
-    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(&mut self, args: I) -> &mut Self {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-    pub fn env(&mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> &mut Self {
-        self.env.insert(k.into(), v.into());
-        self
-    }
-    pub fn env_remove(&mut self, k: impl Into<OsString>) -> &mut Self {
-        self.env.remove(&k.into());
-        self
-    }
-    pub fn env_clear(&mut self) -> &mut Self {
-        self.env.clear();
-        self
-    }
-    pub fn current_dir(&mut self, d: impl Into<PathBuf>) -> &mut Self {
-        self.cwd = Some(d.into());
-        self
-    }
-    pub fn stdout(&mut self, s: Stdio) -> &mut Self {
-        self.stdout = s;
-        self
-    }
-    pub fn stderr(&mut self, s: Stdio) -> &mut Self {
-        self.stderr = s;
-        self
-    }
-}
-
 /// One container. Dropping it destroys it.
 #[derive(Debug)]
 pub struct Container {
     id: String,
-    caps: Caps,
+    isolation: Isolation,
     /// The capabilities the main process keeps; `None` when privileged.
     confine: Option<cvtest_spec::Capabilities>,
     hostname: String,
@@ -170,17 +110,18 @@ impl Container {
     /// limits. On error nothing is left behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
         crate::preflight::check()?;
-        let rootfs = validate_rootfs(&options.rootfs)?;
-        let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
+        let rootfs = validate_rootfs(options.rootfs())?;
+        let network =
+            if options.isolation().contains(Isolation::NETWORK) { options.network().copied() } else { None };
         if let Some(net) = &network {
             check_routes(net)?;
         }
         sweep_if_due();
-        let cgroup = if options.caps.contains(Caps::CGROUPS) {
+        let cgroup = if options.isolation().contains(Isolation::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
             Some(
                 Hierarchy::detect()?
-                    .create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL))?,
+                    .create_for(options.limits(), options.isolation().contains(Isolation::PROCESS_CONTROL))?,
             )
         } else {
             None
@@ -192,12 +133,12 @@ impl Container {
         // One namer for every container of the process: the id is also the veth's `{id}`.
         let name = VethName::next();
         let id = name.id().to_owned();
-        let hostname = options.hostname.clone().unwrap_or_else(|| format!("cvtest-{id}"));
+        let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         Ok(Container {
             veth_name: network.map(|_| name),
             id,
-            caps: options.caps,
-            confine: (!options.privileged).then_some(options.capabilities),
+            isolation: options.isolation(),
+            confine: (!options.privileged()).then_some(options.capabilities()),
             hostname,
             rootfs,
             network,
@@ -253,14 +194,14 @@ impl Container {
             id: &self.id,
             hostname: &self.hostname,
             rootfs: &self.rootfs,
-            caps: self.caps,
+            isolation: self.isolation,
             confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;
-        if !self.caps.contains(Caps::PROCESS_CONTROL) {
+        if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
             self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
         }
         let _ = self.shared.pidfd.set(pidfd);
@@ -272,8 +213,8 @@ impl Container {
             pid,
             life,
             status,
-            stdout: stdout.map(|fd| (fd, limit(command.stdout))),
-            stderr: stderr.map(|fd| (fd, limit(command.stderr))),
+            stdout: stdout.map(|fd| (fd, limit(command.get_stdout()))),
+            stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
             netns,
             veth,
             started,

@@ -199,8 +199,10 @@ fn print_list(list: &TestList, format: MessageFormat) -> std::io::Result<()> {
 /// Creates and destroys one container, so that missing privileges or cgroup controllers are one
 /// clear error instead of one per test.
 fn preflight(writable: &[PathBuf]) -> Result<(), SetupError> {
-    let mut opts = cvtest::Options::new();
-    opts.rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
+    // A test with no settings of its own: the defaults, as every test gets them.
+    let mut opts =
+        cvtest::Options::for_test(&cvtest::spec::TestSettings::default()).map_err(SetupError::Options)?;
+    opts.set_rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
     let c = cvtest::Container::create(&opts).map_err(SetupError::Container)?;
     // A container that cannot be removed will show up as an error of the first test too.
     let _ = c.destroy();

@@ -29,10 +29,10 @@ use super::channel::{Message, Stage, MESSAGE_SIZE};
 use super::init::{CapPlan, InitPlan, MainPlan};
 use super::mounts::{check_path, MountPlan};
 use crate::cgroup::{Cgroup, CgroupError};
-use crate::container::Command;
+use crate::command::Command;
 use crate::error::SpawnError;
 use crate::net::{NetError, Veth, VethName};
-use crate::options::{Caps, Rootfs, Stdio};
+use crate::options::{Isolation, Rootfs, Stdio};
 use crate::sys::{self, CStrArray, Errno};
 use crate::zygote::{Cloned, Zygote};
 
@@ -42,7 +42,7 @@ pub(crate) struct Request<'a> {
     pub(crate) id: &'a str,
     pub(crate) hostname: &'a str,
     pub(crate) rootfs: &'a Rootfs,
-    pub(crate) caps: Caps,
+    pub(crate) isolation: Isolation,
     /// The capabilities the main process keeps; `None`: privileged (all, and /proc as is).
     pub(crate) confine: Option<Capabilities>,
     pub(crate) cgroup: Option<&'a dyn Cgroup>,
@@ -149,7 +149,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         }
         Some(Message::Failed { stage, step, errno }) => {
             drop(init);
-            Err(prepared.failure(stage, step, Errno::from_raw(errno), &req.command.program).into())
+            Err(prepared.failure(stage, step, Errno::from_raw(errno), req.command.get_program()).into())
         }
         Some(Message::Exited { .. }) | None => Err(init_died(req, &mut init).into()),
     }
@@ -173,7 +173,7 @@ impl Prepared {
         let command = req.command;
         let cwd = working_dir(command, req.rootfs)?;
         let program_path = resolve_program(command, req.rootfs, &cwd)?;
-        let program = cstr_arg("program", command.program.as_os_str())?;
+        let program = cstr_arg("program", command.get_program().as_os_str())?;
         let exec_path = cstr_arg("program", program_path.as_os_str())?;
         let argv = argv(command, program)?;
         let envp = envp(command, req.id)?;
@@ -181,7 +181,7 @@ impl Prepared {
         let program_dir = program_path.parent().unwrap_or(Path::new("/"));
         let mounts = MountPlan::new(
             req.rootfs,
-            req.caps.contains(Caps::FILESYSTEM),
+            req.isolation.contains(Isolation::FILESYSTEM),
             req.confine.is_some(),
             &[&cwd, program_dir],
         );
@@ -210,7 +210,7 @@ impl Prepared {
             status: pipes.status_w.as_raw_fd(),
             hostname: req.hostname.as_bytes(),
             mounts: &self.mounts,
-            pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
+            pid_ns: req.isolation.contains(Isolation::PROCESS_CONTROL),
             caps: self.caps,
             main: MainPlan {
                 program: &self.exec_path,
@@ -252,12 +252,12 @@ impl Pipes {
         let (life_r, life_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let null = dev_null().map_err(SpawnError::Pipe)?;
-        let (out_r, out_w) = output_pipe(command.stdout, &pipe)?;
-        let (err_r, err_w) = output_pipe(command.stderr, &pipe)?;
+        let (out_r, out_w) = output_pipe(command.get_stdout(), &pipe)?;
+        let (err_r, err_w) = output_pipe(command.get_stderr(), &pipe)?;
         let stdio = [
             null.as_raw_fd(),
-            stdio_source(command.stdout, 1, null, out_w.as_ref()),
-            stdio_source(command.stderr, 2, null, err_w.as_ref()),
+            stdio_source(command.get_stdout(), 1, null, out_w.as_ref()),
+            stdio_source(command.get_stderr(), 2, null, err_w.as_ref()),
         ];
         let mut keep: Vec<RawFd> = [life_r.as_raw_fd(), status_w.as_raw_fd()]
             .into_iter()
@@ -276,7 +276,7 @@ fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
     if plan.pid_ns {
         flags |= libc::CLONE_NEWPID as u64;
     }
-    if req.caps.contains(Caps::IPC) {
+    if req.isolation.contains(Isolation::IPC) {
         flags |= libc::CLONE_NEWIPC as u64;
     }
     // An init that joins its cgroup itself makes its cgroup namespace after joining.
@@ -545,22 +545,22 @@ fn cstr_arg(what: &'static str, s: &OsStr) -> Result<CString, SpawnError> {
 }
 
 fn argv(command: &Command, program: CString) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.args.len() + 1);
+    let mut v = Vec::with_capacity(command.get_args().len() + 1);
     v.push(program);
-    for a in &command.args {
+    for a in command.get_args() {
         v.push(cstr_arg("argument", a)?);
     }
     Ok(CStrArray::new(v))
 }
 
 fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.env.len() + 1);
-    for (k, val) in &command.env {
+    let mut v = Vec::with_capacity(command.get_envs().len() + 1);
+    for (k, val) in command.get_envs() {
         if k == crate::ENV_CONTAINER {
             continue;
         }
         if k.is_empty() || k.as_bytes().contains(&b'=') {
-            return Err(SpawnError::Nul { what: "environment variable name", value: k.clone() });
+            return Err(SpawnError::Nul { what: "environment variable name", value: k.to_owned() });
         }
         let mut kv = OsString::with_capacity(k.len() + val.len() + 1);
         kv.push(k);
@@ -576,11 +576,13 @@ fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
 /// `/` (an explicit root). Always explicit: the init must `chdir` after its mounts so that the
 /// main process sees the writable mounts stacked over the read-only root.
 fn working_dir(command: &Command, rootfs: &Rootfs) -> Result<PathBuf, SpawnError> {
-    match (&command.cwd, rootfs) {
+    match (command.get_current_dir(), rootfs) {
         (Some(d), _) => {
-            check_path(d)
-                .map_err(|_| SpawnError::Nul { what: "working directory", value: d.clone().into() })?;
-            Ok(d.clone())
+            check_path(d).map_err(|_| SpawnError::Nul {
+                what: "working directory",
+                value: d.as_os_str().to_owned(),
+            })?;
+            Ok(d.to_owned())
         }
         (None, Rootfs::Host { .. }) => std::env::current_dir().map_err(SpawnError::CurrentDir),
         (None, Rootfs::Dir(_)) => Ok(PathBuf::from("/")),
@@ -591,8 +593,8 @@ fn working_dir(command: &Command, rootfs: &Rootfs) -> Result<PathBuf, SpawnError
 /// executable match in the command's `PATH`. Checked in the parent, on the host's view of the
 /// container's root, so that a missing program fails before any clone.
 fn resolve_program(command: &Command, rootfs: &Rootfs, cwd: &Path) -> Result<PathBuf, SpawnError> {
-    let program = &command.program;
-    let not_found = |source: io::Error| SpawnError::NotFound { program: program.clone(), source };
+    let program = command.get_program();
+    let not_found = |source: io::Error| SpawnError::NotFound { program: program.to_owned(), source };
     let on_host = |inside: &Path| -> PathBuf {
         match rootfs {
             Rootfs::Host { .. } => inside.to_owned(),
@@ -611,11 +613,7 @@ fn resolve_program(command: &Command, rootfs: &Rootfs, cwd: &Path) -> Result<Pat
             Err(e) => Err(not_found(e)),
         };
     }
-    let path_var = command
-        .env
-        .get(OsStr::new("PATH"))
-        .map(OsString::as_os_str)
-        .unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let path_var = command.get_env("PATH").unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for dir in std::env::split_paths(path_var) {
         let dir = if dir.as_os_str().is_empty() { cwd.to_owned() } else { cwd.join(dir) };
