@@ -8,10 +8,10 @@
 //! The API follows the shape of the containerv C library:
 //!
 //! ```no_run
-//! use cvtest::{Caps, Command, Container, Options};
+//! use cvtest::{Command, Container, Isolation, Options};
 //!
 //! let mut opts = Options::new();
-//! opts.set_caps(Caps::CGROUPS | Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL);
+//! opts.set_isolation(Isolation::CGROUPS | Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL);
 //! opts.set_cgroup_limits("512M", "100", "64")?;
 //! opts.set_network("10.0.0.2", "255.255.255.0", "10.0.0.1")?;
 //! let mut container = Container::create(&opts)?;
@@ -26,6 +26,7 @@
 
 mod capture;
 pub mod cgroup;
+mod command;
 mod container;
 mod error;
 pub mod net;
@@ -40,9 +41,10 @@ pub mod zygote;
 #[doc(hidden)]
 pub mod __private;
 
-pub use container::{Command, Container, KillHandle};
-pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
-pub use options::{Caps, Limits, Options, Rootfs, Stdio};
+pub use command::Command;
+pub use container::{Container, KillHandle};
+pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
+pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
 pub use zygote::Zygote;
 

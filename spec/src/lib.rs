@@ -10,6 +10,7 @@
 
 mod caps;
 mod dump;
+pub mod libtest;
 mod network;
 mod parse;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -38,17 +38,18 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 pub(crate) fn limits_json(s: &Effective) -> Value {
+    let l = s.limits();
     json!({
-        "memory": s.memory.to_string(),
-        "memory_bytes": s.memory.bytes(),
-        "pids": s.pids.to_string(),
-        "cpu_weight": s.cpu_weight.get(),
-        "cpus": s.cpus.map(|c| c.to_string()),
-        "network": s.network.map(|n| n.to_string()),
-        "host_address": s.network.map(|n| n.host().to_string()),
-        "timeout_ms": s.timeout.map(ms),
-        "privileged": s.privileged,
-        "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
+        "memory": l.memory.to_string(),
+        "memory_bytes": l.memory.bytes(),
+        "pids": l.pids.to_string(),
+        "cpu_weight": l.cpu_weight.get(),
+        "cpus": l.cpus.map(|c| c.to_string()),
+        "network": s.network().map(|n| n.to_string()),
+        "host_address": s.network().map(|n| n.host().to_string()),
+        "timeout_ms": s.timeout().map(ms),
+        "privileged": s.privileged(),
+        "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),
     })
 }
 
