@@ -290,7 +290,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
-                release_veth(veth);
+                crate::net::release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
         }
@@ -605,19 +605,6 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
-/// is gone, see [`check_routes`].
-pub(crate) fn release_veth(veth: crate::net::Veth) {
-    released_veths().push(veth.host_name().to_owned());
-    veth.release();
-}
-
-/// Host ends of veths this process released, until the kernel has removed them.
-fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {
-    static RELEASED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The route check. A clash with a veth of this process that is already released is not
 /// refused but waited out: the kernel deletes that pair with its network namespace,
 /// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
@@ -626,18 +613,15 @@ fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
     let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
     loop {
         match crate::net::check_host_routes(net) {
-            // An empty name: the link went between the route dump and the name lookup, it is
-            // being deleted (its routes go with it).
-            Err(crate::net::NetError::RouteClash { interface, .. })
-                if Instant::now() < deadline
-                    && (interface.is_empty()
-                        || interface.starts_with("with index")
-                        || released_veths().contains(&interface)) =>
+            // No name: the link went between the route dump and the name lookup, it is being
+            // deleted (its routes go with it).
+            Err(crate::net::NetError::RouteClash { ifindex: Some(_), interface, ours, .. })
+                if Instant::now() < deadline && (ours || interface.is_none()) =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
             other => {
-                released_veths().retain(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok());
+                crate::net::forget_removed_veths();
                 return other.map_err(CreateError::from);
             }
         }
@@ -657,7 +641,7 @@ fn sweep_if_due() {
         *last = Some(Instant::now());
     }
     let _ = crate::sweep::sweep_stale_cgroups_now();
-    let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
+    let _ = crate::net::sweep_stale_links(crate::owner::may_be_alive);
 }
 
 #[cfg(test)]

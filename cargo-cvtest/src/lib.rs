@@ -5,6 +5,8 @@
 //! [`partition`]) → units and admission ([`runner::plan`], [`scheduler`]) → containers
 //! ([`runner`]) → typed [`events`] → [`reporter`]s → summary → [`exit_codes`].
 
+#![deny(unsafe_code)]
+
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -79,7 +81,7 @@ where
     };
     // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
     // the supervisor leaf this process moved into), so not even an empty cgroup is left.
-    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+    if let Err(e) = cvtest::release_own_cgroup() {
         eprintln!("warning: {}", render_chain(&e));
     }
     code
