@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,10 @@ struct Shared {
     killed: AtomicBool,
     /// `cgroup.kill` of the container's cgroup (cgroup v2, Linux 5.14+).
     cgroup_kill: Option<PathBuf>,
-    /// The main process's group, when there is no PID namespace to end everything with the init.
-    main_pgid: AtomicI32,
+    /// A pidfd of the main process, when there is no PID namespace to end everything with the
+    /// init: its process group is signalled through it, never through a number that could be
+    /// reused once the container ended.
+    main: OnceLock<(OwnedFd, i32)>,
 }
 
 impl Shared {
@@ -83,14 +85,36 @@ impl Shared {
     fn kill_tree(&self) {
         let Some(pidfd) = self.pidfd.get() else { return };
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let pgid = self.main_pgid.load(Ordering::Relaxed);
-        if pgid > 0 {
-            let _ = sys::kill(-pgid, libc::SIGKILL);
+        if let Some((main, pid)) = self.main.get() {
+            kill_group_of(main, *pid);
             if let Some(path) = &self.cgroup_kill {
                 let _ = std::fs::write(path, "1");
             }
         }
     }
+}
+
+/// SIGKILL to the process group of the main process `pid` (its own group leader), named through
+/// its pidfd `main` (Linux 6.9+). Before 6.9, `kill(-pid)` only while the main process has not exited:
+/// a live leader holds its number, so the group is still the container's. Once it is gone (and
+/// reaped) nothing is sent: its number may be a stranger's by then.
+fn kill_group_of(main: &OwnedFd, pid: i32) {
+    match sys::pidfd_signal_group(main.as_fd(), libc::SIGKILL) {
+        Err(Errno::EINVAL) if !sys::pidfd_exited(main.as_fd()) => {
+            let _ = sys::kill(-pid, libc::SIGKILL);
+        }
+        Ok(()) | Err(_) => {}
+    }
+}
+
+/// A pidfd of the main process `main_pid` (a child of the init `init_pid`, both as this process
+/// numbers them: there is no PID namespace), if it still runs. Opened, then checked: while the
+/// process of the pidfd lives, `main_pid` is its number, so a parent of `init_pid` read in
+/// between proves it is the main process and not a stranger that got the number after it ended.
+fn main_pidfd(main_pid: i32, init_pid: i32) -> Option<OwnedFd> {
+    let fd = sys::pidfd_open(main_pid).ok()?;
+    let parent = crate::owner::parent_of(main_pid);
+    (parent == Some(init_pid) && !sys::pidfd_exited(fd.as_fd())).then_some(fd)
 }
 
 /// Kills a container's whole process tree from another thread (Ctrl-C handling, timeouts).
@@ -202,7 +226,9 @@ impl Container {
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;
         if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
-            self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
+            if let Some(fd) = main_pidfd(main_pid, pid) {
+                let _ = self.shared.main.set((fd, main_pid));
+            }
         }
         let _ = self.shared.pidfd.set(pidfd);
         let limit = |s: Stdio| match s {

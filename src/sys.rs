@@ -635,6 +635,40 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> Result<(),
     .map(drop)
 }
 
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group of the pidfd's process.
+const PIDFD_SIGNAL_PROCESS_GROUP: c_int = 1 << 2;
+
+/// `pidfd_send_signal(pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP)`: `sig` to the process
+/// group of the process of `pidfd`, which names the group through that process (never a bare
+/// number that could be reused). `EINVAL` before Linux 6.9; `ESRCH` once it was reaped.
+pub(crate) fn pidfd_signal_group(pidfd: BorrowedFd<'_>, sig: c_int) -> Result<(), Errno> {
+    // SAFETY: pidfd is a live fd; a NULL siginfo is allowed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            ptr::null::<libc::siginfo_t>(),
+            PIDFD_SIGNAL_PROCESS_GROUP,
+        )
+    })
+    .map(drop)
+}
+
+/// `pidfd_open(pid, 0)`: a pidfd for the process that has `pid` now.
+pub(crate) fn pidfd_open(pid: pid_t) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags; no memory is involved.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd polls readable then).
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    !matches!(poll(&mut fds, 0), Ok(0))
+}
+
 /// Reaps the process of `pidfd` (`waitid(P_PIDFD, WEXITED | __WALL)`), blocking unless
 /// `nohang`. Returns its raw wait status, or `None` if `nohang` and it still runs.
 pub(crate) fn waitid_pidfd(pidfd: BorrowedFd<'_>, nohang: bool) -> Result<Option<c_int>, Errno> {

@@ -27,3 +27,9 @@ pub fn owner_may_be_alive(tag: &str) -> bool {
 pub fn release_veth(veth: Veth) {
     crate::net::release_veth(veth)
 }
+
+/// SIGKILLs each of `pids` that `dir/cgroup.procs` still lists, through a pidfd opened before
+/// the check (what the kill of a cgroup without `cgroup.kill` or a frozen freezer does).
+pub fn kill_pids_still_in(dir: &std::path::Path, pids: &[i32]) -> Result<(), crate::CgroupError> {
+    crate::cgroup::fs::kill_pids(dir, pids)
+}

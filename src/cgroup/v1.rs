@@ -293,7 +293,7 @@ impl Cgroup for V1Cgroup {
         if let Some(f) = self.freezer {
             let freezer = self.dir(f);
             self.freeze(freezer, deadline)?;
-            let killed = fs::procs(freezer).map(|pids| fs::kill_pids(&pids));
+            let killed = fs::procs(freezer).and_then(|pids| fs::kill_pids(freezer, &pids));
             // Thaw even when listing failed, so that nothing stays frozen.
             let thawed = fs::write(&freezer.join("freezer.state"), "THAWED");
             killed?;

@@ -157,7 +157,7 @@ impl V2Cgroup {
         let frozen_by = deadline.min(Instant::now() + Duration::from_secs(1));
         // Not reaching "frozen 1" is no error: SIGKILL works on running tasks too.
         let _ = wait_events(events, &self.file("cgroup.events"), "frozen", 1, frozen_by);
-        let killed = fs::procs(&self.dir).map(|pids| fs::kill_pids(&pids));
+        let killed = fs::procs(&self.dir).and_then(|pids| fs::kill_pids(&self.dir, &pids));
         let thawed = fs::write(&freeze, "0");
         killed?;
         thawed
