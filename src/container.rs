@@ -11,7 +11,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -71,8 +71,10 @@ struct Shared {
     killed: AtomicBool,
     /// `cgroup.kill` of the container's cgroup (cgroup v2, Linux 5.14+).
     cgroup_kill: Option<PathBuf>,
-    /// The main process's group, when there is no PID namespace to end everything with the init.
-    main_pgid: AtomicI32,
+    /// A pidfd of the main process, when there is no PID namespace to end everything with the
+    /// init: its process group is signalled through it, never through a number that could be
+    /// reused once the container ended.
+    main: OnceLock<(OwnedFd, i32)>,
 }
 
 impl Shared {
@@ -83,14 +85,36 @@ impl Shared {
     fn kill_tree(&self) {
         let Some(pidfd) = self.pidfd.get() else { return };
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let pgid = self.main_pgid.load(Ordering::Relaxed);
-        if pgid > 0 {
-            let _ = sys::kill(-pgid, libc::SIGKILL);
+        if let Some((main, pid)) = self.main.get() {
+            kill_group_of(main, *pid);
             if let Some(path) = &self.cgroup_kill {
                 let _ = std::fs::write(path, "1");
             }
         }
     }
+}
+
+/// SIGKILL to the process group of the main process `pid` (its own group leader), named through
+/// its pidfd `main` (Linux 6.9+). Before 6.9, `kill(-pid)` only while the main process has not exited:
+/// a live leader holds its number, so the group is still the container's. Once it is gone (and
+/// reaped) nothing is sent: its number may be a stranger's by then.
+fn kill_group_of(main: &OwnedFd, pid: i32) {
+    match sys::pidfd_signal_group(main.as_fd(), libc::SIGKILL) {
+        Err(Errno::EINVAL) if !sys::pidfd_exited(main.as_fd()) => {
+            let _ = sys::kill(-pid, libc::SIGKILL);
+        }
+        Ok(()) | Err(_) => {}
+    }
+}
+
+/// A pidfd of the main process `main_pid` (a child of the init `init_pid`, both as this process
+/// numbers them: there is no PID namespace), if it still runs. Opened, then checked: while the
+/// process of the pidfd lives, `main_pid` is its number, so a parent of `init_pid` read in
+/// between proves it is the main process and not a stranger that got the number after it ended.
+fn main_pidfd(main_pid: i32, init_pid: i32) -> Option<OwnedFd> {
+    let fd = sys::pidfd_open(main_pid).ok()?;
+    let parent = crate::owner::parent_of(main_pid);
+    (parent == Some(init_pid) && !sys::pidfd_exited(fd.as_fd())).then_some(fd)
 }
 
 /// Kills a container's whole process tree from another thread (Ctrl-C handling, timeouts).
@@ -202,7 +226,9 @@ impl Container {
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;
         if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
-            self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
+            if let Some(fd) = main_pidfd(main_pid, pid) {
+                let _ = self.shared.main.set((fd, main_pid));
+            }
         }
         let _ = self.shared.pidfd.set(pidfd);
         let limit = |s: Stdio| match s {
@@ -290,7 +316,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
-                release_veth(veth);
+                crate::net::release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
         }
@@ -605,19 +631,6 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
-/// is gone, see [`check_routes`].
-pub(crate) fn release_veth(veth: crate::net::Veth) {
-    released_veths().push(veth.host_name().to_owned());
-    veth.release();
-}
-
-/// Host ends of veths this process released, until the kernel has removed them.
-fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {
-    static RELEASED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The route check. A clash with a veth of this process that is already released is not
 /// refused but waited out: the kernel deletes that pair with its network namespace,
 /// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
@@ -626,18 +639,15 @@ fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
     let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
     loop {
         match crate::net::check_host_routes(net) {
-            // An empty name: the link went between the route dump and the name lookup, it is
-            // being deleted (its routes go with it).
-            Err(crate::net::NetError::RouteClash { interface, .. })
-                if Instant::now() < deadline
-                    && (interface.is_empty()
-                        || interface.starts_with("with index")
-                        || released_veths().contains(&interface)) =>
+            // No name: the link went between the route dump and the name lookup, it is being
+            // deleted (its routes go with it).
+            Err(crate::net::NetError::RouteClash { ifindex: Some(_), interface, ours, .. })
+                if Instant::now() < deadline && (ours || interface.is_none()) =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
             other => {
-                released_veths().retain(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok());
+                crate::net::forget_removed_veths();
                 return other.map_err(CreateError::from);
             }
         }
@@ -657,7 +667,7 @@ fn sweep_if_due() {
         *last = Some(Instant::now());
     }
     let _ = crate::sweep::sweep_stale_cgroups_now();
-    let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
+    let _ = crate::net::sweep_stale_links(crate::owner::may_be_alive);
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! Errors name the value and say what is accepted; the caller adds *where* (a span, a flag, a
 //! file and key).
 
+#![deny(unsafe_code)]
+
 mod caps;
 mod dump;
 pub mod libtest;

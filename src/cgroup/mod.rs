@@ -3,9 +3,9 @@
 //! [`Hierarchy::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` (under an
 //! injectable root, so parsers are unit-tested on a tempdir tree) and finds this process's own
 //! cgroup in each hierarchy. Every cgroup cvtest creates is a direct child of that own cgroup,
-//! named `cvtest.<owner pid>.<owner start time>.<seq>` so that a later run can tell whose it is
-//! (see [`crate::sweep`]). On v2 below the root, a process alone in its cgroup moves itself into
-//! the leaf `cvtest.<owner pid>.<owner start time>.supervisor` there (see [`Hierarchy::create`]).
+//! named `cvtest.<owner tag>.<seq>` so that a later run can tell whose it is
+//! (see [`crate::owner`]). On v2 below the root, a process alone in its cgroup moves itself into
+//! the leaf `cvtest.<owner tag>.supervisor` there (see [`Hierarchy::create`]).
 //!
 //! `detect.rs` parses and decides; `v1.rs` and `v2.rs` implement [`Cgroup`]; `fs.rs` is the
 //! cgroupfs I/O (every error names its path) and the bounded waits of teardown.

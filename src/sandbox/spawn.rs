@@ -251,7 +251,7 @@ impl Pipes {
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
         let (life_r, life_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
-        let null = dev_null().map_err(SpawnError::Pipe)?;
+        let null = sys::dev_null().map_err(SpawnError::Pipe)?;
         let (out_r, out_w) = output_pipe(command.get_stdout(), &pipe)?;
         let (err_r, err_w) = output_pipe(command.get_stderr(), &pipe)?;
         let stdio = [
@@ -293,7 +293,7 @@ fn link_network(req: &Request<'_>, pid: libc::pid_t) -> Result<(Option<OwnedFd>,
     let path = format!("/proc/{pid}/ns/net");
     let netns: OwnedFd =
         File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-    let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
+    let veth = Veth::create(netns.as_fd(), spec, name, crate::owner::tag())?;
     Ok((Some(netns), VethGuard(Some(veth))))
 }
 
@@ -387,7 +387,7 @@ fn clone_directly(
     plan: &InitPlan<'_>,
 ) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
     if let Some(fd) = into {
-        match sys::clone_init(flags, Some(fd), plan) {
+        match sys::clone_init(flags, Some(fd), plan, super::init::run) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
             Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
                 NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
@@ -395,7 +395,8 @@ fn clone_directly(
             Err(e) => return Err(SpawnError::Clone(e.into())),
         }
     }
-    let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
+    let (pid, pidfd) =
+        sys::clone_init(flags, None, plan, super::init::run).map_err(|e| SpawnError::Clone(e.into()))?;
     Ok((pid, pidfd, cgroup.is_none() || joins_itself))
 }
 
@@ -406,7 +407,7 @@ struct VethGuard(Option<Veth>);
 impl Drop for VethGuard {
     fn drop(&mut self) {
         if let Some(veth) = self.0.take() {
-            crate::container::release_veth(veth);
+            crate::net::release_veth(veth);
         }
     }
 }
@@ -498,16 +499,6 @@ fn describe_status(status: Option<i32>) -> String {
         Some(s) => format!("wait status {s:#x}"),
         None => "unknown status".to_owned(),
     }
-}
-
-/// /dev/null, opened once for the process.
-pub(crate) fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
-    static NULL: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = NULL.get() {
-        return Ok(fd.as_fd());
-    }
-    let fd: OwnedFd = File::options().read(true).write(true).open("/dev/null")?.into();
-    Ok(NULL.get_or_init(|| fd).as_fd())
 }
 
 type PipePair = (Option<OwnedFd>, Option<OwnedFd>);

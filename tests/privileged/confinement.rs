@@ -565,6 +565,7 @@ pub fn attack(outside: &Path) -> i32 {
     );
     // SAFETY: the child only calls setuid and _exit.
     let setuid = match unsafe { libc::fork() } {
+        // SAFETY: in the forked child: setuid and _exit are async-signal-safe.
         0 => unsafe { libc::_exit(if libc::setuid(65534) == 0 { 0 } else { 1 }) },
         pid => {
             let mut status = 0;
