@@ -101,7 +101,7 @@ pub(crate) enum ListError {
 }
 
 /// Why a unit of work (a test's container, or a listing's) gave no outcome of its own. Closed,
-/// like [`crate::events::Status`] that carries it: the library's typed error is kept, and each
+/// like the test status that carries it (`Status::Error`): the library's typed error is kept, and each
 /// reporter decides how to show a new kind.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum UnitError {
