@@ -36,12 +36,14 @@ fn main() {
                     veth.delete().expect("delete");
                 }
                 1 => {
-                    let host = rt.block_on(setup(&reused, &host_ns, netns.as_fd(), &net, &name)).expect("rtnetlink");
+                    let host =
+                        rt.block_on(setup(&reused, &host_ns, netns.as_fd(), &net, &name)).expect("rtnetlink");
                     samples[1].push(started.elapsed());
                     rt.block_on(reused.link().del(host).execute()).expect("delete");
                 }
                 _ => {
-                    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
+                    let rt =
+                        tokio::runtime::Builder::new_current_thread().enable_io().build().expect("runtime");
                     let host = rt
                         .block_on(async {
                             let handle = connect();
@@ -61,7 +63,13 @@ fn main() {
         s.sort();
         let us = |d: Duration| d.as_micros();
         let at = |q: f64| s[((s.len() - 1) as f64 * q) as usize];
-        println!("{name:<18} {:>8} {:>8} {:>8} {:>8}", us(s[0]), us(at(0.5)), us(at(0.9)), us(s[s.len() - 1]));
+        println!(
+            "{name:<18} {:>8} {:>8} {:>8} {:>8}",
+            us(s[0]),
+            us(at(0.5)),
+            us(at(0.9)),
+            us(s[s.len() - 1])
+        );
     }
 }
 
@@ -97,15 +105,29 @@ async fn setup(
     name: &VethName,
 ) -> Result<u32, rtnetlink::Error> {
     // The route check: every IPv4 route of the host.
-    let routes: Vec<_> = host.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect().await?;
+    let routes: Vec<_> =
+        host.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute().try_collect().await?;
     std::hint::black_box(routes);
     // The pair, its peer made directly inside the namespace.
-    let peer = LinkMessageBuilder::<LinkUnspec>::new().name(name.container().to_owned()).setns_by_fd(netns.as_raw_fd()).build();
-    let pair = LinkVeth::new(name.host(), name.container()).set_info_data(InfoData::Veth(InfoVeth::Peer(peer))).up().build();
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(name.container().to_owned())
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let pair = LinkVeth::new(name.host(), name.container())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .up()
+        .build();
     host.link().add(pair).execute().await?;
     let index = link_index(host, name.host()).await?;
     host.address().add(index, IpAddr::V4(net.host()), net.prefix_len()).execute().await?;
-    host.link().set(LinkUnspec::new_with_index(index).alias(format!("cvtest owner={}", cvtest::test_support::owner_tag())).build()).execute().await?;
+    host.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .alias(format!("cvtest owner={}", cvtest::test_support::owner_tag()))
+                .build(),
+        )
+        .execute()
+        .await?;
     // A connection inside the namespace: its socket is made while this thread is in it.
     // SAFETY: setns on this (the runtime's) thread only; it goes back right after.
     assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
