@@ -92,6 +92,32 @@ impl Config {
         Ok(Config { layers })
     }
 
+    /// Reads the config files of one package without `cargo metadata` (for `cargo-cvtest wrap`
+    /// and `cargo-cvtest runner`, which run once per test): `[workspace.metadata.cvtest]` of
+    /// `root`'s `Cargo.toml`, `root/.config/cvtest.toml`, and `[package.metadata.cvtest]` of the
+    /// package whose manifest is in `package_dir`. A missing file is no layer.
+    pub fn load_files(root: &Path, package: &str, package_dir: &Path) -> Result<Config, UsageError> {
+        let mut layers = Vec::new();
+        let root_manifest = root.join("Cargo.toml");
+        let root_toml = read_toml(&root_manifest)?;
+        let workspace_meta = root_toml.as_ref().and_then(|v| v.pointer("/workspace/metadata/cvtest"));
+        if let Some(v) = workspace_meta {
+            let origin = format!("{} [workspace.metadata.cvtest]", root_manifest.display());
+            layers.push(parse_layer(v, &origin, None)?);
+        }
+        let file = root.join(".config").join("cvtest.toml");
+        if let Some(v) = read_toml(&file)? {
+            layers.push(parse_layer(&v, &file.display().to_string(), None)?);
+        }
+        let manifest = package_dir.join("Cargo.toml");
+        let package_toml = if manifest == root_manifest { root_toml } else { read_toml(&manifest)? };
+        if let Some(v) = package_toml.as_ref().and_then(|v| v.pointer("/package/metadata/cvtest")) {
+            let origin = format!("{} [package.metadata.cvtest]", manifest.display());
+            layers.push(parse_layer(v, &origin, Some(package.to_owned()))?);
+        }
+        Ok(Config { layers })
+    }
+
     /// Parses one layer from a TOML string (used by tests and by `load`).
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, UsageError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| UsageError::Config {

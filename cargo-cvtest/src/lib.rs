@@ -15,12 +15,16 @@ pub mod exit_codes;
 pub mod filter;
 pub mod list;
 pub mod partition;
+pub mod peaks_log;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
 pub mod settings;
 pub mod signals;
+pub mod standalone;
+pub mod target_runner;
 pub mod testlist;
+pub mod wrapper;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +61,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(code) = dispatch_mode(&args) {
+        return code;
+    }
     let mut args = cli::parse_from(args);
     if let Err(e) = cli::merge_libtest_args(&mut args.filter) {
         eprintln!("{}", render_chain(&UsageError::Args(e)));
@@ -83,6 +91,20 @@ where
         eprintln!("warning: {}", render_chain(&e));
     }
     code
+}
+
+/// The modes that are not a `cargo cvtest` run: `cargo-cvtest [cvtest] wrap|runner|peaks ARGS`
+/// (a nextest wrapper script, a cargo target runner, the peaks of a nextest run).
+fn dispatch_mode(args: &[std::ffi::OsString]) -> Option<i32> {
+    let rest = args.get(1..)?;
+    let rest = if rest.first().is_some_and(|a| a == "cvtest") { &rest[1..] } else { rest };
+    let (mode, mode_args) = rest.split_first()?;
+    match mode.to_str()? {
+        "wrap" => Some(wrapper::main(mode_args)),
+        "runner" => Some(target_runner::main(mode_args)),
+        "peaks" => Some(peaks_log::main(mode_args)),
+        _ => None,
+    }
 }
 
 fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {

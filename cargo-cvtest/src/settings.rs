@@ -77,7 +77,8 @@ pub struct Effective {
 }
 
 impl Effective {
-    fn from_layers(s: &TestSettings) -> Effective {
+    /// The settings `s` gives, library defaults for the keys it leaves unset.
+    pub fn from_layers(s: &TestSettings) -> Effective {
         Effective {
             memory: s.memory.unwrap_or(DEFAULT_MEMORY),
             pids: s.pids.unwrap_or(DEFAULT_PIDS),
