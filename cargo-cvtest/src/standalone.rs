@@ -51,17 +51,17 @@ pub enum StandaloneError {
     #[error("cannot install the signal handlers")]
     Signals(#[source] io::Error),
     #[error("cannot create the container")]
-    Create(#[source] cvtest::CreateError),
+    Create(#[source] Box<cvtest::CreateError>),
     #[error("cannot start {path} in its container")]
     Spawn {
         path: PathBuf,
         #[source]
-        source: cvtest::SpawnError,
+        source: Box<cvtest::SpawnError>,
     },
     #[error("lost track of the container")]
-    Wait(#[source] cvtest::WaitError),
+    Wait(#[source] Box<cvtest::WaitError>),
     #[error("cannot clean up the container")]
-    Destroy(#[source] cvtest::DestroyError),
+    Destroy(#[source] Box<cvtest::DestroyError>),
     #[error("failed to run {path}")]
     Exec {
         path: PathBuf,
@@ -305,15 +305,19 @@ pub fn run_contained(
         return Ok(None);
     }
     let started = Instant::now();
-    let mut c = Container::create(&options(settings, writable)).map_err(StandaloneError::Create)?;
+    let mut c =
+        Container::create(&options(settings, writable)).map_err(|e| StandaloneError::Create(Box::new(e)))?;
     let container_id = c.id().to_owned();
     let result = (|| {
-        c.spawn(cmd).map_err(|source| StandaloneError::Spawn { path: cmd.program.clone(), source })?;
+        c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
+            path: cmd.program.clone(),
+            source: Box::new(source),
+        })?;
         guard.arm(c.kill_handle());
-        c.wait(settings.timeout).map_err(StandaloneError::Wait)
+        c.wait(settings.timeout).map_err(|e| StandaloneError::Wait(Box::new(e)))
     })();
     guard.disarm();
-    let destroyed = c.destroy().map_err(StandaloneError::Destroy);
+    let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
     let outcome = result?;
     destroyed?;
     Ok(Some(Contained { container_id, outcome, started }))

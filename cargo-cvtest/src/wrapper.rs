@@ -114,21 +114,30 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         stderr: Vec::new(),
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
-    if let Some(why) = failure_reason(&t) {
-        eprintln!("cvtest: {}: {why}", t.label());
+    match guard.received() {
+        Some(sig) => eprintln!(
+            "cvtest: CANCELLED: the wrapper got signal {sig} (nextest sends SIGTERM when a test passes its \
+             slow-timeout's terminate-after, and when the run is interrupted); the whole container was killed"
+        ),
+        None => {
+            if let Some(why) = failure_reason(&t) {
+                eprintln!("cvtest: {}: {why}", t.label());
+            }
+        }
     }
     if let Ok(run_id) = std::env::var("NEXTEST_RUN_ID") {
-        log(&site, &run_id, &t, &c.container_id, wall);
+        log(&site, &run_id, &t, &c.container_id, wall, guard.received());
     }
     Ok(exit_for(&t, guard))
 }
 
 /// Appends the attempt to the run's peaks file; a failure to write is a warning, not the test's.
-fn log(site: &Site, run_id: &str, t: &TestFinished, container: &str, wall: SystemTime) {
+fn log(site: &Site, run_id: &str, t: &TestFinished, container: &str, wall: SystemTime, signal: Option<i32>) {
     let Some(dir) = peaks_log::peaks_dir(site.target_dir.as_deref()) else { return };
     let attempt = std::env::var("NEXTEST_ATTEMPT").ok().and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut record = Record::new(run_id, std::env::var("NEXTEST_ATTEMPT_ID").ok(), attempt, t, wall);
     record.container = Some(container.to_owned());
+    record.signal = record.signal.or(signal);
     if let Err(e) = peaks_log::append(&dir, &record) {
         eprintln!("cvtest: warning: cannot append to the peaks file in {}: {e}", dir.display());
     }
