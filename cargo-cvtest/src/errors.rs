@@ -8,9 +8,9 @@ use crate::exit_codes;
 
 /// A user mistake in a config file or on the command line: exit code 2.
 #[derive(Debug, thiserror::Error)]
-pub enum UsageError {
-    #[error("{0}")]
-    Args(String),
+pub(crate) enum UsageError {
+    #[error(transparent)]
+    Args(#[from] LibtestArgsError),
     #[error("failed to read {path}")]
     ReadConfig {
         path: PathBuf,
@@ -27,9 +27,23 @@ pub enum UsageError {
     Config { origin: String, message: String },
 }
 
+/// An argument after `--` that cvtest does not take as libtest would.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LibtestArgsError {
+    #[error("`--skip` after `--` needs a value")]
+    SkipWithoutValue,
+    #[error(
+        "unsupported test-binary argument `{0}` after `--`; accepted: FILTERS, --exact, --skip FILTER, \
+         --ignored, --include-ignored (and --nocapture, --test-threads N, which are ignored)"
+    )]
+    Unsupported(String),
+    #[error("`--ignored` and `--include-ignored` cannot be used together")]
+    IgnoredConflict,
+}
+
 /// Reading the workspace or preparing the run failed: exit code 102.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error("cargo metadata failed")]
     Metadata(#[source] Box<cargo_metadata::Error>),
     #[error("path {} is not UTF-8", .0.display())]
@@ -48,12 +62,6 @@ pub enum SetupError {
         #[source]
         source: ListError,
     },
-    #[error("failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("cannot run tests in containers")]
     Container(#[source] cvtest::CreateError),
     #[error("failed to write {path}")]
@@ -66,7 +74,7 @@ pub enum SetupError {
 
 /// Why a test binary's list could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum ListError {
+pub(crate) enum ListError {
     #[error("failed to run {path}")]
     Spawn {
         path: PathBuf,
@@ -75,17 +83,15 @@ pub enum ListError {
     },
     #[error("`{command}` exited with {status}:\n{stderr}")]
     Exit { command: String, status: String, stderr: String },
-    #[error("bad `cvtest-settings:` line")]
-    Settings(#[source] serde_json::Error),
-    #[error("the settings dump has version {0}; this cargo-cvtest reads version 1 (rebuild with a matching cvtest)")]
-    SettingsVersion(u64),
+    #[error(transparent)]
+    Settings(cvtest_spec::DumpError),
     #[error("in a container")]
     Container(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// `cargo test --no-run` failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     #[error("failed to run {}", program.display())]
     Spawn {
         program: PathBuf,
@@ -100,7 +106,7 @@ pub enum BuildError {
 
 /// Anything that ends a run before its tests' results decide the exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error(transparent)]
     Usage(#[from] UsageError),
     #[error(transparent)]
@@ -112,7 +118,7 @@ pub enum RunError {
 }
 
 impl RunError {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) => exit_codes::USAGE,
             RunError::Setup(_) => exit_codes::SETUP_FAILED,
@@ -123,11 +129,22 @@ impl RunError {
 }
 
 /// `error: top\n  caused by: next\n ...`, the whole chain once.
-pub fn render_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn render_chain(e: &dyn std::error::Error) -> String {
     let mut s = format!("error: {e}");
     let mut cur = e.source();
     while let Some(c) = cur {
         s.push_str(&format!("\n  caused by: {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+/// `top: next: ...`, the whole chain on one line (for a test's message in the reports).
+pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
         cur = c.source();
     }
     s

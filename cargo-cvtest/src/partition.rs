@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Partition {
+pub(crate) enum Partition {
     /// Every Nth test of the sorted list, starting at the Kth (1-based).
     Count { shard: u64, total: u64 },
     /// The tests whose hash modulo N is K - 1.
@@ -48,7 +48,7 @@ impl fmt::Display for Partition {
 
 impl Partition {
     /// Whether the test at `index` of the sorted list, with this binary id and name, is in the shard.
-    pub fn contains(&self, index: usize, binary_id: &str, name: &str) -> bool {
+    pub(crate) fn contains(&self, index: usize, binary_id: &str, name: &str) -> bool {
         match *self {
             Partition::Count { shard, total } => index as u64 % total == shard - 1,
             Partition::Hash { shard, total } => {

@@ -15,48 +15,50 @@ use cvtest::{Measured, NetStats, Peaks};
 use cvtest_spec::TestSettings;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{BuildArgs, ColorWhen};
+use crate::build::BuildOptions;
+use crate::cli::ColorWhen;
 use crate::errors::render_chain;
-use crate::events::{Event, PeakScope, Status, TestFinished};
+use crate::events::{Event, PeakScope, RunStats, Status, TestFinished};
+use crate::expect::Expect;
 use crate::reporter::{Painter, Reporter, TerminalReporter};
-use crate::settings::{Effective, Expect};
+use crate::settings::Effective;
 
 /// Overrides the directory of the peaks files.
-pub const ENV_PEAKS_DIR: &str = "CVTEST_PEAKS_DIR";
+pub(crate) const ENV_PEAKS_DIR: &str = "CVTEST_PEAKS_DIR";
 /// Below the target directory.
-pub const PEAKS_SUBDIR: &str = "cvtest/nextest";
+pub(crate) const PEAKS_SUBDIR: &str = "cvtest/nextest";
 
 /// One test attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    pub run_id: String,
-    pub attempt_id: Option<String>,
+pub(crate) struct Record {
+    pub(crate) run_id: String,
+    pub(crate) attempt_id: Option<String>,
     /// 1-based (`NEXTEST_ATTEMPT`).
-    pub attempt: u32,
-    pub binary_id: String,
-    pub name: String,
+    pub(crate) attempt: u32,
+    pub(crate) binary_id: String,
+    pub(crate) name: String,
     /// `Status::json_name`.
-    pub status: String,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub message: Option<String>,
-    pub expect: String,
-    pub container: Option<String>,
+    pub(crate) status: String,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) signal: Option<i32>,
+    pub(crate) message: Option<String>,
+    pub(crate) expect: String,
+    pub(crate) container: Option<String>,
     /// Milliseconds since the Unix epoch when the attempt started.
-    pub started_unix_ms: u64,
-    pub duration_ms: u64,
-    pub memory_bytes: Option<u64>,
-    pub memory_sampled: bool,
-    pub pids: Option<u64>,
-    pub pids_sampled: bool,
-    pub pids_limit_hit: bool,
-    pub cpu_user_ms: Option<u64>,
-    pub cpu_system_ms: Option<u64>,
-    pub oom_kills: Option<u64>,
-    pub net_rx_bytes: Option<u64>,
-    pub net_tx_bytes: Option<u64>,
+    pub(crate) started_unix_ms: u64,
+    pub(crate) duration_ms: u64,
+    pub(crate) memory_bytes: Option<u64>,
+    pub(crate) memory_sampled: bool,
+    pub(crate) pids: Option<u64>,
+    pub(crate) pids_sampled: bool,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) cpu_user_ms: Option<u64>,
+    pub(crate) cpu_system_ms: Option<u64>,
+    pub(crate) oom_kills: Option<u64>,
+    pub(crate) net_rx_bytes: Option<u64>,
+    pub(crate) net_tx_bytes: Option<u64>,
     /// The effective settings, every key set.
-    pub settings: TestSettings,
+    pub(crate) settings: TestSettings,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -65,7 +67,7 @@ fn ms(d: Duration) -> u64 {
 
 impl Record {
     /// The record of a finished test (`t`), started at `started` (wall clock).
-    pub fn new(
+    pub(crate) fn new(
         run_id: &str,
         attempt_id: Option<String>,
         attempt: u32,
@@ -77,7 +79,7 @@ impl Record {
             Status::Pass => (Some(0), None, None),
             Status::Fail { exit_code } => (Some(*exit_code), None, None),
             Status::Signal { signal } => (None, Some(*signal), None),
-            Status::SetupError { message } => (None, None, Some(message.clone())),
+            Status::Error(e) => (None, None, Some(e.message())),
             Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
         };
         let s = &t.settings;
@@ -120,7 +122,7 @@ impl Record {
     }
 
     /// Back into the event the reporters show.
-    pub fn to_event(&self) -> TestFinished {
+    pub(crate) fn to_event(&self) -> TestFinished {
         let status = match self.status.as_str() {
             "pass" => Status::Pass,
             "fail" => Status::Fail { exit_code: self.exit_code.unwrap_or(1) },
@@ -129,7 +131,8 @@ impl Record {
             "timeout" => Status::Timeout,
             "ignored" => Status::Ignored,
             "cancelled" => Status::Cancelled,
-            _ => Status::SetupError { message: self.message.clone().unwrap_or_default() },
+            // "error": the wrapper records only tests that ran; count anything else as a failure.
+            _ => Status::Fail { exit_code: self.exit_code.unwrap_or(1) },
         };
         let measured = |value: Option<u64>, sampled: bool| value.map(|value| Measured { value, sampled });
         let net = match (self.net_rx_bytes, self.net_tx_bytes) {
@@ -167,7 +170,7 @@ impl Record {
 }
 
 /// The directory of the peaks files of binaries in `target_dir`.
-pub fn peaks_dir(target_dir: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn peaks_dir(target_dir: Option<&Path>) -> Option<PathBuf> {
     match std::env::var_os(ENV_PEAKS_DIR).filter(|v| !v.is_empty()) {
         Some(d) => Some(PathBuf::from(d)),
         None => target_dir.map(|t| t.join(PEAKS_SUBDIR)),
@@ -175,7 +178,7 @@ pub fn peaks_dir(target_dir: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// The file of run `run_id` in `dir`.
-pub fn run_file(dir: &Path, run_id: &str) -> PathBuf {
+pub(crate) fn run_file(dir: &Path, run_id: &str) -> PathBuf {
     // A run id is a UUID; anything else is kept to one safe file name.
     let safe: String = run_id
         .chars()
@@ -185,7 +188,7 @@ pub fn run_file(dir: &Path, run_id: &str) -> PathBuf {
 }
 
 /// Appends `record` to its run's file, as one line in one write.
-pub fn append(dir: &Path, record: &Record) -> io::Result<PathBuf> {
+pub(crate) fn append(dir: &Path, record: &Record) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = run_file(dir, &record.run_id);
     let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
@@ -197,7 +200,7 @@ pub fn append(dir: &Path, record: &Record) -> io::Result<PathBuf> {
 
 /// Why `cargo cvtest peaks` could not show a run.
 #[derive(Debug, thiserror::Error)]
-pub enum PeaksError {
+pub(crate) enum PeaksError {
     #[error("cannot find the target directory")]
     Workspace(#[source] crate::errors::SetupError),
     #[error("failed to read {path}")]
@@ -227,31 +230,31 @@ pub enum PeaksError {
     about = "Show the tests and the top peak-memory and longest tables of a `cargo nextest run` made through the \
              cvtest wrapper script (its NEXTEST_RUN_ID; the latest run when left out)"
 )]
-pub struct PeaksArgs {
+pub(crate) struct PeaksArgs {
     /// The run (NEXTEST_RUN_ID, as nextest prints it); the most recent file when left out
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// Read the peaks files from this directory [default: <target-dir>/cvtest/nextest, or $CVTEST_PEAKS_DIR]
     #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Path to Cargo.toml (to find the target directory)
     #[arg(long = "manifest-path", value_name = "PATH")]
-    pub manifest_path: Option<PathBuf>,
+    pub(crate) manifest_path: Option<PathBuf>,
     /// The target directory of the run
     #[arg(long = "target-dir", value_name = "DIRECTORY")]
-    pub target_dir: Option<PathBuf>,
+    pub(crate) target_dir: Option<PathBuf>,
     /// Rows in the top-memory and longest-duration tables
     #[arg(long = "top", value_name = "N", default_value_t = 5)]
-    pub top: usize,
+    pub(crate) top: usize,
     /// Show every attempt of a retried test, not only its last one
     #[arg(long = "all-attempts")]
-    pub all_attempts: bool,
+    pub(crate) all_attempts: bool,
     /// Coloring
     #[arg(long, value_enum, value_name = "WHEN")]
-    pub color: Option<ColorWhen>,
+    pub(crate) color: Option<ColorWhen>,
 }
 
 /// Runs `cargo cvtest peaks` with `args` (after `peaks`); returns the exit code.
-pub fn main(args: &[std::ffi::OsString]) -> i32 {
+pub(crate) fn main(args: &[std::ffi::OsString]) -> i32 {
     let parsed =
         PeaksArgs::parse_from(std::iter::once("cargo cvtest peaks".into()).chain(args.iter().cloned()));
     match show(&parsed, &mut io::stdout().lock()) {
@@ -270,17 +273,19 @@ fn directory(args: &PeaksArgs) -> Result<PathBuf, PeaksError> {
     if let Some(d) = std::env::var_os(ENV_PEAKS_DIR).filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(d));
     }
-    let build = BuildArgs {
+    let build = BuildOptions {
+        cargo_args: Vec::new(),
         manifest_path: args.manifest_path.clone(),
         target_dir: args.target_dir.clone(),
-        ..Default::default()
+        offline: false,
+        locked: false,
     };
     let ws = crate::build::load_workspace(&build).map_err(PeaksError::Workspace)?;
     Ok(ws.target_dir.into_std_path_buf().join(PEAKS_SUBDIR))
 }
 
 /// The run's records, in the order they were written.
-pub fn read(path: &Path) -> Result<Vec<Record>, PeaksError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<Record>, PeaksError> {
     let text =
         std::fs::read_to_string(path).map_err(|source| PeaksError::Read { path: path.to_owned(), source })?;
     text.lines()
@@ -310,7 +315,7 @@ fn latest(dir: &Path) -> Result<PathBuf, PeaksError> {
 }
 
 /// Writes the run's tests and summary (with its top tables) to `out`.
-pub fn show(args: &PeaksArgs, out: &mut dyn Write) -> Result<(), PeaksError> {
+pub(crate) fn show(args: &PeaksArgs, out: &mut dyn Write) -> Result<(), PeaksError> {
     let dir = directory(args)?;
     let path = match &args.run_id {
         Some(id) => run_file(&dir, id),
@@ -334,16 +339,19 @@ pub fn show(args: &PeaksArgs, out: &mut dyn Write) -> Result<(), PeaksError> {
     }
     let start = records.iter().map(|r| r.started_unix_ms).min().unwrap_or(0);
     let end = records.iter().map(|r| r.started_unix_ms + r.duration_ms).max().unwrap_or(0);
-    let paint = Painter::detect(args.color.or(Some(ColorWhen::Never)));
+    let paint = Painter { on: args.color == Some(ColorWhen::Always) };
     let mut buf = Vec::new();
     writeln!(buf, "       Peaks {} ({} tests)", path.display(), records.len()).map_err(PeaksError::Write)?;
     {
         let mut reporter = TerminalReporter::new(&mut buf, paint, false, args.top);
+        let mut stats = RunStats::default();
         for r in &records {
-            reporter.report(&Event::TestFinished(Box::new(r.to_event()))).map_err(PeaksError::Write)?;
+            let ev = Event::TestFinished(Box::new(r.to_event()));
+            stats.add(&ev);
+            reporter.report(&ev).map_err(PeaksError::Write)?;
         }
         let elapsed = Duration::from_millis(end.saturating_sub(start));
-        reporter.report(&Event::RunFinished { elapsed }).map_err(PeaksError::Write)?;
+        reporter.report(&Event::RunFinished { elapsed, stats }).map_err(PeaksError::Write)?;
     }
     out.write_all(&buf).and_then(|()| out.flush()).map_err(PeaksError::Write)
 }
@@ -391,7 +399,7 @@ mod tests {
         let back = read(&path).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[0], record("big", 1, "oom", 64 << 20));
-        assert_eq!(back[0].to_event().status, Status::Oom);
+        assert!(matches!(back[0].to_event().status, Status::Oom));
         assert_eq!(back[0].to_event().settings.memory, "64M".parse().unwrap());
 
         let args = PeaksArgs::parse_from(["peaks", "--dir", dir.path().to_str().unwrap()]);

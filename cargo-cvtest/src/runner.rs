@@ -9,80 +9,34 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
-use crate::cli::Isolation;
-use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
-use crate::scheduler::{Demand, Scheduler, Ticket};
+use crate::discovery::BinaryEntry;
+use crate::errors::one_line;
+use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
+use crate::scheduler::{Scheduler, Ticket};
+use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
-use crate::testlist::{BinaryEntry, TestCase, TestList};
+use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
-pub const ENV_RUNNER: &str = "CVTEST_RUNNER";
+pub(crate) const ENV_RUNNER: &str = "CVTEST_RUNNER";
 
 /// Output kept per stream of a test; past this the library drops the middle and marks it.
-pub const CAPTURE_LIMIT: usize = 1 << 20;
-/// The most test names given to one binary-isolation run (keeps argv small).
-const MAX_TESTS_PER_BINARY_UNIT: usize = 512;
-
-/// A unit of work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unit {
-    /// One test (index into [`TestList::tests`]) in its own container.
-    Test(usize),
-    /// Several tests of one binary, with equal settings, in one container.
-    Binary { binary: usize, tests: Vec<usize> },
-}
-
-/// Splits the tests to run into units.
-pub fn plan(list: &TestList, isolation: Isolation) -> Vec<Unit> {
-    match isolation {
-        Isolation::Test => list.to_run().map(|(i, _)| Unit::Test(i)).collect(),
-        Isolation::Binary => {
-            let mut units: Vec<Unit> = Vec::new();
-            // Group by (binary, settings); networked, whole-binary and expected-failure tests
-            // keep their own container so that their limits and outcome are their own.
-            let mut groups: Vec<(usize, Effective, Vec<usize>)> = Vec::new();
-            for (i, t) in list.to_run() {
-                let alone = t.whole_binary || t.settings.network.is_some() || t.expect != Default::default();
-                if alone {
-                    units.push(Unit::Test(i));
-                    continue;
-                }
-                match groups.iter_mut().find(|(b, s, v)| {
-                    *b == t.binary && *s == t.settings && v.len() < MAX_TESTS_PER_BINARY_UNIT
-                }) {
-                    Some((_, _, v)) => v.push(i),
-                    None => groups.push((t.binary, t.settings.clone(), vec![i])),
-                }
-            }
-            units.extend(groups.into_iter().map(|(binary, _, tests)| Unit::Binary { binary, tests }));
-            units
-        }
-    }
-}
-
-/// What a unit needs from the scheduler.
-pub fn demand(list: &TestList, unit: &Unit) -> Demand {
-    let settings = match unit {
-        Unit::Test(i) => &list.tests[*i].settings,
-        Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
-    };
-    Demand { memory: settings.memory_bytes(), networks: settings.network.into_iter().collect() }
-}
-
+pub(crate) const CAPTURE_LIMIT: usize = 1 << 20;
 /// Everything workers share.
-pub struct Runner<'a> {
-    pub list: &'a TestList,
-    pub units: &'a [Unit],
-    pub scheduler: &'a Scheduler,
+pub(crate) struct Runner<'a> {
+    pub(crate) list: &'a TestList,
+    pub(crate) units: &'a [Unit],
+    pub(crate) scheduler: &'a Scheduler,
     /// Host directories a test may write (target dir, workspace, package dirs).
-    pub writable: Vec<PathBuf>,
-    pub fail_fast: bool,
+    pub(crate) writable: Vec<PathBuf>,
+    pub(crate) fail_fast: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
-    pub zygote_warned: AtomicBool,
+    pub(crate) zygote_warned: AtomicBool,
 }
 
 impl Runner<'_> {
@@ -93,7 +47,7 @@ impl Runner<'_> {
     /// the copy-on-write faults after each clone interrupt every CPU the other workers run on.
     /// One per worker, so that workers do not queue behind one another's clones. Without one
     /// (it could not start, or was lost) the worker clones directly; the run says so once.
-    pub fn work(&self, events: Sender<Event>) {
+    pub(crate) fn work(&self, events: Sender<Event>) {
         let mut zygote = match Zygote::start() {
             Ok(z) => Some(z),
             Err(e) => {
@@ -122,16 +76,19 @@ impl Runner<'_> {
                 self.warn_zygote(&events, lost);
                 zygote = None;
             }
-            self.scheduler.finish(ticket);
-            if failed && self.fail_fast {
-                self.scheduler.stop_admitting();
+            // `--fail-fast`, decided here only: the first failure stops admission (before this
+            // unit's slot frees, so that nothing more starts) and says so, once.
+            if failed && self.fail_fast && self.scheduler.stop_admitting() {
+                let _ = events.send(Event::Stopping);
             }
+            self.scheduler.finish(ticket);
         }
     }
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
         if !self.zygote_warned.swap(true, Ordering::Relaxed) {
-            let message = chain("a worker's zygote is gone, its containers are cloned directly", why);
+            let message =
+                format!("a worker's zygote is gone, its containers are cloned directly: {}", one_line(why));
             let _ = events.send(Event::Warning { message });
         }
     }
@@ -154,7 +111,7 @@ impl Runner<'_> {
         for (k, v) in &b.env.vars {
             cmd.env(k, v);
         }
-        cmd.env_remove(crate::list::ENV_LIST_SETTINGS);
+        cmd.env_remove(cvtest_spec::ENV_LIST_SETTINGS);
         cmd.env(ENV_RUNNER, "cargo-cvtest");
         cmd.current_dir(&b.env.cwd);
         cmd.stdout(Stdio::Capture { limit: CAPTURE_LIMIT });
@@ -170,25 +127,24 @@ impl Runner<'_> {
         settings: &Effective,
         cmd: &Command,
         zygote: Option<&mut Zygote>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, NoOutcome> {
         if self.scheduler.is_interrupted() {
-            return Err(CANCELLED.to_owned());
+            return Err(NoOutcome::Cancelled);
         }
-        let mut c = Container::create(&self.options(settings))
-            .map_err(|e| chain("cannot create the container", &e))?;
+        let mut c = Container::create(&self.options(settings)).map_err(UnitError::Create)?;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
                 None => c.spawn(cmd),
             }
-            .map_err(|e| chain("cannot start the test in its container", &e))?;
+            .map_err(UnitError::Spawn)?;
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout).map_err(|e| chain("lost track of the container", &e))
+            c.wait(settings.timeout).map_err(UnitError::Wait)
         })();
         let veth = c.veth_host_name().map(str::to_owned);
-        let destroyed = c.destroy().map_err(|e| chain("cannot clean up the container", &e));
+        let destroyed = c.destroy().map_err(UnitError::Destroy);
         if let Some(name) = veth {
             // The kernel removes the veth (and its host route) after the network namespace goes,
             // asynchronously. Its subnet stays reserved until then, or the next test on the same
@@ -197,7 +153,7 @@ impl Runner<'_> {
         }
         match (result, destroyed) {
             (Ok(o), Ok(())) => Ok(o),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
     }
 
@@ -235,13 +191,8 @@ impl Runner<'_> {
         match self.contain(ticket, &t.settings, &cmd, zygote) {
             Ok(o) => {
                 r.status = self.status(&o);
-                if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
-                    r.status = Status::SetupError {
-                        message: format!(
-                            "the test binary ran no test named {:?} (was it renamed since listing?)",
-                            t.name
-                        ),
-                    };
+                if matches!(r.status, Status::Pass) && !t.whole_binary && ran_no_test(&o.stdout) {
+                    r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
                 }
                 r.duration = o.duration;
                 r.peaks = Some(o.peaks);
@@ -249,12 +200,8 @@ impl Runner<'_> {
                 r.stdout = o.stdout;
                 r.stderr = o.stderr;
             }
-            Err(m) if m == CANCELLED => {
-                r.status = Status::Cancelled;
-                r.duration = started.elapsed();
-            }
-            Err(message) => {
-                r.status = Status::SetupError { message };
+            Err(why) => {
+                r.status = why.into();
                 r.duration = started.elapsed();
             }
         }
@@ -287,8 +234,7 @@ impl Runner<'_> {
         let result = self.contain(ticket, settings, &cmd, zygote);
         let (binary_status, outcome) = match result {
             Ok(o) => (self.status(&o), Some(o)),
-            Err(m) if m == CANCELLED => (Status::Cancelled, None),
-            Err(message) => (Status::SetupError { message }, None),
+            Err(why) => (why.into(), None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
@@ -307,10 +253,7 @@ impl Runner<'_> {
                 ),
                 // Not reported: the binary died (OOM, timeout, signal) before or while running it.
                 None => match &binary_status {
-                    Status::Pass => (
-                        Status::SetupError { message: "the test binary did not report this test".into() },
-                        Vec::new(),
-                    ),
+                    Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
                     other => (other.clone(), Vec::new()),
                 },
             };
@@ -336,7 +279,28 @@ impl Runner<'_> {
     }
 }
 
-const CANCELLED: &str = "\0cancelled";
+/// Why a unit's container gave no outcome: the run was interrupted before it was created, or the
+/// library failed.
+#[derive(Debug)]
+enum NoOutcome {
+    Cancelled,
+    Error(UnitError),
+}
+
+impl From<UnitError> for NoOutcome {
+    fn from(e: UnitError) -> Self {
+        NoOutcome::Error(e)
+    }
+}
+
+impl From<NoOutcome> for Status {
+    fn from(why: NoOutcome) -> Self {
+        match why {
+            NoOutcome::Cancelled => Status::Cancelled,
+            NoOutcome::Error(e) => Status::Error(Arc::new(e)),
+        }
+    }
+}
 
 /// How long a released veth may take to disappear before its subnet is handed out anyway (the
 /// next container then reports a clear route-clash error rather than waiting forever).
@@ -350,16 +314,6 @@ fn wait_link_gone(name: &str) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(20));
     }
-}
-
-fn chain(what: &str, e: &dyn std::error::Error) -> String {
-    let mut s = format!("{what}: {e}");
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// libtest printed "running 0 tests": the name matched nothing, a silent pass we refuse.

@@ -14,7 +14,6 @@
 //! own attribute beats config. `--force-limits` exists to reproduce a failure under tighter limits.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
@@ -22,63 +21,28 @@ use cvtest_spec::{
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
-use crate::cli::LimitArgs;
 use crate::config::Config;
-
-/// What a test is expected to end as. A test that ends as expected counts as a success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Expect {
-    #[default]
-    Pass,
-    /// Exit non-zero or die by a signal (not OOM, not timeout).
-    Fail,
-    Oom,
-    Timeout,
-}
-
-impl Expect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expect::Pass => "pass",
-            Expect::Fail => "fail",
-            Expect::Oom => "oom",
-            Expect::Timeout => "timeout",
-        }
-    }
-}
-
-impl FromStr for Expect {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pass" => Ok(Expect::Pass),
-            "fail" => Ok(Expect::Fail),
-            "oom" => Ok(Expect::Oom),
-            "timeout" => Ok(Expect::Timeout),
-            _ => Err(format!("invalid expect {s:?}; expected one of pass, fail, oom, timeout")),
-        }
-    }
-}
+use crate::expect::Expect;
 
 /// Fully resolved settings of one test.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Effective {
-    pub memory: MemoryLimit,
-    pub pids: PidsLimit,
-    pub cpu_weight: CpuWeight,
-    pub cpus: Option<CpuQuota>,
-    pub network: Option<NetworkSpec>,
-    pub timeout: Option<Duration>,
-    pub hostname: Option<String>,
+pub(crate) struct Effective {
+    pub(crate) memory: MemoryLimit,
+    pub(crate) pids: PidsLimit,
+    pub(crate) cpu_weight: CpuWeight,
+    pub(crate) cpus: Option<CpuQuota>,
+    pub(crate) network: Option<NetworkSpec>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) hostname: Option<String>,
     /// Every capability, /proc unhardened.
-    pub privileged: bool,
+    pub(crate) privileged: bool,
     /// Capabilities added to `Capabilities::DEFAULT`.
-    pub caps: Capabilities,
+    pub(crate) caps: Capabilities,
 }
 
 impl Effective {
     /// The settings `s` gives, library defaults for the keys it leaves unset.
-    pub fn from_layers(s: &TestSettings) -> Effective {
+    pub(crate) fn from_layers(s: &TestSettings) -> Effective {
         Effective {
             memory: s.memory.unwrap_or(DEFAULT_MEMORY),
             pids: s.pids.unwrap_or(DEFAULT_PIDS),
@@ -92,12 +56,12 @@ impl Effective {
         }
     }
 
-    pub fn limits(&self) -> cvtest::Limits {
+    pub(crate) fn limits(&self) -> cvtest::Limits {
         cvtest::Limits { memory: self.memory, cpu_weight: self.cpu_weight, pids: self.pids, cpus: self.cpus }
     }
 
     /// What the scheduler charges against the memory budget: the limit, or `None` for "max".
-    pub fn memory_bytes(&self) -> Option<u64> {
+    pub(crate) fn memory_bytes(&self) -> Option<u64> {
         self.memory.bytes()
     }
 }
@@ -125,30 +89,17 @@ impl fmt::Display for Effective {
     }
 }
 
-/// The CLI's limit flags as a settings layer.
-pub fn cli_layer(args: &LimitArgs) -> TestSettings {
-    TestSettings {
-        memory: args.memory,
-        pids: args.pids,
-        cpu_weight: args.cpu_weight,
-        cpus: args.cpus.map(|c| c.0),
-        network: args.network,
-        timeout: args.timeout,
-        ..TestSettings::default()
-    }
-}
-
 /// Everything that decides a test's settings, in one place.
 #[derive(Debug, Clone)]
-pub struct Resolver {
-    pub config: Config,
-    pub cli: TestSettings,
-    pub force: bool,
+pub(crate) struct Resolver {
+    pub(crate) config: Config,
+    pub(crate) cli: TestSettings,
+    pub(crate) force: bool,
 }
 
 impl Resolver {
     /// The effective settings and expectation of one test.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         package: &str,
         binary_id: &str,

@@ -23,11 +23,12 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use crate::config::Config;
 use crate::errors::UsageError;
 use crate::events::Status;
-use crate::settings::{Effective, Expect, Resolver};
+use crate::expect::Expect;
+use crate::settings::{Effective, Resolver};
 
 /// Why a test binary could not be run in its container.
 #[derive(Debug, thiserror::Error)]
-pub enum StandaloneError {
+pub(crate) enum StandaloneError {
     #[error(
         "{var} is not set: `cargo-cvtest {mode}` runs test binaries that cargo test or cargo nextest start, and they set it"
     )]
@@ -72,19 +73,19 @@ pub enum StandaloneError {
 
 /// Where a test binary comes from: its package, workspace and target directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Site {
-    pub workspace_root: PathBuf,
-    pub package: String,
-    pub package_dir: PathBuf,
+pub(crate) struct Site {
+    pub(crate) workspace_root: PathBuf,
+    pub(crate) package: String,
+    pub(crate) package_dir: PathBuf,
     /// nextest's binary id (`NEXTEST_BINARY_ID`), or one derived from the file name.
-    pub binary_id: String,
+    pub(crate) binary_id: String,
     /// The cargo target directory the binary is in (or was extracted to, from an archive).
-    pub target_dir: Option<PathBuf>,
+    pub(crate) target_dir: Option<PathBuf>,
 }
 
 impl Site {
     /// From the environment cargo and nextest give a test binary.
-    pub fn from_env(bin: &Path, mode: &'static str) -> Result<Site, StandaloneError> {
+    pub(crate) fn from_env(bin: &Path, mode: &'static str) -> Result<Site, StandaloneError> {
         let var = |var: &'static str| {
             std::env::var_os(var).filter(|v| !v.is_empty()).ok_or(StandaloneError::MissingEnv { var, mode })
         };
@@ -102,13 +103,13 @@ impl Site {
     }
 
     /// The config layers that apply to this package.
-    pub fn config(&self) -> Result<Config, StandaloneError> {
+    pub(crate) fn config(&self) -> Result<Config, StandaloneError> {
         Config::load_files(&self.workspace_root, &self.package, &self.package_dir)
             .map_err(StandaloneError::Config)
     }
 
     /// What a test may write: the workspace, the package (if outside it) and the target dir.
-    pub fn writable(&self) -> Vec<PathBuf> {
+    pub(crate) fn writable(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.workspace_root.clone()];
         for d in [Some(&self.package_dir), self.target_dir.as_ref()].into_iter().flatten() {
             if !dirs.iter().any(|w| d.starts_with(w)) {
@@ -119,7 +120,12 @@ impl Site {
     }
 
     /// The effective settings and expectation of test `name` (`cv`: its `#[cv_test]` settings).
-    pub fn resolve(&self, config: &Config, name: &str, cv: Option<&TestSettings>) -> (Effective, Expect) {
+    pub(crate) fn resolve(
+        &self,
+        config: &Config,
+        name: &str,
+        cv: Option<&TestSettings>,
+    ) -> (Effective, Expect) {
         let resolver = Resolver { config: config.clone(), cli: TestSettings::default(), force: false };
         resolver.resolve(&self.package, &self.binary_id, name, cv)
     }
@@ -155,7 +161,7 @@ fn derive_binary_id(package: &str, bin: &Path) -> String {
 
 /// The cargo target directory of a test binary: the nearest ancestor holding cargo's
 /// `CACHEDIR.TAG`, else the directory two above `deps/` (`target/debug/deps`).
-pub fn target_dir_of(bin: &Path) -> Option<PathBuf> {
+pub(crate) fn target_dir_of(bin: &Path) -> Option<PathBuf> {
     let dir = bin.parent()?;
     dir.ancestors()
         .find(|d| d.join("CACHEDIR.TAG").is_file())
@@ -165,20 +171,20 @@ pub fn target_dir_of(bin: &Path) -> Option<PathBuf> {
 
 /// A binary's test list and `#[cv_test]` settings.
 #[derive(Debug, Default)]
-pub struct Listing {
-    pub tests: Vec<String>,
-    pub cv: Vec<DumpedTest>,
+pub(crate) struct Listing {
+    pub(crate) tests: Vec<String>,
+    pub(crate) cv: Vec<DumpedTest>,
 }
 
 impl Listing {
-    pub fn cv_settings(&self, name: &str) -> Option<&TestSettings> {
+    pub(crate) fn cv_settings(&self, name: &str) -> Option<&TestSettings> {
         self.cv.iter().find(|t| t.name == name).map(|t| &t.settings)
     }
 }
 
 /// Runs `bin --list --format terse EXTRA` on the host (libtest runs no test for `--list`), with
 /// the settings dump asked for.
-pub fn list(bin: &Path, extra: &[&str]) -> Result<Listing, StandaloneError> {
+pub(crate) fn list(bin: &Path, extra: &[&str]) -> Result<Listing, StandaloneError> {
     let out = std::process::Command::new(bin)
         .args(["--list", "--format", "terse"])
         .args(extra)
@@ -211,7 +217,7 @@ fn parse_listing(stdout: &str) -> Result<Listing, serde_json::Error> {
 }
 
 /// The container options for `s`: as `cargo cvtest` gives them.
-pub fn options(s: &Effective, writable: Vec<PathBuf>) -> Options {
+pub(crate) fn options(s: &Effective, writable: Vec<PathBuf>) -> Options {
     let mut o = Options::new();
     o.set_caps(Caps::ALL);
     o.limits = s.limits();
@@ -226,7 +232,7 @@ pub fn options(s: &Effective, writable: Vec<PathBuf>) -> Options {
 /// SIGINT, SIGTERM, SIGHUP and SIGQUIT, caught for as long as it lives: the first one kills the
 /// armed container (nextest's timeout sends SIGTERM, Ctrl-C SIGINT); the caller then cleans up
 /// and ends itself by that signal ([`Exit::Signal`]).
-pub struct SignalGuard {
+pub(crate) struct SignalGuard {
     shared: Arc<GuardShared>,
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -239,7 +245,7 @@ struct GuardShared {
 }
 
 impl SignalGuard {
-    pub fn install() -> Result<SignalGuard, StandaloneError> {
+    pub(crate) fn install() -> Result<SignalGuard, StandaloneError> {
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
             .map_err(StandaloneError::Signals)?;
         let handle = signals.handle();
@@ -257,7 +263,7 @@ impl SignalGuard {
     }
 
     /// The first signal caught, if any.
-    pub fn received(&self) -> Option<i32> {
+    pub(crate) fn received(&self) -> Option<i32> {
         Some(self.shared.received.load(Ordering::SeqCst)).filter(|&s| s != 0)
     }
 
@@ -286,16 +292,16 @@ impl Drop for SignalGuard {
 
 /// What one container run gave.
 #[derive(Debug)]
-pub struct Contained {
-    pub container_id: String,
-    pub outcome: Outcome,
-    pub started: Instant,
+pub(crate) struct Contained {
+    pub(crate) container_id: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) started: Instant,
 }
 
 /// Creates a container for `settings`, runs `cmd` in it (output inherited: it goes where the
 /// runner reads the test's output), waits (the settings' timeout kills it), destroys it. `None`
 /// when a signal came before the container started.
-pub fn run_contained(
+pub(crate) fn run_contained(
     settings: &Effective,
     writable: Vec<PathBuf>,
     cmd: &Command,
@@ -324,7 +330,7 @@ pub fn run_contained(
 }
 
 /// How the test ended, in `cargo cvtest`'s terms (a signal we caught is `Cancelled`).
-pub fn status(outcome: &Outcome, guard: &SignalGuard) -> Status {
+pub(crate) fn status(outcome: &Outcome, guard: &SignalGuard) -> Status {
     match outcome.termination {
         Termination::Exited(0) => Status::Pass,
         Termination::Exited(_) | Termination::Signaled(_) if guard.received().is_some() => Status::Cancelled,
@@ -337,7 +343,7 @@ pub fn status(outcome: &Outcome, guard: &SignalGuard) -> Status {
 
 /// How this process ends, so that whoever started it (nextest, cargo) reads the test's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
+pub(crate) enum Exit {
     Code(i32),
     /// Die by this signal, as the test (or this process, when nextest signalled it) did.
     Signal(i32),
@@ -346,7 +352,7 @@ pub enum Exit {
 impl Exit {
     /// A test killed by `signal`: the same signal where dying by it dumps no core, else the
     /// shell's 128+N code (a core of this process would be no use).
-    pub fn from_test_signal(signal: i32) -> Exit {
+    pub(crate) fn from_test_signal(signal: i32) -> Exit {
         match signal {
             libc::SIGKILL
             | libc::SIGTERM
@@ -361,7 +367,7 @@ impl Exit {
     }
 
     /// Ends the process this way (stdout and stderr flushed, our own cgroup released first).
-    pub fn apply(self) -> i32 {
+    pub(crate) fn apply(self) -> i32 {
         use std::io::Write;
         let _ = io::stdout().flush();
         let _ = io::stderr().flush();
@@ -378,7 +384,7 @@ impl Exit {
 
 /// Every container is gone: undo what the library did to our own cgroup (on cgroup v2 the
 /// supervisor leaf this process moved into), so not even an empty cgroup is left.
-pub fn release_own_cgroup() {
+pub(crate) fn release_own_cgroup() {
     if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
         eprintln!("cvtest: warning: {}", crate::errors::render_chain(&e));
     }
@@ -386,14 +392,14 @@ pub fn release_own_cgroup() {
 
 /// Replaces this process with `bin args` (listing through a wrapper or runner: not contained,
 /// so the output is exactly the binary's).
-pub fn exec_direct(bin: &Path, args: &[OsString]) -> StandaloneError {
+pub(crate) fn exec_direct(bin: &Path, args: &[OsString]) -> StandaloneError {
     use std::os::unix::process::CommandExt;
     let source = std::process::Command::new(bin).args(args).exec();
     StandaloneError::Exec { path: bin.to_owned(), source }
 }
 
 /// `[  0.012s]`-style seconds.
-pub fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 

@@ -18,10 +18,9 @@ use std::path::Path;
 use cvtest::{Command, Termination};
 use cvtest_spec::ENV_LIST_SETTINGS;
 
-use crate::cli::FilterArgs;
 use crate::errors::render_chain;
 use crate::exit_codes;
-use crate::filter::{Disposition, NameFilter};
+use crate::filter::{Disposition, NameFilter, RunIgnored};
 use crate::reporter::human_bytes;
 use crate::runner::ENV_RUNNER;
 use crate::settings::Effective;
@@ -33,7 +32,7 @@ use crate::standalone::{
 const MAX_NAMES: usize = 512;
 
 /// `cargo-cvtest runner ARGS` (ARGS: the binary, then its arguments); returns the exit code.
-pub fn main(args: &[OsString]) -> i32 {
+pub(crate) fn main(args: &[OsString]) -> i32 {
     let Some((bin, rest)) = args.split_first() else {
         eprintln!(
             "error: usage: cargo-cvtest runner BINARY [ARGS]...: a cargo target runner (see cargo-cvtest/README.md)"
@@ -67,7 +66,7 @@ pub fn main(args: &[OsString]) -> i32 {
 /// A binary's arguments, split into libtest's test selection and everything else.
 #[derive(Debug, Default)]
 struct Args {
-    filter: FilterArgs,
+    filter: NameFilter,
     /// Passed on as given (`--nocapture`, `--test-threads N`, `--format X`, ...).
     other: Vec<OsString>,
 }
@@ -82,8 +81,8 @@ fn parse_args(args: &[OsString]) -> Args {
         let s = arg.to_string_lossy();
         match s.as_ref() {
             "--exact" => a.filter.exact = true,
-            "--ignored" => a.filter.ignored = true,
-            "--include-ignored" => a.filter.include_ignored = true,
+            "--ignored" => a.filter.run_ignored = RunIgnored::Only,
+            "--include-ignored" => a.filter.run_ignored = RunIgnored::All,
             "--skip" => a.filter.skip.extend(it.next().map(|v| v.to_string_lossy().into_owned())),
             s if s.starts_with("--skip=") => a.filter.skip.push(s["--skip=".len()..].to_owned()),
             s if VALUE_FLAGS.contains(&s) => {
@@ -91,7 +90,7 @@ fn parse_args(args: &[OsString]) -> Args {
                 a.other.extend(it.next().cloned());
             }
             s if s.starts_with('-') => a.other.push(arg.clone()),
-            _ => a.filter.filters.push(s.into_owned()),
+            _ => a.filter.patterns.push(s.into_owned()),
         }
     }
     a
@@ -108,7 +107,7 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
     let site = Site::from_env(bin, "runner")?;
     let config = site.config()?;
     let args = parse_args(rest);
-    let filter = NameFilter::from_args(&args.filter);
+    let filter = &args.filter;
     let listing = list(bin, &[])?;
     let ignored = list(bin, &["--ignored"])?.tests;
 
@@ -142,10 +141,10 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
     }
 
     let mut selection: Vec<OsString> = Vec::new();
-    if args.filter.ignored {
-        selection.push("--ignored".into());
-    } else if args.filter.include_ignored {
-        selection.push("--include-ignored".into());
+    match args.filter.run_ignored {
+        RunIgnored::Only => selection.push("--ignored".into()),
+        RunIgnored::All => selection.push("--include-ignored".into()),
+        RunIgnored::Default => {}
     }
     selection.extend(args.other.iter().cloned());
     let mut failed = false;
@@ -259,8 +258,8 @@ mod tests {
         .map(OsString::from)
         .to_vec();
         let a = parse_args(&argv);
-        assert_eq!(a.filter.filters, ["foo"]);
-        assert!(a.filter.exact && a.filter.include_ignored);
+        assert_eq!(a.filter.patterns, ["foo"]);
+        assert!(a.filter.exact && a.filter.run_ignored == RunIgnored::All);
         assert_eq!(a.filter.skip, ["bar"]);
         assert_eq!(a.other, ["--nocapture", "--test-threads", "2", "-q"].map(OsString::from));
     }

@@ -28,7 +28,7 @@ use crate::runner::ENV_RUNNER;
 use crate::standalone::{self, exec_direct, list, run_contained, secs, Exit, Listing, SignalGuard, Site};
 
 /// `cargo-cvtest wrap ARGS` (ARGS: the test binary, then its arguments); returns the exit code.
-pub fn main(args: &[OsString]) -> i32 {
+pub(crate) fn main(args: &[OsString]) -> i32 {
     let Some((bin, rest)) = args.split_first() else {
         eprintln!(
             "error: usage: cargo-cvtest wrap TEST-BINARY [ARGS]...: a nextest wrapper script (see cargo-cvtest/README.md)"
@@ -144,7 +144,7 @@ fn log(site: &Site, run_id: &str, t: &TestFinished, container: &str, wall: Syste
 }
 
 /// `cvtest: PASS [0.012s] mem 1.9 MiB/1G  pids 3/256  cpu 0.004s  container 4f (memory=1G ...)`.
-pub fn peaks_line(t: &TestFinished, container: &str) -> String {
+pub(crate) fn peaks_line(t: &TestFinished, container: &str) -> String {
     let p = t.peaks.unwrap_or_default();
     let tilde = |sampled: bool| if sampled { "~" } else { "" };
     let mem =
@@ -166,7 +166,7 @@ pub fn peaks_line(t: &TestFinished, container: &str) -> String {
 }
 
 /// What went wrong, in words, for a test that did not end as expected (nothing for one that did).
-pub fn failure_reason(t: &TestFinished) -> Option<String> {
+pub(crate) fn failure_reason(t: &TestFinished) -> Option<String> {
     if t.verdict() != Verdict::Failure {
         return None;
     }
@@ -185,7 +185,7 @@ pub fn failure_reason(t: &TestFinished) -> Option<String> {
         ),
         Status::Ignored => return None,
         Status::Cancelled => "cancelled: a signal stopped the run".to_owned(),
-        Status::SetupError { message } => message.clone(),
+        Status::Error(e) => e.message(),
     };
     if t.pids_limit_hit {
         why.push_str(&format!(
@@ -209,7 +209,7 @@ fn exit_for(t: &TestFinished, guard: &SignalGuard) -> Exit {
             Status::Signal { signal } => Exit::from_test_signal(*signal),
             Status::Oom | Status::Timeout => Exit::Signal(libc::SIGKILL),
             Status::Cancelled => Exit::Signal(libc::SIGTERM),
-            Status::SetupError { .. } => Exit::Code(exit_codes::SETUP_FAILED),
+            Status::Error(_) => Exit::Code(exit_codes::SETUP_FAILED),
         },
     }
 }

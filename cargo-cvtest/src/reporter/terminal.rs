@@ -4,12 +4,12 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::events::{Event, PeakScope, Status, TestFinished, Verdict};
+use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, Verdict};
 use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
 
-pub struct TerminalReporter<W: Write> {
+pub(crate) struct TerminalReporter<W: Write> {
     out: W,
     paint: Painter,
     progress: bool,
@@ -23,14 +23,14 @@ pub struct TerminalReporter<W: Write> {
 }
 
 impl TerminalReporter<io::Stderr> {
-    pub fn stderr(paint: Painter, top: usize) -> Self {
+    pub(crate) fn stderr(paint: Painter, top: usize) -> Self {
         let progress = io::stderr().is_terminal();
         TerminalReporter::new(io::stderr(), paint, progress, top)
     }
 }
 
 impl<W: Write> TerminalReporter<W> {
-    pub fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
+    pub(crate) fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
         TerminalReporter {
             out,
             paint,
@@ -43,14 +43,6 @@ impl<W: Write> TerminalReporter<W> {
             last_started: String::new(),
             summary: RunSummary::new(top),
         }
-    }
-
-    pub fn summary(&self) -> &RunSummary {
-        &self.summary
-    }
-
-    pub fn into_inner(self) -> W {
-        self.out
     }
 
     fn clear_progress(&mut self) -> io::Result<()> {
@@ -85,7 +77,7 @@ impl<W: Write> TerminalReporter<W> {
 
     fn label_style(&self, t: &TestFinished) -> anstyle::Style {
         match t.verdict() {
-            Verdict::Success if t.status == Status::Pass => Painter::good(),
+            Verdict::Success if matches!(t.status, Status::Pass) => Painter::good(),
             Verdict::Success => Painter::warn(),
             Verdict::Failure => Painter::bad(),
             Verdict::NotRun => Painter::warn(),
@@ -118,7 +110,7 @@ impl<W: Write> TerminalReporter<W> {
                 s
             }
         };
-        let dur = if t.status == Status::Ignored {
+        let dur = if matches!(t.status, Status::Ignored) {
             "        ".to_owned()
         } else {
             format!("{:>8}", secs(t.duration))
@@ -147,7 +139,7 @@ impl<W: Write> TerminalReporter<W> {
             ),
             Status::Ignored => String::new(),
             Status::Cancelled => "cancelled: the run was stopped".to_owned(),
-            Status::SetupError { message } => message.clone(),
+            Status::Error(e) => e.message(),
         };
         let mut why = why;
         if t.pids_limit_hit {
@@ -197,8 +189,8 @@ impl<W: Write> TerminalReporter<W> {
         Ok(())
     }
 
-    fn final_summary(&mut self, elapsed: Duration) -> io::Result<()> {
-        let s = &self.summary;
+    fn final_summary(&mut self, elapsed: Duration, stats: &RunStats) -> io::Result<()> {
+        let s = stats;
         let run = s.succeeded + s.failed;
         let mut head = format!("{run} tests run: {} passed", s.succeeded);
         if s.failed > 0 {
@@ -213,12 +205,12 @@ impl<W: Write> TerminalReporter<W> {
         let style = if s.success() { Painter::good() } else { Painter::bad() };
         writeln!(self.out, "────────────")?;
         writeln!(self.out, "{} [{:>9}] {head}", self.paint.paint(style, "     Summary"), secs(elapsed))?;
-        let counts = s.counts.clone();
+        let counts = self.summary.counts.clone();
         let w = counts.iter().map(|(_, l, _)| l.len()).max().unwrap_or(0);
         for (_, label, n) in &counts {
             writeln!(self.out, "  {label:>w$}  {n}")?;
         }
-        let (mem, long) = (s.top_memory.clone(), s.longest.clone());
+        let (mem, long) = (self.summary.top_memory.clone(), self.summary.longest.clone());
         self.table("Top peak memory:", &mem)?;
         self.table("Longest:", &long)?;
         let failures = self.summary.failures.clone();
@@ -228,7 +220,6 @@ impl<W: Write> TerminalReporter<W> {
                 writeln!(self.out, "  {label:>14} {bin} {name}")?;
             }
         }
-        let s = &self.summary;
         // The closing line, in the plain form CI systems read.
         writeln!(
             self.out,
@@ -245,17 +236,14 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.total = *to_run;
                 self.started = Instant::now();
                 writeln!(
                     self.out,
                     "{} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
                     self.paint.paint(Painter::good(), "    Starting"),
-                    match isolation {
-                        crate::cli::Isolation::Test => "test",
-                        crate::cli::Isolation::Binary => "binary",
-                    },
+                    scope.as_str(),
                     human_bytes(*memory_budget),
                 )?;
             }
@@ -266,7 +254,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             Event::TestFinished(t) => {
                 self.clear_progress()?;
-                if t.status != Status::Ignored {
+                if !matches!(t.status, Status::Ignored) {
                     if t.scope == PeakScope::Test {
                         self.running = self.running.saturating_sub(1);
                     }
@@ -313,9 +301,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 writeln!(self.out, "{} {message}", self.paint.paint(Painter::warn(), "     Warning"))?;
                 self.draw_progress()?;
             }
-            Event::RunFinished { elapsed } => {
+            Event::RunFinished { elapsed, stats } => {
                 self.clear_progress()?;
-                self.final_summary(*elapsed)?;
+                self.final_summary(*elapsed, stats)?;
             }
         }
         self.out.flush()

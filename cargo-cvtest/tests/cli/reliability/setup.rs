@@ -55,6 +55,7 @@ pub fn cgroup_name_taken() -> Result<Completion, Failed> {
         message.contains("failed to create cgroup") && message.contains(&path) && message.contains("exists"),
         &format!("the error names the cgroup {path} and the cause: {message:?}"),
     )?;
+    done.check(errors[0]["error_kind"] == "create", "the error's kind is create")?;
     let left = base.leaks(&done.owner);
     let others: Vec<_> = left.cgroups.iter().filter(|c| **c != path).collect();
     done.check(others.is_empty(), &format!("partial cgroups left: {others:?}"))?;
@@ -104,6 +105,7 @@ pub fn cgroup_creation_refused() -> Result<Completion, Failed> {
         t["status"] == "error" && message.contains("cpu.cfs_quota_us") && message.contains("100000"),
         "ERROR naming cpu.cfs_quota_us and the value",
     )?;
+    done.check(t["error_kind"] == "create", "the error's kind is create")?;
     done.check(done.test("faults::small_a")?["status"] == "pass", "the other test runs")?;
     base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
     note(&format!("cpu quota refused: {message}"));
