@@ -24,7 +24,7 @@ use crate::cgroup::{Cgroup, Hierarchy, Sample};
 use crate::error::{CreateError, DestroyError, SpawnError, WaitError};
 use crate::net::VethName;
 use crate::options::{Caps, Options, Rootfs, Stdio};
-use crate::outcome::{Measured, Outcome, Peaks, Termination};
+use crate::outcome::{Leftover, Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
 use crate::sys::{self, Errno};
@@ -303,6 +303,7 @@ impl Container {
         let mut main_end: Option<Instant> = None;
         let mut status_open = true;
         let mut timed_out = false;
+        let mut leftover = Vec::new();
         let init_status = loop {
             // A pipe at EOF leaves the set: it would report POLLHUP on every poll, and the init
             // closes its ends before it tears its namespaces down.
@@ -327,7 +328,13 @@ impl Container {
                 Err(e) => return Err(WaitError::Wait(e.into())),
             }
             if fds[1].revents != 0 {
+                let ended_before = main_status.is_some();
                 status_open = read_status(&run.status, &mut main_status, &mut main_end);
+                if !ended_before && main_status.is_some() {
+                    // The init waits for this byte before it ends the container: list first.
+                    leftover = leftovers(self.cgroup.as_deref(), run.pid);
+                    let _ = sys::write(run.life.as_raw_fd(), b"a");
+                }
             }
             for (pfd, out) in fds[2..].iter().zip([&mut stdout, &mut stderr]) {
                 if let (true, Some((fd, cap, open))) = (pfd.revents != 0, out) {
@@ -399,6 +406,7 @@ impl Container {
             duration: end.saturating_duration_since(run.started),
             stdout: stdout.unwrap_or_default(),
             stderr: stderr.unwrap_or_default(),
+            leftover,
         };
         self.outcome = Some(outcome.clone());
         Ok(outcome)
@@ -496,6 +504,32 @@ fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Optio
             Ok(_) | Err(_) => return true,
         }
     }
+}
+
+/// The processes in the container's cgroup other than its init, with their pid in the
+/// container's PID namespace and their name; empty when the cgroup cannot be read.
+fn leftovers(cgroup: Option<&dyn Cgroup>, init: i32) -> Vec<Leftover> {
+    let Some(dir) = cgroup.and_then(|cg| cg.paths().into_iter().next()) else { return Vec::new() };
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let mut found: Vec<Leftover> = procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|&pid| pid != init)
+        .filter_map(|host_pid| {
+            let proc_dir = Path::new("/proc").join(host_pid.to_string());
+            let name = std::fs::read_to_string(proc_dir.join("comm")).ok()?.trim_end().to_owned();
+            let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+            // `NSpid:\t<host>\t...\t<innermost>`: the last is the pid the container sees.
+            let pid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse().ok())
+                .unwrap_or(host_pid);
+            Some(Leftover { pid, host_pid, name })
+        })
+        .collect();
+    found.sort_by_key(|l| l.pid);
+    found
 }
 
 /// Reads what a (non-blocking) output pipe has; `false` at EOF.

@@ -43,7 +43,7 @@ pub mod __private;
 pub use container::{Command, Container, KillHandle};
 pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
 pub use options::{Caps, Limits, Options, Rootfs, Stdio};
-pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
+pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;
