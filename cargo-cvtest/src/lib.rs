@@ -21,6 +21,7 @@ mod events;
 mod exit_codes;
 mod expect;
 mod filter;
+mod leak;
 mod partition;
 mod peaks_log;
 mod reporter;

@@ -59,6 +59,19 @@ pub(crate) struct Record {
     pub(crate) net_tx_bytes: Option<u64>,
     /// The effective settings, every key set.
     pub(crate) settings: TestSettings,
+    /// Processes still running in the container when the test ended (pid in the container, name).
+    #[serde(default)]
+    pub(crate) leftover: Vec<LeftoverRecord>,
+    /// `leak` from config: whether those fail the test.
+    #[serde(default)]
+    pub(crate) leak: String,
+}
+
+/// A leftover process in a [`Record`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LeftoverRecord {
+    pub(crate) pid: i32,
+    pub(crate) name: String,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -118,6 +131,12 @@ impl Record {
                 privileged: Some(s.privileged),
                 caps: Some(s.caps),
             },
+            leftover: t
+                .leftover
+                .iter()
+                .map(|l| LeftoverRecord { pid: l.pid, name: l.name.clone() })
+                .collect(),
+            leak: t.leak.as_str().to_owned(),
         }
     }
 
@@ -165,6 +184,12 @@ impl Record {
             settings: Effective::from_layers(&self.settings),
             stdout: Vec::new(),
             stderr: Vec::new(),
+            leftover: self
+                .leftover
+                .iter()
+                .map(|l| cvtest::Leftover { pid: l.pid, host_pid: 0, name: l.name.clone() })
+                .collect(),
+            leak: self.leak.parse().unwrap_or_default(),
         }
     }
 }
@@ -386,6 +411,8 @@ mod tests {
             net_rx_bytes: None,
             net_tx_bytes: None,
             settings: TestSettings { memory: Some("64M".parse().unwrap()), ..Default::default() },
+            leftover: Vec::new(),
+            leak: "pass".into(),
         }
     }
 

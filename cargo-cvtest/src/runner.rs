@@ -197,6 +197,7 @@ impl Runner<'_> {
                 r.duration = o.duration;
                 r.peaks = Some(o.peaks);
                 r.pids_limit_hit = o.pids_limit_hit;
+                r.leftover = o.leftover;
                 r.stdout = o.stdout;
                 r.stderr = o.stderr;
             }

@@ -4,6 +4,7 @@
 use crate::discovery::{BinaryEntry, BinaryTests};
 use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
+use crate::leak::LeakPolicy;
 use crate::partition::Partition;
 use crate::settings::{Effective, Resolver};
 
@@ -22,6 +23,8 @@ pub(crate) struct TestCase {
     pub(crate) should_panic: bool,
     pub(crate) settings: Effective,
     pub(crate) expect: Expect,
+    /// Whether processes left running when it ends fail it (config's `leak`).
+    pub(crate) leak: LeakPolicy,
     /// `Run`, or `Ignored` (reported, not run). Excluded tests are not in the list.
     pub(crate) disposition: Disposition,
 }
@@ -71,6 +74,7 @@ impl TestList {
                 }
                 let (settings, expect) =
                     resolver.resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings));
+                let leak = resolver.config.leak(&b.package, &b.bin.id, &name);
                 tests.push(TestCase {
                     binary: bi,
                     name,
@@ -80,6 +84,7 @@ impl TestList {
                     should_panic: cv.is_some_and(|c| c.should_panic),
                     settings,
                     expect,
+                    leak,
                     disposition,
                 });
             }

@@ -89,6 +89,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
     };
     let name = name.unwrap_or_else(|| site.binary_id.clone());
     let (settings, expect) = site.resolve(&config, &name, listing.cv_settings(&name));
+    let leak = config.leak(&site.package, &site.binary_id, &name);
 
     let mut cmd = Command::new(bin);
     cmd.args(rest).env_remove(ENV_LIST_SETTINGS).env(ENV_RUNNER, "cargo-cvtest wrap");
@@ -112,8 +113,16 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         settings,
         stdout: Vec::new(),
         stderr: Vec::new(),
+        leftover: c.outcome.leftover.clone(),
+        leak,
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
+    if t.leaked() {
+        eprintln!(
+            "cvtest: LEAK: still running in its container when the test ended (then killed): {}",
+            crate::leak::describe(&t.leftover)
+        );
+    }
     match guard.received() {
         Some(sig) => eprintln!(
             "cvtest: CANCELLED: the wrapper got signal {sig} (nextest sends SIGTERM when a test passes its \
@@ -172,6 +181,7 @@ pub(crate) fn failure_reason(t: &TestFinished) -> Option<String> {
     }
     let peak = t.peaks.and_then(|p| p.memory_bytes).map_or("unknown".to_owned(), |m| human_bytes(m.value));
     let mut why = match &t.status {
+        Status::Pass if t.leaked() => "it left processes running (leak = \"fail\")".to_owned(),
         Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
         Status::Fail { exit_code } => format!("exited with code {exit_code}"),
         Status::Signal { signal } => format!("killed by signal {signal}"),

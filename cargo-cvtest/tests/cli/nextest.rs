@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("nextest_wrapper_sigkilled_takes_its_container_along", wrapper_sigkilled),
         privileged("nextest_archive_partitions_run_through_the_wrapper", archive_partitions),
         privileged("target_runner_under_cargo_test_and_nextest", target_runner),
+        privileged("cvtest_leak_names_leftover_processes_and_fails_with_leak_fail", cvtest_leak),
     ]
 }
 
@@ -412,5 +413,71 @@ fn target_runner() -> Result<(), Failed> {
         check(nextest_line(&all, "PASS", name), &format!("{name} passes through the runner"), &out)?;
     }
     check(nextest_line(&all, "SIGKILL", "oom::hog_is_oom_killed"), "the hog is killed", &out)?;
+    nothing_left(&before)
+}
+
+/// `cargo cvtest` on the copied fixture: JSON lines by test name.
+fn cvtest_json(
+    dir: &Path,
+    filter: &str,
+) -> Result<(Output, std::collections::BTreeMap<String, serde_json::Value>), Failed> {
+    let out = Command::new(env!("CARGO_BIN_EXE_cargo-cvtest"))
+        .args(["cvtest", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(fixture_target_dir())
+        .args(["--message-format", "json", filter])
+        .env("CARGO_NET_OFFLINE", "true")
+        .env("NO_COLOR", "1")
+        .env_remove("CVTEST_CONTAINER")
+        .stdin(Stdio::null())
+        .output()?;
+    let by_name = crate::support::tests_by_name(&crate::support::json_lines(&out));
+    Ok((out, by_name))
+}
+
+fn cvtest_leak() -> Result<(), Failed> {
+    let dir = fixture_copy("leak", None, false)?;
+    let _ = std::fs::remove_file(dir.join(".config/cvtest.toml"));
+    let before = cvtest_cgroups();
+    let (out, tests) = cvtest_json(&dir, "ok::")?;
+    check(out.status.success(), "a leak passes by default", &out)?;
+    let leak = tests.get("ok::leaves_a_sleeper_behind").ok_or("no result for the sleeper's test")?;
+    let left = leak["leftover"].as_array().cloned().unwrap_or_default();
+    check(
+        leak["label"] == "LEAK"
+            && leak["success"] == true
+            && left.len() == 1
+            && left[0]["name"] == "sleep"
+            && left[0]["pid"].as_i64().is_some_and(|p| p > 2),
+        &format!("the sleeper's test is a passing LEAK naming `sleep` with its pid: {leak}"),
+        &out,
+    )?;
+    let plain = tests.get("ok::in_a_container").ok_or("no result for in_a_container")?;
+    check(
+        plain["label"] == "PASS" && plain["leftover"].as_array().is_some_and(|a| a.is_empty()),
+        &format!("a test that leaves nothing is a PASS: {plain}"),
+        &out,
+    )?;
+    check(
+        text(&out.stderr).contains("still running when it ended (killed with its container): sleep (pid "),
+        "the terminal names it",
+        &out,
+    )?;
+
+    std::fs::create_dir_all(dir.join(".config"))?;
+    std::fs::write(
+        dir.join(".config/cvtest.toml"),
+        "[[overrides]]\nfilter = \"leaves_a_sleeper\"\nleak = \"fail\"\n",
+    )?;
+    let (out, tests) = cvtest_json(&dir, "ok::")?;
+    check(out.status.code() == Some(100), "leak = \"fail\" fails the run", &out)?;
+    let leak = tests.get("ok::leaves_a_sleeper_behind").ok_or("no result for the sleeper's test")?;
+    check(leak["label"] == "LEAK" && leak["success"] == false, &format!("a failing LEAK: {leak}"), &out)?;
+    check(
+        text(&out.stderr).contains("it left processes running (leak = \"fail\")"),
+        "the failure says why",
+        &out,
+    )?;
     nothing_left(&before)
 }
