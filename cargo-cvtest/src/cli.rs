@@ -15,13 +15,14 @@ use std::time::Duration;
 use clap::builder::styling::{AnsiColor, Styles};
 use clap::{Args, CommandFactory, Parser, ValueEnum};
 use cvtest_spec::{
-    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
+    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+    TestSettings,
 };
 
 use crate::build::BuildOptions;
 use crate::errors::{LibtestArgsError, UsageError};
 use crate::filter::{NameFilter, RunIgnored};
-use crate::partition::Partition;
+use crate::partition::{InvalidPartition, Partition};
 use crate::reporter::{OutputFormat, Painter, ReportOptions};
 use crate::run::RunOptions;
 use crate::units::ContainerScope;
@@ -398,49 +399,55 @@ fn styles() -> Styles {
         .placeholder(AnsiColor::Cyan.on_default())
 }
 
-fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
-    s.trim().parse::<NonZeroUsize>().map_err(|_| {
-        format!("invalid job count {s:?}; expected a whole number of containers at once, 1 or more")
-    })
+/// A flag value that is not of the flag's kind (the flags whose values `cvtest-spec` does not parse).
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error("invalid job count {0:?}; expected a whole number of containers at once, 1 or more")]
+    Jobs(String),
+    #[error("invalid row count {0:?}; expected a whole number of rows, 0 or more")]
+    Top(String),
+    #[error("invalid memory budget {input:?}: {reason}; {BUDGET_ACCEPTED}")]
+    Budget { input: String, reason: String },
 }
 
-fn parse_top(s: &str) -> Result<usize, String> {
-    s.trim()
-        .parse::<usize>()
-        .map_err(|_| format!("invalid row count {s:?}; expected a whole number of rows, 0 or more"))
+const BUDGET_ACCEPTED: &str = "expected a size in bytes (\"1048576\") or with a binary unit K, M, G or T \
+                               (\"8G\"), at least 1M; leave the flag out for no budget";
+
+fn parse_jobs(s: &str) -> Result<NonZeroUsize, FlagError> {
+    s.trim().parse::<NonZeroUsize>().map_err(|_| FlagError::Jobs(s.to_owned()))
 }
 
-fn parse_memory(s: &str) -> Result<MemoryLimit, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_top(s: &str) -> Result<usize, FlagError> {
+    s.trim().parse::<usize>().map_err(|_| FlagError::Top(s.to_owned()))
 }
-fn parse_budget(s: &str) -> Result<u64, String> {
-    const ACCEPTED: &str =
-        "expected a size in bytes (\"1048576\") or with a binary unit K, M, G or T (\"8G\"), \
-                            at least 1M; leave the flag out for no budget";
+
+fn parse_memory(s: &str) -> Result<MemoryLimit, ParseError> {
+    s.parse()
+}
+fn parse_budget(s: &str) -> Result<u64, FlagError> {
+    let bad = |reason: &str| FlagError::Budget { input: s.to_owned(), reason: reason.to_owned() };
     match s.parse::<MemoryLimit>() {
         Ok(MemoryLimit::Bytes(b)) => Ok(b),
-        Ok(MemoryLimit::Max) => {
-            Err(format!("invalid memory budget {s:?}: \"max\" is not a size; {ACCEPTED}"))
-        }
-        Err(e) => Err(format!("invalid memory budget {s:?}: {}; {ACCEPTED}", e.reason)),
+        Ok(MemoryLimit::Max) => Err(bad("\"max\" is not a size")),
+        Err(e) => Err(bad(&e.reason)),
     }
 }
-fn parse_pids(s: &str) -> Result<PidsLimit, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_pids(s: &str) -> Result<PidsLimit, ParseError> {
+    s.parse()
 }
-fn parse_cpu_weight(s: &str) -> Result<CpuWeight, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_cpu_weight(s: &str) -> Result<CpuWeight, ParseError> {
+    s.parse()
 }
-fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, String> {
-    parse_cpus(s).map(CpuQuotaArg).map_err(|e| e.to_string())
+fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, ParseError> {
+    parse_cpus(s).map(CpuQuotaArg)
 }
-fn parse_network(s: &str) -> Result<NetworkSpec, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_network(s: &str) -> Result<NetworkSpec, ParseError> {
+    s.parse()
 }
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
+fn parse_timeout(s: &str) -> Result<Duration, ParseError> {
+    parse_duration(s)
 }
-fn parse_partition(s: &str) -> Result<Partition, String> {
+fn parse_partition(s: &str) -> Result<Partition, InvalidPartition> {
     s.parse()
 }
 

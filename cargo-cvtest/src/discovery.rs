@@ -8,7 +8,6 @@
 //! test, run whole, as `cargo test` runs it.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,7 +16,7 @@ use cvtest_spec::{DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTIN
 
 use crate::build::{BuildOutput, TestBinary, Workspace};
 use crate::env::{TestEnv, Toolchain};
-use crate::errors::{ListError, SetupError};
+use crate::errors::{ListError, SetupError, UnitError};
 
 /// A test binary with what is needed to run it, and the tests it has.
 #[derive(Debug)]
@@ -87,7 +86,8 @@ impl ListLauncher for HostLauncher {
 /// Runs listing commands inside a container with default limits (custom harnesses, which may
 /// run their tests when they do not understand `--list`).
 pub(crate) struct ContainerLauncher {
-    pub(crate) writable: Vec<std::path::PathBuf>,
+    /// The container of a test without settings of its own.
+    pub(crate) options: cvtest::Options,
 }
 
 /// Listing a custom harness may not take longer than this.
@@ -100,11 +100,9 @@ impl ListLauncher for ContainerLauncher {
         args: &[&str],
         env: &TestEnv,
     ) -> Result<(bool, String, String), ListError> {
-        use cvtest::{Command as CCommand, Container, Options, Rootfs, Stdio as CStdio};
-        let boxed = |e: &dyn std::error::Error| ListError::Container(crate::errors::render_chain(e).into());
-        let mut opts = Options::new();
-        opts.rootfs(Rootfs::Host { writable: self.writable.clone() });
-        let mut c = Container::create(&opts).map_err(|e| boxed(&e))?;
+        use cvtest::{Command as CCommand, Container, Stdio as CStdio};
+        let contained = |e: UnitError| ListError::Container(Box::new(e));
+        let mut c = Container::create(&self.options).map_err(|e| contained(UnitError::Create(e)))?;
         let mut cmd = CCommand::new(bin.path.as_std_path());
         cmd.args(args);
         for (k, v) in &env.vars {
@@ -116,9 +114,9 @@ impl ListLauncher for ContainerLauncher {
         cmd.stderr(CStdio::Capture { limit: 64 << 10 });
         let result = c
             .spawn(&cmd)
-            .map_err(|e| boxed(&e))
-            .and_then(|()| c.wait(Some(CONTAINED_LIST_TIMEOUT)).map_err(|e| boxed(&e)));
-        let destroyed = c.destroy().map_err(|e| boxed(&e));
+            .map_err(|e| contained(UnitError::Spawn(e)))
+            .and_then(|()| c.wait(Some(CONTAINED_LIST_TIMEOUT)).map_err(|e| contained(UnitError::Wait(e))));
+        let destroyed = c.destroy().map_err(|e| contained(UnitError::Destroy(e)));
         let outcome = result?;
         destroyed?;
         Ok((
@@ -135,9 +133,9 @@ pub(crate) fn discover(
     output: &BuildOutput,
     toolchain: &Toolchain,
     jobs: usize,
-    writable: &[PathBuf],
+    container: &cvtest::Options,
 ) -> Result<Vec<BinaryEntry>, SetupError> {
-    let contained = ContainerLauncher { writable: writable.to_vec() };
+    let contained = ContainerLauncher { options: container.clone() };
     let next = AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<BinaryTests, ListError>>>> =
         output.binaries.iter().map(|_| Mutex::new(None)).collect();

@@ -4,6 +4,8 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+use cvtest::{CreateError, DestroyError, SpawnError, WaitError};
+
 use crate::exit_codes;
 
 /// A user mistake in a config file or on the command line: exit code 2.
@@ -25,6 +27,13 @@ pub(crate) enum UsageError {
     },
     #[error("{origin}: {message}")]
     Config { origin: String, message: String },
+    #[error("the settings of {binary} {test} do not make a container")]
+    Settings {
+        binary: String,
+        test: String,
+        #[source]
+        source: cvtest::ParseError,
+    },
 }
 
 /// An argument after `--` that cvtest does not take as libtest would.
@@ -64,6 +73,8 @@ pub(crate) enum SetupError {
     },
     #[error("cannot run tests in containers")]
     Container(#[source] cvtest::CreateError),
+    #[error("the default settings do not make a container's options")]
+    Options(#[source] cvtest::ParseError),
     #[error("failed to write {path}")]
     Write {
         path: PathBuf,
@@ -86,7 +97,48 @@ pub(crate) enum ListError {
     #[error(transparent)]
     Settings(cvtest_spec::DumpError),
     #[error("in a container")]
-    Container(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Container(#[source] Box<UnitError>),
+}
+
+/// Why a unit of work (a test's container, or a listing's) gave no outcome of its own. Closed,
+/// like the test status that carries it (`Status::Error`): the library's typed error is kept, and each
+/// reporter decides how to show a new kind.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UnitError {
+    #[error("cannot create the container")]
+    Create(#[source] CreateError),
+    #[error("cannot start the test in its container")]
+    Spawn(#[source] SpawnError),
+    #[error("lost track of the container")]
+    Wait(#[source] WaitError),
+    #[error("cannot clean up the container")]
+    Destroy(#[source] DestroyError),
+    /// libtest ran no test of that name: it passed without running anything, which we refuse.
+    #[error("the test binary ran no test named {name:?} (was it renamed since listing?)")]
+    NoSuchTest { name: String },
+    /// A binary run whole for several tests (`--isolation binary`) exited 0 without a result
+    /// line for this one.
+    #[error("the test binary did not report this test")]
+    NotReported,
+}
+
+impl UnitError {
+    /// The `error_kind` of JSON and the failure type of JUnit.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            UnitError::Create(_) => "create",
+            UnitError::Spawn(_) => "spawn",
+            UnitError::Wait(_) => "wait",
+            UnitError::Destroy(_) => "destroy",
+            UnitError::NoSuchTest { .. } => "no-such-test",
+            UnitError::NotReported => "not-reported",
+        }
+    }
+
+    /// The error and its causes on one line, as reporters show it.
+    pub(crate) fn message(&self) -> String {
+        cvtest::error_chain(self)
+    }
 }
 
 /// `cargo test --no-run` failed.
@@ -134,17 +186,6 @@ pub(crate) fn render_chain(e: &dyn std::error::Error) -> String {
     let mut cur = e.source();
     while let Some(c) = cur {
         s.push_str(&format!("\n  caused by: {c}"));
-        cur = c.source();
-    }
-    s
-}
-
-/// `top: next: ...`, the whole chain on one line (for a test's message in the reports).
-pub(crate) fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
         cur = c.source();
     }
     s

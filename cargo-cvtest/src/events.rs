@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cvtest::{CreateError, DestroyError, Peaks, SpawnError, WaitError};
+use cvtest::Peaks;
 
+pub(crate) use crate::errors::UnitError;
 use crate::exit_codes;
 use crate::expect::Expect;
 use crate::leak::LeakPolicy;
@@ -31,46 +32,6 @@ pub(crate) enum Status {
     Cancelled,
     /// Its container gave it no outcome of its own: see [`UnitError`].
     Error(Arc<UnitError>),
-}
-
-/// Why a unit of work gave a test no outcome of its own. Closed, like [`Status`]: the library's
-/// typed error is kept, and each reporter decides how to show a new kind.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UnitError {
-    #[error("cannot create the container")]
-    Create(#[source] CreateError),
-    #[error("cannot start the test in its container")]
-    Spawn(#[source] SpawnError),
-    #[error("lost track of the container")]
-    Wait(#[source] WaitError),
-    #[error("cannot clean up the container")]
-    Destroy(#[source] DestroyError),
-    /// libtest ran no test of that name: it passed without running anything, which we refuse.
-    #[error("the test binary ran no test named {name:?} (was it renamed since listing?)")]
-    NoSuchTest { name: String },
-    /// A binary run whole for several tests (`--isolation binary`) exited 0 without a result
-    /// line for this one.
-    #[error("the test binary did not report this test")]
-    NotReported,
-}
-
-impl UnitError {
-    /// The `error_kind` of JSON and the failure type of JUnit.
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            UnitError::Create(_) => "create",
-            UnitError::Spawn(_) => "spawn",
-            UnitError::Wait(_) => "wait",
-            UnitError::Destroy(_) => "destroy",
-            UnitError::NoSuchTest { .. } => "no-such-test",
-            UnitError::NotReported => "not-reported",
-        }
-    }
-
-    /// The error and its causes on one line, as reporters show it.
-    pub(crate) fn message(&self) -> String {
-        crate::errors::one_line(self)
-    }
 }
 
 impl Status {
@@ -212,7 +173,7 @@ impl TestFinished {
             cli: cvtest_spec::TestSettings::default(),
             force: false,
         };
-        let (settings, expect) = resolver.resolve("p", "p", "t", None);
+        let (settings, expect) = resolver.resolve("p", "p", "t", None).expect("the defaults make options");
         TestFinished {
             binary_id: "p".into(),
             name: "t".into(),

@@ -11,6 +11,8 @@
 //! and its items `pub(crate)`. The integration tests (`tests/cli`) drive the real binary; what
 //! they check of the internals is unit-tested beside the code.
 
+#![deny(unsafe_code)]
+
 mod build;
 mod cli;
 mod config;
@@ -80,7 +82,7 @@ where
     };
     // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
     // the supervisor leaf this process moved into), so not even an empty cgroup is left.
-    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+    if let Err(e) = cvtest::release_own_cgroup() {
         eprintln!("warning: {}", render_chain(&e));
     }
     code

@@ -57,7 +57,7 @@ pub(crate) struct Record {
     pub(crate) oom_kills: Option<u64>,
     pub(crate) net_rx_bytes: Option<u64>,
     pub(crate) net_tx_bytes: Option<u64>,
-    /// The effective settings, every key set.
+    /// The keys of the settings some layer set (the others are the library's defaults).
     pub(crate) settings: TestSettings,
     /// Processes still running in the container when the test ended (pid in the container, name).
     #[serde(default)]
@@ -95,7 +95,6 @@ impl Record {
             Status::Error(e) => (None, None, Some(e.message())),
             Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
         };
-        let s = &t.settings;
         Record {
             run_id: run_id.to_owned(),
             attempt_id,
@@ -120,17 +119,7 @@ impl Record {
             oom_kills: p.oom_kills,
             net_rx_bytes: p.net.map(|n| n.rx_bytes),
             net_tx_bytes: p.net.map(|n| n.tx_bytes),
-            settings: TestSettings {
-                memory: Some(s.memory),
-                pids: Some(s.pids),
-                cpu_weight: Some(s.cpu_weight),
-                cpus: Some(s.cpus),
-                network: s.network,
-                timeout: s.timeout,
-                hostname: s.hostname.clone(),
-                privileged: Some(s.privileged),
-                caps: Some(s.caps),
-            },
+            settings: t.settings.settings().clone(),
             leftover: t
                 .leftover
                 .iter()
@@ -140,8 +129,8 @@ impl Record {
         }
     }
 
-    /// Back into the event the reporters show.
-    pub(crate) fn to_event(&self) -> TestFinished {
+    /// Back into the event the reporters show; an error if its settings are not valid.
+    pub(crate) fn to_event(&self) -> Result<TestFinished, cvtest_spec::ParseError> {
         let status = match self.status.as_str() {
             "pass" => Status::Pass,
             "fail" => Status::Fail { exit_code: self.exit_code.unwrap_or(1) },
@@ -171,7 +160,7 @@ impl Record {
         } else {
             self.name.clone()
         };
-        TestFinished {
+        Ok(TestFinished {
             binary_id: self.binary_id.clone(),
             name,
             status,
@@ -181,7 +170,7 @@ impl Record {
             peaks: Some(peaks),
             pids_limit_hit: self.pids_limit_hit,
             scope: PeakScope::Test,
-            settings: Effective::from_layers(&self.settings),
+            settings: Effective::from_layers(self.settings.clone())?,
             stdout: Vec::new(),
             stderr: Vec::new(),
             leftover: self
@@ -190,7 +179,7 @@ impl Record {
                 .map(|l| cvtest::Leftover { pid: l.pid, host_pid: 0, name: l.name.clone() })
                 .collect(),
             leak: self.leak.parse().unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -242,6 +231,13 @@ pub(crate) enum PeaksError {
         line: usize,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("{path}: the record of {test} has settings that are not valid")]
+    Settings {
+        path: PathBuf,
+        test: String,
+        #[source]
+        source: cvtest_spec::ParseError,
     },
     #[error("failed to write the summary")]
     Write(#[source] io::Error),
@@ -371,7 +367,12 @@ pub(crate) fn show(args: &PeaksArgs, out: &mut dyn Write) -> Result<(), PeaksErr
         let mut reporter = TerminalReporter::new(&mut buf, paint, false, args.top);
         let mut stats = RunStats::default();
         for r in &records {
-            let ev = Event::TestFinished(Box::new(r.to_event()));
+            let t = r.to_event().map_err(|source| PeaksError::Settings {
+                path: path.clone(),
+                test: r.name.clone(),
+                source,
+            })?;
+            let ev = Event::TestFinished(Box::new(t));
             stats.add(&ev);
             reporter.report(&ev).map_err(PeaksError::Write)?;
         }
@@ -426,8 +427,8 @@ mod tests {
         let back = read(&path).unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[0], record("big", 1, "oom", 64 << 20));
-        assert!(matches!(back[0].to_event().status, Status::Oom));
-        assert_eq!(back[0].to_event().settings.memory, "64M".parse().unwrap());
+        assert!(matches!(back[0].to_event().unwrap().status, Status::Oom));
+        assert_eq!(back[0].to_event().unwrap().settings.limits().memory, "64M".parse().unwrap());
 
         let args = PeaksArgs::parse_from(["peaks", "--dir", dir.path().to_str().unwrap()]);
         let mut out = Vec::new();

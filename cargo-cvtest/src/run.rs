@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cvtest::{Options, Rootfs};
 use cvtest_spec::TestSettings;
 
 use crate::build::{self, BuildOptions, Workspace};
@@ -62,7 +63,7 @@ pub(crate) fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunEr
             .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
         return Ok(exit_codes::OK);
     }
-    preflight(&selected.writable)?;
+    preflight(&selected.container)?;
     let budget = opts.memory_budget.unwrap_or_else(mem_available);
     Ok(run_tests(opts, selected, budget, signals))
 }
@@ -72,6 +73,8 @@ struct Selected {
     list: TestList,
     /// Host directories a test may write.
     writable: Vec<PathBuf>,
+    /// The container of a test without settings of its own.
+    container: Options,
     /// Containers (and listings) at once.
     jobs: usize,
 }
@@ -88,10 +91,11 @@ fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError
     let jobs =
         opts.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j.get());
     let writable = writable_dirs(&ws);
-    let entries = discovery::discover(&ws, &output, &toolchain, jobs, &writable)?;
+    let container = default_container(&writable)?;
+    let entries = discovery::discover(&ws, &output, &toolchain, jobs, &container)?;
     check_signal(signals)?;
-    let list = TestList::new(entries, &opts.filter, opts.partition, &resolver);
-    Ok(Selected { list, writable, jobs })
+    let list = TestList::new(entries, &opts.filter, opts.partition, &resolver)?;
+    Ok(Selected { list, writable, container, jobs })
 }
 
 /// The directories a test may write: the target dir, the workspace, and packages outside it.
@@ -137,13 +141,19 @@ fn print_list(list: &TestList, format: OutputFormat) -> std::io::Result<()> {
 
 /// Creates and destroys one container, so that missing privileges or cgroup controllers are one
 /// clear error instead of one per test.
-fn preflight(writable: &[PathBuf]) -> Result<(), SetupError> {
-    let mut opts = cvtest::Options::new();
-    opts.rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
-    let c = cvtest::Container::create(&opts).map_err(SetupError::Container)?;
+fn preflight(container: &Options) -> Result<(), SetupError> {
+    let c = cvtest::Container::create(container).map_err(SetupError::Container)?;
     // A container that cannot be removed will show up as an error of the first test too.
     let _ = c.destroy();
     Ok(())
+}
+
+/// The container of a test without settings of its own (the defaults, as every test gets them),
+/// with the host's root and `writable` writable: for the preflight and for listing custom harnesses.
+fn default_container(writable: &[PathBuf]) -> Result<Options, SetupError> {
+    let mut options = Options::for_test(&TestSettings::default()).map_err(SetupError::Options)?;
+    options.set_rootfs(Rootfs::Host { writable: writable.to_vec() });
+    Ok(options)
 }
 
 /// `MemAvailable` from /proc/meminfo, or "unlimited" when it cannot be read.
@@ -161,7 +171,7 @@ fn mem_available() -> u64 {
 /// Runs the selected tests in containers, `jobs` at a time within the memory `budget`, and
 /// reports them; the exit code.
 fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &SignalWatch) -> i32 {
-    let Selected { list, writable, jobs } = selected;
+    let Selected { list, writable, jobs, container: _ } = selected;
     let units = units::plan(&list, opts.scope);
     let scheduler =
         Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(&list, u))), budget);

@@ -12,10 +12,9 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
 use crate::discovery::BinaryEntry;
-use crate::errors::one_line;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
 use crate::scheduler::{Scheduler, Ticket};
 use crate::selection::{TestCase, TestList};
@@ -87,21 +86,18 @@ impl Runner<'_> {
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
         if !self.zygote_warned.swap(true, Ordering::Relaxed) {
-            let message =
-                format!("a worker's zygote is gone, its containers are cloned directly: {}", one_line(why));
+            let message = format!(
+                "a worker's zygote is gone, its containers are cloned directly: {}",
+                cvtest::error_chain(why)
+            );
             let _ = events.send(Event::Warning { message });
         }
     }
 
+    /// The container of a test: its settings' options, the host's root with `writable` writable.
     fn options(&self, s: &Effective) -> Options {
-        let mut o = Options::new();
-        o.set_caps(Caps::ALL);
-        o.limits = s.limits();
-        o.network = s.network;
-        o.hostname = s.hostname.clone();
-        o.set_privileged(s.privileged);
-        o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
-        o.rootfs = Rootfs::Host { writable: self.writable.clone() };
+        let mut o = s.options().clone();
+        o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
         o
     }
 
@@ -141,7 +137,7 @@ impl Runner<'_> {
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout).map_err(UnitError::Wait)
+            c.wait(settings.timeout()).map_err(UnitError::Wait)
         })();
         let veth = c.veth_host_name().map(str::to_owned);
         let destroyed = c.destroy().map_err(UnitError::Destroy);
@@ -317,11 +313,11 @@ fn wait_link_gone(name: &str) {
     }
 }
 
-/// libtest printed "running 0 tests": the name matched nothing, a silent pass we refuse.
+/// libtest's summary says it did not run exactly the one test it was asked for
+/// ([`cvtest::spec::libtest`]'s rule): the name matched nothing, and its exit 0 is a silent pass
+/// we refuse. Without a summary (the test closed its stdout) the exit code stands.
 fn ran_no_test(stdout: &[u8]) -> bool {
-    let head = &stdout[..stdout.len().min(256)];
-    let text = String::from_utf8_lossy(head);
-    text.trim_start().starts_with("running 0 tests")
+    cvtest::spec::libtest::Summary::parse(stdout).is_some_and(|s| !s.ran_exactly_one())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,7 +400,9 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n
 
     #[test]
     fn detects_running_zero_tests() {
-        assert!(ran_no_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed"));
-        assert!(!ran_no_test(b"\nrunning 1 test\ntest x ... ok\n"));
+        // A test that closed its stdout leaves no summary: its exit code decides.
+        assert!(!ran_no_test(b"\nrunning 1 test\nbefore closing\n"));
+        assert!(ran_no_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
+        assert!(!ran_no_test(b"\nrunning 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
     }
 }

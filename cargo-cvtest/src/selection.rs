@@ -2,6 +2,7 @@
 //! effective settings and expected outcome.
 
 use crate::discovery::{BinaryEntry, BinaryTests};
+use crate::errors::UsageError;
 use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
 use crate::leak::LeakPolicy;
@@ -45,7 +46,7 @@ impl TestList {
         filter: &NameFilter,
         partition: Option<Partition>,
         resolver: &Resolver,
-    ) -> TestList {
+    ) -> Result<TestList, UsageError> {
         let mut tests = Vec::new();
         let mut filtered_out = 0;
         let mut index = 0usize;
@@ -72,8 +73,13 @@ impl TestList {
                     filtered_out += 1;
                     continue;
                 }
-                let (settings, expect) =
-                    resolver.resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings));
+                let (settings, expect) = resolver
+                    .resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings))
+                    .map_err(|source| UsageError::Settings {
+                        binary: b.bin.id.clone(),
+                        test: name.clone(),
+                        source,
+                    })?;
                 let leak = resolver.config.leak(&b.package, &b.bin.id, &name);
                 tests.push(TestCase {
                     binary: bi,
@@ -89,7 +95,7 @@ impl TestList {
                 });
             }
         }
-        TestList { binaries, tests, filtered_out, whole_binary_args: filter.as_libtest_args() }
+        Ok(TestList { binaries, tests, filtered_out, whole_binary_args: filter.as_libtest_args() })
     }
 
     pub(crate) fn binary_of(&self, t: &TestCase) -> &BinaryEntry {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, KillHandle, Options, Outcome, Rootfs, Termination};
+use cvtest::{Command, Container, KillHandle, Options, Outcome, Rootfs, Termination};
 use cvtest_spec::{DumpedTest, SettingsDump, TestSettings, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 
@@ -48,6 +48,12 @@ pub(crate) enum StandaloneError {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("the settings of {test} do not make a container's options")]
+    Settings {
+        test: String,
+        #[source]
+        source: cvtest_spec::ParseError,
     },
     #[error("cannot install the signal handlers")]
     Signals(#[source] io::Error),
@@ -125,9 +131,11 @@ impl Site {
         config: &Config,
         name: &str,
         cv: Option<&TestSettings>,
-    ) -> (Effective, Expect) {
+    ) -> Result<(Effective, Expect), StandaloneError> {
         let resolver = Resolver { config: config.clone(), cli: TestSettings::default(), force: false };
-        resolver.resolve(&self.package, &self.binary_id, name, cv)
+        resolver
+            .resolve(&self.package, &self.binary_id, name, cv)
+            .map_err(|source| StandaloneError::Settings { test: name.to_owned(), source })
     }
 }
 
@@ -216,16 +224,10 @@ fn parse_listing(stdout: &str) -> Result<Listing, serde_json::Error> {
     Ok(listing)
 }
 
-/// The container options for `s`: as `cargo cvtest` gives them.
+/// The container options for `s`: as `cargo cvtest` gives them, with `writable` host dirs.
 pub(crate) fn options(s: &Effective, writable: Vec<PathBuf>) -> Options {
-    let mut o = Options::new();
-    o.set_caps(Caps::ALL);
-    o.limits = s.limits();
-    o.network = s.network;
-    o.hostname = s.hostname.clone();
-    o.set_privileged(s.privileged);
-    o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
-    o.rootfs = Rootfs::Host { writable };
+    let mut o = s.options().clone();
+    o.set_rootfs(Rootfs::Host { writable });
     o
 }
 
@@ -316,11 +318,11 @@ pub(crate) fn run_contained(
     let container_id = c.id().to_owned();
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
-            path: cmd.program.clone(),
+            path: cmd.get_program().to_owned(),
             source: Box::new(source),
         })?;
         guard.arm(c.kill_handle());
-        c.wait(settings.timeout).map_err(|e| StandaloneError::Wait(Box::new(e)))
+        c.wait(settings.timeout()).map_err(|e| StandaloneError::Wait(Box::new(e)))
     })();
     guard.disarm();
     let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
@@ -385,7 +387,7 @@ impl Exit {
 /// Every container is gone: undo what the library did to our own cgroup (on cgroup v2 the
 /// supervisor leaf this process moved into), so not even an empty cgroup is left.
 pub(crate) fn release_own_cgroup() {
-    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+    if let Err(e) = cvtest::release_own_cgroup() {
         eprintln!("cvtest: warning: {}", crate::errors::render_chain(&e));
     }
 }

@@ -122,7 +122,7 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
             cv_tests.push(name.clone());
             continue;
         }
-        let (settings, _) = site.resolve(&config, name, None);
+        let (settings, _) = site.resolve(&config, name, None)?;
         match groups.iter_mut().find(|g| g.settings == settings && g.names.len() < MAX_NAMES) {
             Some(g) => g.names.push(name.clone()),
             None => groups.push(Group { settings, names: vec![name.clone()] }),
@@ -132,7 +132,7 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
     if cv_tests.is_empty() && groups.len() <= 1 {
         let settings = match groups.pop() {
             Some(g) => g.settings,
-            None => site.resolve(&config, "", None).0,
+            None => site.resolve(&config, "", None)?.0,
         };
         return Ok(match contained(bin, rest.to_vec(), &settings, &site, guard)? {
             Some(c) => judge(&c, &settings, &site, guard),
@@ -208,9 +208,9 @@ fn judge(c: &Contained, settings: &Effective, site: &Site, guard: &SignalGuard) 
         site.binary_id,
         secs(c.outcome.duration),
         p.memory_bytes.map_or("-".to_owned(), |m| human_bytes(m.value)),
-        settings.memory,
+        settings.limits().memory,
         p.pids.map_or("-".to_owned(), |m| m.value.to_string()),
-        settings.pids,
+        settings.limits().pids,
         p.cpu_total().map_or("-".to_owned(), secs),
         c.container_id,
         settings
@@ -224,14 +224,14 @@ fn judge(c: &Contained, settings: &Effective, site: &Site, guard: &SignalGuard) 
         Termination::OomKilled => {
             eprintln!(
                 "cvtest: OOM: the kernel's OOM killer killed the test binary at its memory limit of {}",
-                settings.memory
+                settings.limits().memory
             );
             Exit::Signal(libc::SIGKILL)
         }
         Termination::TimedOut => {
             eprintln!(
                 "cvtest: TIMEOUT: the test binary was killed after its cvtest timeout of {}",
-                settings.timeout.map_or("-".to_owned(), cvtest_spec::format_duration)
+                settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
             );
             Exit::Signal(libc::SIGKILL)
         }

@@ -48,7 +48,8 @@ pub(crate) fn plan(list: &TestList, scope: ContainerScope) -> Vec<Unit> {
             // keep their own container so that their limits and outcome are their own.
             let mut groups: Vec<(usize, Effective, Vec<usize>)> = Vec::new();
             for (i, t) in list.to_run() {
-                let alone = t.whole_binary || t.settings.network.is_some() || t.expect != Default::default();
+                let alone =
+                    t.whole_binary || t.settings.network().is_some() || t.expect != Default::default();
                 if alone {
                     units.push(Unit::Test(i));
                     continue;
@@ -72,5 +73,5 @@ pub(crate) fn demand(list: &TestList, unit: &Unit) -> Demand {
         Unit::Test(i) => &list.tests[*i].settings,
         Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
     };
-    Demand { memory: settings.memory_bytes(), networks: settings.network.into_iter().collect() }
+    Demand { memory: settings.memory_bytes(), networks: settings.network().into_iter().collect() }
 }

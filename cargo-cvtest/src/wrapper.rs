@@ -88,7 +88,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         None => Listing::default(),
     };
     let name = name.unwrap_or_else(|| site.binary_id.clone());
-    let (settings, expect) = site.resolve(&config, &name, listing.cv_settings(&name));
+    let (settings, expect) = site.resolve(&config, &name, listing.cv_settings(&name))?;
     let leak = config.leak(&site.package, &site.binary_id, &name);
 
     let mut cmd = Command::new(bin);
@@ -164,8 +164,8 @@ pub(crate) fn peaks_line(t: &TestFinished, container: &str) -> String {
         "cvtest: {} [{}] mem {mem}/{}  pids {pids}/{}  cpu {cpu}",
         t.label(),
         secs(t.duration),
-        t.settings.memory,
-        t.settings.pids
+        t.settings.limits().memory,
+        t.settings.limits().pids
     );
     if let Some(n) = p.net {
         line.push_str(&format!("  net rx {} tx {}", human_bytes(n.rx_bytes), human_bytes(n.tx_bytes)));
@@ -187,11 +187,11 @@ pub(crate) fn failure_reason(t: &TestFinished) -> Option<String> {
         Status::Signal { signal } => format!("killed by signal {signal}"),
         Status::Oom => format!(
             "out of memory: the kernel's OOM killer killed it at its memory limit of {} (peak {peak})",
-            t.settings.memory
+            t.settings.limits().memory
         ),
         Status::Timeout => format!(
             "timed out: killed after its cvtest timeout of {}",
-            t.settings.timeout.map_or("-".to_owned(), cvtest_spec::format_duration)
+            t.settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
         ),
         Status::Ignored => return None,
         Status::Cancelled => "cancelled: a signal stopped the run".to_owned(),
@@ -200,7 +200,7 @@ pub(crate) fn failure_reason(t: &TestFinished) -> Option<String> {
     if t.pids_limit_hit {
         why.push_str(&format!(
             "; it hit its pids limit of {} (a fork or thread was refused)",
-            t.settings.pids
+            t.settings.limits().pids
         ));
     }
     Some(why)

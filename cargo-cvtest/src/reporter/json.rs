@@ -2,11 +2,12 @@
 //! `cargo-cvtest/README.md`; `version` changes when a field changes meaning or goes away.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use cvtest::Peaks;
 use serde_json::{json, Value};
 
-use crate::events::{Event, PeakScope, Status, UnitError, Verdict};
+use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, UnitError, Verdict};
 use crate::expect::Expect;
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
@@ -38,17 +39,18 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 pub(crate) fn limits_json(s: &Effective) -> Value {
+    let l = s.limits();
     json!({
-        "memory": s.memory.to_string(),
-        "memory_bytes": s.memory.bytes(),
-        "pids": s.pids.to_string(),
-        "cpu_weight": s.cpu_weight.get(),
-        "cpus": s.cpus.map(|c| c.to_string()),
-        "network": s.network.map(|n| n.to_string()),
-        "host_address": s.network.map(|n| n.host().to_string()),
-        "timeout_ms": s.timeout.map(ms),
-        "privileged": s.privileged,
-        "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
+        "memory": l.memory.to_string(),
+        "memory_bytes": l.memory.bytes(),
+        "pids": l.pids.to_string(),
+        "cpu_weight": l.cpu_weight.get(),
+        "cpus": l.cpus.map(|c| c.to_string()),
+        "network": s.network().map(|n| n.to_string()),
+        "host_address": s.network().map(|n| n.host().to_string()),
+        "timeout_ms": s.timeout().map(ms),
+        "privileged": s.privileged(),
+        "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),
     })
 }
 
@@ -90,6 +92,58 @@ pub(crate) fn list_json_line(binary_id: &str, t: &TestCase) -> String {
     .to_string()
 }
 
+/// A `test` line; `run_start` is when `run-started` was written.
+fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
+    let verdict = t.verdict();
+    let failure = verdict == Verdict::Failure;
+    let (exit_code, signal, message) = match &t.status {
+        Status::Fail { exit_code } => (Some(*exit_code), None, None),
+        Status::Signal { signal } => (None, Some(*signal), None),
+        Status::Error(e) => (None, None, Some(e.message())),
+        Status::Pass => (Some(0), None, None),
+        Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
+    };
+    json!({
+        "type": "test",
+        "binary": t.binary_id,
+        "name": t.name,
+        "status": t.status.json_name(),
+        "expected": expect_json(t.expect),
+        "success": verdict != Verdict::Failure,
+        "label": t.label(),
+        "started_at_ms": run_start.map(|s| ms(t.started_at.saturating_duration_since(s))),
+        "duration_ms": ms(t.duration),
+        "exit_code": exit_code,
+        "signal": signal,
+        "message": message,
+        "error_kind": t.status.error().map(UnitError::kind),
+        "limits": limits_json(&t.settings),
+        "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
+        "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
+        "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
+        "leak": t.leak.as_str(),
+        "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
+        "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
+    })
+}
+
+/// The `run-finished` line: the run's statistics, and the counts by label.
+fn run_finished_json(elapsed: Duration, stats: &RunStats, summary: &RunSummary) -> Value {
+    let counts: serde_json::Map<String, Value> =
+        summary.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
+    json!({
+        "type": "run-finished",
+        "elapsed_ms": ms(elapsed),
+        "passed": stats.succeeded,
+        "failed": stats.failed,
+        "ignored": stats.ignored,
+        "not_run": stats.not_run(),
+        "interrupted_by": stats.interrupted,
+        "success": stats.success(),
+        "counts": counts,
+    })
+}
+
 impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
@@ -108,39 +162,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 })
             }
             Event::TestStarted { .. } => return Ok(()),
-            Event::TestFinished(t) => {
-                let verdict = t.verdict();
-                let failure = verdict == Verdict::Failure;
-                let (exit_code, signal, message) = match &t.status {
-                    Status::Fail { exit_code } => (Some(*exit_code), None, None),
-                    Status::Signal { signal } => (None, Some(*signal), None),
-                    Status::Error(e) => (None, None, Some(e.message())),
-                    Status::Pass => (Some(0), None, None),
-                    Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
-                };
-                json!({
-                    "type": "test",
-                    "binary": t.binary_id,
-                    "name": t.name,
-                    "status": t.status.json_name(),
-                    "expected": expect_json(t.expect),
-                    "success": verdict != Verdict::Failure,
-                    "label": t.label(),
-                    "started_at_ms": self.run_start.map(|s| ms(t.started_at.saturating_duration_since(s))),
-                    "duration_ms": ms(t.duration),
-                    "exit_code": exit_code,
-                    "signal": signal,
-                    "message": message,
-                    "error_kind": t.status.error().map(UnitError::kind),
-                    "limits": limits_json(&t.settings),
-                    "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
-                    "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
-                    "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
-                    "leak": t.leak.as_str(),
-                    "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
-                    "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
-                })
-            }
+            Event::TestFinished(t) => test_json(t, self.run_start),
             Event::BinaryFinished(b) => json!({
                 "type": "binary",
                 "binary": b.binary_id,
@@ -153,21 +175,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),
             Event::Warning { message } => json!({ "type": "warning", "message": message }),
-            Event::RunFinished { elapsed, stats } => {
-                let counts: serde_json::Map<String, Value> =
-                    self.summary.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
-                json!({
-                    "type": "run-finished",
-                    "elapsed_ms": ms(*elapsed),
-                    "passed": stats.succeeded,
-                    "failed": stats.failed,
-                    "ignored": stats.ignored,
-                    "not_run": stats.not_run(),
-                    "interrupted_by": stats.interrupted,
-                    "success": stats.success(),
-                    "counts": counts,
-                })
-            }
+            Event::RunFinished { elapsed, stats } => run_finished_json(*elapsed, stats, &self.summary),
         };
         self.line(v)
     }

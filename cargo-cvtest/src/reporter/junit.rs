@@ -43,7 +43,7 @@ impl JunitReporter {
                     Status::Error(e) => e.message(),
                     Status::Fail { exit_code } => format!("exited with code {exit_code}"),
                     Status::Signal { signal } => format!("killed by signal {signal}"),
-                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.memory),
+                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.limits().memory),
                     Status::Timeout => "killed at its timeout".to_owned(),
                     Status::Pass if t.leaked() => {
                         format!(
@@ -63,9 +63,9 @@ impl JunitReporter {
         c.set_time(t.duration);
         let mut props = vec![
             Property::new("cvtest.status", t.label()),
-            Property::new("cvtest.limit.memory", t.settings.memory.to_string()),
-            Property::new("cvtest.limit.pids", t.settings.pids.to_string()),
-            Property::new("cvtest.limit.cpu_weight", t.settings.cpu_weight.to_string()),
+            Property::new("cvtest.limit.memory", t.settings.limits().memory.to_string()),
+            Property::new("cvtest.limit.pids", t.settings.limits().pids.to_string()),
+            Property::new("cvtest.limit.cpu_weight", t.settings.limits().cpu_weight.to_string()),
         ];
         if let Some(p) = &t.peaks {
             props.extend(peak_props(p, t.pids_limit_hit));

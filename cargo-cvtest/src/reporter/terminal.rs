@@ -141,10 +141,10 @@ impl<W: Write> TerminalReporter<W> {
             Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
             Status::Fail { exit_code } => format!("exited with code {exit_code}"),
             Status::Signal { signal } => format!("killed by signal {signal} ({})", signal_name(*signal)),
-            Status::Oom => format!("OOM-killed at its memory limit of {}", t.settings.memory),
+            Status::Oom => format!("OOM-killed at its memory limit of {}", t.settings.limits().memory),
             Status::Timeout => format!(
                 "killed after its timeout of {}",
-                t.settings.timeout.map_or("-".to_owned(), cvtest_spec::format_duration)
+                t.settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
             ),
             Status::Ignored => String::new(),
             Status::Cancelled => "cancelled: the run was stopped".to_owned(),
@@ -154,7 +154,7 @@ impl<W: Write> TerminalReporter<W> {
         if t.pids_limit_hit {
             why.push_str(&format!(
                 "; the pids limit of {} was hit (a fork or thread was refused)",
-                t.settings.pids
+                t.settings.limits().pids
             ));
         }
         writeln!(self.out, "{:>14}  {why}", "")?;
