@@ -236,24 +236,7 @@ impl Runner<'_> {
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
         for t in &cases {
-            let (status, stdout) = match parsed.results.iter().find(|(n, _)| n == &t.name) {
-                Some((_, LibtestResult::Ok)) => (Status::Pass, Vec::new()),
-                Some((_, LibtestResult::Ignored)) => (Status::Ignored, Vec::new()),
-                Some((_, LibtestResult::Failed)) => (
-                    Status::Fail { exit_code: 101 },
-                    parsed
-                        .failure_output
-                        .iter()
-                        .find(|(n, _)| n == &t.name)
-                        .map(|(_, o)| o.clone())
-                        .unwrap_or_default(),
-                ),
-                // Not reported: the binary died (OOM, timeout, signal) before or while running it.
-                None => match &binary_status {
-                    Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
-                    other => (other.clone(), Vec::new()),
-                },
-            };
+            let (status, stdout) = result_in_binary(&parsed, &binary_status, &t.name);
             let r = TestFinished {
                 stdout,
                 ..TestFinished::unmeasured(&b.bin.id, t, status, started, PeakScope::Binary)
@@ -296,6 +279,25 @@ impl From<NoOutcome> for Status {
             NoOutcome::Cancelled => Status::Cancelled,
             NoOutcome::Error(e) => Status::Error(Arc::new(e)),
         }
+    }
+}
+
+/// The status and failure output of test `name` from its binary's libtest output, when the
+/// binary ended as `binary_status`.
+fn result_in_binary(parsed: &Pretty, binary_status: &Status, name: &str) -> (Status, Vec<u8>) {
+    match parsed.results.iter().find(|(n, _)| n == name) {
+        Some((_, LibtestResult::Ok)) => (Status::Pass, Vec::new()),
+        Some((_, LibtestResult::Ignored)) => (Status::Ignored, Vec::new()),
+        Some((_, LibtestResult::Failed)) => {
+            let output = parsed.failure_output.iter().find(|(n, _)| n == name).map(|(_, o)| o.clone());
+            (Status::Fail { exit_code: 101 }, output.unwrap_or_default())
+        }
+        // Not reported: the binary died (OOM, timeout, signal) before or while running it, or
+        // (exit 0) it never ran it.
+        None => match binary_status {
+            Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
+            other => (other.clone(), Vec::new()),
+        },
     }
 }
 
@@ -396,6 +398,20 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n
         assert_eq!(p.failure_output.len(), 1);
         let o = String::from_utf8(p.failure_output[0].1.clone()).unwrap();
         assert!(o.contains("boom"), "{o}");
+    }
+
+    #[test]
+    fn a_test_of_a_shared_binary_gets_its_own_result() {
+        let p = parse_libtest_pretty(
+            b"test a ... ok\ntest b ... FAILED\n\n---- b stdout ----\nboom\n\nfailures:\n",
+        );
+        assert!(matches!(result_in_binary(&p, &Status::Fail { exit_code: 101 }, "a").0, Status::Pass));
+        let (status, output) = result_in_binary(&p, &Status::Fail { exit_code: 101 }, "b");
+        assert!(matches!(status, Status::Fail { exit_code: 101 }) && output == b"boom\n\n");
+        // Missing after an OOM: the binary's status; missing after exit 0: not reported.
+        assert!(matches!(result_in_binary(&p, &Status::Oom, "c").0, Status::Oom));
+        let (status, _) = result_in_binary(&p, &Status::Pass, "c");
+        assert_eq!(status.error().map(UnitError::kind), Some("not-reported"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, Verdict};
+use crate::events::{BinaryFinished, Event, PeakScope, RunStats, Status, TestFinished, Verdict};
 use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
@@ -122,6 +122,22 @@ impl<W: Write> TerminalReporter<W> {
         );
         writeln!(self.out, "{label} [{dur}] {peaks:<50} {name}")?;
         self.details(t)
+    }
+
+    /// A binary run whole in one container (`--isolation binary`): its status and peaks.
+    fn binary_line(&mut self, b: &BinaryFinished) -> io::Result<()> {
+        let p = b.peaks.unwrap_or_default();
+        writeln!(
+            self.out,
+            "{:>14} [{:>8}] mem {:>10}  pids {:>4}  cpu {:>8}  {} ({} tests in one container)",
+            b.status.name(),
+            secs(b.duration),
+            p.memory_bytes.map_or("-".to_owned(), |m| human_bytes(m.value)),
+            p.pids.map_or("-".to_owned(), |m| m.value.to_string()),
+            p.cpu_total().map_or("-".to_owned(), secs),
+            b.binary_id,
+            b.tests,
+        )
     }
 
     fn details(&mut self, t: &TestFinished) -> io::Result<()> {
@@ -248,10 +264,10 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.total = *to_run;
                 self.started = Instant::now();
+                let head = self.paint.paint(Painter::good(), "    Starting");
                 writeln!(
                     self.out,
-                    "{} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
-                    self.paint.paint(Painter::good(), "    Starting"),
+                    "{head} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
                     scope.as_str(),
                     human_bytes(*memory_budget),
                 )?;
@@ -274,18 +290,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             Event::BinaryFinished(b) => {
                 self.clear_progress()?;
-                let p = b.peaks.unwrap_or_default();
-                writeln!(
-                    self.out,
-                    "{:>14} [{:>8}] mem {:>10}  pids {:>4}  cpu {:>8}  {} ({} tests in one container)",
-                    b.status.name(),
-                    secs(b.duration),
-                    p.memory_bytes.map_or("-".to_owned(), |m| human_bytes(m.value)),
-                    p.pids.map_or("-".to_owned(), |m| m.value.to_string()),
-                    p.cpu_total().map_or("-".to_owned(), secs),
-                    b.binary_id,
-                    b.tests,
-                )?;
+                self.binary_line(b)?;
                 self.draw_progress()?;
             }
             Event::Interrupted { signal } => {
