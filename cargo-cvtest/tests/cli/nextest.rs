@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("nextest_archive_partitions_run_through_the_wrapper", archive_partitions),
         privileged("target_runner_under_cargo_test_and_nextest", target_runner),
         privileged("cvtest_leak_names_leftover_processes_and_fails_with_leak_fail", cvtest_leak),
+        privileged("cvtest_no_capture_shows_a_passing_tests_output_live", cvtest_no_capture),
     ]
 }
 
@@ -480,4 +481,18 @@ fn cvtest_leak() -> Result<(), Failed> {
         &out,
     )?;
     nothing_left(&before)
+}
+
+fn cvtest_no_capture() -> Result<(), Failed> {
+    const OUTPUT: &str = "some output that is not shown for passing tests";
+    let out = crate::support::cvtest("basic", &["--lib", "--exact", "ok::passes_too"]);
+    check(
+        out.status.success() && !all_text(&out).contains(OUTPUT),
+        "captured: a pass shows no output",
+        &out,
+    )?;
+    let out = crate::support::cvtest("basic", &["--lib", "--no-capture", "--exact", "ok::passes_too"]);
+    check(out.status.success(), "the test passes", &out)?;
+    check(text(&out.stdout).contains(OUTPUT), "--no-capture: the test's stdout is ours, as it runs", &out)?;
+    check(text(&out.stderr).contains("1 tests run: 1 passed"), "the summary still follows", &out)
 }
