@@ -42,20 +42,20 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     let bin = Path::new(bin);
     let is_test_binary = bin.parent().and_then(Path::file_name).is_some_and(|d| d == "deps");
     if !is_test_binary || rest.iter().any(|a| a == "--list") {
-        eprintln!("cvtest: error: {}", render_chain(&exec_direct(bin, rest)));
+        eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
     let guard = match SignalGuard::install() {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("cvtest: error: {}", render_chain(&e));
+            eprintln!("cvtest: {}", render_chain(&e));
             return exit_codes::SETUP_FAILED;
         }
     };
     let exit = match run(bin, rest, &guard) {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("cvtest: error: {}", render_chain(&e));
+            eprintln!("cvtest: {}", render_chain(&e));
             Exit::Code(exit_codes::SETUP_FAILED)
         }
     };

@@ -38,20 +38,20 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     let bin = Path::new(bin);
     if rest.iter().any(|a| a == "--list") {
         // Used as a list-wrapper too: listing runs no test, so it runs as it would without us.
-        eprintln!("cvtest: error: {}", render_chain(&exec_direct(bin, rest)));
+        eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
     let guard = match SignalGuard::install() {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("cvtest: error: {}", render_chain(&e));
+            eprintln!("cvtest: {}", render_chain(&e));
             return exit_codes::SETUP_FAILED;
         }
     };
     let exit = match wrap(bin, rest, &guard) {
         Ok(exit) => exit,
         Err(e) => {
-            eprintln!("cvtest: error: {}", render_chain(&e));
+            eprintln!("cvtest: {}", render_chain(&e));
             Exit::Code(exit_codes::SETUP_FAILED)
         }
     };
