@@ -239,7 +239,9 @@ fn background_dies_with_main() -> Result<(), Failed> {
     let token = unique_token("bg");
     let exe = std::env::current_exe().map_err(fail("exe"))?;
     let script = format!(
-        "{HELPER}=linger {exe} {token} & echo started",
+        // Until the child has exec'd, its name is still `sh`: wait for that, so that the
+        // leftover's name below is the helper's.
+        "{HELPER}=linger {exe} {token} & while [ \"$(cat /proc/$!/comm)\" = sh ]; do :; done; echo started",
         HELPER = helpers::HELPER_ENV,
         exe = exe.display()
     );
