@@ -440,6 +440,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             stdout: stdout.as_bytes().to_vec(),
             stderr: Vec::new(),
+            leftover: Vec::new(),
         }
     }
 

@@ -23,7 +23,7 @@ use crate::command::Command;
 use crate::error::{CreateError, DestroyError, SpawnError, WaitError};
 use crate::net::VethName;
 use crate::options::{Isolation, Options, Rootfs, Stdio};
-use crate::outcome::{Measured, Outcome, Peaks, Termination};
+use crate::outcome::{Leftover, Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
 use crate::sys::{self, Errno};
@@ -275,6 +275,7 @@ impl Container {
             duration: ended.end.saturating_duration_since(run.started),
             stdout: ended.stdout.unwrap_or_default(),
             stderr: ended.stderr.unwrap_or_default(),
+            leftover: ended.leftover,
         };
         self.outcome = Some(outcome.clone());
         Ok(outcome)
@@ -354,6 +355,12 @@ struct Watch<'a> {
     last_sample: Instant,
     deadline: Option<Instant>,
     timed_out: bool,
+    /// The container's cgroup, the init's host pid and the life pipe: when the main process
+    /// ends, what is left in the cgroup is listed, then the init is let go (see [`leftovers`]).
+    cgroup: Option<&'a dyn Cgroup>,
+    init_pid: i32,
+    life: &'a OwnedFd,
+    leftover: Vec<Leftover>,
 }
 
 /// A captured output pipe.
@@ -385,6 +392,7 @@ struct Ended {
     stderr: Option<Vec<u8>>,
     sampled: Sample,
     timed_out: bool,
+    leftover: Vec<Leftover>,
 }
 
 impl<'a> Watch<'a> {
@@ -405,6 +413,10 @@ impl<'a> Watch<'a> {
             last_sample: Instant::now(),
             deadline: timeout.map(|t| Instant::now() + t),
             timed_out: false,
+            cgroup,
+            init_pid: run.pid,
+            life: &run.life,
+            leftover: Vec::new(),
         }
     }
 
@@ -463,7 +475,13 @@ impl<'a> Watch<'a> {
 
     fn read_ready(&mut self, fds: &[libc::pollfd; 4]) {
         if fds[1].revents != 0 {
+            let ended_before = self.main_status.is_some();
             self.status_open = read_status(self.status, &mut self.main_status, &mut self.main_end);
+            if !ended_before && self.main_status.is_some() {
+                // The init waits for this byte before it ends the container: list first.
+                self.leftover = leftovers(self.cgroup, self.init_pid);
+                let _ = sys::write(self.life.as_raw_fd(), b"a");
+            }
         }
         for (pfd, out) in fds[2..].iter().zip([&mut self.stdout, &mut self.stderr]) {
             if let (true, Some(out)) = (pfd.revents != 0, out) {
@@ -493,6 +511,7 @@ impl<'a> Watch<'a> {
             stderr: self.stderr.map(Output::finish),
             sampled: self.sampled,
             timed_out: self.timed_out,
+            leftover: self.leftover,
         }
     }
 }
@@ -556,6 +575,32 @@ fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Optio
             Ok(_) | Err(_) => return true,
         }
     }
+}
+
+/// The processes in the container's cgroup other than its init, with their pid in the
+/// container's PID namespace and their name; empty when the cgroup cannot be read.
+fn leftovers(cgroup: Option<&dyn Cgroup>, init: i32) -> Vec<Leftover> {
+    let Some(dir) = cgroup.and_then(|cg| cg.paths().into_iter().next()) else { return Vec::new() };
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let mut found: Vec<Leftover> = procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .filter(|&pid| pid != init)
+        .filter_map(|host_pid| {
+            let proc_dir = Path::new("/proc").join(host_pid.to_string());
+            let name = std::fs::read_to_string(proc_dir.join("comm")).ok()?.trim_end().to_owned();
+            let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+            // `NSpid:\t<host>\t...\t<innermost>`: the last is the pid the container sees.
+            let pid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|v| v.split_whitespace().last()?.parse().ok())
+                .unwrap_or(host_pid);
+            Some(Leftover { pid, host_pid, name })
+        })
+        .collect();
+    found.sort_by_key(|l| l.pid);
+    found
 }
 
 /// Reads what a (non-blocking) output pipe has; `false` at EOF.

@@ -68,7 +68,7 @@ pub use container::{Container, KillHandle};
 pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
 pub use net::{NetError, NetlinkError};
 pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
-pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
+pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;

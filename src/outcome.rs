@@ -74,4 +74,19 @@ pub struct Outcome {
     /// Captured output ([`crate::Stdio::Capture`]); empty otherwise.
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Processes still alive in the container when its main process ended (started by it and
+    /// left running: daemons, forgotten children), in pid order; they were killed with the
+    /// container. Empty when none were left, or when the end was not watched by `wait`.
+    pub leftover: Vec<Leftover>,
+}
+
+/// A process left running in a container after its main process ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Leftover {
+    /// Its pid in the container's PID namespace (as the test saw it).
+    pub pid: i32,
+    /// Its pid on the host.
+    pub host_pid: i32,
+    /// Its command name (`/proc/PID/comm`).
+    pub name: String,
 }

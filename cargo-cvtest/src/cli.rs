@@ -207,6 +207,9 @@ pub(crate) struct RunArgs {
     /// Stop starting tests after the first failure
     #[arg(long = "fail-fast", help_heading = "Execution")]
     pub(crate) fail_fast: bool,
+    /// Show every test's output live instead of capturing it (one test at a time, as nextest does)
+    #[arg(long = "no-capture", alias = "nocapture", help_heading = "Execution")]
+    pub(crate) no_capture: bool,
     /// Memory that running containers' limits may add up to [default: MemAvailable at start]
     #[arg(long = "memory-budget", value_name = "SIZE", value_parser = parse_budget, allow_hyphen_values = true, help_heading = "Execution")]
     pub(crate) memory_budget: Option<u64>,
@@ -271,7 +274,9 @@ impl CvtestArgs {
             partition: self.filter.partition,
             limits: self.limits.settings_layer(),
             force_limits: self.limits.force_limits,
-            jobs: self.run.jobs,
+            // Output shown live: one test at a time, so that outputs do not interleave.
+            jobs: if self.run.no_capture { NonZeroUsize::new(1) } else { self.run.jobs },
+            no_capture: self.run.no_capture,
             scope: self.run.isolation.into(),
             fail_fast: self.run.fail_fast,
             memory_budget: self.run.memory_budget,

@@ -28,9 +28,10 @@ use serde_json::Value;
 use crate::build::Workspace;
 use crate::errors::UsageError;
 use crate::expect::Expect;
+use crate::leak::LeakPolicy;
 
 /// Keys of an override besides the settings keys.
-const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect"];
+const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect", "leak"];
 
 /// All config layers of a workspace, lowest first.
 #[derive(Debug, Default, Clone)]
@@ -43,6 +44,8 @@ struct Layer {
     /// Only for tests of this package (a `[package.metadata.cvtest]` layer).
     package: Option<String>,
     defaults: TestSettings,
+    /// `leak = "pass" | "fail"` for every test of the layer.
+    leak: Option<LeakPolicy>,
     overrides: Vec<Override>,
 }
 
@@ -54,6 +57,7 @@ pub(crate) struct Override {
     pub(crate) package: Option<String>,
     pub(crate) settings: TestSettings,
     pub(crate) expect: Option<Expect>,
+    pub(crate) leak: Option<LeakPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +92,32 @@ impl Config {
                 let origin = format!("{} [package.metadata.cvtest]", pkg.manifest_path);
                 layers.push(parse_layer(v, &origin, Some(pkg.name.to_string()))?);
             }
+        }
+        Ok(Config { layers })
+    }
+
+    /// Reads the config files of one package without `cargo metadata` (for `cargo-cvtest wrap`
+    /// and `cargo-cvtest runner`, which run once per test): `[workspace.metadata.cvtest]` of
+    /// `root`'s `Cargo.toml`, `root/.config/cvtest.toml`, and `[package.metadata.cvtest]` of the
+    /// package whose manifest is in `package_dir`. A missing file is no layer.
+    pub fn load_files(root: &Path, package: &str, package_dir: &Path) -> Result<Config, UsageError> {
+        let mut layers = Vec::new();
+        let root_manifest = root.join("Cargo.toml");
+        let root_toml = read_toml(&root_manifest)?;
+        let workspace_meta = root_toml.as_ref().and_then(|v| v.pointer("/workspace/metadata/cvtest"));
+        if let Some(v) = workspace_meta {
+            let origin = format!("{} [workspace.metadata.cvtest]", root_manifest.display());
+            layers.push(parse_layer(v, &origin, None)?);
+        }
+        let file = root.join(".config").join("cvtest.toml");
+        if let Some(v) = read_toml(&file)? {
+            layers.push(parse_layer(&v, &file.display().to_string(), None)?);
+        }
+        let manifest = package_dir.join("Cargo.toml");
+        let package_toml = if manifest == root_manifest { root_toml } else { read_toml(&manifest)? };
+        if let Some(v) = package_toml.as_ref().and_then(|v| v.pointer("/package/metadata/cvtest")) {
+            let origin = format!("{} [package.metadata.cvtest]", manifest.display());
+            layers.push(parse_layer(v, &origin, Some(package.to_owned()))?);
         }
         Ok(Config { layers })
     }
@@ -128,6 +158,23 @@ impl Config {
         (settings, expect)
     }
 
+    /// Whether leftover processes fail this test: the defaults' `leak`, then matching
+    /// overrides', later wins.
+    pub(crate) fn leak(&self, package: &str, binary_id: &str, name: &str) -> LeakPolicy {
+        let mut leak = LeakPolicy::default();
+        for l in self.applicable(package) {
+            leak = l.leak.unwrap_or(leak);
+        }
+        for o in self.applicable(package).flat_map(|l| &l.overrides) {
+            let pkg_ok = o.package.as_deref().map_or(true, |p| p == package);
+            let bin_ok = o.binary.as_deref().map_or(true, |b| b == binary_id);
+            if pkg_ok && bin_ok && o.matcher.matches(name) {
+                leak = o.leak.unwrap_or(leak);
+            }
+        }
+        leak
+    }
+
     fn applicable<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a Layer> + 'a {
         self.layers.iter().filter(move |l| l.package.as_deref().map_or(true, |p| p == package))
     }
@@ -153,8 +200,11 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
     let mut defaults = TestSettings::default();
     let mut host = None;
     let mut overrides = Vec::new();
+    let mut leak = None;
     for (key, value) in obj {
-        if key == "overrides" {
+        if key == "leak" {
+            leak = Some(parse_leak(value, origin)?);
+        } else if key == "overrides" {
             let arr = value.as_array().ok_or_else(|| {
                 err(origin, "`overrides` must be an array of tables ([[...overrides]] in TOML)")
             })?;
@@ -165,7 +215,13 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
             set_key(&mut defaults, key, value, &mut host, origin, false)?;
         }
     }
-    Ok(Layer { package, defaults, overrides })
+    Ok(Layer { package, defaults, leak, overrides })
+}
+
+fn parse_leak(value: &Value, origin: &str) -> Result<LeakPolicy, UsageError> {
+    let text =
+        value.as_str().ok_or_else(|| err(origin, "`leak` must be a string: leak = \"pass\" or \"fail\""))?;
+    text.parse::<LeakPolicy>().map_err(|e| err(origin, e.to_string()))
 }
 
 fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override, UsageError> {
@@ -173,6 +229,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
     let mut settings = TestSettings::default();
     let mut host = None;
     let (mut filter, mut test, mut binary, mut package, mut expect) = (None, None, None, None, None);
+    let mut leak = None;
     for (key, value) in obj {
         let text = || {
             value.as_str().map(str::to_owned).ok_or_else(|| err(origin, format!("`{key}` must be a string")))
@@ -188,6 +245,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
                 ))
             }
             "package" => package = Some(text()?),
+            "leak" => leak = Some(parse_leak(value, origin)?),
             "expect" => {
                 let t = text()?;
                 expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e.to_string()))?);
@@ -205,7 +263,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
             return Err(err(origin, "an override needs `filter = \"substring\"` or `test = \"exact::name\"`"))
         }
     };
-    Ok(Override { matcher, binary, package, settings, expect })
+    Ok(Override { matcher, binary, package, settings, expect, leak })
 }
 
 fn set_key(

@@ -8,6 +8,7 @@ use cvtest::Peaks;
 pub(crate) use crate::errors::UnitError;
 use crate::exit_codes;
 use crate::expect::Expect;
+use crate::leak::LeakPolicy;
 use crate::selection::TestCase;
 use crate::settings::Effective;
 use crate::units::ContainerScope;
@@ -130,6 +131,10 @@ pub(crate) struct TestFinished {
     /// Captured output (bounded by the runner's capture limit, truncation marked).
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
+    /// Processes still alive in its container when its main process ended (a `LEAK`).
+    pub(crate) leftover: Vec<cvtest::Leftover>,
+    /// Whether those fail it.
+    pub(crate) leak: LeakPolicy,
 }
 
 impl TestFinished {
@@ -155,6 +160,8 @@ impl TestFinished {
             settings: t.settings.clone(),
             stdout: Vec::new(),
             stderr: Vec::new(),
+            leftover: Vec::new(),
+            leak: t.leak,
         }
     }
 
@@ -180,19 +187,35 @@ impl TestFinished {
             settings,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            leftover: Vec::new(),
+            leak: LeakPolicy::Pass,
         }
     }
 
+    /// Whether it ended as expected; with `leak = "fail"`, leftover processes fail it.
     pub(crate) fn verdict(&self) -> Verdict {
-        self.status.meets(self.expect)
+        match self.status.meets(self.expect) {
+            Verdict::Success if self.leaked() && self.leak == LeakPolicy::Fail => Verdict::Failure,
+            v => v,
+        }
     }
 
-    /// `OOM`, `OOM (expected)`, `PASS (expected oom)`.
+    /// Processes it started were still alive in its container when it ended.
+    pub(crate) fn leaked(&self) -> bool {
+        !self.leftover.is_empty()
+    }
+
+    /// `OOM`, `OOM (expected)`, `PASS (expected oom)`, and `LEAK` for a pass that left
+    /// processes running.
     pub(crate) fn label(&self) -> String {
+        let name = match self.status {
+            Status::Pass if self.leaked() => "LEAK",
+            _ => self.status.name(),
+        };
         match (self.expect, self.verdict()) {
-            (Expect::Pass, _) | (_, Verdict::NotRun) => self.status.name().to_owned(),
-            (_, Verdict::Success) => format!("{} (expected)", self.status.name()),
-            (e, Verdict::Failure) => format!("{} (expected {})", self.status.name(), e.as_str()),
+            (Expect::Pass, _) | (_, Verdict::NotRun) => name.to_owned(),
+            (_, Verdict::Success) => format!("{name} (expected)"),
+            (e, Verdict::Failure) => format!("{name} (expected {})", e.as_str()),
         }
     }
 }

@@ -23,7 +23,9 @@ mod events;
 mod exit_codes;
 mod expect;
 mod filter;
+mod leak;
 mod partition;
+mod peaks_log;
 mod reporter;
 mod run;
 mod runner;
@@ -31,7 +33,10 @@ mod scheduler;
 mod selection;
 mod settings;
 mod signals;
+mod standalone;
+mod target_runner;
 mod units;
+mod wrapper;
 
 use crate::errors::render_chain;
 use crate::signals::SignalWatch;
@@ -50,6 +55,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    if let Some(code) = dispatch_mode(&args) {
+        return code;
+    }
     let options = match cli::parse_from(args).into_options() {
         Ok(o) => o,
         Err(e) => {
@@ -77,4 +86,18 @@ where
         eprintln!("warning: {}", render_chain(&e));
     }
     code
+}
+
+/// The modes that are not a `cargo cvtest` run: `cargo-cvtest [cvtest] wrap|runner|peaks ARGS`
+/// (a nextest wrapper script, a cargo target runner, the peaks of a nextest run).
+fn dispatch_mode(args: &[std::ffi::OsString]) -> Option<i32> {
+    let rest = args.get(1..)?;
+    let rest = if rest.first().is_some_and(|a| a == "cvtest") { &rest[1..] } else { rest };
+    let (mode, mode_args) = rest.split_first()?;
+    match mode.to_str()? {
+        "wrap" => Some(wrapper::main(mode_args)),
+        "runner" => Some(target_runner::main(mode_args)),
+        "peaks" => Some(peaks_log::main(mode_args)),
+        _ => None,
+    }
 }

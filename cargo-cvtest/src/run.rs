@@ -41,6 +41,8 @@ pub(crate) struct RunOptions {
     pub(crate) jobs: Option<NonZeroUsize>,
     pub(crate) scope: ContainerScope,
     pub(crate) fail_fast: bool,
+    /// Tests' output goes straight to ours, not captured.
+    pub(crate) no_capture: bool,
     /// `None` for `MemAvailable` at start.
     pub(crate) memory_budget: Option<u64>,
     /// List the tests instead of running them.
@@ -184,6 +186,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         scheduler: &scheduler,
         writable,
         fail_fast: opts.fail_fast,
+        no_capture: opts.no_capture,
         zygote_warned: Default::default(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);

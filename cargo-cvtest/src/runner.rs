@@ -34,6 +34,8 @@ pub(crate) struct Runner<'a> {
     /// Host directories a test may write (target dir, workspace, package dirs).
     pub(crate) writable: Vec<PathBuf>,
     pub(crate) fail_fast: bool,
+    /// `--no-capture`: tests' output goes to ours as it comes.
+    pub(crate) no_capture: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
     pub(crate) zygote_warned: AtomicBool,
 }
@@ -110,8 +112,9 @@ impl Runner<'_> {
         cmd.env_remove(cvtest_spec::ENV_LIST_SETTINGS);
         cmd.env(ENV_RUNNER, "cargo-cvtest");
         cmd.current_dir(&b.env.cwd);
-        cmd.stdout(Stdio::Capture { limit: CAPTURE_LIMIT });
-        cmd.stderr(Stdio::Capture { limit: CAPTURE_LIMIT });
+        let stdio = if self.no_capture { Stdio::Inherit } else { Stdio::Capture { limit: CAPTURE_LIMIT } };
+        cmd.stdout(stdio);
+        cmd.stderr(stdio);
         cmd
     }
 
@@ -193,6 +196,7 @@ impl Runner<'_> {
                 r.duration = o.duration;
                 r.peaks = Some(o.peaks);
                 r.pids_limit_hit = o.pids_limit_hit;
+                r.leftover = o.leftover;
                 r.stdout = o.stdout;
                 r.stderr = o.stderr;
             }

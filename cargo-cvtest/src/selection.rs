@@ -5,6 +5,7 @@ use crate::discovery::{BinaryEntry, BinaryTests};
 use crate::errors::UsageError;
 use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
+use crate::leak::LeakPolicy;
 use crate::partition::Partition;
 use crate::settings::{Effective, Resolver};
 
@@ -23,6 +24,8 @@ pub(crate) struct TestCase {
     pub(crate) should_panic: bool,
     pub(crate) settings: Effective,
     pub(crate) expect: Expect,
+    /// Whether processes left running when it ends fail it (config's `leak`).
+    pub(crate) leak: LeakPolicy,
     /// `Run`, or `Ignored` (reported, not run). Excluded tests are not in the list.
     pub(crate) disposition: Disposition,
 }
@@ -77,6 +80,7 @@ impl TestList {
                         test: name.clone(),
                         source,
                     })?;
+                let leak = resolver.config.leak(&b.package, &b.bin.id, &name);
                 tests.push(TestCase {
                     binary: bi,
                     name,
@@ -86,6 +90,7 @@ impl TestList {
                     should_panic: cv.is_some_and(|c| c.should_panic),
                     settings,
                     expect,
+                    leak,
                     disposition,
                 });
             }

@@ -38,9 +38,14 @@ pub(crate) struct Effective {
 }
 
 impl Effective {
-    fn from_layers(settings: TestSettings) -> Result<Effective, ParseError> {
+    pub(crate) fn from_layers(settings: TestSettings) -> Result<Effective, ParseError> {
         let options = Options::for_test(&settings)?;
         Ok(Effective { settings, options })
+    }
+
+    /// The keys some layer set.
+    pub(crate) fn settings(&self) -> &TestSettings {
+        &self.settings
     }
 
     pub(crate) fn options(&self) -> &Options {

@@ -301,10 +301,23 @@ fn supervise(plan: &InitPlan<'_>, signals: RawFd, main: pid_t) -> ! {
         while let Ok(Some((pid, status))) = sys::reap_any() {
             if pid == main {
                 send(plan.status, Message::Exited { status });
+                await_parent(plan);
                 end(plan, main);
             }
         }
     }
+}
+
+/// How long the init waits, after the main process ended, for the parent to list the processes
+/// left in the container.
+const PARENT_ACK_TIMEOUT_MS: i32 = 2000;
+
+/// Keeps the container as it is until the parent has listed what is left in it: it writes a byte
+/// on the life pipe when done (or closes it, going away). Bounded, for a parent that is not
+/// waiting.
+fn await_parent(plan: &InitPlan<'_>) {
+    let mut fds = [libc::pollfd { fd: plan.life, events: libc::POLLIN, revents: 0 }];
+    let _ = sys::poll(&mut fds, PARENT_ACK_TIMEOUT_MS);
 }
 
 /// Ends the container. In a PID namespace the kernel kills everything left when the init exits;

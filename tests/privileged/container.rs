@@ -178,6 +178,7 @@ fn runs_a_command_and_captures_output() -> Result<(), Failed> {
     ensure!(out.termination == Termination::Exited(3), "termination {:?}", out.termination);
     ensure!(out.stdout == b"hello\n", "stdout {:?}", text(&out.stdout));
     ensure!(out.stderr == b"oops\n", "stderr {:?}", text(&out.stderr));
+    ensure!(out.leftover.is_empty(), "nothing was left running: {:?}", out.leftover);
     ensure!(
         out.duration > Duration::ZERO && out.duration < Duration::from_secs(30),
         "duration {:?}",
@@ -238,13 +239,25 @@ fn background_dies_with_main() -> Result<(), Failed> {
     let token = unique_token("bg");
     let exe = std::env::current_exe().map_err(fail("exe"))?;
     let script = format!(
-        "{HELPER}=linger {exe} {token} & echo started",
+        // Until the child has exec'd, its name is still `sh`: wait for that, so that the
+        // leftover's name below is the helper's.
+        "{HELPER}=linger {exe} {token} & while [ \"$(cat /proc/$!/comm)\" = sh ]; do :; done; echo started",
         HELPER = helpers::HELPER_ENV,
         exe = exe.display()
     );
     let out = run(&options(), &sh(&script))?;
     ensure!(out.termination == Termination::Exited(0), "{:?}", out.termination);
     ensure!(!token_running(&token), "the background process outlived the container");
+    // It was reported as left behind, with its pid in the container and its name, before the
+    // container killed it.
+    let name: String =
+        exe.file_name().map(|n| n.to_string_lossy().chars().take(15).collect()).unwrap_or_default();
+    ensure!(
+        out.leftover.len() == 1 && out.leftover[0].name == name && out.leftover[0].pid > 2,
+        "leftover {:?}, expected one {name:?} with a pid above 2",
+        out.leftover
+    );
+    ensure!(out.leftover[0].host_pid != out.leftover[0].pid, "host pid {:?}", out.leftover[0]);
     Ok(())
 }
 
@@ -374,6 +387,7 @@ fn read_only_root_by_remounts() -> Result<(), Failed> {
         duration: Duration::ZERO,
         stdout: out.stdout,
         stderr: out.stderr,
+        leftover: Vec::new(),
     };
     check_filesystem(&outcome, &[under_tmp.path(), under_target.path()])
 }

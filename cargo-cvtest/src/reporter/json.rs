@@ -120,6 +120,8 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "limits": limits_json(&t.settings),
         "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
+        "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
+        "leak": t.leak.as_str(),
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
     })

@@ -45,6 +45,12 @@ impl JunitReporter {
                     Status::Signal { signal } => format!("killed by signal {signal}"),
                     Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.limits().memory),
                     Status::Timeout => "killed at its timeout".to_owned(),
+                    Status::Pass if t.leaked() => {
+                        format!(
+                            "left processes running (leak = \"fail\"): {}",
+                            crate::leak::describe(&t.leftover)
+                        )
+                    }
                     Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
                     Status::Cancelled => "cancelled".to_owned(),
                     Status::Ignored => String::new(),
@@ -63,6 +69,9 @@ impl JunitReporter {
         ];
         if let Some(p) = &t.peaks {
             props.extend(peak_props(p, t.pids_limit_hit));
+        }
+        if t.leaked() {
+            props.push(Property::new("cvtest.leftover", crate::leak::describe(&t.leftover)));
         }
         c.add_properties(props);
         if t.verdict() == Verdict::Failure {

@@ -8,7 +8,7 @@ mod terminal;
 
 use std::path::PathBuf;
 
-pub(crate) use format::Painter;
+pub(crate) use format::{human_bytes, Painter};
 pub(crate) use json::{list_json_line, JsonReporter};
 pub(crate) use junit::JunitReporter;
 pub(crate) use terminal::TerminalReporter;

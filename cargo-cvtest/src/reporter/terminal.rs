@@ -141,10 +141,19 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     fn details(&mut self, t: &TestFinished) -> io::Result<()> {
+        if t.leaked() {
+            writeln!(
+                self.out,
+                "{:>14}  still running when it ended (killed with its container): {}",
+                "",
+                crate::leak::describe(&t.leftover)
+            )?;
+        }
         if t.verdict() != Verdict::Failure {
             return Ok(());
         }
         let why = match &t.status {
+            Status::Pass if t.leaked() => "it left processes running (leak = \"fail\")".to_owned(),
             Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
             Status::Fail { exit_code } => format!("exited with code {exit_code}"),
             Status::Signal { signal } => format!("killed by signal {signal} ({})", signal_name(*signal)),

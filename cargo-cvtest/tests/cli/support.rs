@@ -188,3 +188,31 @@ fn own_cgroup_dirs() -> Vec<PathBuf> {
     }
     dirs
 }
+
+/// Every container cgroup (`cvtest.*`) below this process's cgroups, in every hierarchy.
+pub fn cvtest_cgroups() -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for dir in own_cgroup_dirs() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("cvtest.") {
+                found.insert(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Processes whose command line contains `needle` (a fixture's distinctive argument).
+pub fn processes_with_arg(needle: &str) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie && cmdline.split(|&b| b == 0).any(|a| a == needle.as_bytes()) {
+            v.push(pid);
+        }
+    }
+    v
+}
