@@ -208,7 +208,23 @@ fn supervise(test: &'static Test) -> Verdict {
     };
     let options = options(&settings, test, &exe);
 
-    let mut container = match Container::create(&options) {
+    let reported: std::cell::RefCell<Option<crate::lease::Waiting>> = std::cell::RefCell::new(None);
+    let observer = |w: &crate::lease::Waiting| {
+        let mut reported = reported.borrow_mut();
+        if reported.as_ref() != Some(w) {
+            let holder =
+                w.holder.as_ref().map_or_else(|| "another cvtest container".to_owned(), |h| h.to_string());
+            println!("cvtest: waiting for {}, held by {holder}", w.what);
+            *reported = Some(w.clone());
+        }
+        true
+    };
+    let policy = crate::lease::WaitPolicy {
+        label: Some(&name),
+        timeout: settings.timeout.unwrap_or(crate::lease::DEFAULT_WAIT),
+        observer: Some(&observer),
+    };
+    let mut container = match Container::create_waiting(&options, &policy) {
         Ok(c) => c,
         Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
             return unprivileged(&e)
@@ -231,13 +247,21 @@ fn supervise(test: &'static Test) -> Verdict {
         Err(e) => return Verdict::Failed(format!("cvtest lost the test in its container: {}", chain(&e))),
     };
     let id = container.id().to_owned();
+    let network = container.network();
     let destroyed = container.destroy();
 
     // The captured output goes through print!, so libtest shows it where it shows any test's
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
-    println!("cvtest: container {id}: {}", usage(&outcome, &options.limits));
+    match network {
+        Some(net) => println!(
+            "cvtest: container {id}: network {net} (host {}), {}",
+            net.host(),
+            usage(&outcome, &options.limits)
+        ),
+        None => println!("cvtest: container {id}: {}", usage(&outcome, &options.limits)),
+    }
 
     let verdict = judge(&outcome, &options.limits, settings.timeout, &name);
     match destroyed {
@@ -258,7 +282,20 @@ fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Options {
     limits.pids = settings.pids.unwrap_or(limits.pids);
     limits.cpu_weight = settings.cpu_weight.unwrap_or(limits.cpu_weight);
     limits.cpus = settings.cpus.unwrap_or(limits.cpus);
-    options.network = settings.network;
+    match settings.network {
+        None => {}
+        Some(cvtest_spec::NetworkSetting::Fixed(net)) => {
+            options.network = Some(net);
+        }
+        Some(cvtest_spec::NetworkSetting::Auto) => match crate::lease::NetworkPool::from_env() {
+            Ok(pool) => {
+                options.network_auto(pool);
+            }
+            Err(e) => {
+                panic!("{}: {e}; set it to a CIDR such as 10.200.0.0/16, or unset it", crate::lease::ENV_POOL)
+            }
+        },
+    }
     options.hostname = settings.hostname.clone();
     options.set_privileged(settings.privileged.unwrap_or(false));
     options.capabilities(crate::Capabilities::DEFAULT | settings.caps.unwrap_or_default());

@@ -98,6 +98,9 @@ pub struct Options {
     pub caps: Caps,
     pub limits: Limits,
     pub network: Option<NetworkSpec>,
+    /// `network = "auto"`: when `network` is `None`, a free subnet of this pool (a /30) is
+    /// taken at create, see [`crate::lease`]; [`crate::Container::network`] tells which.
+    pub auto_network: Option<crate::lease::NetworkPool>,
     pub rootfs: Rootfs,
     pub hostname: Option<String>,
     /// The Linux capabilities the container's main process keeps (its bounding, permitted,
@@ -117,6 +120,7 @@ impl Default for Options {
             caps: Caps::default(),
             limits: Limits::default(),
             network: None,
+            auto_network: None,
             rootfs: Rootfs::default(),
             hostname: None,
             capabilities: Capabilities::DEFAULT,
@@ -207,6 +211,13 @@ impl Options {
 
     pub fn network(&mut self, net: Option<NetworkSpec>) -> &mut Self {
         self.network = net;
+        self
+    }
+
+    /// `network = "auto"`: a free /30 of `pool` (clears a fixed network).
+    pub fn network_auto(&mut self, pool: crate::lease::NetworkPool) -> &mut Self {
+        self.network = None;
+        self.auto_network = Some(pool);
         self
     }
 

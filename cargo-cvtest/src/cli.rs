@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::builder::styling::{AnsiColor, Styles};
 use clap::{Args, CommandFactory, Parser, ValueEnum};
-use cvtest_spec::{parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit};
+use cvtest_spec::{parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, PidsLimit};
 
 use crate::partition::Partition;
 
@@ -166,9 +166,10 @@ pub struct LimitArgs {
     /// CPU quota per container in CPUs ("0.5", "2"), or "max"
     #[arg(long, value_name = "CPUS", value_parser = parse_cpus_flag, allow_hyphen_values = true, help_heading = "Limits")]
     pub cpus: Option<CpuQuotaArg>,
-    /// Give every test a veth with this address (tests then run one at a time)
-    #[arg(long, value_name = "CIDR", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
-    pub network: Option<NetworkSpec>,
+    /// Give every test a veth with this address (tests then run one at a time), or "auto": a free
+    /// subnet each (from $CVTEST_NET_POOL, default 198.19.0.0/16)
+    #[arg(long, value_name = "CIDR|auto", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
+    pub network: Option<NetworkSetting>,
     /// Time limit per test ("30s", "2m", "1m30s"); the whole container is killed when it passes
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true, help_heading = "Limits")]
     pub timeout: Option<Duration>,
@@ -291,8 +292,8 @@ fn parse_cpu_weight(s: &str) -> Result<CpuWeight, String> {
 fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, String> {
     parse_cpus(s).map(CpuQuotaArg).map_err(|e| e.to_string())
 }
-fn parse_network(s: &str) -> Result<NetworkSpec, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_network(s: &str) -> Result<NetworkSetting, String> {
+    NetworkSetting::parse(s, None).map_err(|e| e.to_string())
 }
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())

@@ -109,6 +109,8 @@ pub struct TestFinished {
     pub pids_limit_hit: bool,
     pub scope: PeakScope,
     pub settings: Effective,
+    /// The container's network: the test's fixed one, or what `network = "auto"` got.
+    pub network: Option<cvtest_spec::NetworkSpec>,
     /// Captured output (bounded by the runner's capture limit, truncation marked).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
@@ -135,6 +137,7 @@ impl TestFinished {
             pids_limit_hit: false,
             scope,
             settings: t.settings.clone(),
+            network: t.settings.network.and_then(|n| n.fixed()),
             stdout: Vec::new(),
             stderr: Vec::new(),
         }
@@ -178,6 +181,16 @@ pub enum Event {
     TestStarted {
         binary_id: String,
         name: String,
+    },
+    /// The test waits for a machine-wide lease (its subnet, or its share of the memory budget)
+    /// held by another cvtest container; sent again when the holder changes.
+    TestWaiting {
+        binary_id: String,
+        name: String,
+        /// What it waits for: `10.0.0.0/24`, `512 MiB of the 20000 MiB memory budget`.
+        what: String,
+        /// Who holds it, when that can be told.
+        holder: Option<cvtest::lease::Holder>,
     },
     TestFinished(Box<TestFinished>),
     BinaryFinished(Box<BinaryFinished>),

@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+
+use cvtest::lease::{self, LeaseError, NetworkPool, WaitPolicy, Waiting};
 use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest_spec::{NetworkSetting, NetworkSpec};
 
 use crate::cli::Isolation;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
@@ -70,7 +74,11 @@ pub fn demand(list: &TestList, unit: &Unit) -> Demand {
         Unit::Test(i) => &list.tests[*i].settings,
         Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
     };
-    Demand { memory: settings.memory_bytes(), networks: settings.network.into_iter().collect() }
+    // `auto` networks never clash: each container's lease picks a free subnet.
+    Demand {
+        memory: settings.memory_bytes(),
+        networks: settings.network.and_then(|n| n.fixed()).into_iter().collect(),
+    }
 }
 
 /// Everything workers share.
@@ -109,7 +117,7 @@ impl Runner<'_> {
                     let b = self.list.binary_of(t);
                     let _ =
                         events.send(Event::TestStarted { binary_id: b.bin.id.clone(), name: t.name.clone() });
-                    let r = self.run_test(&ticket, t, b, zygote.as_mut());
+                    let r = self.run_test(&ticket, t, b, zygote.as_mut(), &events);
                     let failed = r.verdict() == Verdict::Failure;
                     let _ = events.send(Event::TestFinished(Box::new(r)));
                     failed
@@ -136,16 +144,30 @@ impl Runner<'_> {
         }
     }
 
-    fn options(&self, s: &Effective) -> Options {
+    fn options(&self, s: &Effective) -> Result<Options, String> {
         let mut o = Options::new();
         o.set_caps(Caps::ALL);
         o.limits = s.limits();
-        o.network = s.network;
+        match s.network {
+            None => {}
+            Some(NetworkSetting::Fixed(net)) => {
+                o.network = Some(net);
+            }
+            Some(NetworkSetting::Auto) => {
+                let pool = NetworkPool::from_env().map_err(|e| {
+                    format!(
+                        "{}: {e}; set it to a CIDR such as 10.200.0.0/16, or unset it",
+                        cvtest::lease::ENV_POOL
+                    )
+                })?;
+                o.network_auto(pool);
+            }
+        }
         o.hostname = s.hostname.clone();
         o.set_privileged(s.privileged);
         o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
         o.rootfs = Rootfs::Host { writable: self.writable.clone() };
-        o
+        Ok(o)
     }
 
     fn command(&self, b: &BinaryEntry, args: Vec<OsString>) -> Command {
@@ -163,19 +185,60 @@ impl Runner<'_> {
     }
 
     /// Creates, starts (through `zygote` when there is one) and waits for one container; destroys
-    /// it whatever happens.
+    /// it whatever happens. Before that, takes the unit's share of the machine-wide memory
+    /// budget (shared with other runners) and, at create, its subnet's lease; while it waits for
+    /// either, `waiting` is told who holds it. Returns the outcome and the container's network.
     fn contain(
         &self,
         ticket: &Ticket,
         settings: &Effective,
         cmd: &Command,
         zygote: Option<&mut Zygote>,
-    ) -> Result<Outcome, String> {
+        who: (&str, &str, &Sender<Event>),
+    ) -> Result<(Outcome, Option<NetworkSpec>), String> {
         if self.scheduler.is_interrupted() {
             return Err(CANCELLED.to_owned());
         }
-        let mut c = Container::create(&self.options(settings))
-            .map_err(|e| chain("cannot create the container", &e))?;
+        let (binary_id, name, events) = who;
+        let label = format!("{binary_id} {name}");
+        let reported: RefCell<Option<Waiting>> = RefCell::new(None);
+        let observer = |w: &Waiting| {
+            let mut reported = reported.borrow_mut();
+            if reported.as_ref() != Some(w) {
+                let _ = events.send(Event::TestWaiting {
+                    binary_id: binary_id.to_owned(),
+                    name: name.to_owned(),
+                    what: w.what.clone(),
+                    holder: w.holder.clone(),
+                });
+                *reported = Some(w.clone());
+            }
+            !self.scheduler.is_interrupted()
+        };
+        let gave_up = |e: &LeaseError| matches!(e, LeaseError::GaveUp { .. });
+        let memory = self.scheduler.charge_mib(settings.memory_bytes());
+        let _memory = lease::take_memory(
+            memory,
+            self.scheduler.budget_mib(),
+            &WaitPolicy { label: Some(&label), timeout: MEMORY_WAIT, observer: Some(&observer) },
+        )
+        .map_err(|e| {
+            if gave_up(&e) {
+                CANCELLED.to_owned()
+            } else {
+                chain("cannot take the memory budget", &e)
+            }
+        })?;
+        let policy = WaitPolicy {
+            label: Some(&label),
+            timeout: settings.timeout.unwrap_or(lease::DEFAULT_WAIT),
+            observer: Some(&observer),
+        };
+        let mut c = Container::create_waiting(&self.options(settings)?, &policy).map_err(|e| match e {
+            cvtest::CreateError::Lease(l) if gave_up(&l) => CANCELLED.to_owned(),
+            e => chain("cannot create the container", &e),
+        })?;
+        let network = c.network();
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
@@ -187,16 +250,11 @@ impl Runner<'_> {
             }
             c.wait(settings.timeout).map_err(|e| chain("lost track of the container", &e))
         })();
-        let veth = c.veth_host_name().map(str::to_owned);
+        // Destroy returns once the kernel has removed the veth, so the subnet is free for the
+        // next unit the scheduler admits (and the lease is released).
         let destroyed = c.destroy().map_err(|e| chain("cannot clean up the container", &e));
-        if let Some(name) = veth {
-            // The kernel removes the veth (and its host route) after the network namespace goes,
-            // asynchronously. Its subnet stays reserved until then, or the next test on the same
-            // subnet would see a route clash.
-            wait_link_gone(&name);
-        }
         match (result, destroyed) {
-            (Ok(o), Ok(())) => Ok(o),
+            (Ok(o), Ok(())) => Ok((o, network)),
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
         }
     }
@@ -219,6 +277,7 @@ impl Runner<'_> {
         t: &TestCase,
         b: &BinaryEntry,
         zygote: Option<&mut Zygote>,
+        events: &Sender<Event>,
     ) -> TestFinished {
         let mut args: Vec<OsString> = Vec::new();
         if t.whole_binary {
@@ -232,8 +291,9 @@ impl Runner<'_> {
         let cmd = self.command(b, args);
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
-        match self.contain(ticket, &t.settings, &cmd, zygote) {
-            Ok(o) => {
+        match self.contain(ticket, &t.settings, &cmd, zygote, (&b.bin.id, &t.name, events)) {
+            Ok((o, network)) => {
+                r.network = network;
                 r.status = self.status(&o);
                 if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
                     r.status = Status::SetupError {
@@ -284,9 +344,10 @@ impl Runner<'_> {
         }
         let cmd = self.command(b, args);
         let started = Instant::now();
-        let result = self.contain(ticket, settings, &cmd, zygote);
+        let unit_name = format!("{} tests", cases.len());
+        let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
         let (binary_status, outcome) = match result {
-            Ok(o) => (self.status(&o), Some(o)),
+            Ok((o, _)) => (self.status(&o), Some(o)),
             Err(m) if m == CANCELLED => (Status::Cancelled, None),
             Err(message) => (Status::SetupError { message }, None),
         };
@@ -338,19 +399,8 @@ impl Runner<'_> {
 
 const CANCELLED: &str = "\0cancelled";
 
-/// How long a released veth may take to disappear before its subnet is handed out anyway (the
-/// next container then reports a clear route-clash error rather than waiting forever).
-const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn wait_link_gone(name: &str) {
-    let path = std::path::Path::new("/sys/class/net").join(name);
-    let deadline = Instant::now() + LINK_GONE_TIMEOUT;
-    let mut pause = Duration::from_micros(200);
-    while path.exists() && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
+/// How long a unit waits for its share of the memory budget while other runners use it.
+const MEMORY_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 fn chain(what: &str, e: &dyn std::error::Error) -> String {
     let mut s = format!("{what}: {e}");

@@ -94,6 +94,17 @@ impl Scheduler {
         }
     }
 
+    /// The budget in MiB (rounded up), for the machine-wide memory lease.
+    pub fn budget_mib(&self) -> u64 {
+        self.budget.div_ceil(1 << 20)
+    }
+
+    /// What a unit with this memory limit takes of the machine-wide budget, in MiB (rounded
+    /// up): its limit, or the whole budget when it has none or a larger one.
+    pub fn charge_mib(&self, memory: Option<u64>) -> u64 {
+        self.charge(&Demand { memory, networks: Vec::new() }).0.div_ceil(1 << 20)
+    }
+
     fn charge(&self, d: &Demand) -> (u64, bool) {
         match d.memory {
             Some(b) if b <= self.budget => (b, false),

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
-    format_duration, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
+    format_duration, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, PidsLimit, TestSettings,
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
@@ -67,7 +67,7 @@ pub struct Effective {
     pub pids: PidsLimit,
     pub cpu_weight: CpuWeight,
     pub cpus: Option<CpuQuota>,
-    pub network: Option<NetworkSpec>,
+    pub network: Option<NetworkSetting>,
     pub timeout: Option<Duration>,
     pub hostname: Option<String>,
     /// Every capability, /proc unhardened.

@@ -44,7 +44,7 @@ pub fn limits_json(s: &Effective) -> Value {
         "cpu_weight": s.cpu_weight.get(),
         "cpus": s.cpus.map(|c| c.to_string()),
         "network": s.network.map(|n| n.to_string()),
-        "host_address": s.network.map(|n| n.host().to_string()),
+        "host_address": s.network.and_then(|n| n.fixed()).map(|n| n.host().to_string()),
         "timeout_ms": s.timeout.map(ms),
         "privileged": s.privileged,
         "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
@@ -107,6 +107,13 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 })
             }
             Event::TestStarted { .. } => return Ok(()),
+            Event::TestWaiting { binary_id, name, what, holder } => json!({
+                "type": "test-waiting",
+                "binary": binary_id,
+                "name": name,
+                "waiting_for": what,
+                "holder": holder.as_ref().map(|h| json!({ "pid": h.pid, "test": h.test, "holds": h.what })),
+            }),
             Event::TestFinished(t) => {
                 let verdict = t.verdict();
                 let failure = verdict == Verdict::Failure;
@@ -131,6 +138,11 @@ impl<W: Write> Reporter for JsonReporter<W> {
                     "signal": signal,
                     "message": message,
                     "limits": limits_json(&t.settings),
+                    "network": t.network.map(|n| json!({
+                        "address": n.container().to_string(),
+                        "host": n.host().to_string(),
+                        "prefix": n.prefix_len(),
+                    })),
                     "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
                     "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
                     "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),

@@ -62,7 +62,7 @@ impl RunSummary {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
             Event::RunStarted { to_run, .. } => self.to_run = *to_run,
-            Event::TestStarted { .. } => {}
+            Event::TestStarted { .. } | Event::TestWaiting { .. } => {}
             Event::TestFinished(t) => {
                 match t.verdict() {
                     Verdict::Success => self.succeeded += 1,

@@ -118,6 +118,10 @@ impl<W: Write> TerminalReporter<W> {
                 s
             }
         };
+        let peaks = match t.network {
+            Some(n) if t.status != Status::Ignored => format!("{peaks}  net {n}"),
+            _ => peaks,
+        };
         let dur = if t.status == Status::Ignored {
             "        ".to_owned()
         } else {
@@ -262,6 +266,21 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             Event::TestStarted { binary_id, name } => {
                 self.running += 1;
                 self.last_started = format!("{binary_id} {name}");
+                self.draw_progress()?;
+            }
+            Event::TestWaiting { binary_id, name, what, holder } => {
+                self.clear_progress()?;
+                let holder =
+                    holder.as_ref().map_or_else(|| "another cvtest container".to_owned(), |h| h.to_string());
+                writeln!(
+                    self.out,
+                    "{:>14} [{:>8}] {:<50} {} {}",
+                    self.paint.paint(Painter::warn(), "WAIT"),
+                    "",
+                    format!("{what}, held by {holder}"),
+                    self.paint.paint(Painter::dim(), binary_id),
+                    self.paint.paint(Painter::strong(), name)
+                )?;
                 self.draw_progress()?;
             }
             Event::TestFinished(t) => {
