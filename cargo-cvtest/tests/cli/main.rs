@@ -4,6 +4,7 @@
 
 mod errors;
 mod interrupt;
+mod leases;
 mod reliability;
 mod run;
 mod select;
@@ -19,6 +20,7 @@ fn main() {
     trials.extend(select::trials());
     trials.extend(run::trials());
     trials.extend(interrupt::trials());
+    trials.extend(leases::trials());
     trials.extend(reliability::trials());
     libtest_mimic::run(&args, trials).exit();
 }
