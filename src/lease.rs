@@ -139,7 +139,7 @@ pub enum LeaseError {
         source: io::Error,
     },
     #[error("waited {waited:?} for {what}, still held by {holder}; raise the test's timeout, or give the tests distinct subnets (or network = \"auto\")", holder = holder.as_ref().map_or_else(|| "another cvtest container".to_owned(), |h| format!("cvtest {h} ({})", h.what)))]
-    TimedOut { what: String, holder: Option<Holder>, waited: Duration },
+    TimedOut { what: String, holder: Option<Box<Holder>>, waited: Duration },
     #[error("gave up waiting for {what}")]
     GaveUp { what: String },
 }
@@ -360,7 +360,7 @@ fn wait_round(
     }
     let now = Instant::now();
     if now >= deadline {
-        return Err(LeaseError::TimedOut { what: what.to_owned(), holder, waited: policy.timeout });
+        return Err(LeaseError::TimedOut { what: what.to_owned(), holder: holder.map(Box::new), waited: policy.timeout });
     }
     std::thread::sleep((*pause).min(deadline - now));
     *pause = (*pause * 2).min(POLL_MAX);
