@@ -215,7 +215,12 @@ impl NetworkSetting {
                 h,
                 "`host` needs a fixed network: with network = \"auto\" the host end is chosen with the subnet",
             )),
-            _ => NetworkSpec::from_cidr(value, host).map(NetworkSetting::Fixed),
+            _ => NetworkSpec::from_cidr(value, host).map(NetworkSetting::Fixed).map_err(|mut e| {
+                if e.kind == ValueKind::Cidr {
+                    e.kind = ValueKind::Network;
+                }
+                e
+            }),
         }
     }
 }
