@@ -699,6 +699,7 @@ fn sweep_if_due() {
     }
     let _ = crate::sweep::sweep_stale_cgroups_now();
     let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
+    crate::lease::sweep_stale_records();
 }
 
 #[cfg(test)]

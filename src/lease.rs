@@ -13,10 +13,12 @@
 //!   exactly "which held subnet overlaps mine" (and a first-fit search for memory);
 //! - they cost a few syscalls (an `open`, an `fcntl`, a `close`): no daemon, no D-Bus.
 //!
-//! OFD locks do not tell who holds them (`l_pid` is -1), so each holder also publishes a record,
-//! `holders/<pid>-<n>.json` (pid, test name, range), itself OFD-locked by the holder: a waiter
-//! reads the record that matches the blocking range, and a record whose lock is free belongs to
-//! a dead holder (it is removed by whoever sees it).
+//! OFD locks do not tell who holds them (`l_pid` is -1), so each holding process also publishes
+//! what it holds in `holders/<pid>.json` (a JSON array: pid, test name, what, range per lease),
+//! one file per process, OFD-locked by it for its whole life and rewritten in place on every
+//! take and release (creating and removing a file per lease costs more than the lease itself on
+//! a disk-backed `/run`). A waiter reads the record that matches the blocking range; a file
+//! whose lock is free belongs to a dead process and is removed by whoever meets it.
 //!
 //! Waiting polls (`F_OFD_SETLK` with a back-off from 1 ms to 50 ms) rather than blocking in
 //! `F_OFD_SETLKW`: a wait is bounded, can be given up by its observer (an interrupted run), and
@@ -27,11 +29,12 @@
 //! never meet root's.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use cvtest_spec::NetworkPool;
@@ -144,19 +147,61 @@ pub enum LeaseError {
     GaveUp { what: String },
 }
 
-/// A held lease; dropping it releases it (and removes its record).
+/// A held lease; dropping it releases it (and withdraws its record).
 #[derive(Debug)]
 pub struct Lease {
     _lock: OwnedFd,
-    record: Option<(PathBuf, File)>,
+    record: u64,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some((path, _file)) = self.record.take() {
-            let _ = fs::remove_file(path);
+        let mut records = records();
+        if let Some(r) = records.as_mut() {
+            r.held.retain(|(id, _)| *id != self.record);
+            if r.held.is_empty() {
+                // Holding nothing: no file left behind (the next lease makes it again).
+                let _ = fs::remove_file(dir().join("holders").join(format!("{}.json", r.pid)));
+                *records = None;
+            } else {
+                r.rewrite();
+            }
         }
     }
+}
+
+/// This process's published holdings.
+#[derive(Debug)]
+struct Records {
+    pid: u32,
+    file: File,
+    next: u64,
+    held: Vec<(u64, Holder)>,
+    /// How many bytes the file has.
+    written: usize,
+}
+
+impl Records {
+    /// Writes the holdings over the file's contents. A reader that meets a half-written file
+    /// fails to parse it and tells no holder this round.
+    fn rewrite(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let list: Vec<&Holder> = self.held.iter().map(|(_, h)| h).collect();
+        if let Ok(mut json) = serde_json::to_vec(&list) {
+            // Padded with spaces over the previous contents instead of truncated: one write.
+            if json.len() < self.written {
+                json.resize(self.written, b' ');
+            }
+            if self.file.write_all_at(&json, 0).is_ok() {
+                self.written = json.len();
+            }
+        }
+    }
+}
+
+fn records() -> std::sync::MutexGuard<'static, Option<Records>> {
+    static RECORDS: Mutex<Option<Records>> = Mutex::new(None);
+    RECORDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,13 +227,17 @@ impl Kind {
 
 /// The directory of the lease files (see the module's documentation).
 pub fn dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/cvtest");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => PathBuf::from(d).join("cvtest"),
-        None => PathBuf::from(format!("/tmp/cvtest-{}", nix::unistd::geteuid())),
-    }
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/run/cvtest");
+        }
+        match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(d) => PathBuf::from(d).join("cvtest"),
+            None => PathBuf::from(format!("/tmp/cvtest-{}", nix::unistd::geteuid())),
+        }
+    })
+    .clone()
 }
 
 fn make_dir(path: &Path) -> Result<(), LeaseError> {
@@ -360,11 +409,32 @@ fn wait_round(
     }
     let now = Instant::now();
     if now >= deadline {
-        return Err(LeaseError::TimedOut { what: what.to_owned(), holder: holder.map(Box::new), waited: policy.timeout });
+        return Err(LeaseError::TimedOut {
+            what: what.to_owned(),
+            holder: holder.map(Box::new),
+            waited: policy.timeout,
+        });
     }
     std::thread::sleep((*pause).min(deadline - now));
     *pause = (*pause * 2).min(POLL_MAX);
     Ok(())
+}
+
+/// Removes the records of processes that died holding leases (their leases went with them).
+/// Best effort; [`crate::Container::create`] calls it with its sweep of stale cgroups.
+pub fn sweep_stale_records() {
+    let Ok(entries) = fs::read_dir(dir().join("holders")) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !entry.file_name().to_string_lossy().ends_with(".json") {
+            continue;
+        }
+        if let Ok(file) = File::open(&path) {
+            if let Ok(None) = sys::ofd_conflict(file.as_fd(), 0, 0) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
 }
 
 /// The holder of the lock that blocks `[start, start + len)`, if its record can be found.
@@ -387,23 +457,25 @@ fn find_holder(kind: Kind, start: u64, len: u64) -> Option<Holder> {
         let path = entry.path();
         let Ok(file) = File::open(&path) else { continue };
         let Ok(text) = fs::read_to_string(&path) else { continue };
-        let Ok(h) = serde_json::from_str::<Holder>(&text) else { continue };
-        if h.kind != kind.name() || h.start + h.len <= start || start + len <= h.start {
-            continue;
-        }
         match sys::ofd_conflict(file.as_fd(), 0, 0) {
             Ok(Some(_)) => {}
-            // Nobody locks it: its holder is dead (or released it and is removing it).
+            // Nobody locks it: its process is dead.
             Ok(None) => {
                 let _ = fs::remove_file(&path);
                 continue;
             }
             Err(_) => continue,
         }
-        if h.start == start && h.len == len {
-            return Some(h);
+        let Ok(list) = serde_json::from_str::<Vec<Holder>>(&text) else { continue };
+        for h in list {
+            if h.kind != kind.name() || h.start + h.len <= start || start + len <= h.start {
+                continue;
+            }
+            if h.start == start && h.len == len {
+                return Some(h);
+            }
+            overlapping.get_or_insert(h);
         }
-        overlapping.get_or_insert(h);
     }
     overlapping
 }
@@ -417,52 +489,68 @@ fn publish(
     what: String,
     label: Option<&str>,
 ) -> Result<Lease, LeaseError> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let holders = dir().join("holders");
-    let stem = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-    let tmp = holders.join(format!(".{stem}.tmp"));
-    let path = holders.join(format!("{stem}.json"));
-    let err = |source| LeaseError::Record { path: path.clone(), source };
-    let create = || {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&tmp)
-    };
-    let mut file = match create() {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            make_dir(&holders)?;
-            create().map_err(err)?
-        }
-        // A record of a dead process that had this pid.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let _ = fs::remove_file(&tmp);
-            create().map_err(err)?
-        }
-        Err(e) => return Err(err(e)),
+    let pid = std::process::id();
+    let mut records = records();
+    let r = match records.as_mut() {
+        // A forked child does not own its parent's file (nor its lock).
+        Some(r) if r.pid == pid => r,
+        _ => records.insert(Records { pid, file: open_records(pid)?, next: 0, held: Vec::new(), written: 0 }),
     };
     let holder = Holder {
-        pid: std::process::id() as i32,
+        pid: pid as i32,
         test: label.map(str::to_owned),
         what,
         kind: kind.name().to_owned(),
         start,
         len,
     };
-    let written = sys::ofd_try_lock(file.as_fd(), 0, 0)
+    let id = r.next;
+    r.next += 1;
+    r.held.push((id, holder));
+    r.rewrite();
+    Ok(Lease { _lock: lock, record: id })
+}
+
+/// Creates `holders/<pid>.json`, OFD-locked: made under a temporary name and renamed into place,
+/// so that no reader ever sees it unlocked (and removes it as a dead process's).
+fn open_records(pid: u32) -> Result<File, LeaseError> {
+    let holders = dir().join("holders");
+    let tmp = holders.join(format!(".{pid}.tmp"));
+    let path = holders.join(format!("{pid}.json"));
+    let err = |source| LeaseError::Record { path: path.clone(), source };
+    let create = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&tmp)
+    };
+    let file = match create() {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dir(&holders)?;
+            create().map_err(err)?
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let placed = sys::ofd_try_lock(file.as_fd(), 0, 0)
         .map_err(io::Error::from)
-        .and_then(|_| serde_json::to_writer(&mut file, &holder).map_err(io::Error::from))
-        .and_then(|()| file.flush())
+        .and_then(|locked| {
+            if locked {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "another process locks this pid's record"))
+            }
+        })
         .and_then(|()| fs::rename(&tmp, &path));
-    if let Err(e) = written {
+    if let Err(e) = placed {
         let _ = fs::remove_file(&tmp);
         return Err(err(e));
     }
-    Ok(Lease { _lock: lock, record: Some((path, file)) })
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -156,12 +156,10 @@ fn sigkilled_holder_releases_its_lease() -> Result<(), Failed> {
     taken.map_err(|e| chain(&e))?;
     let first = holders.lock().unwrap().iter().flatten().next().cloned().ok_or("no holder")?;
     ensure!(first.test.as_deref() == Some("holder::test"), "{first:?}");
-    // The dead holder's record is gone (removed by whoever met it) or recognisably stale.
-    let records = std::fs::read_dir(lease::dir().join("holders"))?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{pid}-")))
-        .count();
-    ensure!(records <= 1, "{records} records of the dead holder");
+    // The dead holder's record is stale (nobody locks it): a sweep removes it.
+    let record = lease::dir().join("holders").join(format!("{pid}.json"));
+    lease::sweep_stale_records();
+    ensure!(!record.exists(), "{} of the dead holder is still there after a sweep", record.display());
     Ok(())
 }
 
