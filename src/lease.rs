@@ -68,6 +68,13 @@ pub struct Holder {
     len: u64,
 }
 
+impl Holder {
+    /// A holder as a reporter shows it (the range it holds stays unknown).
+    pub fn new(pid: i32, test: Option<String>, what: String) -> Holder {
+        Holder { pid, test, what, kind: String::new(), start: 0, len: 0 }
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.test {
@@ -369,18 +376,20 @@ pub fn take_from_pool(
     let deadline = Instant::now() + policy.timeout;
     let mut pause = POLL_FIRST;
     loop {
-        let routes = crate::net::host_ipv4_routes().ok();
+        // Routes dumped after the lease of the subnet they are checked for was taken (so no
+        // cvtest route can appear in it since); they also screen the candidates that follow.
+        let mut routes: Option<Vec<(std::net::Ipv4Addr, u8)>> = None;
         for i in (0..count).map(|k| (first + k) % count) {
             let net = pool.subnet(i);
             if routes.as_ref().is_some_and(|r| crate::net::route_overlaps(&net, r)) {
                 continue;
             }
-            if let Some(lease) = try_take_subnet(&net, policy.label)? {
-                // The snapshot may be old: check again under the lease.
-                if crate::net::check_host_routes(&net).is_ok() {
-                    return Ok((net, lease));
-                }
+            let Some(lease) = try_take_subnet(&net, policy.label)? else { continue };
+            routes = crate::net::host_ipv4_routes().ok();
+            if routes.as_ref().is_some_and(|r| !crate::net::route_overlaps(&net, r)) {
+                return Ok((net, lease));
             }
+            drop(lease);
         }
         wait_round(policy, &what, None, deadline, &mut pause)?;
     }

@@ -204,6 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn machine_wide_shares_are_whole_mib_of_the_budget() {
+        let s = Scheduler::new([], 600 << 20);
+        assert_eq!(s.budget_mib(), 600);
+        assert_eq!(s.charge_mib(Some(400 << 20)), 400);
+        assert_eq!(s.charge_mib(Some((1 << 20) + 1)), 2);
+        assert_eq!(s.charge_mib(Some(2 << 30)), 600, "larger than the budget: all of it");
+        assert_eq!(s.charge_mib(None), 600, "max: all of it");
+    }
+
+    #[test]
     fn memory_budget_limits_concurrency() {
         let s = Scheduler::new([(0, d(Some(60), None)), (1, d(Some(60), None)), (2, d(Some(30), None))], 100);
         let a = s.next().unwrap();

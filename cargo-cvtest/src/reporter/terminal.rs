@@ -361,3 +361,25 @@ fn signal_name(sig: i32) -> &'static str {
         _ => "signal",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_shows_the_holder() {
+        let mut r = TerminalReporter::new(Vec::new(), Painter { on: false }, false, 5);
+        let holder = cvtest::lease::Holder::new(4242, Some("crate::net peer".into()), "10.0.0.0/16".into());
+        r.report(&Event::TestWaiting {
+            binary_id: "crate".into(),
+            name: "net::client".into(),
+            what: "10.0.0.0/24".into(),
+            holder: Some(holder),
+        })
+        .unwrap();
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        assert!(out.trim_start().starts_with("WAIT"), "{out}");
+        assert!(out.contains("10.0.0.0/24, held by pid 4242 (test crate::net peer)"), "{out}");
+        assert!(out.contains("crate net::client"), "{out}");
+    }
+}
