@@ -11,12 +11,25 @@ use std::process::{Command, Stdio};
 use cargo_metadata::camino::{Utf8Path, Utf8PathBuf};
 use cargo_metadata::{Message, Metadata, MetadataCommand, Package, PackageId, TargetKind};
 
-use crate::cli::BuildArgs;
 use crate::errors::{BuildError, SetupError};
+
+/// What to build, and how to read the workspace: the CLI's selection flags, already in cargo's
+/// words.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BuildOptions {
+    /// Passed through to `cargo test --no-run` as they are (`--package a`, `--release`, ...).
+    pub(crate) cargo_args: Vec<String>,
+    pub(crate) manifest_path: Option<PathBuf>,
+    pub(crate) target_dir: Option<PathBuf>,
+    /// `cargo metadata` without the network (`--offline` or `--frozen`).
+    pub(crate) offline: bool,
+    /// `cargo metadata` with `Cargo.lock` unchanged (`--locked` or `--frozen`).
+    pub(crate) locked: bool,
+}
 
 /// What kind of target a test binary was built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum BinaryKind {
+pub(crate) enum BinaryKind {
     Lib,
     ProcMacro,
     Bin,
@@ -26,7 +39,7 @@ pub enum BinaryKind {
 }
 
 impl BinaryKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BinaryKind::Lib => "lib",
             BinaryKind::ProcMacro => "proc-macro",
@@ -40,64 +53,64 @@ impl BinaryKind {
 
 /// One test executable cargo built.
 #[derive(Debug, Clone)]
-pub struct TestBinary {
+pub(crate) struct TestBinary {
     /// `crate` (lib unit tests), `crate::name` (integration test), `crate::bin/name`,
     /// `crate::example/name`, `crate::bench/name`.
-    pub id: String,
-    pub package_id: PackageId,
-    pub kind: BinaryKind,
-    pub target_name: String,
-    pub path: Utf8PathBuf,
+    pub(crate) id: String,
+    pub(crate) package_id: PackageId,
+    pub(crate) kind: BinaryKind,
+    pub(crate) target_name: String,
+    pub(crate) path: Utf8PathBuf,
     /// `harness = false` in the manifest: may not speak libtest's `--list`.
-    pub custom_harness: bool,
+    pub(crate) custom_harness: bool,
 }
 
 /// What a build produced besides the test binaries: what the tests' environment needs.
 #[derive(Debug, Default)]
-pub struct BuildOutput {
-    pub binaries: Vec<TestBinary>,
+pub(crate) struct BuildOutput {
+    pub(crate) binaries: Vec<TestBinary>,
     /// Non-test executables per package, for `CARGO_BIN_EXE_<name>`.
-    pub bin_exes: BTreeMap<PackageId, Vec<(String, Utf8PathBuf)>>,
+    pub(crate) bin_exes: BTreeMap<PackageId, Vec<(String, Utf8PathBuf)>>,
     /// Per package: build-script `OUT_DIR` and `cargo:rustc-env` values.
-    pub script_env: BTreeMap<PackageId, Vec<(String, String)>>,
+    pub(crate) script_env: BTreeMap<PackageId, Vec<(String, String)>>,
     /// Native library directories inside the target dir (from build scripts), for the dylib path.
-    pub linked_paths: Vec<Utf8PathBuf>,
+    pub(crate) linked_paths: Vec<Utf8PathBuf>,
 }
 
 /// The workspace as `cargo metadata --no-deps` describes it.
 #[derive(Debug)]
-pub struct Workspace {
-    pub metadata: Metadata,
+pub(crate) struct Workspace {
+    pub(crate) metadata: Metadata,
     /// The target dir in use (`--target-dir`, or what cargo's config says).
-    pub target_dir: Utf8PathBuf,
+    pub(crate) target_dir: Utf8PathBuf,
 }
 
 impl Workspace {
-    pub fn package(&self, id: &PackageId) -> Option<&Package> {
+    pub(crate) fn package(&self, id: &PackageId) -> Option<&Package> {
         self.metadata.packages.iter().find(|p| &p.id == id)
     }
-    pub fn root(&self) -> &Utf8Path {
+    pub(crate) fn root(&self) -> &Utf8Path {
         &self.metadata.workspace_root
     }
 }
 
 /// The cargo to run: `$CARGO` (set by cargo for subcommands), else `cargo`.
-pub fn cargo_program() -> PathBuf {
+pub(crate) fn cargo_program() -> PathBuf {
     std::env::var_os("CARGO").map(PathBuf::from).unwrap_or_else(|| "cargo".into())
 }
 
 /// Reads the workspace with `cargo metadata --no-deps`.
-pub fn load_workspace(args: &BuildArgs) -> Result<Workspace, SetupError> {
+pub(crate) fn load_workspace(args: &BuildOptions) -> Result<Workspace, SetupError> {
     let mut cmd = MetadataCommand::new();
     cmd.cargo_path(cargo_program()).no_deps();
     if let Some(m) = &args.manifest_path {
         cmd.manifest_path(m);
     }
     let mut other = Vec::new();
-    if args.offline || args.frozen {
+    if args.offline {
         other.push("--offline".to_owned());
     }
-    if args.locked || args.frozen {
+    if args.locked {
         other.push("--locked".to_owned());
     }
     cmd.other_options(other);
@@ -118,55 +131,17 @@ pub fn load_workspace(args: &BuildArgs) -> Result<Workspace, SetupError> {
     Ok(Workspace { metadata, target_dir })
 }
 
-/// The `cargo test --no-run` command line for these selection flags.
-pub fn cargo_test_args(args: &BuildArgs, color: bool) -> Vec<String> {
+/// The `cargo test --no-run` command line.
+fn cargo_test_args(args: &BuildOptions, color: bool) -> Vec<String> {
     let mut v: Vec<String> =
         ["test", "--no-run", "--message-format=json-render-diagnostics"].map(String::from).to_vec();
     v.push(format!("--color={}", if color { "always" } else { "never" }));
-    let mut push_all = |flag: &str, vals: &[String]| {
-        for x in vals {
-            v.push(flag.to_owned());
-            v.push(x.clone());
-        }
-    };
-    push_all("--package", &args.packages);
-    push_all("--exclude", &args.exclude);
-    push_all("--bin", &args.bin);
-    push_all("--test", &args.test);
-    push_all("--example", &args.example);
-    push_all("--features", &args.features);
-    let flags = [
-        (args.workspace, "--workspace"),
-        (args.lib, "--lib"),
-        (args.bins, "--bins"),
-        (args.tests, "--tests"),
-        (args.examples, "--examples"),
-        (args.all_targets, "--all-targets"),
-        (args.all_features, "--all-features"),
-        (args.no_default_features, "--no-default-features"),
-        (args.release, "--release"),
-        (args.locked, "--locked"),
-        (args.offline, "--offline"),
-        (args.frozen, "--frozen"),
-    ];
-    v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| (*f).to_owned()));
-    if let Some(p) = &args.profile {
-        v.push("--profile".into());
-        v.push(p.clone());
-    }
-    if let Some(d) = &args.target_dir {
-        v.push("--target-dir".into());
-        v.push(d.display().to_string());
-    }
-    if let Some(m) = &args.manifest_path {
-        v.push("--manifest-path".into());
-        v.push(m.display().to_string());
-    }
+    v.extend(args.cargo_args.iter().cloned());
     v
 }
 
 /// Builds the tests. Cargo's own progress and diagnostics go to our stderr unchanged.
-pub fn build(args: &BuildArgs, ws: &Workspace, color: bool) -> Result<BuildOutput, BuildError> {
+pub(crate) fn build(args: &BuildOptions, ws: &Workspace, color: bool) -> Result<BuildOutput, BuildError> {
     let argv = cargo_test_args(args, color);
     let mut child = Command::new(cargo_program())
         .args(&argv)
@@ -257,7 +232,7 @@ fn binary_kind(kinds: &[TargetKind]) -> BinaryKind {
 }
 
 /// nextest-style binary ids: readable, unique within a workspace, stable across builds.
-pub fn binary_id(package: &str, kind: BinaryKind, target: &str) -> String {
+pub(crate) fn binary_id(package: &str, kind: BinaryKind, target: &str) -> String {
     match kind {
         BinaryKind::Lib | BinaryKind::ProcMacro => package.to_owned(),
         BinaryKind::Test => format!("{package}::{target}"),
@@ -301,22 +276,6 @@ mod tests {
         assert_eq!(binary_id("foo", BinaryKind::Test, "integ"), "foo::integ");
         assert_eq!(binary_id("foo", BinaryKind::Bin, "cli"), "foo::bin/cli");
         assert_eq!(binary_kind(&[TargetKind::Lib, TargetKind::RLib]), BinaryKind::Lib);
-    }
-
-    #[test]
-    fn passes_selection_flags_through() {
-        let args = BuildArgs {
-            packages: vec!["a".into()],
-            test: vec!["t".into()],
-            release: true,
-            features: vec!["x y".into()],
-            ..Default::default()
-        };
-        let v = cargo_test_args(&args, false).join(" ");
-        assert_eq!(
-            v,
-            "test --no-run --message-format=json-render-diagnostics --color=never --package a --test t --features x y --release"
-        );
     }
 
     #[test]

@@ -3,21 +3,34 @@
 //! Every value is parsed here, at the edge, so that a bad value is a usage error (exit code 2)
 //! that names the flag, the value and what is accepted. Limits go through `cvtest-spec`, the one
 //! value parser.
+//!
+//! The stages never see clap's types: [`CvtestArgs::into_options`] converts the command line into
+//! their own option types ([`RunOptions`] and what it holds).
 
+use std::io::IsTerminal;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::styling::{AnsiColor, Styles};
 use clap::{Args, CommandFactory, Parser, ValueEnum};
-use cvtest_spec::{parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, PidsLimit};
+use cvtest_spec::{
+    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, ParseError, PidsLimit,
+    TestSettings,
+};
 
-use crate::partition::Partition;
+use crate::build::BuildOptions;
+use crate::errors::{LibtestArgsError, UsageError};
+use crate::filter::{NameFilter, RunIgnored};
+use crate::partition::{InvalidPartition, Partition};
+use crate::reporter::{OutputFormat, Painter, ReportOptions};
+use crate::run::RunOptions;
+use crate::units::ContainerScope;
 
 /// `cargo` as it calls us: `cargo-cvtest cvtest ...`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo", bin_name = "cargo", styles = styles(), disable_help_subcommand = true)]
-pub enum CargoCli {
+pub(crate) enum CargoCli {
     /// Run each test in its own container, in parallel, and report resource peaks.
     Cvtest(CvtestArgs),
 }
@@ -34,113 +47,113 @@ pub enum CargoCli {
                   defaults < config defaults < --memory/--pids/... < config overrides < #[cv_test] < \
                   --memory/--pids/... with --force-limits."
 )]
-pub struct CvtestArgs {
+pub(crate) struct CvtestArgs {
     #[command(flatten)]
-    pub build: BuildArgs,
+    pub(crate) build: BuildArgs,
     #[command(flatten)]
-    pub filter: FilterArgs,
+    pub(crate) filter: FilterArgs,
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub(crate) limits: LimitArgs,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub(crate) run: RunArgs,
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub(crate) report: ReportArgs,
 }
 
 /// What cargo builds: passed through to `cargo test --no-run`.
 #[derive(Debug, Args, Default, Clone)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     /// Package to test (see `cargo help pkgid`)
     #[arg(short = 'p', long = "package", value_name = "SPEC", help_heading = "Package Selection")]
-    pub packages: Vec<String>,
+    pub(crate) packages: Vec<String>,
     /// Test all packages in the workspace
     #[arg(long, help_heading = "Package Selection")]
-    pub workspace: bool,
+    pub(crate) workspace: bool,
     /// Exclude packages from the test (with --workspace)
     #[arg(long, value_name = "SPEC", help_heading = "Package Selection")]
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
 
     /// Test only this package's library
     #[arg(long, help_heading = "Target Selection")]
-    pub lib: bool,
+    pub(crate) lib: bool,
     /// Test all binaries
     #[arg(long, help_heading = "Target Selection")]
-    pub bins: bool,
+    pub(crate) bins: bool,
     /// Test only the specified binary
     #[arg(long = "bin", value_name = "NAME", help_heading = "Target Selection")]
-    pub bin: Vec<String>,
+    pub(crate) bin: Vec<String>,
     /// Test all targets that have `test = true` set
     #[arg(long, help_heading = "Target Selection")]
-    pub tests: bool,
+    pub(crate) tests: bool,
     /// Test only the specified test target
     #[arg(long = "test", value_name = "NAME", help_heading = "Target Selection")]
-    pub test: Vec<String>,
+    pub(crate) test: Vec<String>,
     /// Test all examples
     #[arg(long, help_heading = "Target Selection")]
-    pub examples: bool,
+    pub(crate) examples: bool,
     /// Test only the specified example
     #[arg(long = "example", value_name = "NAME", help_heading = "Target Selection")]
-    pub example: Vec<String>,
+    pub(crate) example: Vec<String>,
     /// Test all targets (does not include doctests)
     #[arg(long = "all-targets", help_heading = "Target Selection")]
-    pub all_targets: bool,
+    pub(crate) all_targets: bool,
 
     /// Space or comma separated list of features to activate
     #[arg(short = 'F', long, value_name = "FEATURES", help_heading = "Feature Selection")]
-    pub features: Vec<String>,
+    pub(crate) features: Vec<String>,
     /// Activate all available features
     #[arg(long = "all-features", help_heading = "Feature Selection")]
-    pub all_features: bool,
+    pub(crate) all_features: bool,
     /// Do not activate the `default` feature
     #[arg(long = "no-default-features", help_heading = "Feature Selection")]
-    pub no_default_features: bool,
+    pub(crate) no_default_features: bool,
 
     /// Build artifacts in release mode, with optimizations
     #[arg(short = 'r', long, help_heading = "Compilation Options")]
-    pub release: bool,
+    pub(crate) release: bool,
     /// Build artifacts with the specified profile
     #[arg(long, value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
-    pub profile: Option<String>,
+    pub(crate) profile: Option<String>,
     /// Directory for all generated artifacts
     #[arg(long = "target-dir", value_name = "DIRECTORY", help_heading = "Compilation Options")]
-    pub target_dir: Option<PathBuf>,
+    pub(crate) target_dir: Option<PathBuf>,
 
     /// Path to Cargo.toml
     #[arg(long = "manifest-path", value_name = "PATH", help_heading = "Manifest Options")]
-    pub manifest_path: Option<PathBuf>,
+    pub(crate) manifest_path: Option<PathBuf>,
     /// Assert that `Cargo.lock` will remain unchanged
     #[arg(long, help_heading = "Manifest Options")]
-    pub locked: bool,
+    pub(crate) locked: bool,
     /// Run without accessing the network
     #[arg(long, help_heading = "Manifest Options")]
-    pub offline: bool,
+    pub(crate) offline: bool,
     /// Equivalent to specifying both --locked and --offline
     #[arg(long, help_heading = "Manifest Options")]
-    pub frozen: bool,
+    pub(crate) frozen: bool,
 }
 
 /// Which tests run: like `cargo test`'s filters.
 #[derive(Debug, Args, Default, Clone)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     /// Run only tests whose names contain one of these strings
     #[arg(value_name = "FILTERS", help_heading = "Test Selection")]
-    pub filters: Vec<String>,
+    pub(crate) filters: Vec<String>,
     /// Match FILTERS (and --skip) against whole test names
     #[arg(long, help_heading = "Test Selection")]
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// Skip tests whose names contain this string (repeatable)
     #[arg(long, value_name = "FILTER", help_heading = "Test Selection")]
-    pub skip: Vec<String>,
+    pub(crate) skip: Vec<String>,
     /// Run only ignored tests
     #[arg(long, conflicts_with = "include_ignored", help_heading = "Test Selection")]
-    pub ignored: bool,
+    pub(crate) ignored: bool,
     /// Run ignored and not ignored tests
     #[arg(long = "include-ignored", help_heading = "Test Selection")]
-    pub include_ignored: bool,
+    pub(crate) include_ignored: bool,
     /// Run one part of the tests: count:K/N takes every Nth test starting at the Kth, hash:K/N the tests
     /// whose name hashes to K (1 <= K <= N)
     #[arg(long, value_name = "count:K/N|hash:K/N", value_parser = parse_partition, help_heading = "Test Selection")]
-    pub partition: Option<Partition>,
+    pub(crate) partition: Option<Partition>,
     /// libtest-style arguments after `--`: FILTERS, --exact, --skip FILTER, --ignored, --include-ignored
     #[arg(
         last = true,
@@ -148,73 +161,73 @@ pub struct FilterArgs {
         allow_hyphen_values = true,
         help_heading = "Test Selection"
     )]
-    pub libtest_args: Vec<String>,
+    pub(crate) libtest_args: Vec<String>,
 }
 
 /// Defaults for every test's container, or with --force-limits the limits of every test.
 #[derive(Debug, Args, Default, Clone)]
-pub struct LimitArgs {
+pub(crate) struct LimitArgs {
     /// Memory limit per container: bytes, K/M/G/T (binary), or "max"
     #[arg(long, value_name = "SIZE", value_parser = parse_memory, allow_hyphen_values = true, help_heading = "Limits")]
-    pub memory: Option<MemoryLimit>,
+    pub(crate) memory: Option<MemoryLimit>,
     /// Pids limit per container (processes and threads), or "max"
     #[arg(long, value_name = "N", value_parser = parse_pids, allow_hyphen_values = true, help_heading = "Limits")]
-    pub pids: Option<PidsLimit>,
+    pub(crate) pids: Option<PidsLimit>,
     /// CPU weight per container, 1 to 10000 (100 is the default share)
     #[arg(long = "cpu-weight", value_name = "N", value_parser = parse_cpu_weight, allow_hyphen_values = true, help_heading = "Limits")]
-    pub cpu_weight: Option<CpuWeight>,
+    pub(crate) cpu_weight: Option<CpuWeight>,
     /// CPU quota per container in CPUs ("0.5", "2"), or "max"
     #[arg(long, value_name = "CPUS", value_parser = parse_cpus_flag, allow_hyphen_values = true, help_heading = "Limits")]
-    pub cpus: Option<CpuQuotaArg>,
+    pub(crate) cpus: Option<CpuQuotaArg>,
     /// Give every test a veth with this address (tests then run one at a time), or "auto": a free
     /// subnet each (from $CVTEST_NET_POOL, default 198.19.0.0/16)
     #[arg(long, value_name = "CIDR|auto", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
-    pub network: Option<NetworkSetting>,
+    pub(crate) network: Option<NetworkSetting>,
     /// Time limit per test ("30s", "2m", "1m30s"); the whole container is killed when it passes
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true, help_heading = "Limits")]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Apply --memory, --pids, --cpu-weight, --cpus, --network and --timeout to every test, over config
     /// and #[cv_test] values
     #[arg(long = "force-limits", help_heading = "Limits")]
-    pub force_limits: bool,
+    pub(crate) force_limits: bool,
 }
 
 /// A parsed `--cpus`: a quota, or "max" for none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CpuQuotaArg(pub Option<CpuQuota>);
+pub(crate) struct CpuQuotaArg(pub(crate) Option<CpuQuota>);
 
 /// How tests run.
 #[derive(Debug, Args, Clone)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Number of containers running at once [default: the number of CPUs]
     #[arg(short = 'j', long, value_name = "N", value_parser = parse_jobs, allow_hyphen_values = true, help_heading = "Execution")]
-    pub jobs: Option<NonZeroUsize>,
+    pub(crate) jobs: Option<NonZeroUsize>,
     /// One container per test, or one per test binary (cheaper; peaks per binary)
     #[arg(long, value_enum, default_value_t = Isolation::Test, help_heading = "Execution")]
-    pub isolation: Isolation,
+    pub(crate) isolation: Isolation,
     /// Stop starting tests after the first failure
     #[arg(long = "fail-fast", help_heading = "Execution")]
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
     /// Memory that running containers' limits may add up to [default: MemAvailable at start]
     #[arg(long = "memory-budget", value_name = "SIZE", value_parser = parse_budget, allow_hyphen_values = true, help_heading = "Execution")]
-    pub memory_budget: Option<u64>,
+    pub(crate) memory_budget: Option<u64>,
     /// List the tests with their effective limits instead of running them
     #[arg(long, help_heading = "Execution")]
-    pub list: bool,
+    pub(crate) list: bool,
 }
 
 /// How results are shown.
 #[derive(Debug, Args, Clone)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Output format on stdout: human-readable, or JSON lines (schema: cargo-cvtest/README.md)
     #[arg(long = "message-format", value_enum, default_value_t = MessageFormat::Human, help_heading = "Reporting")]
-    pub message_format: MessageFormat,
+    pub(crate) message_format: MessageFormat,
     /// Write a JUnit XML report to this file
     #[arg(long, value_name = "PATH", help_heading = "Reporting")]
-    pub junit: Option<PathBuf>,
+    pub(crate) junit: Option<PathBuf>,
     /// Coloring [default: auto; CARGO_TERM_COLOR and NO_COLOR are honoured]
     #[arg(long, value_enum, value_name = "WHEN", help_heading = "Reporting")]
-    pub color: Option<ColorWhen>,
+    pub(crate) color: Option<ColorWhen>,
     /// Rows in the summary's top-memory and longest-duration tables
     #[arg(
         long = "top",
@@ -224,11 +237,11 @@ pub struct ReportArgs {
         allow_hyphen_values = true,
         help_heading = "Reporting"
     )]
-    pub top: usize,
+    pub(crate) top: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Isolation {
+pub(crate) enum Isolation {
     /// Each test in its own container
     Test,
     /// Each test binary in one container; tests with their own settings still get their own
@@ -236,16 +249,147 @@ pub enum Isolation {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MessageFormat {
+pub(crate) enum MessageFormat {
     Human,
     Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorWhen {
+pub(crate) enum ColorWhen {
     Auto,
     Always,
     Never,
+}
+
+impl CvtestArgs {
+    /// The run's options, in the stages' own types. Folds libtest-style arguments after `--` in
+    /// first; a bad one is a usage error.
+    pub(crate) fn into_options(mut self) -> Result<RunOptions, UsageError> {
+        merge_libtest_args(&mut self.filter)?;
+        Ok(RunOptions {
+            build: self.build.to_options(),
+            filter: self.filter.name_filter(),
+            partition: self.filter.partition,
+            limits: self.limits.settings_layer(),
+            force_limits: self.limits.force_limits,
+            jobs: self.run.jobs,
+            scope: self.run.isolation.into(),
+            fail_fast: self.run.fail_fast,
+            memory_budget: self.run.memory_budget,
+            list: self.run.list,
+            report: ReportOptions {
+                paint: Painter { on: color_on(self.report.color) },
+                format: match self.report.message_format {
+                    MessageFormat::Human => OutputFormat::Human,
+                    MessageFormat::Json => OutputFormat::Json,
+                },
+                junit: self.report.junit,
+                top: self.report.top,
+            },
+        })
+    }
+}
+
+impl BuildArgs {
+    /// The selection flags in cargo's words, for `cargo test --no-run` and `cargo metadata`.
+    fn to_options(&self) -> BuildOptions {
+        let mut v: Vec<String> = Vec::new();
+        let mut push_all = |flag: &str, vals: &[String]| {
+            for x in vals {
+                v.push(flag.to_owned());
+                v.push(x.clone());
+            }
+        };
+        push_all("--package", &self.packages);
+        push_all("--exclude", &self.exclude);
+        push_all("--bin", &self.bin);
+        push_all("--test", &self.test);
+        push_all("--example", &self.example);
+        push_all("--features", &self.features);
+        let flags = [
+            (self.workspace, "--workspace"),
+            (self.lib, "--lib"),
+            (self.bins, "--bins"),
+            (self.tests, "--tests"),
+            (self.examples, "--examples"),
+            (self.all_targets, "--all-targets"),
+            (self.all_features, "--all-features"),
+            (self.no_default_features, "--no-default-features"),
+            (self.release, "--release"),
+            (self.locked, "--locked"),
+            (self.offline, "--offline"),
+            (self.frozen, "--frozen"),
+        ];
+        v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| (*f).to_owned()));
+        if let Some(p) = &self.profile {
+            v.push("--profile".into());
+            v.push(p.clone());
+        }
+        if let Some(d) = &self.target_dir {
+            v.push("--target-dir".into());
+            v.push(d.display().to_string());
+        }
+        if let Some(m) = &self.manifest_path {
+            v.push("--manifest-path".into());
+            v.push(m.display().to_string());
+        }
+        BuildOptions {
+            cargo_args: v,
+            manifest_path: self.manifest_path.clone(),
+            target_dir: self.target_dir.clone(),
+            offline: self.offline || self.frozen,
+            locked: self.locked || self.frozen,
+        }
+    }
+}
+
+impl FilterArgs {
+    fn name_filter(&self) -> NameFilter {
+        let run_ignored = if self.ignored {
+            RunIgnored::Only
+        } else if self.include_ignored {
+            RunIgnored::All
+        } else {
+            RunIgnored::Default
+        };
+        NameFilter { patterns: self.filters.clone(), exact: self.exact, skip: self.skip.clone(), run_ignored }
+    }
+}
+
+impl LimitArgs {
+    /// The limit flags as a settings layer (see `settings` for where it goes).
+    fn settings_layer(&self) -> TestSettings {
+        TestSettings {
+            memory: self.memory,
+            pids: self.pids,
+            cpu_weight: self.cpu_weight,
+            cpus: self.cpus.map(|c| c.0),
+            network: self.network,
+            timeout: self.timeout,
+            ..TestSettings::default()
+        }
+    }
+}
+
+impl From<Isolation> for ContainerScope {
+    fn from(i: Isolation) -> Self {
+        match i {
+            Isolation::Test => ContainerScope::Test,
+            Isolation::Binary => ContainerScope::Binary,
+        }
+    }
+}
+
+/// Whether to paint: `--color`/`CARGO_TERM_COLOR` decide; with `auto`, a terminal on stderr and no
+/// `NO_COLOR`.
+fn color_on(when: Option<ColorWhen>) -> bool {
+    match when.unwrap_or(ColorWhen::Auto) {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty()) && std::io::stderr().is_terminal()
+        }
+    }
 }
 
 fn styles() -> Styles {
@@ -256,54 +400,60 @@ fn styles() -> Styles {
         .placeholder(AnsiColor::Cyan.on_default())
 }
 
-fn parse_jobs(s: &str) -> Result<NonZeroUsize, String> {
-    s.trim().parse::<NonZeroUsize>().map_err(|_| {
-        format!("invalid job count {s:?}; expected a whole number of containers at once, 1 or more")
-    })
+/// A flag value that is not of the flag's kind (the flags whose values `cvtest-spec` does not parse).
+#[derive(Debug, thiserror::Error)]
+enum FlagError {
+    #[error("invalid job count {0:?}; expected a whole number of containers at once, 1 or more")]
+    Jobs(String),
+    #[error("invalid row count {0:?}; expected a whole number of rows, 0 or more")]
+    Top(String),
+    #[error("invalid memory budget {input:?}: {reason}; {BUDGET_ACCEPTED}")]
+    Budget { input: String, reason: String },
 }
 
-fn parse_top(s: &str) -> Result<usize, String> {
-    s.trim()
-        .parse::<usize>()
-        .map_err(|_| format!("invalid row count {s:?}; expected a whole number of rows, 0 or more"))
+const BUDGET_ACCEPTED: &str = "expected a size in bytes (\"1048576\") or with a binary unit K, M, G or T \
+                               (\"8G\"), at least 1M; leave the flag out for no budget";
+
+fn parse_jobs(s: &str) -> Result<NonZeroUsize, FlagError> {
+    s.trim().parse::<NonZeroUsize>().map_err(|_| FlagError::Jobs(s.to_owned()))
 }
 
-fn parse_memory(s: &str) -> Result<MemoryLimit, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_top(s: &str) -> Result<usize, FlagError> {
+    s.trim().parse::<usize>().map_err(|_| FlagError::Top(s.to_owned()))
 }
-fn parse_budget(s: &str) -> Result<u64, String> {
-    const ACCEPTED: &str =
-        "expected a size in bytes (\"1048576\") or with a binary unit K, M, G or T (\"8G\"), \
-                            at least 1M; leave the flag out for no budget";
+
+fn parse_memory(s: &str) -> Result<MemoryLimit, ParseError> {
+    s.parse()
+}
+fn parse_budget(s: &str) -> Result<u64, FlagError> {
+    let bad = |reason: &str| FlagError::Budget { input: s.to_owned(), reason: reason.to_owned() };
     match s.parse::<MemoryLimit>() {
         Ok(MemoryLimit::Bytes(b)) => Ok(b),
-        Ok(MemoryLimit::Max) => {
-            Err(format!("invalid memory budget {s:?}: \"max\" is not a size; {ACCEPTED}"))
-        }
-        Err(e) => Err(format!("invalid memory budget {s:?}: {}; {ACCEPTED}", e.reason)),
+        Ok(MemoryLimit::Max) => Err(bad("\"max\" is not a size")),
+        Err(e) => Err(bad(&e.reason)),
     }
 }
-fn parse_pids(s: &str) -> Result<PidsLimit, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_pids(s: &str) -> Result<PidsLimit, ParseError> {
+    s.parse()
 }
-fn parse_cpu_weight(s: &str) -> Result<CpuWeight, String> {
-    s.parse().map_err(|e: cvtest_spec::ParseError| e.to_string())
+fn parse_cpu_weight(s: &str) -> Result<CpuWeight, ParseError> {
+    s.parse()
 }
-fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, String> {
-    parse_cpus(s).map(CpuQuotaArg).map_err(|e| e.to_string())
+fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, ParseError> {
+    parse_cpus(s).map(CpuQuotaArg)
 }
-fn parse_network(s: &str) -> Result<NetworkSetting, String> {
-    NetworkSetting::parse(s, None).map_err(|e| e.to_string())
+fn parse_network(s: &str) -> Result<NetworkSetting, ParseError> {
+    NetworkSetting::parse(s, None)
 }
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
+fn parse_timeout(s: &str) -> Result<Duration, ParseError> {
+    parse_duration(s)
 }
-fn parse_partition(s: &str) -> Result<Partition, String> {
+fn parse_partition(s: &str) -> Result<Partition, InvalidPartition> {
     s.parse()
 }
 
 /// Parses the command line; clap prints help/version/usage errors and exits (0, or 2).
-pub fn parse_from<I, T>(args: I) -> CvtestArgs
+pub(crate) fn parse_from<I, T>(args: I) -> CvtestArgs
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -332,7 +482,7 @@ fn color_from_env() -> Option<ColorWhen> {
 }
 
 /// Folds libtest-style arguments given after `--` into the filter flags.
-pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
+fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), LibtestArgsError> {
     let args = std::mem::take(&mut filter.libtest_args);
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -341,7 +491,7 @@ pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
             "--ignored" => filter.ignored = true,
             "--include-ignored" => filter.include_ignored = true,
             "--skip" => {
-                let v = it.next().ok_or("`--skip` after `--` needs a value")?;
+                let v = it.next().ok_or(LibtestArgsError::SkipWithoutValue)?;
                 filter.skip.push(v);
             }
             // Accepted for compatibility; cvtest captures output and runs one test per container.
@@ -352,17 +502,12 @@ pub fn merge_libtest_args(filter: &mut FilterArgs) -> Result<(), String> {
                 }
             }
             s if s.starts_with("--skip=") => filter.skip.push(s["--skip=".len()..].to_owned()),
-            s if s.starts_with('-') => {
-                return Err(format!(
-                    "unsupported test-binary argument `{s}` after `--`; accepted: FILTERS, --exact, --skip FILTER, \
-                     --ignored, --include-ignored (and --nocapture, --test-threads N, which are ignored)"
-                ))
-            }
+            s if s.starts_with('-') => return Err(LibtestArgsError::Unsupported(s.to_owned())),
             _ => filter.filters.push(a),
         }
     }
     if filter.ignored && filter.include_ignored {
-        return Err("`--ignored` and `--include-ignored` cannot be used together".to_owned());
+        return Err(LibtestArgsError::IgnoredConflict);
     }
     Ok(())
 }
@@ -390,6 +535,21 @@ mod tests {
         assert!(f.exact && f.include_ignored && !f.ignored);
         assert_eq!(f.skip, ["bar"]);
         let mut bad = FilterArgs { libtest_args: vec!["--format=json".into()], ..Default::default() };
-        assert!(merge_libtest_args(&mut bad).unwrap_err().contains("--format=json"));
+        assert!(merge_libtest_args(&mut bad).unwrap_err().to_string().contains("--format=json"));
+    }
+
+    #[test]
+    fn passes_selection_flags_through() {
+        let args = BuildArgs {
+            packages: vec!["a".into()],
+            test: vec!["t".into()],
+            release: true,
+            frozen: true,
+            features: vec!["x y".into()],
+            ..Default::default()
+        };
+        let o = args.to_options();
+        assert_eq!(o.cargo_args.join(" "), "--package a --test t --features x y --release --frozen");
+        assert!(o.offline && o.locked, "--frozen is both for cargo metadata");
     }
 }

@@ -27,14 +27,14 @@ use serde_json::Value;
 
 use crate::build::Workspace;
 use crate::errors::UsageError;
-use crate::settings::Expect;
+use crate::expect::Expect;
 
 /// Keys of an override besides the settings keys.
 const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect"];
 
 /// All config layers of a workspace, lowest first.
 #[derive(Debug, Default, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     layers: Vec<Layer>,
 }
 
@@ -48,16 +48,16 @@ struct Layer {
 
 /// A per-test rule.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Override {
-    pub matcher: NameMatch,
-    pub binary: Option<String>,
-    pub package: Option<String>,
-    pub settings: TestSettings,
-    pub expect: Option<Expect>,
+pub(crate) struct Override {
+    pub(crate) matcher: NameMatch,
+    pub(crate) binary: Option<String>,
+    pub(crate) package: Option<String>,
+    pub(crate) settings: TestSettings,
+    pub(crate) expect: Option<Expect>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NameMatch {
+pub(crate) enum NameMatch {
     Substring(String),
     Exact(String),
 }
@@ -73,7 +73,7 @@ impl NameMatch {
 
 impl Config {
     /// Reads every config source of the workspace.
-    pub fn load(ws: &Workspace) -> Result<Config, UsageError> {
+    pub(crate) fn load(ws: &Workspace) -> Result<Config, UsageError> {
         let mut layers = Vec::new();
         let manifest = ws.root().join("Cargo.toml");
         if let Some(v) = ws.metadata.workspace_metadata.get("cvtest") {
@@ -92,8 +92,9 @@ impl Config {
         Ok(Config { layers })
     }
 
-    /// Parses one layer from a TOML string (used by tests and by `load`).
-    pub fn from_toml(text: &str, origin: &str) -> Result<Config, UsageError> {
+    /// Parses one layer from a TOML string.
+    #[cfg(test)]
+    pub(crate) fn from_toml(text: &str, origin: &str) -> Result<Config, UsageError> {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| UsageError::Config {
             origin: origin.to_owned(),
             message: format!("not valid TOML: {}", e.message()),
@@ -103,12 +104,17 @@ impl Config {
     }
 
     /// Config defaults for a test of `package`, all layers folded (later wins).
-    pub fn defaults(&self, package: &str) -> TestSettings {
+    pub(crate) fn defaults(&self, package: &str) -> TestSettings {
         self.applicable(package).fold(TestSettings::default(), |acc, l| l.defaults.over(&acc))
     }
 
     /// Config overrides that match this test, folded (later wins), and its expected outcome.
-    pub fn overrides(&self, package: &str, binary_id: &str, name: &str) -> (TestSettings, Option<Expect>) {
+    pub(crate) fn overrides(
+        &self,
+        package: &str,
+        binary_id: &str,
+        name: &str,
+    ) -> (TestSettings, Option<Expect>) {
         let mut settings = TestSettings::default();
         let mut expect = None;
         for o in self.applicable(package).flat_map(|l| &l.overrides) {
@@ -184,7 +190,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
             "package" => package = Some(text()?),
             "expect" => {
                 let t = text()?;
-                expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e))?);
+                expect = Some(t.parse::<Expect>().map_err(|e| err(origin, e.to_string()))?);
             }
             _ => set_key(&mut settings, key, value, &mut host, origin, true)?,
         }

@@ -16,12 +16,12 @@ use crate::errors::SetupError;
 
 /// The toolchain's library directories, asked of rustc once per run.
 #[derive(Debug, Clone)]
-pub struct Toolchain {
-    pub lib_dirs: Vec<PathBuf>,
+pub(crate) struct Toolchain {
+    pub(crate) lib_dirs: Vec<PathBuf>,
 }
 
 impl Toolchain {
-    pub fn detect() -> Result<Toolchain, SetupError> {
+    pub(crate) fn detect() -> Result<Toolchain, SetupError> {
         let rustc = std::env::var_os("RUSTC").map(PathBuf::from).unwrap_or_else(|| "rustc".into());
         let out = Command::new(&rustc)
             .args(["--print", "sysroot", "--print", "target-libdir"])
@@ -46,16 +46,21 @@ impl Toolchain {
 
 /// Where and with what a test binary runs.
 #[derive(Debug, Clone)]
-pub struct TestEnv {
-    pub cwd: PathBuf,
-    pub vars: Vec<(OsString, OsString)>,
+pub(crate) struct TestEnv {
+    pub(crate) cwd: PathBuf,
+    pub(crate) vars: Vec<(OsString, OsString)>,
 }
 
 /// The variable that holds the dynamic library search path on this platform.
-pub const DYLIB_VAR: &str = "LD_LIBRARY_PATH";
+pub(crate) const DYLIB_VAR: &str = "LD_LIBRARY_PATH";
 
 /// Builds the environment of `bin` as `cargo test` would.
-pub fn test_env(bin: &TestBinary, ws: &Workspace, build: &BuildOutput, toolchain: &Toolchain) -> TestEnv {
+pub(crate) fn test_env(
+    bin: &TestBinary,
+    ws: &Workspace,
+    build: &BuildOutput,
+    toolchain: &Toolchain,
+) -> TestEnv {
     let pkg = ws.package(&bin.package_id).expect("artifacts come from workspace packages");
     let manifest_dir = pkg.manifest_path.parent().expect("a manifest path has a parent").to_path_buf();
     let mut vars: Vec<(OsString, OsString)> = Vec::new();

@@ -1,16 +1,20 @@
 //! Typed events: the only thing the runner produces and the only thing reporters consume.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cvtest::Peaks;
 
-use crate::cli::Isolation;
-use crate::settings::{Effective, Expect};
-use crate::testlist::TestCase;
+pub(crate) use crate::errors::UnitError;
+use crate::exit_codes;
+use crate::expect::Expect;
+use crate::selection::TestCase;
+use crate::settings::Effective;
+use crate::units::ContainerScope;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Status {
+#[derive(Debug, Clone)]
+pub(crate) enum Status {
     /// Exited 0.
     Pass,
     /// Exited non-zero (a panic is exit code 101).
@@ -25,13 +29,13 @@ pub enum Status {
     Ignored,
     /// Killed because the run was interrupted (Ctrl-C, SIGTERM) or stopped by `--fail-fast`.
     Cancelled,
-    /// Its container could not be created or started.
-    SetupError { message: String },
+    /// Its container gave it no outcome of its own: see [`UnitError`].
+    Error(Arc<UnitError>),
 }
 
 impl Status {
     /// The upper-case name used in the terminal and the summary.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Status::Pass => "PASS",
             Status::Fail { .. } => "FAIL",
@@ -40,12 +44,12 @@ impl Status {
             Status::Timeout => "TIMEOUT",
             Status::Ignored => "IGNORED",
             Status::Cancelled => "CANCELLED",
-            Status::SetupError { .. } => "ERROR",
+            Status::Error(_) => "ERROR",
         }
     }
 
     /// The lower-case name used in JSON.
-    pub fn json_name(&self) -> &'static str {
+    pub(crate) fn json_name(&self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Fail { .. } => "fail",
@@ -54,16 +58,30 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Ignored => "ignored",
             Status::Cancelled => "cancelled",
-            Status::SetupError { .. } => "error",
+            Status::Error(_) => "error",
+        }
+    }
+
+    /// Why it has no outcome of its own, for [`Status::Error`].
+    pub(crate) fn error(&self) -> Option<&UnitError> {
+        match self {
+            Status::Error(e) => Some(e),
+            Status::Pass
+            | Status::Fail { .. }
+            | Status::Signal { .. }
+            | Status::Oom
+            | Status::Timeout
+            | Status::Ignored
+            | Status::Cancelled => None,
         }
     }
 
     /// Whether the test ended as `expect` says it should.
-    pub fn meets(&self, expect: Expect) -> Verdict {
+    pub(crate) fn meets(&self, expect: Expect) -> Verdict {
         match (self, expect) {
             (Status::Ignored, _) => Verdict::NotRun,
             (Status::Cancelled, _) => Verdict::Failure,
-            (Status::SetupError { .. }, _) => Verdict::Failure,
+            (Status::Error(_), _) => Verdict::Failure,
             (Status::Pass, Expect::Pass) => Verdict::Success,
             (Status::Pass, Expect::Fail | Expect::Oom | Expect::Timeout) => Verdict::Failure,
             (Status::Fail { .. } | Status::Signal { .. }, Expect::Fail) => Verdict::Success,
@@ -79,7 +97,7 @@ impl Status {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Success,
     Failure,
     NotRun,
@@ -87,7 +105,7 @@ pub enum Verdict {
 
 /// Whose peaks these are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeakScope {
+pub(crate) enum PeakScope {
     /// The test had its own container.
     Test,
     /// The test shared its binary's container (`--isolation binary`): see [`BinaryFinished`].
@@ -96,30 +114,30 @@ pub enum PeakScope {
 
 /// The result of one test.
 #[derive(Debug, Clone)]
-pub struct TestFinished {
-    pub binary_id: String,
-    pub name: String,
-    pub status: Status,
-    pub expect: Expect,
+pub(crate) struct TestFinished {
+    pub(crate) binary_id: String,
+    pub(crate) name: String,
+    pub(crate) status: Status,
+    pub(crate) expect: Expect,
     /// When the runner took it up (before its container was created).
-    pub started_at: Instant,
-    pub duration: Duration,
+    pub(crate) started_at: Instant,
+    pub(crate) duration: Duration,
     /// `None` when not measured: not run, setup failed, or shared with the binary.
-    pub peaks: Option<Peaks>,
-    pub pids_limit_hit: bool,
-    pub scope: PeakScope,
-    pub settings: Effective,
+    pub(crate) peaks: Option<Peaks>,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) scope: PeakScope,
+    pub(crate) settings: Effective,
     /// The container's network: the test's fixed one, or what `network = "auto"` got.
-    pub network: Option<cvtest_spec::NetworkSpec>,
+    pub(crate) network: Option<cvtest_spec::NetworkSpec>,
     /// Captured output (bounded by the runner's capture limit, truncation marked).
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
 }
 
 impl TestFinished {
     /// `t` of binary `binary_id` ended as `status` with nothing measured yet: no peaks, no
     /// output, zero duration. Callers fill in what they learn.
-    pub fn unmeasured(
+    pub(crate) fn unmeasured(
         binary_id: &str,
         t: &TestCase,
         status: Status,
@@ -137,18 +155,44 @@ impl TestFinished {
             pids_limit_hit: false,
             scope,
             settings: t.settings.clone(),
-            network: t.settings.network.and_then(|n| n.fixed()),
+            network: t.settings.network().and_then(|n| n.fixed()),
             stdout: Vec::new(),
             stderr: Vec::new(),
         }
     }
 
-    pub fn verdict(&self) -> Verdict {
+    /// A test `p t` of binary `p` with default settings that ended as `status` (for reporters' tests).
+    #[cfg(test)]
+    pub(crate) fn sample(status: Status) -> Self {
+        let resolver = crate::settings::Resolver {
+            config: crate::config::Config::default(),
+            cli: cvtest_spec::TestSettings::default(),
+            force: false,
+        };
+        let (settings, expect) = resolver.resolve("p", "p", "t", None).expect("the defaults make options");
+        TestFinished {
+            binary_id: "p".into(),
+            name: "t".into(),
+            status,
+            expect,
+            started_at: Instant::now(),
+            duration: Duration::ZERO,
+            peaks: None,
+            pids_limit_hit: false,
+            scope: PeakScope::Test,
+            settings,
+            network: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    pub(crate) fn verdict(&self) -> Verdict {
         self.status.meets(self.expect)
     }
 
     /// `OOM`, `OOM (expected)`, `PASS (expected oom)`.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match (self.expect, self.verdict()) {
             (Expect::Pass, _) | (_, Verdict::NotRun) => self.status.name().to_owned(),
             (_, Verdict::Success) => format!("{} (expected)", self.status.name()),
@@ -159,23 +203,23 @@ impl TestFinished {
 
 /// One binary run whole in one container (`--isolation binary`, or a custom harness).
 #[derive(Debug, Clone)]
-pub struct BinaryFinished {
-    pub binary_id: String,
-    pub status: Status,
-    pub duration: Duration,
-    pub peaks: Option<Peaks>,
-    pub pids_limit_hit: bool,
-    pub tests: usize,
+pub(crate) struct BinaryFinished {
+    pub(crate) binary_id: String,
+    pub(crate) status: Status,
+    pub(crate) duration: Duration,
+    pub(crate) peaks: Option<Peaks>,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) tests: usize,
 }
 
 #[derive(Debug, Clone)]
-pub enum Event {
+pub(crate) enum Event {
     RunStarted {
         to_run: usize,
         ignored: usize,
         filtered_out: usize,
         jobs: usize,
-        isolation: Isolation,
+        scope: ContainerScope,
         memory_budget: u64,
     },
     TestStarted {
@@ -207,7 +251,61 @@ pub enum Event {
     },
     RunFinished {
         elapsed: Duration,
+        stats: RunStats,
     },
+}
+
+/// What a run counted, kept beside the events as they go by (not by a reporter): it decides the
+/// run's exit code, and reaches the reporters in [`Event::RunFinished`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RunStats {
+    /// Tests selected to run (ignored ones not included).
+    pub(crate) to_run: usize,
+    /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
+    pub(crate) succeeded: usize,
+    pub(crate) failed: usize,
+    pub(crate) ignored: usize,
+    /// The signal that interrupted the run.
+    pub(crate) interrupted: Option<i32>,
+}
+
+impl RunStats {
+    pub(crate) fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::RunStarted { to_run, .. } => self.to_run = *to_run,
+            Event::TestFinished(t) => match t.verdict() {
+                Verdict::Success => self.succeeded += 1,
+                Verdict::Failure => self.failed += 1,
+                Verdict::NotRun => self.ignored += 1,
+            },
+            Event::Interrupted { signal } => self.interrupted = Some(*signal),
+            Event::TestStarted { .. }
+            | Event::TestWaiting { .. }
+            | Event::BinaryFinished(_)
+            | Event::Stopping
+            | Event::Warning { .. }
+            | Event::RunFinished { .. } => {}
+        }
+    }
+
+    /// Tests that were to run but never ended (interrupt, `--fail-fast`).
+    pub(crate) fn not_run(&self) -> usize {
+        self.to_run.saturating_sub(self.succeeded + self.failed)
+    }
+
+    /// Whether the run as a whole succeeded.
+    pub(crate) fn success(&self) -> bool {
+        self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
+    }
+
+    /// The run's exit code (see [`exit_codes`]).
+    pub(crate) fn exit_code(&self) -> i32 {
+        match self.interrupted {
+            Some(sig) => exit_codes::INTERRUPTED_BASE + sig,
+            None if self.success() => exit_codes::OK,
+            None => exit_codes::TEST_FAILED,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +320,29 @@ mod tests {
         assert_eq!(Status::Timeout.meets(Expect::Pass), Verdict::Failure);
         assert_eq!(Status::Ignored.meets(Expect::Pass), Verdict::NotRun);
         assert_eq!(Status::Cancelled.meets(Expect::Timeout), Verdict::Failure);
+    }
+
+    #[test]
+    fn stats_decide_the_exit_code() {
+        let mut s = RunStats::default();
+        let started = Event::RunStarted {
+            to_run: 2,
+            ignored: 1,
+            filtered_out: 0,
+            jobs: 1,
+            scope: ContainerScope::Test,
+            memory_budget: 1 << 30,
+        };
+        s.add(&started);
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Ignored))));
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass))));
+        assert_eq!((s.not_run(), s.exit_code()), (1, exit_codes::TEST_FAILED), "one never ended");
+        s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass))));
+        assert_eq!((s.ignored, s.exit_code()), (1, exit_codes::OK));
+        let mut failed = s;
+        failed.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Oom))));
+        assert_eq!(failed.exit_code(), exit_codes::TEST_FAILED);
+        s.add(&Event::Interrupted { signal: 15 });
+        assert_eq!(s.exit_code(), 143);
     }
 }

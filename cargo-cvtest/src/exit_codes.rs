@@ -1,14 +1,14 @@
 //! The exit codes of `cargo cvtest`. Documented in `--help` and the README; stable.
 
 /// Every selected test passed (or ended as it was expected to, such as an expected OOM).
-pub const OK: i32 = 0;
+pub(crate) const OK: i32 = 0;
 /// A usage error: a bad flag or value, a bad config file. Nothing was built or run.
-pub const USAGE: i32 = 2;
+pub(crate) const USAGE: i32 = 2;
 /// At least one test failed: FAIL, OOM, TIMEOUT, a signal, or a container that could not be set up.
-pub const TEST_FAILED: i32 = 100;
+pub(crate) const TEST_FAILED: i32 = 100;
 /// `cargo test --no-run` failed; cargo's output says why.
-pub const BUILD_FAILED: i32 = 101;
+pub(crate) const BUILD_FAILED: i32 = 101;
 /// Setup failed before tests could run: cargo metadata, listing the tests, missing privileges.
-pub const SETUP_FAILED: i32 = 102;
+pub(crate) const SETUP_FAILED: i32 = 102;
 /// Interrupted by a signal: the exit code is 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
-pub const INTERRUPTED_BASE: i32 = 128;
+pub(crate) const INTERRUPTED_BASE: i32 = 128;

@@ -2,10 +2,8 @@
 //! contains one of the positional filters (or equals one, with `--exact`) and no `--skip`
 //! matches; `--ignored` runs only `#[ignore]`d tests, `--include-ignored` runs both.
 
-use crate::cli::FilterArgs;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RunIgnored {
+pub(crate) enum RunIgnored {
     /// Ignored tests are reported as ignored, not run.
     #[default]
     Default,
@@ -17,7 +15,7 @@ pub enum RunIgnored {
 
 /// What becomes of a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// Filtered out: not run, not reported.
     Excluded,
     /// Reported as ignored, not run.
@@ -26,25 +24,14 @@ pub enum Disposition {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct NameFilter {
-    pub patterns: Vec<String>,
-    pub exact: bool,
-    pub skip: Vec<String>,
-    pub run_ignored: RunIgnored,
+pub(crate) struct NameFilter {
+    pub(crate) patterns: Vec<String>,
+    pub(crate) exact: bool,
+    pub(crate) skip: Vec<String>,
+    pub(crate) run_ignored: RunIgnored,
 }
 
 impl NameFilter {
-    pub fn from_args(a: &FilterArgs) -> NameFilter {
-        let run_ignored = if a.ignored {
-            RunIgnored::Only
-        } else if a.include_ignored {
-            RunIgnored::All
-        } else {
-            RunIgnored::Default
-        };
-        NameFilter { patterns: a.filters.clone(), exact: a.exact, skip: a.skip.clone(), run_ignored }
-    }
-
     fn hit(&self, pattern: &str, name: &str) -> bool {
         if self.exact {
             name == pattern
@@ -53,12 +40,12 @@ impl NameFilter {
         }
     }
 
-    pub fn matches_name(&self, name: &str) -> bool {
+    pub(crate) fn matches_name(&self, name: &str) -> bool {
         (self.patterns.is_empty() || self.patterns.iter().any(|p| self.hit(p, name)))
             && !self.skip.iter().any(|s| self.hit(s, name))
     }
 
-    pub fn disposition(&self, name: &str, ignored: bool) -> Disposition {
+    pub(crate) fn disposition(&self, name: &str, ignored: bool) -> Disposition {
         if !self.matches_name(name) {
             return Disposition::Excluded;
         }
@@ -72,7 +59,7 @@ impl NameFilter {
     }
 
     /// The same selection as arguments for a test binary that cvtest cannot list (custom harness).
-    pub fn as_libtest_args(&self) -> Vec<String> {
+    pub(crate) fn as_libtest_args(&self) -> Vec<String> {
         let mut v = self.patterns.clone();
         if self.exact {
             v.push("--exact".into());

@@ -1,47 +1,40 @@
 //! `cargo cvtest`: build the tests, run each in its own container, in parallel, and report.
 //!
-//! Data flows one way: cargo's JSON ([`build`]) → test binaries → their lists ([`list`]) →
-//! settings per test ([`settings`], [`config`]) → the test list ([`testlist`], [`filter`],
-//! [`partition`]) → units and admission ([`runner::plan`], [`scheduler`]) → containers
-//! ([`runner`]) → typed [`events`] → [`reporter`]s → summary → [`exit_codes`].
+//! Data flows one way: cargo's JSON ([`build`]) → test binaries → the tests each one has
+//! ([`discovery`]) → settings per test ([`settings`], [`config`]) → the selected tests
+//! ([`selection`], [`filter`], [`partition`]) → units and admission ([`units`], [`scheduler`]) →
+//! containers ([`runner`]) → typed [`events`] and the run's statistics beside them → [`reporter`]s;
+//! the statistics decide the [`exit_codes`]. [`cli`] is the edge: it converts the command line
+//! into the stages' own options ([`run::RunOptions`]); [`run`] drives the stages.
+//!
+//! The library exists for the binary: [`main`] is its only public item, every module is private
+//! and its items `pub(crate)`. The integration tests (`tests/cli`) drive the real binary; what
+//! they check of the internals is unit-tested beside the code.
 
-pub mod build;
-pub mod cli;
-pub mod config;
-pub mod env;
-pub mod errors;
-pub mod events;
-pub mod exit_codes;
-pub mod filter;
-pub mod list;
-pub mod partition;
-pub mod reporter;
-pub mod runner;
-pub mod scheduler;
-pub mod settings;
-pub mod signals;
-pub mod testlist;
+#![deny(unsafe_code)]
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+mod build;
+mod cli;
+mod config;
+mod discovery;
+mod env;
+mod errors;
+mod events;
+mod exit_codes;
+mod expect;
+mod filter;
+mod partition;
+mod reporter;
+mod run;
+mod runner;
+mod scheduler;
+mod selection;
+mod settings;
+mod signals;
+mod units;
 
-use crate::build::{BuildOutput, Workspace};
-use crate::cli::{CvtestArgs, MessageFormat};
-use crate::config::Config;
-use crate::env::Toolchain;
-use crate::errors::{render_chain, RunError, SetupError, UsageError};
-use crate::events::{Event, PeakScope, Status, TestFinished};
-use crate::filter::{Disposition, NameFilter};
-use crate::list::{BinaryTests, ContainerLauncher, HostLauncher};
-use crate::reporter::{JsonReporter, JunitReporter, Painter, Reporter, RunSummary, TerminalReporter};
-use crate::scheduler::Scheduler;
-use crate::settings::{cli_layer, Resolver};
+use crate::errors::render_chain;
 use crate::signals::SignalWatch;
-use crate::testlist::{BinaryEntry, TestList};
 
 /// The entry point of the `cargo-cvtest` binary.
 pub fn main() -> std::process::ExitCode {
@@ -52,17 +45,18 @@ pub fn main() -> std::process::ExitCode {
 }
 
 /// Parses `args` (as cargo passes them: `cargo-cvtest cvtest ...`), runs, and returns the exit code.
-pub fn run_main<I, T>(args: I) -> i32
+fn run_main<I, T>(args: I) -> i32
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let mut args = cli::parse_from(args);
-    if let Err(e) = cli::merge_libtest_args(&mut args.filter) {
-        eprintln!("{}", render_chain(&UsageError::Args(e)));
-        return exit_codes::USAGE;
-    }
-    let paint = Painter::detect(args.report.color);
+    let options = match cli::parse_from(args).into_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}", render_chain(&e));
+            return exit_codes::USAGE;
+        }
+    };
     let signals = match SignalWatch::install() {
         Ok(s) => s,
         Err(e) => {
@@ -70,7 +64,7 @@ where
             return exit_codes::SETUP_FAILED;
         }
     };
-    let code = match run(&args, paint, &signals) {
+    let code = match run::run(&options, &signals) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}", render_chain(&e));
@@ -79,250 +73,8 @@ where
     };
     // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
     // the supervisor leaf this process moved into), so not even an empty cgroup is left.
-    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+    if let Err(e) = cvtest::release_own_cgroup() {
         eprintln!("warning: {}", render_chain(&e));
     }
     code
-}
-
-fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
-    match signals.received() {
-        Some(sig) => Err(RunError::Interrupted(sig)),
-        None => Ok(()),
-    }
-}
-
-fn run(args: &CvtestArgs, paint: Painter, signals: &SignalWatch) -> Result<i32, RunError> {
-    let ws = build::load_workspace(&args.build)?;
-    let config = Config::load(&ws)?;
-    let resolver = Resolver { config, cli: cli_layer(&args.limits), force: args.limits.force_limits };
-    let output = build::build(&args.build, &ws, paint.on)?;
-    check_signal(signals)?;
-    let toolchain = Toolchain::detect()?;
-    let jobs = args
-        .run
-        .jobs
-        .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j.get());
-    let writable = writable_dirs(&ws);
-    let entries = discover(&ws, &output, &toolchain, jobs, &writable)?;
-    check_signal(signals)?;
-    let filter = NameFilter::from_args(&args.filter);
-    let list = TestList::new(entries, &filter, args.filter.partition, &resolver);
-
-    if args.run.list {
-        print_list(&list, args.report.message_format)
-            .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
-        return Ok(exit_codes::OK);
-    }
-    preflight(&writable)?;
-    let budget = args.run.memory_budget.unwrap_or_else(mem_available);
-    run_tests(args, &list, writable, budget, jobs, paint, signals)
-}
-
-/// The directories a test may write: the target dir, the workspace, and packages outside it.
-fn writable_dirs(ws: &Workspace) -> Vec<PathBuf> {
-    let mut v = vec![ws.target_dir.clone().into_std_path_buf(), ws.root().to_path_buf().into_std_path_buf()];
-    for p in &ws.metadata.packages {
-        if let Some(dir) = p.manifest_path.parent() {
-            if !v.iter().any(|w| dir.as_std_path().starts_with(w)) {
-                v.push(dir.to_path_buf().into_std_path_buf());
-            }
-        }
-    }
-    v
-}
-
-/// Lists every binary's tests, `jobs` at a time.
-fn discover(
-    ws: &Workspace,
-    output: &BuildOutput,
-    toolchain: &Toolchain,
-    jobs: usize,
-    writable: &[PathBuf],
-) -> Result<Vec<BinaryEntry>, SetupError> {
-    let contained = ContainerLauncher { writable: writable.to_vec() };
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<BinaryTests, errors::ListError>>>> =
-        output.binaries.iter().map(|_| Mutex::new(None)).collect();
-    let envs: Vec<_> = output.binaries.iter().map(|b| env::test_env(b, ws, output, toolchain)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(output.binaries.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(bin) = output.binaries.get(i) else { break };
-                let r = list::list_binary(bin, &envs[i], &HostLauncher, &contained);
-                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-            });
-        }
-    });
-    let mut entries = Vec::new();
-    for ((bin, env), r) in output.binaries.iter().zip(envs).zip(results) {
-        let tests = r
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner())
-            .expect("every binary was listed")
-            .map_err(|source| SetupError::List { binary: bin.id.clone(), source })?;
-        let package = ws.package(&bin.package_id).map(|p| p.name.to_string()).unwrap_or_default();
-        entries.push(BinaryEntry { bin: bin.clone(), package, env, tests });
-    }
-    Ok(entries)
-}
-
-fn print_list(list: &TestList, format: MessageFormat) -> std::io::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let width =
-        list.tests.iter().map(|t| list.binary_of(t).bin.id.len() + 1 + t.name.len()).max().unwrap_or(0);
-    for t in &list.tests {
-        let id = &list.binary_of(t).bin.id;
-        match format {
-            MessageFormat::Json => writeln!(out, "{}", reporter::list_json_line(id, t))?,
-            MessageFormat::Human => {
-                let full = format!("{id} {}", t.name);
-                let mut extra = String::new();
-                if t.disposition == Disposition::Ignored {
-                    extra.push_str(" [ignored]");
-                }
-                if t.expect != settings::Expect::Pass {
-                    extra.push_str(&format!(" [expect {}]", t.expect.as_str()));
-                }
-                if t.whole_binary {
-                    extra.push_str(" [whole binary]");
-                }
-                writeln!(out, "{full:<width$}  {}{extra}", t.settings)?;
-            }
-        }
-    }
-    out.flush()
-}
-
-/// Creates and destroys one container, so that missing privileges or cgroup controllers are one
-/// clear error instead of one per test.
-fn preflight(writable: &[PathBuf]) -> Result<(), SetupError> {
-    let mut opts = cvtest::Options::new();
-    opts.rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
-    let c = cvtest::Container::create(&opts).map_err(SetupError::Container)?;
-    // A container that cannot be removed will show up as an error of the first test too.
-    let _ = c.destroy();
-    Ok(())
-}
-
-/// `MemAvailable` from /proc/meminfo, or "unlimited" when it cannot be read.
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok().map(|kb| kb * 1024))
-        })
-        .unwrap_or(u64::MAX)
-}
-
-fn run_tests(
-    args: &CvtestArgs,
-    list: &TestList,
-    writable: Vec<PathBuf>,
-    budget: u64,
-    jobs: usize,
-    paint: Painter,
-    signals: &SignalWatch,
-) -> Result<i32, RunError> {
-    let units = runner::plan(list, args.run.isolation);
-    let scheduler =
-        Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, runner::demand(list, u))), budget);
-    let mut reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(TerminalReporter::stderr(paint, args.report.top))];
-    if args.report.message_format == MessageFormat::Json {
-        reporters.push(Box::new(JsonReporter::new(std::io::stdout())));
-    }
-    if let Some(path) = &args.report.junit {
-        reporters.push(Box::new(JunitReporter::new(path.clone())));
-    }
-    let mut summary = RunSummary::new(0);
-    let mut report_error: Option<std::io::Error> = None;
-    let mut emit = |ev: Event, reporters: &mut Vec<Box<dyn Reporter>>| {
-        summary.add(&ev);
-        for r in reporters.iter_mut() {
-            if let Err(e) = r.report(&ev) {
-                report_error.get_or_insert(e);
-            }
-        }
-    };
-
-    let started = Instant::now();
-    let ignored: Vec<_> = list.tests.iter().filter(|t| t.disposition == Disposition::Ignored).collect();
-    let to_run = list.to_run().count();
-    emit(
-        Event::RunStarted {
-            to_run,
-            ignored: ignored.len(),
-            filtered_out: list.filtered_out,
-            jobs,
-            isolation: args.run.isolation,
-            memory_budget: budget,
-        },
-        &mut reporters,
-    );
-    for t in ignored {
-        let ev =
-            TestFinished::unmeasured(&list.binary_of(t).bin.id, t, Status::Ignored, started, PeakScope::Test);
-        emit(Event::TestFinished(Box::new(ev)), &mut reporters);
-    }
-
-    let runner = runner::Runner {
-        list,
-        units: &units,
-        scheduler: &scheduler,
-        writable,
-        fail_fast: args.run.fail_fast,
-        zygote_warned: Default::default(),
-    };
-    let mut interrupted = None;
-    let mut stopping_reported = false;
-    std::thread::scope(|s| {
-        let (tx, rx) = mpsc::channel::<Event>();
-        for _ in 0..jobs.min(units.len()) {
-            let tx = tx.clone();
-            let runner = &runner;
-            s.spawn(move || runner.work(tx));
-        }
-        drop(tx);
-        loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(ev) => {
-                    let failed =
-                        matches!(&ev, Event::TestFinished(t) if t.verdict() == events::Verdict::Failure);
-                    emit(ev, &mut reporters);
-                    if failed && args.run.fail_fast && !stopping_reported && interrupted.is_none() {
-                        stopping_reported = true;
-                        emit(Event::Stopping, &mut reporters);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    for r in reporters.iter_mut() {
-                        let _ = r.tick();
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            if interrupted.is_none() {
-                if let Some(sig) = signals.received() {
-                    interrupted = Some(sig);
-                    scheduler.interrupt();
-                    emit(Event::Interrupted { signal: sig }, &mut reporters);
-                }
-            }
-        }
-    });
-    emit(Event::RunFinished { elapsed: started.elapsed() }, &mut reporters);
-    if let Some(e) = report_error {
-        eprintln!("error: failed to write a report: {e}");
-        return Ok(exit_codes::SETUP_FAILED);
-    }
-    Ok(match interrupted {
-        Some(sig) => exit_codes::INTERRUPTED_BASE + sig,
-        None if summary.success() => exit_codes::OK,
-        None => exit_codes::TEST_FAILED,
-    })
 }

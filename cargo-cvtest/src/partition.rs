@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Partition {
+pub(crate) enum Partition {
     /// Every Nth test of the sorted list, starting at the Kth (1-based).
     Count { shard: u64, total: u64 },
     /// The tests whose hash modulo N is K - 1.
@@ -18,10 +18,19 @@ pub enum Partition {
 
 const ACCEPTED: &str = "expected count:K/N or hash:K/N with whole numbers 1 <= K <= N, such as count:1/3";
 
+/// A `--partition` value that is not `count:K/N` or `hash:K/N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid partition {input:?}: {why}; {ACCEPTED}")]
+pub(crate) struct InvalidPartition {
+    input: String,
+    /// What is wrong with it.
+    why: String,
+}
+
 impl FromStr for Partition {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("invalid partition {s:?}: {why}; {ACCEPTED}");
+    type Err = InvalidPartition;
+    fn from_str(s: &str) -> Result<Self, InvalidPartition> {
+        let bad = |why: &str| InvalidPartition { input: s.to_owned(), why: why.to_owned() };
         let (kind, spec) = s.split_once(':').ok_or_else(|| bad("no \"count:\" or \"hash:\" prefix"))?;
         let (k, n) = spec.split_once('/').ok_or_else(|| bad("no \"/\" between K and N"))?;
         let k: u64 = k.parse().map_err(|_| bad(&format!("K {k:?} is not a whole number")))?;
@@ -48,7 +57,7 @@ impl fmt::Display for Partition {
 
 impl Partition {
     /// Whether the test at `index` of the sorted list, with this binary id and name, is in the shard.
-    pub fn contains(&self, index: usize, binary_id: &str, name: &str) -> bool {
+    pub(crate) fn contains(&self, index: usize, binary_id: &str, name: &str) -> bool {
         match *self {
             Partition::Count { shard, total } => index as u64 % total == shard - 1,
             Partition::Hash { shard, total } => {
@@ -74,7 +83,7 @@ mod tests {
         assert_eq!("hash:2/2".parse(), Ok(Partition::Hash { shard: 2, total: 2 }));
         for bad in ["count:0/3", "count:4/3", "hash:1/0", "slice:1/2", "count:1", "1/2", "count:a/2"] {
             let e = bad.parse::<Partition>().unwrap_err();
-            assert!(e.contains("count:K/N"), "{bad}: {e}");
+            assert!(e.to_string().contains("count:K/N"), "{bad}: {e}");
         }
     }
 

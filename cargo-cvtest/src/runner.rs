@@ -9,88 +9,37 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use std::cell::RefCell;
 
-use cvtest::lease::{self, LeaseError, NetworkPool, WaitPolicy, Waiting};
-use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
-use cvtest_spec::{NetworkSetting, NetworkSpec};
+use cvtest::lease::{self, LeaseError, WaitPolicy, Waiting};
+use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest_spec::NetworkSpec;
 
-use crate::cli::Isolation;
-use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
-use crate::scheduler::{Demand, Scheduler, Ticket};
+use crate::discovery::BinaryEntry;
+use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
+use crate::scheduler::{Scheduler, Ticket};
+use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
-use crate::testlist::{BinaryEntry, TestCase, TestList};
+use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
-pub const ENV_RUNNER: &str = "CVTEST_RUNNER";
+pub(crate) const ENV_RUNNER: &str = "CVTEST_RUNNER";
 
 /// Output kept per stream of a test; past this the library drops the middle and marks it.
-pub const CAPTURE_LIMIT: usize = 1 << 20;
-/// The most test names given to one binary-isolation run (keeps argv small).
-const MAX_TESTS_PER_BINARY_UNIT: usize = 512;
-
-/// A unit of work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unit {
-    /// One test (index into [`TestList::tests`]) in its own container.
-    Test(usize),
-    /// Several tests of one binary, with equal settings, in one container.
-    Binary { binary: usize, tests: Vec<usize> },
-}
-
-/// Splits the tests to run into units.
-pub fn plan(list: &TestList, isolation: Isolation) -> Vec<Unit> {
-    match isolation {
-        Isolation::Test => list.to_run().map(|(i, _)| Unit::Test(i)).collect(),
-        Isolation::Binary => {
-            let mut units: Vec<Unit> = Vec::new();
-            // Group by (binary, settings); networked, whole-binary and expected-failure tests
-            // keep their own container so that their limits and outcome are their own.
-            let mut groups: Vec<(usize, Effective, Vec<usize>)> = Vec::new();
-            for (i, t) in list.to_run() {
-                let alone = t.whole_binary || t.settings.network.is_some() || t.expect != Default::default();
-                if alone {
-                    units.push(Unit::Test(i));
-                    continue;
-                }
-                match groups.iter_mut().find(|(b, s, v)| {
-                    *b == t.binary && *s == t.settings && v.len() < MAX_TESTS_PER_BINARY_UNIT
-                }) {
-                    Some((_, _, v)) => v.push(i),
-                    None => groups.push((t.binary, t.settings.clone(), vec![i])),
-                }
-            }
-            units.extend(groups.into_iter().map(|(binary, _, tests)| Unit::Binary { binary, tests }));
-            units
-        }
-    }
-}
-
-/// What a unit needs from the scheduler.
-pub fn demand(list: &TestList, unit: &Unit) -> Demand {
-    let settings = match unit {
-        Unit::Test(i) => &list.tests[*i].settings,
-        Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
-    };
-    // `auto` networks never clash: each container's lease picks a free subnet.
-    Demand {
-        memory: settings.memory_bytes(),
-        networks: settings.network.and_then(|n| n.fixed()).into_iter().collect(),
-    }
-}
-
+pub(crate) const CAPTURE_LIMIT: usize = 1 << 20;
 /// Everything workers share.
-pub struct Runner<'a> {
-    pub list: &'a TestList,
-    pub units: &'a [Unit],
-    pub scheduler: &'a Scheduler,
+pub(crate) struct Runner<'a> {
+    pub(crate) list: &'a TestList,
+    pub(crate) units: &'a [Unit],
+    pub(crate) scheduler: &'a Scheduler,
     /// Host directories a test may write (target dir, workspace, package dirs).
-    pub writable: Vec<PathBuf>,
-    pub fail_fast: bool,
+    pub(crate) writable: Vec<PathBuf>,
+    pub(crate) fail_fast: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
-    pub zygote_warned: AtomicBool,
+    pub(crate) zygote_warned: AtomicBool,
 }
 
 impl Runner<'_> {
@@ -101,7 +50,7 @@ impl Runner<'_> {
     /// the copy-on-write faults after each clone interrupt every CPU the other workers run on.
     /// One per worker, so that workers do not queue behind one another's clones. Without one
     /// (it could not start, or was lost) the worker clones directly; the run says so once.
-    pub fn work(&self, events: Sender<Event>) {
+    pub(crate) fn work(&self, events: Sender<Event>) {
         let mut zygote = match Zygote::start() {
             Ok(z) => Some(z),
             Err(e) => {
@@ -130,44 +79,30 @@ impl Runner<'_> {
                 self.warn_zygote(&events, lost);
                 zygote = None;
             }
-            self.scheduler.finish(ticket);
-            if failed && self.fail_fast {
-                self.scheduler.stop_admitting();
+            // `--fail-fast`, decided here only: the first failure stops admission (before this
+            // unit's slot frees, so that nothing more starts) and says so, once.
+            if failed && self.fail_fast && self.scheduler.stop_admitting() {
+                let _ = events.send(Event::Stopping);
             }
+            self.scheduler.finish(ticket);
         }
     }
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
         if !self.zygote_warned.swap(true, Ordering::Relaxed) {
-            let message = chain("a worker's zygote is gone, its containers are cloned directly", why);
+            let message = format!(
+                "a worker's zygote is gone, its containers are cloned directly: {}",
+                cvtest::error_chain(why)
+            );
             let _ = events.send(Event::Warning { message });
         }
     }
 
-    fn options(&self, s: &Effective) -> Result<Options, String> {
-        let mut o = Options::new();
-        o.set_caps(Caps::ALL);
-        o.limits = s.limits();
-        match s.network {
-            None => {}
-            Some(NetworkSetting::Fixed(net)) => {
-                o.network = Some(net);
-            }
-            Some(NetworkSetting::Auto) => {
-                let pool = NetworkPool::from_env().map_err(|e| {
-                    format!(
-                        "{}: {e}; set it to a CIDR such as 10.200.0.0/16, or unset it",
-                        cvtest::lease::ENV_POOL
-                    )
-                })?;
-                o.network_auto(pool);
-            }
-        }
-        o.hostname = s.hostname.clone();
-        o.set_privileged(s.privileged);
-        o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
-        o.rootfs = Rootfs::Host { writable: self.writable.clone() };
-        Ok(o)
+    /// The container of a test: its settings' options, the host's root with `writable` writable.
+    fn options(&self, s: &Effective) -> Options {
+        let mut o = s.options().clone();
+        o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
+        o
     }
 
     fn command(&self, b: &BinaryEntry, args: Vec<OsString>) -> Command {
@@ -176,7 +111,7 @@ impl Runner<'_> {
         for (k, v) in &b.env.vars {
             cmd.env(k, v);
         }
-        cmd.env_remove(crate::list::ENV_LIST_SETTINGS);
+        cmd.env_remove(cvtest_spec::ENV_LIST_SETTINGS);
         cmd.env(ENV_RUNNER, "cargo-cvtest");
         cmd.current_dir(&b.env.cwd);
         cmd.stdout(Stdio::Capture { limit: CAPTURE_LIMIT });
@@ -185,9 +120,7 @@ impl Runner<'_> {
     }
 
     /// Creates, starts (through `zygote` when there is one) and waits for one container; destroys
-    /// it whatever happens. Before that, takes the unit's share of the machine-wide memory
-    /// budget (shared with other runners) and, at create, its subnet's lease; while it waits for
-    /// either, `waiting` is told who holds it. Returns the outcome and the container's network.
+    /// it whatever happens.
     fn contain(
         &self,
         ticket: &Ticket,
@@ -195,10 +128,12 @@ impl Runner<'_> {
         cmd: &Command,
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
-    ) -> Result<(Outcome, Option<NetworkSpec>), String> {
+    ) -> Result<(Outcome, Option<NetworkSpec>), NoOutcome> {
         if self.scheduler.is_interrupted() {
-            return Err(CANCELLED.to_owned());
+            return Err(NoOutcome::Cancelled);
         }
+        // While it waits for a machine-wide lease (its share of the memory budget, shared with
+        // other runners, or its subnet), the unit is reported waiting, with the holder.
         let (binary_id, name, events) = who;
         let label = format!("{binary_id} {name}");
         let reported: RefCell<Option<Waiting>> = RefCell::new(None);
@@ -215,28 +150,23 @@ impl Runner<'_> {
             }
             !self.scheduler.is_interrupted()
         };
-        let gave_up = |e: &LeaseError| matches!(e, LeaseError::GaveUp { .. });
-        let memory = self.scheduler.charge_mib(settings.memory_bytes());
         let _memory = lease::take_memory(
-            memory,
+            self.scheduler.charge_mib(settings.memory_bytes()),
             self.scheduler.budget_mib(),
             &WaitPolicy { label: Some(&label), timeout: MEMORY_WAIT, observer: Some(&observer) },
         )
-        .map_err(|e| {
-            if gave_up(&e) {
-                CANCELLED.to_owned()
-            } else {
-                chain("cannot take the memory budget", &e)
-            }
+        .map_err(|e| match e {
+            LeaseError::GaveUp { .. } => NoOutcome::Cancelled,
+            e => NoOutcome::Error(UnitError::Memory(e)),
         })?;
         let policy = WaitPolicy {
             label: Some(&label),
-            timeout: settings.timeout.unwrap_or(lease::DEFAULT_WAIT),
+            timeout: settings.timeout().unwrap_or(lease::DEFAULT_WAIT),
             observer: Some(&observer),
         };
-        let mut c = Container::create_waiting(&self.options(settings)?, &policy).map_err(|e| match e {
-            cvtest::CreateError::Lease(l) if gave_up(&l) => CANCELLED.to_owned(),
-            e => chain("cannot create the container", &e),
+        let mut c = Container::create_waiting(&self.options(settings), &policy).map_err(|e| match e {
+            cvtest::CreateError::Lease(LeaseError::GaveUp { .. }) => NoOutcome::Cancelled,
+            e => NoOutcome::Error(UnitError::Create(e)),
         })?;
         let network = c.network();
         let result = (|| {
@@ -244,18 +174,18 @@ impl Runner<'_> {
                 Some(z) => c.spawn_via(z, cmd),
                 None => c.spawn(cmd),
             }
-            .map_err(|e| chain("cannot start the test in its container", &e))?;
+            .map_err(UnitError::Spawn)?;
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout).map_err(|e| chain("lost track of the container", &e))
+            c.wait(settings.timeout()).map_err(UnitError::Wait)
         })();
-        // Destroy returns once the kernel has removed the veth, so the subnet is free for the
-        // next unit the scheduler admits (and the lease is released).
-        let destroyed = c.destroy().map_err(|e| chain("cannot clean up the container", &e));
+        // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
+        // so the next unit the scheduler admits on that subnet never meets its route.
+        let destroyed = c.destroy().map_err(UnitError::Destroy);
         match (result, destroyed) {
             (Ok(o), Ok(())) => Ok((o, network)),
-            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
     }
 
@@ -295,13 +225,8 @@ impl Runner<'_> {
             Ok((o, network)) => {
                 r.network = network;
                 r.status = self.status(&o);
-                if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
-                    r.status = Status::SetupError {
-                        message: format!(
-                            "the test binary ran no test named {:?} (was it renamed since listing?)",
-                            t.name
-                        ),
-                    };
+                if matches!(r.status, Status::Pass) && !t.whole_binary && ran_no_test(&o.stdout) {
+                    r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
                 }
                 r.duration = o.duration;
                 r.peaks = Some(o.peaks);
@@ -309,12 +234,8 @@ impl Runner<'_> {
                 r.stdout = o.stdout;
                 r.stderr = o.stderr;
             }
-            Err(m) if m == CANCELLED => {
-                r.status = Status::Cancelled;
-                r.duration = started.elapsed();
-            }
-            Err(message) => {
-                r.status = Status::SetupError { message };
+            Err(why) => {
+                r.status = why.into();
                 r.duration = started.elapsed();
             }
         }
@@ -348,33 +269,12 @@ impl Runner<'_> {
         let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
         let (binary_status, outcome) = match result {
             Ok((o, _)) => (self.status(&o), Some(o)),
-            Err(m) if m == CANCELLED => (Status::Cancelled, None),
-            Err(message) => (Status::SetupError { message }, None),
+            Err(why) => (why.into(), None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
         for t in &cases {
-            let (status, stdout) = match parsed.results.iter().find(|(n, _)| n == &t.name) {
-                Some((_, LibtestResult::Ok)) => (Status::Pass, Vec::new()),
-                Some((_, LibtestResult::Ignored)) => (Status::Ignored, Vec::new()),
-                Some((_, LibtestResult::Failed)) => (
-                    Status::Fail { exit_code: 101 },
-                    parsed
-                        .failure_output
-                        .iter()
-                        .find(|(n, _)| n == &t.name)
-                        .map(|(_, o)| o.clone())
-                        .unwrap_or_default(),
-                ),
-                // Not reported: the binary died (OOM, timeout, signal) before or while running it.
-                None => match &binary_status {
-                    Status::Pass => (
-                        Status::SetupError { message: "the test binary did not report this test".into() },
-                        Vec::new(),
-                    ),
-                    other => (other.clone(), Vec::new()),
-                },
-            };
+            let (status, stdout) = result_in_binary(&parsed, &binary_status, &t.name);
             let r = TestFinished {
                 stdout,
                 ..TestFinished::unmeasured(&b.bin.id, t, status, started, PeakScope::Binary)
@@ -397,26 +297,56 @@ impl Runner<'_> {
     }
 }
 
-const CANCELLED: &str = "\0cancelled";
+/// Why a unit's container gave no outcome: the run was interrupted before it was created, or the
+/// library failed.
+#[derive(Debug)]
+enum NoOutcome {
+    Cancelled,
+    Error(UnitError),
+}
+
+impl From<UnitError> for NoOutcome {
+    fn from(e: UnitError) -> Self {
+        NoOutcome::Error(e)
+    }
+}
+
+impl From<NoOutcome> for Status {
+    fn from(why: NoOutcome) -> Self {
+        match why {
+            NoOutcome::Cancelled => Status::Cancelled,
+            NoOutcome::Error(e) => Status::Error(Arc::new(e)),
+        }
+    }
+}
+
+/// The status and failure output of test `name` from its binary's libtest output, when the
+/// binary ended as `binary_status`.
+fn result_in_binary(parsed: &Pretty, binary_status: &Status, name: &str) -> (Status, Vec<u8>) {
+    match parsed.results.iter().find(|(n, _)| n == name) {
+        Some((_, LibtestResult::Ok)) => (Status::Pass, Vec::new()),
+        Some((_, LibtestResult::Ignored)) => (Status::Ignored, Vec::new()),
+        Some((_, LibtestResult::Failed)) => {
+            let output = parsed.failure_output.iter().find(|(n, _)| n == name).map(|(_, o)| o.clone());
+            (Status::Fail { exit_code: 101 }, output.unwrap_or_default())
+        }
+        // Not reported: the binary died (OOM, timeout, signal) before or while running it, or
+        // (exit 0) it never ran it.
+        None => match binary_status {
+            Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
+            other => (other.clone(), Vec::new()),
+        },
+    }
+}
 
 /// How long a unit waits for its share of the memory budget while other runners use it.
 const MEMORY_WAIT: Duration = Duration::from_secs(24 * 3600);
 
-fn chain(what: &str, e: &dyn std::error::Error) -> String {
-    let mut s = format!("{what}: {e}");
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
-}
-
-/// libtest printed "running 0 tests": the name matched nothing, a silent pass we refuse.
+/// libtest's summary says it did not run exactly the one test it was asked for
+/// ([`cvtest::spec::libtest`]'s rule): the name matched nothing, and its exit 0 is a silent pass
+/// we refuse. Without a summary (the test closed its stdout) the exit code stands.
 fn ran_no_test(stdout: &[u8]) -> bool {
-    let head = &stdout[..stdout.len().min(256)];
-    let text = String::from_utf8_lossy(head);
-    text.trim_start().starts_with("running 0 tests")
+    cvtest::spec::libtest::Summary::parse(stdout).is_some_and(|s| !s.ran_exactly_one())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -498,8 +428,24 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n
     }
 
     #[test]
+    fn a_test_of_a_shared_binary_gets_its_own_result() {
+        let p = parse_libtest_pretty(
+            b"test a ... ok\ntest b ... FAILED\n\n---- b stdout ----\nboom\n\nfailures:\n",
+        );
+        assert!(matches!(result_in_binary(&p, &Status::Fail { exit_code: 101 }, "a").0, Status::Pass));
+        let (status, output) = result_in_binary(&p, &Status::Fail { exit_code: 101 }, "b");
+        assert!(matches!(status, Status::Fail { exit_code: 101 }) && output == b"boom\n\n");
+        // Missing after an OOM: the binary's status; missing after exit 0: not reported.
+        assert!(matches!(result_in_binary(&p, &Status::Oom, "c").0, Status::Oom));
+        let (status, _) = result_in_binary(&p, &Status::Pass, "c");
+        assert_eq!(status.error().map(UnitError::kind), Some("not-reported"));
+    }
+
+    #[test]
     fn detects_running_zero_tests() {
-        assert!(ran_no_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed"));
-        assert!(!ran_no_test(b"\nrunning 1 test\ntest x ... ok\n"));
+        // A test that closed its stdout leaves no summary: its exit code decides.
+        assert!(!ran_no_test(b"\nrunning 1 test\nbefore closing\n"));
+        assert!(ran_no_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
+        assert!(!ran_no_test(b"\nrunning 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
     }
 }

@@ -21,16 +21,16 @@ use cvtest_spec::NetworkSpec;
 
 /// What a unit needs while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Demand {
+pub(crate) struct Demand {
     /// The memory limit in bytes; `None` for "max".
-    pub memory: Option<u64>,
-    pub networks: Vec<NetworkSpec>,
+    pub(crate) memory: Option<u64>,
+    pub(crate) networks: Vec<NetworkSpec>,
 }
 
 /// A unit that may start now. Give it back with [`Scheduler::finish`].
 #[derive(Debug)]
-pub struct Ticket {
-    pub unit: usize,
+pub(crate) struct Ticket {
+    pub(crate) unit: usize,
     slot: u64,
 }
 
@@ -54,7 +54,7 @@ struct State {
 }
 
 #[derive(Debug)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     state: Mutex<State>,
     changed: Condvar,
     budget: u64,
@@ -62,7 +62,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// `units` in the order they should start.
-    pub fn new(units: impl IntoIterator<Item = (usize, Demand)>, budget: u64) -> Scheduler {
+    pub(crate) fn new(units: impl IntoIterator<Item = (usize, Demand)>, budget: u64) -> Scheduler {
         let state = State { pending: units.into_iter().collect(), ..State::default() };
         Scheduler { state: Mutex::new(state), changed: Condvar::new(), budget: budget.max(1) }
     }
@@ -74,7 +74,7 @@ impl Scheduler {
     }
 
     /// Blocks until a unit may start; `None` when there is nothing left to start.
-    pub fn next(&self) -> Option<Ticket> {
+    pub(crate) fn next(&self) -> Option<Ticket> {
         let mut st = self.lock();
         loop {
             if st.stopped || st.pending.is_empty() {
@@ -138,7 +138,7 @@ impl Scheduler {
 
     /// Records how to kill the unit's container. Returns `false` if the run is already being
     /// interrupted: the caller must kill it itself.
-    pub fn set_kill(&self, t: &Ticket, kill: KillHandle) -> bool {
+    pub(crate) fn set_kill(&self, t: &Ticket, kill: KillHandle) -> bool {
         let mut st = self.lock();
         if st.killed {
             return false;
@@ -150,7 +150,7 @@ impl Scheduler {
     }
 
     /// The unit ended; its memory and network become free.
-    pub fn finish(&self, t: Ticket) {
+    pub(crate) fn finish(&self, t: Ticket) {
         let mut st = self.lock();
         if let Some(i) = st.running.iter().position(|r| r.slot == t.slot) {
             let r = st.running.swap_remove(i);
@@ -163,14 +163,16 @@ impl Scheduler {
         self.changed.notify_all();
     }
 
-    /// Starts nothing more (`--fail-fast`); running units finish.
-    pub fn stop_admitting(&self) {
-        self.lock().stopped = true;
+    /// Starts nothing more (`--fail-fast`); running units finish. Whether this call stopped
+    /// admission (it was neither stopped nor interrupted before).
+    pub(crate) fn stop_admitting(&self) -> bool {
+        let was_stopped = std::mem::replace(&mut self.lock().stopped, true);
         self.changed.notify_all();
+        !was_stopped
     }
 
     /// Starts nothing more and kills every running container (an interrupt).
-    pub fn interrupt(&self) {
+    pub(crate) fn interrupt(&self) {
         let mut st = self.lock();
         st.stopped = true;
         st.killed = true;
@@ -183,12 +185,13 @@ impl Scheduler {
         self.changed.notify_all();
     }
 
-    pub fn is_interrupted(&self) -> bool {
+    pub(crate) fn is_interrupted(&self) -> bool {
         self.lock().killed
     }
 
     /// Units never started (after a stop).
-    pub fn not_started(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn not_started(&self) -> usize {
         self.lock().pending.len()
     }
 }

@@ -12,92 +12,68 @@
 //!
 //! General before specific: a per-test rule beats a default wherever it is written, and a test's
 //! own attribute beats config. `--force-limits` exists to reproduce a failure under tighter limits.
+//!
+//! Layers are folded as `cvtest_spec::TestSettings`; the library's `Options::for_test`, the one
+//! mapping from settings to a container (the same `#[cv_test]` uses), fills in its defaults. A new
+//! settings key is wired in `cvtest-spec` (`TestSettings`, `SETTINGS_KEYS`) and `Options::for_test`;
+//! here only [`Effective`]'s `Display` and the JSON `limits` show it.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use cvtest_spec::{
-    format_duration, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, PidsLimit, TestSettings,
-    DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
-};
+use cvtest::{Limits, Options, ParseError};
+use cvtest_spec::{format_duration, Capabilities, NetworkSetting, TestSettings};
 
-use crate::cli::LimitArgs;
 use crate::config::Config;
+use crate::expect::Expect;
 
-/// What a test is expected to end as. A test that ends as expected counts as a success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Expect {
-    #[default]
-    Pass,
-    /// Exit non-zero or die by a signal (not OOM, not timeout).
-    Fail,
-    Oom,
-    Timeout,
-}
-
-impl Expect {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expect::Pass => "pass",
-            Expect::Fail => "fail",
-            Expect::Oom => "oom",
-            Expect::Timeout => "timeout",
-        }
-    }
-}
-
-impl FromStr for Expect {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "pass" => Ok(Expect::Pass),
-            "fail" => Ok(Expect::Fail),
-            "oom" => Ok(Expect::Oom),
-            "timeout" => Ok(Expect::Timeout),
-            _ => Err(format!("invalid expect {s:?}; expected one of pass, fail, oom, timeout")),
-        }
-    }
-}
-
-/// Fully resolved settings of one test.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Effective {
-    pub memory: MemoryLimit,
-    pub pids: PidsLimit,
-    pub cpu_weight: CpuWeight,
-    pub cpus: Option<CpuQuota>,
-    pub network: Option<NetworkSetting>,
-    pub timeout: Option<Duration>,
-    pub hostname: Option<String>,
-    /// Every capability, /proc unhardened.
-    pub privileged: bool,
-    /// Capabilities added to `Capabilities::DEFAULT`.
-    pub caps: Capabilities,
+/// Fully resolved settings of one test: every layer folded, and its container's options made
+/// from them by the library's one mapping ([`Options::for_test`]), which fills in the defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Effective {
+    /// The keys some layer set.
+    settings: TestSettings,
+    /// The container's options; the runner adds the root.
+    options: Options,
 }
 
 impl Effective {
-    fn from_layers(s: &TestSettings) -> Effective {
-        Effective {
-            memory: s.memory.unwrap_or(DEFAULT_MEMORY),
-            pids: s.pids.unwrap_or(DEFAULT_PIDS),
-            cpu_weight: s.cpu_weight.unwrap_or(DEFAULT_CPU_WEIGHT),
-            cpus: s.cpus.flatten(),
-            network: s.network,
-            timeout: s.timeout,
-            hostname: s.hostname.clone(),
-            privileged: s.privileged.unwrap_or(false),
-            caps: s.caps.unwrap_or(Capabilities::NONE),
-        }
+    fn from_layers(settings: TestSettings) -> Result<Effective, ParseError> {
+        let options = Options::for_test(&settings)?;
+        Ok(Effective { settings, options })
     }
 
-    pub fn limits(&self) -> cvtest::Limits {
-        cvtest::Limits { memory: self.memory, cpu_weight: self.cpu_weight, pids: self.pids, cpus: self.cpus }
+    pub(crate) fn options(&self) -> &Options {
+        &self.options
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        self.options.limits()
+    }
+
+    /// The test's network setting: a fixed subnet, or `auto` (its subnet is leased at create).
+    pub(crate) fn network(&self) -> Option<NetworkSetting> {
+        self.settings.network
+    }
+
+    /// Not a container's option: the runner waits that long.
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.settings.timeout
+    }
+
+    /// Every capability, /proc unhardened.
+    pub(crate) fn privileged(&self) -> bool {
+        self.options.privileged()
+    }
+
+    /// The capabilities the settings add to `Capabilities::DEFAULT`.
+    pub(crate) fn added_caps(&self) -> Capabilities {
+        self.settings.caps.unwrap_or_default()
     }
 
     /// What the scheduler charges against the memory budget: the limit, or `None` for "max".
-    pub fn memory_bytes(&self) -> Option<u64> {
-        self.memory.bytes()
+    pub(crate) fn memory_bytes(&self) -> Option<u64> {
+        self.limits().memory.bytes()
     }
 }
 
@@ -105,55 +81,44 @@ impl fmt::Display for Effective {
     /// `memory=1G pids=256 cpu_weight=100 cpus=max network=- timeout=-`, then ` privileged` or
     /// ` caps=+NET_ADMIN` when set.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limits = self.limits();
         write!(
             f,
             "memory={} pids={} cpu_weight={} cpus={} network={} timeout={}",
-            self.memory,
-            self.pids,
-            self.cpu_weight,
-            self.cpus.map_or_else(|| "max".to_owned(), |c| c.to_string()),
-            self.network.map_or_else(|| "-".to_owned(), |n| n.to_string()),
-            self.timeout.map_or_else(|| "-".to_owned(), format_duration),
+            limits.memory,
+            limits.pids,
+            limits.cpu_weight,
+            limits.cpus.map_or_else(|| "max".to_owned(), |c| c.to_string()),
+            self.network().map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            self.timeout().map_or_else(|| "-".to_owned(), format_duration),
         )?;
-        if self.privileged {
+        if self.privileged() {
             f.write_str(" privileged")?;
-        } else if !self.caps.is_empty() {
-            write!(f, " caps=+{}", self.caps)?;
+        } else if !self.added_caps().is_empty() {
+            write!(f, " caps=+{}", self.added_caps())?;
         }
         Ok(())
     }
 }
 
-/// The CLI's limit flags as a settings layer.
-pub fn cli_layer(args: &LimitArgs) -> TestSettings {
-    TestSettings {
-        memory: args.memory,
-        pids: args.pids,
-        cpu_weight: args.cpu_weight,
-        cpus: args.cpus.map(|c| c.0),
-        network: args.network,
-        timeout: args.timeout,
-        ..TestSettings::default()
-    }
-}
-
 /// Everything that decides a test's settings, in one place.
 #[derive(Debug, Clone)]
-pub struct Resolver {
-    pub config: Config,
-    pub cli: TestSettings,
-    pub force: bool,
+pub(crate) struct Resolver {
+    pub(crate) config: Config,
+    pub(crate) cli: TestSettings,
+    pub(crate) force: bool,
 }
 
 impl Resolver {
-    /// The effective settings and expectation of one test.
-    pub fn resolve(
+    /// The effective settings and expectation of one test; an error if its settings do not make
+    /// a container's options.
+    pub(crate) fn resolve(
         &self,
         package: &str,
         binary_id: &str,
         name: &str,
         cv: Option<&TestSettings>,
-    ) -> (Effective, Expect) {
+    ) -> Result<(Effective, Expect), ParseError> {
         let (overrides, expect) = self.config.overrides(package, binary_id, name);
         let mut s = self.config.defaults(package);
         s = self.cli.over(&s);
@@ -164,13 +129,14 @@ impl Resolver {
         if self.force {
             s = self.cli.over(&s);
         }
-        (Effective::from_layers(&s), expect.unwrap_or_default())
+        Ok((Effective::from_layers(s)?, expect.unwrap_or_default()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cvtest_spec::{MemoryLimit, PidsLimit, DEFAULT_CPU_WEIGHT};
 
     fn mem(s: &str) -> Option<MemoryLimit> {
         Some(s.parse().unwrap())
@@ -188,35 +154,35 @@ mod tests {
         let r = Resolver { config, cli: cli.clone(), force: false };
 
         // library defaults where nobody sets a key
-        let (e, _) = r.resolve("p", "p", "plain", None);
-        assert_eq!(e.cpu_weight, DEFAULT_CPU_WEIGHT);
+        let (e, _) = r.resolve("p", "p", "plain", None).unwrap();
+        assert_eq!(e.limits().cpu_weight, DEFAULT_CPU_WEIGHT);
         // config default (pids) < CLI default (memory, timeout)
-        assert_eq!(e.pids, PidsLimit::Count(100));
-        assert_eq!(e.memory, mem("256M").unwrap());
-        assert_eq!(e.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(e.limits().pids, PidsLimit::Count(100));
+        assert_eq!(e.limits().memory, mem("256M").unwrap());
+        assert_eq!(e.timeout(), Some(Duration::from_secs(5)));
         // config override beats the CLI default
-        let (e, _) = r.resolve("p", "p", "a_big_one", None);
-        assert_eq!(e.memory, mem("2G").unwrap());
+        let (e, _) = r.resolve("p", "p", "a_big_one", None).unwrap();
+        assert_eq!(e.limits().memory, mem("2G").unwrap());
         // #[cv_test] beats config overrides
         let cv = TestSettings { memory: mem("64M"), ..Default::default() };
-        let (e, _) = r.resolve("p", "p", "a_big_one", Some(&cv));
-        assert_eq!(e.memory, mem("64M").unwrap());
+        let (e, _) = r.resolve("p", "p", "a_big_one", Some(&cv)).unwrap();
+        assert_eq!(e.limits().memory, mem("64M").unwrap());
         // --force-limits beats everything, for the keys it sets
         let forced = Resolver { force: true, ..r };
-        let (e, _) = forced.resolve("p", "p", "a_big_one", Some(&cv));
-        assert_eq!(e.memory, mem("256M").unwrap());
-        assert_eq!(e.pids, PidsLimit::Count(100));
+        let (e, _) = forced.resolve("p", "p", "a_big_one", Some(&cv)).unwrap();
+        assert_eq!(e.limits().memory, mem("256M").unwrap());
+        assert_eq!(e.limits().pids, PidsLimit::Count(100));
     }
 
     #[test]
     fn display_lists_every_limit() {
-        let e = Effective::from_layers(&TestSettings::default());
+        let e = Effective::from_layers(TestSettings::default()).unwrap();
         assert_eq!(e.to_string(), "memory=1G pids=256 cpu_weight=100 cpus=max network=- timeout=-");
-        assert!(!e.privileged && e.caps.is_empty());
+        assert!(!e.privileged() && e.added_caps().is_empty());
         let caps = TestSettings { caps: Some("SYS_PTRACE,NET_ADMIN".parse().unwrap()), ..Default::default() };
-        let e = Effective::from_layers(&caps);
+        let e = Effective::from_layers(caps.clone()).unwrap();
         assert!(e.to_string().ends_with(" timeout=- caps=+NET_ADMIN,SYS_PTRACE"), "{e}");
-        let e = Effective::from_layers(&TestSettings { privileged: Some(true), ..caps });
+        let e = Effective::from_layers(TestSettings { privileged: Some(true), ..caps }).unwrap();
         assert!(e.to_string().ends_with(" timeout=- privileged"), "{e}");
     }
 
@@ -229,15 +195,15 @@ mod tests {
         )
         .unwrap();
         let r = Resolver { config, cli: TestSettings::default(), force: false };
-        let (e, _) = r.resolve("p", "p", "plain", None);
-        assert!(!e.privileged && e.caps.to_string() == "NET_RAW", "{e}");
-        let (e, _) = r.resolve("p", "p", "mounts_things", None);
-        assert!(e.privileged, "{e}");
-        let (e, _) = r.resolve("p", "p", "ptrace_it", None);
-        assert_eq!(e.caps.to_string(), "SYS_PTRACE");
+        let (e, _) = r.resolve("p", "p", "plain", None).unwrap();
+        assert!(!e.privileged() && e.added_caps().to_string() == "NET_RAW", "{e}");
+        let (e, _) = r.resolve("p", "p", "mounts_things", None).unwrap();
+        assert!(e.privileged(), "{e}");
+        let (e, _) = r.resolve("p", "p", "ptrace_it", None).unwrap();
+        assert_eq!(e.added_caps().to_string(), "SYS_PTRACE");
         // The attribute beats config: `privileged = false` in #[cv_test] wins over an override.
         let cv = TestSettings { privileged: Some(false), ..Default::default() };
-        let (e, _) = r.resolve("p", "p", "mounts_things", Some(&cv));
-        assert!(!e.privileged);
+        let (e, _) = r.resolve("p", "p", "mounts_things", Some(&cv)).unwrap();
+        assert!(!e.privileged());
     }
 }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use crate::exit_codes;
 
 #[derive(Debug, Clone)]
-pub struct SignalWatch {
+pub(crate) struct SignalWatch {
     seen: Arc<AtomicBool>,
     which: Arc<AtomicUsize>,
 }
 
 impl SignalWatch {
     /// Installs the handlers (SIGINT, SIGTERM, SIGHUP).
-    pub fn install() -> std::io::Result<SignalWatch> {
+    pub(crate) fn install() -> std::io::Result<SignalWatch> {
         let seen = Arc::new(AtomicBool::new(false));
         let which = Arc::new(AtomicUsize::new(0));
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
@@ -33,7 +33,7 @@ impl SignalWatch {
     }
 
     /// The signal that arrived, if any.
-    pub fn received(&self) -> Option<i32> {
+    pub(crate) fn received(&self) -> Option<i32> {
         if self.seen.load(Ordering::SeqCst) {
             Some(self.which.load(Ordering::SeqCst) as i32).filter(|&s| s != 0).or(Some(libc::SIGINT))
         } else {

@@ -8,8 +8,11 @@
 //! Errors name the value and say what is accepted; the caller adds *where* (a span, a flag, a
 //! file and key).
 
+#![deny(unsafe_code)]
+
 mod caps;
 mod dump;
+pub mod libtest;
 mod network;
 mod parse;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -18,7 +21,9 @@ pub mod props;
 mod settings;
 
 pub use caps::{Capabilities, CAPABILITY_NAMES};
-pub use dump::{DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX};
+pub use dump::{
+    DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX,
+};
 pub use network::{
     subnets_overlap, NetworkPool, NetworkSetting, NetworkSpec, AUTO_PREFIX, DEFAULT_POOL, ENV_POOL,
 };

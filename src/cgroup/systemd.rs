@@ -25,7 +25,7 @@ pub(crate) fn needs_delegation(base: &Path, controllers: &[&str]) -> bool {
     }
     let me = std::process::id() as i32;
     let Ok(pids) = fs::procs(base) else { return false };
-    pids.iter().any(|&p| p != me && crate::sweep::parent_of(p).is_some_and(|pp| pp != me))
+    pids.iter().any(|&p| p != me && crate::owner::parent_of(p).is_some_and(|pp| pp != me))
 }
 
 /// Asks systemd (over D-Bus, with `busctl`) to move this process into a new transient scope
@@ -34,7 +34,7 @@ pub(crate) fn needs_delegation(base: &Path, controllers: &[&str]) -> bool {
 pub(crate) fn move_into_delegated_scope() -> Result<(), String> {
     let before = fs::read_io(Path::new("/proc/self/cgroup")).map_err(|e| e.to_string())?;
     let pid = std::process::id().to_string();
-    let unit = format!("cvtest-{}.scope", crate::sweep::owner_tag());
+    let unit = format!("cvtest-{}.scope", crate::owner::tag());
     let out = Command::new("busctl")
         .args([
             "call",

@@ -185,7 +185,7 @@ fn containers_on_overlapping_subnets_take_turns() -> Result<(), Failed> {
             .map(|cidr| {
                 s.spawn(move || {
                     let mut o = Options::new();
-                    o.network = Some(spec(cidr));
+                    o.set_network_spec(Some(spec(cidr)));
                     run_true(&o)
                 })
             })
@@ -209,7 +209,7 @@ fn auto_networks_are_distinct_and_in_the_env() -> Result<(), Failed> {
     let mut containers = Vec::new();
     for _ in 0..N {
         let mut o = Options::new();
-        o.network_auto(pool);
+        o.set_network_auto(pool);
         containers.push(Container::create(&o).map_err(|e| chain(&e))?);
     }
     let nets: Vec<NetworkSpec> = containers.iter().filter_map(Container::network).collect();

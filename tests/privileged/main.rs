@@ -13,6 +13,7 @@ mod helpers;
 mod lease;
 mod macro_fixture;
 mod net;
+mod owner;
 mod support;
 mod zygote;
 
@@ -31,6 +32,7 @@ fn main() {
     trials.extend(lease::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
+    trials.extend(owner::trials());
     trials.extend(zygote::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();

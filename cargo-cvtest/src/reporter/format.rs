@@ -1,32 +1,17 @@
 //! Number formatting and colours.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anstyle::{AnsiColor, Style};
 
-use crate::cli::ColorWhen;
-
-/// Paints text when colours are on.
+/// Paints text when colours are on (the CLI decides: `--color`, `CARGO_TERM_COLOR`, `NO_COLOR`).
 #[derive(Debug, Clone, Copy)]
-pub struct Painter {
-    pub on: bool,
+pub(crate) struct Painter {
+    pub(crate) on: bool,
 }
 
 impl Painter {
-    /// `--color`/`CARGO_TERM_COLOR` decide; with `auto`, a terminal on stderr and no `NO_COLOR`.
-    pub fn detect(when: Option<ColorWhen>) -> Painter {
-        let on = match when.unwrap_or(ColorWhen::Auto) {
-            ColorWhen::Always => true,
-            ColorWhen::Never => false,
-            ColorWhen::Auto => {
-                std::env::var_os("NO_COLOR").is_none_or_empty() && std::io::stderr().is_terminal()
-            }
-        };
-        Painter { on }
-    }
-
-    pub fn paint(&self, style: Style, text: &str) -> String {
+    pub(crate) fn paint(&self, style: Style, text: &str) -> String {
         if self.on {
             format!("{}{text}{}", style.render(), style.render_reset())
         } else {
@@ -34,34 +19,25 @@ impl Painter {
         }
     }
 
-    pub fn good() -> Style {
+    pub(crate) fn good() -> Style {
         AnsiColor::Green.on_default().bold()
     }
-    pub fn bad() -> Style {
+    pub(crate) fn bad() -> Style {
         AnsiColor::Red.on_default().bold()
     }
-    pub fn warn() -> Style {
+    pub(crate) fn warn() -> Style {
         AnsiColor::Yellow.on_default().bold()
     }
-    pub fn dim() -> Style {
+    pub(crate) fn dim() -> Style {
         Style::new().dimmed()
     }
-    pub fn strong() -> Style {
+    pub(crate) fn strong() -> Style {
         Style::new().bold()
     }
 }
 
-trait EmptyVar {
-    fn is_none_or_empty(&self) -> bool;
-}
-impl EmptyVar for Option<std::ffi::OsString> {
-    fn is_none_or_empty(&self) -> bool {
-        self.as_ref().map_or(true, |v| v.is_empty())
-    }
-}
-
 /// `512 B`, `12.3 KiB`, `1.5 GiB`.
-pub fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;
@@ -77,7 +53,7 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 /// `1.234s`.
-pub fn secs(d: Duration) -> String {
+pub(crate) fn secs(d: Duration) -> String {
     format!("{:.3}s", d.as_secs_f64())
 }
 

@@ -2,26 +2,28 @@
 //! `cargo-cvtest/README.md`; `version` changes when a field changes meaning or goes away.
 
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use cvtest::Peaks;
 use serde_json::{json, Value};
 
-use crate::events::{Event, PeakScope, Status, Verdict};
+use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, UnitError, Verdict};
+use crate::expect::Expect;
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
-use crate::settings::{Effective, Expect};
-use crate::testlist::TestCase;
+use crate::selection::TestCase;
+use crate::settings::Effective;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
-pub struct JsonReporter<W: Write> {
+pub(crate) struct JsonReporter<W: Write> {
     out: W,
     summary: RunSummary,
     run_start: Option<std::time::Instant>,
 }
 
 impl<W: Write> JsonReporter<W> {
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         JsonReporter { out, summary: RunSummary::new(0), run_start: None }
     }
 
@@ -36,18 +38,19 @@ fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-pub fn limits_json(s: &Effective) -> Value {
+pub(crate) fn limits_json(s: &Effective) -> Value {
+    let l = s.limits();
     json!({
-        "memory": s.memory.to_string(),
-        "memory_bytes": s.memory.bytes(),
-        "pids": s.pids.to_string(),
-        "cpu_weight": s.cpu_weight.get(),
-        "cpus": s.cpus.map(|c| c.to_string()),
-        "network": s.network.map(|n| n.to_string()),
-        "host_address": s.network.and_then(|n| n.fixed()).map(|n| n.host().to_string()),
-        "timeout_ms": s.timeout.map(ms),
-        "privileged": s.privileged,
-        "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
+        "memory": l.memory.to_string(),
+        "memory_bytes": l.memory.bytes(),
+        "pids": l.pids.to_string(),
+        "cpu_weight": l.cpu_weight.get(),
+        "cpus": l.cpus.map(|c| c.to_string()),
+        "network": s.network().map(|n| n.to_string()),
+        "host_address": s.network().and_then(|n| n.fixed()).map(|n| n.host().to_string()),
+        "timeout_ms": s.timeout().map(ms),
+        "privileged": s.privileged(),
+        "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),
     })
 }
 
@@ -72,7 +75,7 @@ fn expect_json(e: Expect) -> &'static str {
 }
 
 /// A line of `--list --message-format json`.
-pub fn list_json_line(binary_id: &str, t: &TestCase) -> String {
+pub(crate) fn list_json_line(binary_id: &str, t: &TestCase) -> String {
     json!({
         "type": "test-listed",
         "version": SCHEMA_VERSION,
@@ -89,11 +92,66 @@ pub fn list_json_line(binary_id: &str, t: &TestCase) -> String {
     .to_string()
 }
 
+/// A `test` line; `run_start` is when `run-started` was written.
+fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
+    let verdict = t.verdict();
+    let failure = verdict == Verdict::Failure;
+    let (exit_code, signal, message) = match &t.status {
+        Status::Fail { exit_code } => (Some(*exit_code), None, None),
+        Status::Signal { signal } => (None, Some(*signal), None),
+        Status::Error(e) => (None, None, Some(e.message())),
+        Status::Pass => (Some(0), None, None),
+        Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
+    };
+    json!({
+        "type": "test",
+        "binary": t.binary_id,
+        "name": t.name,
+        "status": t.status.json_name(),
+        "expected": expect_json(t.expect),
+        "success": verdict != Verdict::Failure,
+        "label": t.label(),
+        "started_at_ms": run_start.map(|s| ms(t.started_at.saturating_duration_since(s))),
+        "duration_ms": ms(t.duration),
+        "exit_code": exit_code,
+        "signal": signal,
+        "message": message,
+        "error_kind": t.status.error().map(UnitError::kind),
+        "limits": limits_json(&t.settings),
+        "network": t.network.map(|n| json!({
+            "address": n.container().to_string(),
+            "host": n.host().to_string(),
+            "prefix": n.prefix_len(),
+        })),
+        "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
+        "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
+        "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
+        "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
+    })
+}
+
+/// The `run-finished` line: the run's statistics, and the counts by label.
+fn run_finished_json(elapsed: Duration, stats: &RunStats, summary: &RunSummary) -> Value {
+    let counts: serde_json::Map<String, Value> =
+        summary.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
+    json!({
+        "type": "run-finished",
+        "elapsed_ms": ms(elapsed),
+        "passed": stats.succeeded,
+        "failed": stats.failed,
+        "ignored": stats.ignored,
+        "not_run": stats.not_run(),
+        "interrupted_by": stats.interrupted,
+        "success": stats.success(),
+        "counts": counts,
+    })
+}
+
 impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         let v = match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.run_start = Some(std::time::Instant::now());
                 json!({
                 "type": "run-started",
@@ -102,7 +160,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "ignored": ignored,
                 "filtered_out": filtered_out,
                 "jobs": jobs,
-                "isolation": match isolation { crate::cli::Isolation::Test => "test", crate::cli::Isolation::Binary => "binary" },
+                "isolation": scope.as_str(),
                 "memory_budget_bytes": memory_budget,
                 })
             }
@@ -114,45 +172,12 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "waiting_for": what,
                 "holder": holder.as_ref().map(|h| json!({ "pid": h.pid, "test": h.test, "holds": h.what })),
             }),
-            Event::TestFinished(t) => {
-                let verdict = t.verdict();
-                let failure = verdict == Verdict::Failure;
-                let (exit_code, signal, message) = match &t.status {
-                    Status::Fail { exit_code } => (Some(*exit_code), None, None),
-                    Status::Signal { signal } => (None, Some(*signal), None),
-                    Status::SetupError { message } => (None, None, Some(message.clone())),
-                    Status::Pass => (Some(0), None, None),
-                    Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
-                };
-                json!({
-                    "type": "test",
-                    "binary": t.binary_id,
-                    "name": t.name,
-                    "status": t.status.json_name(),
-                    "expected": expect_json(t.expect),
-                    "success": verdict != Verdict::Failure,
-                    "label": t.label(),
-                    "started_at_ms": self.run_start.map(|s| ms(t.started_at.saturating_duration_since(s))),
-                    "duration_ms": ms(t.duration),
-                    "exit_code": exit_code,
-                    "signal": signal,
-                    "message": message,
-                    "limits": limits_json(&t.settings),
-                    "network": t.network.map(|n| json!({
-                        "address": n.container().to_string(),
-                        "host": n.host().to_string(),
-                        "prefix": n.prefix_len(),
-                    })),
-                    "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
-                    "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
-                    "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
-                    "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
-                })
-            }
+            Event::TestFinished(t) => test_json(t, self.run_start),
             Event::BinaryFinished(b) => json!({
                 "type": "binary",
                 "binary": b.binary_id,
                 "status": b.status.json_name(),
+                "error_kind": b.status.error().map(UnitError::kind),
                 "tests": b.tests,
                 "duration_ms": ms(b.duration),
                 "peaks": b.peaks.as_ref().map(|p| peaks_json(p, b.pids_limit_hit)),
@@ -160,23 +185,45 @@ impl<W: Write> Reporter for JsonReporter<W> {
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),
             Event::Warning { message } => json!({ "type": "warning", "message": message }),
-            Event::RunFinished { elapsed } => {
-                let s = &self.summary;
-                let counts: serde_json::Map<String, Value> =
-                    s.counts.iter().map(|(_, label, n)| (label.clone(), json!(n))).collect();
-                json!({
-                    "type": "run-finished",
-                    "elapsed_ms": ms(*elapsed),
-                    "passed": s.succeeded,
-                    "failed": s.failed,
-                    "ignored": s.ignored,
-                    "not_run": s.not_run(),
-                    "interrupted_by": s.interrupted,
-                    "success": s.success(),
-                    "counts": counts,
-                })
-            }
+            Event::RunFinished { elapsed, stats } => run_finished_json(*elapsed, stats, &self.summary),
         };
         self.line(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::{TestFinished, UnitError};
+
+    fn line(t: TestFinished) -> Value {
+        let mut out = Vec::new();
+        JsonReporter::new(&mut out).report(&Event::TestFinished(Box::new(t))).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn an_error_has_its_kind_and_whole_chain() {
+        let create = cvtest::CreateError::Privileges { missing: "uid 1000".into(), fix: "run as root" };
+        let v = line(TestFinished::sample(Status::Error(Arc::new(UnitError::Create(create)))));
+        assert_eq!(v["status"], "error");
+        assert_eq!(v["error_kind"], "create");
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("cannot create the container: cvtest cannot create containers as uid 1000")
+        );
+        let v =
+            line(TestFinished::sample(Status::Error(Arc::new(UnitError::NoSuchTest { name: "t".into() }))));
+        assert_eq!(v["error_kind"], "no-such-test");
+    }
+
+    #[test]
+    fn an_outcome_has_no_error_kind() {
+        let v = line(TestFinished::sample(Status::Fail { exit_code: 101 }));
+        assert_eq!(v["status"], "fail");
+        assert!(v["error_kind"].is_null() && v["message"].is_null());
+        assert!(line(TestFinished::sample(Status::Cancelled))["error_kind"].is_null());
     }
 }

@@ -12,14 +12,14 @@ use crate::reporter::Reporter;
 
 const KEEP_OUTPUT: usize = 64 * 1024;
 
-pub struct JunitReporter {
+pub(crate) struct JunitReporter {
     path: PathBuf,
     suites: BTreeMap<String, Vec<TestCase>>,
     binary_props: BTreeMap<String, Vec<Property>>,
 }
 
 impl JunitReporter {
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         JunitReporter { path, suites: BTreeMap::new(), binary_props: BTreeMap::new() }
     }
 
@@ -34,15 +34,16 @@ impl JunitReporter {
                     | Status::Oom
                     | Status::Timeout
                     | Status::Signal { .. } => NonSuccessKind::Failure,
-                    Status::SetupError { .. } | Status::Cancelled | Status::Ignored => NonSuccessKind::Error,
+                    Status::Error(_) | Status::Cancelled | Status::Ignored => NonSuccessKind::Error,
                 };
                 let mut s = TestCaseStatus::non_success(kind);
-                s.set_type(t.label());
+                // An error's type is its kind (`create`, `spawn`, ...), an outcome's its label.
+                s.set_type(t.status.error().map_or_else(|| t.label(), |e| e.kind().to_owned()));
                 s.set_message(match &t.status {
-                    Status::SetupError { message } => message.clone(),
+                    Status::Error(e) => e.message(),
                     Status::Fail { exit_code } => format!("exited with code {exit_code}"),
                     Status::Signal { signal } => format!("killed by signal {signal}"),
-                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.memory),
+                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.limits().memory),
                     Status::Timeout => "killed at its timeout".to_owned(),
                     Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
                     Status::Cancelled => "cancelled".to_owned(),
@@ -56,9 +57,9 @@ impl JunitReporter {
         c.set_time(t.duration);
         let mut props = vec![
             Property::new("cvtest.status", t.label()),
-            Property::new("cvtest.limit.memory", t.settings.memory.to_string()),
-            Property::new("cvtest.limit.pids", t.settings.pids.to_string()),
-            Property::new("cvtest.limit.cpu_weight", t.settings.cpu_weight.to_string()),
+            Property::new("cvtest.limit.memory", t.settings.limits().memory.to_string()),
+            Property::new("cvtest.limit.pids", t.settings.limits().pids.to_string()),
+            Property::new("cvtest.limit.cpu_weight", t.settings.limits().cpu_weight.to_string()),
         ];
         if let Some(p) = &t.peaks {
             props.extend(peak_props(p, t.pids_limit_hit));
@@ -140,5 +141,28 @@ impl Reporter for JunitReporter {
             | Event::Warning { .. } => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::UnitError;
+
+    fn failure_type(status: Status) -> Option<String> {
+        let case = JunitReporter::case(&TestFinished::sample(status));
+        match case.status {
+            TestCaseStatus::NonSuccess { ty, .. } => ty.map(|t| t.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_error_is_typed_by_its_kind() {
+        let e = UnitError::Spawn(cvtest::SpawnError::AlreadySpawned);
+        assert_eq!(failure_type(Status::Error(Arc::new(e))).as_deref(), Some("spawn"));
+        assert_eq!(failure_type(Status::Oom).as_deref(), Some("OOM"));
     }
 }

@@ -6,16 +6,50 @@ mod junit;
 mod summary;
 mod terminal;
 
-pub use format::{human_bytes, Painter};
-pub use json::{list_json_line, JsonReporter};
-pub use junit::JunitReporter;
-pub use summary::{Row, RunSummary};
-pub use terminal::TerminalReporter;
+use std::path::PathBuf;
+
+pub(crate) use format::Painter;
+pub(crate) use json::{list_json_line, JsonReporter};
+pub(crate) use junit::JunitReporter;
+pub(crate) use terminal::TerminalReporter;
 
 use crate::events::Event;
 
+/// How results are shown.
+#[derive(Debug, Clone)]
+pub(crate) struct ReportOptions {
+    pub(crate) paint: Painter,
+    /// What goes to stdout besides the human report on stderr.
+    pub(crate) format: OutputFormat,
+    /// Where to write a JUnit XML report.
+    pub(crate) junit: Option<PathBuf>,
+    /// Rows in the summary's top tables.
+    pub(crate) top: usize,
+}
+
+/// The format of stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputFormat {
+    Human,
+    /// JSON lines (schema: cargo-cvtest/README.md).
+    Json,
+}
+
+/// The reporters of a run: the terminal one on stderr, then JSON on stdout and JUnit as asked.
+pub(crate) fn for_run(opts: &ReportOptions) -> Vec<Box<dyn Reporter>> {
+    let mut reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(TerminalReporter::stderr(opts.paint, opts.top))];
+    if opts.format == OutputFormat::Json {
+        reporters.push(Box::new(JsonReporter::new(std::io::stdout())));
+    }
+    if let Some(path) = &opts.junit {
+        reporters.push(Box::new(JunitReporter::new(path.clone())));
+    }
+    reporters
+}
+
 /// Something that consumes events.
-pub trait Reporter {
+pub(crate) trait Reporter {
     fn report(&mut self, event: &Event) -> std::io::Result<()>;
     /// Called periodically while tests run (progress redraw).
     fn tick(&mut self) -> std::io::Result<()> {

@@ -1,5 +1,6 @@
-//! The run summary: counts by outcome, the failures, and the top tests by peak memory and by
-//! duration. Bounded: only the top N rows are kept, whatever the number of tests.
+//! What the reports summarize: counts by label, the failures, and the top tests by peak memory and
+//! by duration. Bounded: only the top N rows are kept, whatever the number of tests. Whether the
+//! run succeeded is not decided here but by [`crate::events::RunStats`].
 
 use std::time::Duration;
 
@@ -7,32 +8,24 @@ use crate::events::{Event, PeakScope, Status, Verdict};
 
 /// One row of a top table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub binary_id: String,
+pub(crate) struct Row {
+    pub(crate) binary_id: String,
     /// The test name, or a note for a binary-wide container.
-    pub name: String,
-    pub label: String,
-    pub memory: Option<u64>,
-    pub pids: Option<u64>,
-    pub duration: Duration,
+    pub(crate) name: String,
+    pub(crate) label: String,
+    pub(crate) memory: Option<u64>,
+    pub(crate) pids: Option<u64>,
+    pub(crate) duration: Duration,
 }
 
 #[derive(Debug, Default)]
-pub struct RunSummary {
+pub(crate) struct RunSummary {
     top: usize,
     /// (status rank, label, count), kept sorted.
-    pub counts: Vec<(u8, String, usize)>,
-    /// Ended as expected (PASS, or an expected OOM/TIMEOUT/FAIL).
-    pub succeeded: usize,
-    pub failed: usize,
-    pub ignored: usize,
-    pub to_run: usize,
-    pub failures: Vec<(String, String, String)>,
-    pub top_memory: Vec<Row>,
-    pub longest: Vec<Row>,
-    pub interrupted: Option<i32>,
-    pub stopping: bool,
-    pub elapsed: Duration,
+    pub(crate) counts: Vec<(u8, String, usize)>,
+    pub(crate) failures: Vec<(String, String, String)>,
+    pub(crate) top_memory: Vec<Row>,
+    pub(crate) longest: Vec<Row>,
 }
 
 fn rank(s: &Status) -> u8 {
@@ -42,35 +35,24 @@ fn rank(s: &Status) -> u8 {
         Status::Oom => 2,
         Status::Timeout => 3,
         Status::Signal { .. } => 4,
-        Status::SetupError { .. } => 5,
+        Status::Error(_) => 5,
         Status::Cancelled => 6,
         Status::Ignored => 7,
     }
 }
 
 impl RunSummary {
-    pub fn new(top: usize) -> Self {
+    pub(crate) fn new(top: usize) -> Self {
         RunSummary { top, ..Default::default() }
     }
 
-    /// Tests that were to run but never started (interrupt, `--fail-fast`).
-    pub fn not_run(&self) -> usize {
-        self.to_run.saturating_sub(self.succeeded + self.failed)
-    }
-
-    pub fn add(&mut self, ev: &Event) {
+    pub(crate) fn add(&mut self, ev: &Event) {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
-            Event::RunStarted { to_run, .. } => self.to_run = *to_run,
-            Event::TestStarted { .. } | Event::TestWaiting { .. } => {}
+            Event::RunStarted { .. } | Event::TestStarted { .. } | Event::TestWaiting { .. } => {}
             Event::TestFinished(t) => {
-                match t.verdict() {
-                    Verdict::Success => self.succeeded += 1,
-                    Verdict::Failure => {
-                        self.failed += 1;
-                        self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
-                    }
-                    Verdict::NotRun => self.ignored += 1,
+                if t.verdict() == Verdict::Failure {
+                    self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
                 }
                 self.count(&t.status, t.label(), 1);
                 if t.scope == PeakScope::Test && t.verdict() != Verdict::NotRun {
@@ -96,10 +78,10 @@ impl RunSummary {
                 };
                 self.offer(row);
             }
-            Event::Interrupted { signal } => self.interrupted = Some(*signal),
-            Event::Stopping => self.stopping = true,
-            Event::Warning { .. } => {}
-            Event::RunFinished { elapsed } => self.elapsed = *elapsed,
+            Event::Stopping
+            | Event::Interrupted { .. }
+            | Event::Warning { .. }
+            | Event::RunFinished { .. } => {}
         }
     }
 
@@ -126,10 +108,5 @@ impl RunSummary {
         self.longest.push(row);
         self.longest.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.name.cmp(&b.name)));
         self.longest.truncate(self.top);
-    }
-
-    /// Whether the run as a whole succeeded.
-    pub fn success(&self) -> bool {
-        self.failed == 0 && self.interrupted.is_none() && self.not_run() == 0
     }
 }

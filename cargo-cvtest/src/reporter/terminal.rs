@@ -4,12 +4,12 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::events::{Event, PeakScope, Status, TestFinished, Verdict};
+use crate::events::{BinaryFinished, Event, PeakScope, RunStats, Status, TestFinished, Verdict};
 use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
 
-pub struct TerminalReporter<W: Write> {
+pub(crate) struct TerminalReporter<W: Write> {
     out: W,
     paint: Painter,
     progress: bool,
@@ -23,14 +23,14 @@ pub struct TerminalReporter<W: Write> {
 }
 
 impl TerminalReporter<io::Stderr> {
-    pub fn stderr(paint: Painter, top: usize) -> Self {
+    pub(crate) fn stderr(paint: Painter, top: usize) -> Self {
         let progress = io::stderr().is_terminal();
         TerminalReporter::new(io::stderr(), paint, progress, top)
     }
 }
 
 impl<W: Write> TerminalReporter<W> {
-    pub fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
+    pub(crate) fn new(out: W, paint: Painter, progress: bool, top: usize) -> Self {
         TerminalReporter {
             out,
             paint,
@@ -43,14 +43,6 @@ impl<W: Write> TerminalReporter<W> {
             last_started: String::new(),
             summary: RunSummary::new(top),
         }
-    }
-
-    pub fn summary(&self) -> &RunSummary {
-        &self.summary
-    }
-
-    pub fn into_inner(self) -> W {
-        self.out
     }
 
     fn clear_progress(&mut self) -> io::Result<()> {
@@ -85,7 +77,7 @@ impl<W: Write> TerminalReporter<W> {
 
     fn label_style(&self, t: &TestFinished) -> anstyle::Style {
         match t.verdict() {
-            Verdict::Success if t.status == Status::Pass => Painter::good(),
+            Verdict::Success if matches!(t.status, Status::Pass) => Painter::good(),
             Verdict::Success => Painter::warn(),
             Verdict::Failure => Painter::bad(),
             Verdict::NotRun => Painter::warn(),
@@ -119,10 +111,10 @@ impl<W: Write> TerminalReporter<W> {
             }
         };
         let peaks = match t.network {
-            Some(n) if t.status != Status::Ignored => format!("{peaks}  net {n}"),
+            Some(n) if !matches!(t.status, Status::Ignored) => format!("{peaks}  net {n}"),
             _ => peaks,
         };
-        let dur = if t.status == Status::Ignored {
+        let dur = if matches!(t.status, Status::Ignored) {
             "        ".to_owned()
         } else {
             format!("{:>8}", secs(t.duration))
@@ -136,6 +128,22 @@ impl<W: Write> TerminalReporter<W> {
         self.details(t)
     }
 
+    /// A binary run whole in one container (`--isolation binary`): its status and peaks.
+    fn binary_line(&mut self, b: &BinaryFinished) -> io::Result<()> {
+        let p = b.peaks.unwrap_or_default();
+        writeln!(
+            self.out,
+            "{:>14} [{:>8}] mem {:>10}  pids {:>4}  cpu {:>8}  {} ({} tests in one container)",
+            b.status.name(),
+            secs(b.duration),
+            p.memory_bytes.map_or("-".to_owned(), |m| human_bytes(m.value)),
+            p.pids.map_or("-".to_owned(), |m| m.value.to_string()),
+            p.cpu_total().map_or("-".to_owned(), secs),
+            b.binary_id,
+            b.tests,
+        )
+    }
+
     fn details(&mut self, t: &TestFinished) -> io::Result<()> {
         if t.verdict() != Verdict::Failure {
             return Ok(());
@@ -144,20 +152,20 @@ impl<W: Write> TerminalReporter<W> {
             Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
             Status::Fail { exit_code } => format!("exited with code {exit_code}"),
             Status::Signal { signal } => format!("killed by signal {signal} ({})", signal_name(*signal)),
-            Status::Oom => format!("OOM-killed at its memory limit of {}", t.settings.memory),
+            Status::Oom => format!("OOM-killed at its memory limit of {}", t.settings.limits().memory),
             Status::Timeout => format!(
                 "killed after its timeout of {}",
-                t.settings.timeout.map_or("-".to_owned(), cvtest_spec::format_duration)
+                t.settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
             ),
             Status::Ignored => String::new(),
             Status::Cancelled => "cancelled: the run was stopped".to_owned(),
-            Status::SetupError { message } => message.clone(),
+            Status::Error(e) => e.message(),
         };
         let mut why = why;
         if t.pids_limit_hit {
             why.push_str(&format!(
                 "; the pids limit of {} was hit (a fork or thread was refused)",
-                t.settings.pids
+                t.settings.limits().pids
             ));
         }
         writeln!(self.out, "{:>14}  {why}", "")?;
@@ -201,8 +209,8 @@ impl<W: Write> TerminalReporter<W> {
         Ok(())
     }
 
-    fn final_summary(&mut self, elapsed: Duration) -> io::Result<()> {
-        let s = &self.summary;
+    fn final_summary(&mut self, elapsed: Duration, stats: &RunStats) -> io::Result<()> {
+        let s = stats;
         let run = s.succeeded + s.failed;
         let mut head = format!("{run} tests run: {} passed", s.succeeded);
         if s.failed > 0 {
@@ -217,12 +225,12 @@ impl<W: Write> TerminalReporter<W> {
         let style = if s.success() { Painter::good() } else { Painter::bad() };
         writeln!(self.out, "────────────")?;
         writeln!(self.out, "{} [{:>9}] {head}", self.paint.paint(style, "     Summary"), secs(elapsed))?;
-        let counts = s.counts.clone();
+        let counts = self.summary.counts.clone();
         let w = counts.iter().map(|(_, l, _)| l.len()).max().unwrap_or(0);
         for (_, label, n) in &counts {
             writeln!(self.out, "  {label:>w$}  {n}")?;
         }
-        let (mem, long) = (s.top_memory.clone(), s.longest.clone());
+        let (mem, long) = (self.summary.top_memory.clone(), self.summary.longest.clone());
         self.table("Top peak memory:", &mem)?;
         self.table("Longest:", &long)?;
         let failures = self.summary.failures.clone();
@@ -232,7 +240,6 @@ impl<W: Write> TerminalReporter<W> {
                 writeln!(self.out, "  {label:>14} {bin} {name}")?;
             }
         }
-        let s = &self.summary;
         // The closing line, in the plain form CI systems read.
         writeln!(
             self.out,
@@ -249,17 +256,14 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, isolation, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
                 self.total = *to_run;
                 self.started = Instant::now();
+                let head = self.paint.paint(Painter::good(), "    Starting");
                 writeln!(
                     self.out,
-                    "{} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
-                    self.paint.paint(Painter::good(), "    Starting"),
-                    match isolation {
-                        crate::cli::Isolation::Test => "test",
-                        crate::cli::Isolation::Binary => "binary",
-                    },
+                    "{head} {to_run} tests ({ignored} ignored, {filtered_out} filtered out), {jobs} at once, one container per {}, memory budget {}",
+                    scope.as_str(),
                     human_bytes(*memory_budget),
                 )?;
             }
@@ -285,7 +289,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             Event::TestFinished(t) => {
                 self.clear_progress()?;
-                if t.status != Status::Ignored {
+                if !matches!(t.status, Status::Ignored) {
                     if t.scope == PeakScope::Test {
                         self.running = self.running.saturating_sub(1);
                     }
@@ -296,18 +300,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             Event::BinaryFinished(b) => {
                 self.clear_progress()?;
-                let p = b.peaks.unwrap_or_default();
-                writeln!(
-                    self.out,
-                    "{:>14} [{:>8}] mem {:>10}  pids {:>4}  cpu {:>8}  {} ({} tests in one container)",
-                    b.status.name(),
-                    secs(b.duration),
-                    p.memory_bytes.map_or("-".to_owned(), |m| human_bytes(m.value)),
-                    p.pids.map_or("-".to_owned(), |m| m.value.to_string()),
-                    p.cpu_total().map_or("-".to_owned(), secs),
-                    b.binary_id,
-                    b.tests,
-                )?;
+                self.binary_line(b)?;
                 self.draw_progress()?;
             }
             Event::Interrupted { signal } => {
@@ -332,9 +325,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 writeln!(self.out, "{} {message}", self.paint.paint(Painter::warn(), "     Warning"))?;
                 self.draw_progress()?;
             }
-            Event::RunFinished { elapsed } => {
+            Event::RunFinished { elapsed, stats } => {
                 self.clear_progress()?;
-                self.final_summary(*elapsed)?;
+                self.final_summary(*elapsed, stats)?;
             }
         }
         self.out.flush()
@@ -377,7 +370,7 @@ mod tests {
             holder: Some(holder),
         })
         .unwrap();
-        let out = String::from_utf8(r.into_inner()).unwrap();
+        let out = String::from_utf8(r.out).unwrap();
         assert!(out.trim_start().starts_with("WAIT"), "{out}");
         assert!(out.contains("10.0.0.0/24, held by pid 4242 (test crate::net peer)"), "{out}");
         assert!(out.contains("crate net::client"), "{out}");

@@ -17,6 +17,7 @@ pub fn trials() -> Vec<Trial> {
         ),
         privileged("memory_budget_serializes_tests", memory_budget_serializes_tests),
         privileged("overlapping_networks_never_overlap_in_time", overlapping_networks_never_overlap_in_time),
+        privileged("fail_fast_stops_after_the_first_failure", fail_fast_stops_after_the_first_failure),
     ]
 }
 
@@ -195,6 +196,26 @@ fn binary_isolation_runs_a_binary_per_container() -> Result<(), Failed> {
         "its output",
         &out,
     )
+}
+
+/// `--fail-fast -j 1`: the first test (sorted: `bad::aborts_with_signal`) fails, one `stopping`
+/// event follows, nothing more starts, and the rest count as not run.
+fn fail_fast_stops_after_the_first_failure() -> Result<(), Failed> {
+    let args = ["--lib", "--fail-fast", "-j", "1", "--message-format", "json", "bad::", "ok::passes"];
+    let out = cvtest("basic", &args);
+    exit_code(&out, 100)?;
+    let lines = json_lines(&out);
+    let t = tests_by_name(&lines);
+    check(t.len() == 1 && status_of(&t, "bad::aborts_with_signal") == "signal", "only the first ran", &out)?;
+    let stopping: Vec<_> = lines.iter().filter(|v| v["type"] == "stopping").collect();
+    check(stopping.len() == 1 && stopping[0]["reason"] == "fail-fast", "one stopping event", &out)?;
+    let end = lines.last().unwrap();
+    check(
+        end["type"] == "run-finished" && end["failed"] == 1 && end["not_run"] == 5 && end["success"] == false,
+        "the others are not run",
+        &out,
+    )?;
+    check(text(&out.stderr).contains("Stopping after a failure (--fail-fast)"), "said on stderr", &out)
 }
 
 /// (start, end) in ms of each named test.

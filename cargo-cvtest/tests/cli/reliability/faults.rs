@@ -120,7 +120,7 @@ pub fn closes_stdout() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
-/// Kept output per stream (`cargo_cvtest::runner::CAPTURE_LIMIT`).
+/// Kept output per stream (`CAPTURE_LIMIT` in cargo-cvtest/src/runner.rs).
 const CAPTURE_LIMIT: usize = 1 << 20;
 /// The runner's peak RSS while a test writes 100 MiB must stay below this.
 const FLOOD_RSS_BOUND_MIB: f64 = 48.0;

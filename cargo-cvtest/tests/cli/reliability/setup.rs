@@ -7,8 +7,9 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use cvtest::cgroup::{CgroupVersion, Hierarchy};
-use cvtest::net::{NetError, Veth, VethName};
+use cvtest::test_support::{CgroupVersion, Hierarchy};
+use cvtest::test_support::{Veth, VethName};
+use cvtest::NetError;
 use libtest_mimic::{Completion, Failed};
 
 use super::host::{ip, link_index, links_in, own_cgroup_dirs, Baseline, TestDir, TestLink, TestNetns};
@@ -55,6 +56,7 @@ pub fn cgroup_name_taken() -> Result<Completion, Failed> {
         message.contains("failed to create cgroup") && message.contains(&path) && message.contains("exists"),
         &format!("the error names the cgroup {path} and the cause: {message:?}"),
     )?;
+    done.check(errors[0]["error_kind"] == "create", "the error's kind is create")?;
     let left = base.leaks(&done.owner);
     let others: Vec<_> = left.cgroups.iter().filter(|c| **c != path).collect();
     done.check(others.is_empty(), &format!("partial cgroups left: {others:?}"))?;
@@ -104,6 +106,7 @@ pub fn cgroup_creation_refused() -> Result<Completion, Failed> {
         t["status"] == "error" && message.contains("cpu.cfs_quota_us") && message.contains("100000"),
         "ERROR naming cpu.cfs_quota_us and the value",
     )?;
+    done.check(t["error_kind"] == "create", "the error's kind is create")?;
     done.check(done.test("faults::small_a")?["status"] == "pass", "the other test runs")?;
     base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
     note(&format!("cpu quota refused: {message}"));
@@ -147,7 +150,7 @@ pub fn veth_create_name_taken() -> Result<Completion, Failed> {
     let ns = TestNetns::create("vn")?;
     let fd = std::fs::File::open(ns.path())?;
     let net: cvtest::NetworkSpec = "10.182.1.2/30".parse().map_err(|e| format!("{e}"))?;
-    let tag = cvtest::sweep::owner_tag();
+    let tag = cvtest::test_support::owner_tag();
 
     let name = VethName::next();
     ip(&["-n", &ns.name, "link", "add", name.container(), "type", "bridge"])?;

@@ -1,5 +1,6 @@
-//! Listing a test binary's tests: `--list --format terse` (with `CVTEST_LIST_SETTINGS=1`, so a
-//! binary using `#[cv_test]` first prints its settings dump) and `--list --format terse --ignored`.
+//! Discovery: which tests each test binary has, asked of the binary itself with `--list --format
+//! terse` (with `CVTEST_LIST_SETTINGS=1`, so a binary using `#[cv_test]` first prints its settings
+//! dump) and `--list --format terse --ignored`, every binary `jobs` at a time.
 //!
 //! Binaries built with the default harness are listed on the host, as cargo and nextest do: libtest
 //! runs no test code for `--list`. A `harness = false` binary may ignore `--list` and run its tests,
@@ -8,47 +9,36 @@
 
 use std::collections::HashSet;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use cvtest_spec::TestSettings;
-use serde::Deserialize;
+use cvtest_spec::{DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
 
-use crate::build::TestBinary;
-use crate::env::TestEnv;
-use crate::errors::ListError;
+use crate::build::{BuildOutput, TestBinary, Workspace};
+use crate::env::{TestEnv, Toolchain};
+use crate::errors::{ListError, SetupError, UnitError};
 
-/// The environment variable that makes `#[cv_test]` binaries print their settings dump.
-pub const ENV_LIST_SETTINGS: &str = "CVTEST_LIST_SETTINGS";
-const SETTINGS_PREFIX: &str = "cvtest-settings: ";
+/// A test binary with what is needed to run it, and the tests it has.
+#[derive(Debug)]
+pub(crate) struct BinaryEntry {
+    pub(crate) bin: TestBinary,
+    pub(crate) package: String,
+    pub(crate) env: TestEnv,
+    pub(crate) tests: BinaryTests,
+}
 
 /// One test as a binary lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedTest {
-    pub name: String,
-    pub ignored: bool,
+pub(crate) struct ListedTest {
+    pub(crate) name: String,
+    pub(crate) ignored: bool,
     /// Present for `#[cv_test]` tests.
-    pub cv: Option<CvEntry>,
-}
-
-/// What `#[cv_test]` recorded for a test.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct CvEntry {
-    pub name: String,
-    pub settings: TestSettings,
-    #[serde(default)]
-    pub should_panic: bool,
-    #[serde(default)]
-    pub ignored: bool,
-}
-
-#[derive(Debug, Deserialize)]
-struct SettingsDump {
-    version: u64,
-    tests: Vec<CvEntry>,
+    pub(crate) cv: Option<DumpedTest>,
 }
 
 /// The tests of one binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BinaryTests {
+pub(crate) enum BinaryTests {
     /// Tests that libtest (or a compatible harness) lists and runs one by one.
     Listed(Vec<ListedTest>),
     /// A custom harness that does not speak `--list`: the binary is one test, run whole.
@@ -56,7 +46,7 @@ pub enum BinaryTests {
 }
 
 /// How a listing command is run: on the host, or inside a container (for custom harnesses).
-pub trait ListLauncher: Sync {
+pub(crate) trait ListLauncher: Sync {
     /// Runs `bin args` with `env` and returns (success, stdout, stderr).
     fn run(
         &self,
@@ -67,7 +57,7 @@ pub trait ListLauncher: Sync {
 }
 
 /// Runs listing commands directly on the host.
-pub struct HostLauncher;
+pub(crate) struct HostLauncher;
 
 impl ListLauncher for HostLauncher {
     fn run(
@@ -95,8 +85,9 @@ impl ListLauncher for HostLauncher {
 
 /// Runs listing commands inside a container with default limits (custom harnesses, which may
 /// run their tests when they do not understand `--list`).
-pub struct ContainerLauncher {
-    pub writable: Vec<std::path::PathBuf>,
+pub(crate) struct ContainerLauncher {
+    /// The container of a test without settings of its own.
+    pub(crate) options: cvtest::Options,
 }
 
 /// Listing a custom harness may not take longer than this.
@@ -109,11 +100,9 @@ impl ListLauncher for ContainerLauncher {
         args: &[&str],
         env: &TestEnv,
     ) -> Result<(bool, String, String), ListError> {
-        use cvtest::{Command as CCommand, Container, Options, Rootfs, Stdio as CStdio};
-        let boxed = |e: &dyn std::error::Error| ListError::Container(crate::errors::render_chain(e).into());
-        let mut opts = Options::new();
-        opts.rootfs(Rootfs::Host { writable: self.writable.clone() });
-        let mut c = Container::create(&opts).map_err(|e| boxed(&e))?;
+        use cvtest::{Command as CCommand, Container, Stdio as CStdio};
+        let contained = |e: UnitError| ListError::Container(Box::new(e));
+        let mut c = Container::create(&self.options).map_err(|e| contained(UnitError::Create(e)))?;
         let mut cmd = CCommand::new(bin.path.as_std_path());
         cmd.args(args);
         for (k, v) in &env.vars {
@@ -125,9 +114,9 @@ impl ListLauncher for ContainerLauncher {
         cmd.stderr(CStdio::Capture { limit: 64 << 10 });
         let result = c
             .spawn(&cmd)
-            .map_err(|e| boxed(&e))
-            .and_then(|()| c.wait(Some(CONTAINED_LIST_TIMEOUT)).map_err(|e| boxed(&e)));
-        let destroyed = c.destroy().map_err(|e| boxed(&e));
+            .map_err(|e| contained(UnitError::Spawn(e)))
+            .and_then(|()| c.wait(Some(CONTAINED_LIST_TIMEOUT)).map_err(|e| contained(UnitError::Wait(e))));
+        let destroyed = c.destroy().map_err(|e| contained(UnitError::Destroy(e)));
         let outcome = result?;
         destroyed?;
         Ok((
@@ -138,8 +127,45 @@ impl ListLauncher for ContainerLauncher {
     }
 }
 
+/// Lists every binary's tests, `jobs` at a time.
+pub(crate) fn discover(
+    ws: &Workspace,
+    output: &BuildOutput,
+    toolchain: &Toolchain,
+    jobs: usize,
+    container: &cvtest::Options,
+) -> Result<Vec<BinaryEntry>, SetupError> {
+    let contained = ContainerLauncher { options: container.clone() };
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<BinaryTests, ListError>>>> =
+        output.binaries.iter().map(|_| Mutex::new(None)).collect();
+    let envs: Vec<_> =
+        output.binaries.iter().map(|b| crate::env::test_env(b, ws, output, toolchain)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(output.binaries.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(bin) = output.binaries.get(i) else { break };
+                let r = list_binary(bin, &envs[i], &HostLauncher, &contained);
+                *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    let mut entries = Vec::new();
+    for ((bin, env), r) in output.binaries.iter().zip(envs).zip(results) {
+        let tests = r
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .expect("every binary was listed")
+            .map_err(|source| SetupError::List { binary: bin.id.clone(), source })?;
+        let package = ws.package(&bin.package_id).map(|p| p.name.to_string()).unwrap_or_default();
+        entries.push(BinaryEntry { bin: bin.clone(), package, env, tests });
+    }
+    Ok(entries)
+}
+
 /// Lists one binary's tests.
-pub fn list_binary(
+pub(crate) fn list_binary(
     bin: &TestBinary,
     env: &TestEnv,
     host: &dyn ListLauncher,
@@ -163,9 +189,6 @@ pub fn list_binary(
         Ok(p) => p,
         Err(p) => p, // default harness: stray lines (a ctor printing) are not tests; keep the rest
     };
-    if let Some(v) = parsed.dump_version.filter(|&v| v != 1) {
-        return Err(ListError::SettingsVersion(v));
-    }
     if let Some(e) = parsed.dump_error {
         return Err(ListError::Settings(e));
     }
@@ -199,9 +222,8 @@ pub fn list_binary(
 #[derive(Debug, Default)]
 struct Terse {
     tests: Vec<String>,
-    cv: Vec<CvEntry>,
-    dump_version: Option<u64>,
-    dump_error: Option<serde_json::Error>,
+    cv: Vec<DumpedTest>,
+    dump_error: Option<DumpError>,
 }
 
 /// Parses libtest's terse list. `Err` carries what parsed when some line was not in the format.
@@ -209,12 +231,9 @@ fn parse_terse(stdout: &str) -> Result<Terse, Terse> {
     let mut t = Terse::default();
     let mut clean = true;
     for line in stdout.lines() {
-        if let Some(json) = line.strip_prefix(SETTINGS_PREFIX) {
-            match serde_json::from_str::<SettingsDump>(json) {
-                Ok(d) => {
-                    t.dump_version = Some(d.version);
-                    t.cv = d.tests;
-                }
+        if let Some(json) = line.strip_prefix(SETTINGS_LINE_PREFIX) {
+            match SettingsDump::from_json(json) {
+                Ok(d) => t.cv = d.tests,
                 Err(e) => t.dump_error = Some(e),
             }
         } else if let Some(name) = line.strip_suffix(": test") {
@@ -235,6 +254,31 @@ fn parse_terse(stdout: &str) -> Result<Terse, Terse> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::BinaryKind;
+
+    /// A launcher whose binary prints `self.0` and succeeds.
+    struct Prints(&'static str);
+
+    impl ListLauncher for Prints {
+        fn run(&self, _: &TestBinary, _: &[&str], _: &TestEnv) -> Result<(bool, String, String), ListError> {
+            Ok((true, self.0.to_owned(), String::new()))
+        }
+    }
+
+    fn fake_binary() -> TestBinary {
+        TestBinary {
+            id: "p".into(),
+            package_id: cargo_metadata::PackageId { repr: "p".into() },
+            kind: BinaryKind::Lib,
+            target_name: "p".into(),
+            path: "/nonexistent/p".into(),
+            custom_harness: false,
+        }
+    }
+
+    fn fake_env() -> TestEnv {
+        TestEnv { cwd: "/".into(), vars: Vec::new() }
+    }
 
     #[test]
     fn terse_with_settings_dump() {
@@ -244,7 +288,7 @@ mod tests {
         assert_eq!(t.tests, ["a::hog", "a::plain"]);
         assert_eq!(t.cv.len(), 1);
         assert_eq!(t.cv[0].settings.memory, Some(cvtest_spec::MemoryLimit::Bytes(64 << 20)));
-        assert_eq!(t.dump_version, Some(1));
+        assert!(t.dump_error.is_none());
     }
 
     #[test]
@@ -253,6 +297,19 @@ mod tests {
         assert_eq!(t.tests, ["x"]);
         let t = parse_terse("cvtest-settings: {\"version\":1,\"tests\":[{\"name\":\"x\",\"settings\":{\"memory\":\"1X\"}}]}\n")
             .unwrap();
-        assert!(t.dump_error.is_some());
+        assert!(matches!(t.dump_error, Some(DumpError::Json(_))));
+    }
+
+    #[test]
+    fn another_dump_version_is_refused() {
+        let out = "cvtest-settings: {\"version\":2,\"tests\":{}}\nx: test\n";
+        let t = parse_terse(out).unwrap();
+        assert!(matches!(t.dump_error, Some(DumpError::Version { found: 2 })));
+        let e = list_binary(&fake_binary(), &fake_env(), &Prints(out), &Prints(out)).unwrap_err();
+        let text = crate::errors::render_chain(&e);
+        assert!(
+            text.contains("the settings dump has version 2; this cargo-cvtest reads version 1"),
+            "{text}"
+        );
     }
 }

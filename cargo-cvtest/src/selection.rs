@@ -1,62 +1,54 @@
-//! The test list: every test of every binary, filtered, partitioned, with its effective settings.
+//! The selection: the tests that the filters and the partition keep, of every binary, each with its
+//! effective settings and expected outcome.
 
-use crate::build::TestBinary;
-use crate::env::TestEnv;
+use crate::discovery::{BinaryEntry, BinaryTests};
+use crate::errors::UsageError;
+use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
-use crate::list::BinaryTests;
 use crate::partition::Partition;
-use crate::settings::{Effective, Expect, Resolver};
-
-/// A test binary with what is needed to run it.
-#[derive(Debug)]
-pub struct BinaryEntry {
-    pub bin: TestBinary,
-    pub package: String,
-    pub env: TestEnv,
-    pub tests: BinaryTests,
-}
+use crate::settings::{Effective, Resolver};
 
 /// One selected test.
 #[derive(Debug, Clone)]
-pub struct TestCase {
+pub(crate) struct TestCase {
     /// Index into [`TestList::binaries`].
-    pub binary: usize,
+    pub(crate) binary: usize,
     /// The libtest name; for a whole binary (custom harness), the binary id.
-    pub name: String,
-    pub ignored: bool,
+    pub(crate) name: String,
+    pub(crate) ignored: bool,
     /// A custom-harness binary run whole, as one test.
-    pub whole_binary: bool,
+    pub(crate) whole_binary: bool,
     /// Uses `#[cv_test]` (its own settings apply).
-    pub cv: bool,
-    pub should_panic: bool,
-    pub settings: Effective,
-    pub expect: Expect,
+    pub(crate) cv: bool,
+    pub(crate) should_panic: bool,
+    pub(crate) settings: Effective,
+    pub(crate) expect: Expect,
     /// `Run`, or `Ignored` (reported, not run). Excluded tests are not in the list.
-    pub disposition: Disposition,
+    pub(crate) disposition: Disposition,
 }
 
 #[derive(Debug)]
-pub struct TestList {
-    pub binaries: Vec<BinaryEntry>,
-    pub tests: Vec<TestCase>,
+pub(crate) struct TestList {
+    pub(crate) binaries: Vec<BinaryEntry>,
+    pub(crate) tests: Vec<TestCase>,
     /// Tests that the filters or the partition left out.
-    pub filtered_out: usize,
+    pub(crate) filtered_out: usize,
     /// The filters as arguments, for binaries run whole (custom harnesses), as cargo test passes them.
-    pub whole_binary_args: Vec<String>,
+    pub(crate) whole_binary_args: Vec<String>,
 }
 
 impl TestList {
-    pub fn new(
+    pub(crate) fn new(
         binaries: Vec<BinaryEntry>,
         filter: &NameFilter,
         partition: Option<Partition>,
         resolver: &Resolver,
-    ) -> TestList {
+    ) -> Result<TestList, UsageError> {
         let mut tests = Vec::new();
         let mut filtered_out = 0;
         let mut index = 0usize;
         for (bi, b) in binaries.iter().enumerate() {
-            let candidates: Vec<(String, bool, Option<&crate::list::CvEntry>, bool)> = match &b.tests {
+            let candidates: Vec<(String, bool, Option<&cvtest_spec::DumpedTest>, bool)> = match &b.tests {
                 BinaryTests::Listed(list) => {
                     let mut v: Vec<_> =
                         list.iter().map(|t| (t.name.clone(), t.ignored, t.cv.as_ref(), false)).collect();
@@ -78,8 +70,13 @@ impl TestList {
                     filtered_out += 1;
                     continue;
                 }
-                let (settings, expect) =
-                    resolver.resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings));
+                let (settings, expect) = resolver
+                    .resolve(&b.package, &b.bin.id, &name, cv.map(|c| &c.settings))
+                    .map_err(|source| UsageError::Settings {
+                        binary: b.bin.id.clone(),
+                        test: name.clone(),
+                        source,
+                    })?;
                 tests.push(TestCase {
                     binary: bi,
                     name,
@@ -93,14 +90,14 @@ impl TestList {
                 });
             }
         }
-        TestList { binaries, tests, filtered_out, whole_binary_args: filter.as_libtest_args() }
+        Ok(TestList { binaries, tests, filtered_out, whole_binary_args: filter.as_libtest_args() })
     }
 
-    pub fn binary_of(&self, t: &TestCase) -> &BinaryEntry {
+    pub(crate) fn binary_of(&self, t: &TestCase) -> &BinaryEntry {
         &self.binaries[t.binary]
     }
 
-    pub fn to_run(&self) -> impl Iterator<Item = (usize, &TestCase)> {
+    pub(crate) fn to_run(&self) -> impl Iterator<Item = (usize, &TestCase)> {
         self.tests.iter().enumerate().filter(|(_, t)| t.disposition == Disposition::Run)
     }
 }
