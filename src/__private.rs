@@ -213,7 +213,23 @@ fn supervise(test: &'static Test) -> Verdict {
         }
     };
 
-    let mut container = match Container::create(&options) {
+    let reported: std::cell::RefCell<Option<crate::lease::Waiting>> = std::cell::RefCell::new(None);
+    let observer = |w: &crate::lease::Waiting| {
+        let mut reported = reported.borrow_mut();
+        if reported.as_ref() != Some(w) {
+            let holder =
+                w.holder.as_ref().map_or_else(|| "another cvtest container".to_owned(), |h| h.to_string());
+            println!("cvtest: waiting for {}, held by {holder}", w.what);
+            *reported = Some(w.clone());
+        }
+        true
+    };
+    let policy = crate::lease::WaitPolicy {
+        label: Some(&name),
+        timeout: settings.timeout.unwrap_or(crate::lease::DEFAULT_WAIT),
+        observer: Some(&observer),
+    };
+    let mut container = match Container::create_waiting(&options, &policy) {
         Ok(c) => c,
         Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
             return unprivileged(&e)
@@ -244,13 +260,21 @@ fn supervise(test: &'static Test) -> Verdict {
         }
     };
     let id = container.id().to_owned();
+    let network = container.network();
     let destroyed = container.destroy();
 
     // The captured output goes through print!, so libtest shows it where it shows any test's
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
-    println!("cvtest: container {id}: {}", usage(&outcome, options.limits()));
+    match network {
+        Some(net) => println!(
+            "cvtest: container {id}: network {net} (host {}), {}",
+            net.host(),
+            usage(&outcome, options.limits())
+        ),
+        None => println!("cvtest: container {id}: {}", usage(&outcome, options.limits())),
+    }
 
     let verdict = judge(&outcome, options.limits(), settings.timeout, &name);
     match destroyed {

@@ -40,6 +40,8 @@ pub struct Container {
     rootfs: Rootfs,
     network: Option<NetworkSpec>,
     veth_name: Option<VethName>,
+    /// The machine-wide lease of the subnet: released once the kernel has removed the veth.
+    lease: Option<crate::lease::Lease>,
     cgroup: Option<Box<dyn Cgroup>>,
     running: Option<Running>,
     outcome: Option<Outcome>,
@@ -130,16 +132,37 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(10);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Container {
-    /// Validates the options, sweeps what dead runners left, and creates the cgroup with its
-    /// limits. On error nothing is left behind.
+    /// Validates the options, sweeps what dead runners left, takes the lease of the network's
+    /// subnet (waiting up to [`crate::lease::DEFAULT_WAIT`] while another cvtest container holds
+    /// an overlapping one), and creates the cgroup with its limits. On error nothing is left
+    /// behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
+        Self::create_waiting(options, &crate::lease::WaitPolicy::default())
+    }
+
+    /// [`Container::create`], waiting for a held subnet as `policy` says (how long, who asks,
+    /// and an observer told who holds it while this waits).
+    pub fn create_waiting(
+        options: &Options,
+        policy: &crate::lease::WaitPolicy<'_>,
+    ) -> Result<Container, CreateError> {
         crate::preflight::check()?;
         let rootfs = validate_rootfs(options.rootfs())?;
-        let network =
-            if options.isolation().contains(Isolation::NETWORK) { options.network().copied() } else { None };
-        if let Some(net) = &network {
-            check_routes(net)?;
-        }
+        let networked = options.isolation().contains(Isolation::NETWORK);
+        let (network, lease) = match (networked, options.network().copied(), options.network_auto()) {
+            (false, _, _) | (true, None, None) => (None, None),
+            (true, Some(net), _) => {
+                // The lease first: a subnet held by another cvtest container is waited for,
+                // never reported as a route clash.
+                let lease = crate::lease::take_subnet(&net, policy)?;
+                check_routes(&net)?;
+                (Some(net), Some(lease))
+            }
+            (true, None, Some(pool)) => {
+                let (net, lease) = crate::lease::take_from_pool(&pool, policy)?;
+                (Some(net), Some(lease))
+            }
+        };
         sweep_if_due();
         let cgroup = if options.isolation().contains(Isolation::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
@@ -160,6 +183,7 @@ impl Container {
         let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         Ok(Container {
             veth_name: network.map(|_| name),
+            lease,
             id,
             isolation: options.isolation(),
             confine: (!options.privileged()).then_some(options.capabilities()),
@@ -182,6 +206,11 @@ impl Container {
     /// cgroups or after destroy.
     pub fn cgroup_paths(&self) -> Vec<PathBuf> {
         self.cgroup.as_ref().map(|c| c.paths()).unwrap_or_default()
+    }
+
+    /// The container's network: the one asked for, or the subnet `network = "auto"` got.
+    pub fn network(&self) -> Option<NetworkSpec> {
+        self.network
     }
 
     /// The host end of the container's veth, when it has a network.
@@ -213,6 +242,18 @@ impl Container {
         if self.running.is_some() || self.outcome.is_some() {
             return Err(SpawnError::AlreadySpawned);
         }
+        let with_net_env;
+        let command = match &self.network {
+            Some(net) => {
+                let mut c = command.clone();
+                c.env(crate::ENV_NET_ADDRESS, net.container().to_string())
+                    .env(crate::ENV_NET_HOST, net.host().to_string())
+                    .env(crate::ENV_NET_PREFIX, net.prefix_len().to_string());
+                with_net_env = c;
+                &with_net_env
+            }
+            None => command,
+        };
         let request = spawn::Request {
             command,
             id: &self.id,
@@ -320,6 +361,14 @@ impl Container {
                 crate::net::release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
+        }
+        if self.running.is_none() && self.lease.is_some() {
+            // The kernel removes the veth after the network namespace goes, asynchronously: the
+            // subnet stays leased until then, so the next container on it never meets its route.
+            if let Some(name) = &self.veth_name {
+                wait_link_gone(name.host());
+            }
+            self.lease = None;
         }
         first.map_or(Ok(()), Err)
     }
@@ -676,18 +725,44 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The route check. A clash with a veth of this process that is already released is not
-/// refused but waited out: the kernel deletes that pair with its network namespace,
-/// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
-/// must not share the host with its routes. Only this case waits; distinct subnets never do.
+/// How long `destroy` waits for the kernel to remove the veth before it releases the subnet
+/// anyway (the next container then waits out the leftover route, see [`check_routes`]).
+const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn wait_link_gone(name: &str) {
+    let path = Path::new("/sys/class/net").join(name);
+    let deadline = Instant::now() + LINK_GONE_TIMEOUT;
+    let mut pause = Duration::from_micros(200);
+    while path.exists() && Instant::now() < deadline {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether `interface` is the host end of a cvtest veth (its alias says so), e.g. one whose
+/// holder died (the kernel released its lease before it removed the veth) or one of a cvtest
+/// that predates leases.
+fn is_cvtest_link(interface: &str) -> bool {
+    !interface.contains('/')
+        && std::fs::read_to_string(Path::new("/sys/class/net").join(interface).join("ifalias"))
+            .is_ok_and(|alias| alias.starts_with(crate::net::ALIAS_PREFIX))
+}
+
+/// The route check, under the subnet's lease. A clash with a cvtest veth (released by this
+/// process, or of a holder that died and whose lease the kernel dropped) is not refused but
+/// waited out: the kernel deletes that pair with its network namespace, asynchronously (tens
+/// of ms; up to a second under load), and a new pair on the same subnet must not share the host
+/// with its routes. Only this case waits; a foreign route is the error it is.
 fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
     let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
     loop {
         match crate::net::check_host_routes(net) {
             // No name: the link went between the route dump and the name lookup, it is being
-            // deleted (its routes go with it).
+            // deleted (its routes go with it). A cvtest veth (released by this process, or of a
+            // holder that died, whose lease the kernel dropped at once) is being deleted too.
             Err(crate::net::NetError::RouteClash { ifindex: Some(_), interface, ours, .. })
-                if Instant::now() < deadline && (ours || interface.is_none()) =>
+                if Instant::now() < deadline
+                    && (ours || interface.as_deref().map_or(true, is_cvtest_link)) =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -713,6 +788,7 @@ fn sweep_if_due() {
     }
     let _ = crate::sweep::sweep_stale_cgroups_now();
     let _ = crate::net::sweep_stale_links(crate::owner::may_be_alive);
+    crate::lease::sweep_stale_records();
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ pub enum CreateError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Network(#[from] NetError),
+    #[error("cannot take the container's network lease")]
+    Lease(#[from] crate::lease::LeaseError),
     #[error("the root filesystem {path} is not a usable directory")]
     Rootfs {
         path: PathBuf,

@@ -45,6 +45,7 @@ mod cgroup;
 mod command;
 mod container;
 mod error;
+pub mod lease;
 mod mountinfo;
 mod net;
 mod options;
@@ -86,6 +87,13 @@ pub fn release_own_cgroup() -> Result<(), CgroupError> {
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.
 pub const ENV_CONTAINER: &str = "CVTEST_CONTAINER";
+
+/// Set for a container with a network: the container's address (`198.19.0.2`).
+pub const ENV_NET_ADDRESS: &str = "CVTEST_NET_ADDRESS";
+/// Set for a container with a network: the host end's address (`198.19.0.1`).
+pub const ENV_NET_HOST: &str = "CVTEST_NET_HOST";
+/// Set for a container with a network: the subnet's prefix length (`30`).
+pub const ENV_NET_PREFIX: &str = "CVTEST_NET_PREFIX";
 
 /// The README's code blocks, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -100,6 +100,9 @@ pub struct Options {
     isolation: Isolation,
     limits: Limits,
     network: Option<NetworkSpec>,
+    /// `network = "auto"`: when `network` is `None`, a free /30 of this pool is leased at
+    /// create (see [`crate::lease`]); [`crate::Container::network`] tells which.
+    auto_network: Option<crate::lease::NetworkPool>,
     rootfs: Rootfs,
     hostname: Option<String>,
     capabilities: Capabilities,
@@ -114,6 +117,7 @@ impl Default for Options {
             isolation: Isolation::default(),
             limits: Limits::default(),
             network: None,
+            auto_network: None,
             rootfs: Rootfs::default(),
             hostname: None,
             capabilities: Capabilities::DEFAULT,
@@ -153,7 +157,16 @@ impl Options {
         limits.pids = pids.unwrap_or(limits.pids);
         limits.cpu_weight = cpu_weight.unwrap_or(limits.cpu_weight);
         limits.cpus = cpus.unwrap_or(limits.cpus);
-        options.set_network_spec(*network);
+        match network {
+            None => {}
+            Some(cvtest_spec::NetworkSetting::Fixed(net)) => {
+                options.set_network_spec(Some(*net));
+            }
+            // The pool comes from `CVTEST_NET_POOL` (else the default one).
+            Some(cvtest_spec::NetworkSetting::Auto) => {
+                options.set_network_auto(crate::lease::NetworkPool::from_env()?);
+            }
+        }
         if let Some(name) = hostname {
             options.set_hostname(name)?;
         }
@@ -242,7 +255,20 @@ impl Options {
     /// The network, already parsed (a [`NetworkSpec`] is valid by construction); `None`: no veth.
     pub fn set_network_spec(&mut self, net: Option<NetworkSpec>) -> &mut Self {
         self.network = net;
+        self.auto_network = None;
         self
+    }
+
+    /// `network = "auto"`: a free /30 of `pool` (clears a fixed network).
+    pub fn set_network_auto(&mut self, pool: crate::lease::NetworkPool) -> &mut Self {
+        self.network = None;
+        self.auto_network = Some(pool);
+        self
+    }
+
+    /// The pool of `network = "auto"`, when set (and no fixed network is).
+    pub fn network_auto(&self) -> Option<crate::lease::NetworkPool> {
+        self.auto_network
     }
 
     pub fn rootfs(&self) -> &Rootfs {

@@ -862,3 +862,40 @@ pub(crate) fn adopt_received_fds(fds: impl IntoIterator<Item = RawFd>) -> Vec<Ow
     // they become owned here, once, on the line they arrive.
     fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect()
 }
+
+/// One open-file-description byte-range lock request (`struct flock` for `F_OFD_*`).
+fn ofd_flock(kind: c_int, start: u64, len: u64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value (l_pid must be 0 for OFD requests).
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    fl
+}
+
+/// `fcntl(F_OFD_SETLK)` for a write lock on `[start, start + len)`: `Ok(false)` when another open
+/// file description holds an overlapping lock. The lock goes when the last fd of this open file
+/// description closes (also when its process dies).
+pub(crate) fn ofd_try_lock(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<bool, Errno> {
+    let fl = ofd_flock(libc::F_WRLCK, start, len);
+    // SAFETY: fl is a valid flock that outlives the call; fd is open.
+    match check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) }) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `fcntl(F_OFD_GETLK)`: the first lock of another open file description that overlaps
+/// `[start, start + len)`, as `(start, len)` (`len` 0: to the end of the file).
+pub(crate) fn ofd_conflict(fd: BorrowedFd<'_>, start: u64, len: u64) -> Result<Option<(u64, u64)>, Errno> {
+    let mut fl = ofd_flock(libc::F_WRLCK, start, len);
+    // SAFETY: fl is a valid, writable flock that outlives the call; fd is open.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) })?;
+    if fl.l_type == libc::F_UNLCK as libc::c_short {
+        Ok(None)
+    } else {
+        Ok(Some((fl.l_start as u64, fl.l_len as u64)))
+    }
+}

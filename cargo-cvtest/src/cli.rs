@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::builder::styling::{AnsiColor, Styles};
 use clap::{Args, CommandFactory, Parser, ValueEnum};
 use cvtest_spec::{
-    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+    parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, NetworkSetting, ParseError, PidsLimit,
     TestSettings,
 };
 
@@ -179,9 +179,10 @@ pub(crate) struct LimitArgs {
     /// CPU quota per container in CPUs ("0.5", "2"), or "max"
     #[arg(long, value_name = "CPUS", value_parser = parse_cpus_flag, allow_hyphen_values = true, help_heading = "Limits")]
     pub(crate) cpus: Option<CpuQuotaArg>,
-    /// Give every test a veth with this address (tests then run one at a time)
-    #[arg(long, value_name = "CIDR", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
-    pub(crate) network: Option<NetworkSpec>,
+    /// Give every test a veth with this address (tests then run one at a time), or "auto": a free
+    /// subnet each (from $CVTEST_NET_POOL, default 198.19.0.0/16)
+    #[arg(long, value_name = "CIDR|auto", value_parser = parse_network, allow_hyphen_values = true, help_heading = "Limits")]
+    pub(crate) network: Option<NetworkSetting>,
     /// Time limit per test ("30s", "2m", "1m30s"); the whole container is killed when it passes
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true, help_heading = "Limits")]
     pub(crate) timeout: Option<Duration>,
@@ -446,8 +447,8 @@ fn parse_cpu_weight(s: &str) -> Result<CpuWeight, ParseError> {
 fn parse_cpus_flag(s: &str) -> Result<CpuQuotaArg, ParseError> {
     parse_cpus(s).map(CpuQuotaArg)
 }
-fn parse_network(s: &str) -> Result<NetworkSpec, ParseError> {
-    s.parse()
+fn parse_network(s: &str) -> Result<NetworkSetting, ParseError> {
+    NetworkSetting::parse(s, None)
 }
 fn parse_timeout(s: &str) -> Result<Duration, ParseError> {
     parse_duration(s)

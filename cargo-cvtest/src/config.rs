@@ -325,6 +325,20 @@ mod tests {
     }
 
     #[test]
+    fn network_auto_in_config() {
+        let c = Config::from_toml(
+            "network = \"auto\"\n[[overrides]]\nfilter = \"fixed\"\nnetwork = \"10.9.0.2/24\"",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.defaults("p").network, Some(cvtest_spec::NetworkSetting::Auto));
+        let (o, _) = c.overrides("p", "p", "fixed::one");
+        assert_eq!(o.network.and_then(|n| n.fixed()).map(|n| n.to_string()).as_deref(), Some("10.9.0.2/24"));
+        let e = Config::from_toml("network = \"autox\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("or \"auto\" for a free subnet"), "{e}");
+    }
+
+    #[test]
     fn bad_config_names_origin_key_and_accepted() {
         let e = Config::from_toml("memroy = \"1G\"", "x.toml").unwrap_err().to_string();
         assert!(e.starts_with("x.toml: unknown key `memroy`; valid keys are: memory"), "{e}");

@@ -113,6 +113,9 @@ pub(crate) enum UnitError {
     Wait(#[source] WaitError),
     #[error("cannot clean up the container")]
     Destroy(#[source] DestroyError),
+    /// Its share of the machine-wide memory budget could not be taken (see `cvtest::lease`).
+    #[error("cannot take the test's share of the memory budget")]
+    Memory(#[source] cvtest::lease::LeaseError),
     /// libtest ran no test of that name: it passed without running anything, which we refuse.
     #[error("the test binary ran no test named {name:?} (was it renamed since listing?)")]
     NoSuchTest { name: String },
@@ -130,6 +133,7 @@ impl UnitError {
             UnitError::Spawn(_) => "spawn",
             UnitError::Wait(_) => "wait",
             UnitError::Destroy(_) => "destroy",
+            UnitError::Memory(_) => "memory",
             UnitError::NoSuchTest { .. } => "no-such-test",
             UnitError::NotReported => "not-reported",
         }

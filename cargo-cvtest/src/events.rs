@@ -128,6 +128,8 @@ pub(crate) struct TestFinished {
     pub(crate) pids_limit_hit: bool,
     pub(crate) scope: PeakScope,
     pub(crate) settings: Effective,
+    /// The container's network: the test's fixed one, or what `network = "auto"` got.
+    pub(crate) network: Option<cvtest_spec::NetworkSpec>,
     /// Captured output (bounded by the runner's capture limit, truncation marked).
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
@@ -158,6 +160,7 @@ impl TestFinished {
             pids_limit_hit: false,
             scope,
             settings: t.settings.clone(),
+            network: t.settings.network().and_then(|n| n.fixed()),
             stdout: Vec::new(),
             stderr: Vec::new(),
             leftover: Vec::new(),
@@ -185,6 +188,7 @@ impl TestFinished {
             pids_limit_hit: false,
             scope: PeakScope::Test,
             settings,
+            network: None,
             stdout: Vec::new(),
             stderr: Vec::new(),
             leftover: Vec::new(),
@@ -245,6 +249,16 @@ pub(crate) enum Event {
         binary_id: String,
         name: String,
     },
+    /// The test waits for a machine-wide lease (its subnet, or its share of the memory budget)
+    /// held by another cvtest container; sent again when the holder changes.
+    TestWaiting {
+        binary_id: String,
+        name: String,
+        /// What it waits for: `10.0.0.0/24`, `512 MiB of the 20000 MiB memory budget`.
+        what: String,
+        /// Who holds it, when that can be told.
+        holder: Option<cvtest::lease::Holder>,
+    },
     TestFinished(Box<TestFinished>),
     BinaryFinished(Box<BinaryFinished>),
     /// A signal arrived: no new tests start, running ones are killed.
@@ -289,6 +303,7 @@ impl RunStats {
             },
             Event::Interrupted { signal } => self.interrupted = Some(*signal),
             Event::TestStarted { .. }
+            | Event::TestWaiting { .. }
             | Event::BinaryFinished(_)
             | Event::Stopping
             | Event::Warning { .. }

@@ -12,7 +12,11 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::cell::RefCell;
+
+use cvtest::lease::{self, LeaseError, WaitPolicy, Waiting};
 use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest_spec::NetworkSpec;
 
 use crate::discovery::BinaryEntry;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
@@ -64,7 +68,7 @@ impl Runner<'_> {
                     let b = self.list.binary_of(t);
                     let _ =
                         events.send(Event::TestStarted { binary_id: b.bin.id.clone(), name: t.name.clone() });
-                    let r = self.run_test(&ticket, t, b, zygote.as_mut());
+                    let r = self.run_test(&ticket, t, b, zygote.as_mut(), &events);
                     let failed = r.verdict() == Verdict::Failure;
                     let _ = events.send(Event::TestFinished(Box::new(r)));
                     failed
@@ -126,11 +130,48 @@ impl Runner<'_> {
         settings: &Effective,
         cmd: &Command,
         zygote: Option<&mut Zygote>,
-    ) -> Result<Outcome, NoOutcome> {
+        who: (&str, &str, &Sender<Event>),
+    ) -> Result<(Outcome, Option<NetworkSpec>), NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
         }
-        let mut c = Container::create(&self.options(settings)).map_err(UnitError::Create)?;
+        // While it waits for a machine-wide lease (its share of the memory budget, shared with
+        // other runners, or its subnet), the unit is reported waiting, with the holder.
+        let (binary_id, name, events) = who;
+        let label = format!("{binary_id} {name}");
+        let reported: RefCell<Option<Waiting>> = RefCell::new(None);
+        let observer = |w: &Waiting| {
+            let mut reported = reported.borrow_mut();
+            if reported.as_ref() != Some(w) {
+                let _ = events.send(Event::TestWaiting {
+                    binary_id: binary_id.to_owned(),
+                    name: name.to_owned(),
+                    what: w.what.clone(),
+                    holder: w.holder.clone(),
+                });
+                *reported = Some(w.clone());
+            }
+            !self.scheduler.is_interrupted()
+        };
+        let _memory = lease::take_memory(
+            self.scheduler.charge_mib(settings.memory_bytes()),
+            self.scheduler.budget_mib(),
+            &WaitPolicy { label: Some(&label), timeout: MEMORY_WAIT, observer: Some(&observer) },
+        )
+        .map_err(|e| match e {
+            LeaseError::GaveUp { .. } => NoOutcome::Cancelled,
+            e => NoOutcome::Error(UnitError::Memory(e)),
+        })?;
+        let policy = WaitPolicy {
+            label: Some(&label),
+            timeout: settings.timeout().unwrap_or(lease::DEFAULT_WAIT),
+            observer: Some(&observer),
+        };
+        let mut c = Container::create_waiting(&self.options(settings), &policy).map_err(|e| match e {
+            cvtest::CreateError::Lease(LeaseError::GaveUp { .. }) => NoOutcome::Cancelled,
+            e => NoOutcome::Error(UnitError::Create(e)),
+        })?;
+        let network = c.network();
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
@@ -142,16 +183,11 @@ impl Runner<'_> {
             }
             c.wait(settings.timeout()).map_err(UnitError::Wait)
         })();
-        let veth = c.veth_host_name().map(str::to_owned);
+        // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
+        // so the next unit the scheduler admits on that subnet never meets its route.
         let destroyed = c.destroy().map_err(UnitError::Destroy);
-        if let Some(name) = veth {
-            // The kernel removes the veth (and its host route) after the network namespace goes,
-            // asynchronously. Its subnet stays reserved until then, or the next test on the same
-            // subnet would see a route clash.
-            wait_link_gone(&name);
-        }
         match (result, destroyed) {
-            (Ok(o), Ok(())) => Ok(o),
+            (Ok(o), Ok(())) => Ok((o, network)),
             (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
     }
@@ -174,6 +210,7 @@ impl Runner<'_> {
         t: &TestCase,
         b: &BinaryEntry,
         zygote: Option<&mut Zygote>,
+        events: &Sender<Event>,
     ) -> TestFinished {
         let mut args: Vec<OsString> = Vec::new();
         if t.whole_binary {
@@ -187,8 +224,9 @@ impl Runner<'_> {
         let cmd = self.command(b, args);
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
-        match self.contain(ticket, &t.settings, &cmd, zygote) {
-            Ok(o) => {
+        match self.contain(ticket, &t.settings, &cmd, zygote, (&b.bin.id, &t.name, events)) {
+            Ok((o, network)) => {
+                r.network = network;
                 r.status = self.status(&o);
                 if matches!(r.status, Status::Pass) && !t.whole_binary && ran_no_test(&o.stdout) {
                     r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
@@ -231,9 +269,10 @@ impl Runner<'_> {
         }
         let cmd = self.command(b, args);
         let started = Instant::now();
-        let result = self.contain(ticket, settings, &cmd, zygote);
+        let unit_name = format!("{} tests", cases.len());
+        let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
         let (binary_status, outcome) = match result {
-            Ok(o) => (self.status(&o), Some(o)),
+            Ok((o, _)) => (self.status(&o), Some(o)),
             Err(why) => (why.into(), None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
@@ -304,19 +343,8 @@ fn result_in_binary(parsed: &Pretty, binary_status: &Status, name: &str) -> (Sta
     }
 }
 
-/// How long a released veth may take to disappear before its subnet is handed out anyway (the
-/// next container then reports a clear route-clash error rather than waiting forever).
-const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn wait_link_gone(name: &str) {
-    let path = std::path::Path::new("/sys/class/net").join(name);
-    let deadline = Instant::now() + LINK_GONE_TIMEOUT;
-    let mut pause = Duration::from_micros(200);
-    while path.exists() && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
+/// How long a unit waits for its share of the memory budget while other runners use it.
+const MEMORY_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// libtest's summary says it did not run exactly the one test it was asked for
 /// ([`cvtest::spec::libtest`]'s rule): the name matched nothing, and its exit 0 is a silent pass

@@ -94,6 +94,17 @@ impl Scheduler {
         }
     }
 
+    /// The budget in MiB (rounded up), for the machine-wide memory lease.
+    pub fn budget_mib(&self) -> u64 {
+        self.budget.div_ceil(1 << 20)
+    }
+
+    /// What a unit with this memory limit takes of the machine-wide budget, in MiB (rounded
+    /// up): its limit, or the whole budget when it has none or a larger one.
+    pub fn charge_mib(&self, memory: Option<u64>) -> u64 {
+        self.charge(&Demand { memory, networks: Vec::new() }).0.div_ceil(1 << 20)
+    }
+
     fn charge(&self, d: &Demand) -> (u64, bool) {
         match d.memory {
             Some(b) if b <= self.budget => (b, false),
@@ -193,6 +204,16 @@ mod tests {
 
     fn d(mem: Option<u64>, net: Option<&str>) -> Demand {
         Demand { memory: mem, networks: net.map(|n| n.parse().unwrap()).into_iter().collect() }
+    }
+
+    #[test]
+    fn machine_wide_shares_are_whole_mib_of_the_budget() {
+        let s = Scheduler::new([], 600 << 20);
+        assert_eq!(s.budget_mib(), 600);
+        assert_eq!(s.charge_mib(Some(400 << 20)), 400);
+        assert_eq!(s.charge_mib(Some((1 << 20) + 1)), 2);
+        assert_eq!(s.charge_mib(Some(2 << 30)), 600, "larger than the budget: all of it");
+        assert_eq!(s.charge_mib(None), 600, "max: all of it");
     }
 
     #[test]

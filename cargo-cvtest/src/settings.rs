@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use cvtest::{Limits, Options, ParseError};
-use cvtest_spec::{format_duration, Capabilities, NetworkSpec, TestSettings};
+use cvtest_spec::{format_duration, Capabilities, NetworkSetting, TestSettings};
 
 use crate::config::Config;
 use crate::expect::Expect;
@@ -56,8 +56,9 @@ impl Effective {
         self.options.limits()
     }
 
-    pub(crate) fn network(&self) -> Option<NetworkSpec> {
-        self.options.network().copied()
+    /// The test's network setting: a fixed subnet, or `auto` (its subnet is leased at create).
+    pub(crate) fn network(&self) -> Option<NetworkSetting> {
+        self.settings.network
     }
 
     /// Not a container's option: the runner waits that long.

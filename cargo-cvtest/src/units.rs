@@ -73,5 +73,9 @@ pub(crate) fn demand(list: &TestList, unit: &Unit) -> Demand {
         Unit::Test(i) => &list.tests[*i].settings,
         Unit::Binary { tests, .. } => &list.tests[tests[0]].settings,
     };
-    Demand { memory: settings.memory_bytes(), networks: settings.network().into_iter().collect() }
+    // `auto` networks never clash: each container's lease takes a free subnet.
+    Demand {
+        memory: settings.memory_bytes(),
+        networks: settings.network().and_then(|n| n.fixed()).into_iter().collect(),
+    }
 }

@@ -35,7 +35,7 @@ use proc_macro::TokenStream;
 /// | `pids` | processes plus threads, `"64"`, `"max"` | 256 |
 /// | `cpu_weight` | `"1"` to `"10000"` | 100 |
 /// | `cpus` | a CPU quota, `"0.5"`, `"2"`, `"max"` | no quota |
-/// | `network` | the container's address, `"10.0.0.2/24"`: a veth links it to the host | only `lo` |
+/// | `network` | the container's address, `"10.0.0.2/24"`: a veth links it to the host; or `"auto"`: a free /30 of the pool (`CVTEST_NET_POOL`, default `198.19.0.0/16`). Tests on overlapping subnets take turns, machine-wide; the test reads `CVTEST_NET_ADDRESS`, `CVTEST_NET_HOST`, `CVTEST_NET_PREFIX` | only `lo` |
 /// | `host` | the host end's address in that subnet | the first other usable address |
 /// | `timeout` | `"500ms"`, `"30s"`, `"2m"`, `"1m30s"` | none |
 /// | `hostname` | the container's UTS hostname | the library's default |

@@ -189,6 +189,120 @@ fn parse_netmask(input: &str) -> Result<u8, ParseError> {
     Ok(len as u8)
 }
 
+/// A test's `network` setting: a fixed subnet, or `"auto"` (a free /30 of a pool, taken when
+/// the container is created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetworkSetting {
+    Fixed(NetworkSpec),
+    Auto,
+}
+
+impl NetworkSetting {
+    /// The fixed network, if it is one.
+    pub fn fixed(&self) -> Option<NetworkSpec> {
+        match self {
+            NetworkSetting::Fixed(n) => Some(*n),
+            NetworkSetting::Auto => None,
+        }
+    }
+
+    /// `"auto"`, or a CIDR with an optional host end.
+    pub fn parse(value: &str, host: Option<&str>) -> Result<Self, ParseError> {
+        match (value.trim(), host) {
+            ("auto", None) => Ok(NetworkSetting::Auto),
+            ("auto", Some(h)) => Err(ParseError::new(
+                ValueKind::HostAddress,
+                h,
+                "`host` needs a fixed network: with network = \"auto\" the host end is chosen with the subnet",
+            )),
+            _ => NetworkSpec::from_cidr(value, host).map(NetworkSetting::Fixed).map_err(|mut e| {
+                if e.kind == ValueKind::Cidr {
+                    e.kind = ValueKind::Network;
+                }
+                e
+            }),
+        }
+    }
+}
+
+impl fmt::Display for NetworkSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkSetting::Fixed(n) => n.fmt(f),
+            NetworkSetting::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The default pool of `network = "auto"`: 198.19.0.0/16, split into /30s (16384 subnets).
+pub const DEFAULT_POOL: &str = "198.19.0.0/16";
+
+/// Overrides the pool of `network = "auto"` (a CIDR such as `10.200.0.0/16`).
+pub const ENV_POOL: &str = "CVTEST_NET_POOL";
+
+/// The prefix length of the subnets `network = "auto"` hands out: a container and a host end.
+pub const AUTO_PREFIX: u8 = 30;
+
+/// Where `network = "auto"` takes subnets from: a block split into /30s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetworkPool {
+    base: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl NetworkPool {
+    /// The pool of `CVTEST_NET_POOL`, else [`DEFAULT_POOL`].
+    pub fn from_env() -> Result<NetworkPool, ParseError> {
+        match std::env::var(ENV_POOL) {
+            Ok(v) if !v.is_empty() => v.parse(),
+            _ => Ok(NetworkPool::default()),
+        }
+    }
+
+    /// How many subnets it holds.
+    pub fn count(&self) -> u64 {
+        1u64 << (AUTO_PREFIX - self.prefix_len)
+    }
+
+    /// The `i`th subnet: the container at `.2`, the host end at `.1` of the /30.
+    pub fn subnet(&self, i: u64) -> NetworkSpec {
+        let net = u32::from(self.base) + (i as u32) * 4;
+        NetworkSpec::new(Ipv4Addr::from(net + 2), AUTO_PREFIX, Ipv4Addr::from(net + 1))
+            .expect("a /30's .2 and .1 are a valid network")
+    }
+}
+
+impl Default for NetworkPool {
+    fn default() -> Self {
+        DEFAULT_POOL.parse().expect("the default pool parses")
+    }
+}
+
+impl std::fmt::Display for NetworkPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix_len)
+    }
+}
+
+impl FromStr for NetworkPool {
+    type Err = ParseError;
+    /// A CIDR whose prefix length is 1 to 30: `198.19.0.0/16`.
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = |why: &str| ParseError::new(ValueKind::Cidr, s, why);
+        let (addr, len) = s.trim().split_once('/').ok_or_else(|| err("it has no \"/prefix\""))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| err("not a dotted IPv4 address"))?;
+        let len: u8 = len.parse().map_err(|_| err("not a prefix length"))?;
+        if !(1..=AUTO_PREFIX).contains(&len) {
+            return Err(err("a pool's prefix length must be 1 to 30 (it is split into /30s)"));
+        }
+        let mask = u32::MAX << (32 - u32::from(len));
+        if u32::from(addr) & !mask != 0 {
+            return Err(err("the address has bits set past the prefix: give the pool's network address"));
+        }
+        Ok(NetworkPool { base: addr, prefix_len: len })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +351,18 @@ mod tests {
         let b: NetworkSpec = "10.0.0.9/16".parse().unwrap();
         let c: NetworkSpec = "10.0.1.2/24".parse().unwrap();
         assert!(a.overlaps(&b) && b.overlaps(&c) && !a.overlaps(&c));
+    }
+
+    #[test]
+    fn pools_parse_and_split_into_30s() {
+        let p: NetworkPool = "10.200.0.0/16".parse().unwrap();
+        assert_eq!(p.count(), 16384);
+        assert_eq!(p.subnet(1).to_string(), "10.200.0.6/30");
+        assert_eq!(p.subnet(1).host(), Ipv4Addr::new(10, 200, 0, 5));
+        assert_eq!(NetworkPool::default().to_string(), DEFAULT_POOL);
+        assert_eq!(p.subnet(0).network(), Ipv4Addr::new(10, 200, 0, 0));
+        assert!("10.200.0.1/16".parse::<NetworkPool>().is_err());
+        assert!("10.200.0.0/31".parse::<NetworkPool>().is_err());
+        assert!("10.200.0.0".parse::<NetworkPool>().is_err());
     }
 }

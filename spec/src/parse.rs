@@ -12,6 +12,8 @@ pub enum ValueKind {
     CpuWeight,
     Cpus,
     Cidr,
+    /// A test's `network`: a CIDR or `auto`.
+    Network,
     Ipv4,
     Netmask,
     HostAddress,
@@ -30,6 +32,7 @@ impl ValueKind {
             ValueKind::CpuWeight => "cpu weight",
             ValueKind::Cpus => "cpu quota",
             ValueKind::Cidr => "network",
+            ValueKind::Network => "network",
             ValueKind::Ipv4 => "IPv4 address",
             ValueKind::Netmask => "netmask",
             ValueKind::HostAddress => "host address",
@@ -52,6 +55,9 @@ impl ValueKind {
                 "a positive number of CPUs with at most 3 decimals, at least 0.01 (\"0.5\" = half a core, \"2\" = two cores), or \"max\" for no quota"
             }
             ValueKind::Cidr => "an IPv4 address with a prefix length from 1 to 30, such as \"10.0.0.2/24\"",
+            ValueKind::Network => {
+                "an IPv4 address with a prefix length from 1 to 30, such as \"10.0.0.2/24\", or \"auto\" for a free subnet of the pool"
+            }
             ValueKind::Ipv4 => "a dotted IPv4 address such as \"10.0.0.2\"",
             ValueKind::Netmask => {
                 "a contiguous dotted netmask from 128.0.0.0 to 255.255.255.252, such as \"255.255.255.0\""

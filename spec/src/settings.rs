@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
 };
-use crate::{Capabilities, NetworkSpec};
+use crate::{Capabilities, NetworkSetting, NetworkSpec};
 
 /// The keys `#[cv_test]` and config files accept, in the order they are documented.
 pub const SETTINGS_KEYS: &[&str] =
@@ -32,7 +32,8 @@ pub struct TestSettings {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "cpus_str")]
     pub cpus: Option<Option<CpuQuota>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "net_str")]
-    pub network: Option<NetworkSpec>,
+    /// A fixed subnet or `auto`.
+    pub network: Option<NetworkSetting>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "dur_str")]
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hostname_str")]
@@ -71,11 +72,11 @@ impl TestSettings {
             "pids" => self.pids = Some(value.parse::<_>().map_err(SetError::Value)?),
             "cpu_weight" => self.cpu_weight = Some(value.parse::<_>().map_err(SetError::Value)?),
             "cpus" => self.cpus = Some(parse_cpus(value)?),
-            "network" => self.network = Some(NetworkSpec::from_cidr(value, pending_host.as_deref())?),
+            "network" => self.network = Some(NetworkSetting::parse(value, pending_host.as_deref())?),
             "host" => {
                 *pending_host = Some(value.to_owned());
                 if let Some(n) = self.network {
-                    self.network = Some(NetworkSpec::from_cidr(&n.to_string(), Some(value))?);
+                    self.network = Some(NetworkSetting::parse(&n.to_string(), Some(value))?);
                 }
             }
             "timeout" => self.timeout = Some(parse_duration(value)?),
@@ -159,16 +160,24 @@ mod opt_str {
 string_serde!(cpus_str, Option<CpuQuota>, |v| v.map_or_else(|| "max".to_owned(), |q| q.to_string()), |s| {
     parse_cpus(&s)
 });
-string_serde!(net_str, NetworkSpec, |v| format!("{}@{}", v, v.host()), |s| parse_net(&s));
+string_serde!(
+    net_str,
+    NetworkSetting,
+    |v| match v {
+        NetworkSetting::Fixed(n) => format!("{}@{}", n, n.host()),
+        NetworkSetting::Auto => "auto".to_owned(),
+    },
+    |s| parse_net(&s)
+);
 string_serde!(dur_str, Duration, |v| format_duration(*v), |s| parse_duration(&s));
 string_serde!(hostname_str, String, |v| v.clone(), |s| parse_hostname(&s));
 string_serde!(bool_str, bool, |v| v.to_string(), |s| parse_bool(&s));
 
 /// The JSON form of a network: "10.0.0.2/24@10.0.0.1" (the host end after '@'), or a bare CIDR.
-fn parse_net(s: &str) -> Result<NetworkSpec, ParseError> {
+fn parse_net(s: &str) -> Result<NetworkSetting, ParseError> {
     match s.split_once('@') {
-        Some((cidr, host)) => NetworkSpec::from_cidr(cidr, Some(host)),
-        None => NetworkSpec::from_cidr(s, None),
+        Some((cidr, host)) => NetworkSpec::from_cidr(cidr, Some(host)).map(NetworkSetting::Fixed),
+        None => NetworkSetting::parse(s, None),
     }
 }
 
@@ -185,7 +194,7 @@ mod tests {
         t.set("memory", "512M", &mut host).unwrap();
         t.set("cpus", "max", &mut host).unwrap();
         t.set("timeout", "1m30s", &mut host).unwrap();
-        assert_eq!(t.network.unwrap().host().to_string(), "10.9.0.7");
+        assert_eq!(t.network.unwrap().fixed().unwrap().host().to_string(), "10.9.0.7");
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(
             json,
@@ -247,5 +256,19 @@ mod tests {
         let m = upper.over(&lower);
         assert_eq!(m.memory, Some(MemoryLimit::Max));
         assert_eq!(m.pids, Some(PidsLimit::Count(3)));
+    }
+
+    #[test]
+    fn network_auto() {
+        let mut t = TestSettings::default();
+        let mut host = None;
+        t.set("network", "auto", &mut host).unwrap();
+        assert_eq!(t.network, Some(NetworkSetting::Auto));
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"network":"auto"}"#);
+        assert_eq!(serde_json::from_str::<TestSettings>(r#"{"network":"auto"}"#).unwrap(), t);
+        let e = t.set("host", "10.0.0.1", &mut host).unwrap_err().to_string();
+        assert!(e.contains("needs a fixed network"), "{e}");
+        let mut host = Some("10.0.0.1".to_owned());
+        assert!(TestSettings::default().set("network", "auto", &mut host).is_err());
     }
 }

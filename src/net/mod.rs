@@ -23,6 +23,7 @@ pub(crate) use released::{forget_removed as forget_removed_veths, is_released, r
 
 pub use netlink::{Answer, Netlink, NetlinkError};
 pub use validate::check_host_routes;
+pub(crate) use validate::{host_ipv4_routes, route_overlaps};
 pub use veth::{sweep_stale_links, Veth, VethName, ALIAS_PREFIX};
 
 use std::io;

@@ -49,6 +49,22 @@ pub(crate) fn check_routes_with(nl: &mut Netlink, net: &NetworkSpec) -> Result<(
     }
 }
 
+/// The destinations of the host's non-default IPv4 routes (main and local tables), for a quick
+/// screen of many candidate subnets with one dump (`network = "auto"`).
+pub(crate) fn host_ipv4_routes() -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+    let routes = with_host(dump_ipv4_routes)?;
+    Ok(routes
+        .iter()
+        .filter(|r| matches!(table_of(r), TABLE_MAIN | TABLE_LOCAL) && r.header.destination_prefix_length > 0)
+        .filter_map(|r| Some((destination(r)?, r.header.destination_prefix_length)))
+        .collect())
+}
+
+/// Whether `net` overlaps any of `routes` (from [`host_ipv4_routes`]).
+pub(crate) fn route_overlaps(net: &NetworkSpec, routes: &[(Ipv4Addr, u8)]) -> bool {
+    routes.iter().any(|&(dst, len)| subnets_overlap(dst, len, net.network(), net.prefix_len()))
+}
+
 fn dump_ipv4_routes(nl: &mut Netlink) -> Result<Vec<RouteMessage>, NetError> {
     let mut req = RouteMessage::default();
     req.header.address_family = AddressFamily::Inet;

@@ -43,6 +43,7 @@ pub fn run_if_requested() -> Option<i32> {
         ("fs-in-container", [host_marker, writable @ ..]) => {
             crate::container::fs_in_container(host_marker, writable)
         }
+        ("hold-lease", [cidr]) => crate::lease::hold_lease(cidr),
         ("probe", []) => crate::confinement::probe(),
         ("attack", [outside]) => crate::confinement::attack(Path::new(outside)),
         _ => {

@@ -10,6 +10,7 @@ mod cgroup;
 mod confinement;
 mod container;
 mod helpers;
+mod lease;
 mod macro_fixture;
 mod net;
 mod owner;
@@ -28,6 +29,7 @@ fn main() {
     trials.extend(cgroup::trials());
     trials.extend(confinement::trials());
     trials.extend(container::trials());
+    trials.extend(lease::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
     trials.extend(owner::trials());

@@ -1,5 +1,6 @@
 //! Generates the load tests: 500 tests with a veth each (a /30 subnet of their own in
-//! 10.180.0.0/21, so that they may run at the same time) and 2,000 plain tests.
+//! 10.180.0.0/21, so that they may run at the same time), 500 with `network = "auto"`, and 2,000
+//! plain tests.
 
 use std::fmt::Write as _;
 
@@ -19,6 +20,15 @@ fn main() {
         writeln!(
             s,
             "    #[cvtest::cv_test(network = \"{addr}/30\")]\n    fn n{i:03}() {{ crate::load::check_networked(\"{addr}\"); }}"
+        )
+        .unwrap();
+    }
+    s.push_str("}\npub mod auto {\n");
+    for i in 0..NETWORKED {
+        // `network = "auto"`: a free /30 of the pool each, read from the environment.
+        writeln!(
+            s,
+            "    #[cvtest::cv_test(network = \"auto\")]\n    fn a{i:03}() {{ crate::load::check_networked(&std::env::var(\"CVTEST_NET_ADDRESS\").unwrap()); }}"
         )
         .unwrap();
     }

@@ -47,7 +47,7 @@ pub(crate) fn limits_json(s: &Effective) -> Value {
         "cpu_weight": l.cpu_weight.get(),
         "cpus": l.cpus.map(|c| c.to_string()),
         "network": s.network().map(|n| n.to_string()),
-        "host_address": s.network().map(|n| n.host().to_string()),
+        "host_address": s.network().and_then(|n| n.fixed()).map(|n| n.host().to_string()),
         "timeout_ms": s.timeout().map(ms),
         "privileged": s.privileged(),
         "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),
@@ -118,6 +118,11 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "message": message,
         "error_kind": t.status.error().map(UnitError::kind),
         "limits": limits_json(&t.settings),
+        "network": t.network.map(|n| json!({
+            "address": n.container().to_string(),
+            "host": n.host().to_string(),
+            "prefix": n.prefix_len(),
+        })),
         "peaks_scope": match t.scope { PeakScope::Test => "test", PeakScope::Binary => "binary" },
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
         "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
@@ -162,6 +167,13 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 })
             }
             Event::TestStarted { .. } => return Ok(()),
+            Event::TestWaiting { binary_id, name, what, holder } => json!({
+                "type": "test-waiting",
+                "binary": binary_id,
+                "name": name,
+                "waiting_for": what,
+                "holder": holder.as_ref().map(|h| json!({ "pid": h.pid, "test": h.test, "holds": h.what })),
+            }),
             Event::TestFinished(t) => test_json(t, self.run_start),
             Event::BinaryFinished(b) => json!({
                 "type": "binary",

@@ -132,6 +132,7 @@ fn tail(b: &[u8]) -> &[u8] {
 impl Reporter for JunitReporter {
     fn report(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
+            Event::TestWaiting { .. } => {}
             Event::TestFinished(t) => self.suites.entry(t.binary_id.clone()).or_default().push(Self::case(t)),
             Event::BinaryFinished(b) => {
                 if let Some(p) = &b.peaks {

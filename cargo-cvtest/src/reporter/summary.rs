@@ -49,7 +49,7 @@ impl RunSummary {
     pub(crate) fn add(&mut self, ev: &Event) {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
-            Event::RunStarted { .. } | Event::TestStarted { .. } => {}
+            Event::RunStarted { .. } | Event::TestStarted { .. } | Event::TestWaiting { .. } => {}
             Event::TestFinished(t) => {
                 if t.verdict() == Verdict::Failure {
                     self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));

@@ -110,6 +110,10 @@ impl<W: Write> TerminalReporter<W> {
                 s
             }
         };
+        let peaks = match t.network {
+            Some(n) if !matches!(t.status, Status::Ignored) => format!("{peaks}  net {n}"),
+            _ => peaks,
+        };
         let dur = if matches!(t.status, Status::Ignored) {
             "        ".to_owned()
         } else {
@@ -277,6 +281,21 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 self.last_started = format!("{binary_id} {name}");
                 self.draw_progress()?;
             }
+            Event::TestWaiting { binary_id, name, what, holder } => {
+                self.clear_progress()?;
+                let holder =
+                    holder.as_ref().map_or_else(|| "another cvtest container".to_owned(), |h| h.to_string());
+                writeln!(
+                    self.out,
+                    "{:>14} [{:>8}] {:<50} {} {}",
+                    self.paint.paint(Painter::warn(), "WAIT"),
+                    "",
+                    format!("{what}, held by {holder}"),
+                    self.paint.paint(Painter::dim(), binary_id),
+                    self.paint.paint(Painter::strong(), name)
+                )?;
+                self.draw_progress()?;
+            }
             Event::TestFinished(t) => {
                 self.clear_progress()?;
                 if !matches!(t.status, Status::Ignored) {
@@ -342,5 +361,27 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGPIPE => "SIGPIPE",
         libc::SIGTRAP => "SIGTRAP",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_shows_the_holder() {
+        let mut r = TerminalReporter::new(Vec::new(), Painter { on: false }, false, 5);
+        let holder = cvtest::lease::Holder::new(4242, Some("crate::net peer".into()), "10.0.0.0/16".into());
+        r.report(&Event::TestWaiting {
+            binary_id: "crate".into(),
+            name: "net::client".into(),
+            what: "10.0.0.0/24".into(),
+            holder: Some(holder),
+        })
+        .unwrap();
+        let out = String::from_utf8(r.out).unwrap();
+        assert!(out.trim_start().starts_with("WAIT"), "{out}");
+        assert!(out.contains("10.0.0.0/24, held by pid 4242 (test crate::net peer)"), "{out}");
+        assert!(out.contains("crate net::client"), "{out}");
     }
 }

@@ -5,6 +5,7 @@
 mod errors;
 mod interrupt;
 mod nextest;
+mod leases;
 mod reliability;
 mod run;
 mod select;
@@ -21,6 +22,7 @@ fn main() {
     trials.extend(run::trials());
     trials.extend(interrupt::trials());
     trials.extend(nextest::trials());
+    trials.extend(leases::trials());
     trials.extend(reliability::trials());
     libtest_mimic::run(&args, trials).exit();
 }

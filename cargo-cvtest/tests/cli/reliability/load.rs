@@ -80,6 +80,11 @@ pub fn networked_500() -> Result<Completion, Failed> {
     load("load::net::", 500, true)
 }
 
+/// The same 500 networked tests with `network = "auto"`: each leases a free /30 of the pool.
+pub fn auto_500() -> Result<Completion, Failed> {
+    load("load::auto::", 500, true)
+}
+
 pub fn plain_2000() -> Result<Completion, Failed> {
     load("load::plain::", 2000, false)
 }

@@ -84,6 +84,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("safety::subnet_isolation", safety::subnet_isolation),
         privileged("bad_input::unsandboxed_env_value", badinput::unsandboxed_env_value),
         privileged("load::networked_500_host_network_unchanged", load::networked_500),
+        privileged("load::auto_500_host_network_unchanged", load::auto_500),
         privileged("load::plain_2000", load::plain_2000),
     ]
 }
