@@ -298,6 +298,8 @@ pub(crate) struct Contained {
     pub(crate) container_id: String,
     pub(crate) outcome: Outcome,
     pub(crate) started: Instant,
+    /// The container's network: the test's fixed one, or what `network = "auto"` got.
+    pub(crate) network: Option<cvtest_spec::NetworkSpec>,
 }
 
 /// Creates a container for `settings`, runs `cmd` in it (output inherited: it goes where the
@@ -316,6 +318,7 @@ pub(crate) fn run_contained(
     let mut c =
         Container::create(&options(settings, writable)).map_err(|e| StandaloneError::Create(Box::new(e)))?;
     let container_id = c.id().to_owned();
+    let network = c.network();
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
             path: cmd.get_program().to_owned(),
@@ -328,7 +331,7 @@ pub(crate) fn run_contained(
     let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
     let outcome = result?;
     destroyed?;
-    Ok(Some(Contained { container_id, outcome, started }))
+    Ok(Some(Contained { container_id, outcome, started, network }))
 }
 
 /// How the test ended, in `cargo cvtest`'s terms (a signal we caught is `Cancelled`).

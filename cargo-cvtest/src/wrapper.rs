@@ -115,6 +115,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         stderr: Vec::new(),
         leftover: c.outcome.leftover.clone(),
         leak,
+        network: c.network,
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {
