@@ -357,10 +357,11 @@ fn chain(what: &str, e: &dyn std::error::Error) -> String {
     format!("{what}: {}", cvtest::error_chain(e))
 }
 
-/// libtest ran exactly the one test it was asked for ([`cvtest::spec::libtest`]'s rule); when
-/// it did not (the name matched nothing), its exit 0 is a silent pass we refuse.
+/// Whether libtest ran the one test it was asked for ([`cvtest::spec::libtest`]'s rule): when
+/// its summary says it did not (the name matched nothing), its exit 0 is a silent pass we
+/// refuse. Without a summary (the test closed its stdout) the exit status stands.
 fn ran_the_test(stdout: &[u8]) -> bool {
-    cvtest::spec::libtest::Summary::parse(stdout).is_some_and(|s| s.ran_exactly_one())
+    cvtest::spec::libtest::ran_exactly_one(stdout) != Some(false)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,5 +446,6 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n
     fn detects_running_zero_tests() {
         assert!(!ran_the_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
         assert!(ran_the_test(b"\nrunning 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
+        assert!(ran_the_test(b"\nrunning 1 test\nbefore closing\n"), "no summary: the exit status stands");
     }
 }
