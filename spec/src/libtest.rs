@@ -62,6 +62,13 @@ pub fn passed_exactly_one(stdout: &[u8]) -> bool {
     Summary::parse(stdout).is_some_and(|s| s.passed_exactly_one())
 }
 
+/// What libtest's summary in `stdout` says of [`Summary::ran_exactly_one`]; `None` when there is
+/// no summary (a test that closed its stdout, a custom harness): libtest said nothing, and a
+/// caller that trusts the exit status then (`cargo cvtest`) refuses only `Some(false)`.
+pub fn ran_exactly_one(stdout: &[u8]) -> Option<bool> {
+    Summary::parse(stdout).map(|s| s.ran_exactly_one())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +96,9 @@ mod tests {
         assert!(!passed_exactly_one(fake.as_bytes()));
         let two = ONE.replace("1 passed", "2 passed");
         assert!(!passed_exactly_one(two.as_bytes()));
+        assert_eq!(ran_exactly_one(ONE.as_bytes()), Some(true));
+        assert_eq!(ran_exactly_one(NONE.as_bytes()), Some(false));
+        assert_eq!(ran_exactly_one(b"\nrunning 1 test\nbefore closing\n"), None);
         let ignored = NONE.replace("0 ignored", "1 ignored");
         assert!(!Summary::parse(ignored.as_bytes()).unwrap().ran_exactly_one());
     }
