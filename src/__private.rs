@@ -259,6 +259,7 @@ fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Options {
     limits.cpu_weight = settings.cpu_weight.unwrap_or(limits.cpu_weight);
     limits.cpus = settings.cpus.unwrap_or(limits.cpus);
     options.network = settings.network;
+    options.set_host_access(settings.host_access.unwrap_or_default());
     options.hostname = settings.hostname.clone();
     options.set_privileged(settings.privileged.unwrap_or(false));
     options.capabilities(crate::Capabilities::DEFAULT | settings.caps.unwrap_or_default());

@@ -48,7 +48,9 @@ pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;
 pub use cvtest_spec as spec;
-pub use cvtest_spec::{Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit};
+pub use cvtest_spec::{
+    Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+};
 
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.

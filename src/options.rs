@@ -4,7 +4,7 @@ use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
-    parse_cpus, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+    parse_cpus, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
@@ -109,6 +109,10 @@ pub struct Options {
     /// mounts it (no read-only /proc/sys, no masked files): what cvtest did before it confined
     /// tests. A privileged process can undo the read-only root. Default: false.
     pub privileged: bool,
+    /// With a network, what of the host the container reaches: by default
+    /// ([`HostAccess::HostEnd`]) only its veth's host end, every other packet it sends to the
+    /// host is dropped on arrival; [`HostAccess::All`] lets it reach every address of the host.
+    pub host_access: HostAccess,
 }
 
 impl Default for Options {
@@ -121,6 +125,7 @@ impl Default for Options {
             hostname: None,
             capabilities: Capabilities::DEFAULT,
             privileged: false,
+            host_access: HostAccess::HostEnd,
         }
     }
 }
@@ -136,6 +141,12 @@ impl Options {
     /// [`Options::privileged`]).
     pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
         self.privileged = privileged;
+        self
+    }
+
+    /// What of the host a container with a network reaches (see [`Options::host_access`]).
+    pub fn set_host_access(&mut self, access: HostAccess) -> &mut Self {
+        self.host_access = access;
         self
     }
 

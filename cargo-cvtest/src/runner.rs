@@ -141,6 +141,7 @@ impl Runner<'_> {
         o.set_caps(Caps::ALL);
         o.limits = s.limits();
         o.network = s.network;
+        o.set_host_access(s.host_access);
         o.hostname = s.hostname.clone();
         o.set_privileged(s.privileged);
         o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);

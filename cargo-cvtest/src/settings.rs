@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
-    format_duration, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
+    format_duration, Capabilities, HostAccess, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
     DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
@@ -68,6 +68,8 @@ pub struct Effective {
     pub cpu_weight: CpuWeight,
     pub cpus: Option<CpuQuota>,
     pub network: Option<NetworkSpec>,
+    /// What of the host a container with a network reaches.
+    pub host_access: HostAccess,
     pub timeout: Option<Duration>,
     pub hostname: Option<String>,
     /// Every capability, /proc unhardened.
@@ -84,6 +86,7 @@ impl Effective {
             cpu_weight: s.cpu_weight.unwrap_or(DEFAULT_CPU_WEIGHT),
             cpus: s.cpus.flatten(),
             network: s.network,
+            host_access: s.host_access.unwrap_or_default(),
             timeout: s.timeout,
             hostname: s.hostname.clone(),
             privileged: s.privileged.unwrap_or(false),
@@ -115,6 +118,9 @@ impl fmt::Display for Effective {
             self.network.map_or_else(|| "-".to_owned(), |n| n.to_string()),
             self.timeout.map_or_else(|| "-".to_owned(), format_duration),
         )?;
+        if self.network.is_some() && self.host_access == HostAccess::All {
+            f.write_str(" host_access=all")?;
+        }
         if self.privileged {
             f.write_str(" privileged")?;
         } else if !self.caps.is_empty() {

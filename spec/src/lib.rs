@@ -19,7 +19,7 @@ mod settings;
 
 pub use caps::{Capabilities, CAPABILITY_NAMES};
 pub use dump::{DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX};
-pub use network::{subnets_overlap, NetworkSpec};
+pub use network::{subnets_overlap, HostAccess, NetworkSpec};
 pub use parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
     ValueKind, MAX_DURATION,

@@ -13,6 +13,7 @@
 //! a per-process counter and skip any name still present, so a new pair never collides with one
 //! the kernel is still tearing down.
 
+mod filter;
 mod netlink;
 mod netns;
 mod validate;
@@ -57,6 +58,12 @@ pub enum NetError {
     },
     #[error("a link named {name} already exists{where_}; it may belong to another process, or a previous run that used the same pid", where_ = if *in_container { " in the container's network namespace" } else { " on the host" })]
     NameTaken { name: String, in_container: bool },
+    #[error("failed to load the filter that keeps a container to the host end {name} (BPF_PROG_LOAD); the kernel needs BPF and cls_bpf for it, or give the test host_access = \"all\"")]
+    HostFilter {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to read the traffic counters of {name}")]
     Stats {
         name: String,

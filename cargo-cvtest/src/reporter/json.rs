@@ -45,6 +45,7 @@ pub fn limits_json(s: &Effective) -> Value {
         "cpus": s.cpus.map(|c| c.to_string()),
         "network": s.network.map(|n| n.to_string()),
         "host_address": s.network.map(|n| n.host().to_string()),
+        "host_access": s.host_access.to_string(),
         "timeout_ms": s.timeout.map(ms),
         "privileged": s.privileged,
         "caps": (!s.caps.is_empty()).then(|| s.caps.to_string()),
