@@ -4,8 +4,8 @@ use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
-    parse_cpus, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
-    DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
+    parse_cpus, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError,
+    PidsLimit, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
 /// Which parts of isolation a container gets, as in containerv's `set_caps`.

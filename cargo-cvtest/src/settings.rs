@@ -18,8 +18,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use cvtest_spec::{
-    format_duration, Capabilities, HostAccess, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, PidsLimit, TestSettings,
-    DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
+    format_duration, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, PidsLimit,
+    TestSettings, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
 use crate::cli::LimitArgs;

@@ -108,8 +108,16 @@ pub(super) fn load(host: Ipv4Addr, host_name: &str) -> Result<OwnedFd, NetError>
 
 /// `RTM_NEWQDISC`: the `ingress` qdisc on `index`.
 pub(super) fn qdisc_message(index: u32) -> RouteNetlinkMessage {
-    let header = TcHeader { index: index as i32, handle: INGRESS_HANDLE, parent: TcHandle::INGRESS, ..Default::default() };
-    RouteNetlinkMessage::NewQueueDiscipline(TcMessage::from_parts(header, vec![TcAttribute::Kind("ingress".to_owned())]))
+    let header = TcHeader {
+        index: index as i32,
+        handle: INGRESS_HANDLE,
+        parent: TcHandle::INGRESS,
+        ..Default::default()
+    };
+    RouteNetlinkMessage::NewQueueDiscipline(TcMessage::from_parts(
+        header,
+        vec![TcAttribute::Kind("ingress".to_owned())],
+    ))
 }
 
 /// `RTM_NEWTFILTER`: the program `prog` as a direct-action classifier of every protocol under

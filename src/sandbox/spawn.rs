@@ -201,7 +201,13 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
             let path = format!("/proc/{pid}/ns/net");
             let netns: OwnedFd =
                 File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-            let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::sweep::owner_tag())?;
+            let veth = Veth::create_with_access(
+                netns.as_fd(),
+                spec,
+                name,
+                req.host_access,
+                crate::sweep::owner_tag(),
+            )?;
             (Some(netns), VethGuard(Some(veth)))
         }
         None => (None, VethGuard(None)),
