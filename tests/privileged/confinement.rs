@@ -800,6 +800,10 @@ pub fn tty_attack() -> i32 {
         }
     };
     show("steal_ctty", steal);
+    // A background process group that asks for the terminal's foreground is stopped by
+    // SIGTTOU, unless it ignores it: it does, so as to learn whether the call goes through.
+    // SAFETY: SIG_IGN for SIGTTOU runs no code of ours.
+    unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
     // SAFETY: getpgrp has no preconditions; tcsetpgrp takes an fd and a pgid.
     show("tcsetpgrp", errno_of(unsafe { libc::tcsetpgrp(1, libc::getpgrp()) }.into()));
     // SAFETY: getsid has no memory preconditions.
