@@ -65,11 +65,12 @@ impl Default for Limits {
 /// The root filesystem a container sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rootfs {
-    /// The host's root, read-only, with a private writable /tmp and /dev/shm, fresh /proc, /dev
-    /// and /sys, and these host directories bind-mounted writable at the same paths.
+    /// The host's root, read-only, with a private writable /tmp, /dev/shm and /run (and
+    /// /var/run where it is not a symlink to /run), fresh /proc, /dev and /sys, and these host
+    /// directories bind-mounted writable at the same paths.
     Host { writable: Vec<PathBuf> },
     /// An explicit root directory, as containerv's `create(rootfs, ...)`: it becomes `/` (by
-    /// pivot_root), with fresh /proc, /dev, /sys and a private /tmp.
+    /// pivot_root), with fresh /proc, /dev, /sys and a private /tmp and /run.
     Dir(PathBuf),
 }
 
