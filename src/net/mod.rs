@@ -6,7 +6,8 @@
 //! (`IFLA_NET_NS_FD` on the peer: about 1 ms, where moving it in afterwards costs about 30 ms).
 //! Addresses on both ends, both up, `lo` up, a default route in the container via the host end.
 //! The host end's alias records the owner (`cvtest owner=<owner tag>`) so that a sweep can remove
-//! the links of a dead runner.
+//! the links of a dead runner. By default the host end filters what comes in (`filter`): the
+//! container reaches the host end's address and nothing else of the host.
 //!
 //! Teardown does not delete the veth synchronously: when the container's network namespace goes
 //! away the kernel destroys the container end, and with it the host end. Names carry the pid and
