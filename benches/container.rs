@@ -1,5 +1,6 @@
 //! The per-container cost: create → spawn `/bin/true` → wait → peaks → destroy, with and without
-//! a veth, beside a plain fork+exec+wait of `/bin/true` measured in the same run.
+//! a veth (with the default host-end filter, and with `HostAccess::All`, which has none), beside a
+//! plain fork+exec+wait of `/bin/true` measured in the same run.
 //!
 //! `cargo bench --bench container [-- ITERATIONS]` (as root). Prints medians and the ratios to
 //! the plain fork+exec+wait.
@@ -7,7 +8,7 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use cvtest::{Command, Container, Isolation, Options, Stdio};
+use cvtest::{Command, Container, HostAccess, Isolation, Options, Stdio};
 
 fn main() {
     let iterations: usize =
@@ -32,6 +33,9 @@ fn main() {
         plain_opts.set_isolation(caps);
         veth_opts.set_isolation(caps);
     }
+    // The same without the host-end filter: the difference is what the filter costs.
+    let mut open_opts = veth_opts.clone();
+    open_opts.set_host_access(HostAccess::All);
     let mut cmd = Command::new("/bin/true");
     cmd.env_clear().stdout(Stdio::Null).stderr(Stdio::Null);
 
@@ -40,8 +44,8 @@ fn main() {
         let status = std::process::Command::new("/bin/true").env_clear().status().expect("spawn /bin/true");
         assert!(status.success());
     };
-    // Per phase (create, spawn, wait, destroy), without and with a veth.
-    let phases = std::cell::RefCell::new([[(); 4].map(|()| Vec::new()), [(); 4].map(|()| Vec::new())]);
+    // Per phase (create, spawn, wait, destroy), without a veth, with one, with one unfiltered.
+    let phases = std::cell::RefCell::new([(); 3].map(|()| [(); 4].map(|()| Vec::new())));
     let container = |opts: &Options| -> Result<(), String> {
         let t0 = Instant::now();
         let mut c = Container::create(opts).map_err(|e| format!("create: {e}"))?;
@@ -54,7 +58,11 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        let case = usize::from(opts.network().is_some());
+        let case = match (opts.network(), opts.host_access()) {
+            (None, _) => 0,
+            (Some(_), HostAccess::HostEnd) => 1,
+            (Some(_), HostAccess::All) => 2,
+        };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }
@@ -70,7 +78,7 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
@@ -85,6 +93,13 @@ fn main() {
                 }
                 next_subnet(&mut veth_opts);
                 time(|| container(&veth_opts).expect("container with veth"))
+            }),
+            with_veth.then(|| {
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
+                next_subnet(&mut open_opts);
+                time(|| container(&open_opts).expect("container with veth, host_access all"))
             }),
         ];
         if let Some(p) = pause {
@@ -110,6 +125,7 @@ fn main() {
         "std::process::Command /bin/true",
         "container, no network",
         "container with veth",
+        "container with veth, host_access all",
     ]
     .iter()
     .zip(&stats)
@@ -124,7 +140,7 @@ fn main() {
         );
     }
     let mut phases = phases.borrow_mut();
-    for (case, name) in ["without network", "with veth"].iter().enumerate() {
+    for (case, name) in ["without network", "with veth", "with veth, host_access all"].iter().enumerate() {
         if phases[case][0].len() < iterations {
             continue;
         }

@@ -39,6 +39,7 @@ pub struct Container {
     hostname: String,
     rootfs: Rootfs,
     network: Option<NetworkSpec>,
+    host_access: cvtest_spec::HostAccess,
     veth_name: Option<VethName>,
     /// The machine-wide lease of the subnet: released once the kernel has removed the veth.
     lease: Option<crate::lease::Lease>,
@@ -190,6 +191,7 @@ impl Container {
             hostname,
             rootfs,
             network,
+            host_access: options.host_access(),
             cgroup,
             running: None,
             outcome: None,
@@ -263,6 +265,7 @@ impl Container {
             confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
+            host_access: self.host_access,
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;

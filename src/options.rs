@@ -4,8 +4,8 @@ use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
-    parse_cpus, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
-    TestSettings, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
+    parse_cpus, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError,
+    PidsLimit, TestSettings, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
 /// Which parts of isolation a container gets, as in containerv's `set_caps` (not to be confused
@@ -66,11 +66,12 @@ impl Default for Limits {
 /// The root filesystem a container sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rootfs {
-    /// The host's root, read-only, with a private writable /tmp and /dev/shm, fresh /proc, /dev
-    /// and /sys, and these host directories bind-mounted writable at the same paths.
+    /// The host's root, read-only, with a private writable /tmp, /dev/shm and /run (and
+    /// /var/run where it is not a symlink to /run), fresh /proc, /dev and /sys, and these host
+    /// directories bind-mounted writable at the same paths.
     Host { writable: Vec<PathBuf> },
     /// An explicit root directory, as containerv's `create(rootfs, ...)`: it becomes `/` (by
-    /// pivot_root), with fresh /proc, /dev, /sys and a private /tmp.
+    /// pivot_root), with fresh /proc, /dev, /sys and a private /tmp and /run.
     Dir(PathBuf),
 }
 
@@ -107,6 +108,10 @@ pub struct Options {
     hostname: Option<String>,
     capabilities: Capabilities,
     privileged: bool,
+    /// With a network, what of the host the container reaches: by default
+    /// ([`HostAccess::HostEnd`]) only its veth's host end, every other packet it sends to the
+    /// host is dropped on arrival; [`HostAccess::All`] lets it reach every address of the host.
+    host_access: HostAccess,
 }
 
 impl Default for Options {
@@ -122,6 +127,7 @@ impl Default for Options {
             hostname: None,
             capabilities: Capabilities::DEFAULT,
             privileged: false,
+            host_access: HostAccess::HostEnd,
         }
     }
 }
@@ -145,6 +151,7 @@ impl Options {
             cpu_weight,
             cpus,
             network,
+            host_access,
             // Not a container's option: the caller waits that long.
             timeout: _,
             hostname,
@@ -167,6 +174,7 @@ impl Options {
                 options.set_network_auto(crate::lease::NetworkPool::from_env()?);
             }
         }
+        options.set_host_access(host_access.unwrap_or_default());
         if let Some(name) = hostname {
             options.set_hostname(name)?;
         }
@@ -183,6 +191,17 @@ impl Options {
     pub fn set_isolation(&mut self, isolation: Isolation) -> &mut Self {
         self.isolation = isolation;
         self
+    }
+
+    /// What of the host a container with a network reaches (see [`HostAccess`]).
+    pub fn set_host_access(&mut self, access: HostAccess) -> &mut Self {
+        self.host_access = access;
+        self
+    }
+
+    /// What of the host a container with a network reaches.
+    pub fn host_access(&self) -> HostAccess {
+        self.host_access
     }
 
     /// The cgroup limits.

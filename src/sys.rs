@@ -321,6 +321,22 @@ pub(crate) fn setpgid_self() -> Result<(), Errno> {
     check(unsafe { libc::setpgid(0, 0) }).map(drop)
 }
 
+/// `setsid(2)`: the calling process leads a new session and a new process group, and has no
+/// controlling terminal. Async-signal-safe.
+pub(crate) fn setsid() -> Result<(), Errno> {
+    // SAFETY: setsid has no memory preconditions.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// `keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)`: the calling thread gets a new anonymous session
+/// keyring (empty, linked to nothing), in place of the one it inherited. Async-signal-safe.
+pub(crate) fn join_new_session_keyring() -> Result<(), Errno> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: a NULL name asks for an anonymous keyring; no other memory is involved.
+    check_long(unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, ptr::null::<c_char>()) })
+        .map(drop)
+}
+
 /// `kill(2)`. Async-signal-safe.
 pub(crate) fn kill(pid: pid_t, sig: c_int) -> Result<(), Errno> {
     // SAFETY: kill has no memory preconditions.
@@ -605,6 +621,52 @@ pub(crate) fn clone_init<P>(
             Ok((pid as pid_t, pidfd))
         }
     }
+}
+
+/// `bpf(BPF_PROG_LOAD)` of a `BPF_PROG_TYPE_SCHED_CLS` program (a tc classifier): `insns` are
+/// the program's 8-byte instructions, `name` at most 15 bytes. The verifier's log is not asked
+/// for: the programs are fixed, and a refusal is reported by its errno.
+pub(crate) fn bpf_load_sched_cls(insns: &[[u8; 8]], license: &CStr, name: &[u8]) -> Result<OwnedFd, Errno> {
+    const BPF_PROG_LOAD: c_int = 5;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    /// The head of `union bpf_attr` for `BPF_PROG_LOAD`, up to `prog_name`; the kernel takes a
+    /// shorter attr than its own as zero-filled.
+    #[repr(C)]
+    struct ProgLoad {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+    }
+    let mut prog_name = [0u8; 16];
+    for (dst, src) in prog_name.iter_mut().zip(name.iter().take(15)) {
+        *dst = *src;
+    }
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_SCHED_CLS,
+        insn_cnt: u32::try_from(insns.len()).map_err(|_| Errno::E2BIG)?,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 0,
+        log_size: 0,
+        log_buf: 0,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+    };
+    // SAFETY: attr is a valid BPF_PROG_LOAD attr of the size passed; the instructions and the
+    // license it points to outlive the call.
+    let fd = check_long(unsafe {
+        libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, &attr as *const ProgLoad, size_of::<ProgLoad>() as c_uint)
+    })?;
+    // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// The permitted capabilities of the calling thread (`capget(2)`), bit `n` for capability `n`.

@@ -22,7 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use cvtest::{Limits, Options, ParseError};
-use cvtest_spec::{format_duration, Capabilities, NetworkSetting, TestSettings};
+use cvtest_spec::{format_duration, Capabilities, HostAccess, NetworkSetting, TestSettings};
 
 use crate::config::Config;
 use crate::expect::Expect;
@@ -66,6 +66,11 @@ impl Effective {
         self.settings.timeout
     }
 
+    /// What of the host a container with a network reaches.
+    pub(crate) fn host_access(&self) -> HostAccess {
+        self.options.host_access()
+    }
+
     /// Every capability, /proc unhardened.
     pub(crate) fn privileged(&self) -> bool {
         self.options.privileged()
@@ -97,6 +102,9 @@ impl fmt::Display for Effective {
             self.network().map_or_else(|| "-".to_owned(), |n| n.to_string()),
             self.timeout().map_or_else(|| "-".to_owned(), format_duration),
         )?;
+        if self.network().is_some() && self.host_access() == HostAccess::All {
+            f.write_str(" host_access=all")?;
+        }
         if self.privileged() {
             f.write_str(" privileged")?;
         } else if !self.added_caps().is_empty() {

@@ -37,6 +37,7 @@ use proc_macro::TokenStream;
 /// | `cpus` | a CPU quota, `"0.5"`, `"2"`, `"max"` | no quota |
 /// | `network` | the container's address, `"10.0.0.2/24"`: a veth links it to the host; or `"auto"`: a free /30 of the pool (`CVTEST_NET_POOL`, default `198.19.0.0/16`). Tests on overlapping subnets take turns, machine-wide; the test reads `CVTEST_NET_ADDRESS`, `CVTEST_NET_HOST`, `CVTEST_NET_PREFIX` | only `lo` |
 /// | `host` | the host end's address in that subnet | the first other usable address |
+/// | `host_access` | with a network, what of the host it reaches: `"host-end"` (that address alone) or `"all"` (every address of the host) | `"host-end"` |
 /// | `timeout` | `"500ms"`, `"30s"`, `"2m"`, `"1m30s"` | none |
 /// | `hostname` | the container's UTS hostname | the library's default |
 /// | `caps` | capabilities added to the default set, `"NET_ADMIN,SYS_PTRACE"` (with or without `CAP_`, any case) | none added |
@@ -64,8 +65,10 @@ use proc_macro::TokenStream;
 /// as does one that did not panic.
 ///
 /// The test can write where `cargo test` tests write: its package directory and the target
-/// directory are the host's, writable; `/tmp` is the container's own; the rest of the host's
-/// root is read-only.
+/// directory are the host's, writable; `/tmp` and `/run` are the container's own; the rest of
+/// the host's root is read-only. It has no controlling terminal and its own empty session
+/// keyring. With a network it reaches its host end's address and nothing else of the host,
+/// unless `host_access = "all"`.
 ///
 /// # Capabilities
 /// The test runs as root with Docker's default capabilities without `MKNOD` (`CHOWN`,

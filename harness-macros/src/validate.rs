@@ -133,6 +133,7 @@ mod tests {
             cpus = "0.5",
             host = "10.0.0.9",
             network = "10.0.0.2/24",
+            host_access = "all",
             timeout = "30s",
             hostname = "box",
             privileged = false,
@@ -141,6 +142,12 @@ mod tests {
         .unwrap();
         assert_eq!(pairs.len(), SETTINGS_KEYS.len());
         assert_eq!(pairs[4], ("host".to_owned(), "10.0.0.9".to_owned()));
+    }
+
+    #[test]
+    fn host_access_is_checked() {
+        let e = check(quote!(network = "10.0.0.2/24", host_access = "everything")).unwrap_err();
+        assert!(e.contains("invalid host access \"everything\"") && e.contains("\"all\""), "{e}");
     }
 
     #[test]

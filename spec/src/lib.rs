@@ -25,7 +25,8 @@ pub use dump::{
     DumpError, DumpedTest, SettingsDump, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX,
 };
 pub use network::{
-    subnets_overlap, NetworkPool, NetworkSetting, NetworkSpec, AUTO_PREFIX, DEFAULT_POOL, ENV_POOL,
+    subnets_overlap, HostAccess, NetworkPool, NetworkSetting, NetworkSpec, AUTO_PREFIX, DEFAULT_POOL,
+    ENV_POOL,
 };
 pub use parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,

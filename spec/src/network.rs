@@ -366,3 +366,39 @@ mod tests {
         assert!("10.200.0.0".parse::<NetworkPool>().is_err());
     }
 }
+
+/// What of the host a container with a network may reach (`host_access`).
+///
+/// The host kernel delivers locally a packet addressed to any of the host's addresses, whatever
+/// interface it came in on, so without a filter a container reaches every service of the host
+/// that listens on `0.0.0.0`. By default a filter on the host end of the veth lets through only
+/// IPv4 addressed to the host end itself, and ARP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HostAccess {
+    /// `"host-end"`: the host end's address and nothing else of the host.
+    #[default]
+    HostEnd,
+    /// `"all"`: every address of the host (and IPv6), for a test that needs a host service.
+    All,
+}
+
+impl std::fmt::Display for HostAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostAccess::HostEnd => "host-end",
+            HostAccess::All => "all",
+        })
+    }
+}
+
+impl std::str::FromStr for HostAccess {
+    type Err = crate::ParseError;
+
+    fn from_str(s: &str) -> Result<HostAccess, crate::ParseError> {
+        match s {
+            "host-end" => Ok(HostAccess::HostEnd),
+            "all" => Ok(HostAccess::All),
+            _ => Err(crate::ParseError::new(crate::ValueKind::HostAccess, s, "not host-end or all")),
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub enum ValueKind {
     Hostname,
     Bool,
     Capabilities,
+    HostAccess,
 }
 
 impl ValueKind {
@@ -40,6 +41,7 @@ impl ValueKind {
             ValueKind::Hostname => "hostname",
             ValueKind::Bool => "boolean",
             ValueKind::Capabilities => "capability list",
+            ValueKind::HostAccess => "host access",
         }
     }
 
@@ -71,6 +73,9 @@ impl ValueKind {
             ValueKind::Hostname => "1 to 64 characters: letters, digits, '-' and '.', not starting with '-' or '.'",
             ValueKind::Bool => "true or false",
             ValueKind::Capabilities => crate::caps::ACCEPTED,
+            ValueKind::HostAccess => {
+                "\"host-end\" (the container reaches only its veth's host end) or \"all\" (every address of the host)"
+            }
         }
     }
 }

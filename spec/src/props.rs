@@ -298,8 +298,18 @@ pub fn settings_json(bytes: &[u8]) {
 }
 
 pub fn settings_value(t: &TestSettings) {
-    let TestSettings { memory, pids, cpu_weight: weight, cpus, network, timeout, hostname, privileged, caps } =
-        t;
+    let TestSettings {
+        memory,
+        pids,
+        cpu_weight: weight,
+        cpus,
+        network,
+        host_access,
+        timeout,
+        hostname,
+        privileged,
+        caps,
+    } = t;
     if let Some(m) = memory {
         memory_value(*m);
     }
@@ -324,6 +334,9 @@ pub fn settings_value(t: &TestSettings) {
     }
     if let Some(p) = privileged {
         assert_eq!(parse_bool(&p.to_string()), Ok(*p));
+    }
+    if let Some(a) = host_access {
+        assert_eq!(a.to_string().parse::<crate::HostAccess>(), Ok(*a));
     }
     if let Some(c) = caps {
         capabilities_value(*c);

@@ -11,11 +11,22 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::parse::{
     format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
 };
-use crate::{Capabilities, NetworkSetting, NetworkSpec};
+use crate::{Capabilities, HostAccess, NetworkSetting, NetworkSpec};
 
 /// The keys `#[cv_test]` and config files accept, in the order they are documented.
-pub const SETTINGS_KEYS: &[&str] =
-    &["memory", "pids", "cpu_weight", "cpus", "network", "host", "timeout", "hostname", "privileged", "caps"];
+pub const SETTINGS_KEYS: &[&str] = &[
+    "memory",
+    "pids",
+    "cpu_weight",
+    "cpus",
+    "network",
+    "host",
+    "host_access",
+    "timeout",
+    "hostname",
+    "privileged",
+    "caps",
+];
 
 /// Limits and options of one test. `None` means "not set here": a lower layer (config, CLI
 /// defaults, library defaults) decides.
@@ -34,6 +45,9 @@ pub struct TestSettings {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "net_str")]
     /// A fixed subnet or `auto`.
     pub network: Option<NetworkSetting>,
+    /// With a network: what of the host the container reaches (only the host end by default).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_str")]
+    pub host_access: Option<HostAccess>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "dur_str")]
     pub timeout: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "hostname_str")]
@@ -57,6 +71,7 @@ impl TestSettings {
             cpu_weight: self.cpu_weight.or(lower.cpu_weight),
             cpus: self.cpus.or(lower.cpus),
             network: self.network.or(lower.network),
+            host_access: self.host_access.or(lower.host_access),
             timeout: self.timeout.or(lower.timeout),
             hostname: self.hostname.clone().or_else(|| lower.hostname.clone()),
             privileged: self.privileged.or(lower.privileged),
@@ -79,6 +94,7 @@ impl TestSettings {
                     self.network = Some(NetworkSetting::parse(&n.to_string(), Some(value))?);
                 }
             }
+            "host_access" => self.host_access = Some(value.parse::<_>().map_err(SetError::Value)?),
             "timeout" => self.timeout = Some(parse_duration(value)?),
             "hostname" => self.hostname = Some(parse_hostname(value)?),
             "privileged" => self.privileged = Some(parse_bool(value)?),
@@ -202,6 +218,18 @@ mod tests {
         );
         let back: TestSettings = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
+    }
+
+    #[test]
+    fn host_access() {
+        let mut t = TestSettings::default();
+        t.set("host_access", "all", &mut None).unwrap();
+        assert_eq!(t.host_access, Some(HostAccess::All));
+        let back: TestSettings = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        let e = t.set("host_access", "everything", &mut None).unwrap_err().to_string();
+        assert!(e.contains("\"host-end\"") && e.contains("\"all\""), "{e}");
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"host_access":"all"}"#);
     }
 
     #[test]

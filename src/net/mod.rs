@@ -6,13 +6,15 @@
 //! (`IFLA_NET_NS_FD` on the peer: about 1 ms, where moving it in afterwards costs about 30 ms).
 //! Addresses on both ends, both up, `lo` up, a default route in the container via the host end.
 //! The host end's alias records the owner (`cvtest owner=<owner tag>`) so that a sweep can remove
-//! the links of a dead runner.
+//! the links of a dead runner. By default the host end filters what comes in (`filter`): the
+//! container reaches the host end's address and nothing else of the host.
 //!
 //! Teardown does not delete the veth synchronously: when the container's network namespace goes
 //! away the kernel destroys the container end, and with it the host end. Names carry the pid and
 //! a per-process counter and skip any name still present, so a new pair never collides with one
 //! the kernel is still tearing down.
 
+mod filter;
 mod netlink;
 mod netns;
 mod released;
@@ -70,6 +72,12 @@ pub enum NetError {
     },
     #[error("a link named {name} already exists{where_}; it may belong to another process, or a previous run that used the same pid", where_ = if *in_container { " in the container's network namespace" } else { " on the host" })]
     NameTaken { name: String, in_container: bool },
+    #[error("failed to load the filter that keeps a container to the host end {name} (BPF_PROG_LOAD); the kernel needs BPF and cls_bpf for it, or give the test host_access = \"all\"")]
+    HostFilter {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to read the traffic counters of {name}")]
     Stats {
         name: String,

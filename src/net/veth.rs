@@ -2,11 +2,11 @@
 //! network namespace, traffic counters, and the sweep of pairs whose owner died.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use cvtest_spec::NetworkSpec;
+use cvtest_spec::{HostAccess, NetworkSpec};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -20,6 +20,7 @@ use netlink_packet_route::stats::{StatsAttribute, StatsFilterMask, StatsMessage}
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::errno::Errno;
 
+use super::filter;
 use super::netlink::{set_up_message, with_host, Netlink};
 use super::netns;
 use super::validate::check_routes_with;
@@ -137,14 +138,24 @@ impl Veth {
     /// - from a socket inside `netns`: the container end comes up with `net.container()` and a
     ///   default route via `net.host()`, and `lo` comes up (127.0.0.1/8).
     ///
+    /// - unless `access` is [`HostAccess::All`], the host end's ingress filter
+    ///   ([`super::filter`]): the container reaches the host end's address and nothing else of
+    ///   the host;
+    ///
     /// On any failure whatever was created is deleted again. [`NetError::NameTaken`] if a link
     /// with one of the names exists.
-    pub fn create(
+    pub fn create_with_access(
         netns: BorrowedFd<'_>,
         net: &NetworkSpec,
         name: &VethName,
+        access: HostAccess,
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
+        // Loaded before the lock: it depends on nothing but the address.
+        let filter = match access {
+            HostAccess::HostEnd => Some(filter::load(net.host(), &name.host)?),
+            HostAccess::All => None,
+        };
         // Once the host end has its address its subnet shows in the host's routes, and a later
         // check sees it: the lock covers only that far.
         let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
@@ -152,7 +163,7 @@ impl Veth {
             check_routes_with(nl, net)?;
             let (host_index, container_index, alias_set) = create_pair(nl, netns, name, owner_tag)?;
             let veth = Veth { name: name.clone(), host_index, container_index, net: *net };
-            match veth.configure_host(nl, owner_tag, alias_set) {
+            match veth.configure_host(nl, owner_tag, alias_set, filter.as_ref()) {
                 Ok(()) => Ok(veth),
                 Err(e) => {
                     // The first error is what the caller needs. Deleting a pair we just made
@@ -172,10 +183,26 @@ impl Veth {
         }
     }
 
-    /// Address, alias and IPv6 quiet on the host end, in one datagram. The host end is already
-    /// up but has no carrier until the container end comes up, so the IPv6 setting lands before
-    /// anything is generated.
-    fn configure_host(&self, nl: &mut Netlink, owner_tag: &str, alias_set: bool) -> Result<(), NetError> {
+    /// Creates the pair with the default [`HostAccess::HostEnd`]: see [`Veth::create_with_access`].
+    pub fn create(
+        netns: BorrowedFd<'_>,
+        net: &NetworkSpec,
+        name: &VethName,
+        owner_tag: &str,
+    ) -> Result<Veth, NetError> {
+        Veth::create_with_access(netns, net, name, HostAccess::HostEnd, owner_tag)
+    }
+
+    /// Address, alias, IPv6 quiet and the ingress filter (when given) on the host end, in one
+    /// datagram. The host end is already up but has no carrier until the container end comes
+    /// up, so all of it lands before anything is sent.
+    fn configure_host(
+        &self,
+        nl: &mut Netlink,
+        owner_tag: &str,
+        alias_set: bool,
+        filter: Option<&OwnedFd>,
+    ) -> Result<(), NetError> {
         let (host, len, host_name) = (self.net.host(), self.net.prefix_len(), &self.name.host);
         let mut steps = vec![
             Step::new(address_message(self.host_index, host, len), NLM_F_CREATE | NLM_F_EXCL)
@@ -188,6 +215,16 @@ impl Veth {
             steps.push(
                 Step::new(alias_message(self.host_index, owner_tag), 0)
                     .what(format!("RTM_SETLINK {host_name} alias")),
+            );
+        }
+        if let Some(prog) = filter {
+            steps.push(
+                Step::new(filter::qdisc_message(self.host_index), NLM_F_CREATE | NLM_F_EXCL)
+                    .what(format!("RTM_NEWQDISC ingress on {host_name}")),
+            );
+            steps.push(
+                Step::new(filter::filter_message(self.host_index, prog), NLM_F_CREATE | NLM_F_EXCL)
+                    .what(format!("RTM_NEWTFILTER bpf (host end only) on {host_name} ingress")),
             );
         }
         run(nl, steps)?;

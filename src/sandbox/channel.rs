@@ -36,6 +36,8 @@ pub(crate) enum Stage {
     JoinCgroup = 12,
     CgroupNamespace = 13,
     Capabilities = 14,
+    Session = 15,
+    Keyring = 16,
 }
 
 impl Stage {
@@ -55,6 +57,8 @@ impl Stage {
             12 => Stage::JoinCgroup,
             13 => Stage::CgroupNamespace,
             14 => Stage::Capabilities,
+            15 => Stage::Session,
+            16 => Stage::Keyring,
             _ => return None,
         })
     }

@@ -6,7 +6,8 @@
 //! [`InitPlan`]; it reports to the parent only through [`Message`]s.
 //!
 //! The init (PID 1 of the container's PID namespace):
-//! 1. keeps every signal blocked (they are read later through a signalfd), joins its cgroups
+//! 1. keeps every signal blocked (they are read later through a signalfd), starts a session of
+//!    its own (no controlling terminal), joins a new empty session keyring, joins its cgroups
 //!    itself on v1 (and then makes its cgroup namespace), closes every inherited fd it does not
 //!    need (other containers' pipes included), resets signal dispositions, sets the hostname,
 //!    runs the mount plan, brings `lo` up, and (unless privileged) drops from its bounding set
@@ -150,6 +151,17 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     // The parent cloned us with every signal blocked; keep it so, so that no handler inherited
     // from the parent ever runs here. Signals are read from a signalfd instead.
     sys::block_all_signals().map_err(at(Stage::Signals))?;
+    // A session of its own, without a controlling terminal: nothing in the container can open
+    // the runner's terminal as `/dev/tty` (ENXIO), inject input into it with TIOCSTI (which
+    // needs it as the controlling terminal), or reach its job control (CVE-2017-5226).
+    sys::setsid().map_err(at(Stage::Session))?;
+    // A fresh, empty session keyring (as runc and crun give): the caller's keys stay out of
+    // reach. A kernel without keys (ENOSYS), or a seccomp filter that refuses keyctl (EPERM,
+    // which the test inherits too), leaves nothing to reach.
+    match sys::join_new_session_keyring() {
+        Ok(()) | Err(Errno::ENOSYS | Errno::EPERM) => {}
+        Err(errno) => return Err(at(Stage::Keyring)(errno)),
+    }
     for (i, tasks) in plan.join_cgroups.iter().enumerate() {
         sys::write_file(tasks, b"0").map_err(|errno| Failure {
             stage: Stage::JoinCgroup,

@@ -8,11 +8,12 @@
 //! each writable directory is cloned as a detached tree *before* the host root is made read-only
 //! recursively (`mount_setattr`, or a remount of every mount point on kernels before 5.12), then
 //! fresh `/proc`, `/sys` (read-only), `/dev` (tmpfs with the usual device nodes, its own devpts
-//! and `/dev/shm`) and a private `/tmp` are mounted, and last the writable trees are attached at
-//! their own paths, so they stay writable even under `/tmp`.
+//! and `/dev/shm`), a private `/tmp` and a private `/run` (and `/var/run` where it is not a
+//! symlink to `/run`) are mounted, and last the writable trees are attached at their own paths,
+//! so they stay writable even under `/tmp` or `/run`.
 //!
 //! [`Rootfs::Dir`]: the directory is bind-mounted onto itself, becomes `/` by `pivot_root`, and
-//! gets the same fresh `/proc`, `/sys`, `/dev` and `/tmp`.
+//! gets the same fresh `/proc`, `/sys`, `/dev`, `/tmp` and `/run`.
 //!
 //! Unless the container is privileged, its `/proc` is then hardened as Docker's is: the kernel
 //! knobs that are not namespaced ([`PROC_READ_ONLY`]: `/proc/sys`, `/proc/sysrq-trigger`, ...)
@@ -196,8 +197,39 @@ fn harden(steps: &mut Vec<Step>) {
     }
 }
 
-/// Directories the fresh mounts cover.
-const COVERED: [&str; 4] = ["/proc", "/sys", "/dev", "/tmp"];
+/// Directories the fresh mounts cover (and `/var/run` where it is a directory of its own, see
+/// [`covered`]).
+const COVERED: [&str; 5] = ["/proc", "/sys", "/dev", "/tmp", "/run"];
+
+/// Of [`COVERED`], those whose mount points the remount fallback leaves alone (the kernel's own
+/// filesystems and `/tmp`, as before `/run` was covered: its mounts are remounted read-only
+/// like any other, and then hidden).
+const NOT_REMOUNTED: [&str; 4] = ["/proc", "/sys", "/dev", "/tmp"];
+
+/// Where the host keeps sockets of its daemons (the Docker and containerd sockets, the D-Bus
+/// system bus, systemd's private socket): a fresh tmpfs in the container, so that `connect()`
+/// finds none of them. `/var/run` is a symlink to `/run` on most systems; where it is a directory
+/// of its own it gets a fresh tmpfs too.
+const VAR_RUN: &str = "/var/run";
+
+/// Whether `root`'s `/var/run` is a directory of its own (not a symlink, which points into the
+/// fresh `/run` anyway).
+fn var_run_is_dir(root: &Path) -> bool {
+    root.join(VAR_RUN.trim_start_matches('/')).symlink_metadata().is_ok_and(|m| m.is_dir())
+}
+
+/// The directories the fresh mounts cover on the host's root: [`COVERED`], plus `/var/run`
+/// where it is a directory. Looked up once per process.
+fn covered() -> &'static [&'static str] {
+    static COVERED_HERE: OnceLock<Vec<&'static str>> = OnceLock::new();
+    COVERED_HERE.get_or_init(|| {
+        let mut dirs = COVERED.to_vec();
+        if var_run_is_dir(Path::new("/")) {
+            dirs.push(VAR_RUN);
+        }
+        dirs
+    })
+}
 
 pub(crate) fn cstring(path: &Path) -> CString {
     // Paths from the filesystem or from `Path` joins of such never contain NUL; the callers
@@ -264,7 +296,7 @@ impl MountPlan {
                 for (i, dir) in visible.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
-                fresh_mounts(&mut steps, false);
+                fresh_mounts(&mut steps, false, covered().contains(&VAR_RUN));
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -285,7 +317,7 @@ impl MountPlan {
                 steps.push(Step::Chdir { path: cstring(root) });
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
-                fresh_mounts(&mut steps, true);
+                fresh_mounts(&mut steps, true, var_run_is_dir(root));
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -305,9 +337,10 @@ fn proc_mount(prefix: &str) -> Step {
     }
 }
 
-/// Fresh /proc, /sys (read-only), /dev and /tmp. `create_dirs`: make the four mount points
-/// first if missing (an explicit rootfs may lack them).
-fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
+/// Fresh /proc, /sys (read-only), /dev, /tmp and /run (and /var/run when `var_run`, a directory
+/// of its own). `create_dirs`: make the mount points first if missing (an explicit rootfs may
+/// lack them).
+fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, var_run: bool) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
         for dir in COVERED {
@@ -367,6 +400,16 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
         flags: libc::MS_NOSUID | libc::MS_NODEV,
         data: Some(c"mode=1777"),
     });
+    let runs: &[&str] = if var_run { &["/run", VAR_RUN] } else { &["/run"] };
+    for run in runs {
+        steps.push(Step::Mount {
+            source: c"tmpfs",
+            target: c(run),
+            fstype: c"tmpfs",
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c"mode=755"),
+        });
+    }
 }
 
 /// Of `paths`, those below a directory the plan covers with a fresh mount and not inside a
@@ -374,7 +417,7 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
 fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let covered = COVERED.iter().any(|c| p.starts_with(c) && *p != Path::new(c));
+        let covered = covered().iter().any(|c| p.starts_with(c) && *p != Path::new(c));
         if !covered || writable.iter().any(|w| p.starts_with(w)) {
             continue;
         }
@@ -390,7 +433,7 @@ fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
 /// A writable directory below a freshly mounted directory (say `/tmp/work`) needs its mount point
 /// created in the fresh mount first.
 fn mkdirs_under_covered(steps: &mut Vec<Step>, dir: &Path) {
-    let Some(covered) = COVERED.iter().map(Path::new).find(|c| dir.starts_with(c)) else { return };
+    let Some(covered) = covered().iter().map(Path::new).find(|c| dir.starts_with(c)) else { return };
     let mut path = PathBuf::from(covered);
     for part in dir.strip_prefix(covered).into_iter().flat_map(Path::components) {
         path.push(part);
@@ -407,7 +450,7 @@ fn remount_steps(mountinfo: &str) -> Vec<Step> {
         let (Some(mount_point), Some(options)) = (fields.nth(4), fields.next()) else { continue };
         let mount_point = crate::mountinfo::unescape(mount_point);
         let p = Path::new(std::ffi::OsStr::from_bytes(&mount_point));
-        if COVERED.iter().any(|c| p.starts_with(c)) {
+        if NOT_REMOUNTED.iter().any(|c| p.starts_with(c)) {
             continue;
         }
         let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
@@ -580,7 +623,7 @@ mod tests {
     #[test]
     fn private_tmpfs_mounts_are_nosuid_and_nodev() {
         let plan = MountPlan::new(&Rootfs::default(), true, true, &[]);
-        for dir in ["/tmp", "/dev/shm"] {
+        for dir in ["/tmp", "/dev/shm", "/run"] {
             let flags = plan
                 .steps
                 .iter()

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use cvtest_spec::{Capabilities, NetworkSpec};
+use cvtest_spec::{Capabilities, HostAccess, NetworkSpec};
 use nix::fcntl::OFlag;
 
 use super::channel::{Message, Stage, MESSAGE_SIZE};
@@ -47,6 +47,8 @@ pub(crate) struct Request<'a> {
     pub(crate) confine: Option<Capabilities>,
     pub(crate) cgroup: Option<&'a dyn Cgroup>,
     pub(crate) network: Option<(&'a NetworkSpec, &'a VethName)>,
+    /// With a network: whether the host end lets through only what is addressed to it.
+    pub(crate) host_access: HostAccess,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -293,7 +295,7 @@ fn link_network(req: &Request<'_>, pid: libc::pid_t) -> Result<(Option<OwnedFd>,
     let path = format!("/proc/{pid}/ns/net");
     let netns: OwnedFd =
         File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-    let veth = Veth::create(netns.as_fd(), spec, name, crate::owner::tag())?;
+    let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?;
     Ok((Some(netns), VethGuard(Some(veth))))
 }
 
@@ -488,6 +490,8 @@ fn failure(
         Stage::Stdio => "redirecting stdin, stdout and stderr".to_owned(),
         Stage::Chdir => format!("changing to the working directory {}", cwd.display()),
         Stage::Capabilities => "dropping capabilities".to_owned(),
+        Stage::Session => "starting a new session (no controlling terminal)".to_owned(),
+        Stage::Keyring => "joining a new session keyring".to_owned(),
     };
     SpawnError::Setup { stage, source }
 }

@@ -19,7 +19,7 @@ use cvtest::{Capabilities, Command, Container, Isolation, Options, Rootfs, Stdio
 use libtest_mimic::{Failed, Trial};
 
 use crate::helpers::command;
-use crate::support::privileged;
+use crate::support::{privileged, privileged_unless};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -28,6 +28,10 @@ pub fn trials() -> Vec<Trial> {
         privileged("confinement::added_caps_are_kept", added_caps_are_kept),
         privileged("confinement::privileged_keeps_every_capability", privileged_keeps_every_capability),
         privileged("confinement::without_a_filesystem_caps_still_drop", without_a_filesystem_caps_still_drop),
+        privileged_unless("confinement::no_controlling_terminal", no_controlling_terminal),
+        privileged("confinement::host_run_is_hidden", host_run_is_hidden),
+        privileged("confinement::session_keyring_is_fresh", session_keyring_is_fresh),
+        privileged("confinement::host_addresses_beyond_the_host_end", host_addresses_beyond_the_host_end),
     ]
 }
 
@@ -580,5 +584,488 @@ pub fn attack(outside: &Path) -> i32 {
     };
     show("setuid_nobody", setuid);
     show_io("bind_port_80", std::net::TcpListener::bind("127.0.0.1:80").map(drop));
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal, host sockets, keys, host addresses (issue 11)
+
+/// What the hostile test types into a terminal if it can. Never printed by anything else, so
+/// finding it in the terminal's output means it was echoed as input.
+const INJECTED: &str = "cvtest-injected";
+/// What the driver types into its own terminal: proof that TIOCSTI works here at all.
+const CONTROL: &str = "ctl-ok";
+
+/// The key=value lines of `text` (a terminal's output: `\r\n` line ends).
+fn parse_report(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Runs this binary in helper mode `tty-driver` on a new pseudo-terminal, as its controlling
+/// terminal (what a shell running `cargo test` has); returns everything written to it.
+fn run_on_a_terminal() -> Result<String, Failed> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: posix_openpt has no memory preconditions.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    ensure!(master >= 0, "posix_openpt: {}", std::io::Error::last_os_error());
+    // SAFETY: posix_openpt returned a new fd that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: master is a pty master; name has room for the length passed.
+    let ok = unsafe {
+        libc::grantpt(master.as_raw_fd()) == 0
+            && libc::unlockpt(master.as_raw_fd()) == 0
+            && libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) == 0
+    };
+    ensure!(ok, "grantpt/unlockpt/ptsname_r: {}", std::io::Error::last_os_error());
+    // SAFETY: ptsname_r wrote a NUL-terminated string into name.
+    let slave_path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }.to_string_lossy().into_owned();
+    let open_slave = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&slave_path)
+            .map_err(|e| Failed::from(format!("open {slave_path}: {e}")))
+    };
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut cmd = std::process::Command::new(std::env::current_exe().map_err(|e| format!("{e}"))?);
+    cmd.env(crate::helpers::HELPER_ENV, "tty-driver")
+        .stdin(open_slave()?)
+        .stdout(open_slave()?)
+        .stderr(open_slave()?);
+    // SAFETY: between fork and exec the child calls only setsid and ioctl, which are
+    // async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| format!("spawn the driver: {e}"))?;
+    drop(cmd); // our copies of the slave: the master reads EIO once the driver's are gone
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            n if n > 0 => out.extend_from_slice(&buf[..n as usize]),
+            0 => break,
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => break, // EIO: every slave fd is closed
+        }
+    }
+    let status = child.wait().map_err(|e| format!("wait for the driver: {e}"))?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    ensure!(status.success(), "the driver failed ({status}):\n{text}");
+    Ok(text)
+}
+
+/// A hostile test with the terminal of whoever ran the tests as its stdout and stderr (a
+/// library caller's `Stdio::Inherit`; `#[cv_test]` and `cargo cvtest` never give it one): it
+/// cannot open `/dev/tty`, inject input with TIOCSTI through any fd, take the terminal as its
+/// own, or move the terminal's foreground process group; nothing it types reaches the terminal.
+fn no_controlling_terminal() -> Result<Option<String>, Failed> {
+    let legacy = std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti").unwrap_or_default();
+    if legacy.trim() == "0" {
+        return Ok(Some("dev.tty.legacy_tiocsti = 0: TIOCSTI is refused to everyone here".to_owned()));
+    }
+    let text = run_on_a_terminal()?;
+    println!("    {}", text.trim().replace("\r\n", " "));
+    let r = parse_report(&text);
+    let get =
+        |k: &str| r.get(k).map(String::as_str).ok_or_else(|| Failed::from(format!("no {k} in\n{text}")));
+    // Not blind: the driver itself could type into its terminal.
+    ensure!(get("driver_control")? == "ok", "the driver could not use TIOCSTI itself:\n{text}");
+    ensure!(get("driver_stdin")? == CONTROL, "the terminal's input was not just the control line:\n{text}");
+    ensure!(!text.contains(INJECTED), "the test's input reached the terminal:\n{text}");
+    ensure!(get("open_dev_tty")? == libc::ENXIO.to_string(), "/dev/tty opened:\n{text}");
+    ensure!(get("tiocsti_dev_tty")? == libc::ENXIO.to_string(), "TIOCSTI on /dev/tty:\n{text}");
+    // fd 1 and 2 are the terminal itself: refused for want of it being the controlling one.
+    for fd in ["1", "2"] {
+        ensure!(get(&format!("tiocsti:{fd}"))? == libc::EPERM.to_string(), "TIOCSTI on fd {fd}:\n{text}");
+    }
+    for (k, v) in r.iter().filter(|(k, _)| k.starts_with("tiocsti:")) {
+        ensure!(v != "ok", "{k}={v}: input injected\n{text}");
+    }
+    ensure!(get("steal_ctty")? == libc::EPERM.to_string(), "took the terminal as its own:\n{text}");
+    ensure!(get("tcsetpgrp")? == libc::ENOTTY.to_string(), "moved the terminal's foreground group:\n{text}");
+    ensure!(get("session_leader_is_init")? == "yes", "the test's session is not the init's:\n{text}");
+    Ok(None)
+}
+
+/// Helper mode `tty-driver`, on a terminal that is its controlling terminal: types a control
+/// line itself, runs `tty-attack` in a default container with the terminal as its stdout and
+/// stderr, then reports what its terminal's input holds.
+pub fn tty_driver() -> i32 {
+    let sti = |fd: libc::c_int, text: &str| -> String {
+        for b in text.bytes() {
+            // SAFETY: TIOCSTI reads one byte from the pointer, which is valid.
+            if unsafe { libc::ioctl(fd, libc::TIOCSTI, &b as *const u8) } < 0 {
+                return errno_of(-1);
+            }
+        }
+        "ok".to_owned()
+    };
+    show("driver_control", sti(0, &format!("{CONTROL}\n")));
+    let mut opts = Options::new();
+    if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_some() {
+        opts.set_isolation(
+            Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+        );
+    }
+    let run = (|| -> Result<cvtest::Outcome, Box<dyn std::error::Error>> {
+        let mut c = Container::create(&opts)?;
+        let mut cmd = command("tty-attack", &[]);
+        cmd.stdout(Stdio::Inherit).stderr(Stdio::Inherit);
+        c.spawn(&cmd)?;
+        let out = c.wait(Some(Duration::from_secs(60)))?;
+        c.destroy()?;
+        Ok(out)
+    })();
+    match run {
+        Ok(out) => show("attack_exit", format!("{:?}", out.termination)),
+        Err(e) => {
+            show("attack_error", e);
+            return 1;
+        }
+    }
+    // Whole lines only (canonical mode): the control line, and anything the test typed.
+    let mut lines = Vec::new();
+    loop {
+        let mut pfd = libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; timeout 0: what is queued now.
+        if unsafe { libc::poll(&mut pfd, 1, 0) } != 1 {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: buf is valid for writes of its length.
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        // Not printed as is: the injected text must appear nowhere unless the kernel echoed it.
+        let line = String::from_utf8_lossy(&buf[..n as usize]).trim().to_owned();
+        lines.push(if line.contains(INJECTED) { "<the test's input>".to_owned() } else { line });
+    }
+    show("driver_stdin", lines.join("|"));
+    0
+}
+
+/// Helper mode `tty-attack`: every way at the terminal it knows, each reported by errno.
+pub fn tty_attack() -> i32 {
+    let sti = |fd: libc::c_int| -> String {
+        for b in format!("{INJECTED}\n").bytes() {
+            // SAFETY: TIOCSTI reads one byte from the pointer, which is valid.
+            if unsafe { libc::ioctl(fd, libc::TIOCSTI, &b as *const u8) } < 0 {
+                return errno_of(-1);
+            }
+        }
+        "ok".to_owned()
+    };
+    // SAFETY: a NUL-terminated path.
+    let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    show("open_dev_tty", if tty >= 0 { "ok".to_owned() } else { errno_of(-1) });
+    show("tiocsti_dev_tty", if tty >= 0 { sti(tty) } else { errno_of(-1) });
+    for fd in 0..64 {
+        // SAFETY: F_GETFD only asks whether fd is open.
+        if fd != tty && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+            show(&format!("tiocsti:{fd}"), sti(fd));
+        }
+    }
+    // A session of its own (in a child: the test leads its process group), then the terminal
+    // as its controlling one: refused while it is another session's.
+    // SAFETY: the child only calls setsid, ioctl and _exit.
+    let steal = match unsafe { libc::fork() } {
+        0 => unsafe {
+            if libc::setsid() < 0 {
+                libc::_exit(200);
+            }
+            let r = libc::ioctl(1, libc::TIOCSCTTY, 1);
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            libc::_exit(if r == 0 { 0 } else { errno.clamp(1, 199) })
+        },
+        pid => {
+            let mut status = 0;
+            // SAFETY: status is a valid int to write to.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            match libc::WEXITSTATUS(status) {
+                0 => "ok".to_owned(),
+                200 => "setsid:refused".to_owned(),
+                code => code.to_string(),
+            }
+        }
+    };
+    show("steal_ctty", steal);
+    // A background process group that asks for the terminal's foreground is stopped by
+    // SIGTTOU, unless it ignores it: it does, so as to learn whether the call goes through.
+    // SAFETY: SIG_IGN for SIGTTOU runs no code of ours.
+    unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+    // SAFETY: getpgrp has no preconditions; tcsetpgrp takes an fd and a pgid.
+    show("tcsetpgrp", errno_of(unsafe { libc::tcsetpgrp(1, libc::getpgrp()) }.into()));
+    // SAFETY: getsid has no memory preconditions.
+    let sid = unsafe { libc::getsid(0) };
+    show("session_leader_is_init", if sid == 1 { "yes".to_owned() } else { format!("no (sid {sid})") });
+    if tty >= 0 {
+        // SAFETY: closing the fd opened above.
+        unsafe { libc::close(tty) };
+    }
+    0
+}
+
+/// A listener under the host's /run (where Docker, containerd, D-Bus and systemd keep theirs)
+/// and one on an abstract address: a default test finds neither. Its /run and /var/run are a
+/// fresh tmpfs, nosuid and nodev.
+fn host_run_is_hidden() -> Result<(), Failed> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+    let path = Path::new("/run").join(format!("cvtest-hostile-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    let name = format!("cvtest-hostile-{}", std::process::id());
+    let abstract_addr = UnixAddr::from_abstract_name(name.as_bytes()).map_err(|e| format!("{e}"))?;
+    let abstract_listener =
+        UnixListener::bind_addr(&abstract_addr).map_err(|e| format!("bind @{name}: {e}"))?;
+    // Not blind: the host reaches both.
+    let reached = UnixStream::connect(&path).is_ok() && UnixStream::connect_addr(&abstract_addr).is_ok();
+    let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let r =
+        run_helper(&options(writable.path()), "host-sockets", &[path.to_str().unwrap_or_default(), &name]);
+    drop((listener, abstract_listener));
+    let _ = std::fs::remove_file(&path);
+    let r = r?;
+    println!("    {}", r.text.trim().replace('\n', " "));
+    ensure!(reached, "the host itself cannot connect to its listeners: the check would be blind");
+    r.expect("connect_run_socket", &libc::ENOENT.to_string())?;
+    r.expect("connect_abstract", &libc::ECONNREFUSED.to_string())?;
+    r.expect("run_fs", "tmpfs")?;
+    r.expect("flags:/run", "nosuid,nodev")?;
+    r.expect("run_empty", "yes")?;
+    // /var/run: a symlink into the fresh /run, or a fresh tmpfs of its own.
+    r.expect("var_run_fs", "tmpfs")?;
+    Ok(())
+}
+
+/// Helper mode `host-sockets`: connects to the unix socket at `path` and the abstract `name`.
+pub fn host_sockets(path: &str, name: &str) -> i32 {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixStream};
+    show_io("connect_run_socket", UnixStream::connect(path).map(drop));
+    let addr = UnixAddr::from_abstract_name(name.as_bytes()).expect("an abstract name");
+    show_io("connect_abstract", UnixStream::connect_addr(&addr).map(drop));
+    let fs_type = |p: &str| {
+        let mut fs: libc::statfs = unsafe_zeroed();
+        // SAFETY: the path is NUL-terminated; fs is a valid statfs to write to.
+        let ok = unsafe { libc::statfs(cstr(Path::new(p)).as_ptr(), &mut fs) } == 0;
+        match (ok, fs.f_type) {
+            (false, _) => errno_of(-1),
+            (true, libc::TMPFS_MAGIC) => "tmpfs".to_owned(),
+            (true, other) => format!("{other:x}"),
+        }
+    };
+    show("run_fs", fs_type("/run"));
+    show("var_run_fs", fs_type("/var/run"));
+    let empty = std::fs::read_dir("/run").map(|mut d| d.next().is_none()).unwrap_or(false);
+    show("run_empty", if empty { "yes" } else { "no" });
+    let state = match statvfs_flags("/run") {
+        Some(f) if f & libc::ST_NOSUID != 0 && f & libc::ST_NODEV != 0 => "nosuid,nodev",
+        Some(_) => "suid-or-dev",
+        None => "absent",
+    };
+    show("flags:/run", state);
+    0
+}
+
+/// `keyctl(2)` with up to four arguments.
+fn keyctl(op: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> libc::c_long {
+    // SAFETY: each operation used here takes integers and pointers to buffers or NUL-terminated
+    // strings that outlive the call, as the callers pass.
+    unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, c, d) }
+}
+const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+const KEYCTL_DESCRIBE: libc::c_long = 6;
+const KEYCTL_SEARCH: libc::c_long = 10;
+const KEYCTL_READ: libc::c_long = 11;
+const KEYCTL_INVALIDATE: libc::c_long = 21;
+const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+
+/// The description of a key or keyring (`type;uid;gid;perm;description`), or the errno.
+fn describe_key(id: i32) -> String {
+    let mut buf = [0u8; 256];
+    let n = keyctl(KEYCTL_DESCRIBE, id as usize, buf.as_mut_ptr() as usize, buf.len(), 0);
+    if n < 0 {
+        return errno_of(n);
+    }
+    String::from_utf8_lossy(&buf[..(n as usize).min(buf.len())]).trim_end_matches('\0').to_owned()
+}
+
+/// A key in the caller's session keyring (the one this thread, which clones the container,
+/// has): not findable, not readable from inside, where the container has an empty session
+/// keyring of its own.
+fn session_keyring_is_fresh() -> Result<(), Failed> {
+    // A session keyring of this thread's own, so the key lands nowhere shared.
+    let ring = CString::new(format!("cvtest-test-{}", std::process::id())).expect("no NUL");
+    let joined = keyctl(KEYCTL_JOIN_SESSION_KEYRING, ring.as_ptr() as usize, 0, 0, 0);
+    ensure!(joined >= 0, "join a session keyring: {}", errno_of(joined));
+    let description = CString::new(format!("cvtest-secret-{}", std::process::id())).expect("no NUL");
+    let payload = b"the runner's secret";
+    // SAFETY: NUL-terminated type and description; the payload is valid for its length.
+    let id = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            description.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    ensure!(id > 0, "add_key: {}", errno_of(id));
+    let id = id as i32;
+    // Not blind: this thread finds and reads it.
+    let found = keyctl(
+        KEYCTL_SEARCH,
+        KEY_SPEC_SESSION_KEYRING as usize,
+        c"user".as_ptr() as usize,
+        description.as_ptr() as usize,
+        0,
+    );
+    let mut buf = [0u8; 64];
+    let read = keyctl(KEYCTL_READ, id as usize, buf.as_mut_ptr() as usize, buf.len(), 0);
+    let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let r = run_helper(
+        &options(writable.path()),
+        "keyring",
+        &[description.to_str().unwrap_or_default(), &id.to_string()],
+    );
+    keyctl(KEYCTL_INVALIDATE, id as usize, 0, 0, 0);
+    let r = r?;
+    println!("    {}", r.text.trim().replace('\n', " "));
+    ensure!(
+        found == libc::c_long::from(id) && read == payload.len() as libc::c_long,
+        "this thread cannot find or read its own key (search {found}, read {read})"
+    );
+    r.expect("search_session", &libc::ENOKEY.to_string())?;
+    let read_inside = r.get("read_by_id")?;
+    ensure!(read_inside == libc::EACCES.to_string(), "read_by_id={read_inside}\n{}", r.text);
+    let session = r.get("session_keyring")?;
+    ensure!(
+        session.starts_with("keyring;") && session.ends_with(";_ses"),
+        "the container's session keyring is not a fresh anonymous one: {session}"
+    );
+    Ok(())
+}
+
+/// Helper mode `keyring`: looks for the key `description` from its session keyring, and reads
+/// the key `id` directly.
+pub fn keyring(description: &str, id: &str) -> i32 {
+    let description = CString::new(description).expect("no NUL");
+    let found = keyctl(
+        KEYCTL_SEARCH,
+        KEY_SPEC_SESSION_KEYRING as usize,
+        c"user".as_ptr() as usize,
+        description.as_ptr() as usize,
+        0,
+    );
+    show("search_session", errno_of(found));
+    let mut buf = [0u8; 64];
+    let id: i32 = id.parse().expect("a key id");
+    let read = keyctl(KEYCTL_READ, id as usize, buf.as_mut_ptr() as usize, buf.len(), 0);
+    show("read_by_id", errno_of(read));
+    show("session_keyring", describe_key(KEY_SPEC_SESSION_KEYRING));
+    0
+}
+
+/// This process's owner tag, as the library writes it on its veths (pid and start time), so
+/// that a sweep leaves the neighbour's pair alone while this process lives.
+fn owner_tag() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let start = after_comm.split(' ').nth(19).unwrap_or("0");
+    format!("{}.{start}", std::process::id())
+}
+
+/// A new network namespace, alive as long as the returned fd.
+fn new_netns() -> Result<std::os::fd::OwnedFd, Failed> {
+    std::thread::spawn(|| -> std::io::Result<std::os::fd::OwnedFd> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)?;
+        Ok(std::fs::File::open("/proc/thread-self/ns/net")?.into())
+    })
+    .join()
+    .map_err(|_| Failed::from("the netns thread panicked"))?
+    .map_err(|e| format!("a new network namespace: {e}").into())
+}
+
+/// Another address of the host (10.197.1.1, the host end of a veth into a namespace this test
+/// makes), with a server on 0.0.0.0: a container on 10.197.0.2/30 reaches its host end but not
+/// that address by default, and both with `HostAccess::All`.
+fn host_addresses_beyond_the_host_end() -> Result<(), Failed> {
+    use std::os::fd::AsFd;
+    let neighbour_ns = new_netns()?;
+    let spec: cvtest::NetworkSpec = "10.197.1.2/30".parse().map_err(|e| format!("{e}"))?;
+    let neighbour = cvtest::test_support::Veth::create_with_access(
+        neighbour_ns.as_fd(),
+        &spec,
+        &cvtest::test_support::VethName::next(),
+        cvtest::HostAccess::All,
+        &owner_tag(),
+    )
+    .map_err(|e| {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        Failed::from(msg)
+    })?;
+    let server = std::net::TcpListener::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
+    let port = server.local_addr().map_err(|e| format!("{e}"))?.port();
+    let host_end = format!("10.197.0.1:{port}");
+    let other = format!("10.197.1.1:{port}");
+    let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let mut results = Vec::new();
+    for access in [cvtest::HostAccess::HostEnd, cvtest::HostAccess::All] {
+        let mut opts = options(writable.path());
+        opts.set_network_cidr("10.197.0.2/30").map_err(|e| format!("{e}"))?;
+        opts.set_host_access(access);
+        results.push((access, run_helper(&opts, "reach", &[&host_end, &other])));
+    }
+    drop(server);
+    neighbour.release();
+    drop(neighbour_ns);
+    for (access, r) in results {
+        let r = r?;
+        println!("    {access}: {}", r.text.trim().replace('\n', " "));
+        r.expect(&format!("connect:{host_end}"), "ok")?;
+        let want = match access {
+            cvtest::HostAccess::HostEnd => "timeout",
+            cvtest::HostAccess::All => "ok",
+        };
+        r.expect(&format!("connect:{other}"), want)?;
+    }
+    Ok(())
+}
+
+/// Helper mode `reach`: a TCP connection to each address, reported as `ok`, `timeout` (the SYN
+/// went unanswered: dropped) or the errno.
+pub fn reach(addrs: &[&str]) -> i32 {
+    for a in addrs {
+        let addr: std::net::SocketAddr = a.parse().expect("an address");
+        let result = match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(_) => "ok".to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => "timeout".to_owned(),
+            Err(e) => e.raw_os_error().map_or_else(|| e.to_string(), |c| c.to_string()),
+        };
+        show(&format!("connect:{a}"), result);
+    }
     0
 }

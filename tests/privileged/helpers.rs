@@ -46,6 +46,11 @@ pub fn run_if_requested() -> Option<i32> {
         ("hold-lease", [cidr]) => crate::lease::hold_lease(cidr),
         ("probe", []) => crate::confinement::probe(),
         ("attack", [outside]) => crate::confinement::attack(Path::new(outside)),
+        ("tty-driver", []) => crate::confinement::tty_driver(),
+        ("tty-attack", []) => crate::confinement::tty_attack(),
+        ("host-sockets", [path, name]) => crate::confinement::host_sockets(path, name),
+        ("keyring", [description, id]) => crate::confinement::keyring(description, id),
+        ("reach", addrs) => crate::confinement::reach(addrs),
         _ => {
             eprintln!("unknown helper {mode} {args:?}");
             100

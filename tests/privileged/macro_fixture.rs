@@ -37,6 +37,7 @@ pub fn trials() -> Vec<Trial> {
         containers("macro_fixture::limits_pids_and_timeout", limits_pids_and_timeout),
         containers("macro_fixture::failure_shows_the_containers_output", failure_shows_the_containers_output),
         containers("macro_fixture::one_process_per_test_like_nextest", one_process_per_test_like_nextest),
+        containers("macro_fixture::no_terminal_under_a_terminal", no_terminal_under_a_terminal),
         // These two need no containers, but building the fixture writes the target directory
         // and the unprivileged runs switch users: as root only, like the rest.
         privileged("macro_fixture::settings_dump_lists_every_test", settings_dump_lists_every_test),
@@ -77,6 +78,7 @@ const EXPECTED: &[(&str, Status)] = &[
     ("at_root", Status::Ok),
     ("confinement::caps_adds_net_admin", Status::Ok),
     ("confinement::default_lacks_sys_admin", Status::Ok),
+    ("confinement::no_terminal", Status::Ok),
     ("confinement::privileged_has_sys_admin", Status::Ok),
     ("limits::limits_are_applied", Status::Ok),
     ("limits::oom_allocates_256m", Status::Failed),
@@ -224,6 +226,35 @@ fn limits_pids_and_timeout() -> Result<(), Failed> {
         check(usage.contains(part), || format!("no {part:?} in {usage:?}"))?;
     }
     Ok(())
+}
+
+/// `#[cv_test]` in a terminal (the fixture's binary under `script`, as `cargo test` in a
+/// developer's shell): the test has no controlling terminal and no fd of it (issue 11, item 1).
+fn no_terminal_under_a_terminal() -> Result<(), Failed> {
+    let test = fixture()?.test_binary(&["--exact", "confinement::no_terminal", "--nocapture"]);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut line = String::from("tty; exec");
+    for part in std::iter::once(test.get_program()).chain(test.get_args()) {
+        line.push(' ');
+        line.push_str(&quote(part));
+    }
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).stdin(std::process::Stdio::null());
+    if let Some(dir) = test.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in test.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = output_of(&mut cmd)?;
+    check(out.lines().next().is_some_and(|l| l.starts_with("/dev/pts/")), || {
+        format!("the fixture did not run on a terminal:\n{out}")
+    })?;
+    let out = out.replace("\r\n", "\n");
+    summary_passed(&out, 1)
 }
 
 fn failure_shows_the_containers_output() -> Result<(), Failed> {

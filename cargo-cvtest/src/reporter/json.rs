@@ -48,6 +48,7 @@ pub(crate) fn limits_json(s: &Effective) -> Value {
         "cpus": l.cpus.map(|c| c.to_string()),
         "network": s.network().map(|n| n.to_string()),
         "host_address": s.network().and_then(|n| n.fixed()).map(|n| n.host().to_string()),
+        "host_access": s.host_access().to_string(),
         "timeout_ms": s.timeout().map(ms),
         "privileged": s.privileged(),
         "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),

@@ -241,3 +241,113 @@ fn subnet_stays_inside() {
         Err(e) => println!("{other} is unreachable, as it should be: {e}"),
     }
 }
+
+/// What a hostile test types into a terminal if it can (the driver looks for it in the
+/// terminal's output, where the kernel would echo it).
+const INJECTED: &str = "cvtest-injected";
+
+/// Run under a pseudo-terminal (the driver runs `cargo cvtest` with `script`): the test has no
+/// controlling terminal (`/dev/tty` is ENXIO), no fd of it is a terminal, and TIOCSTI through
+/// any fd it has injects nothing.
+#[test]
+fn terminal_out_of_reach() {
+    // SAFETY: a NUL-terminated path.
+    let tty = unsafe { libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let open_error = std::io::Error::last_os_error();
+    let mut injected = Vec::new();
+    let mut terminals = Vec::new();
+    for fd in 0..64 {
+        // SAFETY: F_GETFD only asks whether fd is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            continue;
+        }
+        // SAFETY: isatty takes any fd.
+        if unsafe { libc::isatty(fd) } == 1 {
+            terminals.push(fd);
+        }
+        // SAFETY: TIOCSTI reads one byte from a valid pointer.
+        if format!("{INJECTED}\n").bytes().all(|b| unsafe { libc::ioctl(fd, libc::TIOCSTI, &b as *const u8) } == 0)
+        {
+            injected.push(fd);
+        }
+    }
+    assert!(tty < 0, "opened /dev/tty: the test has the runner's terminal as its controlling terminal");
+    assert_eq!(open_error.raw_os_error(), Some(libc::ENXIO), "open /dev/tty: {open_error}");
+    assert!(terminals.is_empty(), "fds {terminals:?} are terminals");
+    assert!(injected.is_empty(), "TIOCSTI went through on fds {injected:?}");
+}
+
+/// The unix socket the driver listens on under the host's /run (`RELIABILITY_RUN_SOCKET`): not
+/// there, the container's /run is a fresh tmpfs.
+#[test]
+fn run_socket_hidden() {
+    let path = std::env::var("RELIABILITY_RUN_SOCKET").expect("RELIABILITY_RUN_SOCKET is not set");
+    match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(_) => panic!("connected to the host's {path}"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "connect {path}: {e}"),
+    }
+    let empty = std::fs::read_dir("/run").map(|mut d| d.next().is_none());
+    assert!(matches!(empty, Ok(true)), "the container's /run is not empty and fresh: {empty:?}");
+}
+
+/// `keyctl(2)` with up to four arguments.
+fn keyctl(op: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> libc::c_long {
+    // SAFETY: the operations used take integers and pointers to buffers or NUL-terminated
+    // strings that outlive the call.
+    unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, c, d) }
+}
+
+/// The key the driver added to the session keyring the runner inherited
+/// (`RELIABILITY_KEY_DESCRIPTION`, `RELIABILITY_KEY_ID`): not findable, not readable.
+#[test]
+fn session_keyring_fresh() {
+    const KEYCTL_SEARCH: libc::c_long = 10;
+    const KEYCTL_READ: libc::c_long = 11;
+    const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+    let description = std::env::var("RELIABILITY_KEY_DESCRIPTION").expect("RELIABILITY_KEY_DESCRIPTION");
+    let id: i32 = std::env::var("RELIABILITY_KEY_ID").expect("RELIABILITY_KEY_ID").parse().expect("a key id");
+    let description = std::ffi::CString::new(description).expect("no NUL");
+    let found = keyctl(
+        KEYCTL_SEARCH,
+        KEY_SPEC_SESSION_KEYRING as usize,
+        c"user".as_ptr() as usize,
+        description.as_ptr() as usize,
+        0,
+    );
+    let search_error = std::io::Error::last_os_error();
+    let mut buf = [0u8; 64];
+    let read = keyctl(KEYCTL_READ, id as usize, buf.as_mut_ptr() as usize, buf.len(), 0);
+    let read_error = std::io::Error::last_os_error();
+    assert!(found < 0, "found the runner's key {description:?} from the test's session keyring");
+    assert_eq!(search_error.raw_os_error(), Some(libc::ENOKEY), "search: {search_error}");
+    assert!(read < 0, "read the runner's key: {:?}", String::from_utf8_lossy(&buf));
+    assert_eq!(read_error.raw_os_error(), Some(libc::EACCES), "read: {read_error}");
+}
+
+/// A TCP connection to another address of the host (`RELIABILITY_OTHER_HOST`, where the driver
+/// listens on 0.0.0.0): `Ok(())`, or how it failed.
+fn connect_other_host() -> (String, std::io::Result<()>) {
+    let addr = std::env::var("RELIABILITY_OTHER_HOST").expect("RELIABILITY_OTHER_HOST is not set");
+    let sock: SocketAddr = addr.parse().expect("an address");
+    (addr, TcpStream::connect_timeout(&sock, Duration::from_secs(3)).map(drop))
+}
+
+/// By default a container reaches its host end and nothing else of the host: the other address
+/// gets no answer.
+#[cv_test(network = "10.181.2.2/30")]
+fn host_address_refused() {
+    let port = std::env::var("RELIABILITY_OTHER_HOST").expect("set").rsplit(':').next().unwrap_or("").to_owned();
+    let host_end: SocketAddr = format!("10.181.2.1:{port}").parse().expect("an address");
+    TcpStream::connect_timeout(&host_end, Duration::from_secs(3)).expect("the host end must answer");
+    match connect_other_host() {
+        (addr, Ok(())) => panic!("connected to the host's {addr}"),
+        (_, Err(e)) => assert_eq!(e.kind(), ErrorKind::TimedOut, "{e}"),
+    }
+}
+
+/// `host_access = "all"`: the same address is reachable.
+#[cv_test(network = "10.181.3.2/30", host_access = "all")]
+fn host_address_open() {
+    let (addr, r) = connect_other_host();
+    r.unwrap_or_else(|e| panic!("{addr} with host_access = \"all\": {e}"));
+}

@@ -198,3 +198,160 @@ pub fn subnet_isolation() -> Result<Completion, Failed> {
     note(&format!("subnet isolation held with net.ipv4.ip_forward = {}", forward.trim()));
     Ok(Completion::Completed)
 }
+
+/// What the fixture's `terminal_out_of_reach` types if it can.
+const INJECTED: &str = "cvtest-injected";
+
+/// `s` in single quotes for `sh -c`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// `cargo cvtest` under a pseudo-terminal (`script`, as a developer runs it in a terminal): the
+/// test has no controlling terminal and no fd of it, and nothing it types reaches the terminal.
+/// Issue 11, item 1.
+pub fn terminal_out_of_reach() -> Result<Completion, Failed> {
+    let inv = Invocation::new(&["-j", "1", "--exact", "safety::terminal_out_of_reach"]);
+    let runner = inv.command();
+    let mut line = String::from("tty; exec");
+    for part in std::iter::once(runner.get_program()).chain(runner.get_args()) {
+        line.push(' ');
+        line.push_str(&sh_quote(&part.to_string_lossy()));
+    }
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]);
+    for (k, v) in runner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run script (util-linux): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let terminal = text.lines().next().unwrap_or_default().trim().to_owned();
+    if !terminal.starts_with("/dev/pts/") {
+        return Err(format!("the runner did not run on a terminal (tty said {terminal:?}):\n{text}").into());
+    }
+    if text.contains(INJECTED) {
+        return Err(format!("the test's input reached the terminal {terminal}:\n{text}").into());
+    }
+    let test = text
+        .lines()
+        // stderr's progress lines share the terminal: an event starts at its first `{`.
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l[l.find('{')?..].trim()).ok())
+        .find(|v| v["type"] == "test" && v["name"] == "safety::terminal_out_of_reach")
+        .ok_or_else(|| format!("no test event in the terminal's output:\n{text}"))?;
+    if test["status"] != "pass" {
+        return Err(format!(
+            "the hostile test did not end as refused: {} {}",
+            test["status"],
+            test["stderr"].as_str().unwrap_or("")
+        )
+        .into());
+    }
+    if !out.status.success() {
+        return Err(format!("script/cargo-cvtest ended with {}:\n{text}", out.status).into());
+    }
+    note(&format!("a test run on {terminal} had no controlling terminal and injected nothing"));
+    Ok(Completion::Completed)
+}
+
+/// `keyctl(2)` with up to four arguments.
+fn keyctl(op: libc::c_long, a: usize, b: usize, c: usize, d: usize) -> libc::c_long {
+    // SAFETY: the operations used take integers and pointers to NUL-terminated strings that
+    // outlive the call.
+    unsafe { libc::syscall(libc::SYS_keyctl, op, a, b, c, d) }
+}
+
+/// A listener under the host's /run and a key in the session keyring the runner inherits: the
+/// tests find neither. Issue 11, items 2 and 3.
+pub fn run_and_keys_hidden() -> Result<Completion, Failed> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    const KEYCTL_INVALIDATE: libc::c_long = 21;
+    const KEY_SPEC_SESSION_KEYRING: i32 = -3;
+    let pid = std::process::id();
+    let socket = std::path::PathBuf::from(format!("/run/cvtest-hostile-{pid}.sock"));
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    // A session keyring of this thread's own (the runner is forked from it), with the key.
+    let ring = std::ffi::CString::new(format!("cvtest-rel-{pid}")).expect("no NUL");
+    let joined = keyctl(KEYCTL_JOIN_SESSION_KEYRING, ring.as_ptr() as usize, 0, 0, 0);
+    if joined < 0 {
+        return Err(format!("join a session keyring: {}", std::io::Error::last_os_error()).into());
+    }
+    let description = format!("cvtest-rel-secret-{pid}");
+    let c_description = std::ffi::CString::new(description.clone()).expect("no NUL");
+    let payload = b"the runner's secret";
+    // SAFETY: NUL-terminated type and description; the payload is valid for its length.
+    let id = unsafe {
+        libc::syscall(
+            libc::SYS_add_key,
+            c"user".as_ptr(),
+            c_description.as_ptr(),
+            payload.as_ptr(),
+            payload.len(),
+            KEY_SPEC_SESSION_KEYRING,
+        )
+    };
+    if id <= 0 {
+        return Err(format!("add_key: {}", std::io::Error::last_os_error()).into());
+    }
+    let done = run_tests(
+        &["safety::run_socket_hidden", "safety::session_keyring_fresh"],
+        "2",
+        &[
+            ("RELIABILITY_RUN_SOCKET", socket.display().to_string()),
+            ("RELIABILITY_KEY_DESCRIPTION", description),
+            ("RELIABILITY_KEY_ID", id.to_string()),
+        ],
+    );
+    keyctl(KEYCTL_INVALIDATE, id as usize, 0, 0, 0);
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let done = done?;
+    for name in ["safety::run_socket_hidden", "safety::session_keyring_fresh"] {
+        let t = done.test(name)?;
+        done.check(
+            t["status"] == "pass",
+            &format!("{name} passed: {} {}", t["status"], t["stderr"].as_str().unwrap_or("")),
+        )?;
+    }
+    done.expect_code(0)?;
+    Ok(Completion::Completed)
+}
+
+/// Another address of the host (10.181.4.2, on a veth into a namespace this test makes) with a
+/// server on 0.0.0.0: a test with a network reaches its host end but not that address; with
+/// `host_access = "all"` it does. Issue 11, item 4.
+pub fn host_addresses_filtered() -> Result<Completion, Failed> {
+    let ns = TestNetns::create("hostaddr")?;
+    let host_end = format!("cvrh{}", std::process::id());
+    let ns_end = format!("cvrn{}", std::process::id());
+    ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &ns.name])?;
+    let _link = super::host::TestLink(host_end.clone());
+    ip(&["addr", "add", "10.181.4.2/30", "dev", &host_end])?;
+    ip(&["link", "set", &host_end, "up"])?;
+    let server = std::net::TcpListener::bind("0.0.0.0:0")?;
+    let other = format!("10.181.4.2:{}", server.local_addr()?.port());
+    // Not blind: the host reaches it.
+    TcpStream::connect_timeout(&other.parse().expect("an address"), Duration::from_secs(3))
+        .map_err(|e| format!("the host cannot reach its own {other}: {e}"))?;
+    let names = ["safety::host_address_refused", "safety::host_address_open"];
+    let done = run_tests(&names, "2", &[("RELIABILITY_OTHER_HOST", other.clone())])?;
+    drop(server);
+    for name in names {
+        let t = done.test(name)?;
+        done.check(
+            t["status"] == "pass",
+            &format!("{name} passed: {} {}", t["status"], t["stderr"].as_str().unwrap_or("")),
+        )?;
+    }
+    done.expect_code(0)?;
+    drop(ns);
+    note(&format!("{other} was unreachable by default and reachable with host_access = \"all\""));
+    Ok(Completion::Completed)
+}

@@ -1,0 +1,165 @@
+//! The host end's ingress filter: a container reaches its host end's address and nothing else
+//! of the host ([`HostAccess::HostEnd`], the default).
+//!
+//! Forwarding is off on the host end, but the host kernel delivers locally any packet addressed
+//! to *any* of its addresses, whatever interface it came in on: without a filter a container
+//! reaches every service of the host bound to `0.0.0.0`. Routing inside the container does not
+//! stop it (a default test keeps `CAP_NET_RAW` and can address a raw packet anywhere), and a
+//! filter on the container's side of the pair can be bypassed (`PACKET_QDISC_BYPASS`), so the
+//! filter sits on the host end, where the container cannot touch it.
+//!
+//! It is a tc classifier in direct-action mode (`cls_bpf`, under the `ingress` qdisc), because
+//! it needs nothing but `cls_bpf` and BPF in the kernel (`cls_u32` would need the `gact` action
+//! to drop, which kernels without modules often lack). The program, a dozen instructions, lets
+//! through ARP and IPv4 addressed to the host end, and drops everything else: IPv4 to any other
+//! address (other host addresses, broadcast, multicast), IPv6, any other protocol, runt frames.
+//! Both requests travel in the datagram that configures the host end, before the container can
+//! send anything; they go away with the link.
+
+use std::ffi::CStr;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use netlink_packet_route::tc::{
+    TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use super::NetError;
+use crate::sys;
+
+/// The program's name, as `bpftool prog` shows it.
+const PROG_NAME: &[u8] = b"cvtest_host_end";
+const LICENSE: &CStr = c"Dual MIT/GPL";
+
+/// `ETH_P_ALL`: the filter sees every protocol.
+const ETH_P_ALL: u16 = 0x0003;
+/// The ingress qdisc's handle, `ffff:`.
+const INGRESS_HANDLE: TcHandle = TcHandle { major: 0xffff, minor: 0 };
+
+/// `TC_ACT_OK` and `TC_ACT_SHOT`, what a direct-action program returns.
+const PASS: i32 = 0;
+const DROP: i32 = 2;
+
+/// Offsets in `struct __sk_buff` of `data` and `data_end` (at ingress, `data` is the Ethernet
+/// header: cls_bpf pushes it back before running the program).
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+/// Offsets in the frame: the EtherType, and the IPv4 destination address.
+const ETHERTYPE: i16 = 12;
+const IPV4_DST: i16 = 14 + 16;
+/// The shortest frame the program reads: Ethernet header + IPv4 header up to the destination.
+const MIN_FRAME: i32 = 14 + 20;
+
+/// One eBPF instruction: opcode, `dst | src << 4`, offset, immediate (little-endian fields, as
+/// the kernel's `struct bpf_insn` on this machine).
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (dst & 0x0f) | (src << 4);
+    b[2..4].copy_from_slice(&off.to_ne_bytes());
+    b[4..8].copy_from_slice(&imm.to_ne_bytes());
+    b
+}
+
+// Opcodes (linux/bpf.h: class | size/op | source).
+const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W: dst = *(u32 *)(src + off)
+const LDX_H: u8 = 0x69; // BPF_LDX | BPF_MEM | BPF_H: dst = *(u16 *)(src + off)
+const MOV64_X: u8 = 0xbf; // BPF_ALU64 | BPF_MOV | BPF_X: dst = src
+const MOV64_K: u8 = 0xb7; // BPF_ALU64 | BPF_MOV | BPF_K: dst = imm
+const ADD64_K: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K: dst += imm
+const JGT_X: u8 = 0x2d; // BPF_JMP | BPF_JGT | BPF_X: if dst > src goto +off
+const JEQ_K: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K: if dst == imm goto +off
+const JNE_K: u8 = 0x55; // BPF_JMP | BPF_JNE | BPF_K: if dst != imm goto +off
+const JNE32_K: u8 = 0x56; // BPF_JMP32 | BPF_JNE | BPF_K: if (u32)dst != (u32)imm goto +off
+const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT: return r0
+
+/// The program for a host end at `host`: ARP and IPv4 to `host` pass, the rest is dropped.
+/// Packet bytes are loaded in the machine's order, so the constants are too.
+fn program(host: Ipv4Addr) -> [[u8; 8]; 14] {
+    let arp = i32::from(u16::from_ne_bytes([0x08, 0x06]));
+    let ipv4 = i32::from(u16::from_ne_bytes([0x08, 0x00]));
+    let host = i32::from_ne_bytes(host.octets());
+    let (r0, r1, r2, r3, r4) = (0, 1, 2, 3, 4);
+    [
+        /* 0 */ insn(LDX_W, r2, r1, SKB_DATA, 0),
+        /* 1 */ insn(LDX_W, r3, r1, SKB_DATA_END, 0),
+        /* 2 */ insn(MOV64_X, r4, r2, 0, 0),
+        /* 3 */ insn(ADD64_K, r4, 0, 0, MIN_FRAME),
+        /* 4 */ insn(JGT_X, r4, r3, 7, 0), // shorter than MIN_FRAME: drop
+        /* 5 */ insn(LDX_H, r4, r2, ETHERTYPE, 0),
+        /* 6 */ insn(JEQ_K, r4, 0, 3, arp), // ARP: pass
+        /* 7 */ insn(JNE_K, r4, 0, 4, ipv4), // not IPv4: drop
+        /* 8 */ insn(LDX_W, r4, r2, IPV4_DST, 0),
+        /* 9 */ insn(JNE32_K, r4, 0, 2, host), // not addressed to the host end: drop
+        /* 10: pass */ insn(MOV64_K, r0, 0, 0, PASS),
+        /* 11 */ insn(EXIT, 0, 0, 0, 0),
+        /* 12: drop */ insn(MOV64_K, r0, 0, 0, DROP),
+        /* 13 */ insn(EXIT, 0, 0, 0, 0),
+    ]
+}
+
+/// The loaded program for a host end at `host` (its fd: the tc request names it, the kernel
+/// then holds its own reference).
+pub(super) fn load(host: Ipv4Addr, host_name: &str) -> Result<OwnedFd, NetError> {
+    sys::bpf_load_sched_cls(&program(host), LICENSE, PROG_NAME)
+        .map_err(|errno| NetError::HostFilter { name: host_name.to_owned(), source: errno.into() })
+}
+
+/// `RTM_NEWQDISC`: the `ingress` qdisc on `index`.
+pub(super) fn qdisc_message(index: u32) -> RouteNetlinkMessage {
+    let header = TcHeader {
+        index: index as i32,
+        handle: INGRESS_HANDLE,
+        parent: TcHandle::INGRESS,
+        ..Default::default()
+    };
+    RouteNetlinkMessage::NewQueueDiscipline(TcMessage::from_parts(
+        header,
+        vec![TcAttribute::Kind("ingress".to_owned())],
+    ))
+}
+
+/// `RTM_NEWTFILTER`: the program `prog` as a direct-action classifier of every protocol under
+/// the ingress qdisc of `index`.
+pub(super) fn filter_message(index: u32, prog: &OwnedFd) -> RouteNetlinkMessage {
+    let priority = 1u32;
+    let header = TcHeader {
+        index: index as i32,
+        handle: TcHandle::UNSPEC,
+        parent: INGRESS_HANDLE,
+        // The priority in the upper half, the protocol (network order) in the lower.
+        info: priority << 16 | u32::from(ETH_P_ALL.to_be()),
+        ..Default::default()
+    };
+    let options = vec![
+        TcOption::Bpf(TcFilterBpfOption::ProgFd(prog.as_raw_fd() as u32)),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(String::from_utf8_lossy(PROG_NAME).into_owned())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ];
+    RouteNetlinkMessage::NewTrafficFilter(TcMessage::from_parts(
+        header,
+        vec![TcAttribute::Kind("bpf".to_owned()), TcAttribute::Options(options)],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jumps_land_on_pass_or_drop() {
+        let prog = program(Ipv4Addr::new(10, 0, 0, 1));
+        for (pc, i) in prog.iter().enumerate() {
+            if matches!(i[0], JGT_X | JEQ_K | JNE_K | JNE32_K) {
+                let off = i16::from_ne_bytes([i[2], i[3]]);
+                let target = pc as i16 + 1 + off;
+                let want = if pc == 6 { 10 } else { 12 };
+                assert_eq!(target, want, "instruction {pc}");
+            }
+        }
+        assert_eq!(i32::from_ne_bytes(prog[10][4..8].try_into().unwrap()), PASS);
+        assert_eq!(i32::from_ne_bytes(prog[12][4..8].try_into().unwrap()), DROP);
+        assert_eq!(i32::from_ne_bytes(prog[9][4..8].try_into().unwrap()).to_ne_bytes(), [10, 0, 0, 1]);
+    }
+}
