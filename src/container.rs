@@ -27,6 +27,7 @@ use crate::options::{Caps, Options, Rootfs, Stdio};
 use crate::outcome::{Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
+use crate::sandbox::userns::UserNs;
 use crate::sys::{self, Errno};
 use crate::zygote::Zygote;
 
@@ -101,6 +102,9 @@ pub struct Container {
     network: Option<NetworkSpec>,
     veth_name: Option<VethName>,
     cgroup: Option<Box<dyn Cgroup>>,
+    /// Its user namespace: rootless always; as root unless privileged or no owner was found.
+    userns: Option<crate::sandbox::userns::UserNs>,
+    rootless: bool,
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
@@ -169,12 +173,19 @@ impl Container {
     /// Validates the options, sweeps what dead runners left, and creates the cgroup with its
     /// limits. On error nothing is left behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
-        crate::preflight::check()?;
+        let rootless = crate::preflight::check()? == crate::preflight::Privilege::Rootless;
         let rootfs = validate_rootfs(&options.rootfs)?;
         let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
-        if let Some(net) = &network {
+        if let (Some(net), false) = (&network, rootless) {
             check_routes(net)?;
         }
+        let userns = if rootless {
+            Some(UserNs::rootless())
+        } else if options.privileged {
+            None
+        } else {
+            crate::sandbox::userns::root_owner(options.map_root_to).and_then(UserNs::mapped_root)
+        };
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
@@ -202,6 +213,8 @@ impl Container {
             rootfs,
             network,
             cgroup,
+            userns,
+            rootless,
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
@@ -222,6 +235,19 @@ impl Container {
     /// The host end of the container's veth, when it has a network.
     pub fn veth_host_name(&self) -> Option<&str> {
         self.veth_name.as_ref().map(VethName::host)
+    }
+
+    /// Who the container's root is on the host, when it has a user namespace: the caller
+    /// (rootless), or the mapped owner (as root, see [`Options::map_root_to`]). `None`: real
+    /// root.
+    pub fn mapped_owner(&self) -> Option<crate::MappedOwner> {
+        self.userns.map(|u| u.owner)
+    }
+
+    /// Whether the container is rootless (its user namespace owned by an unprivileged caller;
+    /// a veth's host end in the run's network namespace).
+    pub fn is_rootless(&self) -> bool {
+        self.rootless
     }
 
     /// The host pid of the container's init, once spawned.
@@ -257,6 +283,8 @@ impl Container {
             confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
+            userns: self.userns,
+            rootless: self.rootless,
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;

@@ -60,6 +60,14 @@ pub enum SpawnError {
     Channel(#[source] io::Error),
     #[error("failed to clone the container's init process")]
     Clone(#[source] io::Error),
+    #[error("failed to write the container's user namespace map {path}; rootless, the kernel allows only the caller's own uid and gid, after `deny` in setgroups (is kernel.apparmor_restrict_unprivileged_userns=1? see the README's Requirements)")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to copy the rootless container's netlink sockets from its init (pidfd_getfd needs ptrace access to it: is kernel.yama.ptrace_scope 2 or more?)")]
+    RunNetns(#[source] io::Error),
     #[error("failed to open the container's network namespace {path}")]
     Netns {
         path: PathBuf,

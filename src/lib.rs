@@ -44,6 +44,8 @@ pub use container::{Command, Container, KillHandle};
 pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
 pub use options::{Caps, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
+pub use preflight::FORCE_ROOTLESS_ENV;
+pub use sandbox::userns::{MappedOwner, OWNER_ENV as MAP_ROOT_TO_ENV};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;

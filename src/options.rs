@@ -108,7 +108,12 @@ pub struct Options {
     /// Keep every capability the caller has, and leave the container's /proc as the kernel
     /// mounts it (no read-only /proc/sys, no masked files): what cvtest did before it confined
     /// tests. A privileged process can undo the read-only root. Default: false.
+    ///
+    /// As root, a privileged container is real root (no user namespace); rootless it stays in
+    /// its user namespace, with every capability there.
     pub privileged: bool,
+    /// As root, who the container's root is on the host (see [`Options::map_root_to`]).
+    pub(crate) map_root_to: Option<crate::MappedOwner>,
 }
 
 impl Default for Options {
@@ -121,6 +126,7 @@ impl Default for Options {
             hostname: None,
             capabilities: Capabilities::DEFAULT,
             privileged: false,
+            map_root_to: None,
         }
     }
 }
@@ -136,6 +142,16 @@ impl Options {
     /// [`Options::privileged`]).
     pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
         self.privileged = privileged;
+        self
+    }
+
+    /// As root, maps the container's root (uid and gid 0 in its user namespace) to this host
+    /// user and group. Default: `CVTEST_MAP_ROOT_TO`, else `SUDO_UID`/`SUDO_GID`, else the owner
+    /// of the working directory when it is not root; with none of these, or `uid` 0, the
+    /// container is real root as before. Rootless, root is always the caller; privileged, real
+    /// root.
+    pub fn map_root_to(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.map_root_to = Some(crate::MappedOwner { uid, gid });
         self
     }
 

@@ -81,6 +81,10 @@ pub(crate) enum Step {
         major: u32,
         minor: u32,
     },
+    /// An empty regular file at `path`, a mount point for a bound device node.
+    Touch {
+        path: CString,
+    },
     Symlink {
         target: &'static CStr,
         link: CString,
@@ -113,6 +117,7 @@ impl Step {
             Step::Mount { fstype, target, .. } => format!("mounting {} on {}", s(fstype), s(target)),
             Step::Mkdir { path, .. } => format!("creating directory {}", s(path)),
             Step::Mknod { path, .. } => format!("creating device node {}", s(path)),
+            Step::Touch { path } => format!("creating the mount point {}", s(path)),
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
             Step::Chdir { path } => format!("changing directory to {}", s(path)),
             Step::PivotRoot => "pivoting to the new root".to_owned(),
@@ -232,7 +237,21 @@ impl MountPlan {
     ///
     /// `harden`: make the kernel knobs of /proc read-only and mask what leaks the host's state
     /// (a confined, not privileged, container).
+    #[cfg(test)]
     pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, harden: bool, keep_visible: &[&Path]) -> MountPlan {
+        MountPlan::build(rootfs, filesystem, harden, keep_visible, false)
+    }
+
+    /// [`MountPlan::new`], for a container in its own user namespace when `userns`: there
+    /// `mknod` is refused, so `/dev`'s nodes are the host's, each cloned before anything
+    /// covers it and attached onto an empty file of the fresh `/dev`.
+    pub(crate) fn build(
+        rootfs: &Rootfs,
+        filesystem: bool,
+        harden: bool,
+        keep_visible: &[&Path],
+        userns: bool,
+    ) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
         if !filesystem {
             steps.push(proc_mount(""));
@@ -244,6 +263,10 @@ impl MountPlan {
         match rootfs {
             Rootfs::Host { writable } => {
                 let visible = covered_but_needed(keep_visible, writable);
+                let devices = writable.len() + visible.len();
+                if userns {
+                    clone_devices(&mut steps, devices);
+                }
                 for (slot, dir) in writable.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot });
                 }
@@ -257,7 +280,7 @@ impl MountPlan {
                 for (i, dir) in visible.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
-                fresh_mounts(&mut steps, false);
+                fresh_mounts(&mut steps, false, userns.then_some(devices));
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -270,19 +293,23 @@ impl MountPlan {
                     mkdirs_under_covered(&mut steps, dir);
                     steps.push(Step::AttachTree { slot, target: cstring(dir) });
                 }
-                let slots = (0..writable.len() + visible.len()).map(|_| Cell::new(None)).collect();
-                MountPlan { steps, slots }
+                let slots = devices + if userns { DEVICES.len() } else { 0 };
+                MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
             Rootfs::Dir(root) => {
+                if userns {
+                    clone_devices(&mut steps, 0);
+                }
                 steps.push(Step::BindSelf { path: cstring(root) });
                 steps.push(Step::Chdir { path: cstring(root) });
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
-                fresh_mounts(&mut steps, true);
+                fresh_mounts(&mut steps, true, userns.then_some(0));
                 if harden {
                     self::harden(&mut steps);
                 }
-                MountPlan { steps, slots: Box::default() }
+                let slots = if userns { DEVICES.len() } else { 0 };
+                MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
         }
     }
@@ -298,9 +325,22 @@ fn proc_mount(prefix: &str) -> Step {
     }
 }
 
+/// The device nodes of the container's `/dev`: name, major, minor.
+const DEVICES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// Clones the host's device nodes into the slots from `first` on (user namespace).
+fn clone_devices(steps: &mut Vec<Step>, first: usize) {
+    for (i, (name, _, _)) in DEVICES.iter().enumerate() {
+        let source = CString::new(format!("/dev/{name}")).unwrap_or_default();
+        steps.push(Step::CloneTree { source, slot: first + i });
+    }
+}
+
 /// Fresh /proc, /sys (read-only), /dev and /tmp. `create_dirs`: make the four mount points
-/// first if missing (an explicit rootfs may lack them).
-fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
+/// first if missing (an explicit rootfs may lack them). `bound_devices`: the slot of the first
+/// cloned host device node (user namespace, see [`clone_devices`]); `None`: `mknod` them.
+fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, bound_devices: Option<usize>) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
         for dir in COVERED {
@@ -323,10 +363,15 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool) {
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: Some(c"mode=755,size=1m"),
     });
-    for (name, major, minor) in
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-    {
-        steps.push(Step::Mknod { path: c(&format!("/dev/{name}")), major, minor });
+    for (i, (name, major, minor)) in DEVICES.into_iter().enumerate() {
+        let path = c(&format!("/dev/{name}"));
+        match bound_devices {
+            Some(first) => {
+                steps.push(Step::Touch { path: path.clone() });
+                steps.push(Step::AttachTree { slot: first + i, target: path });
+            }
+            None => steps.push(Step::Mknod { path, major, minor }),
+        }
     }
     steps.push(Step::Mkdir { path: c("/dev/pts"), mode: 0o755, exist_ok: false });
     steps.push(Step::Mount {

@@ -26,12 +26,13 @@ use cvtest_spec::{Capabilities, NetworkSpec};
 use nix::fcntl::OFlag;
 
 use super::channel::{Message, Stage, MESSAGE_SIZE};
-use super::init::{CapPlan, InitPlan, MainPlan};
+use super::init::{CapPlan, InitPlan, MainPlan, UserNsPlan};
 use super::mounts::{check_path, MountPlan};
+use super::userns::UserNs;
 use crate::cgroup::{Cgroup, CgroupError};
 use crate::container::Command;
 use crate::error::SpawnError;
-use crate::net::{NetError, Veth, VethName};
+use crate::net::{NetError, Netlink, Veth, VethName};
 use crate::options::{Caps, Rootfs, Stdio};
 use crate::sys::{self, CStrArray, Errno};
 use crate::zygote::{Cloned, Zygote};
@@ -47,6 +48,10 @@ pub(crate) struct Request<'a> {
     pub(crate) confine: Option<Capabilities>,
     pub(crate) cgroup: Option<&'a dyn Cgroup>,
     pub(crate) network: Option<(&'a NetworkSpec, &'a VethName)>,
+    /// The container's user namespace; `None`: real root (privileged, or no owner found).
+    pub(crate) userns: Option<UserNs>,
+    /// Rootless: the host end of a veth goes in the run's network namespace, not the host's.
+    pub(crate) rootless: bool,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -121,13 +126,14 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
     let hostname = req.hostname.as_bytes();
     let program_dir = program_path.parent().unwrap_or(Path::new("/"));
-    let mounts = MountPlan::new(
+    let mounts = MountPlan::build(
         req.rootfs,
         req.caps.contains(Caps::FILESYSTEM),
         req.confine.is_some(),
         &[&cwd, program_dir],
+        req.userns.is_some(),
     );
-    let caps = req.confine.map(cap_plan);
+    let caps = req.confine.map(|keep| cap_plan(keep, req.userns.is_some()));
 
     let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
     let (life_r, life_w) = pipe()?;
@@ -166,6 +172,8 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         mounts: &mounts,
         pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
         caps,
+        userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
+        run_netns: req.rootless && req.network.is_some(),
         main: MainPlan {
             program: &exec_path,
             argv: &argv,
@@ -176,6 +184,10 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         },
     };
     let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    if req.userns.is_some() {
+        // The kernel makes the user namespace first; it owns the others.
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
     if plan.pid_ns {
         flags |= libc::CLONE_NEWPID as u64;
     }
@@ -191,15 +203,55 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
+    if let Some(userns) = &req.userns {
+        userns.write_maps(pid)?;
+        // The init waits for this byte before it does anything that needs an id. EPIPE: it
+        // died (the status pipe says why).
+        match sys::write(life_w.as_raw_fd(), b"m") {
+            Ok(_) | Err(Errno::EPIPE) => {}
+            Err(e) => return Err(SpawnError::Channel(e.into()).into()),
+        }
+    }
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
+    let not_started = |msg: Option<Message>, init: &mut InitGuard| -> Attempt {
+        match msg {
+            Some(Message::Failed { stage, step, errno }) => {
+                init.reap();
+                failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd).into()
+            }
+            Some(Message::Started { .. } | Message::Exited { .. } | Message::Netns { .. }) | None => {
+                let status = init.reap();
+                let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+                if oom_kills.is_some_and(|n| n > 0) {
+                    return SpawnError::SetupOutOfMemory.into();
+                }
+                SpawnError::InitDied { status: describe_status(status) }.into()
+            }
+        }
+    };
     let (netns, mut veth) = match req.network {
         Some((spec, name)) => {
             let path = format!("/proc/{pid}/ns/net");
             let netns: OwnedFd =
                 File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-            let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
+            let veth = if plan.run_netns {
+                let (host, inside) = match read_message(&status_r).map_err(SpawnError::Channel)? {
+                    Some(Message::Netns { host_socket, container_socket }) => (host_socket, container_socket),
+                    other => return Err(not_started(other, &mut init)),
+                };
+                let pidfd = init.pidfd.as_ref().expect("the guard holds the pidfd").as_fd();
+                let copy = |fd: RawFd, netns: &str| {
+                    let socket = sys::pidfd_getfd(pidfd, fd).map_err(|e| SpawnError::RunNetns(e.into()))?;
+                    Ok::<_, Attempt>(Netlink::from_socket(socket, netns.to_owned())?)
+                };
+                let run = copy(host, "the run's network namespace")?;
+                let inside = copy(inside, "the container's network namespace")?;
+                Veth::create_in_run(run, inside, netns.as_fd(), spec, name, crate::sweep::owner_tag())?
+            } else {
+                Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?
+            };
             (Some(netns), VethGuard(Some(veth)))
         }
         None => (None, VethGuard(None)),
@@ -228,27 +280,17 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
                 started,
             })
         }
-        Some(Message::Failed { stage, step, errno }) => {
-            drop(init);
-            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd).into())
-        }
-        Some(Message::Exited { .. }) | None => {
-            let status = init.reap();
-            let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
-            if oom_kills.is_some_and(|n| n > 0) {
-                return Err(SpawnError::SetupOutOfMemory.into());
-            }
-            Err(SpawnError::InitDied { status: describe_status(status) }.into())
-        }
+        other => Err(not_started(other, &mut init)),
     }
 }
 
 /// The capabilities the container's processes keep: `keep`, within what the kernel knows and
-/// what this thread itself may hold (the child can only shrink its sets).
-fn cap_plan(keep: Capabilities) -> CapPlan {
+/// what the init may hold (the child can only shrink its sets): what this thread holds, or in
+/// a new user namespace every one (in that namespace).
+fn cap_plan(keep: Capabilities, userns: bool) -> CapPlan {
     let last_cap = last_cap();
     let known = if last_cap >= 63 { u64::MAX } else { (1u64 << (last_cap + 1)) - 1 };
-    let permitted = sys::permitted_caps().unwrap_or(u64::MAX);
+    let permitted = if userns { u64::MAX } else { sys::permitted_caps().unwrap_or(u64::MAX) };
     let kill = Capabilities::named("KILL").map_or(0, Capabilities::bits);
     CapPlan { last_cap, keep: keep.bits() & known & permitted, init_keeps: kill & permitted }
 }
@@ -413,6 +455,8 @@ fn failure(
         Stage::Stdio => "redirecting stdin, stdout and stderr".to_owned(),
         Stage::Chdir => format!("changing to the working directory {}", cwd.display()),
         Stage::Capabilities => "dropping capabilities".to_owned(),
+        Stage::UserNamespace => "becoming root of its user namespace".to_owned(),
+        Stage::RunNetns => "making the run's network namespace for the veth's host end".to_owned(),
     };
     SpawnError::Setup { stage, source }
 }

@@ -42,6 +42,8 @@ pub fn run_if_requested() -> Option<i32> {
             crate::container::fs_in_container(host_marker, writable)
         }
         ("probe", []) => crate::confinement::probe(),
+        ("userns", [writable, secret, socket]) => crate::userns::userns_probe(writable, secret, socket),
+        ("net-reach", [host, container]) => crate::userns::net_reach(host, container),
         ("attack", [outside]) => crate::confinement::attack(Path::new(outside)),
         _ => {
             eprintln!("unknown helper {mode} {args:?}");

@@ -13,6 +13,7 @@ mod helpers;
 mod macro_fixture;
 mod net;
 mod support;
+mod userns;
 mod zygote;
 
 fn main() {
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
+    trials.extend(userns::trials());
     trials.extend(zygote::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
