@@ -100,6 +100,14 @@ fn tempdir() -> Result<tempfile::TempDir, Failed> {
     tempfile::Builder::new().prefix("cvtest-userns").tempdir().map_err(|e| Failed::from(e.to_string()))
 }
 
+/// A directory the container sees (read-only) at the same path: not under its private /tmp.
+fn visible_tempdir() -> Result<tempfile::TempDir, Failed> {
+    tempfile::Builder::new()
+        .prefix("cvtest-userns")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .map_err(|e| Failed::from(e.to_string()))
+}
+
 fn rootless_namespaces_mounts_and_caps() -> Result<(), Failed> {
     let dir = tempdir()?;
     let mut opts = Options::new();
@@ -184,7 +192,7 @@ fn rootless_network_reaches_its_host_end() -> Result<(), Failed> {
 const NOBODY: u32 = 65534;
 
 fn mapped_root_cannot_use_root_only_files() -> Result<(), Failed> {
-    let secrets = tempdir()?;
+    let secrets = visible_tempdir()?;
     std::fs::set_permissions(secrets.path(), std::fs::Permissions::from_mode(0o755))
         .map_err(|e| e.to_string())?;
     let secret = secrets.path().join("secret");
@@ -228,7 +236,7 @@ fn mapped_root_cannot_use_root_only_files() -> Result<(), Failed> {
 }
 
 fn privileged_keeps_real_root() -> Result<(), Failed> {
-    let secrets = tempdir()?;
+    let secrets = visible_tempdir()?;
     let secret = secrets.path().join("secret");
     std::fs::write(&secret, "root only").map_err(|e| e.to_string())?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
