@@ -318,115 +318,24 @@ impl Container {
         }
         let run = self.running.as_mut().ok_or(WaitError::NotSpawned)?;
         let pidfd = self.shared.pidfd.get().ok_or(WaitError::NotSpawned)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let sampler = self.cgroup.as_deref().and_then(|cg| {
-            let support = cg.has_peak_counters();
-            (!support.memory || !support.pids).then_some(cg)
-        });
-        let mut sampled = Sample::default();
-        let mut last_sample = Instant::now();
-        let mut stdout = run.stdout.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
-        let mut stderr = run.stderr.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
-        let mut main_status: Option<i32> = None;
-        let mut main_end: Option<Instant> = None;
-        let mut status_open = true;
-        let mut timed_out = false;
-        let init_status = loop {
-            // A pipe at EOF leaves the set: it would report POLLHUP on every poll, and the init
-            // closes its ends before it tears its namespaces down.
-            let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
-            fds[0].fd = pidfd.as_raw_fd();
-            if status_open {
-                fds[1].fd = run.status.as_raw_fd();
-            }
-            for (slot, out) in fds[2..].iter_mut().zip([&stdout, &stderr]) {
-                if let Some((fd, _, true)) = out {
-                    slot.fd = fd.as_raw_fd();
-                }
-            }
-            let now = Instant::now();
-            let mut wake = deadline.filter(|_| !timed_out).map(|d| d.saturating_duration_since(now));
-            if sampler.is_some() {
-                wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
-            }
-            let timeout_ms = wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
-            match sys::poll(&mut fds, timeout_ms) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(WaitError::Wait(e.into())),
-            }
-            if fds[1].revents != 0 {
-                status_open = read_status(&run.status, &mut main_status, &mut main_end);
-            }
-            for (pfd, out) in fds[2..].iter().zip([&mut stdout, &mut stderr]) {
-                if let (true, Some((fd, cap, open))) = (pfd.revents != 0, out) {
-                    *open = drain(fd, cap);
-                }
-            }
-            if let Some(cg) = sampler {
-                if last_sample.elapsed() >= SAMPLE_INTERVAL {
-                    sample_into(cg, &mut sampled);
-                    last_sample = Instant::now();
-                }
-            }
-            if fds[0].revents != 0 {
-                if let Some(status) =
-                    sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
-                {
-                    break status;
-                }
-            }
-            if !timed_out && main_status.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-                self.shared.kill_tree();
-                timed_out = true;
-            }
-        };
+        let mut watch = Watch::new(run, self.cgroup.as_deref(), timeout);
+        let init_status = watch.until_init_exits(pidfd, &self.shared)?;
+        let ended = watch.finish();
         run.reaped = true;
-        // The init is gone, and with it every process of the PID namespace: collect the rest.
-        if status_open {
-            read_status(&run.status, &mut main_status, &mut main_end);
-        }
-        let end = main_end.unwrap_or_else(Instant::now);
-        let stdout = stdout.map(|(fd, mut cap, open)| {
-            if open {
-                drain(fd, &mut cap);
-            }
-            cap.finish()
-        });
-        let stderr = stderr.map(|(fd, mut cap, open)| {
-            if open {
-                drain(fd, &mut cap);
-            }
-            cap.finish()
-        });
-
-        let mut peaks = Peaks::default();
-        let mut pids_limit_hit = false;
-        if let Some(cg) = &self.cgroup {
-            let stats = cg.stats()?;
-            let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
-            peaks.memory_bytes = stats.memory_peak.or(sampled_value(sampled.memory_bytes));
-            peaks.pids = stats.pids_peak.or(sampled_value(sampled.pids));
-            peaks.cpu_user = stats.cpu_user;
-            peaks.cpu_system = stats.cpu_system;
-            peaks.oom_kills = stats.oom_kills;
-            pids_limit_hit = stats.pids_max_events.is_some_and(|n| n > 0);
-        }
-        if let Some(veth) = &run.veth {
-            peaks.net = Some(veth.stats()?);
-        }
+        let (peaks, pids_limit_hit) = read_peaks(self.cgroup.as_deref(), run.veth.as_ref(), &ended.sampled)?;
         let oom = peaks.oom_kills.is_some_and(|n| n > 0);
-        let termination = if timed_out {
+        let termination = if ended.timed_out {
             Termination::TimedOut
         } else {
-            classify(main_status, init_status, oom, self.shared.killed.load(Ordering::Relaxed))
+            classify(ended.main_status, init_status, oom, self.shared.killed.load(Ordering::Relaxed))
         };
         let outcome = Outcome {
             termination,
             pids_limit_hit,
             peaks,
-            duration: end.saturating_duration_since(run.started),
-            stdout: stdout.unwrap_or_default(),
-            stderr: stderr.unwrap_or_default(),
+            duration: ended.end.saturating_duration_since(run.started),
+            stdout: ended.stdout.unwrap_or_default(),
+            stderr: ended.stderr.unwrap_or_default(),
         };
         self.outcome = Some(outcome.clone());
         Ok(outcome)
@@ -488,6 +397,190 @@ impl KillHandle {
         self.0.killed.store(true, Ordering::Relaxed);
         self.0.kill_tree();
     }
+}
+
+/// The state of [`Container::wait`]'s poll loop: the status pipe, the captured output, the
+/// usage sampled where the kernel keeps no peaks, and the deadline.
+struct Watch<'a> {
+    status: &'a OwnedFd,
+    /// A pipe at EOF leaves the poll set: it would report POLLHUP on every poll, and the init
+    /// closes its ends before it tears its namespaces down.
+    status_open: bool,
+    stdout: Option<Output<'a>>,
+    stderr: Option<Output<'a>>,
+    main_status: Option<i32>,
+    main_end: Option<Instant>,
+    sampler: Option<&'a dyn Cgroup>,
+    sampled: Sample,
+    last_sample: Instant,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+/// A captured output pipe.
+struct Output<'a> {
+    fd: &'a OwnedFd,
+    capture: Capture,
+    open: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new((fd, limit): &'a (OwnedFd, usize)) -> Output<'a> {
+        Output { fd, capture: Capture::new(*limit), open: true }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.open {
+            drain(self.fd, &mut self.capture);
+        }
+        self.capture.finish()
+    }
+}
+
+/// What the poll loop saw, once the init is gone.
+struct Ended {
+    main_status: Option<i32>,
+    /// When the main process ended (as the parent learnt it), else when the init did.
+    end: Instant,
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+    sampled: Sample,
+    timed_out: bool,
+}
+
+impl<'a> Watch<'a> {
+    fn new(run: &'a Running, cgroup: Option<&'a dyn Cgroup>, timeout: Option<Duration>) -> Watch<'a> {
+        let sampler = cgroup.filter(|cg| {
+            let support = cg.has_peak_counters();
+            !support.memory || !support.pids
+        });
+        Watch {
+            status: &run.status,
+            status_open: true,
+            stdout: run.stdout.as_ref().map(Output::new),
+            stderr: run.stderr.as_ref().map(Output::new),
+            main_status: None,
+            main_end: None,
+            sampler,
+            sampled: Sample::default(),
+            last_sample: Instant::now(),
+            deadline: timeout.map(|t| Instant::now() + t),
+            timed_out: false,
+        }
+    }
+
+    /// Polls until the init exits, reaps it and returns its status. Kills the container at the
+    /// deadline (unless the main process already ended).
+    fn until_init_exits(&mut self, pidfd: &OwnedFd, shared: &Shared) -> Result<i32, WaitError> {
+        loop {
+            let mut fds = self.poll_set(pidfd);
+            match sys::poll(&mut fds, self.poll_timeout_ms()) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(WaitError::Wait(e.into())),
+            }
+            self.read_ready(&fds);
+            self.sample_if_due();
+            if fds[0].revents != 0 {
+                if let Some(status) =
+                    sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
+                {
+                    return Ok(status);
+                }
+            }
+            if !self.timed_out
+                && self.main_status.is_none()
+                && self.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                shared.kill_tree();
+                self.timed_out = true;
+            }
+        }
+    }
+
+    /// The init's pidfd, the status pipe and the output pipes still open.
+    fn poll_set(&self, pidfd: &OwnedFd) -> [libc::pollfd; 4] {
+        let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
+        fds[0].fd = pidfd.as_raw_fd();
+        if self.status_open {
+            fds[1].fd = self.status.as_raw_fd();
+        }
+        for (slot, out) in fds[2..].iter_mut().zip([&self.stdout, &self.stderr]) {
+            if let Some(Output { fd, open: true, .. }) = out {
+                slot.fd = fd.as_raw_fd();
+            }
+        }
+        fds
+    }
+
+    /// Until the deadline or the next sample, whichever is first; -1 (no timeout) for neither.
+    fn poll_timeout_ms(&self) -> i32 {
+        let now = Instant::now();
+        let mut wake = self.deadline.filter(|_| !self.timed_out).map(|d| d.saturating_duration_since(now));
+        if self.sampler.is_some() {
+            wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
+        }
+        wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
+    }
+
+    fn read_ready(&mut self, fds: &[libc::pollfd; 4]) {
+        if fds[1].revents != 0 {
+            self.status_open = read_status(self.status, &mut self.main_status, &mut self.main_end);
+        }
+        for (pfd, out) in fds[2..].iter().zip([&mut self.stdout, &mut self.stderr]) {
+            if let (true, Some(out)) = (pfd.revents != 0, out) {
+                out.open = drain(out.fd, &mut out.capture);
+            }
+        }
+    }
+
+    fn sample_if_due(&mut self) {
+        if let Some(cg) = self.sampler {
+            if self.last_sample.elapsed() >= SAMPLE_INTERVAL {
+                sample_into(cg, &mut self.sampled);
+                self.last_sample = Instant::now();
+            }
+        }
+    }
+
+    /// The init is gone, and with it every process of the PID namespace: collect the rest.
+    fn finish(mut self) -> Ended {
+        if self.status_open {
+            read_status(self.status, &mut self.main_status, &mut self.main_end);
+        }
+        Ended {
+            main_status: self.main_status,
+            end: self.main_end.unwrap_or_else(Instant::now),
+            stdout: self.stdout.map(Output::finish),
+            stderr: self.stderr.map(Output::finish),
+            sampled: self.sampled,
+            timed_out: self.timed_out,
+        }
+    }
+}
+
+/// The peaks (the kernel's, else the sampled ones) and whether the pids limit was hit; read
+/// before anything is torn down.
+fn read_peaks(
+    cgroup: Option<&dyn Cgroup>,
+    veth: Option<&crate::net::Veth>,
+    sampled: &Sample,
+) -> Result<(Peaks, bool), WaitError> {
+    let mut peaks = Peaks::default();
+    let mut pids_limit_hit = false;
+    if let Some(cg) = cgroup {
+        let stats = cg.stats()?;
+        let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
+        peaks.memory_bytes = stats.memory_peak.or(sampled_value(sampled.memory_bytes));
+        peaks.pids = stats.pids_peak.or(sampled_value(sampled.pids));
+        peaks.cpu_user = stats.cpu_user;
+        peaks.cpu_system = stats.cpu_system;
+        peaks.oom_kills = stats.oom_kills;
+        pids_limit_hit = stats.pids_max_events.is_some_and(|n| n > 0);
+    }
+    if let Some(veth) = veth {
+        peaks.net = Some(veth.stats()?);
+    }
+    Ok((peaks, pids_limit_hit))
 }
 
 /// How the main process ended, from its status (reported by the init) or, when the init died

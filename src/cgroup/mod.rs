@@ -40,7 +40,12 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError>;
     /// A directory fd for `clone3(CLONE_INTO_CGROUP)`, where the kernel supports it (v2 only).
     fn clone_into_fd(&self) -> Option<BorrowedFd<'_>>;
-    /// Moves a process in (v1, or v2 without CLONE_INTO_CGROUP).
+    /// The files a container's init writes `0` (itself) into to join this cgroup on its own,
+    /// first thing: v1's `tasks` files, one per hierarchy (moving the current thread skips the
+    /// kernel's global threadgroup lock, see `sandbox::spawn`). Empty when the parent puts the
+    /// init in instead (v2: `CLONE_INTO_CGROUP`, else [`Cgroup::add_pid`]).
+    fn init_join_files(&self) -> Vec<PathBuf>;
+    /// Moves a process in (the spawn does on v2 without `CLONE_INTO_CGROUP`).
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError>;
     /// Whether `stats` gives kernel peaks; if not, the caller samples [`Cgroup::sample`].
     fn has_peak_counters(&self) -> PeakSupport;

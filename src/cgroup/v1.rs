@@ -225,6 +225,10 @@ impl Cgroup for V1Cgroup {
         None
     }
 
+    fn init_join_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("tasks")).collect()
+    }
+
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         for dir in &self.dirs {

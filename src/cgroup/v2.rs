@@ -355,6 +355,10 @@ impl Cgroup for V2Cgroup {
         self.fd.as_ref().map(|fd| fd.as_fd())
     }
 
+    fn init_join_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         fs::write(&self.file("cgroup.procs"), &pid.to_string())
     }

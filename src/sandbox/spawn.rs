@@ -115,91 +115,18 @@ impl From<NetError> for Attempt {
     }
 }
 
+/// One attempt: prepare everything the init needs, clone it, put it in its cgroup and give it
+/// its veth, release it, and read whether its command started.
 fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned, Attempt> {
-    let command = req.command;
-    let cwd = working_dir(command, req.rootfs)?;
-    let program_path = resolve_program(command, req.rootfs, &cwd)?;
-    let program = cstr_arg("program", command.program.as_os_str())?;
-    let exec_path = cstr_arg("program", program_path.as_os_str())?;
-    let argv = argv(command, program)?;
-    let envp = envp(command, req.id)?;
-    let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
-    let hostname = req.hostname.as_bytes();
-    let program_dir = program_path.parent().unwrap_or(Path::new("/"));
-    let mounts = MountPlan::build(
-        req.rootfs,
-        req.caps.contains(Caps::FILESYSTEM),
-        req.confine.is_some(),
-        &[&cwd, program_dir],
-        req.userns.is_some(),
-    );
-    let caps = req.confine.map(|keep| cap_plan(keep, req.userns.is_some()));
-
-    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
-    let (life_r, life_w) = pipe()?;
-    let (status_r, status_w) = pipe()?;
-    let null = dev_null().map_err(SpawnError::Pipe)?;
-    let (out_r, out_w) = output_pipe(command.stdout, &pipe)?;
-    let (err_r, err_w) = output_pipe(command.stderr, &pipe)?;
-    let stdio = [
-        null.as_raw_fd(),
-        stdio_source(command.stdout, 1, null, out_w.as_ref()),
-        stdio_source(command.stderr, 2, null, err_w.as_ref()),
-    ];
-    let mut keep: Vec<RawFd> =
-        [life_r.as_raw_fd(), status_w.as_raw_fd()].into_iter().chain(stdio).filter(|&fd| fd >= 3).collect();
-    keep.sort_unstable();
-    keep.dedup();
-
-    // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into each
-    // `tasks` file. Moving the current thread skips the kernel's global threadgroup lock, whose
-    // first writer after a quiet spell waits a whole RCU grace period (about 15 ms measured on
-    // 6.18), which is what the parent writing the pid into `cgroup.procs` costs. Its cgroup
-    // namespace is made after that, rooted at its own cgroup.
-    let joins_itself = req.cgroup.is_some()
-        && crate::cgroup::Hierarchy::detect().is_ok_and(|h| h.version() == crate::cgroup::CgroupVersion::V1);
-    let join: Vec<CString> = match (joins_itself, req.cgroup) {
-        (true, Some(cg)) => cg.paths().iter().map(|d| super::mounts::cstring(&d.join("tasks"))).collect(),
-        _ => Vec::new(),
-    };
-    let plan = InitPlan {
-        join_cgroups: &join,
-        new_cgroup_ns: joins_itself,
-        keep_fds: &keep,
-        life: life_r.as_raw_fd(),
-        status: status_w.as_raw_fd(),
-        hostname,
-        mounts: &mounts,
-        pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
-        caps,
-        userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
-        run_netns: req.rootless && req.network.is_some(),
-        main: MainPlan {
-            program: &exec_path,
-            argv: &argv,
-            envp: &envp,
-            cwd: Some(&cwd_c),
-            stdio,
-            keep_caps: caps.map(|c| c.keep),
-        },
-    };
-    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
-    if req.userns.is_some() {
-        // The kernel makes the user namespace first; it owns the others.
-        flags |= libc::CLONE_NEWUSER as u64;
-    }
-    if plan.pid_ns {
-        flags |= libc::CLONE_NEWPID as u64;
-    }
-    if req.caps.contains(Caps::IPC) {
-        flags |= libc::CLONE_NEWIPC as u64;
-    }
-    if req.cgroup.is_some() && !joins_itself {
-        flags |= libc::CLONE_NEWCGROUP as u64;
-    }
+    let prepared = Prepared::new(req)?;
+    let pipes = Pipes::new(req.command)?;
+    let plan = prepared.init_plan(req, &pipes);
+    let flags = clone_flags(req, &plan);
+    let run_netns = plan.run_netns;
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan, zygote)?;
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?;
+    let Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, .. } = pipes;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
@@ -207,62 +134,14 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         userns.write_maps(pid)?;
         // The init waits for this byte before it does anything that needs an id. EPIPE: it
         // died (the status pipe says why).
-        match sys::write(life_w.as_raw_fd(), b"m") {
-            Ok(_) | Err(Errno::EPIPE) => {}
-            Err(e) => return Err(SpawnError::Channel(e.into()).into()),
-        }
+        release(&life_w)?;
     }
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let not_started = |msg: Option<Message>, init: &mut InitGuard| -> Attempt {
-        match msg {
-            Some(Message::Failed { stage, step, errno }) => {
-                init.reap();
-                failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd).into()
-            }
-            Some(Message::Started { .. } | Message::Exited { .. } | Message::Netns { .. }) | None => {
-                let status = init.reap();
-                let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
-                if oom_kills.is_some_and(|n| n > 0) {
-                    return SpawnError::SetupOutOfMemory.into();
-                }
-                SpawnError::InitDied { status: describe_status(status) }.into()
-            }
-        }
-    };
-    let (netns, mut veth) = match req.network {
-        Some((spec, name)) => {
-            let path = format!("/proc/{pid}/ns/net");
-            let netns: OwnedFd =
-                File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-            let veth = if plan.run_netns {
-                let (host, inside) = match read_message(&status_r).map_err(SpawnError::Channel)? {
-                    Some(Message::Netns { host_socket, container_socket }) => (host_socket, container_socket),
-                    other => return Err(not_started(other, &mut init)),
-                };
-                let pidfd = init.pidfd.as_ref().expect("the guard holds the pidfd").as_fd();
-                let copy = |fd: RawFd, netns: &str| {
-                    let socket = sys::pidfd_getfd(pidfd, fd).map_err(|e| SpawnError::RunNetns(e.into()))?;
-                    Ok::<_, Attempt>(Netlink::from_socket(socket, netns.to_owned())?)
-                };
-                let run = copy(host, "the run's network namespace")?;
-                let inside = copy(inside, "the container's network namespace")?;
-                Veth::create_in_run(run, inside, netns.as_fd(), spec, name, crate::sweep::owner_tag())?
-            } else {
-                Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?
-            };
-            (Some(netns), VethGuard(Some(veth)))
-        }
-        None => (None, VethGuard(None)),
-    };
+    let (netns, mut veth) = link_network(req, pid, run_netns, &status_r, &mut init, &prepared)?;
 
-    // Release the init, then learn whether the command is running. EPIPE: the init already
-    // failed (its report is waiting on the status pipe) or died.
-    match sys::write(life_w.as_raw_fd(), b"x") {
-        Ok(_) | Err(Errno::EPIPE) => {}
-        Err(e) => return Err(SpawnError::Channel(e.into()).into()),
-    }
+    release(&life_w)?;
     match read_message(&status_r).map_err(SpawnError::Channel)? {
         Some(Message::Started { pid: main_pid }) => {
             nix::fcntl::fcntl(&status_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
@@ -280,8 +159,220 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
                 started,
             })
         }
-        other => Err(not_started(other, &mut init)),
+        Some(Message::Failed { stage, step, errno }) => {
+            drop(init);
+            Err(prepared.failure(stage, step, Errno::from_raw(errno), &req.command.program).into())
+        }
+        Some(Message::Exited { .. } | Message::Netns { .. }) | None => Err(init_died(req, &mut init).into()),
     }
+}
+
+/// What the init gets, prepared before the clone because the child may not allocate.
+struct Prepared {
+    cwd: PathBuf,
+    exec_path: CString,
+    argv: CStrArray,
+    envp: CStrArray,
+    cwd_c: CString,
+    mounts: MountPlan,
+    caps: Option<CapPlan>,
+    /// The files the init writes itself into, when it joins its cgroup itself (v1).
+    join: Vec<CString>,
+}
+
+impl Prepared {
+    fn new(req: &Request<'_>) -> Result<Prepared, SpawnError> {
+        let command = req.command;
+        let cwd = working_dir(command, req.rootfs)?;
+        let program_path = resolve_program(command, req.rootfs, &cwd)?;
+        let program = cstr_arg("program", command.program.as_os_str())?;
+        let exec_path = cstr_arg("program", program_path.as_os_str())?;
+        let argv = argv(command, program)?;
+        let envp = envp(command, req.id)?;
+        let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
+        let program_dir = program_path.parent().unwrap_or(Path::new("/"));
+        let mounts = MountPlan::build(
+            req.rootfs,
+            req.caps.contains(Caps::FILESYSTEM),
+            req.confine.is_some(),
+            &[&cwd, program_dir],
+            req.userns.is_some(),
+        );
+        // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
+        // each `tasks` file. Moving the current thread skips the kernel's global threadgroup lock,
+        // whose first writer after a quiet spell waits a whole RCU grace period (about 15 ms
+        // measured on 6.18), which is what the parent writing the pid into `cgroup.procs` costs.
+        // Its cgroup namespace is made after that, rooted at its own cgroup.
+        let join = req
+            .cgroup
+            .map(|cg| cg.init_join_files().iter().map(|f| super::mounts::cstring(f)).collect())
+            .unwrap_or_default();
+        Ok(Prepared {
+            cwd,
+            exec_path,
+            argv,
+            envp,
+            cwd_c,
+            mounts,
+            caps: req.confine.map(|keep| cap_plan(keep, req.userns.is_some())),
+            join,
+        })
+    }
+
+    fn joins_itself(&self) -> bool {
+        !self.join.is_empty()
+    }
+
+    fn init_plan<'a>(&'a self, req: &'a Request<'_>, pipes: &'a Pipes) -> InitPlan<'a> {
+        InitPlan {
+            join_cgroups: &self.join,
+            new_cgroup_ns: self.joins_itself(),
+            keep_fds: &pipes.keep,
+            life: pipes.life_r.as_raw_fd(),
+            status: pipes.status_w.as_raw_fd(),
+            hostname: req.hostname.as_bytes(),
+            mounts: &self.mounts,
+            pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
+            caps: self.caps,
+            userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
+            run_netns: req.rootless && req.network.is_some(),
+            main: MainPlan {
+                program: &self.exec_path,
+                argv: &self.argv,
+                envp: &self.envp,
+                cwd: Some(&self.cwd_c),
+                stdio: pipes.stdio,
+                keep_caps: self.caps.map(|c| c.keep),
+            },
+        }
+    }
+
+    /// The [`SpawnError`] for the init's `Failed` report.
+    fn failure(&self, stage: Stage, step: u32, errno: Errno, program: &Path) -> SpawnError {
+        failure(stage, step, errno, &self.mounts, &self.join, program, &self.cwd)
+    }
+}
+
+/// The pipes between parent and init: life (the parent's go, and its death), status (the
+/// init's messages), captured output; and the fds the init keeps.
+struct Pipes {
+    life_r: OwnedFd,
+    life_w: OwnedFd,
+    status_r: OwnedFd,
+    status_w: OwnedFd,
+    out_r: Option<OwnedFd>,
+    out_w: Option<OwnedFd>,
+    err_r: Option<OwnedFd>,
+    err_w: Option<OwnedFd>,
+    /// What becomes the main process's fds 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// Fds the init keeps besides 0-2: sorted, deduplicated, each at least 3.
+    keep: Vec<RawFd>,
+}
+
+impl Pipes {
+    fn new(command: &Command) -> Result<Pipes, SpawnError> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
+        let (life_r, life_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let null = dev_null().map_err(SpawnError::Pipe)?;
+        let (out_r, out_w) = output_pipe(command.stdout, &pipe)?;
+        let (err_r, err_w) = output_pipe(command.stderr, &pipe)?;
+        let stdio = [
+            null.as_raw_fd(),
+            stdio_source(command.stdout, 1, null, out_w.as_ref()),
+            stdio_source(command.stderr, 2, null, err_w.as_ref()),
+        ];
+        let mut keep: Vec<RawFd> = [life_r.as_raw_fd(), status_w.as_raw_fd()]
+            .into_iter()
+            .chain(stdio)
+            .filter(|&fd| fd >= 3)
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        Ok(Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, stdio, keep })
+    }
+}
+
+/// The namespaces to clone the init into.
+fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
+    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    if req.userns.is_some() {
+        // The kernel makes the user namespace first; it owns the others.
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
+    if plan.pid_ns {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if req.caps.contains(Caps::IPC) {
+        flags |= libc::CLONE_NEWIPC as u64;
+    }
+    // An init that joins its cgroup itself makes its cgroup namespace after joining.
+    if req.cgroup.is_some() && !plan.new_cgroup_ns {
+        flags |= libc::CLONE_NEWCGROUP as u64;
+    }
+    flags
+}
+
+/// The veth of a container with a network, its peer made directly in the init's network
+/// namespace (held open while the veth lives). Rootless, the host end goes in the run's
+/// network namespace, through the sockets the init reports (see `init::run_netns`).
+fn link_network(
+    req: &Request<'_>,
+    pid: libc::pid_t,
+    run_netns: bool,
+    status_r: &OwnedFd,
+    init: &mut InitGuard,
+    prepared: &Prepared,
+) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
+    let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
+    let path = format!("/proc/{pid}/ns/net");
+    let netns: OwnedFd =
+        File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
+    if !run_netns {
+        let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
+        return Ok((Some(netns), VethGuard(Some(veth))));
+    }
+    let (host, inside) = match read_message(status_r).map_err(SpawnError::Channel)? {
+        Some(Message::Netns { host_socket, container_socket }) => (host_socket, container_socket),
+        Some(Message::Failed { stage, step, errno }) => {
+            init.reap();
+            return Err(prepared.failure(stage, step, Errno::from_raw(errno), &req.command.program).into());
+        }
+        Some(Message::Started { .. } | Message::Exited { .. }) | None => {
+            return Err(init_died(req, init).into())
+        }
+    };
+    let pidfd = init.pidfd.as_ref().expect("the guard holds the pidfd until disarmed").as_fd();
+    // While the init is dumpable (until its go) its owner may copy its fds.
+    let copy = |fd: RawFd, netns: &str| -> Result<Netlink, Attempt> {
+        let socket = sys::pidfd_getfd(pidfd, fd).map_err(|e| SpawnError::RunNetns(e.into()))?;
+        Ok(Netlink::from_socket(socket, netns.to_owned())?)
+    };
+    let run = copy(host, "the run's network namespace")?;
+    let inside = copy(inside, "the container's network namespace")?;
+    let veth = Veth::create_in_run(run, inside, netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
+    Ok((Some(netns), VethGuard(Some(veth))))
+}
+
+/// Writes the go byte on the life pipe. EPIPE: the init already failed (its report is waiting
+/// on the status pipe) or died.
+fn release(life_w: &OwnedFd) -> Result<(), SpawnError> {
+    match sys::write(life_w.as_raw_fd(), b"x") {
+        Ok(_) | Err(Errno::EPIPE) => Ok(()),
+        Err(e) => Err(SpawnError::Channel(e.into())),
+    }
+}
+
+/// The init ended before reporting `Started`: reap it, and say whether the setup ran out of
+/// memory or how the init died.
+fn init_died(req: &Request<'_>, init: &mut InitGuard) -> SpawnError {
+    let status = init.reap();
+    let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+    if oom_kills.is_some_and(|n| n > 0) {
+        return SpawnError::SetupOutOfMemory;
+    }
+    SpawnError::InitDied { status: describe_status(status) }
 }
 
 /// The capabilities the container's processes keep: `keep`, within what the kernel knows and

@@ -36,7 +36,8 @@ pub fn run_if_requested() -> Option<i32> {
         ("env", []) => env(),
         ("fs", [host_marker, writable @ ..]) => fs(host_marker, writable),
         ("own-container", [token]) => crate::container::own_container(token),
-        ("create-once", []) => crate::container::create_once(),
+        ("create-once", []) => crate::container::create_once(false),
+        ("create-once", ["no-cgroups"]) => crate::container::create_once(true),
         ("own-zygote-container", [token]) => crate::zygote::own_zygote_container(token),
         ("fs-in-container", [host_marker, writable @ ..]) => {
             crate::container::fs_in_container(host_marker, writable)
