@@ -189,10 +189,24 @@ impl Container {
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
-            Some(
-                Hierarchy::detect()?
-                    .create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL))?,
-            )
+            let made = Hierarchy::detect()
+                .and_then(|h| h.create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL)));
+            match made {
+                Ok(cg) => Some(cg),
+                // Rootless without a delegated cgroup. (A stand-in until delegation lands: the
+                // same verdict as no privileges, with the cause.)
+                Err(e) if rootless => {
+                    return Err(CreateError::Privileges {
+                        missing: format!(
+                            "user {} without CAP_SYS_ADMIN and CAP_NET_ADMIN and without a cgroup delegated to it for the limits ({})",
+                            nix::unistd::geteuid(),
+                            chain(&e)
+                        ),
+                        fix: "run as root (for example `sudo -E cargo cvtest`), or turn off the CGROUPS part of isolation",
+                    })
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             None
         };
@@ -655,6 +669,18 @@ fn reap_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
         let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let _ = sys::poll(&mut fds, left.as_millis().clamp(1, i32::MAX as u128) as i32);
     }
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Writable directories made absolute and canonical; an explicit root checked.
