@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
-use cvtest::{Capabilities, Caps, Container, Options, Rootfs, Stdio, Termination};
+use cvtest::{Capabilities, Caps, Container, Options, Rootfs, Stdio, Termination, Zygote};
 use libtest_mimic::{Completion, Failed, Trial};
 
 use crate::helpers::command;
@@ -27,6 +27,8 @@ pub fn trials() -> Vec<Trial> {
     vec![
         rootless("rootless::namespaces_mounts_and_caps", rootless_namespaces_mounts_and_caps),
         rootless("rootless::network_reaches_its_host_end", rootless_network_reaches_its_host_end),
+        rootless("rootless::zygote_clones_rootless_inits", rootless_zygote_clones_inits),
+        privileged("userns::zygote_clones_mapped_root_inits", mapped_root_via_zygote),
         privileged("userns::mapped_root_cannot_use_root_only_files", mapped_root_cannot_use_root_only_files),
         privileged("userns::privileged_keeps_real_root", privileged_keeps_real_root),
         privileged("userns::rootless_suite_as_nobody", rootless_suite_as_nobody),
@@ -62,10 +64,23 @@ fn no_cgroups() -> Caps {
 
 /// Runs the `userns` helper in a container of `opts` and returns its report.
 fn probe(opts: &Options, args: &[&str]) -> Result<(Container, BTreeMap<String, String>), Failed> {
+    probe_via(None, opts, args)
+}
+
+/// [`probe`], the init cloned by `zygote` when given.
+fn probe_via(
+    zygote: Option<&mut Zygote>,
+    opts: &Options,
+    args: &[&str],
+) -> Result<(Container, BTreeMap<String, String>), Failed> {
     let mut c = Container::create(opts).map_err(|e| format!("create: {}", cvtest_chain(&e)))?;
     let mut cmd = command("userns", args);
     cmd.stdout(Stdio::Capture { limit: 1 << 16 }).stderr(Stdio::Capture { limit: 1 << 16 });
-    c.spawn(&cmd).map_err(|e| format!("spawn: {}", cvtest_chain(&e)))?;
+    let spawned = match zygote {
+        Some(z) => c.spawn_via(z, &cmd),
+        None => c.spawn(&cmd),
+    };
+    spawned.map_err(|e| format!("spawn: {}", cvtest_chain(&e)))?;
     let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| format!("wait: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
@@ -160,13 +175,46 @@ fn rootless_namespaces_mounts_and_caps() -> Result<(), Failed> {
 }
 
 fn rootless_network_reaches_its_host_end() -> Result<(), Failed> {
+    network_reaches_its_host_end(None)
+}
+
+/// A zygote clones the inits (user namespace, maps, the run's network namespace) as well.
+fn rootless_zygote_clones_inits() -> Result<(), Failed> {
+    let mut z = Zygote::start().map_err(|e| e.to_string())?;
+    network_reaches_its_host_end(Some(&mut z))?;
+    let mut opts = Options::new();
+    opts.set_caps(no_cgroups());
+    let (_c, report) = probe_via(Some(&mut z), &opts, &["/nonexistent", "/nonexistent", "/nonexistent"])?;
+    expect(&report, "uid", "0")?;
+    expect(&report, "dev_null", "ok")?;
+    ensure!(z.lost().is_none(), "the zygote was lost: {:?}", z.lost());
+    Ok(())
+}
+
+fn mapped_root_via_zygote() -> Result<(), Failed> {
+    let mut z = Zygote::start().map_err(|e| e.to_string())?;
+    let mut opts = Options::new();
+    opts.map_root_to(NOBODY, NOBODY);
+    let (_c, report) = probe_via(Some(&mut z), &opts, &["/nonexistent", "/nonexistent", "/nonexistent"])?;
+    expect(&report, "uid_map", &format!("0 {NOBODY} 1"))?;
+    expect(&report, "groups", "")?;
+    expect(&report, "dev_zero", "0000")?;
+    ensure!(z.lost().is_none(), "the zygote was lost: {:?}", z.lost());
+    Ok(())
+}
+
+fn network_reaches_its_host_end(zygote: Option<&mut Zygote>) -> Result<(), Failed> {
     let mut opts = Options::new();
     // Any subnet: the host end is in the run's own namespace, not on the host.
     opts.set_caps(no_cgroups()).network_cidr("10.231.7.2/24").map_err(|e| e.to_string())?;
     let mut c = Container::create(&opts).map_err(|e| format!("create: {}", cvtest_chain(&e)))?;
     let mut cmd = command("net-reach", &["10.231.7.1", "10.231.7.2"]);
     cmd.stdout(Stdio::Capture { limit: 1 << 16 }).stderr(Stdio::Capture { limit: 1 << 16 });
-    c.spawn(&cmd).map_err(|e| format!("spawn: {}", cvtest_chain(&e)))?;
+    let spawned = match zygote {
+        Some(z) => c.spawn_via(z, &cmd),
+        None => c.spawn(&cmd),
+    };
+    spawned.map_err(|e| format!("spawn: {}", cvtest_chain(&e)))?;
     let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| format!("wait: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     ensure!(
@@ -266,7 +314,7 @@ fn rootless_suite_as_nobody() -> Result<(), Failed> {
         .map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(
-        out.status.success() && stdout.contains("2 passed") && stdout.contains("0 ignored"),
+        out.status.success() && stdout.contains("3 passed") && stdout.contains("0 ignored"),
         "{}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
