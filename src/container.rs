@@ -173,7 +173,10 @@ impl Container {
     /// Validates the options, sweeps what dead runners left, and creates the cgroup with its
     /// limits. On error nothing is left behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
-        let rootless = crate::preflight::check()? == crate::preflight::Privilege::Rootless;
+        let privilege = crate::preflight::check()?;
+        let rootless = privilege == crate::preflight::Privilege::Rootless;
+        let user_namespaces =
+            matches!(privilege, crate::preflight::Privilege::Root { user_namespaces: true });
         let rootfs = validate_rootfs(&options.rootfs)?;
         let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
         if let (Some(net), false) = (&network, rootless) {
@@ -181,7 +184,7 @@ impl Container {
         }
         let userns = if rootless {
             Some(UserNs::rootless())
-        } else if options.privileged {
+        } else if options.privileged || !user_namespaces {
             None
         } else {
             crate::sandbox::userns::root_owner(options.map_root_to).and_then(UserNs::mapped_root)

@@ -18,8 +18,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// How this process makes containers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Privilege {
-    /// `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` in the initial user namespace.
-    Root,
+    /// `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` in the initial user namespace; whether the kernel
+    /// lets it make user namespaces (not in a chroot, for one): without, containers keep real
+    /// root.
+    Root { user_namespaces: bool },
     /// Neither (or one): each container in a user namespace of its own, owned by the caller.
     Rootless,
 }
@@ -63,13 +65,20 @@ fn probe() -> Result<Privilege, Problem> {
     let missing = missing_caps(&status);
     let forced = std::env::var_os(FORCE_ROOTLESS_ENV).is_some_and(|v| v == "1");
     if missing.is_empty() && !forced {
-        return Ok(Privilege::Root);
+        return Ok(Privilege::Root { user_namespaces: crate::sys::probe_user_namespace().is_ok() });
     }
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     if let Some(sysctl) = userns_off(read) {
         let euid = nix::unistd::geteuid();
         let who = if euid.is_root() { "root without".to_owned() } else { format!("user {euid} without") };
         return Err(Problem::Privileges { missing: format!("{who} {}", missing.join(" and ")), sysctl });
+    }
+    if let Err(errno) = crate::sys::probe_user_namespace() {
+        let euid = nix::unistd::geteuid();
+        return Err(Problem::Privileges {
+            missing: format!("user {euid} without CAP_SYS_ADMIN and CAP_NET_ADMIN"),
+            sysctl: format!("the kernel refuses this process a user namespace: {errno} (in a chroot? over user.max_user_namespaces?)"),
+        });
     }
     Ok(Privilege::Rootless)
 }

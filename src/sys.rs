@@ -660,6 +660,48 @@ pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, E
     Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
 }
 
+extern "C" fn exit_at_once(_: *mut c_void) -> c_int {
+    0
+}
+
+/// Whether this process may make a user namespace: clones a child into a new one that exits at
+/// once (`CLONE_VM | CLONE_VFORK`, on a small stack), and reaps it. EPERM in a chroot, with
+/// user namespaces off, or over the user's limit.
+pub(crate) fn probe_user_namespace() -> Result<(), Errno> {
+    const STACK: usize = 16 * 1024;
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the child gets the top of a fresh mapping of STACK bytes and runs only
+    // exit_at_once, which touches nothing; with CLONE_VFORK this thread waits until it exited.
+    let pid = unsafe {
+        libc::clone(
+            exit_at_once,
+            stack.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            ptr::null_mut(),
+        )
+    };
+    let err = Errno::last();
+    // SAFETY: the mapping is ours and the child no longer runs on it (it exited).
+    unsafe { libc::munmap(stack, STACK) };
+    if pid == -1 {
+        return Err(err);
+    }
+    reap(pid).map(drop)
+}
+
 /// The permitted capabilities of the calling thread (`capget(2)`), bit `n` for capability `n`.
 pub(crate) fn permitted_caps() -> Result<u64, Errno> {
     let mut header = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };

@@ -21,21 +21,21 @@ use cvtest::{Capabilities, Caps, Container, Options, Rootfs, Stdio, Termination,
 use libtest_mimic::{Completion, Failed, Trial};
 
 use crate::helpers::command;
-use crate::support::privileged;
 
 pub fn trials() -> Vec<Trial> {
     vec![
         rootless("rootless::namespaces_mounts_and_caps", rootless_namespaces_mounts_and_caps),
         rootless("rootless::network_reaches_its_host_end", rootless_network_reaches_its_host_end),
         rootless("rootless::zygote_clones_rootless_inits", rootless_zygote_clones_inits),
-        privileged("userns::zygote_clones_mapped_root_inits", mapped_root_via_zygote),
-        privileged("userns::mapped_root_cannot_use_root_only_files", mapped_root_cannot_use_root_only_files),
-        privileged("userns::privileged_keeps_real_root", privileged_keeps_real_root),
-        privileged("userns::rootless_suite_as_nobody", rootless_suite_as_nobody),
+        with_userns("userns::zygote_clones_mapped_root_inits", mapped_root_via_zygote),
+        with_userns("userns::mapped_root_cannot_use_root_only_files", mapped_root_cannot_use_root_only_files),
+        with_userns("userns::privileged_keeps_real_root", privileged_keeps_real_root),
+        with_userns("userns::rootless_suite_as_nobody", rootless_suite_as_nobody),
     ]
 }
 
-/// A trial for an unprivileged user; as root it reports itself ignored.
+/// A trial for an unprivileged user; as root, or where the kernel refuses user namespaces, it
+/// reports itself ignored.
 fn rootless(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
     Trial::ignorable_test(name, move || {
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -44,8 +44,34 @@ fn rootless(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
                 "a rootless test runs as an unprivileged user (userns::rootless_suite_as_nobody runs it so)",
             ));
         }
+        if let Some(why) = no_user_namespaces() {
+            return Ok(Completion::ignored_with(why));
+        }
         f().map(|()| Completion::Completed)
     })
+}
+
+/// A root trial that needs user namespaces; ignored with the reason where the kernel refuses
+/// them (the default v2 VM runs its command in a chroot, where `CLONE_NEWUSER` is EPERM).
+fn with_userns(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if let Some(why) = crate::support::missing_privileges().or_else(no_user_namespaces) {
+            return Ok(Completion::ignored_with(why));
+        }
+        f().map(|()| Completion::Completed)
+    })
+}
+
+/// Why this process cannot make a user namespace (`unshare -U true` fails), or `None`.
+fn no_user_namespaces() -> Option<String> {
+    match std::process::Command::new("unshare").args(["-U", "true"]).output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "the kernel refuses user namespaces here (in a chroot?): unshare -U: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run unshare to probe user namespaces: {e}")),
+    }
 }
 
 macro_rules! ensure {
