@@ -517,6 +517,40 @@ mod tests {
     }
 
     #[test]
+    fn in_a_user_namespace_device_nodes_are_the_hosts_bound() {
+        let writable = vec![PathBuf::from("/srv")];
+        for rootfs in [Rootfs::Host { writable }, Rootfs::Dir(PathBuf::from("/srv/root"))] {
+            let plan = MountPlan::build(&rootfs, true, true, &[], true);
+            let text = render(&plan);
+            let pos =
+                |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
+            assert!(!text.contains("creating device node"), "{text}");
+            for (name, _, _) in DEVICES {
+                let clone = pos(&format!("cloning the mount tree of /dev/{name}\n"));
+                assert!(clone < pos("mounting tmpfs on /dev\n"), "{text}");
+                assert!(
+                    pos("mounting tmpfs on /dev\n") < pos(&format!("creating the mount point /dev/{name}\n"))
+                );
+                assert!(
+                    pos(&format!("creating the mount point /dev/{name}\n"))
+                        < pos(&format!("attaching the directory /dev/{name}\n"))
+                );
+            }
+            // Cloned while the host's /dev is still in view: before the root goes read-only or
+            // away.
+            let first_device = pos("cloning the mount tree of /dev/null");
+            assert!(
+                first_device < text.find("making / read-only").or(text.find("pivoting")).unwrap(),
+                "{text}"
+            );
+            let others = if matches!(rootfs, Rootfs::Host { .. }) { 1 } else { 0 };
+            assert_eq!(plan.slots.len(), others + DEVICES.len());
+            // The masks bind the container's /dev/null: after it is attached.
+            assert!(pos("attaching the directory /dev/null") < pos("masking"), "{text}");
+        }
+    }
+
+    #[test]
     fn dir_plan_pivots_then_mounts_fresh_filesystems() {
         let plan = MountPlan::new(&Rootfs::Dir(PathBuf::from("/srv/root")), true, false, &[]);
         let text = render(&plan);
