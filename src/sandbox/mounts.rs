@@ -239,22 +239,32 @@ impl MountPlan {
     /// (a confined, not privileged, container).
     #[cfg(test)]
     pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, harden: bool, keep_visible: &[&Path]) -> MountPlan {
-        MountPlan::build(rootfs, filesystem, harden, keep_visible, false)
+        MountPlan::build(rootfs, filesystem, harden, keep_visible, false, true)
     }
 
     /// [`MountPlan::new`], for a container in its own user namespace when `userns`: there
     /// `mknod` is refused, so `/dev`'s nodes are the host's, each cloned before anything
     /// covers it and attached onto an empty file of the fresh `/dev`.
+    ///
+    /// `pid_ns`: the container has a PID namespace of its own. Without one, in a user namespace,
+    /// the kernel refuses a fresh `/proc` (its PID namespace is not owned by the container's
+    /// user namespace): the host's `/proc`, the right view for that PID namespace anyway, is
+    /// cloned first and attached in its place.
     pub(crate) fn build(
         rootfs: &Rootfs,
         filesystem: bool,
         harden: bool,
         keep_visible: &[&Path],
         userns: bool,
+        pid_ns: bool,
     ) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
+        let host_proc = userns && !pid_ns;
         if !filesystem {
-            steps.push(proc_mount(""));
+            // The host's view: without a fresh /proc, the host's stays.
+            if !host_proc {
+                steps.push(proc_mount(""));
+            }
             if harden {
                 self::harden(&mut steps);
             }
@@ -264,8 +274,12 @@ impl MountPlan {
             Rootfs::Host { writable } => {
                 let visible = covered_but_needed(keep_visible, writable);
                 let devices = writable.len() + visible.len();
+                let proc_slot = devices + if userns { DEVICES.len() } else { 0 };
                 if userns {
                     clone_devices(&mut steps, devices);
+                }
+                if host_proc {
+                    steps.push(Step::CloneTree { source: c"/proc".to_owned(), slot: proc_slot });
                 }
                 for (slot, dir) in writable.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot });
@@ -280,7 +294,7 @@ impl MountPlan {
                 for (i, dir) in visible.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
-                fresh_mounts(&mut steps, false, userns.then_some(devices));
+                fresh_mounts(&mut steps, false, userns.then_some(devices), host_proc.then_some(proc_slot));
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -293,22 +307,26 @@ impl MountPlan {
                     mkdirs_under_covered(&mut steps, dir);
                     steps.push(Step::AttachTree { slot, target: cstring(dir) });
                 }
-                let slots = devices + if userns { DEVICES.len() } else { 0 };
+                let slots = proc_slot + usize::from(host_proc);
                 MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
             Rootfs::Dir(root) => {
+                let proc_slot = if userns { DEVICES.len() } else { 0 };
                 if userns {
                     clone_devices(&mut steps, 0);
+                }
+                if host_proc {
+                    steps.push(Step::CloneTree { source: c"/proc".to_owned(), slot: proc_slot });
                 }
                 steps.push(Step::BindSelf { path: cstring(root) });
                 steps.push(Step::Chdir { path: cstring(root) });
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
-                fresh_mounts(&mut steps, true, userns.then_some(0));
+                fresh_mounts(&mut steps, true, userns.then_some(0), host_proc.then_some(proc_slot));
                 if harden {
                     self::harden(&mut steps);
                 }
-                let slots = if userns { DEVICES.len() } else { 0 };
+                let slots = proc_slot + usize::from(host_proc);
                 MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
         }
@@ -340,7 +358,13 @@ fn clone_devices(steps: &mut Vec<Step>, first: usize) {
 /// Fresh /proc, /sys (read-only), /dev and /tmp. `create_dirs`: make the four mount points
 /// first if missing (an explicit rootfs may lack them). `bound_devices`: the slot of the first
 /// cloned host device node (user namespace, see [`clone_devices`]); `None`: `mknod` them.
-fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, bound_devices: Option<usize>) {
+/// `host_proc`: the slot of the host's cloned `/proc`, attached instead of a fresh one.
+fn fresh_mounts(
+    steps: &mut Vec<Step>,
+    create_dirs: bool,
+    bound_devices: Option<usize>,
+    host_proc: Option<usize>,
+) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
         for dir in COVERED {
@@ -348,7 +372,10 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, bound_devices: Option<
         }
     }
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    steps.push(proc_mount(""));
+    match host_proc {
+        Some(slot) => steps.push(Step::AttachTree { slot, target: c("/proc") }),
+        None => steps.push(proc_mount("")),
+    }
     steps.push(Step::Mount {
         source: c"sysfs",
         target: c("/sys"),
@@ -520,7 +547,7 @@ mod tests {
     fn in_a_user_namespace_device_nodes_are_the_hosts_bound() {
         let writable = vec![PathBuf::from("/srv")];
         for rootfs in [Rootfs::Host { writable }, Rootfs::Dir(PathBuf::from("/srv/root"))] {
-            let plan = MountPlan::build(&rootfs, true, true, &[], true);
+            let plan = MountPlan::build(&rootfs, true, true, &[], true, true);
             let text = render(&plan);
             let pos =
                 |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));

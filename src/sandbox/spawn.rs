@@ -197,6 +197,7 @@ impl Prepared {
             req.confine.is_some(),
             &[&cwd, program_dir],
             req.userns.is_some(),
+            req.caps.contains(Caps::PROCESS_CONTROL),
         );
         // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
         // each `tasks` file. Moving the current thread skips the kernel's global threadgroup lock,

@@ -524,6 +524,7 @@ mod tests {
             true,
             &[Path::new("/tmp/ci/repo")],
             true,
+            true,
         );
         let join = cstrings(&["/sys/fs/cgroup/pids/cvtest.1.2.3/tasks"]);
         let argv = CStrArray::new(cstrings(&["prog", "--exact", "a b"]));

@@ -197,6 +197,17 @@ fn rootless_namespaces_mounts_and_caps() -> Result<(), Failed> {
     let made = std::fs::metadata(dir.path().join("from-container")).map_err(|e| e.to_string())?;
     ensure!(made.uid() == uid && made.gid() == gid, "written as {}:{}", made.uid(), made.gid());
     c.destroy().map_err(|e| e.to_string())?;
+    // Without a PID namespace (the kernel refuses a fresh /proc then: the host's is bound) or
+    // without a filesystem of its own: still set up, still hardened.
+    for caps in [Caps::FILESYSTEM | Caps::IPC, Caps::PROCESS_CONTROL, Caps::NONE] {
+        let mut opts = Options::new();
+        opts.set_caps(caps);
+        let (c, report) = probe(&opts, &["/nonexistent", "/nonexistent", "/nonexistent"])?;
+        expect(&report, "uid", "0")?;
+        expect(&report, "proc_sys", "ro")?;
+        expect(&report, "cap_eff", &format!("{:x}", Capabilities::DEFAULT.bits()))?;
+        c.destroy().map_err(|e| e.to_string())?;
+    }
     Ok(())
 }
 
