@@ -294,7 +294,8 @@ impl MountPlan {
                 for (i, dir) in visible.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
-                fresh_mounts(&mut steps, false, userns.then_some(devices), host_proc.then_some(proc_slot));
+                let proc = if host_proc { Proc::Host(proc_slot) } else { Proc::Fresh };
+                fresh_mounts(&mut steps, false, userns.then_some(devices), proc, false);
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -319,10 +320,31 @@ impl MountPlan {
                     steps.push(Step::CloneTree { source: c"/proc".to_owned(), slot: proc_slot });
                 }
                 steps.push(Step::BindSelf { path: cstring(root) });
+                // In a user namespace the kernel allows a fresh /proc (or sysfs) only while one
+                // of the host's is fully visible in the mount namespace: before the pivot, then.
+                let early_proc = userns && pid_ns;
+                let prefix = root.to_string_lossy();
+                if early_proc {
+                    steps.push(Step::Mkdir {
+                        path: cstring(&root.join("proc")),
+                        mode: 0o755,
+                        exist_ok: true,
+                    });
+                    steps.push(proc_mount(&prefix));
+                }
+                if userns {
+                    steps.push(Step::Mkdir { path: cstring(&root.join("sys")), mode: 0o755, exist_ok: true });
+                    steps.push(sys_mount(&prefix));
+                }
                 steps.push(Step::Chdir { path: cstring(root) });
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
-                fresh_mounts(&mut steps, true, userns.then_some(0), host_proc.then_some(proc_slot));
+                let proc = match (host_proc, early_proc) {
+                    (true, _) => Proc::Host(proc_slot),
+                    (false, true) => Proc::Mounted,
+                    (false, false) => Proc::Fresh,
+                };
+                fresh_mounts(&mut steps, true, userns.then_some(0), proc, userns);
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -330,6 +352,16 @@ impl MountPlan {
                 MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
         }
+    }
+}
+
+fn sys_mount(prefix: &str) -> Step {
+    Step::Mount {
+        source: c"sysfs",
+        target: CString::new(format!("{prefix}/sys")).unwrap_or_default(),
+        fstype: c"sysfs",
+        flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
     }
 }
 
@@ -341,6 +373,18 @@ fn proc_mount(prefix: &str) -> Step {
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: None,
     }
+}
+
+/// What [`fresh_mounts`] puts on `/proc`.
+#[derive(Debug, Clone, Copy)]
+enum Proc {
+    /// A fresh proc of the container's PID namespace.
+    Fresh,
+    /// The host's, cloned into this slot before it was covered (a user namespace without a PID
+    /// namespace of its own).
+    Host(usize),
+    /// Mounted already, and `/sys` too (before the pivot, in a user namespace).
+    Mounted,
 }
 
 /// The device nodes of the container's `/dev`: name, major, minor.
@@ -358,12 +402,13 @@ fn clone_devices(steps: &mut Vec<Step>, first: usize) {
 /// Fresh /proc, /sys (read-only), /dev and /tmp. `create_dirs`: make the four mount points
 /// first if missing (an explicit rootfs may lack them). `bound_devices`: the slot of the first
 /// cloned host device node (user namespace, see [`clone_devices`]); `None`: `mknod` them.
-/// `host_proc`: the slot of the host's cloned `/proc`, attached instead of a fresh one.
+/// `proc`: what goes on `/proc`; `sys_mounted`: `/sys` is mounted already.
 fn fresh_mounts(
     steps: &mut Vec<Step>,
     create_dirs: bool,
     bound_devices: Option<usize>,
-    host_proc: Option<usize>,
+    proc: Proc,
+    sys_mounted: bool,
 ) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
@@ -371,18 +416,14 @@ fn fresh_mounts(
             steps.push(Step::Mkdir { path: c(dir), mode: 0o755, exist_ok: true });
         }
     }
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    match host_proc {
-        Some(slot) => steps.push(Step::AttachTree { slot, target: c("/proc") }),
-        None => steps.push(proc_mount("")),
+    match proc {
+        Proc::Host(slot) => steps.push(Step::AttachTree { slot, target: c("/proc") }),
+        Proc::Fresh => steps.push(proc_mount("")),
+        Proc::Mounted => {}
     }
-    steps.push(Step::Mount {
-        source: c"sysfs",
-        target: c("/sys"),
-        fstype: c"sysfs",
-        flags: libc::MS_RDONLY | nosuid_nodev_noexec,
-        data: None,
-    });
+    if !sys_mounted {
+        steps.push(sys_mount(""));
+    }
     steps.push(Step::Mount {
         source: c"tmpfs",
         target: c("/dev"),
