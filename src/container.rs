@@ -189,6 +189,11 @@ impl Container {
         } else {
             crate::sandbox::userns::root_owner(options.map_root_to).and_then(UserNs::mapped_root)
         };
+        if let (Some(ns), false, Rootfs::Host { writable }) = (&userns, rootless, &rootfs) {
+            for dir in writable {
+                crate::sandbox::userns::check_writable(dir, ns.owner)?;
+            }
+        }
         sweep_if_due();
         let cgroup = if options.caps.contains(Caps::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).

@@ -31,6 +31,8 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    #[error("the writable directory {path} belongs to {dir_uid}:{dir_gid}, and the test's root is {uid}:{gid} on the host (its user namespace), which may not write there: chown it to {uid}:{gid}, or set CVTEST_MAP_ROOT_TO to its owner")]
+    NotWritableByMappedRoot { path: PathBuf, dir_uid: u32, dir_gid: u32, uid: u32, gid: u32 },
 }
 
 /// [`crate::Container::spawn`] failed; the container is still there and can be destroyed.

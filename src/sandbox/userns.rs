@@ -20,7 +20,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::SpawnError;
+use crate::error::{CreateError, SpawnError};
 
 /// The host user and group that the container's root (uid 0, gid 0) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,6 +86,27 @@ pub(crate) fn root_owner(configured: Option<MappedOwner>) -> Option<MappedOwner>
         })
         .or_else(|| std::env::current_dir().ok().and_then(|d| owner_of(&d)))
         .filter(|o| o.uid != 0)
+}
+
+/// A root-mode container's writable directory must be writable by the mapped owner (by its
+/// owner, group or other bits): otherwise every write there fails inside, with no word why.
+pub(crate) fn check_writable(dir: &Path, owner: MappedOwner) -> Result<(), CreateError> {
+    let meta =
+        std::fs::metadata(dir).map_err(|source| CreateError::Writable { path: dir.to_owned(), source })?;
+    let mode = meta.mode();
+    let writable = (meta.uid() == owner.uid && mode & 0o200 != 0)
+        || (meta.gid() == owner.gid && mode & 0o020 != 0)
+        || mode & 0o002 != 0;
+    if writable {
+        return Ok(());
+    }
+    Err(CreateError::NotWritableByMappedRoot {
+        path: dir.to_owned(),
+        dir_uid: meta.uid(),
+        dir_gid: meta.gid(),
+        uid: owner.uid,
+        gid: owner.gid,
+    })
 }
 
 /// `uid` or `uid:gid`.

@@ -317,6 +317,16 @@ fn mapped_root_cannot_use_root_only_files() -> Result<(), Failed> {
     }
     c.destroy().map_err(|e| e.to_string())?;
     drop(listener);
+    // A writable directory the mapped owner may not write: refused at create, saying so.
+    let roots = visible_tempdir()?;
+    let mut opts = Options::new();
+    opts.rootfs(Rootfs::Host { writable: vec![roots.path().to_owned()] }).map_root_to(NOBODY, NOBODY);
+    match Container::create(&opts) {
+        Err(e @ cvtest::CreateError::NotWritableByMappedRoot { .. }) => {
+            ensure!(e.to_string().contains("CVTEST_MAP_ROOT_TO"), "{e}");
+        }
+        other => return Err(format!("a root-owned writable dir for nobody: {other:?}").into()),
+    }
     Ok(())
 }
 
