@@ -63,7 +63,7 @@ fn with_userns(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
 }
 
 /// Why this process cannot make a user namespace (`unshare -U true` fails), or `None`.
-fn no_user_namespaces() -> Option<String> {
+pub(crate) fn no_user_namespaces() -> Option<String> {
     match std::process::Command::new("unshare").args(["-U", "true"]).output() {
         Ok(out) if out.status.success() => None,
         Ok(out) => Some(format!(
