@@ -1,22 +1,25 @@
 //! The per-container cost: create → spawn `/bin/true` → wait → peaks → destroy, with and without
-//! a veth (with the default host-end filter, and with `HostAccess::All`, which has none), beside a
-//! plain fork+exec+wait of `/bin/true` measured in the same run.
+//! a veth, beside a plain fork+exec+wait of `/bin/true` measured in the same run.
 //!
-//! `cargo bench --bench container [-- ITERATIONS]` (as root). Prints medians and the ratios to
-//! the plain fork+exec+wait.
+//! `cargo bench --bench container [-- ITERATIONS]`. Prints medians and the ratios to the plain
+//! fork+exec+wait.
+//!
+//! As root it measures real-root containers and root-mode containers with a user namespace
+//! (root mapped to nobody) interleaved, then runs itself as nobody (`setpriv`, when present) for
+//! the rootless containers, with their own fork+exec+wait baseline. As any other user it
+//! measures rootless containers only. Rootless containers run without the CGROUPS part of
+//! isolation where the cgroups cannot be delegated (cgroup v1).
 
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use cvtest::{Command, Container, HostAccess, Isolation, Options, Stdio};
+use cvtest::{Command, Container, Isolation, Options, Stdio};
 
 fn main() {
     let iterations: usize =
         std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(300);
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("the container benchmark needs root; skipped");
-        return;
-    }
+    let root = nix::unistd::geteuid().is_root();
+    let label = if root { "" } else { "rootless " };
     let mut plain_opts = Options::new();
     // Each veth container gets its own subnet, as a runner gives each container network: the
     // kernel removes a released pair asynchronously, and the same subnet right after it waits.
@@ -28,14 +31,13 @@ fn main() {
         subnet.set((n + 1) % 200);
         opts.set_network_cidr(&format!("10.213.{n}.2/24")).expect("valid network");
     };
-    if std::env::var_os("CVTEST_BENCH_NO_CGROUPS").is_some() {
+    let v1 =
+        std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|c| c.lines().any(|l| !l.starts_with("0::")));
+    if std::env::var_os("CVTEST_BENCH_NO_CGROUPS").is_some() || (!root && v1) {
         let caps = Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC;
         plain_opts.set_isolation(caps);
         veth_opts.set_isolation(caps);
     }
-    // The same without the host-end filter: the difference is what the filter costs.
-    let mut open_opts = veth_opts.clone();
-    open_opts.set_host_access(HostAccess::All);
     let mut cmd = Command::new("/bin/true");
     cmd.env_clear().stdout(Stdio::Null).stderr(Stdio::Null);
 
@@ -44,11 +46,16 @@ fn main() {
         let status = std::process::Command::new("/bin/true").env_clear().status().expect("spawn /bin/true");
         assert!(status.success());
     };
-    // Per phase (create, spawn, wait, destroy), without a veth, with one, with one unfiltered.
-    let phases = std::cell::RefCell::new([(); 3].map(|()| [(); 4].map(|()| Vec::new())));
+    // Per phase (create, spawn, wait, destroy), without and with a veth.
+    let phases = std::cell::RefCell::new([(); 4].map(|()| [(); 4].map(|()| Vec::new())));
+    // Root mode with a user namespace: root is nobody outside.
+    let (mut userns_plain, mut userns_veth) = (plain_opts.clone(), veth_opts.clone());
+    userns_plain.map_root_to(65534, 65534);
+    userns_veth.map_root_to(65534, 65534);
     let container = |opts: &Options| -> Result<(), String> {
         let t0 = Instant::now();
         let mut c = Container::create(opts).map_err(|e| format!("create: {e}"))?;
+        let mapped = c.mapped_owner().is_some() && root;
         let t1 = Instant::now();
         c.spawn(&cmd).map_err(|e| format!("spawn: {e}"))?;
         let t2 = Instant::now();
@@ -58,11 +65,7 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        let case = match (opts.network(), opts.host_access()) {
-            (None, _) => 0,
-            (Some(_), HostAccess::HostEnd) => 1,
-            (Some(_), HostAccess::All) => 2,
-        };
+        let case = usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }
@@ -78,7 +81,7 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 5] = Default::default();
+    let mut samples: [Vec<Duration>; 6] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
@@ -94,12 +97,10 @@ fn main() {
                 next_subnet(&mut veth_opts);
                 time(|| container(&veth_opts).expect("container with veth"))
             }),
-            with_veth.then(|| {
-                if let Some(p) = pause {
-                    std::thread::sleep(p);
-                }
-                next_subnet(&mut open_opts);
-                time(|| container(&open_opts).expect("container with veth, host_access all"))
+            root.then(|| time(|| container(&userns_plain).expect("container with a user namespace"))),
+            (root && with_veth).then(|| {
+                next_subnet(&mut userns_veth);
+                time(|| container(&userns_veth).expect("container with a user namespace and veth"))
             }),
         ];
         if let Some(p) = pause {
@@ -111,25 +112,26 @@ fn main() {
             }
         }
     }
-    let stats: Vec<(Duration, Duration, Duration)> = samples
+    let stats: Vec<Option<(Duration, Duration, Duration)>> = samples
         .iter_mut()
-        .take_while(|s| !s.is_empty())
-        .map(|s| (percentile(s, 0), percentile(s, 50), percentile(s, 90)))
+        .map(|s| (!s.is_empty()).then(|| (percentile(s, 0), percentile(s, 50), percentile(s, 90))))
         .collect();
-    let base = stats[0].1.as_secs_f64();
-    let base_min = stats[0].0.as_secs_f64();
-    println!("{iterations} iterations each (after {warmup} warm-up), interleaved\n");
+    let Some(Some(baseline)) = stats.first().copied() else { return };
+    let base = baseline.1.as_secs_f64();
+    let base_min = baseline.0.as_secs_f64();
+    let who = if root { "as root" } else { "rootless, as an unprivileged user" };
+    println!("{iterations} iterations each (after {warmup} warm-up), interleaved, {who}\n");
     println!("{:<40} {:>9} {:>9} {:>9} {:>7} {:>9}", "case", "min", "median", "p90", "ratio", "min ratio");
-    for (name, (min, median, p90)) in [
-        "fork+exec+wait /bin/true (baseline)",
-        "std::process::Command /bin/true",
-        "container, no network",
-        "container with veth",
-        "container with veth, host_access all",
-    ]
-    .iter()
-    .zip(&stats)
-    {
+    let names = [
+        "fork+exec+wait /bin/true (baseline)".to_owned(),
+        "std::process::Command /bin/true".to_owned(),
+        format!("{label}container, no network"),
+        format!("{label}container with veth"),
+        "userns container, no network".to_owned(),
+        "userns container with veth".to_owned(),
+    ];
+    for (name, stat) in names.iter().zip(&stats) {
+        let Some((min, median, p90)) = stat else { continue };
         println!(
             "{name:<40} {:>7.0}µs {:>7.0}µs {:>7.0}µs {:>6.2}x {:>8.2}x",
             min.as_secs_f64() * 1e6,
@@ -140,17 +142,41 @@ fn main() {
         );
     }
     let mut phases = phases.borrow_mut();
-    for (case, name) in ["without network", "with veth", "with veth, host_access all"].iter().enumerate() {
+    let cases = [
+        format!("{label}container without network"),
+        format!("{label}container with veth"),
+        "userns container without network".to_owned(),
+        "userns container with veth".to_owned(),
+    ];
+    for (case, name) in cases.iter().enumerate() {
         if phases[case][0].len() < iterations {
             continue;
         }
         let p: Vec<f64> = phases[case].iter_mut().map(|v| percentile(v, 50).as_secs_f64() * 1e6).collect();
         println!(
-            "container {name}, median per phase: create {:.0}µs, spawn {:.0}µs, wait {:.0}µs, destroy {:.0}µs",
+            "{name}, median per phase: create {:.0}µs, spawn {:.0}µs, wait {:.0}µs, destroy {:.0}µs",
             p[0], p[1], p[2], p[3]
         );
     }
     println!("\ntargets: container ≤ 4x baseline without network, ≤ 5x with veth");
+    if root {
+        rootless_as_nobody(iterations);
+    }
+}
+
+/// Runs this benchmark again as nobody, for the rootless cases.
+fn rootless_as_nobody(iterations: usize) {
+    let Ok(exe) = std::env::current_exe() else { return };
+    println!("\n--- the same as nobody (setpriv --reuid=65534 --regid=65534 --clear-groups) ---");
+    let status = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(exe)
+        .arg(iterations.to_string())
+        .current_dir("/")
+        .status();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        println!("rootless run unavailable ({status:?})");
+    }
 }
 
 fn time(f: impl FnOnce()) -> Duration {

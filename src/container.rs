@@ -26,6 +26,7 @@ use crate::options::{Isolation, Options, Rootfs, Stdio};
 use crate::outcome::{Leftover, Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
+use crate::sandbox::userns::UserNs;
 use crate::sys::{self, Errno};
 use crate::zygote::Zygote;
 
@@ -44,6 +45,9 @@ pub struct Container {
     /// The machine-wide lease of the subnet: released once the kernel has removed the veth.
     lease: Option<crate::lease::Lease>,
     cgroup: Option<Box<dyn Cgroup>>,
+    /// Its user namespace: rootless always; as root unless privileged or no owner was found.
+    userns: Option<crate::sandbox::userns::UserNs>,
+    rootless: bool,
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
@@ -147,11 +151,17 @@ impl Container {
         options: &Options,
         policy: &crate::lease::WaitPolicy<'_>,
     ) -> Result<Container, CreateError> {
-        crate::preflight::check()?;
+        let privilege = crate::preflight::check()?;
+        let rootless = privilege == crate::preflight::Privilege::Rootless;
+        let user_namespaces =
+            matches!(privilege, crate::preflight::Privilege::Root { user_namespaces: true });
         let rootfs = validate_rootfs(options.rootfs())?;
         let networked = options.isolation().contains(Isolation::NETWORK);
         let (network, lease) = match (networked, options.network().copied(), options.network_auto()) {
             (false, _, _) | (true, None, None) => (None, None),
+            // Rootless, the host end lives in a namespace of the run's own: no host route, so
+            // nothing to lease or check. (`auto` still picks from the pool, for the addresses.)
+            (true, Some(net), _) if rootless => (Some(net), None),
             (true, Some(net), _) => {
                 // The lease first: a subnet held by another cvtest container is waited for,
                 // never reported as a route clash.
@@ -164,6 +174,18 @@ impl Container {
                 (Some(net), Some(lease))
             }
         };
+        let userns = if rootless {
+            Some(UserNs::rootless())
+        } else if options.privileged() || !user_namespaces {
+            None
+        } else {
+            crate::sandbox::userns::root_owner(options.mapped_root_owner()).and_then(UserNs::mapped_root)
+        };
+        if let (Some(ns), false, Rootfs::Host { writable }) = (&userns, rootless, &rootfs) {
+            for dir in writable {
+                crate::sandbox::userns::check_writable(dir, ns.owner)?;
+            }
+        }
         sweep_if_due();
         let cgroup = if options.isolation().contains(Isolation::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
@@ -193,6 +215,8 @@ impl Container {
             network,
             host_access: options.host_access(),
             cgroup,
+            userns,
+            rootless,
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
@@ -218,6 +242,19 @@ impl Container {
     /// The host end of the container's veth, when it has a network.
     pub fn veth_host_name(&self) -> Option<&str> {
         self.veth_name.as_ref().map(VethName::host)
+    }
+
+    /// Who the container's root is on the host, when it has a user namespace: the caller
+    /// (rootless), or the mapped owner (as root, see [`Options::map_root_to`]). `None`: real
+    /// root.
+    pub fn mapped_owner(&self) -> Option<crate::MappedOwner> {
+        self.userns.map(|u| u.owner)
+    }
+
+    /// Whether the container is rootless (its user namespace owned by an unprivileged caller;
+    /// a veth's host end in the run's network namespace).
+    pub fn is_rootless(&self) -> bool {
+        self.rootless
     }
 
     /// The host pid of the container's init, once spawned.
@@ -266,6 +303,8 @@ impl Container {
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
             host_access: self.host_access,
+            userns: self.userns,
+            rootless: self.rootless,
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;

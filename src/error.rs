@@ -46,6 +46,8 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    #[error("the writable directory {path} belongs to {dir_uid}:{dir_gid}, and the test's root is {uid}:{gid} on the host (its user namespace), which may not write there: chown it to {uid}:{gid}, or set CVTEST_MAP_ROOT_TO to its owner")]
+    NotWritableByMappedRoot { path: PathBuf, dir_uid: u32, dir_gid: u32, uid: u32, gid: u32 },
 }
 
 /// [`crate::Container::spawn`] failed; the container is still there and can be destroyed.
@@ -75,6 +77,14 @@ pub enum SpawnError {
     Channel(#[source] io::Error),
     #[error("failed to clone the container's init process")]
     Clone(#[source] io::Error),
+    #[error("failed to write the container's user namespace map {path}; rootless, the kernel allows only the caller's own uid and gid, after `deny` in setgroups (is kernel.apparmor_restrict_unprivileged_userns=1? see the README's Requirements)")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to copy the rootless container's netlink sockets from its init (pidfd_getfd needs ptrace access to it: is kernel.yama.ptrace_scope 2 or more?)")]
+    RunNetns(#[source] io::Error),
     #[error("failed to open the container's network namespace {path}")]
     Netns {
         path: PathBuf,

@@ -70,6 +70,8 @@ pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, Z
 pub use net::{NetError, NetlinkError};
 pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
+pub use preflight::FORCE_ROOTLESS_ENV;
+pub use sandbox::userns::{MappedOwner, OWNER_ENV as MAP_ROOT_TO_ENV};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;

@@ -112,6 +112,8 @@ pub struct Options {
     /// ([`HostAccess::HostEnd`]) only its veth's host end, every other packet it sends to the
     /// host is dropped on arrival; [`HostAccess::All`] lets it reach every address of the host.
     host_access: HostAccess,
+    /// As root, who the container's root is on the host (see [`Options::map_root_to`]).
+    map_root_to: Option<crate::MappedOwner>,
 }
 
 impl Default for Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             capabilities: Capabilities::DEFAULT,
             privileged: false,
             host_access: HostAccess::HostEnd,
+            map_root_to: None,
         }
     }
 }
@@ -197,6 +200,21 @@ impl Options {
     pub fn set_host_access(&mut self, access: HostAccess) -> &mut Self {
         self.host_access = access;
         self
+    }
+
+    /// As root, maps the container's root (uid and gid 0 in its user namespace) to this host
+    /// user and group. Default: `CVTEST_MAP_ROOT_TO`, else `SUDO_UID`/`SUDO_GID`, else the owner
+    /// of the working directory when it is not root; with none of these, or `uid` 0, the
+    /// container is real root as before. Rootless, root is always the caller; privileged, real
+    /// root.
+    pub fn map_root_to(&mut self, uid: u32, gid: u32) -> &mut Self {
+        self.map_root_to = Some(crate::MappedOwner { uid, gid });
+        self
+    }
+
+    /// As root, who the container's root is on the host, when set by [`Options::map_root_to`].
+    pub(crate) fn mapped_root_owner(&self) -> Option<crate::MappedOwner> {
+        self.map_root_to
     }
 
     /// What of the host a container with a network reaches.

@@ -1,5 +1,9 @@
 //! What the machine must offer before any container is made: privileges and a recent kernel.
 //! Checked once per process; each failure is one message saying what is missing and what to do.
+//!
+//! Without `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` cvtest runs **rootless**: every container gets
+//! a user namespace of its own (see `sandbox::userns`), which needs unprivileged user
+//! namespaces; the sysctls that turn them off are named when they do.
 
 use std::sync::OnceLock;
 
@@ -11,20 +15,36 @@ pub(crate) const MIN_KERNEL: (u32, u32) = (5, 10);
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 
+/// How this process makes containers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Privilege {
+    /// `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` in the initial user namespace; whether the kernel
+    /// lets it make user namespaces (not in a chroot, for one): without, containers keep real
+    /// root.
+    Root { user_namespaces: bool },
+    /// Neither (or one): each container in a user namespace of its own, owned by the caller.
+    Rootless,
+}
+
+/// Set to `1`, a process with root's capabilities makes containers as if it had none (its
+/// containers are rootless: a user namespace mapping root to the caller, uid 0, and a network
+/// in the run's namespace). For benchmarks and tests of the rootless path on a root machine.
+pub const FORCE_ROOTLESS_ENV: &str = "CVTEST_ROOTLESS";
+
 #[derive(Debug, Clone)]
 enum Problem {
-    Privileges { missing: String },
+    Privileges { missing: String, sysctl: String },
     Kernel { found: String },
 }
 
-/// Whether this process can create containers.
-pub(crate) fn check() -> Result<(), CreateError> {
-    static RESULT: OnceLock<Result<(), Problem>> = OnceLock::new();
+/// Whether this process can create containers, and how.
+pub(crate) fn check() -> Result<Privilege, CreateError> {
+    static RESULT: OnceLock<Result<Privilege, Problem>> = OnceLock::new();
     match RESULT.get_or_init(probe) {
-        Ok(()) => Ok(()),
-        Err(Problem::Privileges { missing }) => Err(CreateError::Privileges {
-            missing: missing.clone(),
-            fix: "run as root (for example `sudo -E cargo cvtest`), or give the process CAP_SYS_ADMIN and CAP_NET_ADMIN",
+        Ok(p) => Ok(*p),
+        Err(Problem::Privileges { missing, sysctl }) => Err(CreateError::Privileges {
+            missing: format!("{missing}, and unprivileged user namespaces are off ({sysctl})"),
+            fix: "allow them (`sudo sysctl -w` the setting named above, and the same line in /etc/sysctl.d/ to keep it), or run as root (for example `sudo -E cargo cvtest`)",
         }),
         Err(Problem::Kernel { found }) => Err(CreateError::KernelTooOld {
             found: found.clone(),
@@ -33,7 +53,7 @@ pub(crate) fn check() -> Result<(), CreateError> {
     }
 }
 
-fn probe() -> Result<(), Problem> {
+fn probe() -> Result<Privilege, Problem> {
     let release =
         nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     if let Some(v) = parse_release(&release) {
@@ -43,12 +63,42 @@ fn probe() -> Result<(), Problem> {
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let missing = missing_caps(&status);
-    if !missing.is_empty() {
+    let forced = std::env::var_os(FORCE_ROOTLESS_ENV).is_some_and(|v| v == "1");
+    if missing.is_empty() && !forced {
+        return Ok(Privilege::Root { user_namespaces: crate::sys::probe_user_namespace().is_ok() });
+    }
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    if let Some(sysctl) = userns_off(read) {
         let euid = nix::unistd::geteuid();
         let who = if euid.is_root() { "root without".to_owned() } else { format!("user {euid} without") };
-        return Err(Problem::Privileges { missing: format!("{who} {}", missing.join(" and ")) });
+        return Err(Problem::Privileges { missing: format!("{who} {}", missing.join(" and ")), sysctl });
     }
-    Ok(())
+    if let Err(errno) = crate::sys::probe_user_namespace() {
+        let euid = nix::unistd::geteuid();
+        return Err(Problem::Privileges {
+            missing: format!("user {euid} without CAP_SYS_ADMIN and CAP_NET_ADMIN"),
+            sysctl: format!("the kernel refuses this process a user namespace: {errno} (in a chroot? over user.max_user_namespaces?)"),
+        });
+    }
+    Ok(Privilege::Rootless)
+}
+
+/// The sysctl that keeps this user from making user namespaces, if one does, as `name=value`.
+/// (Ubuntu 24.04's AppArmor restriction lets the clone succeed and refuses the maps; its
+/// setting is named too.)
+fn userns_off(read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    [
+        ("/proc/sys/user/max_user_namespaces", "user.max_user_namespaces", "0"),
+        ("/proc/sys/kernel/unprivileged_userns_clone", "kernel.unprivileged_userns_clone", "0"),
+        (
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "kernel.apparmor_restrict_unprivileged_userns",
+            "1",
+        ),
+    ]
+    .into_iter()
+    .find(|(path, _, off)| read(path).as_deref() == Some(*off))
+    .map(|(_, name, off)| format!("{name}={off}"))
 }
 
 /// `(major, minor)` of a kernel release such as `6.1.0-18-amd64`.
@@ -82,6 +132,21 @@ mod tests {
         assert_eq!(parse_release("4.19.0"), Some((4, 19)));
         assert_eq!(parse_release("weird"), None);
         assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+    }
+
+    #[test]
+    fn the_sysctl_that_turns_user_namespaces_off_is_named() {
+        let with = |p: &'static str, v: &'static str| move |q: &str| (q == p).then(|| v.to_owned());
+        assert_eq!(userns_off(|_| None), None);
+        assert_eq!(userns_off(with("/proc/sys/user/max_user_namespaces", "96363")), None);
+        assert_eq!(
+            userns_off(with("/proc/sys/user/max_user_namespaces", "0")).as_deref(),
+            Some("user.max_user_namespaces=0")
+        );
+        assert_eq!(
+            userns_off(with("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1")).as_deref(),
+            Some("kernel.apparmor_restrict_unprivileged_userns=1")
+        );
     }
 
     #[test]

@@ -65,6 +65,14 @@ impl CStrArray {
 // ---------------------------------------------------------------------------------------------
 
 /// `_exit(2)`: ends the process without running any Rust or libc exit code. Async-signal-safe.
+/// Takes over `fd`, an open route-netlink socket, as a [`netlink_sys::Socket`] (which closes it).
+pub(crate) fn netlink_socket(fd: OwnedFd) -> netlink_sys::Socket {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: `fd` is an open socket that this function owns; the Socket takes it over and
+    // closes it.
+    unsafe { netlink_sys::Socket::from_raw_fd(fd.into_raw_fd()) }
+}
+
 pub(crate) fn exit(code: c_int) -> ! {
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
@@ -439,6 +447,62 @@ pub(crate) fn write_file(path: &CStr, data: &[u8]) -> Result<(), Errno> {
     write(fd.as_raw_fd(), data).map(drop)
 }
 
+/// Creates an empty regular file at `path` (`O_CREAT | O_EXCL`), a mount point for a file.
+/// Async-signal-safe.
+pub(crate) fn create_file(path: &CStr, mode: libc::mode_t) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    let fd = check(unsafe {
+        libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, mode)
+    })?;
+    // SAFETY: open returned a new fd that nothing else owns; dropping it closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(())
+}
+
+/// `setresgid(gid, gid, gid)`. Async-signal-safe.
+pub(crate) fn set_all_gids(gid: libc::gid_t) -> Result<(), Errno> {
+    // SAFETY: setresgid has no memory preconditions. The raw syscall, not libc's wrapper: glibc
+    // would broadcast the change to other threads with a signal (there are none here).
+    check_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+}
+
+/// `setresuid(uid, uid, uid)`. Async-signal-safe.
+pub(crate) fn set_all_uids(uid: libc::uid_t) -> Result<(), Errno> {
+    // SAFETY: setresuid has no memory preconditions; the raw syscall, as in `set_all_gids`.
+    check_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+}
+
+/// `setgroups(0, NULL)`: no supplementary groups. Async-signal-safe.
+pub(crate) fn clear_groups() -> Result<(), Errno> {
+    // SAFETY: a zero-length list with a NULL pointer is valid; the raw syscall, as in
+    // `set_all_gids`.
+    check_long(unsafe { libc::syscall(libc::SYS_setgroups, 0, ptr::null::<libc::gid_t>()) }).map(drop)
+}
+
+/// Opens `path` read-only (`O_CLOEXEC`), for a namespace file. Async-signal-safe.
+pub(crate) fn open_read_only(path: &CStr) -> Result<OwnedFd, Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A route-netlink socket in the calling thread's network namespace. Async-signal-safe.
+pub(crate) fn netlink_route_socket() -> Result<OwnedFd, Errno> {
+    // SAFETY: socket has no memory preconditions.
+    let fd = check(unsafe {
+        libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE)
+    })?;
+    // SAFETY: socket returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setns(fd, nstype)`. Async-signal-safe.
+pub(crate) fn setns(fd: RawFd, nstype: c_int) -> Result<(), Errno> {
+    // SAFETY: setns has no memory preconditions.
+    check(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
 /// `poll(2)`. Async-signal-safe.
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> Result<usize, Errno> {
     // SAFETY: the pointer and length describe a live, writable slice of pollfd.
@@ -667,6 +731,58 @@ pub(crate) fn bpf_load_sched_cls(insns: &[[u8; 8]], license: &CStr, name: &[u8])
     })?;
     // SAFETY: BPF_PROG_LOAD returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a copy of the process's fd `fd` in this process (with
+/// `FD_CLOEXEC`). Needs ptrace access to it: the same user while it is dumpable, or
+/// `CAP_SYS_PTRACE`.
+pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: RawFd) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_getfd has no memory preconditions.
+    let new = check_long(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: pidfd_getfd returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as RawFd) })
+}
+
+extern "C" fn exit_at_once(_: *mut c_void) -> c_int {
+    0
+}
+
+/// Whether this process may make a user namespace: clones a child into a new one that exits at
+/// once (`CLONE_VM | CLONE_VFORK`, on a small stack), and reaps it. EPERM in a chroot, with
+/// user namespaces off, or over the user's limit.
+pub(crate) fn probe_user_namespace() -> Result<(), Errno> {
+    const STACK: usize = 16 * 1024;
+    // SAFETY: an anonymous private mapping; no existing memory is affected.
+    let stack = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    // SAFETY: the child gets the top of a fresh mapping of STACK bytes and runs only
+    // exit_at_once, which touches nothing; with CLONE_VFORK this thread waits until it exited.
+    let pid = unsafe {
+        libc::clone(
+            exit_at_once,
+            stack.cast::<u8>().add(STACK).cast(),
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            ptr::null_mut(),
+        )
+    };
+    let err = Errno::last();
+    // SAFETY: the mapping is ours and the child no longer runs on it (it exited).
+    unsafe { libc::munmap(stack, STACK) };
+    if pid == -1 {
+        return Err(err);
+    }
+    reap(pid).map(drop)
 }
 
 /// The permitted capabilities of the calling thread (`capget(2)`), bit `n` for capability `n`.

@@ -416,6 +416,7 @@ impl Reply {
 
 /// Namespaces a request may ask for; anything else is refused.
 const ALLOWED_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWPID

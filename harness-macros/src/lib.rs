@@ -108,8 +108,10 @@ use proc_macro::TokenStream;
 /// The other order is a compile error that says so.
 ///
 /// # Without privileges
-/// Containers need root (or `CAP_SYS_ADMIN` and `CAP_NET_ADMIN`): run `sudo -E cargo test`.
-/// Without them the test fails, saying what is missing. `CVTEST_UNSANDBOXED=skip` makes such
+/// As an ordinary user the container is rootless (a user namespace in which the test is root,
+/// mapped to you; README, Security), if the kernel allows unprivileged user namespaces; limits
+/// then need a cgroup delegated to you. Otherwise the test fails, saying what is missing (and
+/// `sudo -E cargo test` is one way out). `CVTEST_UNSANDBOXED=skip` makes such
 /// tests pass without running (saying why in their output); `CVTEST_UNSANDBOXED=run` runs their
 /// bodies in the test process, without isolation or limits.
 ///

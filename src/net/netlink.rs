@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
@@ -102,9 +102,22 @@ impl Netlink {
         opened
     }
 
+    /// Wraps a route-netlink socket made elsewhere (by a rootless container's init, in a
+    /// namespace this process may not enter; see `sandbox::init::run_netns`). `netns` says
+    /// where it lives, for error messages. Requests go out with the credentials of whoever
+    /// opened it.
+    pub(crate) fn from_socket(fd: OwnedFd, netns: String) -> Result<Netlink, NetError> {
+        Netlink::configure(crate::sys::netlink_socket(fd), netns)
+    }
+
     fn open_here(netns: String) -> Result<Netlink, NetError> {
+        let socket =
+            Socket::new(NETLINK_ROUTE).map_err(|source| NetError::Socket { netns: netns.clone(), source })?;
+        Netlink::configure(socket, netns)
+    }
+
+    fn configure(socket: Socket, netns: String) -> Result<Netlink, NetError> {
         let fail = |source: io::Error| NetError::Socket { netns: netns.clone(), source };
-        let socket = Socket::new(NETLINK_ROUTE).map_err(fail)?;
         // Short ACKs (no copy of our request) that carry the kernel's reason, and dump requests
         // checked strictly, so a filter we send is applied or refused, never ignored.
         socket.set_cap_ack(true).map_err(fail)?;

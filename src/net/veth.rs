@@ -123,6 +123,9 @@ pub struct Veth {
     host_index: u32,
     container_index: u32,
     net: NetworkSpec,
+    /// Rootless: the socket in the run's network namespace, which holds the host end (and
+    /// keeps that namespace alive); `None`: the host end is on the host.
+    run: Option<Mutex<Netlink>>,
 }
 
 impl Veth {
@@ -162,8 +165,11 @@ impl Veth {
         let veth = with_host(|nl| {
             check_routes_with(nl, net)?;
             let (host_index, container_index, alias_set) = create_pair(nl, netns, name, owner_tag)?;
-            let veth = Veth { name: name.clone(), host_index, container_index, net: *net };
-            match veth.configure_host(nl, owner_tag, alias_set, filter.as_ref()) {
+            let veth = Veth { name: name.clone(), host_index, container_index, net: *net, run: None };
+            match veth
+                .configure_host(nl, owner_tag, alias_set, filter.as_ref())
+                .and_then(|()| no_forwarding(&name.host))
+            {
                 Ok(()) => Ok(veth),
                 Err(e) => {
                     // The first error is what the caller needs. Deleting a pair we just made
@@ -174,10 +180,49 @@ impl Veth {
             }
         })?;
         drop(setup);
-        match veth.configure_container(netns) {
+        let configured = Netlink::open_in(netns).and_then(|mut inside| veth.configure_container(&mut inside));
+        match configured {
             Ok(()) => Ok(veth),
             Err(e) => {
                 let _ = with_host(|nl| nl.delete_link(veth.host_index));
+                Err(e)
+            }
+        }
+    }
+
+    /// Rootless: the pair between the run's network namespace (the host end, with
+    /// `net.host()`; a namespace owned by the container's user namespace, made by its init)
+    /// and the container's (`netns`), configured through sockets the init opened in each:
+    /// `run` and `inside`. This process may enter neither namespace, but requests on those
+    /// sockets carry the init's credentials, which hold `CAP_NET_ADMIN` over both.
+    ///
+    /// No route check: nothing of the host's routing is touched. The run's namespace has `lo`
+    /// and the host end, no route out: the test reaches its host end and nothing else.
+    pub fn create_in_run(
+        mut run: Netlink,
+        mut inside: Netlink,
+        netns: BorrowedFd<'_>,
+        net: &NetworkSpec,
+        name: &VethName,
+        owner_tag: &str,
+    ) -> Result<Veth, NetError> {
+        let (host_index, container_index, alias_set) = create_pair(&mut run, netns, name, owner_tag)?;
+        let mut veth = Veth { name: name.clone(), host_index, container_index, net: *net, run: None };
+        let configured = veth
+            .configure_host(&mut run, owner_tag, alias_set, None)
+            .and_then(|()| {
+                run.request(set_up_message(LOOPBACK_INDEX), 0)
+                    .map_err(|e| run.error("RTM_SETLINK lo up", e))
+                    .map(drop)
+            })
+            .and_then(|()| veth.configure_container(&mut inside));
+        match configured {
+            Ok(()) => {
+                veth.run = Some(Mutex::new(run));
+                Ok(veth)
+            }
+            Err(e) => {
+                let _ = run.delete_link(host_index);
                 Err(e)
             }
         }
@@ -227,18 +272,16 @@ impl Veth {
                     .what(format!("RTM_NEWTFILTER bpf (host end only) on {host_name} ingress")),
             );
         }
-        run(nl, steps)?;
-        no_forwarding(host_name)
+        run(nl, steps)
     }
 
     /// From a socket inside the namespace, in one datagram: the container end up with its
     /// address and default route, and `lo` up.
-    fn configure_container(&self, netns: BorrowedFd<'_>) -> Result<(), NetError> {
+    fn configure_container(&self, inside: &mut Netlink) -> Result<(), NetError> {
         let (host, container, len) = (self.net.host(), self.net.container(), self.net.prefix_len());
         let (peer, container_name) = (self.container_index, &self.name.container);
-        let mut inside = Netlink::open_in(netns)?;
         run(
-            &mut inside,
+            inside,
             vec![
                 Step::new(no_ipv6_addresses_message(peer), 0)
                     .what(format!("RTM_SETLINK {container_name} addrgenmode none"))
@@ -281,7 +324,8 @@ impl Veth {
         let mut msg = StatsMessage::default();
         msg.header.ifindex = self.host_index;
         msg.header.filter_mask = StatsFilterMask::Link64;
-        let answer = with_host(|nl| Ok(nl.request(RouteNetlinkMessage::GetStats(msg), 0)))?.map_err(fail)?;
+        let answer =
+            self.on_host_side(|nl| Ok(nl.request(RouteNetlinkMessage::GetStats(msg), 0)))?.map_err(fail)?;
         answer
             .iter()
             .find_map(|m| match m {
@@ -310,7 +354,20 @@ impl Veth {
     /// Deletes the pair now and waits for the kernel to finish (error paths). Already gone is
     /// fine.
     pub fn delete(self) -> Result<(), NetError> {
-        with_host(|nl| nl.delete_link(self.host_index)).map(drop)
+        self.on_host_side(|nl| nl.delete_link(self.host_index)).map(drop)
+    }
+
+    /// Whether the host end is in the run's network namespace (rootless), not on the host.
+    pub fn in_run_namespace(&self) -> bool {
+        self.run.is_some()
+    }
+
+    /// Runs `f` with a socket where the host end is: the run's namespace, or the host.
+    fn on_host_side<T>(&self, f: impl FnOnce(&mut Netlink) -> Result<T, NetError>) -> Result<T, NetError> {
+        match &self.run {
+            Some(run) => f(&mut run.lock().unwrap_or_else(PoisonError::into_inner)),
+            None => with_host(f),
+        }
     }
 }
 

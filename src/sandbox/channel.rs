@@ -16,6 +16,11 @@ pub(crate) enum Message {
     Failed { stage: Stage, step: u32, errno: i32 },
     /// The main process ended with this raw wait status.
     Exited { status: i32 },
+    /// Rootless with a network: the init made the run's network namespace (for the host end of
+    /// the veth) and route-netlink sockets in it and in the container's own; these are their fd
+    /// numbers in the init, for the parent to copy with `pidfd_getfd`. (A socket keeps its
+    /// namespace alive.)
+    Netns { host_socket: i32, container_socket: i32 },
 }
 
 /// Where in the init's or the main process's setup something failed.
@@ -38,6 +43,8 @@ pub(crate) enum Stage {
     Capabilities = 14,
     Session = 15,
     Keyring = 16,
+    UserNamespace = 17,
+    RunNetns = 18,
 }
 
 impl Stage {
@@ -59,6 +66,8 @@ impl Stage {
             14 => Stage::Capabilities,
             15 => Stage::Session,
             16 => Stage::Keyring,
+            17 => Stage::UserNamespace,
+            18 => Stage::RunNetns,
             _ => return None,
         })
     }
@@ -67,6 +76,7 @@ impl Stage {
 const KIND_STARTED: u32 = 1;
 const KIND_FAILED: u32 = 2;
 const KIND_EXITED: u32 = 3;
+const KIND_NETNS: u32 = 4;
 
 /// The wire form: `#[repr(C)]`, fixed size, native endianness (both ends are one machine).
 #[repr(C)]
@@ -89,6 +99,9 @@ impl Message {
                 Wire { kind: KIND_FAILED, stage: stage as u32, step, value: errno }
             }
             Message::Exited { status } => Wire { kind: KIND_EXITED, stage: 0, step: 0, value: status },
+            Message::Netns { host_socket, container_socket } => {
+                Wire { kind: KIND_NETNS, stage: 0, step: host_socket as u32, value: container_socket }
+            }
         };
         let mut out = [0u8; MESSAGE_SIZE];
         out[0..4].copy_from_slice(&w.kind.to_ne_bytes());
@@ -113,6 +126,7 @@ impl Message {
                 Some(Message::Failed { stage: Stage::from_u32(w.stage)?, step: w.step, errno: w.value })
             }
             KIND_EXITED => Some(Message::Exited { status: w.value }),
+            KIND_NETNS => Some(Message::Netns { host_socket: w.step as i32, container_socket: w.value }),
             _ => None,
         }
     }
@@ -134,6 +148,7 @@ mod tests {
             Message::Failed { stage: Stage::Mount, step: 7, errno: libc::EROFS },
             Message::Failed { stage: Stage::Exec, step: 0, errno: libc::ENOEXEC },
             Message::Exited { status: 0x0900 },
+            Message::Netns { host_socket: 8, container_socket: 9 },
         ] {
             assert_eq!(Message::decode(&m.encode()), Some(m));
         }

@@ -53,7 +53,19 @@ pub(crate) struct InitPlan<'a> {
     pub(crate) pid_ns: bool,
     /// The capabilities to keep; `None` when privileged (keep all).
     pub(crate) caps: Option<CapPlan>,
+    /// Cloned into a new user namespace: wait for the parent's maps, then become its root.
+    pub(crate) userns: Option<UserNsPlan>,
+    /// Rootless with a network: make the run's network namespace for the host end of the veth
+    /// and report it ([`Message::Netns`]).
+    pub(crate) run_netns: bool,
     pub(crate) main: MainPlan<'a>,
+}
+
+/// What the init does in its new user namespace once the parent wrote the maps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserNsPlan {
+    /// Drop the supplementary groups (root mode; rootless may not: `setgroups` is denied).
+    pub(crate) clear_groups: bool,
 }
 
 /// Which capabilities the container's processes keep, computed in the parent.
@@ -169,6 +181,16 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
             errno,
         })?;
     }
+    if let Some(userns) = &plan.userns {
+        // The parent writes the maps, then one byte: until then this process has no ids in
+        // its namespace (no file could be created). EOF: the parent gave up.
+        match wait_release(plan.life) {
+            Ok(true) => {}
+            Ok(false) => sys::exit(EXIT_ABANDONED),
+            Err(errno) => return Err(at(Stage::UserNamespace)(errno)),
+        }
+        become_root(userns).map_err(at(Stage::UserNamespace))?;
+    }
     if plan.new_cgroup_ns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(Stage::CgroupNamespace))?;
     }
@@ -190,10 +212,45 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     }
     sys::umask(old_umask);
     sys::loopback_up().map_err(at(Stage::Loopback))?;
+    if plan.run_netns {
+        let (host, container) = run_netns().map_err(at(Stage::RunNetns))?;
+        send(
+            plan.status,
+            Message::Netns { host_socket: host.as_raw_fd(), container_socket: container.as_raw_fd() },
+        );
+        // Held until the init exits (close-on-exec: the main process never has them); the
+        // parent copies them before its go.
+        std::mem::forget((host, container));
+    }
     if let Some(caps) = &plan.caps {
         drop_bounding_set(caps).map_err(at(Stage::Capabilities))?;
     }
     Ok(signals)
+}
+
+/// uid and gid 0 of the new user namespace (the owner outside), without root's supplementary
+/// groups when allowed. The capabilities the clone gave in the namespace stay: the effective
+/// uid was not 0 of this namespace before.
+fn become_root(userns: &UserNsPlan) -> Result<(), Errno> {
+    sys::set_all_gids(0)?;
+    if userns.clear_groups {
+        sys::clear_groups()?;
+    }
+    sys::set_all_uids(0)
+}
+
+/// The run's network namespace: a new one owned by the container's user namespace, for the
+/// host end of the veth (the real host's needs `CAP_NET_ADMIN` there). Returns a
+/// route-netlink socket in it and one in the container's own; this thread is back in the
+/// container's namespace. A socket keeps its namespace alive and carries its opener's
+/// credentials: the parent, which may not enter either namespace, configures both through them.
+fn run_netns() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let own = sys::open_read_only(c"/proc/thread-self/ns/net")?;
+    sys::unshare(libc::CLONE_NEWNET)?;
+    let host = sys::netlink_route_socket()?;
+    sys::setns(own.as_raw_fd(), libc::CLONE_NEWNET)?;
+    let container = sys::netlink_route_socket()?;
+    Ok((host, container))
 }
 
 /// Drops from the bounding set every capability the main process may not keep. The main process
@@ -246,6 +303,7 @@ fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
             other => other,
         },
         Step::Mknod { path, major, minor } => sys::mknod_char(path, 0o666, *major, *minor),
+        Step::Touch { path } => sys::create_file(path, 0o644),
         Step::Symlink { target, link } => sys::symlink(target, link),
         Step::Chdir { path } => sys::chdir(path),
         Step::PivotRoot => sys::pivot_root_here(),

@@ -9,4 +9,5 @@ pub(crate) mod channel;
 pub(crate) mod init;
 pub(crate) mod mounts;
 pub(crate) mod spawn;
+pub(crate) mod userns;
 pub(crate) mod wire;

@@ -81,6 +81,10 @@ pub(crate) enum Step {
         major: u32,
         minor: u32,
     },
+    /// An empty regular file at `path`, a mount point for a bound device node.
+    Touch {
+        path: CString,
+    },
     Symlink {
         target: &'static CStr,
         link: CString,
@@ -113,6 +117,7 @@ impl Step {
             Step::Mount { fstype, target, .. } => format!("mounting {} on {}", s(fstype), s(target)),
             Step::Mkdir { path, .. } => format!("creating directory {}", s(path)),
             Step::Mknod { path, .. } => format!("creating device node {}", s(path)),
+            Step::Touch { path } => format!("creating the mount point {}", s(path)),
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
             Step::Chdir { path } => format!("changing directory to {}", s(path)),
             Step::PivotRoot => "pivoting to the new root".to_owned(),
@@ -271,10 +276,34 @@ impl MountPlan {
     ///
     /// `harden`: make the kernel knobs of /proc read-only and mask what leaks the host's state
     /// (a confined, not privileged, container).
+    #[cfg(test)]
     pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, harden: bool, keep_visible: &[&Path]) -> MountPlan {
+        MountPlan::build(rootfs, filesystem, harden, keep_visible, false, true)
+    }
+
+    /// [`MountPlan::new`], for a container in its own user namespace when `userns`: there
+    /// `mknod` is refused, so `/dev`'s nodes are the host's, each cloned before anything
+    /// covers it and attached onto an empty file of the fresh `/dev`.
+    ///
+    /// `pid_ns`: the container has a PID namespace of its own. Without one, in a user namespace,
+    /// the kernel refuses a fresh `/proc` (its PID namespace is not owned by the container's
+    /// user namespace): the host's `/proc`, the right view for that PID namespace anyway, is
+    /// cloned first and attached in its place.
+    pub(crate) fn build(
+        rootfs: &Rootfs,
+        filesystem: bool,
+        harden: bool,
+        keep_visible: &[&Path],
+        userns: bool,
+        pid_ns: bool,
+    ) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
+        let host_proc = userns && !pid_ns;
         if !filesystem {
-            steps.push(proc_mount(""));
+            // The host's view: without a fresh /proc, the host's stays.
+            if !host_proc {
+                steps.push(proc_mount(""));
+            }
             if harden {
                 self::harden(&mut steps);
             }
@@ -283,6 +312,14 @@ impl MountPlan {
         match rootfs {
             Rootfs::Host { writable } => {
                 let visible = covered_but_needed(keep_visible, writable);
+                let devices = writable.len() + visible.len();
+                let proc_slot = devices + if userns { DEVICES.len() } else { 0 };
+                if userns {
+                    clone_devices(&mut steps, devices);
+                }
+                if host_proc {
+                    steps.push(Step::CloneTree { source: c"/proc".to_owned(), slot: proc_slot });
+                }
                 for (slot, dir) in writable.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot });
                 }
@@ -296,7 +333,15 @@ impl MountPlan {
                 for (i, dir) in visible.iter().enumerate() {
                     steps.push(Step::CloneTree { source: cstring(dir), slot: writable.len() + i });
                 }
-                fresh_mounts(&mut steps, false, covered().contains(&VAR_RUN));
+                let proc = if host_proc { Proc::Host(proc_slot) } else { Proc::Fresh };
+                fresh_mounts(
+                    &mut steps,
+                    false,
+                    userns.then_some(devices),
+                    proc,
+                    false,
+                    covered().contains(&VAR_RUN),
+                );
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -309,21 +354,60 @@ impl MountPlan {
                     mkdirs_under_covered(&mut steps, dir);
                     steps.push(Step::AttachTree { slot, target: cstring(dir) });
                 }
-                let slots = (0..writable.len() + visible.len()).map(|_| Cell::new(None)).collect();
-                MountPlan { steps, slots }
+                let slots = proc_slot + usize::from(host_proc);
+                MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
             Rootfs::Dir(root) => {
+                let proc_slot = if userns { DEVICES.len() } else { 0 };
+                if userns {
+                    clone_devices(&mut steps, 0);
+                }
+                if host_proc {
+                    steps.push(Step::CloneTree { source: c"/proc".to_owned(), slot: proc_slot });
+                }
                 steps.push(Step::BindSelf { path: cstring(root) });
+                // In a user namespace the kernel allows a fresh /proc (or sysfs) only while one
+                // of the host's is fully visible in the mount namespace: before the pivot, then.
+                let early_proc = userns && pid_ns;
+                let prefix = root.to_string_lossy();
+                if early_proc {
+                    steps.push(Step::Mkdir {
+                        path: cstring(&root.join("proc")),
+                        mode: 0o755,
+                        exist_ok: true,
+                    });
+                    steps.push(proc_mount(&prefix));
+                }
+                if userns {
+                    steps.push(Step::Mkdir { path: cstring(&root.join("sys")), mode: 0o755, exist_ok: true });
+                    steps.push(sys_mount(&prefix));
+                }
                 steps.push(Step::Chdir { path: cstring(root) });
                 steps.push(Step::PivotRoot);
                 steps.push(Step::Chdir { path: c"/".to_owned() });
-                fresh_mounts(&mut steps, true, var_run_is_dir(root));
+                let proc = match (host_proc, early_proc) {
+                    (true, _) => Proc::Host(proc_slot),
+                    (false, true) => Proc::Mounted,
+                    (false, false) => Proc::Fresh,
+                };
+                fresh_mounts(&mut steps, true, userns.then_some(0), proc, userns, var_run_is_dir(root));
                 if harden {
                     self::harden(&mut steps);
                 }
-                MountPlan { steps, slots: Box::default() }
+                let slots = proc_slot + usize::from(host_proc);
+                MountPlan { steps, slots: (0..slots).map(|_| Cell::new(None)).collect() }
             }
         }
+    }
+}
+
+fn sys_mount(prefix: &str) -> Step {
+    Step::Mount {
+        source: c"sysfs",
+        target: CString::new(format!("{prefix}/sys")).unwrap_or_default(),
+        fstype: c"sysfs",
+        flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
     }
 }
 
@@ -337,25 +421,57 @@ fn proc_mount(prefix: &str) -> Step {
     }
 }
 
-/// Fresh /proc, /sys (read-only), /dev, /tmp and /run (and /var/run when `var_run`, a directory
-/// of its own). `create_dirs`: make the mount points first if missing (an explicit rootfs may
-/// lack them).
-fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, var_run: bool) {
+/// What [`fresh_mounts`] puts on `/proc`.
+#[derive(Debug, Clone, Copy)]
+enum Proc {
+    /// A fresh proc of the container's PID namespace.
+    Fresh,
+    /// The host's, cloned into this slot before it was covered (a user namespace without a PID
+    /// namespace of its own).
+    Host(usize),
+    /// Mounted already, and `/sys` too (before the pivot, in a user namespace).
+    Mounted,
+}
+
+/// The device nodes of the container's `/dev`: name, major, minor.
+const DEVICES: [(&str, u32, u32); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+
+/// Clones the host's device nodes into the slots from `first` on (user namespace).
+fn clone_devices(steps: &mut Vec<Step>, first: usize) {
+    for (i, (name, _, _)) in DEVICES.iter().enumerate() {
+        let source = CString::new(format!("/dev/{name}")).unwrap_or_default();
+        steps.push(Step::CloneTree { source, slot: first + i });
+    }
+}
+
+/// Fresh /proc, /sys (read-only), /dev, /tmp and /run (and /var/run when `var_run`, a
+/// directory of its own). `create_dirs`: make the four mount points
+/// first if missing (an explicit rootfs may lack them). `bound_devices`: the slot of the first
+/// cloned host device node (user namespace, see [`clone_devices`]); `None`: `mknod` them.
+/// `proc`: what goes on `/proc`; `sys_mounted`: `/sys` is mounted already.
+fn fresh_mounts(
+    steps: &mut Vec<Step>,
+    create_dirs: bool,
+    bound_devices: Option<usize>,
+    proc: Proc,
+    sys_mounted: bool,
+    var_run: bool,
+) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
         for dir in COVERED {
             steps.push(Step::Mkdir { path: c(dir), mode: 0o755, exist_ok: true });
         }
     }
-    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    steps.push(proc_mount(""));
-    steps.push(Step::Mount {
-        source: c"sysfs",
-        target: c("/sys"),
-        fstype: c"sysfs",
-        flags: libc::MS_RDONLY | nosuid_nodev_noexec,
-        data: None,
-    });
+    match proc {
+        Proc::Host(slot) => steps.push(Step::AttachTree { slot, target: c("/proc") }),
+        Proc::Fresh => steps.push(proc_mount("")),
+        Proc::Mounted => {}
+    }
+    if !sys_mounted {
+        steps.push(sys_mount(""));
+    }
     steps.push(Step::Mount {
         source: c"tmpfs",
         target: c("/dev"),
@@ -363,10 +479,15 @@ fn fresh_mounts(steps: &mut Vec<Step>, create_dirs: bool, var_run: bool) {
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: Some(c"mode=755,size=1m"),
     });
-    for (name, major, minor) in
-        [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)]
-    {
-        steps.push(Step::Mknod { path: c(&format!("/dev/{name}")), major, minor });
+    for (i, (name, major, minor)) in DEVICES.into_iter().enumerate() {
+        let path = c(&format!("/dev/{name}"));
+        match bound_devices {
+            Some(first) => {
+                steps.push(Step::Touch { path: path.clone() });
+                steps.push(Step::AttachTree { slot: first + i, target: path });
+            }
+            None => steps.push(Step::Mknod { path, major, minor }),
+        }
     }
     steps.push(Step::Mkdir { path: c("/dev/pts"), mode: 0o755, exist_ok: false });
     steps.push(Step::Mount {
@@ -503,6 +624,40 @@ mod tests {
         assert!(pos("creating directory /tmp/work/a") < pos("attaching the directory /tmp/work/a"));
         assert!(!text.contains("creating directory /srv"));
         assert_eq!(plan.slots.len(), 2);
+    }
+
+    #[test]
+    fn in_a_user_namespace_device_nodes_are_the_hosts_bound() {
+        let writable = vec![PathBuf::from("/srv")];
+        for rootfs in [Rootfs::Host { writable }, Rootfs::Dir(PathBuf::from("/srv/root"))] {
+            let plan = MountPlan::build(&rootfs, true, true, &[], true, true);
+            let text = render(&plan);
+            let pos =
+                |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
+            assert!(!text.contains("creating device node"), "{text}");
+            for (name, _, _) in DEVICES {
+                let clone = pos(&format!("cloning the mount tree of /dev/{name}\n"));
+                assert!(clone < pos("mounting tmpfs on /dev\n"), "{text}");
+                assert!(
+                    pos("mounting tmpfs on /dev\n") < pos(&format!("creating the mount point /dev/{name}\n"))
+                );
+                assert!(
+                    pos(&format!("creating the mount point /dev/{name}\n"))
+                        < pos(&format!("attaching the directory /dev/{name}\n"))
+                );
+            }
+            // Cloned while the host's /dev is still in view: before the root goes read-only or
+            // away.
+            let first_device = pos("cloning the mount tree of /dev/null");
+            assert!(
+                first_device < text.find("making / read-only").or(text.find("pivoting")).unwrap(),
+                "{text}"
+            );
+            let others = if matches!(rootfs, Rootfs::Host { .. }) { 1 } else { 0 };
+            assert_eq!(plan.slots.len(), others + DEVICES.len());
+            // The masks bind the container's /dev/null: after it is attached.
+            assert!(pos("attaching the directory /dev/null") < pos("masking"), "{text}");
+        }
     }
 
     #[test]

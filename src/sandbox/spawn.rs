@@ -26,12 +26,13 @@ use cvtest_spec::{Capabilities, HostAccess, NetworkSpec};
 use nix::fcntl::OFlag;
 
 use super::channel::{Message, Stage, MESSAGE_SIZE};
-use super::init::{CapPlan, InitPlan, MainPlan};
+use super::init::{CapPlan, InitPlan, MainPlan, UserNsPlan};
 use super::mounts::{check_path, MountPlan};
+use super::userns::UserNs;
 use crate::cgroup::{Cgroup, CgroupError};
 use crate::command::Command;
 use crate::error::SpawnError;
-use crate::net::{NetError, Veth, VethName};
+use crate::net::{NetError, Netlink, Veth, VethName};
 use crate::options::{Isolation, Rootfs, Stdio};
 use crate::sys::{self, CStrArray, Errno};
 use crate::zygote::{Cloned, Zygote};
@@ -49,6 +50,10 @@ pub(crate) struct Request<'a> {
     pub(crate) network: Option<(&'a NetworkSpec, &'a VethName)>,
     /// With a network: whether the host end lets through only what is addressed to it.
     pub(crate) host_access: HostAccess,
+    /// The container's user namespace; `None`: real root (privileged, or no owner found).
+    pub(crate) userns: Option<UserNs>,
+    /// Rootless: the host end of a veth goes in the run's network namespace, not the host's.
+    pub(crate) rootless: bool,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -119,6 +124,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let pipes = Pipes::new(req.command)?;
     let plan = prepared.init_plan(req, &pipes);
     let flags = clone_flags(req, &plan);
+    let run_netns = plan.run_netns;
 
     let started = Instant::now();
     let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?;
@@ -126,10 +132,16 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
+    if let Some(userns) = &req.userns {
+        userns.write_maps(pid)?;
+        // The init waits for this byte before it does anything that needs an id. EPIPE: it
+        // died (the status pipe says why).
+        release(&life_w)?;
+    }
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let (netns, mut veth) = link_network(req, pid)?;
+    let (netns, mut veth) = link_network(req, pid, run_netns, &status_r, &mut init, &prepared)?;
 
     release(&life_w)?;
     match read_message(&status_r).map_err(SpawnError::Channel)? {
@@ -153,7 +165,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
             drop(init);
             Err(prepared.failure(stage, step, Errno::from_raw(errno), req.command.get_program()).into())
         }
-        Some(Message::Exited { .. }) | None => Err(init_died(req, &mut init).into()),
+        Some(Message::Exited { .. } | Message::Netns { .. }) | None => Err(init_died(req, &mut init).into()),
     }
 }
 
@@ -181,11 +193,13 @@ impl Prepared {
         let envp = envp(command, req.id)?;
         let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
         let program_dir = program_path.parent().unwrap_or(Path::new("/"));
-        let mounts = MountPlan::new(
+        let mounts = MountPlan::build(
             req.rootfs,
             req.isolation.contains(Isolation::FILESYSTEM),
             req.confine.is_some(),
             &[&cwd, program_dir],
+            req.userns.is_some(),
+            req.isolation.contains(Isolation::PROCESS_CONTROL),
         );
         // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
         // each `tasks` file. Moving the current thread skips the kernel's global threadgroup lock,
@@ -196,7 +210,16 @@ impl Prepared {
             .cgroup
             .map(|cg| cg.init_join_files().iter().map(|f| super::mounts::cstring(f)).collect())
             .unwrap_or_default();
-        Ok(Prepared { cwd, exec_path, argv, envp, cwd_c, mounts, caps: req.confine.map(cap_plan), join })
+        Ok(Prepared {
+            cwd,
+            exec_path,
+            argv,
+            envp,
+            cwd_c,
+            mounts,
+            caps: req.confine.map(|keep| cap_plan(keep, req.userns.is_some())),
+            join,
+        })
     }
 
     fn joins_itself(&self) -> bool {
@@ -214,6 +237,8 @@ impl Prepared {
             mounts: &self.mounts,
             pid_ns: req.isolation.contains(Isolation::PROCESS_CONTROL),
             caps: self.caps,
+            userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
+            run_netns: req.rootless && req.network.is_some(),
             main: MainPlan {
                 program: &self.exec_path,
                 argv: &self.argv,
@@ -275,6 +300,10 @@ impl Pipes {
 /// The namespaces to clone the init into.
 fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
     let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    if req.userns.is_some() {
+        // The kernel makes the user namespace first; it owns the others.
+        flags |= libc::CLONE_NEWUSER as u64;
+    }
     if plan.pid_ns {
         flags |= libc::CLONE_NEWPID as u64;
     }
@@ -289,13 +318,45 @@ fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
 }
 
 /// The veth of a container with a network, its peer made directly in the init's network
-/// namespace (held open while the veth lives).
-fn link_network(req: &Request<'_>, pid: libc::pid_t) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
+/// namespace (held open while the veth lives). Rootless, the host end goes in the run's
+/// network namespace, through the sockets the init reports (see `init::run_netns`).
+fn link_network(
+    req: &Request<'_>,
+    pid: libc::pid_t,
+    run_netns: bool,
+    status_r: &OwnedFd,
+    init: &mut InitGuard,
+    prepared: &Prepared,
+) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
     let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
     let path = format!("/proc/{pid}/ns/net");
     let netns: OwnedFd =
         File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-    let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?;
+    if !run_netns {
+        let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?;
+        return Ok((Some(netns), VethGuard(Some(veth))));
+    }
+    let (host, inside) = match read_message(status_r).map_err(SpawnError::Channel)? {
+        Some(Message::Netns { host_socket, container_socket }) => (host_socket, container_socket),
+        Some(Message::Failed { stage, step, errno }) => {
+            init.reap();
+            return Err(prepared
+                .failure(stage, step, Errno::from_raw(errno), req.command.get_program())
+                .into());
+        }
+        Some(Message::Started { .. } | Message::Exited { .. }) | None => {
+            return Err(init_died(req, init).into())
+        }
+    };
+    let pidfd = init.pidfd.as_ref().expect("the guard holds the pidfd until disarmed").as_fd();
+    // While the init is dumpable (until its go) its owner may copy its fds.
+    let copy = |fd: RawFd, netns: &str| -> Result<Netlink, Attempt> {
+        let socket = sys::pidfd_getfd(pidfd, fd).map_err(|e| SpawnError::RunNetns(e.into()))?;
+        Ok(Netlink::from_socket(socket, netns.to_owned())?)
+    };
+    let run = copy(host, "the run's network namespace")?;
+    let inside = copy(inside, "the container's network namespace")?;
+    let veth = Veth::create_in_run(run, inside, netns.as_fd(), spec, name, crate::owner::tag())?;
     Ok((Some(netns), VethGuard(Some(veth))))
 }
 
@@ -320,11 +381,12 @@ fn init_died(req: &Request<'_>, init: &mut InitGuard) -> SpawnError {
 }
 
 /// The capabilities the container's processes keep: `keep`, within what the kernel knows and
-/// what this thread itself may hold (the child can only shrink its sets).
-fn cap_plan(keep: Capabilities) -> CapPlan {
+/// what the init may hold (the child can only shrink its sets): what this thread holds, or in
+/// a new user namespace every one (in that namespace).
+fn cap_plan(keep: Capabilities, userns: bool) -> CapPlan {
     let last_cap = last_cap();
     let known = if last_cap >= 63 { u64::MAX } else { (1u64 << (last_cap + 1)) - 1 };
-    let permitted = sys::permitted_caps().unwrap_or(u64::MAX);
+    let permitted = if userns { u64::MAX } else { sys::permitted_caps().unwrap_or(u64::MAX) };
     let kill = Capabilities::named("KILL").map_or(0, Capabilities::bits);
     CapPlan { last_cap, keep: keep.bits() & known & permitted, init_keeps: kill & permitted }
 }
@@ -492,6 +554,8 @@ fn failure(
         Stage::Capabilities => "dropping capabilities".to_owned(),
         Stage::Session => "starting a new session (no controlling terminal)".to_owned(),
         Stage::Keyring => "joining a new session keyring".to_owned(),
+        Stage::UserNamespace => "becoming root of its user namespace".to_owned(),
+        Stage::RunNetns => "making the run's network namespace for the veth's host end".to_owned(),
     };
     SpawnError::Setup { stage, source }
 }

@@ -17,12 +17,12 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
-use super::init::{CapPlan, InitPlan, MainPlan};
+use super::init::{CapPlan, InitPlan, MainPlan, UserNsPlan};
 use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -58,6 +58,8 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
         mounts,
         pid_ns,
         caps,
+        userns,
+        run_netns,
         main,
     } = plan;
     let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
@@ -99,6 +101,11 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     if let Some(keep) = keep_caps {
         body.u64(*keep);
     }
+    body.bool(userns.is_some());
+    if let Some(UserNsPlan { clear_groups }) = userns {
+        body.bool(*clear_groups);
+    }
+    body.bool(*run_netns);
     encode_mounts(&mut body, mounts);
 
     let mut out = Out::default();
@@ -177,6 +184,10 @@ fn encode_mounts(out: &mut Out, mounts: &MountPlan) {
                 out.cstr(target);
                 out.bool(*dir);
             }
+            Step::Touch { path } => {
+                out.u8(13);
+                out.cstr(path);
+            }
         }
     }
 }
@@ -197,6 +208,8 @@ pub(crate) struct Received {
     pid_ns: bool,
     caps: Option<CapPlan>,
     keep_caps: Option<u64>,
+    userns: Option<UserNsPlan>,
+    run_netns: bool,
     program: CString,
     argv: CStrArray,
     envp: CStrArray,
@@ -222,6 +235,8 @@ impl Received {
                 keep: c.keep,
                 init_keeps: c.init_keeps,
             }),
+            userns: self.userns,
+            run_netns: self.run_netns,
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
@@ -268,6 +283,8 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         None
     };
     let keep_caps = if r.bool()? { Some(r.u64()?) } else { None };
+    let userns = if r.bool()? { Some(UserNsPlan { clear_groups: r.bool()? }) } else { None };
+    let run_netns = r.bool()?;
     let mounts = decode_mounts(&mut r)?;
     if r.pos != bytes.len() {
         return Err(Malformed::Content);
@@ -288,6 +305,8 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         pid_ns,
         caps,
         keep_caps,
+        userns,
+        run_netns,
         program,
         argv,
         envp,
@@ -333,6 +352,7 @@ fn decode_mounts(r: &mut In<'_>) -> Result<MountPlan, Malformed> {
             10 => Step::Chdir { path: r.cstring()? },
             11 => Step::PivotRoot,
             12 => Step::Mask { target: r.cstring()?, dir: r.bool()? },
+            13 => Step::Touch { path: r.cstring()? },
             _ => return Err(Malformed::Content),
         });
     }
@@ -498,11 +518,13 @@ mod tests {
         let (_status_r, status_w) = pipe();
         let (_out_r, out_w) = pipe();
         let (cg, _cg_w) = pipe();
-        let mounts = MountPlan::new(
+        let mounts = MountPlan::build(
             &Rootfs::Host { writable: vec![PathBuf::from("/tmp/w"), PathBuf::from("/srv")] },
             true,
             true,
             &[Path::new("/tmp/ci/repo")],
+            true,
+            true,
         );
         let join = cstrings(&["/sys/fs/cgroup/pids/cvtest.1.2.3/tasks"]);
         let argv = CStrArray::new(cstrings(&["prog", "--exact", "a b"]));
@@ -521,6 +543,8 @@ mod tests {
             mounts: &mounts,
             pid_ns: true,
             caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
+            userns: Some(UserNsPlan { clear_groups: true }),
+            run_netns: true,
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -554,6 +578,7 @@ mod tests {
         let caps = p.caps.as_ref().expect("caps");
         assert_eq!((caps.last_cap, caps.keep, caps.init_keeps), (40, 0x3fff_0000_00ff, 1 << 5));
         assert_eq!(p.main.keep_caps, Some(0x3fff_0000_00ff));
+        assert!(p.userns.is_some_and(|u| u.clear_groups) && p.run_netns);
         assert!(super::super::mounts::render(p.mounts).contains("masking"), "a hardened plan masks paths");
         assert_eq!(super::super::mounts::render(p.mounts), super::super::mounts::render(&mounts));
         assert_eq!(p.mounts.slots.len(), mounts.slots.len());
@@ -577,6 +602,8 @@ mod tests {
             mounts: &mounts,
             pid_ns: false,
             caps: None,
+            userns: None,
+            run_netns: false,
             main: MainPlan {
                 program: &program,
                 argv: &argv,

@@ -38,13 +38,16 @@ pub fn run_if_requested() -> Option<i32> {
         ("env", []) => env(),
         ("fs", [host_marker, writable @ ..]) => fs(host_marker, writable),
         ("own-container", [token]) => crate::container::own_container(token),
-        ("create-once", []) => crate::container::create_once(),
+        ("create-once", []) => crate::container::create_once(false),
+        ("create-once", ["no-cgroups"]) => crate::container::create_once(true),
         ("own-zygote-container", [token]) => crate::zygote::own_zygote_container(token),
         ("fs-in-container", [host_marker, writable @ ..]) => {
             crate::container::fs_in_container(host_marker, writable)
         }
         ("hold-lease", [cidr]) => crate::lease::hold_lease(cidr),
         ("probe", []) => crate::confinement::probe(),
+        ("userns", [writable, secret, socket]) => crate::userns::userns_probe(writable, secret, socket),
+        ("net-reach", [host, container]) => crate::userns::net_reach(host, container),
         ("attack", [outside]) => crate::confinement::attack(Path::new(outside)),
         ("tty-driver", []) => crate::confinement::tty_driver(),
         ("tty-attack", []) => crate::confinement::tty_attack(),

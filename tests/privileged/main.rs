@@ -15,6 +15,7 @@ mod macro_fixture;
 mod net;
 mod owner;
 mod support;
+mod userns;
 mod zygote;
 
 fn main() {
@@ -33,6 +34,7 @@ fn main() {
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
     trials.extend(owner::trials());
+    trials.extend(userns::trials());
     trials.extend(zygote::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();
