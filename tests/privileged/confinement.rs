@@ -785,6 +785,7 @@ pub fn tty_attack() -> i32 {
     // as its controlling one: refused while it is another session's.
     // SAFETY: the child only calls setsid, ioctl and _exit.
     let steal = match unsafe { libc::fork() } {
+        // SAFETY: in the forked child: setsid, ioctl and _exit only, all async-signal-safe.
         0 => unsafe {
             if libc::setsid() < 0 {
                 libc::_exit(200);
