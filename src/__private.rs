@@ -455,6 +455,7 @@ mod tests {
                 memory_bytes: Some(Measured { value: 67_066_675, sampled: false }),
                 ..Default::default()
             },
+            limits_enforced: true,
             duration: Duration::from_millis(1500),
             stdout: stdout.as_bytes().to_vec(),
             stderr: Vec::new(),

@@ -303,7 +303,7 @@ impl Container {
         let mut main_end: Option<Instant> = None;
         let mut status_open = true;
         let mut timed_out = false;
-        let init_status = loop {
+        let (init_status, init_usage) = loop {
             // A pipe at EOF leaves the set: it would report POLLHUP on every poll, and the init
             // closes its ends before it tears its namespaces down.
             let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
@@ -341,10 +341,10 @@ impl Container {
                 }
             }
             if fds[0].revents != 0 {
-                if let Some(status) =
-                    sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
+                if let Some((status, usage)) =
+                    sys::waitid_pidfd_usage(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
                 {
-                    break status;
+                    break (status, usage);
                 }
             }
             if !timed_out && main_status.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
@@ -371,8 +371,13 @@ impl Container {
             cap.finish()
         });
 
-        let mut peaks = Peaks::default();
+        let mut peaks = Peaks { max_rss_bytes: Some(init_usage.max_rss_bytes), ..Peaks::default() };
         let mut pids_limit_hit = false;
+        if self.cgroup.is_none() {
+            // No cgroup, no limits: what rusage tells is all there is.
+            peaks.cpu_user = Some(init_usage.user);
+            peaks.cpu_system = Some(init_usage.system);
+        }
         if let Some(cg) = &self.cgroup {
             let stats = cg.stats()?;
             let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
@@ -396,6 +401,7 @@ impl Container {
             termination,
             pids_limit_hit,
             peaks,
+            limits_enforced: self.cgroup.is_some(),
             duration: end.saturating_duration_since(run.started),
             stdout: stdout.unwrap_or_default(),
             stderr: stderr.unwrap_or_default(),

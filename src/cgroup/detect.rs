@@ -154,6 +154,15 @@ impl Hierarchy {
         }
     }
 
+    /// On v2 in a scope systemd made for this process: empties the scopes of dead runners
+    /// beside it (see [`crate::sweep`]). Returns how many.
+    pub(crate) fn sweep_dead_scopes(&self) -> Result<usize, CgroupError> {
+        match &self.layout {
+            Layout::V2(l) if l.scope.get().is_some() => super::systemd::sweep_dead_scopes(&l.base),
+            Layout::V1(_) | Layout::V2(_) => Ok(0),
+        }
+    }
+
     pub fn version(&self) -> CgroupVersion {
         match self.layout {
             Layout::V1(_) => CgroupVersion::V1,

@@ -212,3 +212,31 @@ async fn start_scope(manager: Manager, address: &str, unit: &str) -> Result<Stri
     };
     futures_lite::future::or(wait, timeout).await
 }
+
+/// Empties the scopes `cvtest-<owner tag>.scope` beside `own_scope` whose owners are dead (a
+/// runner SIGKILLed while its containers ran leaves them, kept alive by those processes): every
+/// process in each is SIGKILLed, its child cgroups (ours) removed, deepest first. systemd then
+/// stops the emptied scope and removes it. Returns how many scopes were emptied.
+pub(crate) fn sweep_dead_scopes(own_scope: &Path) -> Result<usize, super::CgroupError> {
+    let Some(parent) = own_scope.parent() else { return Ok(0) };
+    let deadline = std::time::Instant::now() + fs::DESTROY_TIMEOUT;
+    let mut emptied = 0;
+    for scope in fs::child_dirs(parent)? {
+        let Some(name) = scope.file_name().and_then(|n| n.to_str()) else { continue };
+        let Some(tag) = name.strip_prefix("cvtest-").and_then(|r| r.strip_suffix(".scope")) else { continue };
+        if scope == own_scope || tag == crate::sweep::owner_tag() || crate::sweep::owner_alive(tag) {
+            continue;
+        }
+        empty_tree(&scope, deadline)?;
+        emptied += 1;
+    }
+    Ok(emptied)
+}
+
+fn empty_tree(dir: &Path, deadline: std::time::Instant) -> Result<(), super::CgroupError> {
+    for child in fs::child_dirs(dir)? {
+        empty_tree(&child, deadline)?;
+        fs::remove_dir(&child, deadline, &fs::kill_listed)?;
+    }
+    fs::kill_listed(dir, deadline)
+}
