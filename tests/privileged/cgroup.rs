@@ -43,6 +43,10 @@ pub fn trials() -> Vec<Trial> {
             }
             delegated_scope_from_systemd_leaves_nothing().map(|()| Completion::Completed)
         }),
+        support::privileged(
+            "cgroup::no_limits_container_reports_rusage_peaks",
+            no_limits_container_reports_rusage,
+        ),
         Trial::ignorable_test("cgroup::not_delegated_says_what_to_do", || {
             if support::missing_privileges().is_none() {
                 return Ok(Completion::ignored_with("root may create cgroups anywhere"));
@@ -723,4 +727,30 @@ fn not_delegated_says_what_to_do() -> Result<(), Failed> {
         }
         Err(e) => Err(format!("not the not-delegated error: {}", chain(&e)).into()),
     }
+}
+
+/// A container without cgroups (the explicit no-limits mode): no cgroup is made, a 200 MiB
+/// allocation under a 64M "limit" passes, and the outcome says the limits were not enforced and
+/// still gives the largest process's RSS and the CPU times, from the init's rusage.
+fn no_limits_container_reports_rusage() -> Result<(), Failed> {
+    use cvtest::{Caps, Container, Options, Termination};
+    let mut opts = Options::new();
+    opts.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+    opts.limits = limits(MemoryLimit::Bytes(64 * MIB), PidsLimit::Count(16), 100, None);
+    let mut c = Container::create(&opts).map_err(|e| format!("create: {}", chain(&e)))?;
+    check(c.cgroup_paths().is_empty(), format!("a cgroup was made: {:?}", c.cgroup_paths()))?;
+    let bytes = (200 * MIB).to_string();
+    c.spawn(&crate::helpers::command("alloc", &[&bytes])).map_err(|e| format!("spawn: {}", chain(&e)))?;
+    let outcome = c.wait(Some(Duration::from_secs(60))).map_err(|e| format!("wait: {}", chain(&e)))?;
+    c.destroy().map_err(|e| format!("destroy: {}", chain(&e)))?;
+    check(outcome.termination == Termination::Exited(0), format!("ended {:?}", outcome.termination))?;
+    check(!outcome.limits_enforced, "limits_enforced without a cgroup")?;
+    let rss = outcome.peaks.max_rss_bytes.ok_or("no max RSS")?;
+    eprintln!("no-limits container: largest RSS {rss} bytes, peaks {:?}", outcome.peaks);
+    check(rss >= 200 * MIB, format!("largest RSS {rss} < the 200 MiB allocated"))?;
+    check(
+        outcome.peaks.memory_bytes.is_none() && outcome.peaks.pids.is_none(),
+        "cgroup peaks without a cgroup",
+    )?;
+    check(outcome.peaks.cpu_total().is_some_and(|t| t > Duration::ZERO), format!("cpu {:?}", outcome.peaks))
 }
