@@ -176,6 +176,11 @@ pub struct LimitArgs {
     /// and #[cv_test] values
     #[arg(long = "force-limits", help_heading = "Limits")]
     pub force_limits: bool,
+    /// Run without cgroup limits, on purpose (where no cgroup can be delegated, e.g. cgroup v1
+    /// as an ordinary user); also CVTEST_LIMITS=off or `limits = "off"` in the config. Every
+    /// test is reported with its limits not enforced, and with the peaks rusage gives
+    #[arg(long = "no-limits", help_heading = "Limits")]
+    pub no_limits: bool,
 }
 
 /// A parsed `--cpus`: a quota, or "max" for none.

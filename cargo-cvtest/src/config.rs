@@ -17,6 +17,9 @@
 //! privileged = true        # every capability, /proc unhardened (a boolean, or "true")
 //! ```
 //!
+//! A workspace-level table may also say `limits = "off"` (or `false`): the whole run goes without
+//! cgroup limits, on purpose, as `--no-limits` does; `"on"` (or `true`, the default) enforces them.
+//!
 //! Values are parsed by `cvtest-spec` only. A bad key or value is a usage error naming the file,
 //! the table and what is accepted.
 
@@ -44,6 +47,8 @@ struct Layer {
     package: Option<String>,
     defaults: TestSettings,
     overrides: Vec<Override>,
+    /// `limits = "off" | "on"` (workspace-level tables only).
+    limits: Option<bool>,
 }
 
 /// A per-test rule.
@@ -122,6 +127,11 @@ impl Config {
         (settings, expect)
     }
 
+    /// Whether the config enforces limits (`limits = "on" | "off"`), if it says; later wins.
+    pub fn limits_enforced(&self) -> Option<bool> {
+        self.layers.iter().rev().find_map(|l| l.limits)
+    }
+
     fn applicable<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a Layer> + 'a {
         self.layers.iter().filter(move |l| l.package.as_deref().map_or(true, |p| p == package))
     }
@@ -147,8 +157,24 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
     let mut defaults = TestSettings::default();
     let mut host = None;
     let mut overrides = Vec::new();
+    let mut limits = None;
     for (key, value) in obj {
-        if key == "overrides" {
+        if key == "limits" {
+            if package.is_some() {
+                return Err(err(origin, "`limits` is for the whole run: set it in [workspace.metadata.cvtest] or .config/cvtest.toml"));
+            }
+            limits = Some(match value {
+                Value::Bool(b) => *b,
+                Value::String(s) if s == "on" => true,
+                Value::String(s) if s == "off" => false,
+                _ => {
+                    return Err(err(
+                        origin,
+                        format!("`limits` is \"on\" or \"off\" (or true / false), not {value}"),
+                    ))
+                }
+            });
+        } else if key == "overrides" {
             let arr = value.as_array().ok_or_else(|| {
                 err(origin, "`overrides` must be an array of tables ([[...overrides]] in TOML)")
             })?;
@@ -159,7 +185,7 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
             set_key(&mut defaults, key, value, &mut host, origin, false)?;
         }
     }
-    Ok(Layer { package, defaults, overrides })
+    Ok(Layer { package, defaults, overrides, limits })
 }
 
 fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override, UsageError> {
@@ -258,6 +284,15 @@ mod tests {
         assert!(o.cpus.is_some() && o.memory.is_none() && e.is_none());
         let (o, _) = c.overrides("p", "p", "exact::one_more");
         assert!(o.cpus.is_none());
+    }
+
+    #[test]
+    fn limits_off_is_a_run_wide_key() {
+        assert_eq!(Config::from_toml("", "x.toml").unwrap().limits_enforced(), None);
+        assert_eq!(Config::from_toml("limits = \"off\"", "x.toml").unwrap().limits_enforced(), Some(false));
+        assert_eq!(Config::from_toml("limits = true", "x.toml").unwrap().limits_enforced(), Some(true));
+        let e = Config::from_toml("limits = \"no\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("\"on\" or \"off\""), "{e}");
     }
 
     #[test]

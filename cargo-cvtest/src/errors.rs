@@ -25,6 +25,8 @@ pub enum UsageError {
     },
     #[error("{origin}: {message}")]
     Config { origin: String, message: String },
+    #[error("CVTEST_LIMITS={value:?} is not understood: set it to off (run without limits, as --no-limits does) or on")]
+    LimitsEnv { value: String },
 }
 
 /// Reading the workspace or preparing the run failed: exit code 102.

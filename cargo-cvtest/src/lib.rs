@@ -85,6 +85,25 @@ where
     code
 }
 
+/// Whether the run enforces limits: not with `--no-limits`, `CVTEST_LIMITS=off` or a config's
+/// `limits = "off"` (in that order of precedence).
+fn limits_enforced(no_limits: bool, config: &Config) -> Result<bool, UsageError> {
+    if no_limits {
+        return Ok(false);
+    }
+    match std::env::var(cvtest::__private::ENV_LIMITS) {
+        Ok(v) if v == "off" => return Ok(false),
+        Ok(v) if v == "on" => return Ok(true),
+        Ok(v) if v.is_empty() => {}
+        Ok(value) => return Err(UsageError::LimitsEnv { value }),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return Err(UsageError::LimitsEnv { value: v.to_string_lossy().into_owned() })
+        }
+        Err(std::env::VarError::NotPresent) => {}
+    }
+    Ok(config.limits_enforced().unwrap_or(true))
+}
+
 fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
     match signals.received() {
         Some(sig) => Err(RunError::Interrupted(sig)),
@@ -95,7 +114,9 @@ fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
 fn run(args: &CvtestArgs, paint: Painter, signals: &SignalWatch) -> Result<i32, RunError> {
     let ws = build::load_workspace(&args.build)?;
     let config = Config::load(&ws)?;
-    let resolver = Resolver { config, cli: cli_layer(&args.limits), force: args.limits.force_limits };
+    let enforced = limits_enforced(args.limits.no_limits, &config)?;
+    let resolver =
+        Resolver { config, cli: cli_layer(&args.limits), force: args.limits.force_limits, enforced };
     let output = build::build(&args.build, &ws, paint.on)?;
     check_signal(signals)?;
     let toolchain = Toolchain::detect()?;
@@ -114,7 +135,7 @@ fn run(args: &CvtestArgs, paint: Painter, signals: &SignalWatch) -> Result<i32, 
             .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
         return Ok(exit_codes::OK);
     }
-    preflight(&writable)?;
+    preflight(&writable, enforced)?;
     let budget = args.run.memory_budget.unwrap_or_else(mem_available);
     run_tests(args, &list, writable, budget, jobs, paint, signals)
 }
@@ -198,8 +219,12 @@ fn print_list(list: &TestList, format: MessageFormat) -> std::io::Result<()> {
 
 /// Creates and destroys one container, so that missing privileges or cgroup controllers are one
 /// clear error instead of one per test.
-fn preflight(writable: &[PathBuf]) -> Result<(), SetupError> {
+fn preflight(writable: &[PathBuf], enforced: bool) -> Result<(), SetupError> {
     let mut opts = cvtest::Options::new();
+    if !enforced {
+        use cvtest::Caps;
+        opts.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+    }
     opts.rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
     let c = cvtest::Container::create(&opts).map_err(SetupError::Container)?;
     // A container that cannot be removed will show up as an error of the first test too.
@@ -264,6 +289,14 @@ fn run_tests(
         },
         &mut reporters,
     );
+    // The mode is run-wide: every test's settings say the same.
+    if list.tests.iter().any(|t| !t.settings.enforced) {
+        let message = "limits are NOT enforced in this run (--no-limits, CVTEST_LIMITS=off or `limits = \"off\"`): \
+                       the containers have no cgroup; each test shows the largest process's RSS and the CPU time \
+                       from rusage instead of its peaks"
+            .to_owned();
+        emit(Event::Warning { message }, &mut reporters);
+    }
     for t in ignored {
         let ev =
             TestFinished::unmeasured(&list.binary_of(t).bin.id, t, Status::Ignored, started, PeakScope::Test);

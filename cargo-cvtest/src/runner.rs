@@ -138,7 +138,12 @@ impl Runner<'_> {
 
     fn options(&self, s: &Effective) -> Options {
         let mut o = Options::new();
-        o.set_caps(Caps::ALL);
+        if s.enforced {
+            o.set_caps(Caps::ALL);
+        } else {
+            // The explicit no-limits mode: everything but the cgroup.
+            o.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+        }
         o.limits = s.limits();
         o.network = s.network;
         o.hostname = s.hostname.clone();

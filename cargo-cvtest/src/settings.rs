@@ -74,6 +74,9 @@ pub struct Effective {
     pub privileged: bool,
     /// Capabilities added to `Capabilities::DEFAULT`.
     pub caps: Capabilities,
+    /// Whether the limits are enforced: `false` in the explicit no-limits mode (`--no-limits`,
+    /// `CVTEST_LIMITS=off`, `limits = "off"`), where the container has no cgroup.
+    pub enforced: bool,
 }
 
 impl Effective {
@@ -88,6 +91,7 @@ impl Effective {
             hostname: s.hostname.clone(),
             privileged: s.privileged.unwrap_or(false),
             caps: s.caps.unwrap_or(Capabilities::NONE),
+            enforced: true,
         }
     }
 
@@ -120,6 +124,9 @@ impl fmt::Display for Effective {
         } else if !self.caps.is_empty() {
             write!(f, " caps=+{}", self.caps)?;
         }
+        if !self.enforced {
+            f.write_str(" limits-not-enforced")?;
+        }
         Ok(())
     }
 }
@@ -143,6 +150,8 @@ pub struct Resolver {
     pub config: Config,
     pub cli: TestSettings,
     pub force: bool,
+    /// `false` in the explicit no-limits mode.
+    pub enforced: bool,
 }
 
 impl Resolver {
@@ -164,7 +173,9 @@ impl Resolver {
         if self.force {
             s = self.cli.over(&s);
         }
-        (Effective::from_layers(&s), expect.unwrap_or_default())
+        let mut effective = Effective::from_layers(&s);
+        effective.enforced = self.enforced;
+        (effective, expect.unwrap_or_default())
     }
 }
 
@@ -185,7 +196,7 @@ mod tests {
         .unwrap();
         let cli =
             TestSettings { memory: mem("256M"), timeout: Some(Duration::from_secs(5)), ..Default::default() };
-        let r = Resolver { config, cli: cli.clone(), force: false };
+        let r = Resolver { config, cli: cli.clone(), force: false, enforced: true };
 
         // library defaults where nobody sets a key
         let (e, _) = r.resolve("p", "p", "plain", None);
@@ -216,6 +227,14 @@ mod tests {
         let caps = TestSettings { caps: Some("SYS_PTRACE,NET_ADMIN".parse().unwrap()), ..Default::default() };
         let e = Effective::from_layers(&caps);
         assert!(e.to_string().ends_with(" timeout=- caps=+NET_ADMIN,SYS_PTRACE"), "{e}");
+        let r = Resolver {
+            config: Config::default(),
+            cli: TestSettings::default(),
+            force: false,
+            enforced: false,
+        };
+        let (e, _) = r.resolve("p", "p", "t", None);
+        assert!(!e.enforced && e.to_string().ends_with(" limits-not-enforced"), "{e}");
         let e = Effective::from_layers(&TestSettings { privileged: Some(true), ..caps });
         assert!(e.to_string().ends_with(" timeout=- privileged"), "{e}");
     }
@@ -228,7 +247,7 @@ mod tests {
             "c.toml",
         )
         .unwrap();
-        let r = Resolver { config, cli: TestSettings::default(), force: false };
+        let r = Resolver { config, cli: TestSettings::default(), force: false, enforced: true };
         let (e, _) = r.resolve("p", "p", "plain", None);
         assert!(!e.privileged && e.caps.to_string() == "NET_RAW", "{e}");
         let (e, _) = r.resolve("p", "p", "mounts_things", None);
