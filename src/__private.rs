@@ -222,9 +222,11 @@ fn supervise(test: &'static Test) -> Verdict {
 
     let mut container = match Container::create(&options) {
         Ok(c) => c,
-        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
-            return unprivileged(&e)
-        }
+        Err(
+            e @ (CreateError::Privileges { .. }
+            | CreateError::UserNamespaces(_)
+            | CreateError::KernelTooOld { .. }),
+        ) => return unprivileged(&e),
         Err(e) => {
             return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
         }

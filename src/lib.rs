@@ -35,6 +35,7 @@ mod preflight;
 mod sandbox;
 pub mod sweep;
 mod sys;
+mod userns_support;
 pub mod zygote;
 
 #[doc(hidden)]
@@ -44,6 +45,7 @@ pub use container::{Command, Container, KillHandle};
 pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
 pub use options::{Caps, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
+pub use userns_support::{UsernsProblem, APPARMOR_PROFILE};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;
