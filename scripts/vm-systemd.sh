@@ -14,12 +14,17 @@ mode=$1
 shift
 uid=${CV2VM_UID:-1000}
 user=${CV2VM_USER:-cvuser}
+cargo_home=${CARGO_HOME:-/root/.cargo}
 user_env=(env "HOME=/home/$user" "XDG_RUNTIME_DIR=/run/user/$uid"
-  "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus")
+  "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus"
+  "CARGO_HOME=$cargo_home" "RUSTUP_HOME=${RUSTUP_HOME:-/root/.rustup}" "PATH=$cargo_home/bin:$PATH")
 case $mode in
   user)
     # The toolchain is under /root, 0700 on the host; the VM's overlay discards this change.
     chmod o+x /root
+    # cargo takes its package-cache lock in CARGO_HOME (all else there it only reads).
+    chmod o+w "$cargo_home" 2>/dev/null
+    chmod o+rw "$cargo_home"/.package-cache* 2>/dev/null
     runuser -u "$user" -- "${user_env[@]}" "$@"
     rc=$?
     ;;
