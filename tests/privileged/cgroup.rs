@@ -107,10 +107,17 @@ pub fn run_helper_if_requested() {
         }
         "scope" => {
             // A runner in a cgroup it shares with its parent: cvtest asks systemd for a scope.
-            let made = Hierarchy::detect().and_then(|h| h.create(&Limits::default()));
+            let started = Instant::now();
+            let detected = Hierarchy::detect();
+            let took = started.elapsed();
+            let made = detected.and_then(|h| h.create(&Limits::default()));
             let own = read(Path::new("/proc/self/cgroup"));
             match made.and_then(|mut cg| cg.destroy()) {
-                Ok(()) => println!("ok {}", own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("?")),
+                Ok(()) => println!(
+                    "ok {} {}",
+                    own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("?"),
+                    took.as_micros()
+                ),
                 Err(e) => println!("err {}", chain(&e)),
             }
             std::process::exit(0);
@@ -668,7 +675,10 @@ fn delegated_scope_from_systemd_leaves_nothing() -> Result<(), Failed> {
     let line = first_line(&mut out);
     let status = wait_bounded(&mut child, "the scope helper")?;
     check(status.success(), format!("helper ended {status:?}"))?;
-    let cgroup = line.strip_prefix("ok ").ok_or_else(|| format!("helper said {line:?}"))?;
+    let (cgroup, micros) = line
+        .strip_prefix("ok ")
+        .and_then(|rest| rest.split_once(' '))
+        .ok_or_else(|| format!("helper said {line:?}"))?;
     // The helper ends in its scope, or in the supervisor leaf below it.
     let unit = cgroup
         .split('/')
@@ -696,7 +706,9 @@ fn delegated_scope_from_systemd_leaves_nothing() -> Result<(), Failed> {
     loop {
         let state = load_state();
         if state == "not-found" && !scope_dir.exists() {
-            eprintln!("helper {pid} ran in {cgroup}; the scope is gone");
+            eprintln!(
+                "helper {pid} ran in {cgroup} (detect with the D-Bus scope: {micros} µs); the scope is gone"
+            );
             return Ok(());
         }
         if Instant::now() >= deadline {
