@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Stdio};
+use cvtest::{Command, Container, Isolation, Options, Stdio};
 
 fn main() {
     let iterations: usize =
@@ -20,17 +20,17 @@ fn main() {
     // Each veth container gets its own subnet, as a runner gives each container network: the
     // kernel removes a released pair asynchronously, and the same subnet right after it waits.
     let mut veth_opts = Options::new();
-    veth_opts.network_cidr("10.213.0.2/24").expect("valid network");
+    veth_opts.set_network_cidr("10.213.0.2/24").expect("valid network");
     let subnet = std::cell::Cell::new(0u32);
     let next_subnet = |opts: &mut Options| {
         let n = subnet.get();
         subnet.set((n + 1) % 200);
-        opts.network_cidr(&format!("10.213.{n}.2/24")).expect("valid network");
+        opts.set_network_cidr(&format!("10.213.{n}.2/24")).expect("valid network");
     };
     if std::env::var_os("CVTEST_BENCH_NO_CGROUPS").is_some() {
-        let caps = Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC;
-        plain_opts.set_caps(caps);
-        veth_opts.set_caps(caps);
+        let caps = Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC;
+        plain_opts.set_isolation(caps);
+        veth_opts.set_isolation(caps);
     }
     let mut cmd = Command::new("/bin/true");
     cmd.env_clear().stdout(Stdio::Null).stderr(Stdio::Null);
@@ -54,7 +54,7 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        let case = usize::from(opts.network.is_some());
+        let case = usize::from(opts.network().is_some());
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }

@@ -25,13 +25,13 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use cvtest_spec::{
-    format_duration, DumpedTest, SettingsDump, TestSettings, ENV_LIST_SETTINGS, SETTINGS_DUMP_VERSION,
-    SETTINGS_LINE_PREFIX,
+    format_duration, libtest, DumpedTest, ParseError, SettingsDump, TestSettings, ENV_LIST_SETTINGS,
+    SETTINGS_DUMP_VERSION, SETTINGS_LINE_PREFIX,
 };
 
 use crate::{
-    Caps, Command, Container, CreateError, Limits, MemoryLimit, Options, Outcome, Rootfs, Stdio, Termination,
-    ENV_CONTAINER,
+    error_chain, Command, Container, CreateError, Isolation, Limits, MemoryLimit, Options, Outcome, Rootfs,
+    Stdio, Termination, ENV_CONTAINER,
 };
 
 pub use ::ctor;
@@ -210,11 +210,18 @@ fn supervise(test: &'static Test) -> Verdict {
             ))
         }
     };
-    let mut options = options(&settings, test, &exe);
+    let mut options = match options(&settings, test, &exe) {
+        Ok(options) => options,
+        Err(e) => {
+            return Verdict::Failed(format!("cvtest cannot make the test's container: {}", error_chain(&e)))
+        }
+    };
     match limits_enforced() {
         Ok(true) => {}
         Ok(false) => {
-            options.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+            options.set_isolation(
+                Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+            );
             warn_no_limits_once();
         }
         Err(why) => return Verdict::Failed(why),
@@ -228,7 +235,10 @@ fn supervise(test: &'static Test) -> Verdict {
             | CreateError::KernelTooOld { .. }),
         ) => return unprivileged(&e),
         Err(e) => {
-            return Verdict::Failed(format!("cvtest could not create the test's container: {}", chain(&e)))
+            return Verdict::Failed(format!(
+                "cvtest could not create the test's container: {}",
+                error_chain(&e)
+            ))
         }
     };
     let mut command = Command::new(&exe);
@@ -238,11 +248,16 @@ fn supervise(test: &'static Test) -> Verdict {
         .stdout(Stdio::Capture { limit: OUTPUT_LIMIT })
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
     if let Err(e) = container.spawn(&command) {
-        return Verdict::Failed(format!("cvtest could not start the test in its container: {}", chain(&e)));
+        return Verdict::Failed(format!(
+            "cvtest could not start the test in its container: {}",
+            error_chain(&e)
+        ));
     }
     let outcome = match container.wait(settings.timeout) {
         Ok(outcome) => outcome,
-        Err(e) => return Verdict::Failed(format!("cvtest lost the test in its container: {}", chain(&e))),
+        Err(e) => {
+            return Verdict::Failed(format!("cvtest lost the test in its container: {}", error_chain(&e)))
+        }
     };
     let id = container.id().to_owned();
     let destroyed = container.destroy();
@@ -251,13 +266,13 @@ fn supervise(test: &'static Test) -> Verdict {
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
-    println!("cvtest: container {id}: {}", usage(&outcome, &options.limits));
+    println!("cvtest: container {id}: {}", usage(&outcome, options.limits()));
 
-    let verdict = judge(&outcome, &options.limits, settings.timeout, &name);
+    let verdict = judge(&outcome, options.limits(), settings.timeout, &name);
     match destroyed {
         Ok(()) => verdict,
         Err(e) => {
-            Verdict::Failed(format!("cvtest could not remove the test's container {id}: {}", chain(&e)))
+            Verdict::Failed(format!("cvtest could not remove the test's container {id}: {}", error_chain(&e)))
         }
     }
 }
@@ -290,22 +305,13 @@ fn warn_no_limits_once() {
     });
 }
 
-/// The container for a test: its limits, its network, its capabilities (the default set plus
-/// `caps`, or all when `privileged`), and the host's root read-only except where `cargo test`
-/// tests normally write (the package and target directories; /tmp is the container's own).
-fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Options {
-    let mut options = Options::new();
-    let limits = &mut options.limits;
-    limits.memory = settings.memory.unwrap_or(limits.memory);
-    limits.pids = settings.pids.unwrap_or(limits.pids);
-    limits.cpu_weight = settings.cpu_weight.unwrap_or(limits.cpu_weight);
-    limits.cpus = settings.cpus.unwrap_or(limits.cpus);
-    options.network = settings.network;
-    options.hostname = settings.hostname.clone();
-    options.set_privileged(settings.privileged.unwrap_or(false));
-    options.capabilities(crate::Capabilities::DEFAULT | settings.caps.unwrap_or_default());
-    options.rootfs = Rootfs::Host { writable: writable_dirs(Path::new(test.manifest_dir), exe) };
-    options
+/// The container for a test: [`Options::for_test`], with the host's root read-only except
+/// where `cargo test` tests normally write (the package and target directories; /tmp is the
+/// container's own).
+fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Result<Options, ParseError> {
+    let mut options = Options::for_test(settings)?;
+    options.set_rootfs(Rootfs::Host { writable: writable_dirs(Path::new(test.manifest_dir), exe) });
+    Ok(options)
 }
 
 /// The package directory and the target directory, without one nested in the other twice.
@@ -357,7 +363,7 @@ fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &s
         (false, _) => String::new(),
     };
     match outcome.termination {
-        Termination::Exited(0) if ran_the_test(&outcome.stdout) => Verdict::Passed,
+        Termination::Exited(0) if libtest::passed_exactly_one(&outcome.stdout) => Verdict::Passed,
         Termination::Exited(0) => Verdict::Failed(format!(
             "the test binary ran no test named {name:?} in its container: libtest did not report it as passed"
         )),
@@ -378,16 +384,6 @@ fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &s
             timeout.map_or_else(|| "its timeout".to_owned(), format_duration)
         )),
     }
-}
-
-/// Whether libtest's summary line (its last one) says it ran one test and passed it.
-fn ran_the_test(stdout: &[u8]) -> bool {
-    let stdout = String::from_utf8_lossy(stdout);
-    stdout
-        .lines()
-        .rev()
-        .find(|line| line.starts_with("test result: "))
-        .is_some_and(|summary| summary.starts_with("test result: ok. 1 passed;"))
 }
 
 /// The usage line printed with every test: peaks and limits, CPU time, traffic, wall time.
@@ -453,18 +449,6 @@ fn secs(d: Duration) -> String {
     format!("{:.2}s", d.as_secs_f64())
 }
 
-/// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,7 +505,7 @@ mod tests {
 
     #[test]
     fn judges_outcomes() {
-        let limits = options(&NESTED.settings(), &NESTED, Path::new("/t/debug/deps/x")).limits;
+        let limits = *options(&NESTED.settings(), &NESTED, Path::new("/t/debug/deps/x")).unwrap().limits();
         let passed = "running 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 0.00s\n\n";
         let judge = |o: &Outcome| judge(o, &limits, Some(Duration::from_secs(30)), "x");
         assert_eq!(judge(&outcome(Termination::Exited(0), passed)), Verdict::Passed);
@@ -571,12 +555,12 @@ mod tests {
         };
         static PRIVILEGED: Test = Test { settings: &[("privileged", "true")], ..CAPPED };
         let exe = Path::new("/t/debug/deps/x");
-        let o = options(&TOP.settings(), &TOP, exe);
-        assert!(!o.privileged && o.capabilities == crate::Capabilities::DEFAULT);
-        let o = options(&CAPPED.settings(), &CAPPED, exe);
-        assert!(!o.privileged);
-        assert_eq!(o.capabilities, crate::Capabilities::DEFAULT | "NET_ADMIN".parse().unwrap());
-        assert!(options(&PRIVILEGED.settings(), &PRIVILEGED, exe).privileged);
+        let o = options(&TOP.settings(), &TOP, exe).unwrap();
+        assert!(!o.privileged() && o.capabilities() == crate::Capabilities::DEFAULT);
+        let o = options(&CAPPED.settings(), &CAPPED, exe).unwrap();
+        assert!(!o.privileged());
+        assert_eq!(o.capabilities(), crate::Capabilities::DEFAULT | "NET_ADMIN".parse().unwrap());
+        assert!(options(&PRIVILEGED.settings(), &PRIVILEGED, exe).unwrap().privileged());
     }
 
     #[test]

@@ -8,12 +8,10 @@
 //! the whole cgroup, waits until it is empty, removes it, and lets the network namespace (and with
 //! it the veth) go.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,79 +19,21 @@ use cvtest_spec::NetworkSpec;
 
 use crate::capture::Capture;
 use crate::cgroup::{Cgroup, Hierarchy, Sample};
+use crate::command::Command;
 use crate::error::{CreateError, DestroyError, SpawnError, WaitError};
 use crate::net::VethName;
-use crate::options::{Caps, Options, Rootfs, Stdio};
+use crate::options::{Isolation, Options, Rootfs, Stdio};
 use crate::outcome::{Measured, Outcome, Peaks, Termination};
 use crate::sandbox::channel::{Message, MESSAGE_SIZE};
 use crate::sandbox::spawn::{self, Spawned};
 use crate::sys::{self, Errno};
 use crate::zygote::Zygote;
 
-/// What to run inside a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Command {
-    pub program: PathBuf,
-    pub args: Vec<OsString>,
-    /// The environment. Starts as a copy of this process's environment; [`Command::env_clear`]
-    /// empties it.
-    pub env: BTreeMap<OsString, OsString>,
-    /// The working directory inside the container; the caller's when `None`.
-    pub cwd: Option<PathBuf>,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
-}
-
-impl Command {
-    pub fn new(program: impl Into<PathBuf>) -> Self {
-        Command {
-            program: program.into(),
-            args: Vec::new(),
-            env: std::env::vars_os().collect(),
-            cwd: None,
-            stdout: Stdio::Inherit,
-            stderr: Stdio::Inherit,
-        }
-    }
-    pub fn arg(&mut self, a: impl Into<OsString>) -> &mut Self {
-        self.args.push(a.into());
-        self
-    }
-    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(&mut self, args: I) -> &mut Self {
-        self.args.extend(args.into_iter().map(Into::into));
-        self
-    }
-    pub fn env(&mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> &mut Self {
-        self.env.insert(k.into(), v.into());
-        self
-    }
-    pub fn env_remove(&mut self, k: impl Into<OsString>) -> &mut Self {
-        self.env.remove(&k.into());
-        self
-    }
-    pub fn env_clear(&mut self) -> &mut Self {
-        self.env.clear();
-        self
-    }
-    pub fn current_dir(&mut self, d: impl Into<PathBuf>) -> &mut Self {
-        self.cwd = Some(d.into());
-        self
-    }
-    pub fn stdout(&mut self, s: Stdio) -> &mut Self {
-        self.stdout = s;
-        self
-    }
-    pub fn stderr(&mut self, s: Stdio) -> &mut Self {
-        self.stderr = s;
-        self
-    }
-}
-
 /// One container. Dropping it destroys it.
 #[derive(Debug)]
 pub struct Container {
     id: String,
-    caps: Caps,
+    isolation: Isolation,
     /// The capabilities the main process keeps; `None` when privileged.
     confine: Option<cvtest_spec::Capabilities>,
     hostname: String,
@@ -131,8 +71,10 @@ struct Shared {
     killed: AtomicBool,
     /// `cgroup.kill` of the container's cgroup (cgroup v2, Linux 5.14+).
     cgroup_kill: Option<PathBuf>,
-    /// The main process's group, when there is no PID namespace to end everything with the init.
-    main_pgid: AtomicI32,
+    /// A pidfd of the main process, when there is no PID namespace to end everything with the
+    /// init: its process group is signalled through it, never through a number that could be
+    /// reused once the container ended.
+    main: OnceLock<(OwnedFd, i32)>,
 }
 
 impl Shared {
@@ -143,14 +85,36 @@ impl Shared {
     fn kill_tree(&self) {
         let Some(pidfd) = self.pidfd.get() else { return };
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let pgid = self.main_pgid.load(Ordering::Relaxed);
-        if pgid > 0 {
-            let _ = sys::kill(-pgid, libc::SIGKILL);
+        if let Some((main, pid)) = self.main.get() {
+            kill_group_of(main, *pid);
             if let Some(path) = &self.cgroup_kill {
                 let _ = std::fs::write(path, "1");
             }
         }
     }
+}
+
+/// SIGKILL to the process group of the main process `pid` (its own group leader), named through
+/// its pidfd `main` (Linux 6.9+). Before 6.9, `kill(-pid)` only while the main process has not exited:
+/// a live leader holds its number, so the group is still the container's. Once it is gone (and
+/// reaped) nothing is sent: its number may be a stranger's by then.
+fn kill_group_of(main: &OwnedFd, pid: i32) {
+    match sys::pidfd_signal_group(main.as_fd(), libc::SIGKILL) {
+        Err(Errno::EINVAL) if !sys::pidfd_exited(main.as_fd()) => {
+            let _ = sys::kill(-pid, libc::SIGKILL);
+        }
+        Ok(()) | Err(_) => {}
+    }
+}
+
+/// A pidfd of the main process `main_pid` (a child of the init `init_pid`, both as this process
+/// numbers them: there is no PID namespace), if it still runs. Opened, then checked: while the
+/// process of the pidfd lives, `main_pid` is its number, so a parent of `init_pid` read in
+/// between proves it is the main process and not a stranger that got the number after it ended.
+fn main_pidfd(main_pid: i32, init_pid: i32) -> Option<OwnedFd> {
+    let fd = sys::pidfd_open(main_pid).ok()?;
+    let parent = crate::owner::parent_of(main_pid);
+    (parent == Some(init_pid) && !sys::pidfd_exited(fd.as_fd())).then_some(fd)
 }
 
 /// Kills a container's whole process tree from another thread (Ctrl-C handling, timeouts).
@@ -170,17 +134,18 @@ impl Container {
     /// limits. On error nothing is left behind.
     pub fn create(options: &Options) -> Result<Container, CreateError> {
         crate::preflight::check()?;
-        let rootfs = validate_rootfs(&options.rootfs)?;
-        let network = if options.caps.contains(Caps::NETWORK) { options.network } else { None };
+        let rootfs = validate_rootfs(options.rootfs())?;
+        let network =
+            if options.isolation().contains(Isolation::NETWORK) { options.network().copied() } else { None };
         if let Some(net) = &network {
             check_routes(net)?;
         }
         sweep_if_due();
-        let cgroup = if options.caps.contains(Caps::CGROUPS) {
+        let cgroup = if options.isolation().contains(Isolation::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
             Some(
                 Hierarchy::detect()?
-                    .create_for(&options.limits, options.caps.contains(Caps::PROCESS_CONTROL))?,
+                    .create_for(options.limits(), options.isolation().contains(Isolation::PROCESS_CONTROL))?,
             )
         } else {
             None
@@ -192,12 +157,12 @@ impl Container {
         // One namer for every container of the process: the id is also the veth's `{id}`.
         let name = VethName::next();
         let id = name.id().to_owned();
-        let hostname = options.hostname.clone().unwrap_or_else(|| format!("cvtest-{id}"));
+        let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         Ok(Container {
             veth_name: network.map(|_| name),
             id,
-            caps: options.caps,
-            confine: (!options.privileged).then_some(options.capabilities),
+            isolation: options.isolation(),
+            confine: (!options.privileged()).then_some(options.capabilities()),
             hostname,
             rootfs,
             network,
@@ -253,15 +218,17 @@ impl Container {
             id: &self.id,
             hostname: &self.hostname,
             rootfs: &self.rootfs,
-            caps: self.caps,
+            isolation: self.isolation,
             confine: self.confine,
             cgroup: self.cgroup.as_deref(),
             network: self.network.as_ref().zip(self.veth_name.as_ref()),
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;
-        if !self.caps.contains(Caps::PROCESS_CONTROL) {
-            self.shared.main_pgid.store(main_pid, Ordering::Relaxed);
+        if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
+            if let Some(fd) = main_pidfd(main_pid, pid) {
+                let _ = self.shared.main.set((fd, main_pid));
+            }
         }
         let _ = self.shared.pidfd.set(pidfd);
         let limit = |s: Stdio| match s {
@@ -272,8 +239,8 @@ impl Container {
             pid,
             life,
             status,
-            stdout: stdout.map(|fd| (fd, limit(command.stdout))),
-            stderr: stderr.map(|fd| (fd, limit(command.stderr))),
+            stdout: stdout.map(|fd| (fd, limit(command.get_stdout()))),
+            stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
             netns,
             veth,
             started,
@@ -290,121 +257,26 @@ impl Container {
         }
         let run = self.running.as_mut().ok_or(WaitError::NotSpawned)?;
         let pidfd = self.shared.pidfd.get().ok_or(WaitError::NotSpawned)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let sampler = self.cgroup.as_deref().and_then(|cg| {
-            let support = cg.has_peak_counters();
-            (!support.memory || !support.pids).then_some(cg)
-        });
-        let mut sampled = Sample::default();
-        let mut last_sample = Instant::now();
-        let mut stdout = run.stdout.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
-        let mut stderr = run.stderr.as_ref().map(|(fd, limit)| (fd, Capture::new(*limit), true));
-        let mut main_status: Option<i32> = None;
-        let mut main_end: Option<Instant> = None;
-        let mut status_open = true;
-        let mut timed_out = false;
-        let (init_status, init_usage) = loop {
-            // A pipe at EOF leaves the set: it would report POLLHUP on every poll, and the init
-            // closes its ends before it tears its namespaces down.
-            let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
-            fds[0].fd = pidfd.as_raw_fd();
-            if status_open {
-                fds[1].fd = run.status.as_raw_fd();
-            }
-            for (slot, out) in fds[2..].iter_mut().zip([&stdout, &stderr]) {
-                if let Some((fd, _, true)) = out {
-                    slot.fd = fd.as_raw_fd();
-                }
-            }
-            let now = Instant::now();
-            let mut wake = deadline.filter(|_| !timed_out).map(|d| d.saturating_duration_since(now));
-            if sampler.is_some() {
-                wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
-            }
-            let timeout_ms = wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
-            match sys::poll(&mut fds, timeout_ms) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(WaitError::Wait(e.into())),
-            }
-            if fds[1].revents != 0 {
-                status_open = read_status(&run.status, &mut main_status, &mut main_end);
-            }
-            for (pfd, out) in fds[2..].iter().zip([&mut stdout, &mut stderr]) {
-                if let (true, Some((fd, cap, open))) = (pfd.revents != 0, out) {
-                    *open = drain(fd, cap);
-                }
-            }
-            if let Some(cg) = sampler {
-                if last_sample.elapsed() >= SAMPLE_INTERVAL {
-                    sample_into(cg, &mut sampled);
-                    last_sample = Instant::now();
-                }
-            }
-            if fds[0].revents != 0 {
-                if let Some((status, usage)) =
-                    sys::waitid_pidfd_usage(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
-                {
-                    break (status, usage);
-                }
-            }
-            if !timed_out && main_status.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-                self.shared.kill_tree();
-                timed_out = true;
-            }
-        };
+        let mut watch = Watch::new(run, self.cgroup.as_deref(), timeout);
+        let (init_status, init_usage) = watch.until_init_exits(pidfd, &self.shared)?;
+        let ended = watch.finish();
         run.reaped = true;
-        // The init is gone, and with it every process of the PID namespace: collect the rest.
-        if status_open {
-            read_status(&run.status, &mut main_status, &mut main_end);
-        }
-        let end = main_end.unwrap_or_else(Instant::now);
-        let stdout = stdout.map(|(fd, mut cap, open)| {
-            if open {
-                drain(fd, &mut cap);
-            }
-            cap.finish()
-        });
-        let stderr = stderr.map(|(fd, mut cap, open)| {
-            if open {
-                drain(fd, &mut cap);
-            }
-            cap.finish()
-        });
-
-        let mut peaks = Peaks { max_rss_bytes: Some(init_usage.max_rss_bytes), ..Peaks::default() };
-        let mut pids_limit_hit = false;
-        if self.cgroup.is_none() {
-            // No cgroup, no limits: what rusage tells is all there is.
-            peaks.cpu_user = Some(init_usage.user);
-            peaks.cpu_system = Some(init_usage.system);
-        }
-        if let Some(cg) = &self.cgroup {
-            let stats = cg.stats()?;
-            let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
-            peaks.memory_bytes = stats.memory_peak.or(sampled_value(sampled.memory_bytes));
-            peaks.pids = stats.pids_peak.or(sampled_value(sampled.pids));
-            peaks.cpu_user = stats.cpu_user;
-            peaks.cpu_system = stats.cpu_system;
-            peaks.oom_kills = stats.oom_kills;
-            pids_limit_hit = stats.pids_max_events.is_some_and(|n| n > 0);
-        }
-        if let Some(veth) = &run.veth {
-            peaks.net = Some(veth.stats()?);
-        }
+        let (peaks, pids_limit_hit) =
+            read_peaks(self.cgroup.as_deref(), run.veth.as_ref(), &ended.sampled, &init_usage)?;
         let oom = peaks.oom_kills.is_some_and(|n| n > 0);
-        let termination = if timed_out {
+        let termination = if ended.timed_out {
             Termination::TimedOut
         } else {
-            classify(main_status, init_status, oom, self.shared.killed.load(Ordering::Relaxed))
+            classify(ended.main_status, init_status, oom, self.shared.killed.load(Ordering::Relaxed))
         };
         let outcome = Outcome {
             termination,
             pids_limit_hit,
             peaks,
             limits_enforced: self.cgroup.is_some(),
-            duration: end.saturating_duration_since(run.started),
-            stdout: stdout.unwrap_or_default(),
-            stderr: stderr.unwrap_or_default(),
+            duration: ended.end.saturating_duration_since(run.started),
+            stdout: ended.stdout.unwrap_or_default(),
+            stderr: ended.stderr.unwrap_or_default(),
         };
         self.outcome = Some(outcome.clone());
         Ok(outcome)
@@ -446,7 +318,7 @@ impl Container {
         if let Some(run) = self.running.take_if(|r| r.reaped) {
             let Running { life, status, stdout, stderr, netns, veth, .. } = run;
             if let Some(veth) = veth {
-                release_veth(veth);
+                crate::net::release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
         }
@@ -466,6 +338,196 @@ impl KillHandle {
         self.0.killed.store(true, Ordering::Relaxed);
         self.0.kill_tree();
     }
+}
+
+/// The state of [`Container::wait`]'s poll loop: the status pipe, the captured output, the
+/// usage sampled where the kernel keeps no peaks, and the deadline.
+struct Watch<'a> {
+    status: &'a OwnedFd,
+    /// A pipe at EOF leaves the poll set: it would report POLLHUP on every poll, and the init
+    /// closes its ends before it tears its namespaces down.
+    status_open: bool,
+    stdout: Option<Output<'a>>,
+    stderr: Option<Output<'a>>,
+    main_status: Option<i32>,
+    main_end: Option<Instant>,
+    sampler: Option<&'a dyn Cgroup>,
+    sampled: Sample,
+    last_sample: Instant,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+/// A captured output pipe.
+struct Output<'a> {
+    fd: &'a OwnedFd,
+    capture: Capture,
+    open: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new((fd, limit): &'a (OwnedFd, usize)) -> Output<'a> {
+        Output { fd, capture: Capture::new(*limit), open: true }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.open {
+            drain(self.fd, &mut self.capture);
+        }
+        self.capture.finish()
+    }
+}
+
+/// What the poll loop saw, once the init is gone.
+struct Ended {
+    main_status: Option<i32>,
+    /// When the main process ended (as the parent learnt it), else when the init did.
+    end: Instant,
+    stdout: Option<Vec<u8>>,
+    stderr: Option<Vec<u8>>,
+    sampled: Sample,
+    timed_out: bool,
+}
+
+impl<'a> Watch<'a> {
+    fn new(run: &'a Running, cgroup: Option<&'a dyn Cgroup>, timeout: Option<Duration>) -> Watch<'a> {
+        let sampler = cgroup.filter(|cg| {
+            let support = cg.has_peak_counters();
+            !support.memory || !support.pids
+        });
+        Watch {
+            status: &run.status,
+            status_open: true,
+            stdout: run.stdout.as_ref().map(Output::new),
+            stderr: run.stderr.as_ref().map(Output::new),
+            main_status: None,
+            main_end: None,
+            sampler,
+            sampled: Sample::default(),
+            last_sample: Instant::now(),
+            deadline: timeout.map(|t| Instant::now() + t),
+            timed_out: false,
+        }
+    }
+
+    /// Polls until the init exits, reaps it and returns its status and resource usage. Kills the
+    /// container at the deadline (unless the main process already ended).
+    fn until_init_exits(&mut self, pidfd: &OwnedFd, shared: &Shared) -> Result<(i32, sys::Usage), WaitError> {
+        loop {
+            let mut fds = self.poll_set(pidfd);
+            match sys::poll(&mut fds, self.poll_timeout_ms()) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(WaitError::Wait(e.into())),
+            }
+            self.read_ready(&fds);
+            self.sample_if_due();
+            if fds[0].revents != 0 {
+                if let Some(reaped) =
+                    sys::waitid_pidfd_usage(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
+                {
+                    return Ok(reaped);
+                }
+            }
+            if !self.timed_out
+                && self.main_status.is_none()
+                && self.deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                shared.kill_tree();
+                self.timed_out = true;
+            }
+        }
+    }
+
+    /// The init's pidfd, the status pipe and the output pipes still open.
+    fn poll_set(&self, pidfd: &OwnedFd) -> [libc::pollfd; 4] {
+        let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
+        fds[0].fd = pidfd.as_raw_fd();
+        if self.status_open {
+            fds[1].fd = self.status.as_raw_fd();
+        }
+        for (slot, out) in fds[2..].iter_mut().zip([&self.stdout, &self.stderr]) {
+            if let Some(Output { fd, open: true, .. }) = out {
+                slot.fd = fd.as_raw_fd();
+            }
+        }
+        fds
+    }
+
+    /// Until the deadline or the next sample, whichever is first; -1 (no timeout) for neither.
+    fn poll_timeout_ms(&self) -> i32 {
+        let now = Instant::now();
+        let mut wake = self.deadline.filter(|_| !self.timed_out).map(|d| d.saturating_duration_since(now));
+        if self.sampler.is_some() {
+            wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
+        }
+        wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
+    }
+
+    fn read_ready(&mut self, fds: &[libc::pollfd; 4]) {
+        if fds[1].revents != 0 {
+            self.status_open = read_status(self.status, &mut self.main_status, &mut self.main_end);
+        }
+        for (pfd, out) in fds[2..].iter().zip([&mut self.stdout, &mut self.stderr]) {
+            if let (true, Some(out)) = (pfd.revents != 0, out) {
+                out.open = drain(out.fd, &mut out.capture);
+            }
+        }
+    }
+
+    fn sample_if_due(&mut self) {
+        if let Some(cg) = self.sampler {
+            if self.last_sample.elapsed() >= SAMPLE_INTERVAL {
+                sample_into(cg, &mut self.sampled);
+                self.last_sample = Instant::now();
+            }
+        }
+    }
+
+    /// The init is gone, and with it every process of the PID namespace: collect the rest.
+    fn finish(mut self) -> Ended {
+        if self.status_open {
+            read_status(self.status, &mut self.main_status, &mut self.main_end);
+        }
+        Ended {
+            main_status: self.main_status,
+            end: self.main_end.unwrap_or_else(Instant::now),
+            stdout: self.stdout.map(Output::finish),
+            stderr: self.stderr.map(Output::finish),
+            sampled: self.sampled,
+            timed_out: self.timed_out,
+        }
+    }
+}
+
+/// The peaks (the kernel's, else the sampled ones) and whether the pids limit was hit; read
+/// before anything is torn down.
+fn read_peaks(
+    cgroup: Option<&dyn Cgroup>,
+    veth: Option<&crate::net::Veth>,
+    sampled: &Sample,
+    init_usage: &sys::Usage,
+) -> Result<(Peaks, bool), WaitError> {
+    let mut peaks = Peaks { max_rss_bytes: Some(init_usage.max_rss_bytes), ..Peaks::default() };
+    let mut pids_limit_hit = false;
+    if cgroup.is_none() {
+        // No cgroup, no limits: what rusage tells is all there is.
+        peaks.cpu_user = Some(init_usage.user);
+        peaks.cpu_system = Some(init_usage.system);
+    }
+    if let Some(cg) = cgroup {
+        let stats = cg.stats()?;
+        let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });
+        peaks.memory_bytes = stats.memory_peak.or(sampled_value(sampled.memory_bytes));
+        peaks.pids = stats.pids_peak.or(sampled_value(sampled.pids));
+        peaks.cpu_user = stats.cpu_user;
+        peaks.cpu_system = stats.cpu_system;
+        peaks.oom_kills = stats.oom_kills;
+        pids_limit_hit = stats.pids_max_events.is_some_and(|n| n > 0);
+    }
+    if let Some(veth) = veth {
+        peaks.net = Some(veth.stats()?);
+    }
+    Ok((peaks, pids_limit_hit))
 }
 
 /// How the main process ended, from its status (reported by the init) or, when the init died
@@ -577,19 +639,6 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
-/// is gone, see [`check_routes`].
-pub(crate) fn release_veth(veth: crate::net::Veth) {
-    released_veths().push(veth.host_name().to_owned());
-    veth.release();
-}
-
-/// Host ends of veths this process released, until the kernel has removed them.
-fn released_veths() -> std::sync::MutexGuard<'static, Vec<String>> {
-    static RELEASED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The route check. A clash with a veth of this process that is already released is not
 /// refused but waited out: the kernel deletes that pair with its network namespace,
 /// asynchronously (tens of ms; up to a second under load), and a new pair on the same subnet
@@ -598,18 +647,15 @@ fn check_routes(net: &NetworkSpec) -> Result<(), CreateError> {
     let deadline = Instant::now() + RELEASED_VETH_TIMEOUT;
     loop {
         match crate::net::check_host_routes(net) {
-            // An empty name: the link went between the route dump and the name lookup, it is
-            // being deleted (its routes go with it).
-            Err(crate::net::NetError::RouteClash { interface, .. })
-                if Instant::now() < deadline
-                    && (interface.is_empty()
-                        || interface.starts_with("with index")
-                        || released_veths().contains(&interface)) =>
+            // No name: the link went between the route dump and the name lookup, it is being
+            // deleted (its routes go with it).
+            Err(crate::net::NetError::RouteClash { ifindex: Some(_), interface, ours, .. })
+                if Instant::now() < deadline && (ours || interface.is_none()) =>
             {
                 std::thread::sleep(Duration::from_millis(1));
             }
             other => {
-                released_veths().retain(|name| nix::net::if_::if_nametoindex(name.as_str()).is_ok());
+                crate::net::forget_removed_veths();
                 return other.map_err(CreateError::from);
             }
         }
@@ -629,7 +675,7 @@ fn sweep_if_due() {
         *last = Some(Instant::now());
     }
     let _ = crate::sweep::sweep_stale_cgroups_now();
-    let _ = crate::net::sweep_stale_links(crate::sweep::owner_alive);
+    let _ = crate::net::sweep_stale_links(crate::owner::may_be_alive);
 }
 
 #[cfg(test)]

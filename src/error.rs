@@ -8,6 +8,19 @@ use std::path::PathBuf;
 use crate::cgroup::CgroupError;
 use crate::net::NetError;
 
+/// An error and its sources on one line, `what: why: deeper why`: how a caller shows a
+/// library error whole, once, at its edge.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// [`crate::Container::create`] failed; whatever it had made is already undone.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {

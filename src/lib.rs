@@ -8,10 +8,10 @@
 //! The API follows the shape of the containerv C library:
 //!
 //! ```no_run
-//! use cvtest::{Caps, Command, Container, Options};
+//! use cvtest::{Command, Container, Isolation, Options};
 //!
 //! let mut opts = Options::new();
-//! opts.set_caps(Caps::CGROUPS | Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL);
+//! opts.set_isolation(Isolation::CGROUPS | Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL);
 //! opts.set_cgroup_limits("512M", "100", "64")?;
 //! opts.set_network("10.0.0.2", "255.255.255.0", "10.0.0.1")?;
 //! let mut container = Container::create(&opts)?;
@@ -22,28 +22,53 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! See `ARCHITECTURE.md` in the repository for how the pieces fit.
+//! The public API, whole:
+//! - [`Options`] (what a container gets: [`Isolation`], [`Limits`], network, [`Rootfs`],
+//!   Linux [`Capabilities`]; [`Options::for_test`] maps a test's settings) and [`Command`];
+//! - [`Container`]: `create` → `spawn` / `spawn_via` a [`Zygote`] → `wait` → [`Outcome`]
+//!   ([`Termination`], [`Peaks`]) → `destroy`; a [`KillHandle`] kills it from another thread;
+//! - one error type per operation ([`CreateError`], [`SpawnError`], [`WaitError`],
+//!   [`DestroyError`], [`ZygoteError`], with [`CgroupError`] and [`NetError`] as causes),
+//!   [`error_chain`] to show one whole; [`release_own_cgroup`] at the end of a run;
+//! - [`cv_test`], the attribute, and [`spec`], the one parser of every value a user writes;
+//!   [`zygote::serve_if_requested`], first thing in a `main` that uses a zygote.
+//!
+//! `__private` (for the macro's generated code) and `test_support` (for cvtest's own tests) are
+//! hidden and not part of the API. See `ARCHITECTURE.md` in the repository for how the pieces
+//! fit.
+
+// Raw syscalls and every `unsafe` block live in `sys`, nowhere else.
+#![deny(unsafe_code)]
 
 mod capture;
-pub mod cgroup;
+mod cgroup;
+mod command;
 mod container;
 mod error;
-pub mod net;
+mod mountinfo;
+mod net;
 mod options;
 mod outcome;
+mod owner;
 mod preflight;
 mod sandbox;
-pub mod sweep;
+mod sweep;
+#[allow(unsafe_code)]
 mod sys;
 mod userns_support;
 pub mod zygote;
 
 #[doc(hidden)]
 pub mod __private;
+#[doc(hidden)]
+pub mod test_support;
 
-pub use container::{Command, Container, KillHandle};
-pub use error::{CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
-pub use options::{Caps, Limits, Options, Rootfs, Stdio};
+pub use cgroup::CgroupError;
+pub use command::Command;
+pub use container::{Container, KillHandle};
+pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
+pub use net::{NetError, NetlinkError};
+pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Measured, NetStats, Outcome, Peaks, Termination};
 pub use userns_support::{UsernsProblem, APPARMOR_PROFILE};
 pub use zygote::Zygote;
@@ -51,6 +76,14 @@ pub use zygote::Zygote;
 pub use cvtest_macros::cv_test;
 pub use cvtest_spec as spec;
 pub use cvtest_spec::{Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit};
+
+/// Undoes what creating containers did to this process's own cgroup (on cgroup v2 below the
+/// root, the supervisor leaf it moved into), once every container of this process is gone: a
+/// runner calls it at the end of a run so that not even an empty cgroup is left. Nothing to do
+/// if this process never made a container.
+pub fn release_own_cgroup() -> Result<(), CgroupError> {
+    cgroup::Hierarchy::detected().map_or(Ok(()), cgroup::Hierarchy::release)
+}
 
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.

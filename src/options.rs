@@ -1,47 +1,48 @@
-//! What a container is made of: capabilities, limits, network, root filesystem.
+//! What a container is made of: isolation, limits, network, root filesystem, capabilities.
 
 use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
     parse_cpus, Capabilities, CpuQuota, CpuWeight, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
-    DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
+    TestSettings, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
-/// Which parts of isolation a container gets, as in containerv's `set_caps`.
+/// Which parts of isolation a container gets, as in containerv's `set_caps` (not to be confused
+/// with [`Capabilities`], the Linux capabilities its main process keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Caps(u8);
+pub struct Isolation(u8);
 
-impl Caps {
+impl Isolation {
     /// A cgroup with limits, and the peaks read from it.
-    pub const CGROUPS: Caps = Caps(1);
+    pub const CGROUPS: Isolation = Isolation(1);
     /// A veth link into the container's network namespace (when a network is set). Every
-    /// container has its own network namespace with `lo` up, whatever its caps.
-    pub const NETWORK: Caps = Caps(2);
+    /// container has its own network namespace with `lo` up, whatever its isolation.
+    pub const NETWORK: Isolation = Isolation(2);
     /// A private mount namespace with the root filesystem of [`Rootfs`], fresh /proc, /dev, /sys.
-    pub const FILESYSTEM: Caps = Caps(4);
+    pub const FILESYSTEM: Isolation = Isolation(4);
     /// A PID namespace with a reaping PID 1; the whole tree dies with the container.
-    pub const PROCESS_CONTROL: Caps = Caps(8);
+    pub const PROCESS_CONTROL: Isolation = Isolation(8);
     /// A private IPC namespace.
-    pub const IPC: Caps = Caps(16);
-    pub const ALL: Caps = Caps(31);
-    pub const NONE: Caps = Caps(0);
+    pub const IPC: Isolation = Isolation(16);
+    pub const ALL: Isolation = Isolation(31);
+    pub const NONE: Isolation = Isolation(0);
 
-    pub fn contains(self, other: Caps) -> bool {
+    pub fn contains(self, other: Isolation) -> bool {
         self.0 & other.0 == other.0
     }
 }
 
-impl BitOr for Caps {
-    type Output = Caps;
-    fn bitor(self, rhs: Caps) -> Caps {
-        Caps(self.0 | rhs.0)
+impl BitOr for Isolation {
+    type Output = Isolation;
+    fn bitor(self, rhs: Isolation) -> Isolation {
+        Isolation(self.0 | rhs.0)
     }
 }
 
-impl Default for Caps {
+impl Default for Isolation {
     fn default() -> Self {
-        Caps::ALL
+        Isolation::ALL
     }
 }
 
@@ -92,29 +93,25 @@ pub enum Stdio {
     },
 }
 
-/// Everything [`crate::Container::create`] needs. Built like containerv's options.
+/// Everything [`crate::Container::create`] needs. Built like containerv's options; every
+/// setter validates, so an `Options` is always one `create` can try.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    pub caps: Caps,
-    pub limits: Limits,
-    pub network: Option<NetworkSpec>,
-    pub rootfs: Rootfs,
-    pub hostname: Option<String>,
-    /// The Linux capabilities the container's main process keeps (its bounding, permitted,
-    /// effective and inheritable sets; the ambient set is cleared). Default:
-    /// [`Capabilities::DEFAULT`], which cannot mount, load modules, set the clock, trace other
-    /// processes or make device nodes. Ignored when [`Options::privileged`].
-    pub capabilities: Capabilities,
-    /// Keep every capability the caller has, and leave the container's /proc as the kernel
-    /// mounts it (no read-only /proc/sys, no masked files): what cvtest did before it confined
-    /// tests. A privileged process can undo the read-only root. Default: false.
-    pub privileged: bool,
+    isolation: Isolation,
+    limits: Limits,
+    network: Option<NetworkSpec>,
+    rootfs: Rootfs,
+    hostname: Option<String>,
+    capabilities: Capabilities,
+    privileged: bool,
 }
 
 impl Default for Options {
+    /// The one place defaults live: all isolation, [`Limits::default`], no veth, the host's
+    /// root read-only, [`Capabilities::DEFAULT`], not privileged.
     fn default() -> Self {
         Options {
-            caps: Caps::default(),
+            isolation: Isolation::default(),
             limits: Limits::default(),
             network: None,
             rootfs: Rootfs::default(),
@@ -126,34 +123,62 @@ impl Default for Options {
 }
 
 impl Options {
-    /// All caps, default limits, no veth, the host's root read-only, the main process confined
-    /// to [`Capabilities::DEFAULT`] with a hardened /proc.
+    /// All isolation, default limits, no veth, the host's root read-only, the main process
+    /// confined to [`Capabilities::DEFAULT`] with a hardened /proc.
     pub fn new() -> Self {
         Options::default()
     }
 
-    /// Privileged: the main process keeps every capability and /proc is not hardened (see
-    /// [`Options::privileged`]).
-    pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
-        self.privileged = privileged;
+    /// The options of a test's container: its settings over the defaults (a setting not given
+    /// keeps [`Options::default`]'s value; `caps` are added to [`Capabilities::DEFAULT`]). The
+    /// one mapping from test settings to a container, used by `#[cv_test]` and `cargo cvtest`:
+    /// a new setting is wired here. The root stays the host's with nothing writable; the
+    /// caller says what is ([`Options::set_rootfs`]).
+    pub fn for_test(settings: &TestSettings) -> Result<Options, ParseError> {
+        let TestSettings {
+            memory,
+            pids,
+            cpu_weight,
+            cpus,
+            network,
+            // Not a container's option: the caller waits that long.
+            timeout: _,
+            hostname,
+            privileged,
+            caps,
+        } = settings;
+        let mut options = Options::new();
+        let limits = &mut options.limits;
+        limits.memory = memory.unwrap_or(limits.memory);
+        limits.pids = pids.unwrap_or(limits.pids);
+        limits.cpu_weight = cpu_weight.unwrap_or(limits.cpu_weight);
+        limits.cpus = cpus.unwrap_or(limits.cpus);
+        options.set_network_spec(*network);
+        if let Some(name) = hostname {
+            options.set_hostname(name)?;
+        }
+        options.set_privileged(privileged.unwrap_or(false));
+        options.set_capabilities(Capabilities::DEFAULT | caps.unwrap_or_default());
+        Ok(options)
+    }
+
+    /// Which parts of isolation the container gets.
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    pub fn set_isolation(&mut self, isolation: Isolation) -> &mut Self {
+        self.isolation = isolation;
         self
     }
 
-    /// Adds capabilities to those the main process keeps: names as `#[cv_test(caps = ...)]`
-    /// takes them, `"NET_ADMIN,SYS_PTRACE"` (with or without `CAP_`, any case).
-    pub fn add_caps(&mut self, names: &str) -> Result<&mut Self, ParseError> {
-        self.capabilities = self.capabilities | names.parse::<Capabilities>()?;
-        Ok(self)
+    /// The cgroup limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
-    /// Sets exactly the capabilities the main process keeps.
-    pub fn capabilities(&mut self, capabilities: Capabilities) -> &mut Self {
-        self.capabilities = capabilities;
-        self
-    }
-
-    pub fn set_caps(&mut self, caps: Caps) -> &mut Self {
-        self.caps = caps;
+    pub fn set_limits(&mut self, limits: Limits) -> &mut Self {
+        self.limits = limits;
         self
     }
 
@@ -164,28 +189,37 @@ impl Options {
         cpu_weight: &str,
         pids_max: &str,
     ) -> Result<&mut Self, ParseError> {
-        self.limits.memory = memory_max.parse()?;
-        self.limits.cpu_weight = cpu_weight.parse()?;
-        self.limits.pids = pids_max.parse()?;
+        let memory = memory_max.parse()?;
+        let cpu_weight = cpu_weight.parse()?;
+        let pids = pids_max.parse()?;
+        self.limits = Limits { memory, cpu_weight, pids, ..self.limits };
         Ok(self)
     }
 
-    pub fn memory(&mut self, m: MemoryLimit) -> &mut Self {
+    pub fn set_memory(&mut self, m: MemoryLimit) -> &mut Self {
         self.limits.memory = m;
         self
     }
-    pub fn pids(&mut self, p: PidsLimit) -> &mut Self {
+
+    pub fn set_pids(&mut self, p: PidsLimit) -> &mut Self {
         self.limits.pids = p;
         self
     }
-    pub fn cpu_weight(&mut self, w: CpuWeight) -> &mut Self {
+
+    pub fn set_cpu_weight(&mut self, w: CpuWeight) -> &mut Self {
         self.limits.cpu_weight = w;
         self
     }
+
     /// A CPU quota such as "0.5", or "max" for none.
-    pub fn cpus(&mut self, cpus: &str) -> Result<&mut Self, ParseError> {
+    pub fn set_cpus(&mut self, cpus: &str) -> Result<&mut Self, ParseError> {
         self.limits.cpus = parse_cpus(cpus)?;
         Ok(self)
+    }
+
+    /// The veth's addresses, when the container has one.
+    pub fn network(&self) -> Option<&NetworkSpec> {
+        self.network.as_ref()
     }
 
     /// containerv's `set_network(container_ip, netmask, host_ip)`.
@@ -200,24 +234,69 @@ impl Options {
     }
 
     /// The network as a CIDR, "10.0.0.2/24"; the host end is the first other usable address.
-    pub fn network_cidr(&mut self, cidr: &str) -> Result<&mut Self, ParseError> {
+    pub fn set_network_cidr(&mut self, cidr: &str) -> Result<&mut Self, ParseError> {
         self.network = Some(cidr.parse()?);
         Ok(self)
     }
 
-    pub fn network(&mut self, net: Option<NetworkSpec>) -> &mut Self {
+    /// The network, already parsed (a [`NetworkSpec`] is valid by construction); `None`: no veth.
+    pub fn set_network_spec(&mut self, net: Option<NetworkSpec>) -> &mut Self {
         self.network = net;
         self
     }
 
-    pub fn rootfs(&mut self, rootfs: Rootfs) -> &mut Self {
+    pub fn rootfs(&self) -> &Rootfs {
+        &self.rootfs
+    }
+
+    /// The root filesystem; its directories are checked (and made canonical) by `create`.
+    pub fn set_rootfs(&mut self, rootfs: Rootfs) -> &mut Self {
         self.rootfs = rootfs;
         self
     }
 
-    pub fn hostname(&mut self, name: &str) -> Result<&mut Self, ParseError> {
+    /// The container's hostname; `cvtest-<id>` when `None`.
+    pub fn hostname(&self) -> Option<&str> {
+        self.hostname.as_deref()
+    }
+
+    /// Sets the hostname, checked as `#[cv_test(hostname = ...)]` checks it.
+    pub fn set_hostname(&mut self, name: &str) -> Result<&mut Self, ParseError> {
         self.hostname = Some(cvtest_spec::parse_hostname(name)?);
         Ok(self)
+    }
+
+    /// The Linux capabilities the container's main process keeps (its bounding, permitted,
+    /// effective and inheritable sets; the ambient set is cleared). Default:
+    /// [`Capabilities::DEFAULT`], which cannot mount, load modules, set the clock, trace other
+    /// processes or make device nodes. Ignored when [`Options::privileged`].
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    /// Adds capabilities to those the main process keeps: names as `#[cv_test(caps = ...)]`
+    /// takes them, `"NET_ADMIN,SYS_PTRACE"` (with or without `CAP_`, any case).
+    pub fn add_caps(&mut self, names: &str) -> Result<&mut Self, ParseError> {
+        self.capabilities = self.capabilities | names.parse::<Capabilities>()?;
+        Ok(self)
+    }
+
+    /// Sets exactly the capabilities the main process keeps.
+    pub fn set_capabilities(&mut self, capabilities: Capabilities) -> &mut Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Keep every capability the caller has, and leave the container's /proc as the kernel
+    /// mounts it (no read-only /proc/sys, no masked files): what cvtest did before it confined
+    /// tests. A privileged process can undo the read-only root. Default: false.
+    pub fn privileged(&self) -> bool {
+        self.privileged
+    }
+
+    pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
+        self.privileged = privileged;
+        self
     }
 }
 
@@ -231,7 +310,7 @@ mod tests {
         assert_eq!(o.limits.memory, MemoryLimit::Bytes(1 << 30));
         assert_eq!(o.limits.cpu_weight.get(), 100);
         assert_eq!(o.limits.pids, PidsLimit::Count(256));
-        assert!(o.caps.contains(Caps::CGROUPS | Caps::NETWORK));
+        assert!(o.isolation.contains(Isolation::CGROUPS | Isolation::NETWORK));
         assert_eq!(o.capabilities, Capabilities::DEFAULT);
         assert!(!o.privileged);
     }
@@ -255,5 +334,34 @@ mod tests {
         assert!(o.set_cgroup_limits("1X", "1", "1").is_err());
         assert!(o.set_cgroup_limits("1G", "0", "1").is_err());
         assert!(o.set_network("10.0.0.2", "255.255.255.0", "10.0.1.1").is_err());
+    }
+
+    #[test]
+    fn for_test_lays_settings_over_the_defaults() {
+        let mut settings = TestSettings::default();
+        let o = Options::for_test(&settings).unwrap();
+        assert_eq!(o, Options::default());
+        let mut host = None;
+        for (key, value) in [("memory", "64M"), ("cpus", "0.5"), ("caps", "net_admin"), ("hostname", "box")] {
+            settings.set(key, value, &mut host).unwrap();
+        }
+        let o = Options::for_test(&settings).unwrap();
+        assert_eq!(o.limits().memory, MemoryLimit::Bytes(64 << 20));
+        assert_eq!(o.limits().pids, Limits::default().pids);
+        assert!(o.limits().cpus.is_some());
+        assert_eq!(o.capabilities(), Capabilities::DEFAULT | "NET_ADMIN".parse().unwrap());
+        assert_eq!(o.hostname(), Some("box"));
+        assert!(!o.privileged());
+        settings.set("privileged", "true", &mut host).unwrap();
+        assert!(Options::for_test(&settings).unwrap().privileged());
+    }
+
+    #[test]
+    fn a_failed_setter_changes_nothing() {
+        let mut o = Options::new();
+        assert!(o.set_cgroup_limits("64M", "0", "1").is_err());
+        assert_eq!(o, Options::default());
+        assert!(o.set_hostname("bad host").is_err());
+        assert_eq!(o.hostname(), None);
     }
 }

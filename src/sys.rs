@@ -15,8 +15,6 @@ use std::ptr;
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, pid_t};
 pub(crate) use nix::errno::Errno;
 
-use crate::sandbox::init::{self, InitPlan, MainFailure, MainPlan};
-
 fn check(ret: c_int) -> Result<c_int, Errno> {
     if ret == -1 {
         Err(Errno::last())
@@ -467,25 +465,27 @@ pub(crate) fn execve(program: &CStr, argv: &CStrArray, envp: &CStrArray) -> Errn
 /// Stack size of the main process between its clone and its exec.
 const MAIN_STACK: usize = 64 * 1024;
 
-struct VforkContext<'a, 'p> {
-    plan: &'a MainPlan<'p>,
-    failure: Option<MainFailure>,
+struct VforkContext<'a, P, F> {
+    plan: &'a P,
+    child: fn(&P) -> F,
+    failure: Option<F>,
 }
 
-extern "C" fn vfork_entry(arg: *mut c_void) -> c_int {
+extern "C" fn vfork_entry<P, F>(arg: *mut c_void) -> c_int {
     // SAFETY: arg is the VforkContext that `vfork_main` passed; the parent is suspended
     // (CLONE_VFORK) until this process execs or exits, so nothing else touches it.
-    let ctx = unsafe { &mut *arg.cast::<VforkContext<'_, '_>>() };
-    ctx.failure = Some(init::exec_main(ctx.plan));
+    let ctx = unsafe { &mut *arg.cast::<VforkContext<'_, P, F>>() };
+    ctx.failure = Some((ctx.child)(ctx.plan));
     127
 }
 
 /// Starts the container's main process: `clone(CLONE_VM | CLONE_VFORK)` on a fresh stack, in
-/// which [`init::exec_main`] prepares and execs the command. The caller is suspended until the
-/// exec succeeded or the child failed and exited; then returns the child's pid and, if it
-/// failed, why. The caller must have all signals blocked (so no inherited handler can run in
-/// the child before it resets them). Async-signal-safe.
-pub(crate) fn vfork_main(plan: &MainPlan<'_>) -> Result<(pid_t, Option<MainFailure>), Errno> {
+/// which `child` (`sandbox::init::exec_main`) prepares and execs the command, returning only
+/// with why it failed. The caller is suspended until the exec succeeded or the child failed and
+/// exited; then returns the child's pid and, if it failed, why. The caller must have all
+/// signals blocked (so no inherited handler can run in the child before it resets them).
+/// Async-signal-safe, and so must `child` be.
+pub(crate) fn vfork_main<P, F>(plan: &P, child: fn(&P) -> F) -> Result<(pid_t, Option<F>), Errno> {
     // SAFETY: an anonymous private mapping; no existing memory is affected.
     let stack = unsafe {
         libc::mmap(
@@ -500,17 +500,17 @@ pub(crate) fn vfork_main(plan: &MainPlan<'_>) -> Result<(pid_t, Option<MainFailu
     if stack == libc::MAP_FAILED {
         return Err(Errno::last());
     }
-    let mut ctx = VforkContext { plan, failure: None };
+    let mut ctx = VforkContext { plan, child, failure: None };
     // SAFETY: the stack is a fresh mapping of MAIN_STACK bytes and the child gets its top (stacks
     // grow down on every Linux target we build for). With CLONE_VFORK this process is suspended
     // until the child execs or exits, so the child has exclusive use of `ctx`; vfork_entry runs
-    // only init::exec_main, which is async-signal-safe, and exits by returning.
+    // only `child`, which is async-signal-safe, and exits by returning.
     let pid = unsafe {
         libc::clone(
-            vfork_entry,
+            vfork_entry::<P, F>,
             stack.cast::<u8>().add(MAIN_STACK).cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&mut ctx as *mut VforkContext<'_, '_>).cast(),
+            (&mut ctx as *mut VforkContext<'_, P, F>).cast(),
         )
     };
     let err = Errno::last();
@@ -525,6 +525,16 @@ pub(crate) fn vfork_main(plan: &MainPlan<'_>) -> Result<(pid_t, Option<MainFailu
 // ---------------------------------------------------------------------------------------------
 // Parent side.
 // ---------------------------------------------------------------------------------------------
+
+/// /dev/null, opened once for the process.
+pub(crate) fn dev_null() -> std::io::Result<std::os::fd::BorrowedFd<'static>> {
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_fd());
+    }
+    let fd: OwnedFd = std::fs::File::options().read(true).write(true).open("/dev/null")?.into();
+    Ok(NULL.get_or_init(|| fd).as_fd())
+}
 
 /// `struct clone_args` of clone3(2), up to `cgroup` (CLONE_ARGS_SIZE_VER2).
 #[repr(C, align(8))]
@@ -547,14 +557,16 @@ pub(crate) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Clones the container's init: `clone3(flags | CLONE_PIDFD)`, into `cgroup` when given
 /// (`CLONE_INTO_CGROUP`), with no exit signal (so no SIGCHLD reaches this process and only a
-/// `__WALL` wait reaps it). The child runs [`init::run`] and never returns here. Returns the
+/// `__WALL` wait reaps it). The child runs `child(plan)` (`sandbox::init::run`, async-signal-safe)
+/// and never returns here. Returns the
 /// child's pid and a pidfd for it. A zygote passes `CLONE_PARENT` in `flags`: the init is then
 /// the child of the zygote's parent, and inherits the zygote's exit signal (none, see
 /// [`spawn_zygote`]).
-pub(crate) fn clone_init(
+pub(crate) fn clone_init<P>(
     flags: u64,
     cgroup: Option<BorrowedFd<'_>>,
-    plan: &InitPlan<'_>,
+    plan: &P,
+    child: fn(&P) -> !,
 ) -> Result<(pid_t, OwnedFd), Errno> {
     let mut pidfd: c_int = -1;
     let mut args = CloneArgs {
@@ -576,7 +588,8 @@ pub(crate) fn clone_init(
     // SAFETY: args is a valid clone_args of the size passed, and pidfd outlives the call. No
     // stack is given, so the child continues on a copy of this stack, like fork. This process
     // may have other threads, so the child may only run async-signal-safe code: it runs
-    // init::run, which is (see sandbox/init.rs), and which ends in _exit and never returns.
+    // `child`, init::run, which is (see sandbox/init.rs), and which ends in _exit and never
+    // returns.
     let ret = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, size_of::<CloneArgs>()) };
     let err = Errno::last();
     if ret != 0 && blocked {
@@ -585,7 +598,7 @@ pub(crate) fn clone_init(
     }
     match ret {
         -1 => Err(err),
-        0 => init::run(plan),
+        0 => child(plan),
         pid => {
             // SAFETY: CLONE_PIDFD made the kernel store a new pidfd that nothing else owns.
             let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -685,6 +698,40 @@ pub(crate) fn waitid_pidfd_usage(
         };
         return Ok(Some((raw, usage)));
     }
+}
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group of the pidfd's process.
+const PIDFD_SIGNAL_PROCESS_GROUP: c_int = 1 << 2;
+
+/// `pidfd_send_signal(pidfd, sig, NULL, PIDFD_SIGNAL_PROCESS_GROUP)`: `sig` to the process
+/// group of the process of `pidfd`, which names the group through that process (never a bare
+/// number that could be reused). `EINVAL` before Linux 6.9; `ESRCH` once it was reaped.
+pub(crate) fn pidfd_signal_group(pidfd: BorrowedFd<'_>, sig: c_int) -> Result<(), Errno> {
+    // SAFETY: pidfd is a live fd; a NULL siginfo is allowed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            ptr::null::<libc::siginfo_t>(),
+            PIDFD_SIGNAL_PROCESS_GROUP,
+        )
+    })
+    .map(drop)
+}
+
+/// `pidfd_open(pid, 0)`: a pidfd for the process that has `pid` now.
+pub(crate) fn pidfd_open(pid: pid_t) -> Result<OwnedFd, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags; no memory is involved.
+    let fd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: on success the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the process of `pidfd` has exited (its pidfd polls readable then).
+pub(crate) fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    !matches!(poll(&mut fds, 0), Ok(0))
 }
 
 /// Reaps the process of `pidfd` (`waitid(P_PIDFD, WEXITED | __WALL)`), blocking unless

@@ -115,7 +115,7 @@ impl Zygote {
         let timeout = |d: Duration| TimeVal::milliseconds(d.as_millis() as i64);
         setsockopt(&ours, sockopt::ReceiveTimeout, &timeout(HELLO_TIMEOUT))
             .map_err(|e| ZygoteError::Start(e.into()))?;
-        let null = crate::sandbox::spawn::dev_null().map_err(ZygoteError::Start)?;
+        let null = sys::dev_null().map_err(ZygoteError::Start)?;
         let argv = CStrArray::new(vec![NAME.to_owned()]);
         let envp = CStrArray::new(environment(std::process::id()));
         let (pid, pidfd) =
@@ -498,7 +498,8 @@ fn serve(value: &OsStr) -> i32 {
 /// Clones the init the request describes, as the owner's child.
 fn clone(req: &wire::Received) -> (Reply, Option<OwnedFd>) {
     let flags = req.flags | libc::CLONE_PARENT as u64;
-    match sys::clone_init(flags, req.cgroup.as_ref().map(AsFd::as_fd), &req.plan()) {
+    match sys::clone_init(flags, req.cgroup.as_ref().map(AsFd::as_fd), &req.plan(), crate::sandbox::init::run)
+    {
         Ok((pid, pidfd)) => (Reply::Cloned { pid }, Some(pidfd)),
         Err(errno) => (Reply::CloneFailed { errno: errno as i32 }, None),
     }

@@ -58,6 +58,8 @@ pub enum SetupError {
     },
     #[error("cannot run tests in containers")]
     Container(#[source] cvtest::CreateError),
+    #[error("the default settings do not make a container's options")]
+    Options(#[source] cvtest::ParseError),
     #[error("failed to write {path}")]
     Write {
         path: PathBuf,

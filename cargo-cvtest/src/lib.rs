@@ -5,6 +5,8 @@
 //! [`partition`]) → units and admission ([`runner::plan`], [`scheduler`]) → containers
 //! ([`runner`]) → typed [`events`] → [`reporter`]s → summary → [`exit_codes`].
 
+#![deny(unsafe_code)]
+
 pub mod build;
 pub mod cli;
 pub mod config;
@@ -79,7 +81,7 @@ where
     };
     // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
     // the supervisor leaf this process moved into), so not even an empty cgroup is left.
-    if let Some(Err(e)) = cvtest::cgroup::Hierarchy::detected().map(|h| h.release()) {
+    if let Err(e) = cvtest::release_own_cgroup() {
         eprintln!("warning: {}", render_chain(&e));
     }
     code
@@ -220,12 +222,16 @@ fn print_list(list: &TestList, format: MessageFormat) -> std::io::Result<()> {
 /// Creates and destroys one container, so that missing privileges or cgroup controllers are one
 /// clear error instead of one per test.
 fn preflight(writable: &[PathBuf], enforced: bool) -> Result<(), SetupError> {
-    let mut opts = cvtest::Options::new();
+    // A test with no settings of its own: the defaults, as every test gets them.
+    let mut opts =
+        cvtest::Options::for_test(&cvtest::spec::TestSettings::default()).map_err(SetupError::Options)?;
+    opts.set_rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
     if !enforced {
-        use cvtest::Caps;
-        opts.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+        use cvtest::Isolation;
+        opts.set_isolation(
+            Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+        );
     }
-    opts.rootfs(cvtest::Rootfs::Host { writable: writable.to_vec() });
     let c = cvtest::Container::create(&opts).map_err(SetupError::Container)?;
     // A container that cannot be removed will show up as an error of the first test too.
     let _ = c.destroy();

@@ -111,8 +111,9 @@ impl ListLauncher for ContainerLauncher {
     ) -> Result<(bool, String, String), ListError> {
         use cvtest::{Command as CCommand, Container, Options, Rootfs, Stdio as CStdio};
         let boxed = |e: &dyn std::error::Error| ListError::Container(crate::errors::render_chain(e).into());
-        let mut opts = Options::new();
-        opts.rootfs(Rootfs::Host { writable: self.writable.clone() });
+        // Listing runs with the defaults a test without settings gets.
+        let mut opts = Options::for_test(&cvtest::spec::TestSettings::default()).map_err(|e| boxed(&e))?;
+        opts.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
         let mut c = Container::create(&opts).map_err(|e| boxed(&e))?;
         let mut cmd = CCommand::new(bin.path.as_std_path());
         cmd.args(args);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 
 use crate::cli::Isolation;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, Verdict};
@@ -136,21 +136,26 @@ impl Runner<'_> {
         }
     }
 
-    fn options(&self, s: &Effective) -> Options {
+    fn options(&self, s: &Effective) -> Result<Options, cvtest::ParseError> {
         let mut o = Options::new();
-        if s.enforced {
-            o.set_caps(Caps::ALL);
-        } else {
+        if !s.enforced {
             // The explicit no-limits mode: everything but the cgroup.
-            o.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+            o.set_isolation(
+                cvtest::Isolation::NETWORK
+                    | cvtest::Isolation::FILESYSTEM
+                    | cvtest::Isolation::PROCESS_CONTROL
+                    | cvtest::Isolation::IPC,
+            );
         }
-        o.limits = s.limits();
-        o.network = s.network;
-        o.hostname = s.hostname.clone();
+        o.set_limits(s.limits());
+        o.set_network_spec(s.network);
+        if let Some(name) = &s.hostname {
+            o.set_hostname(name)?;
+        }
         o.set_privileged(s.privileged);
-        o.capabilities(cvtest::Capabilities::DEFAULT | s.caps);
-        o.rootfs = Rootfs::Host { writable: self.writable.clone() };
-        o
+        o.set_capabilities(cvtest::Capabilities::DEFAULT | s.caps);
+        o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
+        Ok(o)
     }
 
     fn command(&self, b: &BinaryEntry, args: Vec<OsString>) -> Command {
@@ -179,8 +184,8 @@ impl Runner<'_> {
         if self.scheduler.is_interrupted() {
             return Err(CANCELLED.to_owned());
         }
-        let mut c = Container::create(&self.options(settings))
-            .map_err(|e| chain("cannot create the container", &e))?;
+        let options = self.options(settings).map_err(|e| chain("cannot create the container", &e))?;
+        let mut c = Container::create(&options).map_err(|e| chain("cannot create the container", &e))?;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
@@ -240,7 +245,7 @@ impl Runner<'_> {
         match self.contain(ticket, &t.settings, &cmd, zygote) {
             Ok(o) => {
                 r.status = self.status(&o);
-                if r.status == Status::Pass && !t.whole_binary && ran_no_test(&o.stdout) {
+                if r.status == Status::Pass && !t.whole_binary && !ran_the_test(&o.stdout) {
                     r.status = Status::SetupError {
                         message: format!(
                             "the test binary ran no test named {:?} (was it renamed since listing?)",
@@ -358,20 +363,13 @@ fn wait_link_gone(name: &str) {
 }
 
 fn chain(what: &str, e: &dyn std::error::Error) -> String {
-    let mut s = format!("{what}: {e}");
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
+    format!("{what}: {}", cvtest::error_chain(e))
 }
 
-/// libtest printed "running 0 tests": the name matched nothing, a silent pass we refuse.
-fn ran_no_test(stdout: &[u8]) -> bool {
-    let head = &stdout[..stdout.len().min(256)];
-    let text = String::from_utf8_lossy(head);
-    text.trim_start().starts_with("running 0 tests")
+/// libtest ran exactly the one test it was asked for ([`cvtest::spec::libtest`]'s rule); when
+/// it did not (the name matched nothing), its exit 0 is a silent pass we refuse.
+fn ran_the_test(stdout: &[u8]) -> bool {
+    cvtest::spec::libtest::Summary::parse(stdout).is_some_and(|s| s.ran_exactly_one())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,7 +452,7 @@ test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out\n
 
     #[test]
     fn detects_running_zero_tests() {
-        assert!(ran_no_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed"));
-        assert!(!ran_no_test(b"\nrunning 1 test\ntest x ... ok\n"));
+        assert!(!ran_the_test(b"\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
+        assert!(ran_the_test(b"\nrunning 1 test\ntest x ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.00s\n"));
     }
 }

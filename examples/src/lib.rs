@@ -87,7 +87,7 @@ mod net {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
 
-    use cvtest::{Caps, Command, Container, Options, Stdio, Termination};
+    use cvtest::{Command, Container, Isolation, Options, Stdio, Termination};
 
     /// A server and a client talking over a veth. The server listens on the host end of the
     /// veth (10.213.0.1, in this test's own network namespace under `cargo cvtest`); the client
@@ -99,7 +99,9 @@ mod net {
             return;
         }
         let mut opts = Options::new();
-        opts.set_caps(Caps::NETWORK | Caps::PROCESS_CONTROL | Caps::FILESYSTEM | Caps::IPC);
+        opts.set_isolation(
+            Isolation::NETWORK | Isolation::PROCESS_CONTROL | Isolation::FILESYSTEM | Isolation::IPC,
+        );
         opts.set_network("10.213.0.2", "255.255.255.0", "10.213.0.1").unwrap();
         let mut container = Container::create(&opts).unwrap();
         // The host end exists once the container is spawned; bind after a short retry loop.

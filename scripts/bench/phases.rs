@@ -11,7 +11,7 @@ use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Stdio};
+use cvtest::{Command, Container, Isolation, Options, Stdio};
 
 struct Case {
     name: &'static str,
@@ -40,25 +40,25 @@ fn main() {
         eprintln!("phases needs root");
         std::process::exit(2);
     }
-    let without = |caps: Caps| {
+    let without = |isolation: Isolation| {
         let mut o = Options::new();
-        let all = [Caps::CGROUPS, Caps::NETWORK, Caps::FILESYSTEM, Caps::PROCESS_CONTROL, Caps::IPC];
-        let kept = all.into_iter().filter(|c| *c != caps).fold(Caps::NONE, |acc, c| acc | c);
-        o.set_caps(kept);
+        let all = [Isolation::CGROUPS, Isolation::NETWORK, Isolation::FILESYSTEM, Isolation::PROCESS_CONTROL, Isolation::IPC];
+        let kept = all.into_iter().filter(|c| *c != isolation).fold(Isolation::NONE, |acc, c| acc | c);
+        o.set_isolation(kept);
         o
     };
     let mut cases = vec![
         Case { name: "full (no network)", opts: Options::new(), samples: Default::default() },
-        Case { name: "without CGROUPS", opts: without(Caps::CGROUPS), samples: Default::default() },
-        Case { name: "without FILESYSTEM", opts: without(Caps::FILESYSTEM), samples: Default::default() },
+        Case { name: "without CGROUPS", opts: without(Isolation::CGROUPS), samples: Default::default() },
+        Case { name: "without FILESYSTEM", opts: without(Isolation::FILESYSTEM), samples: Default::default() },
         Case {
             name: "without PROCESS_CONTROL",
-            opts: without(Caps::PROCESS_CONTROL),
+            opts: without(Isolation::PROCESS_CONTROL),
             samples: Default::default(),
         },
         Case {
-            name: "only netns (Caps::NONE)",
-            opts: Options::new().set_caps(Caps::NONE).clone(),
+            name: "only netns (Isolation::NONE)",
+            opts: Options::new().set_isolation(Isolation::NONE).clone(),
             samples: Default::default(),
         },
     ];
@@ -100,7 +100,7 @@ fn main() {
             if case.name == "full with veth" {
                 // A new subnet each time, as a runner gives each container network: the kernel
                 // removes a released pair asynchronously, and reusing its subnet at once would wait.
-                case.opts.network_cidr(&format!("10.214.{}.2/24", i % 200)).expect("valid network");
+                case.opts.set_network_cidr(&format!("10.214.{}.2/24", i % 200)).expect("valid network");
             }
             let t0 = Instant::now();
             let mut c = Container::create(&case.opts).expect("create");

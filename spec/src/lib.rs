@@ -8,8 +8,11 @@
 //! Errors name the value and say what is accepted; the caller adds *where* (a span, a flag, a
 //! file and key).
 
+#![deny(unsafe_code)]
+
 mod caps;
 mod dump;
+pub mod libtest;
 mod network;
 mod parse;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use super::{fs, v1, v2, Cgroup, CgroupError};
+use super::v1::{self, V1Layout};
+use super::v2::{self, V2Layout};
+use super::{fs, Cgroup, CgroupError};
 use crate::options::Limits;
 
 /// Which cgroup version the machine runs for the controllers cvtest uses.
@@ -31,38 +33,6 @@ pub struct Hierarchy {
 pub(crate) enum Layout {
     V1(V1Layout),
     V2(V2Layout),
-}
-
-/// cgroup v1: the own cgroup directory in each hierarchy used (co-mounted controllers such as
-/// "cpu,cpuacct" share one), and which of them holds which controller.
-#[derive(Debug)]
-pub(crate) struct V1Layout {
-    pub(crate) bases: Vec<PathBuf>,
-    pub(crate) memory: usize,
-    pub(crate) pids: usize,
-    pub(crate) cpu: usize,
-    pub(crate) cpuacct: Option<usize>,
-    pub(crate) freezer: Option<usize>,
-    /// Probed on the first cgroup created.
-    pub(crate) features: OnceLock<v1::Features>,
-}
-
-/// cgroup v2: the own cgroup directory, below which every cvtest cgroup is made.
-#[derive(Debug)]
-pub(crate) struct V2Layout {
-    pub(crate) base: PathBuf,
-    /// Probed on the first cgroup created.
-    pub(crate) features: OnceLock<v2::Features>,
-    /// Set once memory, pids and cpu are enabled in `base/cgroup.subtree_control`.
-    pub(crate) controllers_ready: AtomicBool,
-    /// Serialises enabling them (which may move this process into a leaf).
-    pub(crate) enabling: Mutex<()>,
-    /// Why systemd could not give this process a delegated scope, when it was asked.
-    pub(crate) delegation_failed: OnceLock<String>,
-    /// The transient scope systemd made for this process, and whose manager it is.
-    pub(crate) scope: OnceLock<(super::systemd::Manager, String)>,
-    /// The supervisor leaf this process moved into, and the `+controller` list it enabled then.
-    pub(crate) supervisor: Mutex<Option<(PathBuf, String)>>,
 }
 
 static DETECTED: OnceLock<Hierarchy> = OnceLock::new();
@@ -202,7 +172,7 @@ impl Hierarchy {
         limits: &Limits,
         pid_namespace: bool,
     ) -> Result<Box<dyn Cgroup>, CgroupError> {
-        let name = format!("cvtest.{}.{}", crate::sweep::owner_tag(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let name = format!("cvtest.{}.{}", crate::owner::tag(), SEQ.fetch_add(1, Ordering::Relaxed));
         match &self.layout {
             Layout::V1(l) => Ok(Box::new(v1::V1Cgroup::create(l, &name, limits, !pid_namespace)?)),
             Layout::V2(l) => Ok(Box::new(v2::V2Cgroup::create(l, &name, limits)?)),
@@ -289,24 +259,9 @@ fn parse_mountinfo(path: &Path, text: &str) -> Result<Vec<CgroupMount>, CgroupEr
     Ok(out)
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+/// A mountinfo path field as text.
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&crate::mountinfo::unescape(s)).into_owned()
 }
 
 /// Where the cgroup at `cg_path` (a path in the hierarchy) is, through `mount`; `None` when that

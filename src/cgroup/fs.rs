@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use super::CgroupError;
 
@@ -110,12 +108,25 @@ pub(crate) fn procs(dir: &Path) -> Result<Vec<i32>, CgroupError> {
     }
 }
 
-/// SIGKILLs each pid; a pid already gone is fine.
-pub(crate) fn kill_pids(pids: &[i32]) {
-    for &pid in pids {
-        // ESRCH: it is already gone. EPERM cannot happen as root; nothing useful to do with it.
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+/// SIGKILLs each of `pids` (read from `dir/cgroup.procs`) that is still in `dir`, never a pid
+/// reused meanwhile by a process outside: each gets a pidfd first, then `cgroup.procs` is read
+/// again, and only a pid still listed is signalled, through its pidfd. While the process of a
+/// pidfd runs, its pid is its own; so a pid listed after the pidfd was opened is that process's,
+/// unless it already ended (then the signal goes nowhere). A pid already gone is fine.
+pub(crate) fn kill_pids(dir: &Path, pids: &[i32]) -> Result<(), CgroupError> {
+    let opened: Vec<(i32, std::os::fd::OwnedFd)> =
+        pids.iter().filter_map(|&pid| crate::sys::pidfd_open(pid).ok().map(|fd| (pid, fd))).collect();
+    if opened.is_empty() {
+        return Ok(());
     }
+    let still = procs(dir)?;
+    for (pid, fd) in &opened {
+        if still.contains(pid) {
+            // ESRCH: it is already gone. EPERM cannot happen as root; nothing useful to do with it.
+            let _ = crate::sys::pidfd_send_signal(std::os::fd::AsFd::as_fd(fd), libc::SIGKILL);
+        }
+    }
+    Ok(())
 }
 
 /// SIGKILLs whatever `dir/cgroup.procs` lists until it lists nothing, at most until `deadline`
@@ -128,7 +139,7 @@ pub(crate) fn kill_listed(dir: &Path, deadline: Instant) -> Result<(), CgroupErr
         if pids.is_empty() {
             return Ok(());
         }
-        kill_pids(&pids);
+        kill_pids(dir, &pids)?;
         if !backoff.wait() {
             return Err(CgroupError::NotEmpty { path: dir.to_owned(), waited: started.elapsed() });
         }

@@ -3,9 +3,9 @@
 //! [`Hierarchy::detect`] reads `/proc/self/mountinfo` and `/proc/self/cgroup` (under an
 //! injectable root, so parsers are unit-tested on a tempdir tree) and finds this process's own
 //! cgroup in each hierarchy. Every cgroup cvtest creates is a direct child of that own cgroup,
-//! named `cvtest.<owner pid>.<owner start time>.<seq>` so that a later run can tell whose it is
-//! (see [`crate::sweep`]). On v2 below the root, a process alone in its cgroup moves itself into
-//! the leaf `cvtest.<owner pid>.<owner start time>.supervisor` there (see [`Hierarchy::create`]).
+//! named `cvtest.<owner tag>.<seq>` so that a later run can tell whose it is
+//! (see [`crate::owner`]). On v2 below the root, a process alone in its cgroup moves itself into
+//! the leaf `cvtest.<owner tag>.supervisor` there (see [`Hierarchy::create`]).
 //!
 //! `detect.rs` parses and decides; `v1.rs` and `v2.rs` implement [`Cgroup`]; `fs.rs` is the
 //! cgroupfs I/O (every error names its path) and the bounded waits of teardown.
@@ -23,9 +23,7 @@ mod systemd;
 mod v1;
 mod v2;
 
-pub use delegation::USER_DELEGATE_DROP_IN;
 pub use detect::{CgroupVersion, Hierarchy};
-pub use systemd::{Manager, SystemdError};
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -43,7 +41,12 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError>;
     /// A directory fd for `clone3(CLONE_INTO_CGROUP)`, where the kernel supports it (v2 only).
     fn clone_into_fd(&self) -> Option<BorrowedFd<'_>>;
-    /// Moves a process in (v1, or v2 without CLONE_INTO_CGROUP).
+    /// The files a container's init writes `0` (itself) into to join this cgroup on its own,
+    /// first thing: v1's `tasks` files, one per hierarchy (moving the current thread skips the
+    /// kernel's global threadgroup lock, see `sandbox::spawn`). Empty when the parent puts the
+    /// init in instead (v2: `CLONE_INTO_CGROUP`, else [`Cgroup::add_pid`]).
+    fn init_join_files(&self) -> Vec<PathBuf>;
+    /// Moves a process in (the spawn does on v2 without `CLONE_INTO_CGROUP`).
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError>;
     /// Whether `stats` gives kernel peaks; if not, the caller samples [`Cgroup::sample`].
     fn has_peak_counters(&self) -> PeakSupport;

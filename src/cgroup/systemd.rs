@@ -96,7 +96,7 @@ pub(crate) fn shared_without(base: &Path, controllers: &[&str]) -> bool {
     }
     let me = std::process::id() as i32;
     let Ok(pids) = fs::procs(base) else { return false };
-    pids.iter().any(|&p| p != me && crate::sweep::parent_of(p).is_some_and(|pp| pp != me))
+    pids.iter().any(|&p| p != me && crate::owner::parent_of(p).is_some_and(|pp| pp != me))
 }
 
 /// The D-Bus address of `manager`'s bus: `DBUS_SYSTEM_BUS_ADDRESS` or the standard socket for
@@ -143,7 +143,7 @@ pub(crate) fn move_into_delegated_scope(manager: Manager) -> Result<String, Syst
         fs::read_io(proc_cgroup).map_err(|source| SystemdError::Proc { path: proc_cgroup.to_owned(), source })
     };
     let before = read_proc()?;
-    let unit = format!("cvtest-{}.scope", crate::sweep::owner_tag());
+    let unit = format!("cvtest-{}.scope", crate::owner::tag());
     let address = bus_address(manager)?;
     let result = zbus::block_on(start_scope(manager, &address, &unit))?;
     if result != "done" {
@@ -224,7 +224,10 @@ pub(crate) fn sweep_dead_scopes(own_scope: &Path) -> Result<usize, super::Cgroup
     for scope in fs::child_dirs(parent)? {
         let Some(name) = scope.file_name().and_then(|n| n.to_str()) else { continue };
         let Some(tag) = name.strip_prefix("cvtest-").and_then(|r| r.strip_suffix(".scope")) else { continue };
-        if scope == own_scope || tag == crate::sweep::owner_tag() || crate::sweep::owner_alive(tag) {
+        if scope == own_scope
+            || tag == crate::owner::tag()
+            || crate::owner::status(tag) != crate::owner::Owner::Dead
+        {
             continue;
         }
         empty_tree(&scope, deadline)?;

@@ -8,16 +8,30 @@
 
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cvtest_spec::{CpuQuota, MemoryLimit, PidsLimit};
 use nix::errno::Errno;
 
-use super::detect::V1Layout;
 use super::fs::{self, Backoff, DESTROY_TIMEOUT};
 use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
 use crate::options::Limits;
 use crate::outcome::Measured;
+
+/// cgroup v1: the own cgroup directory in each hierarchy used (co-mounted controllers such as
+/// "cpu,cpuacct" share one), and which of them holds which controller.
+#[derive(Debug)]
+pub(crate) struct V1Layout {
+    pub(crate) bases: Vec<PathBuf>,
+    pub(crate) memory: usize,
+    pub(crate) pids: usize,
+    pub(crate) cpu: usize,
+    pub(crate) cpuacct: Option<usize>,
+    pub(crate) freezer: Option<usize>,
+    /// Probed on the first cgroup created.
+    pub(crate) features: OnceLock<Features>,
+}
 
 /// What this kernel's v1 controllers offer, probed once on the first cgroup made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -229,6 +243,10 @@ impl Cgroup for V1Cgroup {
         None
     }
 
+    fn init_join_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("tasks")).collect()
+    }
+
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         for dir in &self.dirs {
@@ -279,7 +297,7 @@ impl Cgroup for V1Cgroup {
         if let Some(f) = self.freezer {
             let freezer = self.dir(f);
             self.freeze(freezer, deadline)?;
-            let killed = fs::procs(freezer).map(|pids| fs::kill_pids(&pids));
+            let killed = fs::procs(freezer).and_then(|pids| fs::kill_pids(freezer, &pids));
             // Thaw even when listing failed, so that nothing stays frozen.
             let thawed = fs::write(&freezer.join("freezer.state"), "THAWED");
             killed?;

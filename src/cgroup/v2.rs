@@ -11,7 +11,8 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cvtest_spec::{CpuQuota, CpuWeight, MemoryLimit, PidsLimit};
@@ -19,12 +20,29 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::delegation;
-use super::detect::V2Layout;
 use super::fs::{self, DESTROY_TIMEOUT};
 use super::systemd::Manager;
 use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
 use crate::options::Limits;
 use crate::outcome::Measured;
+
+/// cgroup v2: the own cgroup directory, below which every cvtest cgroup is made.
+#[derive(Debug)]
+pub(crate) struct V2Layout {
+    pub(crate) base: PathBuf,
+    /// Probed on the first cgroup created.
+    pub(crate) features: OnceLock<Features>,
+    /// Set once memory, pids and cpu are enabled in `base/cgroup.subtree_control`.
+    pub(crate) controllers_ready: AtomicBool,
+    /// Serialises enabling them (which may move this process into a leaf).
+    pub(crate) enabling: Mutex<()>,
+    /// Why systemd could not give this process a delegated scope, when it was asked.
+    pub(crate) delegation_failed: OnceLock<String>,
+    /// The transient scope systemd made for this process, and whose manager it is.
+    pub(crate) scope: OnceLock<(Manager, String)>,
+    /// The supervisor leaf this process moved into, and the `+controller` list it enabled then.
+    pub(crate) supervisor: Mutex<Option<(PathBuf, String)>>,
+}
 
 /// The controllers cvtest enables for its cgroups.
 pub(crate) const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -149,7 +167,7 @@ impl V2Cgroup {
         let frozen_by = deadline.min(Instant::now() + Duration::from_secs(1));
         // Not reaching "frozen 1" is no error: SIGKILL works on running tasks too.
         let _ = wait_events(events, &self.file("cgroup.events"), "frozen", 1, frozen_by);
-        let killed = fs::procs(&self.dir).map(|pids| fs::kill_pids(&pids));
+        let killed = fs::procs(&self.dir).and_then(|pids| fs::kill_pids(&self.dir, &pids));
         let thawed = fs::write(&freeze, "0");
         killed?;
         thawed
@@ -234,7 +252,7 @@ fn move_into_leaf_and_enable(
     let foreign = |pids: &[i32]| -> Vec<i32> {
         pids.iter()
             .copied()
-            .filter(|&p| p != me && crate::sweep::parent_of(p).is_some_and(|pp| pp != me))
+            .filter(|&p| p != me && crate::owner::parent_of(p).is_some_and(|pp| pp != me))
             .collect()
     };
     let shared = |others: Vec<i32>, source: io::Error| CgroupError::SharedCgroup {
@@ -252,7 +270,7 @@ fn move_into_leaf_and_enable(
         return Err(shared(others, busy));
     }
 
-    let leaf = base.join(format!("cvtest.{}.supervisor", crate::sweep::owner_tag()));
+    let leaf = base.join(format!("cvtest.{}.supervisor", crate::owner::tag()));
     match std::fs::create_dir(&leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -376,6 +394,10 @@ impl Cgroup for V2Cgroup {
 
     fn clone_into_fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+
+    fn init_join_files(&self) -> Vec<PathBuf> {
+        Vec::new()
     }
 
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {

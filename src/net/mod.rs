@@ -15,8 +15,11 @@
 
 mod netlink;
 mod netns;
+mod released;
 mod validate;
 mod veth;
+
+pub(crate) use released::{forget_removed as forget_removed_veths, is_released, release as release_veth};
 
 pub use netlink::{Answer, Netlink, NetlinkError};
 pub use validate::check_host_routes;
@@ -33,8 +36,17 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
-    #[error("network {subnet} overlaps the host's route {route} on interface {interface}; a veth there would break the host's networking, so pick a subnet that no host route covers")]
-    RouteClash { subnet: String, route: String, interface: String },
+    #[error("network {subnet} overlaps the host's route {route}{on}; a veth there would break the host's networking, so pick a subnet that no host route covers", on = on_interface(*ifindex, interface.as_deref(), *ours))]
+    RouteClash {
+        subnet: String,
+        route: String,
+        /// The route's interface, `None` for a route without one.
+        ifindex: Option<u32>,
+        /// Its name; `None` without an interface, or when the link went before the name was read.
+        interface: Option<String>,
+        /// The interface is a veth this process released, which the kernel is deleting.
+        ours: bool,
+    },
     #[error("failed to open a netlink socket in {netns}")]
     Socket {
         netns: String,
@@ -63,4 +75,14 @@ pub enum NetError {
         #[source]
         source: NetlinkError,
     },
+}
+
+/// " on interface eth0", " on interface 7 (gone)", " on a veth of this process being removed".
+fn on_interface(ifindex: Option<u32>, name: Option<&str>, ours: bool) -> String {
+    match (ifindex, name, ours) {
+        (Some(_), Some(name), true) => format!(" on interface {name}, a veth of this process being removed"),
+        (Some(_), Some(name), false) => format!(" on interface {name}"),
+        (Some(index), None, _) => format!(" on interface {index}, already removed"),
+        (None, _, _) => String::new(),
+    }
 }

@@ -42,10 +42,9 @@ pub(crate) fn check_routes_with(nl: &mut Netlink, net: &NetworkSpec) -> Result<(
         Some(clash) => Err(NetError::RouteClash {
             subnet: format!("{}/{}", net.network(), net.prefix_len()),
             route: clash.route,
-            interface: match clash.ifindex {
-                Some(index) => interface_name(index),
-                None => "none".to_owned(),
-            },
+            ifindex: clash.ifindex,
+            interface: clash.ifindex.and_then(interface_name),
+            ours: clash.ifindex.is_some_and(super::is_released),
         }),
     }
 }
@@ -127,11 +126,9 @@ fn ifindex_of(r: &RouteMessage) -> Option<u32> {
     })
 }
 
-fn interface_name(index: u32) -> String {
-    match nix::net::if_::if_indextoname(index) {
-        Ok(name) => name.to_string_lossy().into_owned(),
-        Err(_) => format!("with index {index}"),
-    }
+/// The link's name; `None` when it is gone.
+fn interface_name(index: u32) -> Option<String> {
+    nix::net::if_::if_indextoname(index).ok().map(|name| name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
             fail(plan.status, Failure { stage: Stage::Capabilities, step: 0, errno });
         }
     }
-    let main = match sys::vfork_main(&plan.main) {
+    let main = match sys::vfork_main(&plan.main, exec_main) {
         Ok((pid, None)) => pid,
         Ok((pid, Some(f))) => {
             let _ = sys::reap(pid);

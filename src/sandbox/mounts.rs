@@ -24,7 +24,6 @@
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
-use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -212,11 +211,19 @@ pub(crate) fn check_path(path: &Path) -> Result<CString, std::io::Error> {
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path contains a NUL byte"))
 }
 
-/// Whether to use `mount_setattr` (Linux 5.12+). `CVTEST_FORCE_REMOUNT` set makes the plan use
+/// Whether to use `mount_setattr` (Linux 5.12+). `CVTEST_FORCE_REMOUNT=1` makes the plan use
 /// the remount fallback of older kernels anyway, so that path is tested on new ones too.
 fn has_mount_setattr() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::env::var_os("CVTEST_FORCE_REMOUNT").is_none() && sys::has_mount_setattr())
+    *HAS.get_or_init(|| {
+        !force_remount(std::env::var_os("CVTEST_FORCE_REMOUNT").as_deref()) && sys::has_mount_setattr()
+    })
+}
+
+/// `CVTEST_FORCE_REMOUNT` turns the fallback on only when it is exactly `1` (`0`, empty and
+/// anything else leave it off).
+fn force_remount(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
 }
 
 impl MountPlan {
@@ -398,7 +405,7 @@ fn remount_steps(mountinfo: &str) -> Vec<Step> {
     for line in mountinfo.lines() {
         let mut fields = line.split(' ');
         let (Some(mount_point), Some(options)) = (fields.nth(4), fields.next()) else { continue };
-        let mount_point = unescape_mountinfo(mount_point);
+        let mount_point = crate::mountinfo::unescape(mount_point);
         let p = Path::new(std::ffi::OsStr::from_bytes(&mount_point));
         if COVERED.iter().any(|c| p.starts_with(c)) {
             continue;
@@ -422,26 +429,10 @@ fn remount_steps(mountinfo: &str) -> Vec<Step> {
     steps
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mountinfo(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
-/// The plan as text, one step a line (for debugging and tests).
-#[allow(dead_code)]
+/// The plan as text, one step a line (for tests).
+#[cfg(test)]
 pub(crate) fn render(plan: &MountPlan) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
     for step in &plan.steps {
         let _ = writeln!(out, "{}", step.describe());
@@ -483,6 +474,31 @@ mod tests {
     fn without_filesystem_only_proc_is_fresh() {
         let plan = MountPlan::new(&Rootfs::default(), false, false, &[]);
         assert_eq!(render(&plan), "making the mount tree private\nmounting proc on /proc\n");
+    }
+
+    #[test]
+    fn force_remount_only_for_1() {
+        use std::ffi::OsStr;
+        assert!(force_remount(Some(OsStr::new("1"))));
+        for off in [None, Some(""), Some("0"), Some("yes"), Some("true"), Some(" 1")] {
+            assert!(!force_remount(off.map(OsStr::new)), "{off:?}");
+        }
+    }
+
+    #[test]
+    fn remount_fallback_keeps_an_escape_past_a_byte_literal() {
+        // `\477` is not a byte (0o477 = 319): kept as written instead of overflowing a u8.
+        let info = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    31 27 0:31 / /mnt/odd\\477name rw,noexec - ext4 /dev/vdc rw\n";
+        let steps = remount_steps(info);
+        assert_eq!(steps.len(), 2);
+        match &steps[1] {
+            Step::RemountReadOnly { target, flags } => {
+                assert_eq!(target.as_bytes(), b"/mnt/odd\\477name");
+                assert_eq!(*flags & libc::MS_NOEXEC, libc::MS_NOEXEC);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]

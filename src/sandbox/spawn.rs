@@ -29,10 +29,10 @@ use super::channel::{Message, Stage, MESSAGE_SIZE};
 use super::init::{CapPlan, InitPlan, MainPlan};
 use super::mounts::{check_path, MountPlan};
 use crate::cgroup::{Cgroup, CgroupError};
-use crate::container::Command;
+use crate::command::Command;
 use crate::error::SpawnError;
 use crate::net::{NetError, Veth, VethName};
-use crate::options::{Caps, Rootfs, Stdio};
+use crate::options::{Isolation, Rootfs, Stdio};
 use crate::sys::{self, CStrArray, Errno};
 use crate::zygote::{Cloned, Zygote};
 
@@ -42,7 +42,7 @@ pub(crate) struct Request<'a> {
     pub(crate) id: &'a str,
     pub(crate) hostname: &'a str,
     pub(crate) rootfs: &'a Rootfs,
-    pub(crate) caps: Caps,
+    pub(crate) isolation: Isolation,
     /// The capabilities the main process keeps; `None`: privileged (all, and /proc as is).
     pub(crate) confine: Option<Capabilities>,
     pub(crate) cgroup: Option<&'a dyn Cgroup>,
@@ -110,107 +110,26 @@ impl From<NetError> for Attempt {
     }
 }
 
+/// One attempt: prepare everything the init needs, clone it, put it in its cgroup and give it
+/// its veth, release it, and read whether its command started.
 fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned, Attempt> {
-    let command = req.command;
-    let cwd = working_dir(command, req.rootfs)?;
-    let program_path = resolve_program(command, req.rootfs, &cwd)?;
-    let program = cstr_arg("program", command.program.as_os_str())?;
-    let exec_path = cstr_arg("program", program_path.as_os_str())?;
-    let argv = argv(command, program)?;
-    let envp = envp(command, req.id)?;
-    let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
-    let hostname = req.hostname.as_bytes();
-    let program_dir = program_path.parent().unwrap_or(Path::new("/"));
-    let mounts = MountPlan::new(
-        req.rootfs,
-        req.caps.contains(Caps::FILESYSTEM),
-        req.confine.is_some(),
-        &[&cwd, program_dir],
-    );
-    let caps = req.confine.map(cap_plan);
-
-    let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
-    let (life_r, life_w) = pipe()?;
-    let (status_r, status_w) = pipe()?;
-    let null = dev_null().map_err(SpawnError::Pipe)?;
-    let (out_r, out_w) = output_pipe(command.stdout, &pipe)?;
-    let (err_r, err_w) = output_pipe(command.stderr, &pipe)?;
-    let stdio = [
-        null.as_raw_fd(),
-        stdio_source(command.stdout, 1, null, out_w.as_ref()),
-        stdio_source(command.stderr, 2, null, err_w.as_ref()),
-    ];
-    let mut keep: Vec<RawFd> =
-        [life_r.as_raw_fd(), status_w.as_raw_fd()].into_iter().chain(stdio).filter(|&fd| fd >= 3).collect();
-    keep.sort_unstable();
-    keep.dedup();
-
-    // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into each
-    // `tasks` file. Moving the current thread skips the kernel's global threadgroup lock, whose
-    // first writer after a quiet spell waits a whole RCU grace period (about 15 ms measured on
-    // 6.18), which is what the parent writing the pid into `cgroup.procs` costs. Its cgroup
-    // namespace is made after that, rooted at its own cgroup.
-    let joins_itself = req.cgroup.is_some()
-        && crate::cgroup::Hierarchy::detect().is_ok_and(|h| h.version() == crate::cgroup::CgroupVersion::V1);
-    let join: Vec<CString> = match (joins_itself, req.cgroup) {
-        (true, Some(cg)) => cg.paths().iter().map(|d| super::mounts::cstring(&d.join("tasks"))).collect(),
-        _ => Vec::new(),
-    };
-    let plan = InitPlan {
-        join_cgroups: &join,
-        new_cgroup_ns: joins_itself,
-        keep_fds: &keep,
-        life: life_r.as_raw_fd(),
-        status: status_w.as_raw_fd(),
-        hostname,
-        mounts: &mounts,
-        pid_ns: req.caps.contains(Caps::PROCESS_CONTROL),
-        caps,
-        main: MainPlan {
-            program: &exec_path,
-            argv: &argv,
-            envp: &envp,
-            cwd: Some(&cwd_c),
-            stdio,
-            keep_caps: caps.map(|c| c.keep),
-        },
-    };
-    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
-    if plan.pid_ns {
-        flags |= libc::CLONE_NEWPID as u64;
-    }
-    if req.caps.contains(Caps::IPC) {
-        flags |= libc::CLONE_NEWIPC as u64;
-    }
-    if req.cgroup.is_some() && !joins_itself {
-        flags |= libc::CLONE_NEWCGROUP as u64;
-    }
+    let prepared = Prepared::new(req)?;
+    let pipes = Pipes::new(req.command)?;
+    let plan = prepared.init_plan(req, &pipes);
+    let flags = clone_flags(req, &plan);
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, joins_itself, &plan, zygote)?;
+    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?;
+    let Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, .. } = pipes;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
 
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let (netns, mut veth) = match req.network {
-        Some((spec, name)) => {
-            let path = format!("/proc/{pid}/ns/net");
-            let netns: OwnedFd =
-                File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-            let veth = Veth::create(netns.as_fd(), spec, name, crate::sweep::owner_tag())?;
-            (Some(netns), VethGuard(Some(veth)))
-        }
-        None => (None, VethGuard(None)),
-    };
+    let (netns, mut veth) = link_network(req, pid)?;
 
-    // Release the init, then learn whether the command is running. EPIPE: the init already
-    // failed (its report is waiting on the status pipe) or died.
-    match sys::write(life_w.as_raw_fd(), b"x") {
-        Ok(_) | Err(Errno::EPIPE) => {}
-        Err(e) => return Err(SpawnError::Channel(e.into()).into()),
-    }
+    release(&life_w)?;
     match read_message(&status_r).map_err(SpawnError::Channel)? {
         Some(Message::Started { pid: main_pid }) => {
             nix::fcntl::fcntl(&status_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
@@ -230,17 +149,172 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
         }
         Some(Message::Failed { stage, step, errno }) => {
             drop(init);
-            Err(failure(stage, step, Errno::from_raw(errno), &mounts, &join, &command.program, &cwd).into())
+            Err(prepared.failure(stage, step, Errno::from_raw(errno), req.command.get_program()).into())
         }
-        Some(Message::Exited { .. }) | None => {
-            let status = init.reap();
-            let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
-            if oom_kills.is_some_and(|n| n > 0) {
-                return Err(SpawnError::SetupOutOfMemory.into());
-            }
-            Err(SpawnError::InitDied { status: describe_status(status) }.into())
+        Some(Message::Exited { .. }) | None => Err(init_died(req, &mut init).into()),
+    }
+}
+
+/// What the init gets, prepared before the clone because the child may not allocate.
+struct Prepared {
+    cwd: PathBuf,
+    exec_path: CString,
+    argv: CStrArray,
+    envp: CStrArray,
+    cwd_c: CString,
+    mounts: MountPlan,
+    caps: Option<CapPlan>,
+    /// The files the init writes itself into, when it joins its cgroup itself (v1).
+    join: Vec<CString>,
+}
+
+impl Prepared {
+    fn new(req: &Request<'_>) -> Result<Prepared, SpawnError> {
+        let command = req.command;
+        let cwd = working_dir(command, req.rootfs)?;
+        let program_path = resolve_program(command, req.rootfs, &cwd)?;
+        let program = cstr_arg("program", command.get_program().as_os_str())?;
+        let exec_path = cstr_arg("program", program_path.as_os_str())?;
+        let argv = argv(command, program)?;
+        let envp = envp(command, req.id)?;
+        let cwd_c = cstr_arg("working directory", cwd.as_os_str())?;
+        let program_dir = program_path.parent().unwrap_or(Path::new("/"));
+        let mounts = MountPlan::new(
+            req.rootfs,
+            req.isolation.contains(Isolation::FILESYSTEM),
+            req.confine.is_some(),
+            &[&cwd, program_dir],
+        );
+        // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
+        // each `tasks` file. Moving the current thread skips the kernel's global threadgroup lock,
+        // whose first writer after a quiet spell waits a whole RCU grace period (about 15 ms
+        // measured on 6.18), which is what the parent writing the pid into `cgroup.procs` costs.
+        // Its cgroup namespace is made after that, rooted at its own cgroup.
+        let join = req
+            .cgroup
+            .map(|cg| cg.init_join_files().iter().map(|f| super::mounts::cstring(f)).collect())
+            .unwrap_or_default();
+        Ok(Prepared { cwd, exec_path, argv, envp, cwd_c, mounts, caps: req.confine.map(cap_plan), join })
+    }
+
+    fn joins_itself(&self) -> bool {
+        !self.join.is_empty()
+    }
+
+    fn init_plan<'a>(&'a self, req: &'a Request<'_>, pipes: &'a Pipes) -> InitPlan<'a> {
+        InitPlan {
+            join_cgroups: &self.join,
+            new_cgroup_ns: self.joins_itself(),
+            keep_fds: &pipes.keep,
+            life: pipes.life_r.as_raw_fd(),
+            status: pipes.status_w.as_raw_fd(),
+            hostname: req.hostname.as_bytes(),
+            mounts: &self.mounts,
+            pid_ns: req.isolation.contains(Isolation::PROCESS_CONTROL),
+            caps: self.caps,
+            main: MainPlan {
+                program: &self.exec_path,
+                argv: &self.argv,
+                envp: &self.envp,
+                cwd: Some(&self.cwd_c),
+                stdio: pipes.stdio,
+                keep_caps: self.caps.map(|c| c.keep),
+            },
         }
     }
+
+    /// The [`SpawnError`] for the init's `Failed` report.
+    fn failure(&self, stage: Stage, step: u32, errno: Errno, program: &Path) -> SpawnError {
+        failure(stage, step, errno, &self.mounts, &self.join, program, &self.cwd)
+    }
+}
+
+/// The pipes between parent and init: life (the parent's go, and its death), status (the
+/// init's messages), captured output; and the fds the init keeps.
+struct Pipes {
+    life_r: OwnedFd,
+    life_w: OwnedFd,
+    status_r: OwnedFd,
+    status_w: OwnedFd,
+    out_r: Option<OwnedFd>,
+    out_w: Option<OwnedFd>,
+    err_r: Option<OwnedFd>,
+    err_w: Option<OwnedFd>,
+    /// What becomes the main process's fds 0, 1 and 2.
+    stdio: [RawFd; 3],
+    /// Fds the init keeps besides 0-2: sorted, deduplicated, each at least 3.
+    keep: Vec<RawFd>,
+}
+
+impl Pipes {
+    fn new(command: &Command) -> Result<Pipes, SpawnError> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
+        let (life_r, life_w) = pipe()?;
+        let (status_r, status_w) = pipe()?;
+        let null = sys::dev_null().map_err(SpawnError::Pipe)?;
+        let (out_r, out_w) = output_pipe(command.get_stdout(), &pipe)?;
+        let (err_r, err_w) = output_pipe(command.get_stderr(), &pipe)?;
+        let stdio = [
+            null.as_raw_fd(),
+            stdio_source(command.get_stdout(), 1, null, out_w.as_ref()),
+            stdio_source(command.get_stderr(), 2, null, err_w.as_ref()),
+        ];
+        let mut keep: Vec<RawFd> = [life_r.as_raw_fd(), status_w.as_raw_fd()]
+            .into_iter()
+            .chain(stdio)
+            .filter(|&fd| fd >= 3)
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        Ok(Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, stdio, keep })
+    }
+}
+
+/// The namespaces to clone the init into.
+fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
+    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    if plan.pid_ns {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
+    if req.isolation.contains(Isolation::IPC) {
+        flags |= libc::CLONE_NEWIPC as u64;
+    }
+    // An init that joins its cgroup itself makes its cgroup namespace after joining.
+    if req.cgroup.is_some() && !plan.new_cgroup_ns {
+        flags |= libc::CLONE_NEWCGROUP as u64;
+    }
+    flags
+}
+
+/// The veth of a container with a network, its peer made directly in the init's network
+/// namespace (held open while the veth lives).
+fn link_network(req: &Request<'_>, pid: libc::pid_t) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
+    let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
+    let path = format!("/proc/{pid}/ns/net");
+    let netns: OwnedFd =
+        File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
+    let veth = Veth::create(netns.as_fd(), spec, name, crate::owner::tag())?;
+    Ok((Some(netns), VethGuard(Some(veth))))
+}
+
+/// Writes the go byte on the life pipe. EPIPE: the init already failed (its report is waiting
+/// on the status pipe) or died.
+fn release(life_w: &OwnedFd) -> Result<(), SpawnError> {
+    match sys::write(life_w.as_raw_fd(), b"x") {
+        Ok(_) | Err(Errno::EPIPE) => Ok(()),
+        Err(e) => Err(SpawnError::Channel(e.into())),
+    }
+}
+
+/// The init ended before reporting `Started`: reap it, and say whether the setup ran out of
+/// memory or how the init died.
+fn init_died(req: &Request<'_>, init: &mut InitGuard) -> SpawnError {
+    let status = init.reap();
+    let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+    if oom_kills.is_some_and(|n| n > 0) {
+        return SpawnError::SetupOutOfMemory;
+    }
+    SpawnError::InitDied { status: describe_status(status) }
 }
 
 /// The capabilities the container's processes keep: `keep`, within what the kernel knows and
@@ -313,7 +387,7 @@ fn clone_directly(
     plan: &InitPlan<'_>,
 ) -> Result<(libc::pid_t, OwnedFd, bool), SpawnError> {
     if let Some(fd) = into {
-        match sys::clone_init(flags, Some(fd), plan) {
+        match sys::clone_init(flags, Some(fd), plan, super::init::run) {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, true)),
             Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) => {
                 NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed)
@@ -321,7 +395,8 @@ fn clone_directly(
             Err(e) => return Err(SpawnError::Clone(e.into())),
         }
     }
-    let (pid, pidfd) = sys::clone_init(flags, None, plan).map_err(|e| SpawnError::Clone(e.into()))?;
+    let (pid, pidfd) =
+        sys::clone_init(flags, None, plan, super::init::run).map_err(|e| SpawnError::Clone(e.into()))?;
     Ok((pid, pidfd, cgroup.is_none() || joins_itself))
 }
 
@@ -332,7 +407,7 @@ struct VethGuard(Option<Veth>);
 impl Drop for VethGuard {
     fn drop(&mut self) {
         if let Some(veth) = self.0.take() {
-            crate::container::release_veth(veth);
+            crate::net::release_veth(veth);
         }
     }
 }
@@ -426,16 +501,6 @@ fn describe_status(status: Option<i32>) -> String {
     }
 }
 
-/// /dev/null, opened once for the process.
-pub(crate) fn dev_null() -> io::Result<std::os::fd::BorrowedFd<'static>> {
-    static NULL: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(fd) = NULL.get() {
-        return Ok(fd.as_fd());
-    }
-    let fd: OwnedFd = File::options().read(true).write(true).open("/dev/null")?.into();
-    Ok(NULL.get_or_init(|| fd).as_fd())
-}
-
 type PipePair = (Option<OwnedFd>, Option<OwnedFd>);
 
 fn output_pipe(
@@ -471,22 +536,22 @@ fn cstr_arg(what: &'static str, s: &OsStr) -> Result<CString, SpawnError> {
 }
 
 fn argv(command: &Command, program: CString) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.args.len() + 1);
+    let mut v = Vec::with_capacity(command.get_args().len() + 1);
     v.push(program);
-    for a in &command.args {
+    for a in command.get_args() {
         v.push(cstr_arg("argument", a)?);
     }
     Ok(CStrArray::new(v))
 }
 
 fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.env.len() + 1);
-    for (k, val) in &command.env {
+    let mut v = Vec::with_capacity(command.get_envs().len() + 1);
+    for (k, val) in command.get_envs() {
         if k == crate::ENV_CONTAINER {
             continue;
         }
         if k.is_empty() || k.as_bytes().contains(&b'=') {
-            return Err(SpawnError::Nul { what: "environment variable name", value: k.clone() });
+            return Err(SpawnError::Nul { what: "environment variable name", value: k.to_owned() });
         }
         let mut kv = OsString::with_capacity(k.len() + val.len() + 1);
         kv.push(k);
@@ -502,11 +567,13 @@ fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
 /// `/` (an explicit root). Always explicit: the init must `chdir` after its mounts so that the
 /// main process sees the writable mounts stacked over the read-only root.
 fn working_dir(command: &Command, rootfs: &Rootfs) -> Result<PathBuf, SpawnError> {
-    match (&command.cwd, rootfs) {
+    match (command.get_current_dir(), rootfs) {
         (Some(d), _) => {
-            check_path(d)
-                .map_err(|_| SpawnError::Nul { what: "working directory", value: d.clone().into() })?;
-            Ok(d.clone())
+            check_path(d).map_err(|_| SpawnError::Nul {
+                what: "working directory",
+                value: d.as_os_str().to_owned(),
+            })?;
+            Ok(d.to_owned())
         }
         (None, Rootfs::Host { .. }) => std::env::current_dir().map_err(SpawnError::CurrentDir),
         (None, Rootfs::Dir(_)) => Ok(PathBuf::from("/")),
@@ -517,8 +584,8 @@ fn working_dir(command: &Command, rootfs: &Rootfs) -> Result<PathBuf, SpawnError
 /// executable match in the command's `PATH`. Checked in the parent, on the host's view of the
 /// container's root, so that a missing program fails before any clone.
 fn resolve_program(command: &Command, rootfs: &Rootfs, cwd: &Path) -> Result<PathBuf, SpawnError> {
-    let program = &command.program;
-    let not_found = |source: io::Error| SpawnError::NotFound { program: program.clone(), source };
+    let program = command.get_program();
+    let not_found = |source: io::Error| SpawnError::NotFound { program: program.to_owned(), source };
     let on_host = |inside: &Path| -> PathBuf {
         match rootfs {
             Rootfs::Host { .. } => inside.to_owned(),
@@ -537,11 +604,7 @@ fn resolve_program(command: &Command, rootfs: &Rootfs, cwd: &Path) -> Result<Pat
             Err(e) => Err(not_found(e)),
         };
     }
-    let path_var = command
-        .env
-        .get(OsStr::new("PATH"))
-        .map(OsString::as_os_str)
-        .unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    let path_var = command.get_env("PATH").unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
     let mut last = io::Error::from(io::ErrorKind::NotFound);
     for dir in std::env::split_paths(path_var) {
         let dir = if dir.as_os_str().is_empty() { cwd.to_owned() } else { cwd.join(dir) };

@@ -15,7 +15,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cvtest::{Capabilities, Caps, Command, Container, Options, Rootfs, Stdio, Termination};
+use cvtest::{Capabilities, Command, Container, Isolation, Options, Rootfs, Stdio, Termination};
 use libtest_mimic::{Failed, Trial};
 
 use crate::helpers::command;
@@ -109,9 +109,11 @@ fn run_helper(opts: &Options, mode: &str, args: &[&str]) -> Result<Report, Faile
 fn options(writable: &Path) -> Options {
     let mut o = Options::new();
     if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_some() {
-        o.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+        o.set_isolation(
+            Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+        );
     }
-    o.rootfs(Rootfs::Host { writable: vec![writable.to_owned()] });
+    o.set_rootfs(Rootfs::Host { writable: vec![writable.to_owned()] });
     o
 }
 
@@ -241,11 +243,11 @@ fn privileged_keeps_every_capability() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Without `Caps::FILESYSTEM` (the host's filesystem, writable) and without a PID namespace,
+/// Without `Isolation::FILESYSTEM` (the host's filesystem, writable) and without a PID namespace,
 /// the capabilities still drop.
 fn without_a_filesystem_caps_still_drop() -> Result<(), Failed> {
     let mut opts = Options::new();
-    opts.set_caps(Caps::NETWORK | Caps::IPC);
+    opts.set_isolation(Isolation::NETWORK | Isolation::IPC);
     let r = run_helper(&opts, "probe", &[])?;
     ensure!(r.hex("cap_eff")? == Capabilities::DEFAULT.bits(), "not the default set:\n{}", r.text);
     ensure!(r.hex("cap_bnd")? == Capabilities::DEFAULT.bits(), "not the default set:\n{}", r.text);
@@ -563,6 +565,7 @@ pub fn attack(outside: &Path) -> i32 {
     );
     // SAFETY: the child only calls setuid and _exit.
     let setuid = match unsafe { libc::fork() } {
+        // SAFETY: in the forked child: setuid and _exit are async-signal-safe.
         0 => unsafe { libc::_exit(if libc::setuid(65534) == 0 { 0 } else { 1 }) },
         pid => {
             let mut status = 0;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio as StdStdio;
 use std::time::{Duration, Instant};
 
-use cvtest::{Caps, Command, Container, Options, Rootfs, SpawnError, Stdio, Termination};
+use cvtest::{Command, Container, Isolation, Options, Rootfs, SpawnError, Stdio, Termination};
 use libtest_mimic::{Failed, Trial};
 
 use crate::helpers::{self, command};
@@ -74,7 +74,9 @@ pub(crate) fn fail<E: std::error::Error>(what: &str) -> impl FnOnce(E) -> Failed
 pub(crate) fn options() -> Options {
     let mut o = Options::new();
     if std::env::var_os("CVTEST_TEST_NO_CGROUPS").is_some() {
-        o.set_caps(Caps::NETWORK | Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::IPC);
+        o.set_isolation(
+            Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+        );
     }
     o
 }
@@ -186,7 +188,7 @@ fn runs_a_command_and_captures_output() -> Result<(), Failed> {
 
 fn sets_env_hostname_and_cwd() -> Result<(), Failed> {
     let mut opts = options();
-    opts.hostname("box-under-test").map_err(fail("hostname"))?;
+    opts.set_hostname("box-under-test").map_err(fail("hostname"))?;
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     let id = c.id().to_owned();
     let mut cmd = captured(command("env", &[]));
@@ -283,7 +285,7 @@ fn reduced_caps_still_clean_up() -> Result<(), Failed> {
     let exe = std::env::current_exe().map_err(fail("exe"))?;
     let script = format!("{}=linger {} {token} & echo pid=$$", helpers::HELPER_ENV, exe.display());
     let mut opts = options();
-    opts.set_caps(Caps::CGROUPS | Caps::NETWORK);
+    opts.set_isolation(Isolation::CGROUPS | Isolation::NETWORK);
     let out = run(&opts, &sh(&script))?;
     let stdout = text(&out.stdout);
     ensure!(out.termination == Termination::Exited(0), "{:?} {stdout}", out.termination);
@@ -342,7 +344,9 @@ fn filesystem_fixture() -> Result<(tempfile::NamedTempFile, tempfile::TempDir, t
 fn filesystem_is_read_only_with_private_tmp() -> Result<(), Failed> {
     let (marker, under_tmp, under_target) = filesystem_fixture()?;
     let mut opts = options();
-    opts.rootfs(Rootfs::Host { writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()] });
+    opts.set_rootfs(Rootfs::Host {
+        writable: vec![under_tmp.path().to_owned(), under_target.path().to_owned()],
+    });
     let args = [marker.path(), under_tmp.path(), under_target.path()].map(|p| p.to_str().unwrap_or_default());
     let out = run(&opts, &captured(command("fs", &args)))?;
     check_filesystem(&out, &[under_tmp.path(), under_target.path()])
@@ -380,8 +384,10 @@ pub fn fs_in_container(host_marker: &str, writable: &[&str]) -> i32 {
     let mut opts = Options::new();
     // No cgroup: this is about mounts, and a child of the test cannot make cgroups everywhere
     // (cgroup v2 below the root, see dead_owner_state_is_swept).
-    opts.set_caps(Caps::FILESYSTEM | Caps::PROCESS_CONTROL | Caps::NETWORK | Caps::IPC);
-    opts.rootfs(Rootfs::Host { writable: writable.iter().map(PathBuf::from).collect() });
+    opts.set_isolation(
+        Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::NETWORK | Isolation::IPC,
+    );
+    opts.set_rootfs(Rootfs::Host { writable: writable.iter().map(PathBuf::from).collect() });
     let mut args = vec![host_marker];
     args.extend_from_slice(writable);
     match run(&opts, &captured(command("fs", &args))) {
@@ -427,7 +433,7 @@ fn explicit_rootfs_is_pivoted_into() -> Result<(), Failed> {
     let root = tempfile::tempdir().map_err(fail("tempdir"))?;
     std::fs::write(root.path().join("marker"), b"inside").map_err(fail("marker"))?;
     let mut opts = options();
-    opts.rootfs(Rootfs::Dir(root.path().to_owned()));
+    opts.set_rootfs(Rootfs::Dir(root.path().to_owned()));
     // Nothing in the root yet: the missing program is reported before anything is cloned.
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     match c.spawn(&Command::new("/bin/sh")) {
@@ -496,7 +502,7 @@ fn setup_failure_is_reported_and_cleaned() -> Result<(), Failed> {
     std::fs::create_dir(root.path().join("bin")).map_err(fail("mkdir"))?;
     std::fs::copy("/bin/true", root.path().join("bin/true")).map_err(fail("copy"))?;
     let mut opts = options();
-    opts.rootfs(Rootfs::Dir(root.path().to_owned()));
+    opts.set_rootfs(Rootfs::Dir(root.path().to_owned()));
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     let fp = footprint(&c);
     match c.spawn(&Command::new("/bin/true")) {
@@ -571,7 +577,7 @@ fn large_output_is_truncated() -> Result<(), Failed> {
 fn two_containers_bind_the_same_port() -> Result<(), Failed> {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(fail("tempdir"))?;
     let mut opts = options();
-    opts.rootfs(Rootfs::Host { writable: vec![dir.path().to_owned()] });
+    opts.set_rootfs(Rootfs::Host { writable: vec![dir.path().to_owned()] });
     let d = dir.path().to_str().unwrap_or_default();
     let mut a = Container::create(&opts).map_err(fail("create a"))?;
     let mut b = Container::create(&opts).map_err(fail("create b"))?;
@@ -605,7 +611,7 @@ fn memory_limit_oom_kills() -> Result<(), Failed> {
 /// during setup, and the error says that, not just "signal 9".
 fn memory_too_small_to_start() -> Result<(), Failed> {
     let mut opts = options();
-    opts.memory(cvtest::MemoryLimit::Bytes(4096));
+    opts.set_memory(cvtest::MemoryLimit::Bytes(4096));
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     let fp = footprint(&c);
     match c.spawn(&Command::new("/bin/true")) {
@@ -652,7 +658,7 @@ fn pids_limit_refuses_forks() -> Result<(), Failed> {
 fn cpu_settings_reach_the_kernel() -> Result<(), Failed> {
     let mut opts = options();
     opts.set_cgroup_limits("256M", "250", "64").map_err(fail("limits"))?;
-    opts.cpus("0.5").map_err(fail("cpus"))?;
+    opts.set_cpus("0.5").map_err(fail("cpus"))?;
     let c = Container::create(&opts).map_err(fail("create"))?;
     let paths = c.cgroup_paths();
     let read = |file: &str| -> Option<String> {
@@ -686,7 +692,7 @@ fn cpu_settings_reach_the_kernel() -> Result<(), Failed> {
 
 fn cpu_quota_throttles() -> Result<(), Failed> {
     let mut opts = options();
-    opts.cpus("0.2").map_err(fail("cpus"))?;
+    opts.set_cpus("0.2").map_err(fail("cpus"))?;
     let out = run(&opts, &command("spin", &["1000"]))?;
     ensure!(out.termination == Termination::Exited(0), "{:?}", out.termination);
     let cpu = out.peaks.cpu_total().ok_or("no cpu time")?;
@@ -704,7 +710,7 @@ fn cpu_quota_throttles() -> Result<(), Failed> {
 
 fn network_reaches_the_host_end() -> Result<(), Failed> {
     let mut opts = options();
-    opts.network_cidr("10.0.0.2/24").map_err(fail("network"))?;
+    opts.set_network_cidr("10.0.0.2/24").map_err(fail("network"))?;
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     c.spawn(&captured(command("tcp", &["10.0.0.1:7878"]))).map_err(fail("spawn"))?;
     let fp = footprint(&c);
@@ -741,7 +747,7 @@ fn network_reaches_the_host_end() -> Result<(), Failed> {
 /// must not be refused meanwhile, and each gets a fresh pair.
 fn same_subnet_back_to_back() -> Result<(), Failed> {
     let mut opts = options();
-    opts.network_cidr("10.0.7.2/24").map_err(fail("network"))?;
+    opts.set_network_cidr("10.0.7.2/24").map_err(fail("network"))?;
     let mut names = Vec::new();
     for round in 0..3 {
         let mut c = Container::create(&opts).map_err(fail(&format!("create #{round}")))?;
@@ -764,7 +770,7 @@ fn same_subnet_back_to_back() -> Result<(), Failed> {
 /// be killed.
 pub fn own_container(token: &str) -> i32 {
     let mut opts = Options::new();
-    opts.network_cidr("10.0.9.2/24").expect("cidr");
+    opts.set_network_cidr("10.0.9.2/24").expect("cidr");
     let mut c = match Container::create(&opts) {
         Ok(c) => c,
         Err(e) => {

@@ -32,6 +32,8 @@ pub fn run_if_requested() -> Option<i32> {
         }
         ("pidns", []) => pidns(),
         ("linger", [_token]) => linger(),
+        ("own-until-eof", [token]) => crate::owner::own_until_eof(token),
+        ("reused-pgid", []) => crate::owner::reused_pgid(),
         ("spew", [bytes]) => spew(bytes.parse().expect("bytes")),
         ("env", []) => env(),
         ("fs", [host_marker, writable @ ..]) => fs(host_marker, writable),

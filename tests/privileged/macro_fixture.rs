@@ -56,8 +56,8 @@ fn containers(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
 }
 
 fn shared_v2_cgroup() -> Option<String> {
-    let hierarchy = cvtest::cgroup::Hierarchy::detect().ok()?;
-    if hierarchy.version() != cvtest::cgroup::CgroupVersion::V2 {
+    let hierarchy = cvtest::test_support::Hierarchy::detect().ok()?;
+    if hierarchy.version() != cvtest::test_support::CgroupVersion::V2 {
         return None;
     }
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;

@@ -12,6 +12,7 @@ mod container;
 mod helpers;
 mod macro_fixture;
 mod net;
+mod owner;
 mod support;
 mod zygote;
 
@@ -29,6 +30,7 @@ fn main() {
     trials.extend(container::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
+    trials.extend(owner::trials());
     trials.extend(zygote::trials());
     let conclusion = libtest_mimic::run(&args, trials);
     conclusion.exit();

@@ -10,7 +10,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use cvtest::net::{check_host_routes, sweep_stale_links, NetError, Netlink, Veth, VethName, ALIAS_PREFIX};
+use cvtest::test_support::{check_host_routes, sweep_stale_links, Netlink, Veth, VethName, ALIAS_PREFIX};
+use cvtest::NetError;
 use cvtest::NetworkSpec;
 use libtest_mimic::{Failed, Trial};
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
@@ -95,12 +96,9 @@ fn in_netns<T: Send>(netns: &OwnedFd, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// An owner tag any sweeper considers alive: this process, `<pid>.<start time>`.
+/// An owner tag any sweeper considers alive: this process's.
 fn live_tag() -> String {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
-    let after_comm = &stat[stat.rfind(')').expect("comm") + 2..];
-    let start = after_comm.split(' ').nth(19).expect("starttime field");
-    format!("{}.{start}", std::process::id())
+    cvtest::test_support::owner_tag().to_owned()
 }
 
 fn spec(cidr: &str) -> NetworkSpec {
@@ -297,8 +295,11 @@ fn a_host_route() -> Option<(Ipv4Addr, u32, String)> {
 
 fn expect_clash(result: Result<(), NetError>, iface: &str, what: &str) -> Result<(), Failed> {
     match result {
-        Err(NetError::RouteClash { interface, route, subnet }) => {
+        Err(NetError::RouteClash { interface, route, subnet, ifindex, ours }) => {
+            let interface = interface.unwrap_or_default();
             ensure!(interface == iface, "{what}: clash names interface {interface}, expected {iface}");
+            ensure!(ifindex.is_some(), "{what}: the clash with {route} has no interface index");
+            ensure!(!ours, "{what}: {iface} is live, not a released veth of this process");
             println!("    {what}: {subnet} clashes with {route} on {interface}");
             Ok(())
         }
@@ -329,7 +330,7 @@ fn route_check_refuses_overlaps() -> Result<(), Failed> {
     let second = new_netns();
     let refused = VethName::next();
     match Veth::create(second.as_fd(), &spec("10.77.4.66/26"), &refused, &live_tag()) {
-        Err(NetError::RouteClash { interface, .. }) if interface == name.host() => {}
+        Err(NetError::RouteClash { interface: Some(interface), .. }) if interface == name.host() => {}
         other => {
             return Err(format!("create over a live veth's subnet: expected a clash, got {other:?}").into())
         }

@@ -37,7 +37,7 @@ pub fn privileged_unless(name: &str, f: fn() -> Result<Option<String>, Failed>) 
 pub fn missing_cgroup_delegation() -> Option<String> {
     // Root can: nothing is missing.
     missing_privileges()?;
-    let made = cvtest::cgroup::Hierarchy::detect().and_then(|h| h.create(&cvtest::Limits::default()));
+    let made = cvtest::test_support::Hierarchy::detect().and_then(|h| h.create(&cvtest::Limits::default()));
     match made {
         Ok(mut cg) => cg.destroy().err().map(|e| format!("removing a probe cgroup failed: {}", chain(&e))),
         Err(e) => Some(format!("no cgroup delegated to this user: {}", chain(&e))),

@@ -155,7 +155,7 @@ fn holds_nothing_and_ends() -> Result<(), Failed> {
 fn clones_the_callers_children() -> Result<(), Failed> {
     let mut z = Zygote::start().map_err(fail("start"))?;
     let mut opts = options();
-    opts.network_cidr("10.0.21.2/24").map_err(fail("cidr"))?;
+    opts.set_network_cidr("10.0.21.2/24").map_err(fail("cidr"))?;
     // Output through the pipes passed to the zygote, the exit status through the status pipe.
     let out = run_via(&mut z, &opts, &sh("echo hello; echo oops >&2; exit 3"), true)?;
     ensure!(out.termination == Termination::Exited(3), "{:?}", out.termination);
@@ -212,7 +212,7 @@ fn clones_the_callers_children() -> Result<(), Failed> {
     std::fs::create_dir(root.path().join("bin")).map_err(fail("mkdir"))?;
     std::fs::copy("/bin/true", root.path().join("bin/true")).map_err(fail("copy"))?;
     let mut opts = options();
-    opts.rootfs(Rootfs::Dir(root.path().to_owned()));
+    opts.set_rootfs(Rootfs::Dir(root.path().to_owned()));
     let mut c = Container::create(&opts).map_err(fail("create"))?;
     let fp = footprint(&c);
     let err = c.spawn_via(&mut z, &Command::new("/bin/true")).err();
@@ -257,7 +257,7 @@ fn lost_zygote_falls_back() -> Result<(), Failed> {
     }
     // The next spawns clone directly, and still work.
     let mut opts = options();
-    opts.network_cidr("10.0.22.2/24").map_err(fail("cidr"))?;
+    opts.set_network_cidr("10.0.22.2/24").map_err(fail("cidr"))?;
     let out = run_via(&mut z, &opts, &sh("echo direct"), false)?;
     ensure!(
         out.termination == Termination::Exited(0) && out.stdout == b"direct\n",
@@ -284,7 +284,7 @@ pub fn own_zygote_container(token: &str) -> i32 {
         }
     };
     let mut opts = Options::new();
-    opts.network_cidr("10.0.23.2/24").expect("cidr");
+    opts.set_network_cidr("10.0.23.2/24").expect("cidr");
     let mut c = match Container::create(&opts) {
         Ok(c) => c,
         Err(e) => {

@@ -55,6 +55,7 @@ pub fn daemonize(secs: u32, alive: &str) {
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
+        // SAFETY: in the forked child, only the async-signal-safe calls listed above.
         0 => unsafe {
             libc::setsid();
             if libc::fork() == 0 {

@@ -25,7 +25,7 @@ use super::run;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub pid: u32,
-    /// `<pid>.<start time>`, as in its cgroup names and veth aliases.
+    /// `<pid>.<start time>.<pid namespace inode>`, as in its cgroup names and veth aliases.
     pub tag: String,
 }
 
@@ -35,7 +35,9 @@ impl Owner {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let after = &stat[stat.rfind(')')? + 1..];
         let start: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-        Some(Owner { pid, tag: format!("{pid}.{start}") })
+        let pidns =
+            std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(format!("/proc/{pid}/ns/pid")).ok()?);
+        Some(Owner { pid, tag: format!("{pid}.{start}.{pidns}") })
     }
 
     /// Any runner that had `pid` (whatever its start time): for a process already gone.
@@ -49,7 +51,7 @@ impl Owner {
     }
 
     /// `veth` + the pid in 5 base-36 digits: every veth name it makes starts so (see
-    /// `cvtest::net::VethName`).
+    /// `cvtest::test_support::VethName`).
     pub fn veth_prefix(&self) -> String {
         let mut n = self.pid % 36u32.pow(5);
         let mut digits = Vec::new();
@@ -80,7 +82,7 @@ impl Owner {
 /// The directories below which cvtest makes cgroups for a process in our cgroups: our own
 /// cgroup in each hierarchy it uses.
 pub fn own_cgroup_dirs() -> Vec<PathBuf> {
-    cvtest::cgroup::Hierarchy::detect().map(|h| h.own_dirs()).unwrap_or_default()
+    cvtest::test_support::Hierarchy::detect().map(|h| h.own_dirs()).unwrap_or_default()
 }
 
 /// What was on the host before a run, to tell new things from old.
@@ -107,7 +109,7 @@ impl Baseline {
                 }
             }
         }
-        let alias = format!("{}{}", cvtest::net::ALIAS_PREFIX, owner.tag);
+        let alias = format!("{}{}", cvtest::test_support::ALIAS_PREFIX, owner.tag);
         let veth_prefix = owner.veth_prefix();
         for e in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

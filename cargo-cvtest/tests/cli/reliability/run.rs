@@ -222,6 +222,7 @@ impl Started {
 
     /// Whether it has exited (without reaping it).
     pub fn exited(&mut self) -> bool {
+        // SAFETY: siginfo_t is plain old data, for which all zero bytes are a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid on our own child with WNOWAIT does not reap; info is a valid out-pointer.
         let r = unsafe {

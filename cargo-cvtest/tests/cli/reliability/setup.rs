@@ -7,8 +7,9 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use cvtest::cgroup::{CgroupVersion, Hierarchy};
-use cvtest::net::{NetError, Veth, VethName};
+use cvtest::test_support::{CgroupVersion, Hierarchy};
+use cvtest::test_support::{Veth, VethName};
+use cvtest::NetError;
 use libtest_mimic::{Completion, Failed};
 
 use super::host::{ip, link_index, links_in, own_cgroup_dirs, Baseline, TestDir, TestLink, TestNetns};
@@ -147,7 +148,7 @@ pub fn veth_create_name_taken() -> Result<Completion, Failed> {
     let ns = TestNetns::create("vn")?;
     let fd = std::fs::File::open(ns.path())?;
     let net: cvtest::NetworkSpec = "10.182.1.2/30".parse().map_err(|e| format!("{e}"))?;
-    let tag = cvtest::sweep::owner_tag();
+    let tag = cvtest::test_support::owner_tag();
 
     let name = VethName::next();
     ip(&["-n", &ns.name, "link", "add", name.container(), "type", "bridge"])?;

@@ -1,0 +1,31 @@
+//! Veths this process released: their network namespace went, and the kernel deletes the pair
+//! asynchronously (tens of ms; up to a second under load). A route of one is ours and going:
+//! the route check says so ([`super::NetError::RouteClash`]'s `ours`), and `Container::create`
+//! waits it out instead of refusing a new container on the same subnet.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::Veth;
+
+/// Host ends (index and name) of veths this process released, until the kernel removed them.
+fn released() -> MutexGuard<'static, Vec<(u32, String)>> {
+    static RELEASED: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+    RELEASED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Leaves `veth` to the kernel (it goes with its network namespace) and remembers it until it
+/// is gone.
+pub(crate) fn release(veth: Veth) {
+    released().push((veth.host_index(), veth.host_name().to_owned()));
+    veth.release();
+}
+
+/// Whether the host link with this index is a veth this process released.
+pub(crate) fn is_released(ifindex: u32) -> bool {
+    released().iter().any(|(index, _)| *index == ifindex)
+}
+
+/// Forgets the released veths the kernel has removed.
+pub(crate) fn forget_removed() {
+    released().retain(|(index, name)| nix::net::if_::if_nametoindex(name.as_str()) == Ok(*index));
+}
