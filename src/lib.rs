@@ -56,6 +56,7 @@ mod sandbox;
 mod sweep;
 #[allow(unsafe_code)]
 mod sys;
+mod userns_support;
 pub mod zygote;
 
 #[doc(hidden)]
@@ -70,6 +71,7 @@ pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, Z
 pub use net::{NetError, NetlinkError};
 pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
+pub use userns_support::{UsernsProblem, APPARMOR_PROFILE};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;

@@ -14,6 +14,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 #[derive(Debug, Clone)]
 enum Problem {
     Privileges { missing: String },
+    UserNamespaces(crate::UsernsProblem),
     Kernel { found: String },
 }
 
@@ -26,6 +27,7 @@ pub(crate) fn check() -> Result<(), CreateError> {
             missing: missing.clone(),
             fix: "run as root (for example `sudo -E cargo cvtest`), or give the process CAP_SYS_ADMIN and CAP_NET_ADMIN",
         }),
+        Err(Problem::UserNamespaces(p)) => Err(CreateError::UserNamespaces(p.clone())),
         Err(Problem::Kernel { found }) => Err(CreateError::KernelTooOld {
             found: found.clone(),
             need: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
@@ -45,6 +47,12 @@ fn probe() -> Result<(), Problem> {
     let missing = missing_caps(&status);
     if !missing.is_empty() {
         let euid = nix::unistd::geteuid();
+        // An ordinary user needs user namespaces (rootless mode): say first if they are off.
+        if !euid.is_root() {
+            if let Some(problem) = crate::userns_support::diagnose() {
+                return Err(Problem::UserNamespaces(problem));
+            }
+        }
         let who = if euid.is_root() { "root without".to_owned() } else { format!("user {euid} without") };
         return Err(Problem::Privileges { missing: format!("{who} {}", missing.join(" and ")) });
     }

@@ -4,8 +4,8 @@
 
 mod errors;
 mod interrupt;
-mod nextest;
 mod leases;
+mod nextest;
 mod reliability;
 mod run;
 mod select;
