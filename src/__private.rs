@@ -30,14 +30,18 @@ use cvtest_spec::{
 };
 
 use crate::{
-    error_chain, Command, Container, CreateError, Limits, MemoryLimit, Options, Outcome, Rootfs, Stdio,
-    Termination, ENV_CONTAINER,
+    error_chain, Command, Container, CreateError, Isolation, Limits, MemoryLimit, Options, Outcome, Rootfs,
+    Stdio, Termination, ENV_CONTAINER,
 };
 
 pub use ::ctor;
 
 /// Without privileges: unset to fail, `skip` to skip, `run` to run the body without isolation.
 pub const ENV_UNSANDBOXED: &str = "CVTEST_UNSANDBOXED";
+
+/// `off`: run the tests in containers without cgroups, so without limits, on purpose (where no
+/// cgroup can be delegated, e.g. cgroup v1 as an ordinary user); `on` or unset: enforce them.
+pub const ENV_LIMITS: &str = "CVTEST_LIMITS";
 
 /// How much of the inner test's stdout and of its stderr is kept (the middle is dropped past it).
 const OUTPUT_LIMIT: usize = 4 << 20;
@@ -206,12 +210,22 @@ fn supervise(test: &'static Test) -> Verdict {
             ))
         }
     };
-    let options = match options(&settings, test, &exe) {
+    let mut options = match options(&settings, test, &exe) {
         Ok(options) => options,
         Err(e) => {
             return Verdict::Failed(format!("cvtest cannot make the test's container: {}", error_chain(&e)))
         }
     };
+    match limits_enforced() {
+        Ok(true) => {}
+        Ok(false) => {
+            options.set_isolation(
+                Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+            );
+            warn_no_limits_once();
+        }
+        Err(why) => return Verdict::Failed(why),
+    }
 
     let reported: std::cell::RefCell<Option<crate::lease::Waiting>> = std::cell::RefCell::new(None);
     let observer = |w: &crate::lease::Waiting| {
@@ -231,9 +245,15 @@ fn supervise(test: &'static Test) -> Verdict {
     };
     let mut container = match Container::create_waiting(&options, &policy) {
         Ok(c) => c,
-        Err(e @ (CreateError::Privileges { .. } | CreateError::KernelTooOld { .. })) => {
-            return unprivileged(&e)
-        }
+        Err(
+            e @ (CreateError::Privileges { .. }
+            | CreateError::UserNamespaces(_)
+            | CreateError::KernelTooOld { .. }
+            // Rootless where no cgroup is delegated: the same ways out (or CVTEST_LIMITS=off).
+            | CreateError::Cgroup(
+                crate::CgroupError::NotDelegated { .. } | crate::CgroupError::ControllersNotDelegated { .. },
+            )),
+        ) => return unprivileged(&e),
         Err(e) => {
             return Verdict::Failed(format!(
                 "cvtest could not create the test's container: {}",
@@ -283,6 +303,34 @@ fn supervise(test: &'static Test) -> Verdict {
             Verdict::Failed(format!("cvtest could not remove the test's container {id}: {}", error_chain(&e)))
         }
     }
+}
+
+/// Whether `CVTEST_LIMITS` leaves the limits on; an error for a value it does not understand.
+fn limits_enforced() -> Result<bool, String> {
+    match std::env::var(ENV_LIMITS).as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "on") => Ok(true),
+        Ok("off") => Ok(false),
+        Ok(other) => {
+            Err(format!("{ENV_LIMITS}={other:?} is not understood: set it to off (run without limits) or on"))
+        }
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(format!("{ENV_LIMITS}={v:?} is not understood: set it to off (run without limits) or on"))
+        }
+    }
+}
+
+/// Says once per test binary, past libtest's capture, that no test's limits are enforced.
+fn warn_no_limits_once() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut stderr = std::io::stderr().lock();
+        // Nothing to do if stderr is gone: each test's usage line says it too.
+        let _ = writeln!(
+            stderr,
+            "cvtest: {ENV_LIMITS}=off: the tests of this binary run without cgroup limits (memory, pids, cpu are \
+             NOT enforced); peaks are what rusage tells (largest process RSS, CPU time)"
+        );
+    });
 }
 
 /// The container for a test: [`Options::for_test`], with the host's root read-only except
@@ -369,6 +417,21 @@ fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &s
 /// The usage line printed with every test: peaks and limits, CPU time, traffic, wall time.
 fn usage(outcome: &Outcome, limits: &Limits) -> String {
     let peaks = &outcome.peaks;
+    if !outcome.limits_enforced {
+        let mut parts = vec![format!(
+            "limits NOT enforced ({ENV_LIMITS}=off; memory {}, pids {} not applied)",
+            limit_text(limits.memory),
+            limits.pids
+        )];
+        if let Some(rss) = peaks.max_rss_bytes {
+            parts.push(format!("largest process RSS {}", mib(rss)));
+        }
+        if let (Some(user), Some(system)) = (peaks.cpu_user, peaks.cpu_system) {
+            parts.push(format!("cpu {} (user {}, system {})", secs(user + system), secs(user), secs(system)));
+        }
+        parts.push(format!("wall {}", secs(outcome.duration)));
+        return parts.join(", ");
+    }
     let bound = |sampled: bool| if sampled { ">=" } else { "" };
     let memory = peaks
         .memory_bytes
@@ -461,6 +524,7 @@ mod tests {
                 memory_bytes: Some(Measured { value: 67_066_675, sampled: false }),
                 ..Default::default()
             },
+            limits_enforced: true,
             duration: Duration::from_millis(1500),
             stdout: stdout.as_bytes().to_vec(),
             stderr: Vec::new(),
@@ -491,6 +555,21 @@ mod tests {
         assert!(
             matches!(judge(&pids), Verdict::Failed(m) if m.contains("reaching its pids limit of 256 (a fork or clone was refused)"))
         );
+    }
+
+    #[test]
+    fn usage_says_when_limits_were_not_enforced() {
+        let limits = Limits { memory: MemoryLimit::Bytes(64 << 20), ..Limits::default() };
+        let mut o = outcome(Termination::Exited(0), "");
+        o.peaks.max_rss_bytes = Some(3 << 20);
+        assert!(!usage(&o, &limits).contains("NOT enforced"));
+        o.limits_enforced = false;
+        o.peaks.cpu_user = Some(Duration::from_millis(250));
+        o.peaks.cpu_system = Some(Duration::from_millis(50));
+        let line = usage(&o, &limits);
+        assert!(line.starts_with("limits NOT enforced (CVTEST_LIMITS=off; memory 64 MiB"), "{line}");
+        assert!(line.contains("largest process RSS 3.0 MiB") && line.contains("cpu 0.30s"), "{line}");
+        assert!(!line.contains("peak memory"), "{line}");
     }
 
     #[test]

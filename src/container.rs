@@ -341,10 +341,11 @@ impl Container {
         let run = self.running.as_mut().ok_or(WaitError::NotSpawned)?;
         let pidfd = self.shared.pidfd.get().ok_or(WaitError::NotSpawned)?;
         let mut watch = Watch::new(run, self.cgroup.as_deref(), timeout);
-        let init_status = watch.until_init_exits(pidfd, &self.shared)?;
+        let (init_status, init_usage) = watch.until_init_exits(pidfd, &self.shared)?;
         let ended = watch.finish();
         run.reaped = true;
-        let (peaks, pids_limit_hit) = read_peaks(self.cgroup.as_deref(), run.veth.as_ref(), &ended.sampled)?;
+        let (peaks, pids_limit_hit) =
+            read_peaks(self.cgroup.as_deref(), run.veth.as_ref(), &ended.sampled, &init_usage)?;
         let oom = peaks.oom_kills.is_some_and(|n| n > 0);
         let termination = if ended.timed_out {
             Termination::TimedOut
@@ -355,6 +356,7 @@ impl Container {
             termination,
             pids_limit_hit,
             peaks,
+            limits_enforced: self.cgroup.is_some(),
             duration: ended.end.saturating_duration_since(run.started),
             stdout: ended.stdout.unwrap_or_default(),
             stderr: ended.stderr.unwrap_or_default(),
@@ -511,9 +513,9 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// Polls until the init exits, reaps it and returns its status. Kills the container at the
-    /// deadline (unless the main process already ended).
-    fn until_init_exits(&mut self, pidfd: &OwnedFd, shared: &Shared) -> Result<i32, WaitError> {
+    /// Polls until the init exits, reaps it and returns its status and resource usage. Kills the
+    /// container at the deadline (unless the main process already ended).
+    fn until_init_exits(&mut self, pidfd: &OwnedFd, shared: &Shared) -> Result<(i32, sys::Usage), WaitError> {
         loop {
             let mut fds = self.poll_set(pidfd);
             match sys::poll(&mut fds, self.poll_timeout_ms()) {
@@ -523,10 +525,10 @@ impl<'a> Watch<'a> {
             self.read_ready(&fds);
             self.sample_if_due();
             if fds[0].revents != 0 {
-                if let Some(status) =
-                    sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
+                if let Some(reaped) =
+                    sys::waitid_pidfd_usage(pidfd.as_fd(), true).map_err(|e| WaitError::Wait(e.into()))?
                 {
-                    return Ok(status);
+                    return Ok(reaped);
                 }
             }
             if !self.timed_out
@@ -613,9 +615,15 @@ fn read_peaks(
     cgroup: Option<&dyn Cgroup>,
     veth: Option<&crate::net::Veth>,
     sampled: &Sample,
+    init_usage: &sys::Usage,
 ) -> Result<(Peaks, bool), WaitError> {
-    let mut peaks = Peaks::default();
+    let mut peaks = Peaks { max_rss_bytes: Some(init_usage.max_rss_bytes), ..Peaks::default() };
     let mut pids_limit_hit = false;
+    if cgroup.is_none() {
+        // No cgroup, no limits: what rusage tells is all there is.
+        peaks.cpu_user = Some(init_usage.user);
+        peaks.cpu_system = Some(init_usage.system);
+    }
     if let Some(cg) = cgroup {
         let stats = cg.stats()?;
         let sampled_value = |v: Option<u64>| v.map(|value| Measured { value, sampled: true });

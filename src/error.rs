@@ -26,6 +26,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub enum CreateError {
     #[error("cvtest cannot create containers as {missing}: {fix}")]
     Privileges { missing: String, fix: &'static str },
+    /// An ordinary user, and this kernel keeps it from user namespaces.
+    #[error("cvtest cannot create containers as an ordinary user here: {0}")]
+    UserNamespaces(#[from] crate::UsernsProblem),
     #[error("Linux {found} is too old: cvtest needs {need} or later (clone3 with pidfds, close_range); upgrade the kernel")]
     KernelTooOld { found: String, need: String },
     #[error(transparent)]

@@ -56,6 +56,7 @@ mod sandbox;
 mod sweep;
 #[allow(unsafe_code)]
 mod sys;
+mod userns_support;
 pub mod zygote;
 
 #[doc(hidden)]
@@ -72,6 +73,7 @@ pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
 pub use preflight::FORCE_ROOTLESS_ENV;
 pub use sandbox::userns::{MappedOwner, OWNER_ENV as MAP_ROOT_TO_ENV};
+pub use userns_support::{UsernsProblem, APPARMOR_PROFILE};
 pub use zygote::Zygote;
 
 pub use cvtest_macros::cv_test;

@@ -51,6 +51,10 @@ pub struct Peaks {
     pub cpu_user: Option<Duration>,
     pub cpu_system: Option<Duration>,
     pub oom_kills: Option<u64>,
+    /// The largest resident set of any one process of the container, from the rusage of its
+    /// reaped init (`wait4`'s `ru_maxrss`, which covers the descendants it reaped). Without a
+    /// cgroup this is the only memory figure, and a lower bound of the container's total.
+    pub max_rss_bytes: Option<u64>,
     /// `None` without a veth.
     pub net: Option<NetStats>,
 }
@@ -69,6 +73,10 @@ pub struct Outcome {
     /// Whether a fork or clone was refused because the pids limit was reached.
     pub pids_limit_hit: bool,
     pub peaks: Peaks,
+    /// Whether the limits were enforced: `false` for a container without a cgroup (an isolation
+    /// without [`crate::Caps::CGROUPS`], as the explicit no-limits mode makes), whose peaks are
+    /// then only what rusage tells (`max_rss_bytes`, CPU times).
+    pub limits_enforced: bool,
     /// Wall time from spawn to the end of the main process.
     pub duration: Duration,
     /// Captured output ([`crate::Stdio::Capture`]); empty otherwise.

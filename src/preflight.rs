@@ -34,6 +34,7 @@ pub const FORCE_ROOTLESS_ENV: &str = "CVTEST_ROOTLESS";
 #[derive(Debug, Clone)]
 enum Problem {
     Privileges { missing: String, sysctl: String },
+    UserNamespaces(crate::UsernsProblem),
     Kernel { found: String },
 }
 
@@ -46,6 +47,7 @@ pub(crate) fn check() -> Result<Privilege, CreateError> {
             missing: format!("{missing}, and unprivileged user namespaces are off ({sysctl})"),
             fix: "allow them (`sudo sysctl -w` the setting named above, and the same line in /etc/sysctl.d/ to keep it), or run as root (for example `sudo -E cargo cvtest`)",
         }),
+        Err(Problem::UserNamespaces(p)) => Err(CreateError::UserNamespaces(p.clone())),
         Err(Problem::Kernel { found }) => Err(CreateError::KernelTooOld {
             found: found.clone(),
             need: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
@@ -70,6 +72,12 @@ fn probe() -> Result<Privilege, Problem> {
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     if let Some(sysctl) = userns_off(read) {
         let euid = nix::unistd::geteuid();
+        // An ordinary user needs user namespaces (rootless mode): say first if they are off.
+        if !euid.is_root() {
+            if let Some(problem) = crate::userns_support::diagnose() {
+                return Err(Problem::UserNamespaces(problem));
+            }
+        }
         let who = if euid.is_root() { "root without".to_owned() } else { format!("user {euid} without") };
         return Err(Problem::Privileges { missing: format!("{who} {}", missing.join(" and ")), sysctl });
     }

@@ -52,6 +52,13 @@ fn sweep_in(h: &Hierarchy) -> Result<usize, CgroupError> {
             }
         }
     }
+    // Under systemd each runner has its own scope: a dead one's is beside ours, not below.
+    match h.sweep_dead_scopes() {
+        Ok(n) => removed += n,
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
+    }
     match first_error {
         None => Ok(removed),
         Some(e) => Err(e),

@@ -813,6 +813,71 @@ pub(crate) fn pidfd_send_signal(pidfd: BorrowedFd<'_>, sig: c_int) -> Result<(),
     .map(drop)
 }
 
+/// What the kernel accounted to a reaped process and the descendants it reaped in turn
+/// (`waitid`'s rusage, as `wait4` gives it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Usage {
+    /// The largest resident set of any one of those processes, in bytes.
+    pub(crate) max_rss_bytes: u64,
+    pub(crate) user: std::time::Duration,
+    pub(crate) system: std::time::Duration,
+}
+
+/// [`waitid_pidfd`] that also returns the reaped process's resource usage (the raw syscall has
+/// a fifth, rusage, argument that glibc's `waitid` does not pass).
+pub(crate) fn waitid_pidfd_usage(
+    pidfd: BorrowedFd<'_>,
+    nohang: bool,
+) -> Result<Option<(c_int, Usage)>, Errno> {
+    let mut flags = libc::WEXITED | libc::__WALL;
+    if nohang {
+        flags |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: siginfo_t and rusage are plain old data: all zeroes is a valid value.
+        let (mut info, mut ru): (libc::siginfo_t, libc::rusage) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: info and ru are valid to write to; pidfd is a live fd; waitid takes these 5 args.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::c_long,
+                &mut info as *mut libc::siginfo_t,
+                flags as libc::c_long,
+                &mut ru as *mut libc::rusage,
+            )
+        };
+        if r == -1 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        // SAFETY: waitid filled info; si_pid and si_status are valid for SIGCHLD infos.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        let raw = match info.si_code {
+            libc::CLD_EXITED => (status & 0xff) << 8,
+            libc::CLD_KILLED => status & 0x7f,
+            libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+            _ => return Err(Errno::EINVAL),
+        };
+        let time = |tv: libc::timeval| {
+            std::time::Duration::from_secs(tv.tv_sec.max(0) as u64)
+                + std::time::Duration::from_micros(tv.tv_usec.max(0) as u64)
+        };
+        let usage = Usage {
+            max_rss_bytes: (ru.ru_maxrss.max(0) as u64) * 1024,
+            user: time(ru.ru_utime),
+            system: time(ru.ru_stime),
+        };
+        return Ok(Some((raw, usage)));
+    }
+}
+
 /// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9): signal the process group of the pidfd's process.
 const PIDFD_SIGNAL_PROCESS_GROUP: c_int = 1 << 2;
 

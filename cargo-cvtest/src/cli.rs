@@ -190,6 +190,11 @@ pub(crate) struct LimitArgs {
     /// and #[cv_test] values
     #[arg(long = "force-limits", help_heading = "Limits")]
     pub(crate) force_limits: bool,
+    /// Run without cgroup limits, on purpose (where no cgroup can be delegated, e.g. cgroup v1
+    /// as an ordinary user); also CVTEST_LIMITS=off or `limits = "off"` in the config. Every
+    /// test is reported with its limits not enforced, and with the peaks rusage gives
+    #[arg(long = "no-limits", help_heading = "Limits")]
+    pub(crate) no_limits: bool,
 }
 
 /// A parsed `--cpus`: a quota, or "max" for none.
@@ -275,6 +280,7 @@ impl CvtestArgs {
             partition: self.filter.partition,
             limits: self.limits.settings_layer(),
             force_limits: self.limits.force_limits,
+            no_limits: self.limits.no_limits,
             // Output shown live: one test at a time, so that outputs do not interleave.
             jobs: if self.run.no_capture { NonZeroUsize::new(1) } else { self.run.jobs },
             no_capture: self.run.no_capture,

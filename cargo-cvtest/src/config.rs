@@ -17,6 +17,9 @@
 //! privileged = true        # every capability, /proc unhardened (a boolean, or "true")
 //! ```
 //!
+//! A workspace-level table may also say `limits = "off"` (or `false`): the whole run goes without
+//! cgroup limits, on purpose, as `--no-limits` does; `"on"` (or `true`, the default) enforces them.
+//!
 //! Values are parsed by `cvtest-spec` only. A bad key or value is a usage error naming the file,
 //! the table and what is accepted.
 
@@ -47,6 +50,8 @@ struct Layer {
     /// `leak = "pass" | "fail"` for every test of the layer.
     leak: Option<LeakPolicy>,
     overrides: Vec<Override>,
+    /// `limits = "off" | "on"` (workspace-level tables only).
+    limits: Option<bool>,
 }
 
 /// A per-test rule.
@@ -175,6 +180,11 @@ impl Config {
         leak
     }
 
+    /// Whether the config enforces limits (`limits = "on" | "off"`), if it says; later wins.
+    pub(crate) fn limits_enforced(&self) -> Option<bool> {
+        self.layers.iter().rev().find_map(|l| l.limits)
+    }
+
     fn applicable<'a>(&'a self, package: &'a str) -> impl Iterator<Item = &'a Layer> + 'a {
         self.layers.iter().filter(move |l| l.package.as_deref().map_or(true, |p| p == package))
     }
@@ -201,9 +211,25 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
     let mut host = None;
     let mut overrides = Vec::new();
     let mut leak = None;
+    let mut limits = None;
     for (key, value) in obj {
         if key == "leak" {
             leak = Some(parse_leak(value, origin)?);
+        } else if key == "limits" {
+            if package.is_some() {
+                return Err(err(origin, "`limits` is for the whole run: set it in [workspace.metadata.cvtest] or .config/cvtest.toml"));
+            }
+            limits = Some(match value {
+                Value::Bool(b) => *b,
+                Value::String(s) if s == "on" => true,
+                Value::String(s) if s == "off" => false,
+                _ => {
+                    return Err(err(
+                        origin,
+                        format!("`limits` is \"on\" or \"off\" (or true / false), not {value}"),
+                    ))
+                }
+            });
         } else if key == "overrides" {
             let arr = value.as_array().ok_or_else(|| {
                 err(origin, "`overrides` must be an array of tables ([[...overrides]] in TOML)")
@@ -215,7 +241,7 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
             set_key(&mut defaults, key, value, &mut host, origin, false)?;
         }
     }
-    Ok(Layer { package, defaults, leak, overrides })
+    Ok(Layer { package, defaults, leak, overrides, limits })
 }
 
 fn parse_leak(value: &Value, origin: &str) -> Result<LeakPolicy, UsageError> {
@@ -336,6 +362,15 @@ mod tests {
         assert_eq!(o.network.and_then(|n| n.fixed()).map(|n| n.to_string()).as_deref(), Some("10.9.0.2/24"));
         let e = Config::from_toml("network = \"autox\"", "x.toml").unwrap_err().to_string();
         assert!(e.contains("or \"auto\" for a free subnet"), "{e}");
+    }
+
+    #[test]
+    fn limits_off_is_a_run_wide_key() {
+        assert_eq!(Config::from_toml("", "x.toml").unwrap().limits_enforced(), None);
+        assert_eq!(Config::from_toml("limits = \"off\"", "x.toml").unwrap().limits_enforced(), Some(false));
+        assert_eq!(Config::from_toml("limits = true", "x.toml").unwrap().limits_enforced(), Some(true));
+        let e = Config::from_toml("limits = \"no\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("\"on\" or \"off\""), "{e}");
     }
 
     #[test]

@@ -175,6 +175,7 @@ impl TestFinished {
             config: crate::config::Config::default(),
             cli: cvtest_spec::TestSettings::default(),
             force: false,
+            enforced: true,
         };
         let (settings, expect) = resolver.resolve("p", "p", "t", None).expect("the defaults make options");
         TestFinished {

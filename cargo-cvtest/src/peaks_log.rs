@@ -57,6 +57,12 @@ pub(crate) struct Record {
     pub(crate) oom_kills: Option<u64>,
     pub(crate) net_rx_bytes: Option<u64>,
     pub(crate) net_tx_bytes: Option<u64>,
+    /// The largest single process's RSS (rusage): the only memory figure without limits.
+    #[serde(default)]
+    pub(crate) max_rss_bytes: Option<u64>,
+    /// `false` in the explicit no-limits mode: the container had no cgroup.
+    #[serde(default = "enforced_default")]
+    pub(crate) enforced: bool,
     /// The keys of the settings some layer set (the others are the library's defaults).
     pub(crate) settings: TestSettings,
     /// Processes still running in the container when the test ended (pid in the container, name).
@@ -72,6 +78,10 @@ pub(crate) struct Record {
 pub(crate) struct LeftoverRecord {
     pub(crate) pid: i32,
     pub(crate) name: String,
+}
+
+fn enforced_default() -> bool {
+    true
 }
 
 fn ms(d: Duration) -> u64 {
@@ -119,6 +129,8 @@ impl Record {
             oom_kills: p.oom_kills,
             net_rx_bytes: p.net.map(|n| n.rx_bytes),
             net_tx_bytes: p.net.map(|n| n.tx_bytes),
+            max_rss_bytes: p.max_rss_bytes,
+            enforced: t.settings.enforced(),
             settings: t.settings.settings().clone(),
             leftover: t
                 .leftover
@@ -153,6 +165,7 @@ impl Record {
             cpu_user: self.cpu_user_ms.map(Duration::from_millis),
             cpu_system: self.cpu_system_ms.map(Duration::from_millis),
             oom_kills: self.oom_kills,
+            max_rss_bytes: self.max_rss_bytes,
             net,
         };
         let name = if self.attempt > 1 {
@@ -170,7 +183,11 @@ impl Record {
             peaks: Some(peaks),
             pids_limit_hit: self.pids_limit_hit,
             scope: PeakScope::Test,
-            settings: Effective::from_layers(self.settings.clone())?,
+            settings: if self.enforced {
+                Effective::from_layers(self.settings.clone())?
+            } else {
+                Effective::from_layers(self.settings.clone())?.without_limits()
+            },
             stdout: Vec::new(),
             stderr: Vec::new(),
             leftover: self
@@ -412,6 +429,8 @@ mod tests {
             oom_kills: Some(0),
             net_rx_bytes: None,
             net_tx_bytes: None,
+            max_rss_bytes: Some(mem),
+            enforced: true,
             settings: TestSettings { memory: Some("64M".parse().unwrap()), ..Default::default() },
             leftover: Vec::new(),
             leak: "pass".into(),
@@ -426,6 +445,13 @@ mod tests {
         let path = append(dir.path(), &record("small", 1, "pass", 1 << 20)).unwrap();
         assert_eq!(path, dir.path().join("0123-run.jsonl"));
         let back = read(&path).unwrap();
+        // A record without the no-limits fields (an older wrapper's) reads as enforced.
+        let old = serde_json::to_value(&back[0]).map(|mut v| {
+            v.as_object_mut().map(|o| (o.remove("enforced"), o.remove("max_rss_bytes")));
+            v
+        });
+        let old: Record = serde_json::from_value(old.unwrap()).unwrap();
+        assert!(old.enforced && old.max_rss_bytes.is_none() && old.to_event().unwrap().settings.enforced());
         assert_eq!(back.len(), 3);
         assert_eq!(back[0], record("big", 1, "oom", 64 << 20));
         assert!(matches!(back[0].to_event().unwrap().status, Status::Oom));

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cvtest::__private::ENV_LIMITS;
 use cvtest::{Options, Rootfs};
 use cvtest_spec::TestSettings;
 
@@ -24,7 +25,7 @@ use crate::reporter::{self, OutputFormat, ReportOptions, Reporter};
 use crate::runner;
 use crate::scheduler::Scheduler;
 use crate::selection::TestList;
-use crate::settings::Resolver;
+use crate::settings::{self, Resolver};
 use crate::signals::SignalWatch;
 use crate::units::{self, ContainerScope};
 
@@ -37,6 +38,9 @@ pub(crate) struct RunOptions {
     /// The CLI's limits as a settings layer; with `force_limits` they go over everything.
     pub(crate) limits: TestSettings,
     pub(crate) force_limits: bool,
+    /// `--no-limits`: containers without cgroups, on purpose (as `CVTEST_LIMITS=off` or the
+    /// config's `limits = "off"`).
+    pub(crate) no_limits: bool,
     /// Containers at once; `None` for the number of CPUs.
     pub(crate) jobs: Option<NonZeroUsize>,
     pub(crate) scope: ContainerScope,
@@ -65,6 +69,7 @@ pub(crate) fn run(opts: &RunOptions, signals: &SignalWatch) -> Result<i32, RunEr
             .map_err(|source| SetupError::Write { path: "stdout".into(), source })?;
         return Ok(exit_codes::OK);
     }
+    // Without limits the preflight's container has no cgroup either: it checks what the tests need.
     preflight(&selected.container)?;
     let budget = opts.memory_budget.unwrap_or_else(mem_available);
     Ok(run_tests(opts, selected, budget, signals))
@@ -79,6 +84,8 @@ struct Selected {
     container: Options,
     /// Containers (and listings) at once.
     jobs: usize,
+    /// `false` in the explicit no-limits mode (see [`settings::limits_enforced`]).
+    enforced: bool,
 }
 
 /// Reads the workspace and its config, builds the tests, asks each binary for its tests, and
@@ -86,18 +93,19 @@ struct Selected {
 fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError> {
     let ws = build::load_workspace(&opts.build)?;
     let config = Config::load(&ws)?;
-    let resolver = Resolver { config, cli: opts.limits.clone(), force: opts.force_limits };
+    let enforced = settings::limits_enforced(opts.no_limits, std::env::var_os(ENV_LIMITS), &config)?;
+    let resolver = Resolver { config, cli: opts.limits.clone(), force: opts.force_limits, enforced };
     let output = build::build(&opts.build, &ws, opts.report.paint.on)?;
     check_signal(signals)?;
     let toolchain = Toolchain::detect()?;
     let jobs =
         opts.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j.get());
     let writable = writable_dirs(&ws);
-    let container = default_container(&writable)?;
+    let container = default_container(&writable, enforced)?;
     let entries = discovery::discover(&ws, &output, &toolchain, jobs, &container)?;
     check_signal(signals)?;
     let list = TestList::new(entries, &opts.filter, opts.partition, &resolver)?;
-    Ok(Selected { list, writable, container, jobs })
+    Ok(Selected { list, writable, container, jobs, enforced })
 }
 
 /// The directories a test may write: the target dir, the workspace, and packages outside it.
@@ -152,8 +160,12 @@ fn preflight(container: &Options) -> Result<(), SetupError> {
 
 /// The container of a test without settings of its own (the defaults, as every test gets them),
 /// with the host's root and `writable` writable: for the preflight and for listing custom harnesses.
-fn default_container(writable: &[PathBuf]) -> Result<Options, SetupError> {
+/// Without a cgroup when the limits are not `enforced`.
+fn default_container(writable: &[PathBuf], enforced: bool) -> Result<Options, SetupError> {
     let mut options = Options::for_test(&TestSettings::default()).map_err(SetupError::Options)?;
+    if !enforced {
+        options.set_isolation(settings::no_limits_isolation());
+    }
     options.set_rootfs(Rootfs::Host { writable: writable.to_vec() });
     Ok(options)
 }
@@ -173,13 +185,21 @@ fn mem_available() -> u64 {
 /// Runs the selected tests in containers, `jobs` at a time within the memory `budget`, and
 /// reports them; the exit code.
 fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &SignalWatch) -> i32 {
-    let Selected { list, writable, jobs, container: _ } = selected;
+    let Selected { list, writable, jobs, enforced, container: _ } = selected;
     let units = units::plan(&list, opts.scope);
     let scheduler =
         Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(&list, u))), budget);
     let mut sink = Sink::new(reporter::for_run(&opts.report));
     let started = Instant::now();
     announce(&mut sink, &list, opts.scope, jobs, budget, started);
+    if !enforced {
+        // Run-wide, said once at the start; every test's line and JSON say it again.
+        let message = "limits are NOT enforced in this run (--no-limits, CVTEST_LIMITS=off or `limits = \"off\"`): \
+                       the containers have no cgroup; each test shows the largest process's RSS and the CPU time \
+                       from rusage instead of its peaks"
+            .to_owned();
+        sink.emit(Event::Warning { message });
+    }
     let runner = runner::Runner {
         list: &list,
         units: &units,

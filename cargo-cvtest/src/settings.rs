@@ -18,13 +18,15 @@
 //! settings key is wired in `cvtest-spec` (`TestSettings`, `SETTINGS_KEYS`) and `Options::for_test`;
 //! here only [`Effective`]'s `Display` and the JSON `limits` show it.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
-use cvtest::{Limits, Options, ParseError};
+use cvtest::{Isolation, Limits, Options, ParseError};
 use cvtest_spec::{format_duration, Capabilities, HostAccess, NetworkSetting, TestSettings};
 
 use crate::config::Config;
+use crate::errors::UsageError;
 use crate::expect::Expect;
 
 /// Fully resolved settings of one test: every layer folded, and its container's options made
@@ -41,6 +43,19 @@ impl Effective {
     pub(crate) fn from_layers(settings: TestSettings) -> Result<Effective, ParseError> {
         let options = Options::for_test(&settings)?;
         Ok(Effective { settings, options })
+    }
+
+    /// The same settings in the explicit no-limits mode: a container without a cgroup, so none
+    /// of the limits apply (and the peaks are rusage's).
+    pub(crate) fn without_limits(mut self) -> Effective {
+        self.options.set_isolation(no_limits_isolation());
+        self
+    }
+
+    /// Whether the limits are enforced: `false` in the explicit no-limits mode (`--no-limits`,
+    /// `CVTEST_LIMITS=off`, `limits = "off"`), where the container has no cgroup.
+    pub(crate) fn enforced(&self) -> bool {
+        self.options.isolation().contains(Isolation::CGROUPS)
     }
 
     /// The keys some layer set.
@@ -110,6 +125,9 @@ impl fmt::Display for Effective {
         } else if !self.added_caps().is_empty() {
             write!(f, " caps=+{}", self.added_caps())?;
         }
+        if !self.enforced() {
+            f.write_str(" limits-not-enforced")?;
+        }
         Ok(())
     }
 }
@@ -120,6 +138,8 @@ pub(crate) struct Resolver {
     pub(crate) config: Config,
     pub(crate) cli: TestSettings,
     pub(crate) force: bool,
+    /// `false` in the explicit no-limits mode.
+    pub(crate) enforced: bool,
 }
 
 impl Resolver {
@@ -142,7 +162,37 @@ impl Resolver {
         if self.force {
             s = self.cli.over(&s);
         }
-        Ok((Effective::from_layers(s)?, expect.unwrap_or_default()))
+        let mut effective = Effective::from_layers(s)?;
+        if !self.enforced {
+            effective = effective.without_limits();
+        }
+        Ok((effective, expect.unwrap_or_default()))
+    }
+}
+
+/// The isolation of the explicit no-limits mode: everything but the cgroup.
+pub(crate) fn no_limits_isolation() -> Isolation {
+    Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC
+}
+
+/// Whether the run enforces limits: not with `--no-limits` (`no_limits`), `CVTEST_LIMITS=off`
+/// (`env`, the variable's value) or a config's `limits = "off"`, in that order of precedence;
+/// `CVTEST_LIMITS=on` overrides the config. Any other value of the variable is a usage error.
+pub(crate) fn limits_enforced(
+    no_limits: bool,
+    env: Option<OsString>,
+    config: &Config,
+) -> Result<bool, UsageError> {
+    if no_limits {
+        return Ok(false);
+    }
+    match env.as_ref().map(|v| v.to_str()) {
+        Some(Some("off")) => Ok(false),
+        Some(Some("on")) => Ok(true),
+        Some(Some("")) | None => Ok(config.limits_enforced().unwrap_or(true)),
+        Some(_) => {
+            Err(UsageError::LimitsEnv { value: env.unwrap_or_default().to_string_lossy().into_owned() })
+        }
     }
 }
 
@@ -164,7 +214,7 @@ mod tests {
         .unwrap();
         let cli =
             TestSettings { memory: mem("256M"), timeout: Some(Duration::from_secs(5)), ..Default::default() };
-        let r = Resolver { config, cli: cli.clone(), force: false };
+        let r = Resolver { config, cli: cli.clone(), force: false, enforced: true };
 
         // library defaults where nobody sets a key
         let (e, _) = r.resolve("p", "p", "plain", None).unwrap();
@@ -195,7 +245,17 @@ mod tests {
         let caps = TestSettings { caps: Some("SYS_PTRACE,NET_ADMIN".parse().unwrap()), ..Default::default() };
         let e = Effective::from_layers(caps.clone()).unwrap();
         assert!(e.to_string().ends_with(" timeout=- caps=+NET_ADMIN,SYS_PTRACE"), "{e}");
+        let r = Resolver {
+            config: Config::default(),
+            cli: TestSettings::default(),
+            force: false,
+            enforced: false,
+        };
+        let (e, _) = r.resolve("p", "p", "t", None).unwrap();
+        assert!(!e.enforced() && e.to_string().ends_with(" limits-not-enforced"), "{e}");
+        assert!(!e.options().isolation().contains(Isolation::CGROUPS));
         let e = Effective::from_layers(TestSettings { privileged: Some(true), ..caps }).unwrap();
+        assert!(e.enforced());
         assert!(e.to_string().ends_with(" timeout=- privileged"), "{e}");
     }
 
@@ -207,7 +267,7 @@ mod tests {
             "c.toml",
         )
         .unwrap();
-        let r = Resolver { config, cli: TestSettings::default(), force: false };
+        let r = Resolver { config, cli: TestSettings::default(), force: false, enforced: true };
         let (e, _) = r.resolve("p", "p", "plain", None).unwrap();
         assert!(!e.privileged() && e.added_caps().to_string() == "NET_RAW", "{e}");
         let (e, _) = r.resolve("p", "p", "mounts_things", None).unwrap();
@@ -218,5 +278,20 @@ mod tests {
         let cv = TestSettings { privileged: Some(false), ..Default::default() };
         let (e, _) = r.resolve("p", "p", "mounts_things", Some(&cv)).unwrap();
         assert!(!e.privileged());
+    }
+
+    #[test]
+    fn flag_beats_env_beats_config() {
+        let off = Config::from_toml("limits = \"off\"", "c.toml").unwrap();
+        let none = Config::default();
+        let env = |v: &str| Some(OsString::from(v));
+        assert!(!limits_enforced(true, env("on"), &none).unwrap());
+        assert!(!limits_enforced(false, env("off"), &none).unwrap());
+        assert!(limits_enforced(false, env("on"), &off).unwrap());
+        assert!(!limits_enforced(false, env(""), &off).unwrap());
+        assert!(!limits_enforced(false, None, &off).unwrap());
+        assert!(limits_enforced(false, None, &none).unwrap());
+        let e = limits_enforced(false, env("maybe"), &none).unwrap_err().to_string();
+        assert!(e.contains("CVTEST_LIMITS=\"maybe\" is not understood"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use cvtest::__private::ENV_LIMITS;
 use cvtest::{Command, Container, KillHandle, Options, Outcome, Rootfs, Termination};
 use cvtest_spec::{DumpedTest, SettingsDump, TestSettings, ENV_LIST_SETTINGS, SETTINGS_LINE_PREFIX};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::errors::UsageError;
 use crate::events::Status;
 use crate::expect::Expect;
-use crate::settings::{Effective, Resolver};
+use crate::settings::{self, Effective, Resolver};
 
 /// Why a test binary could not be run in its container.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,8 @@ pub(crate) enum StandaloneError {
         #[source]
         source: cvtest_spec::ParseError,
     },
+    #[error("cannot tell whether to enforce limits")]
+    LimitsMode(#[source] UsageError),
     #[error("cannot install the signal handlers")]
     Signals(#[source] io::Error),
     #[error("cannot create the container")]
@@ -132,7 +135,11 @@ impl Site {
         name: &str,
         cv: Option<&TestSettings>,
     ) -> Result<(Effective, Expect), StandaloneError> {
-        let resolver = Resolver { config: config.clone(), cli: TestSettings::default(), force: false };
+        // No flag here: CVTEST_LIMITS=off or the config's `limits = "off"`, as for `cargo cvtest`.
+        let enforced = settings::limits_enforced(false, std::env::var_os(ENV_LIMITS), config)
+            .map_err(StandaloneError::LimitsMode)?;
+        let resolver =
+            Resolver { config: config.clone(), cli: TestSettings::default(), force: false, enforced };
         resolver
             .resolve(&self.package, &self.binary_id, name, cv)
             .map_err(|source| StandaloneError::Settings { test: name.to_owned(), source })

@@ -161,13 +161,18 @@ pub(crate) fn peaks_line(t: &TestFinished, container: &str) -> String {
         p.memory_bytes.map_or("-".to_owned(), |m| format!("{}{}", tilde(m.sampled), human_bytes(m.value)));
     let pids = p.pids.map_or("-".to_owned(), |m| format!("{}{}", tilde(m.sampled), m.value));
     let cpu = p.cpu_total().map_or("-".to_owned(), secs);
-    let mut line = format!(
-        "cvtest: {} [{}] mem {mem}/{}  pids {pids}/{}  cpu {cpu}",
-        t.label(),
-        secs(t.duration),
-        t.settings.limits().memory,
-        t.settings.limits().pids
-    );
+    let mut line = if t.settings.enforced() {
+        format!(
+            "cvtest: {} [{}] mem {mem}/{}  pids {pids}/{}  cpu {cpu}",
+            t.label(),
+            secs(t.duration),
+            t.settings.limits().memory,
+            t.settings.limits().pids
+        )
+    } else {
+        let rss = p.max_rss_bytes.map_or("-".to_owned(), human_bytes);
+        format!("cvtest: {} [{}] NO LIMITS  rss {rss}  cpu {cpu}", t.label(), secs(t.duration))
+    };
     if let Some(n) = p.net {
         line.push_str(&format!("  net rx {} tx {}", human_bytes(n.rx_bytes), human_bytes(n.tx_bytes)));
     }

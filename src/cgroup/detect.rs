@@ -51,15 +51,25 @@ impl Hierarchy {
             return Ok(h);
         }
         let mut h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?;
-        // Pure v2 in a cgroup shared with other processes (a login session, a service): ask
+        // Pure v2 in a cgroup that is not ours to divide (shared with other processes, as a
+        // login session's or a service's; or, for an ordinary user, not delegated to it): ask
         // systemd for a delegated scope of our own, then detect again. Without systemd, or if it
-        // refuses, creating a cgroup later reports the shared cgroup and what to do.
+        // refuses, creating a cgroup later reports what is missing and what to do.
         if let Layout::V2(l) = &h.layout {
-            if super::systemd::needs_delegation(&l.base, &super::v2::CONTROLLERS)
-                && super::systemd::systemd_running()
-            {
-                match super::systemd::move_into_delegated_scope() {
-                    Ok(()) => h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?,
+            if let Some(manager) = super::delegation::wanted_scope(&l.base) {
+                let moved = if super::systemd::systemd_running() {
+                    super::systemd::move_into_delegated_scope(manager)
+                        .map_err(|e| super::delegation::chain(&e))
+                } else {
+                    Err("systemd is not the init system here".to_owned())
+                };
+                match moved {
+                    Ok(unit) => {
+                        h = Hierarchy::detect_at(Path::new("/proc/self"), Path::new("/"))?;
+                        if let Layout::V2(l) = &h.layout {
+                            let _ = l.scope.set((manager, unit));
+                        }
+                    }
                     Err(reason) => {
                         let _ = l.delegation_failed.set(reason);
                     }
@@ -93,6 +103,7 @@ impl Hierarchy {
                 controllers_ready: AtomicBool::new(false),
                 enabling: Mutex::new(()),
                 delegation_failed: OnceLock::new(),
+                scope: OnceLock::new(),
                 supervisor: Mutex::new(None),
             })
         } else {
@@ -110,6 +121,15 @@ impl Hierarchy {
         match &self.layout {
             Layout::V1(_) => Ok(()),
             Layout::V2(l) => super::v2::release_supervisor(l),
+        }
+    }
+
+    /// On v2 in a scope systemd made for this process: empties the scopes of dead runners
+    /// beside it (see [`crate::sweep`]). Returns how many.
+    pub(crate) fn sweep_dead_scopes(&self) -> Result<usize, CgroupError> {
+        match &self.layout {
+            Layout::V2(l) if l.scope.get().is_some() => super::systemd::sweep_dead_scopes(&l.base),
+            Layout::V1(_) | Layout::V2(_) => Ok(0),
         }
     }
 

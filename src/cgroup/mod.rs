@@ -16,6 +16,7 @@
 //! (v2: `cgroup.events`) and an rmdir per hierarchy. Nothing sleeps unless processes are still
 //! dying.
 
+mod delegation;
 mod detect;
 pub(crate) mod fs;
 mod systemd;
@@ -138,6 +139,24 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "this user (uid {uid}) may not create cgroups in {path}: {why}; so cvtest cannot enforce limits. \
+         Fix: {fix}; or run without limits, on purpose: `cargo cvtest --no-limits`, or CVTEST_LIMITS=off \
+         (every test is then reported with its limits not enforced)"
+    )]
+    NotDelegated {
+        uid: u32,
+        path: PathBuf,
+        why: String,
+        fix: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the cgroup {path} delegated to this user lacks the {missing:?} controller(s) (its cgroup.controllers is \
+         {available:?}): {fix}; or run without limits, on purpose: `cargo cvtest --no-limits`, or CVTEST_LIMITS=off"
+    )]
+    ControllersNotDelegated { path: PathBuf, missing: Vec<&'static str>, available: String, fix: String },
     #[error("cannot parse {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
 }

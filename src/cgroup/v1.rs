@@ -15,7 +15,7 @@ use cvtest_spec::{CpuQuota, MemoryLimit, PidsLimit};
 use nix::errno::Errno;
 
 use super::fs::{self, Backoff, DESTROY_TIMEOUT};
-use super::{Cgroup, CgroupError, CgroupStats, PeakSupport, Sample};
+use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
 use crate::options::Limits;
 use crate::outcome::Measured;
 
@@ -106,6 +106,10 @@ impl V1Cgroup {
                     let _ = std::fs::remove_dir(made);
                 }
                 cg.removed = true;
+                if super::v2::denied(&source) {
+                    let base = dir.parent().unwrap_or(dir);
+                    return Err(super::delegation::not_delegated(CgroupVersion::V1, base, None, source));
+                }
                 return Err(CgroupError::Create { path: dir.clone(), source });
             }
         }

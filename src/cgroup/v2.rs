@@ -19,8 +19,10 @@ use cvtest_spec::{CpuQuota, CpuWeight, MemoryLimit, PidsLimit};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::delegation;
 use super::fs::{self, DESTROY_TIMEOUT};
-use super::{Cgroup, CgroupError, CgroupStats, PeakSupport, Sample};
+use super::systemd::Manager;
+use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
 use crate::options::Limits;
 use crate::outcome::Measured;
 
@@ -36,6 +38,8 @@ pub(crate) struct V2Layout {
     pub(crate) enabling: Mutex<()>,
     /// Why systemd could not give this process a delegated scope, when it was asked.
     pub(crate) delegation_failed: OnceLock<String>,
+    /// The transient scope systemd made for this process, and whose manager it is.
+    pub(crate) scope: OnceLock<(Manager, String)>,
     /// The supervisor leaf this process moved into, and the `+controller` list it enabled then.
     pub(crate) supervisor: Mutex<Option<(PathBuf, String)>>,
 }
@@ -79,7 +83,13 @@ impl V2Cgroup {
     pub(crate) fn create(l: &V2Layout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
         enable_controllers(l)?;
         let dir = l.base.join(name);
-        std::fs::create_dir(&dir).map_err(|source| CgroupError::Create { path: dir.clone(), source })?;
+        std::fs::create_dir(&dir).map_err(|source| {
+            if denied(&source) {
+                delegation::not_delegated(CgroupVersion::V2, &l.base, l.delegation_failed.get(), source)
+            } else {
+                CgroupError::Create { path: dir.clone(), source }
+            }
+        })?;
         let mut cg = V2Cgroup { dir, fd: None, features: Features::default(), removed: false };
         cg.features = *l.features.get_or_init(|| cg.probe());
         let ready = cg.write_limits(limits, true).and_then(|()| {
@@ -164,6 +174,11 @@ impl V2Cgroup {
     }
 }
 
+/// EACCES or EPERM: the cgroup is not ours (an ordinary user's, not delegated).
+pub(crate) fn denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) && !nix::unistd::geteuid().is_root()
+}
+
 /// Enables memory, pids and cpu in the own cgroup's `cgroup.subtree_control`, once per process.
 /// See [`super::Hierarchy::create`] for the no-internal-processes rule and the supervisor leaf.
 fn enable_controllers(l: &V2Layout) -> Result<(), CgroupError> {
@@ -176,8 +191,15 @@ fn enable_controllers(l: &V2Layout) -> Result<(), CgroupError> {
     }
     let base = &l.base;
     let available = fs::read(&base.join("cgroup.controllers"))?;
-    if let Some(&missing) = CONTROLLERS.iter().find(|c| !available.split_ascii_whitespace().any(|a| a == **c))
-    {
+    let missing: Vec<&'static str> = CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !available.split_ascii_whitespace().any(|a| a == *c))
+        .collect();
+    if !missing.is_empty() && l.scope.get().is_some_and(|(m, _)| *m == Manager::User) {
+        return Err(delegation::controllers_not_delegated(base, missing, &available));
+    }
+    if let Some(&missing) = missing.first() {
         let parent = base.parent().unwrap_or(base);
         return Err(CgroupError::ControllerMissing {
             controller: missing,
@@ -204,6 +226,9 @@ fn enable_controllers(l: &V2Layout) -> Result<(), CgroupError> {
             Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) => {
                 let leaf = move_into_leaf_and_enable(base, &subtree, &value, e, l.delegation_failed.get())?;
                 *l.supervisor.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((leaf, value));
+            }
+            Err(e) if denied(&e) => {
+                return Err(delegation::not_delegated(CgroupVersion::V2, base, l.delegation_failed.get(), e))
             }
             Err(e) => return Err(fs::write_error(&subtree, &value, e)),
         }

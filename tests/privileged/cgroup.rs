@@ -25,22 +25,38 @@ const MIB: u64 = 1 << 20;
 
 pub fn trials() -> Vec<Trial> {
     vec![
-        support::privileged("cgroup::limits_are_written_and_read_back", limits_are_written_and_read_back),
-        support::privileged(
-            "cgroup::kill_all_kills_every_process_and_destroy_removes_it",
-            kill_all_and_destroy,
-        ),
-        support::privileged("cgroup::memory_hog_is_oom_killed_under_64m", memory_hog_is_oom_killed),
-        support::privileged("cgroup::memory_hog_passes_under_max", memory_hog_passes_under_max),
-        support::privileged("cgroup::fork_storm_stops_at_pids_16", fork_storm_stops_at_pids_16),
-        support::privileged("cgroup::sweep_removes_dead_owners_only", sweep_removes_dead_owners_only),
+        support::cgroups("cgroup::limits_are_written_and_read_back", limits_are_written_and_read_back),
+        support::cgroups("cgroup::kill_all_kills_every_process_and_destroy_removes_it", kill_all_and_destroy),
+        support::cgroups("cgroup::memory_hog_is_oom_killed_under_64m", memory_hog_is_oom_killed),
+        support::cgroups("cgroup::memory_hog_passes_under_max", memory_hog_passes_under_max),
+        support::cgroups("cgroup::fork_storm_stops_at_pids_16", fork_storm_stops_at_pids_16),
+        support::cgroups("cgroup::sweep_removes_dead_owners_only", sweep_removes_dead_owners_only),
         privileged_unless("cgroup::sweep_removes_what_a_sigkilled_owner_left", sweep_after_sigkill),
-        support::privileged("cgroup::failed_create_leaves_nothing", failed_create_leaves_nothing),
-        support::privileged(
-            "cgroup::create_destroy_cycles_leave_nothing",
-            create_destroy_cycles_leave_nothing,
-        ),
+        support::cgroups("cgroup::failed_create_leaves_nothing", failed_create_leaves_nothing),
+        support::cgroups("cgroup::create_destroy_cycles_leave_nothing", create_destroy_cycles_leave_nothing),
         v2_only("cgroup::v2_controllers_enabled_below_own_cgroup", v2_controllers_enabled),
+        Trial::ignorable_test("cgroup::delegated_scope_from_systemd_leaves_nothing", || {
+            if let Some(reason) = support::missing_cgroup_delegation() {
+                return Ok(Completion::ignored_with(reason));
+            }
+            if !Path::new("/run/systemd/system").is_dir() {
+                return Ok(Completion::ignored_with("systemd is not the init system here"));
+            }
+            delegated_scope_from_systemd_leaves_nothing().map(|()| Completion::Completed)
+        }),
+        support::privileged(
+            "cgroup::no_limits_container_reports_rusage_peaks",
+            no_limits_container_reports_rusage,
+        ),
+        Trial::ignorable_test("cgroup::not_delegated_says_what_to_do", || {
+            if support::missing_privileges().is_none() {
+                return Ok(Completion::ignored_with("root may create cgroups anywhere"));
+            }
+            if support::missing_cgroup_delegation().is_none() {
+                return Ok(Completion::ignored_with("a cgroup is delegated to this user here"));
+            }
+            not_delegated_says_what_to_do().map(|()| Completion::Completed)
+        }),
     ]
 }
 
@@ -89,6 +105,23 @@ pub fn run_helper_if_requested() {
                 Err(e) => println!("err {}", chain(&e)),
             }
             park_forever();
+        }
+        "scope" => {
+            // A runner in a cgroup it shares with its parent: cvtest asks systemd for a scope.
+            let started = Instant::now();
+            let detected = Hierarchy::detect();
+            let took = started.elapsed();
+            let made = detected.and_then(|h| h.create(&Limits::default()));
+            let own = read(Path::new("/proc/self/cgroup"));
+            match made.and_then(|mut cg| cg.destroy()) {
+                Ok(()) => println!(
+                    "ok {} {}",
+                    own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("?"),
+                    took.as_micros()
+                ),
+                Err(e) => println!("err {}", chain(&e)),
+            }
+            std::process::exit(0);
         }
         "tree" => {
             let kids: Vec<String> =
@@ -611,7 +644,7 @@ fn v2_controllers_enabled() -> Result<(), Failed> {
 
 fn privileged_unless(name: &str, f: fn() -> Result<Option<String>, Failed>) -> Trial {
     Trial::ignorable_test(name, move || {
-        if let Some(reason) = support::missing_privileges() {
+        if let Some(reason) = support::missing_cgroup_delegation() {
             return Ok(Completion::ignored_with(reason));
         }
         Ok(match f()? {
@@ -623,7 +656,7 @@ fn privileged_unless(name: &str, f: fn() -> Result<Option<String>, Failed>) -> T
 
 fn v2_only(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
     Trial::ignorable_test(name, move || {
-        if let Some(reason) = support::missing_privileges() {
+        if let Some(reason) = support::missing_cgroup_delegation() {
             return Ok(Completion::ignored_with(reason));
         }
         match hierarchy()?.version() {
@@ -633,4 +666,118 @@ fn v2_only(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
             }
         }
     })
+}
+
+/// A helper that shares its cgroup with this process (so it may not divide it) asks systemd
+/// for a delegated scope: the system manager as root, the user's manager otherwise. It makes and
+/// removes a cgroup there, exits, and then neither the scope unit nor its cgroup is left.
+fn delegated_scope_from_systemd_leaves_nothing() -> Result<(), Failed> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut child = Proc(
+        Command::new(exe)
+            .env(HELPER_ENV, "scope:0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn the scope helper: {e}"))?,
+    );
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(b"go\n").map_err(|e| format!("release helper: {e}"))?;
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let line = first_line(&mut out);
+    let status = wait_bounded(&mut child, "the scope helper")?;
+    check(status.success(), format!("helper ended {status:?}"))?;
+    let (cgroup, micros) = line
+        .strip_prefix("ok ")
+        .and_then(|rest| rest.split_once(' '))
+        .ok_or_else(|| format!("helper said {line:?}"))?;
+    // The helper ends in its scope, or in the supervisor leaf below it.
+    let unit = cgroup
+        .split('/')
+        .find(|c| c.starts_with("cvtest-") && c.ends_with(".scope"))
+        .ok_or_else(|| format!("helper {pid} is in {cgroup}, not in a cvtest-*.scope"))?;
+    check(unit.contains(&format!("-{pid}.")), format!("scope {unit} is not named for helper {pid}"))?;
+    let root = support::missing_privileges().is_none();
+    let manager = if root { "system.slice" } else { "user@" };
+    check(cgroup.contains(manager), format!("the scope {cgroup} is not under {manager}"))?;
+    let scope_dir = PathBuf::from("/sys/fs/cgroup")
+        .join(cgroup.trim_start_matches('/').split(unit).next().unwrap_or(""))
+        .join(unit);
+    // systemd stops the scope when its last process is gone, asynchronously: bounded wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let load_state = || {
+        let mut cmd = Command::new("systemctl");
+        if !root {
+            cmd.arg("--user");
+        }
+        cmd.args(["show", "--property=LoadState", "--value", unit])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|e| format!("<systemctl: {e}>"))
+    };
+    loop {
+        let state = load_state();
+        if state == "not-found" && !scope_dir.exists() {
+            eprintln!(
+                "helper {pid} ran in {cgroup} (detect with the D-Bus scope: {micros} µs); the scope is gone"
+            );
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "10 s after helper {pid} exited, {unit} has LoadState {state:?} and {} exists: {}",
+                scope_dir.display(),
+                scope_dir.exists()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// As an ordinary user without a delegated cgroup, creating one fails with the error that says
+/// so, what to do, and how to run without limits on purpose.
+fn not_delegated_says_what_to_do() -> Result<(), Failed> {
+    let made = Hierarchy::detect().and_then(|h| h.create(&Limits::default()));
+    match made {
+        Ok(_) => Err("a cgroup was made without delegation".into()),
+        Err(e @ CgroupError::NotDelegated { .. }) => {
+            let text = chain(&e);
+            for want in ["may not create cgroups", "--no-limits", "CVTEST_LIMITS=off", "Fix: "] {
+                check(text.contains(want), format!("{want:?} not in {text}"))?;
+            }
+            eprintln!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(format!("not the not-delegated error: {}", chain(&e)).into()),
+    }
+}
+
+/// A container without cgroups (the explicit no-limits mode): no cgroup is made, a 200 MiB
+/// allocation under a 64M "limit" passes, and the outcome says the limits were not enforced and
+/// still gives the largest process's RSS and the CPU times, from the init's rusage.
+fn no_limits_container_reports_rusage() -> Result<(), Failed> {
+    use cvtest::{Container, Isolation, Options, Termination};
+    let mut opts = Options::new();
+    opts.set_isolation(
+        Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+    );
+    opts.set_limits(limits(MemoryLimit::Bytes(64 * MIB), PidsLimit::Count(16), 100, None));
+    let mut c = Container::create(&opts).map_err(|e| format!("create: {}", chain(&e)))?;
+    check(c.cgroup_paths().is_empty(), format!("a cgroup was made: {:?}", c.cgroup_paths()))?;
+    let bytes = (200 * MIB).to_string();
+    c.spawn(&crate::helpers::command("alloc", &[&bytes])).map_err(|e| format!("spawn: {}", chain(&e)))?;
+    let outcome = c.wait(Some(Duration::from_secs(60))).map_err(|e| format!("wait: {}", chain(&e)))?;
+    c.destroy().map_err(|e| format!("destroy: {}", chain(&e)))?;
+    check(outcome.termination == Termination::Exited(0), format!("ended {:?}", outcome.termination))?;
+    check(!outcome.limits_enforced, "limits_enforced without a cgroup")?;
+    let rss = outcome.peaks.max_rss_bytes.ok_or("no max RSS")?;
+    eprintln!("no-limits container: largest RSS {rss} bytes, peaks {:?}", outcome.peaks);
+    check(rss >= 200 * MIB, format!("largest RSS {rss} < the 200 MiB allocated"))?;
+    check(
+        outcome.peaks.memory_bytes.is_none() && outcome.peaks.pids.is_none(),
+        "cgroup peaks without a cgroup",
+    )?;
+    check(outcome.peaks.cpu_total().is_some_and(|t| t > Duration::ZERO), format!("cpu {:?}", outcome.peaks))
 }

@@ -384,6 +384,7 @@ fn read_only_root_by_remounts() -> Result<(), Failed> {
         },
         pids_limit_hit: false,
         peaks: Default::default(),
+        limits_enforced: true,
         duration: Duration::ZERO,
         stdout: out.stdout,
         stderr: out.stderr,

@@ -52,6 +52,7 @@ pub(crate) fn limits_json(s: &Effective) -> Value {
         "timeout_ms": s.timeout().map(ms),
         "privileged": s.privileged(),
         "caps": (!s.added_caps().is_empty()).then(|| s.added_caps().to_string()),
+        "enforced": s.enforced(),
     })
 }
 
@@ -61,6 +62,7 @@ fn peaks_json(p: &Peaks, pids_limit_hit: bool) -> Value {
         "memory_sampled": p.memory_bytes.map(|m| m.sampled),
         "pids": p.pids.map(|m| m.value),
         "pids_sampled": p.pids.map(|m| m.sampled),
+        "max_rss_bytes": p.max_rss_bytes,
         "cpu_user_ms": p.cpu_user.map(ms),
         "cpu_system_ms": p.cpu_system.map(ms),
         "oom_kills": p.oom_kills,

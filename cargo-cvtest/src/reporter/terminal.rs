@@ -91,6 +91,11 @@ impl<W: Write> TerminalReporter<W> {
             (_, _, Status::Ignored) => String::new(),
             (PeakScope::Binary, _, _) => "(peaks: see its binary's line)".to_owned(),
             (PeakScope::Test, None, _) => String::new(),
+            (PeakScope::Test, Some(p), _) if !t.settings.enforced() => {
+                let rss = p.max_rss_bytes.map_or("-".to_owned(), human_bytes);
+                let cpu = p.cpu_total().map_or("-".to_owned(), secs);
+                format!("NO LIMITS  rss {rss:>10}  cpu {cpu:>8}")
+            }
             (PeakScope::Test, Some(p), _) => {
                 let mem = p.memory_bytes.map_or("-".to_owned(), |m| {
                     format!("{}{}", if m.sampled { "~" } else { "" }, human_bytes(m.value))

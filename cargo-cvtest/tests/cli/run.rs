@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("memory_budget_serializes_tests", memory_budget_serializes_tests),
         privileged("overlapping_networks_never_overlap_in_time", overlapping_networks_never_overlap_in_time),
         privileged("fail_fast_stops_after_the_first_failure", fail_fast_stops_after_the_first_failure),
+        privileged("no_limits_is_said_for_every_test", no_limits_is_said_for_every_test),
     ]
 }
 
@@ -266,4 +267,35 @@ fn overlapping_networks_never_overlap_in_time() -> Result<(), Failed> {
         check(!overlap(iv[0], iv[1]), &format!("10.231.7.0/24 used twice at once: {iv:?}"), &out)?;
     }
     Ok(())
+}
+
+/// `--no-limits`: a 256 MiB hog under `memory = "32M"` passes (nothing limits it), the run says so
+/// at the start, and every test's JSON says its limits were not enforced and gives the largest
+/// process's RSS; the terminal line is marked. A bad `CVTEST_LIMITS` is a usage error.
+fn no_limits_is_said_for_every_test() -> Result<(), Failed> {
+    let out = cvtest(
+        "basic",
+        &["--lib", "--message-format", "json", "--no-limits", "limits::oom_hog_256m", "ok::passes"],
+    );
+    exit_code(&out, 0)?;
+    let lines = json_lines(&out);
+    let warned = lines
+        .iter()
+        .any(|l| l["type"] == "warning" && l["message"].as_str().is_some_and(|m| m.contains("NOT enforced")));
+    check(warned, "a warning that limits are not enforced", &out)?;
+    let t = tests_by_name(&lines);
+    for name in ["limits::oom_hog_256m", "ok::passes"] {
+        let test = t.get(name).ok_or_else(|| format!("{name} missing"))?;
+        check(test["status"] == "pass", &format!("{name} passes without limits"), &out)?;
+        check(test["limits"]["enforced"] == false, &format!("{name}: limits.enforced false"), &out)?;
+        check(test["peaks"]["memory_bytes"].is_null(), &format!("{name}: no cgroup memory peak"), &out)?;
+    }
+    let rss = t["limits::oom_hog_256m"]["peaks"]["max_rss_bytes"].as_u64().unwrap_or(0);
+    check(rss >= 256 << 20, &format!("the hog's largest RSS {rss} >= 256 MiB"), &out)?;
+    check(text(&out.stderr).contains("NO LIMITS"), "the terminal line says NO LIMITS", &out)?;
+
+    let mut cmd = crate::support::cvtest_command("basic", &["--list"]);
+    let bad = cmd.env("CVTEST_LIMITS", "maybe").output().map_err(|e| e.to_string())?;
+    exit_code(&bad, 2)?;
+    check(text(&bad.stderr).contains("CVTEST_LIMITS=\"maybe\" is not understood"), "the usage error", &bad)
 }
