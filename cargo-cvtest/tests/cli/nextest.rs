@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("nextest_wrapper_sigkilled_takes_its_container_along", wrapper_sigkilled),
         privileged("nextest_archive_partitions_run_through_the_wrapper", archive_partitions),
         privileged("target_runner_under_cargo_test_and_nextest", target_runner),
+        privileged("wrapper_and_runner_honour_cvtest_limits_off", wrapper_and_runner_without_limits),
         privileged("cvtest_leak_names_leftover_processes_and_fails_with_leak_fail", cvtest_leak),
         privileged("cvtest_no_capture_shows_a_passing_tests_output_live", cvtest_no_capture),
     ]
@@ -414,6 +415,43 @@ fn target_runner() -> Result<(), Failed> {
         check(nextest_line(&all, "PASS", name), &format!("{name} passes through the runner"), &out)?;
     }
     check(nextest_line(&all, "SIGKILL", "oom::hog_is_oom_killed"), "the hog is killed", &out)?;
+    nothing_left(&before)
+}
+
+/// `CVTEST_LIMITS=off`: the hog (64 MiB under `memory = "32M"`) passes through the wrapper and
+/// through the runner, in containers without a cgroup; the wrapper's line says NO LIMITS and its
+/// record says `enforced: false` with the hog's RSS. A bad value fails the test with the error.
+fn wrapper_and_runner_without_limits() -> Result<(), Failed> {
+    let dir = fixture_copy("nolimits", Some(""), true)?;
+    let before = cvtest_cgroups();
+    let hog = ["nextest", "run", "--success-output", "immediate", "-E", "test(oom::hog_is_oom_killed)"];
+    let out = cargo(&dir, &hog).env("CVTEST_LIMITS", "off").output()?;
+    let all = all_text(&out);
+    check(out.status.success(), "the hog passes without limits", &out)?;
+    check(nextest_line(&all, "PASS", "oom::hog_is_oom_killed"), "nextest says PASS", &out)?;
+    check(all.contains("NO LIMITS  rss"), "the wrapper's line says NO LIMITS", &out)?;
+    let id = run_id(&all).ok_or("no run id in nextest's output")?;
+    let file = fixture_target_dir().join("cvtest/nextest").join(format!("{id}.jsonl"));
+    let record: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&file)?.lines().next().ok_or("an empty peaks file")?)?;
+    let rss = record["max_rss_bytes"].as_u64().unwrap_or(0);
+    check(
+        record["enforced"] == false && record["memory_bytes"].is_null() && rss >= 64 << 20,
+        &format!("the record says no limits, no cgroup peak, rss >= 64 MiB: {record}"),
+        &out,
+    )?;
+    let out = cargo(&dir, &hog).env("CVTEST_LIMITS", "maybe").output()?;
+    check(!out.status.success(), "a bad CVTEST_LIMITS fails the test", &out)?;
+    check(
+        all_text(&out).contains("CVTEST_LIMITS=\"maybe\" is not understood"),
+        "the wrapper says why",
+        &out,
+    )?;
+    // The target runner under cargo test (the nextest wrapper config is there too, but unused).
+    let out = cargo(&dir, &["test", "--", "oom::"]).env("CVTEST_LIMITS", "off").output()?;
+    let all = all_text(&out);
+    check(out.status.success(), "the hog passes through the runner without limits", &out)?;
+    check(all.contains("limits-not-enforced"), "the runner's settings say limits-not-enforced", &out)?;
     nothing_left(&before)
 }
 
