@@ -130,7 +130,7 @@ impl Zygote {
                 Err(ZygoteError::Protocol { found: protocol, expected: PROTOCOL })
             }
             Ok(_) => Err(ZygoteError::Garbled { pid }),
-            Err(Received::Eof) => Err(ZygoteError::NotServing { status: z.stop(false) }),
+            Err(Received::Eof | Received::Reset) => Err(ZygoteError::NotServing { status: z.stop(false) }),
             Err(Received::Timeout) => Err(ZygoteError::NoAnswer { pid, waited: HELLO_TIMEOUT }),
             Err(Received::Error(source)) => Err(ZygoteError::Channel { pid, source }),
         };
@@ -210,7 +210,9 @@ impl Zygote {
                 self.lose(ZygoteError::Garbled { pid });
                 Cloned::Lost
             }
-            Err(Received::Eof) => {
+            // A zygote killed while our request sat unread in its socket resets the connection
+            // instead of closing it: it died all the same.
+            Err(Received::Eof) | Err(Received::Reset) => {
                 let status = self.stop(false);
                 self.lose(ZygoteError::Died { pid, status });
                 Cloned::Lost
@@ -270,6 +272,7 @@ impl Zygote {
             ) {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => return Err(Received::Timeout),
+                Err(Errno::ECONNRESET) => return Err(Received::Reset),
                 Err(e) => return Err(Received::Error(e.into())),
                 Ok(msg) => {
                     let mut fds = Vec::new();
@@ -308,6 +311,8 @@ impl Drop for Zygote {
 
 enum Received {
     Eof,
+    /// ECONNRESET: the zygote died with data still unread in its socket.
+    Reset,
     Timeout,
     Error(io::Error),
 }
