@@ -7,9 +7,8 @@
 #      (and the reliability suite's v2 legs: scripts/reliability.sh --vm)
 #   3b. in the same VM with systemd as PID 1 (CV2VM_INIT=systemd): as the VM's ordinary user
 #      cvuser, whose cvtest gets its cgroup as a Delegate=yes scope from the user's systemd
-#      manager over the user bus (the privileged tests that make sense rootless; with
-#      ROOTLESS_SUITES=1 also `cargo cvtest -p cvtest-examples` and the macro fixture under
-#      `cargo test`); then as root from a cgroup shared with another process (the system
+#      manager over the user bus (the privileged tests that make sense rootless, and
+#      `cargo cvtest -p cvtest-examples` unless ROOTLESS_SUITES=0); then as root from a cgroup shared with another process (the system
 #      manager's delegated scope over the system bus); each leg ends with a leak check over the
 #      whole VM (no cvtest cgroup, no cvtest-*.scope unit, no process)
 #   4. the privileged tests as an unprivileged user: the rootless containers' trials and the
@@ -45,12 +44,12 @@ if [ -x "$VM" ]; then
   step "reliability suite in pure cgroup v2 VMs (scripts/reliability.sh)"
   CV2VM="$VM" ./scripts/reliability.sh --vm
   step "systemd VM, as the ordinary user cvuser (a scope from the user's systemd manager)"
-  # With ROOTLESS_SUITES=1 (once rootless containers, branch rootless-ns, are in): cargo as
-  # cvuser also builds and runs the examples and the macro fixture. cargo writes its target
-  # dirs, which the VM sees read-only with root's files: give cvuser the ones it writes (root
-  # keeps writing them natively), built here first.
+  # Unless ROOTLESS_SUITES=0: as cvuser also `cargo cvtest -p cvtest-examples` (rootless
+  # containers with OOM, pids, CPU and network, in the user's delegated scope). cargo writes its
+  # target dirs, which the VM sees read-only with root's files: give cvuser the ones it writes
+  # (root keeps writing them natively), built here first.
   user_cmds=("$priv_bin" --test-threads=2)
-  if [ "${ROOTLESS_SUITES:-0}" = 1 ]; then
+  if [ "${ROOTLESS_SUITES:-1}" = 1 ]; then
     cargo test -p cvtest-examples --no-run --target-dir target/cvuser -q
     cargo build -p cargo-cvtest -q
     chown -R 1000:1000 target/cvuser target/fixtures 2>/dev/null || true

@@ -67,7 +67,11 @@ fn probe() -> Result<Privilege, Problem> {
     let missing = missing_caps(&status);
     let forced = std::env::var_os(FORCE_ROOTLESS_ENV).is_some_and(|v| v == "1");
     if missing.is_empty() && !forced {
-        return Ok(Privilege::Root { user_namespaces: crate::sys::probe_user_namespace().is_ok() });
+        // Root of a user namespace other than the host's (a container's test making containers
+        // itself): it is already no one on the host, and ids it maps to would have to exist in
+        // its own namespace; its containers stay in it, as its root.
+        let user_namespaces = in_initial_user_namespace() && crate::sys::probe_user_namespace().is_ok();
+        return Ok(Privilege::Root { user_namespaces });
     }
     let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
     if let Some(sysctl) = userns_off(read) {
@@ -89,6 +93,22 @@ fn probe() -> Result<Privilege, Problem> {
         });
     }
     Ok(Privilege::Rootless)
+}
+
+/// Whether this process is in the host's user namespace (its `uid_map` maps every id to
+/// itself). Inside another one (a rootless container's test making containers of its own), the
+/// "host" of its containers is that container: no mapping of its own, no host-end filter
+/// (loading one needs `CAP_BPF` in the host's namespace; the host end is in the container's
+/// network namespace anyway).
+pub(crate) fn in_initial_user_namespace() -> bool {
+    static INITIAL: OnceLock<bool> = OnceLock::new();
+    *INITIAL.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| is_identity_map(&m))
+    })
+}
+
+fn is_identity_map(map: &str) -> bool {
+    map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
 }
 
 /// The sysctl that keeps this user from making user namespaces, if one does, as `name=value`.
@@ -140,6 +160,13 @@ mod tests {
         assert_eq!(parse_release("4.19.0"), Some((4, 19)));
         assert_eq!(parse_release("weird"), None);
         assert!(parse_release("5.4.0").unwrap() < MIN_KERNEL);
+    }
+
+    #[test]
+    fn only_the_identity_map_is_the_initial_user_namespace() {
+        assert!(is_identity_map("         0          0 4294967295\n"));
+        assert!(!is_identity_map("         0       1000          1\n"));
+        assert!(!is_identity_map("         0          0 4294967295\n      1000 1000 1\n"));
     }
 
     #[test]

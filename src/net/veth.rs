@@ -155,9 +155,13 @@ impl Veth {
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
         // Loaded before the lock: it depends on nothing but the address.
+        // Outside the host's user namespace the "host" end is in a container's own network
+        // namespace, and the kernel refuses the filter's program there: none is needed.
         let filter = match access {
-            HostAccess::HostEnd => Some(filter::load(net.host(), &name.host)?),
-            HostAccess::All => None,
+            HostAccess::HostEnd if crate::preflight::in_initial_user_namespace() => {
+                Some(filter::load(net.host(), &name.host)?)
+            }
+            HostAccess::HostEnd | HostAccess::All => None,
         };
         // Once the host end has its address its subnet shows in the host's routes, and a later
         // check sees it: the lock covers only that far.

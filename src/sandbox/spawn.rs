@@ -198,7 +198,9 @@ impl Prepared {
             req.isolation.contains(Isolation::FILESYSTEM),
             req.confine.is_some(),
             &[&cwd, program_dir],
-            req.userns.is_some(),
+            // In a user namespace, new or ours (a container's test making containers): no mknod,
+            // and the kernel's other rules for mounts there.
+            req.userns.is_some() || !crate::preflight::in_initial_user_namespace(),
             req.isolation.contains(Isolation::PROCESS_CONTROL),
         );
         // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
