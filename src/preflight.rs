@@ -102,9 +102,7 @@ fn probe() -> Result<Privilege, Problem> {
 /// network namespace anyway).
 pub(crate) fn in_initial_user_namespace() -> bool {
     static INITIAL: OnceLock<bool> = OnceLock::new();
-    *INITIAL.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| is_identity_map(&m))
-    })
+    *INITIAL.get_or_init(|| std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| is_identity_map(&m)))
 }
 
 fn is_identity_map(map: &str) -> bool {
