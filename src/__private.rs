@@ -224,7 +224,7 @@ fn supervise(test: &'static Test) -> Verdict {
             );
             warn_no_limits_once();
         }
-        Err(why) => return Verdict::Failed(why),
+        Err(why) => return Verdict::Failed(why.to_string()),
     }
 
     let reported: std::cell::RefCell<Option<crate::lease::Waiting>> = std::cell::RefCell::new(None);
@@ -305,17 +305,20 @@ fn supervise(test: &'static Test) -> Verdict {
     }
 }
 
+/// A `CVTEST_LIMITS` value other than `off`, `on` or empty.
+#[derive(Debug, thiserror::Error)]
+#[error("{ENV_LIMITS}={value:?} is not understood: set it to off (run without limits) or on")]
+struct LimitsEnvError {
+    value: std::ffi::OsString,
+}
+
 /// Whether `CVTEST_LIMITS` leaves the limits on; an error for a value it does not understand.
-fn limits_enforced() -> Result<bool, String> {
-    match std::env::var(ENV_LIMITS).as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("" | "on") => Ok(true),
-        Ok("off") => Ok(false),
-        Ok(other) => {
-            Err(format!("{ENV_LIMITS}={other:?} is not understood: set it to off (run without limits) or on"))
-        }
-        Err(std::env::VarError::NotUnicode(v)) => {
-            Err(format!("{ENV_LIMITS}={v:?} is not understood: set it to off (run without limits) or on"))
-        }
+fn limits_enforced() -> Result<bool, LimitsEnvError> {
+    match std::env::var_os(ENV_LIMITS) {
+        None => Ok(true),
+        Some(v) if v.is_empty() || v == "on" => Ok(true),
+        Some(v) if v == "off" => Ok(false),
+        Some(value) => Err(LimitsEnvError { value }),
     }
 }
 

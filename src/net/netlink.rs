@@ -153,7 +153,7 @@ impl Netlink {
         self.send()?;
 
         let mut data: Vec<Vec<RouteNetlinkMessage>> = (0..n).map(|_| Vec::new()).collect();
-        let mut bad: Vec<Option<String>> = vec![None; n];
+        let mut bad: Vec<Option<NetlinkError>> = (0..n).map(|_| None).collect();
         let mut answers: Vec<Option<Answer>> = (0..n).map(|_| None).collect();
         let mut pending = n;
         while pending > 0 {
@@ -169,7 +169,7 @@ impl Netlink {
                     Ok(NetlinkPayload::Error(err)) => {
                         let answer = match (err.code, bad[i].take()) {
                             (Some(code), _) => Err(kernel_error(code.get(), flags, &err.header)),
-                            (None, Some(e)) => Err(NetlinkError::Decode(e)),
+                            (None, Some(e)) => Err(e),
                             (None, None) => Ok(std::mem::take(&mut data[i])),
                         };
                         answers[i] = Some(answer);
@@ -193,7 +193,7 @@ impl Netlink {
     pub fn dump(
         &mut self,
         msg: RouteNetlinkMessage,
-    ) -> Result<Vec<Result<RouteNetlinkMessage, String>>, NetlinkError> {
+    ) -> Result<Vec<Result<RouteNetlinkMessage, NetlinkError>>, NetlinkError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -336,7 +336,7 @@ pub(crate) fn delete_message(index: u32) -> RouteNetlinkMessage {
 /// Calls `f(seq, flags, payload)` for each message of a datagram.
 fn for_each_message(
     buf: &[u8],
-    mut f: impl FnMut(u32, u16, Result<NetlinkPayload<RouteNetlinkMessage>, String>),
+    mut f: impl FnMut(u32, u16, Result<NetlinkPayload<RouteNetlinkMessage>, NetlinkError>),
 ) -> Result<(), NetlinkError> {
     let mut off = 0;
     while off < buf.len() {
@@ -346,7 +346,7 @@ fn for_each_message(
         let (seq, flags) = (raw.sequence_number(), raw.flags());
         let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len])
             .map(|m| m.payload)
-            .map_err(|e| format!("message type {}: {e}", raw.message_type()));
+            .map_err(|e| NetlinkError::Decode(format!("message type {}: {e}", raw.message_type())));
         f(seq, flags, parsed);
         off += align4(len).max(NLMSG_HDRLEN);
     }
