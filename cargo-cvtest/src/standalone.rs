@@ -394,6 +394,24 @@ impl Exit {
     }
 }
 
+/// Runs one mode's work with signals turned into container kills (see [`SignalGuard`]), and
+/// returns its exit code; an error is printed once, here at the edge, as a setup failure.
+pub(crate) fn guarded<E: std::error::Error>(work: impl FnOnce(&SignalGuard) -> Result<Exit, E>) -> i32 {
+    let guard = match SignalGuard::install() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("cvtest: {}", crate::errors::render_chain(&e));
+            return crate::exit_codes::SETUP_FAILED;
+        }
+    };
+    let exit = work(&guard).unwrap_or_else(|e| {
+        eprintln!("cvtest: {}", crate::errors::render_chain(&e));
+        Exit::Code(crate::exit_codes::SETUP_FAILED)
+    });
+    drop(guard);
+    exit.apply()
+}
+
 /// Every container is gone: undo what the library did to our own cgroup (on cgroup v2 the
 /// supervisor leaf this process moved into), so not even an empty cgroup is left.
 pub(crate) fn release_own_cgroup() {

@@ -45,22 +45,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
         eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
-    let guard = match SignalGuard::install() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("cvtest: {}", render_chain(&e));
-            return exit_codes::SETUP_FAILED;
-        }
-    };
-    let exit = match run(bin, rest, &guard) {
-        Ok(exit) => exit,
-        Err(e) => {
-            eprintln!("cvtest: {}", render_chain(&e));
-            Exit::Code(exit_codes::SETUP_FAILED)
-        }
-    };
-    drop(guard);
-    exit.apply()
+    crate::standalone::guarded(|guard| run(bin, rest, guard))
 }
 
 /// A binary's arguments, split into libtest's test selection and everything else.

@@ -41,22 +41,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
         eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
-    let guard = match SignalGuard::install() {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("cvtest: {}", render_chain(&e));
-            return exit_codes::SETUP_FAILED;
-        }
-    };
-    let exit = match wrap(bin, rest, &guard) {
-        Ok(exit) => exit,
-        Err(e) => {
-            eprintln!("cvtest: {}", render_chain(&e));
-            Exit::Code(exit_codes::SETUP_FAILED)
-        }
-    };
-    drop(guard);
-    exit.apply()
+    standalone::guarded(|guard| wrap(bin, rest, guard))
 }
 
 /// libtest flags that take a value (nextest passes `run-extra-args` through).
