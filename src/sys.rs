@@ -559,18 +559,13 @@ extern "C" fn vfork_entry<P, F>(arg: *mut c_void) -> c_int {
     127
 }
 
-/// Starts the container's main process: `clone(CLONE_VM | CLONE_VFORK)` on a fresh stack, in
-/// which `child` (`sandbox::init::exec_main`) prepares and execs the command, returning only
-/// with why it failed. The caller is suspended until the exec succeeded or the child failed and
-/// exited; then returns the child's pid and, if it failed, why. The caller must have all
-/// signals blocked (so no inherited handler can run in the child before it resets them).
-/// Async-signal-safe, and so must `child` be.
-pub(crate) fn vfork_main<P, F>(plan: &P, child: fn(&P) -> F) -> Result<(pid_t, Option<F>), Errno> {
+/// A fresh anonymous mapping of `size` bytes for a child's stack (the caller unmaps it).
+fn map_stack(size: usize) -> Result<*mut c_void, Errno> {
     // SAFETY: an anonymous private mapping; no existing memory is affected.
     let stack = unsafe {
         libc::mmap(
             ptr::null_mut(),
-            MAIN_STACK,
+            size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
             -1,
@@ -578,8 +573,20 @@ pub(crate) fn vfork_main<P, F>(plan: &P, child: fn(&P) -> F) -> Result<(pid_t, O
         )
     };
     if stack == libc::MAP_FAILED {
-        return Err(Errno::last());
+        Err(Errno::last())
+    } else {
+        Ok(stack)
     }
+}
+
+/// Starts the container's main process: `clone(CLONE_VM | CLONE_VFORK)` on a fresh stack, in
+/// which `child` (`sandbox::init::exec_main`) prepares and execs the command, returning only
+/// with why it failed. The caller is suspended until the exec succeeded or the child failed and
+/// exited; then returns the child's pid and, if it failed, why. The caller must have all
+/// signals blocked (so no inherited handler can run in the child before it resets them).
+/// Async-signal-safe, and so must `child` be.
+pub(crate) fn vfork_main<P, F>(plan: &P, child: fn(&P) -> F) -> Result<(pid_t, Option<F>), Errno> {
+    let stack = map_stack(MAIN_STACK)?;
     let mut ctx = VforkContext { plan, child, failure: None };
     // SAFETY: the stack is a fresh mapping of MAIN_STACK bytes and the child gets its top (stacks
     // grow down on every Linux target we build for). With CLONE_VFORK this process is suspended
@@ -752,20 +759,7 @@ extern "C" fn exit_at_once(_: *mut c_void) -> c_int {
 /// user namespaces off, or over the user's limit.
 pub(crate) fn probe_user_namespace() -> Result<(), Errno> {
     const STACK: usize = 16 * 1024;
-    // SAFETY: an anonymous private mapping; no existing memory is affected.
-    let stack = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
+    let stack = map_stack(STACK)?;
     // SAFETY: the child gets the top of a fresh mapping of STACK bytes and runs only
     // exit_at_once, which touches nothing; with CLONE_VFORK this thread waits until it exited.
     let pid = unsafe {
@@ -1011,20 +1005,7 @@ pub(crate) fn spawn_zygote(
     null: BorrowedFd<'_>,
     target: RawFd,
 ) -> Result<(pid_t, OwnedFd), Errno> {
-    // SAFETY: an anonymous private mapping; no existing memory is affected.
-    let stack = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            ZYGOTE_STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(Errno::last());
-    }
+    let stack = map_stack(ZYGOTE_STACK)?;
     let mut ctx = ZygoteExec {
         exe,
         argv,
