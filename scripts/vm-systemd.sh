@@ -6,6 +6,9 @@
 #                                     Delegate=yes from the user's systemd manager
 #   vm-systemd.sh root-shared CMD...  CMD as root in cv2vm.service, a cgroup it shares with this
 #                                     shell: cvtest gets a delegated scope from the system manager
+#   vm-systemd.sh sudo DIR CMD...     CMD as root as `sudo -E` leaves it (SUDO_UID/SUDO_GID/SUDO_USER
+#                                     of the test user, its toolchain variables kept): afterwards no
+#                                     file under DIR (the target dir) may belong to root
 # then checks that nothing is left anywhere in the VM: no cvtest cgroup, no cvtest-*.scope unit
 # of either manager, no process from the target dir. Exits non-zero if CMD or the check fails.
 set -uo pipefail
@@ -18,13 +21,16 @@ cargo_home=${CARGO_HOME:-/root/.cargo}
 user_env=(env "HOME=/home/$user" "XDG_RUNTIME_DIR=/run/user/$uid"
   "DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/$uid/bus"
   "CARGO_HOME=$cargo_home" "RUSTUP_HOME=${RUSTUP_HOME:-/root/.rustup}" "PATH=$cargo_home/bin:$PATH")
+toolchain_for_user() {
+  # The toolchain is under /root, 0700 on the host; the VM's overlay discards this change.
+  chmod o+x /root
+  # cargo takes its package-cache lock in CARGO_HOME (all else there it only reads).
+  chmod o+w "$cargo_home" 2>/dev/null
+  chmod o+rw "$cargo_home"/.package-cache* 2>/dev/null
+}
 case $mode in
   user)
-    # The toolchain is under /root, 0700 on the host; the VM's overlay discards this change.
-    chmod o+x /root
-    # cargo takes its package-cache lock in CARGO_HOME (all else there it only reads).
-    chmod o+w "$cargo_home" 2>/dev/null
-    chmod o+rw "$cargo_home"/.package-cache* 2>/dev/null
+    toolchain_for_user
     runuser -u "$user" -- "${user_env[@]}" "$@"
     rc=$?
     ;;
@@ -32,8 +38,25 @@ case $mode in
     "$@"
     rc=$?
     ;;
+  sudo)
+    dir=$1
+    shift
+    toolchain_for_user
+    # Under sudo the checkout is the user's (here it is root's, as on the host): the tests' root
+    # is mapped to the user and writes in the workspace. The overlay discards this change.
+    chown "$uid:$uid" "$PWD"
+    env SUDO_UID="$uid" SUDO_GID="$uid" SUDO_USER="$user" HOME=/root \
+      CARGO_HOME="$cargo_home" RUSTUP_HOME="${RUSTUP_HOME:-/root/.rustup}" "$@"
+    rc=$?
+    rootowned=$(find "$dir" -uid 0 2>/dev/null | head -n 20)
+    if [ -n "$rootowned" ]; then
+      echo "under sudo, files in $dir belong to root:"; echo "$rootowned"; [ "$rc" = 0 ] && rc=1
+    else
+      echo "under sudo, every file in $dir belongs to $user"
+    fi
+    ;;
   *)
-    echo "vm-systemd.sh: unknown mode $mode (user or root-shared)" >&2
+    echo "vm-systemd.sh: unknown mode $mode (user, root-shared or sudo)" >&2
     exit 2
     ;;
 esac

@@ -114,7 +114,11 @@ pub(crate) fn load_workspace(args: &BuildOptions) -> Result<Workspace, SetupErro
         other.push("--locked".to_owned());
     }
     cmd.other_options(other);
-    let metadata = cmd.exec().map_err(|e| SetupError::Metadata(Box::new(e)))?;
+    let metadata = match crate::sudo::invoking_user()? {
+        None => cmd.exec(),
+        Some(user) => metadata_as(&cmd, user),
+    }
+    .map_err(|e| SetupError::Metadata(Box::new(e)))?;
     let target_dir = match &args.target_dir {
         Some(d) => {
             let d = Utf8PathBuf::from_path_buf(d.clone()).map_err(SetupError::NonUtf8Path)?;
@@ -131,6 +135,19 @@ pub(crate) fn load_workspace(args: &BuildOptions) -> Result<Workspace, SetupErro
     Ok(Workspace { metadata, target_dir })
 }
 
+/// `cargo metadata` as the user who ran `sudo` (it may write `Cargo.lock`).
+fn metadata_as(cmd: &MetadataCommand, user: &crate::sudo::InvokingUser) -> cargo_metadata::Result<Metadata> {
+    let mut command = cmd.cargo_command();
+    user.apply(&mut command);
+    let out = command.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(cargo_metadata::Error::CargoMetadata { stderr: String::from_utf8(out.stderr)? });
+    }
+    let stdout = std::str::from_utf8(&out.stdout)?;
+    let json = stdout.lines().find(|l| l.starts_with('{')).ok_or(cargo_metadata::Error::NoJson)?;
+    MetadataCommand::parse(json)
+}
+
 /// The `cargo test --no-run` command line.
 fn cargo_test_args(args: &BuildOptions, color: bool) -> Vec<String> {
     let mut v: Vec<String> =
@@ -143,7 +160,12 @@ fn cargo_test_args(args: &BuildOptions, color: bool) -> Vec<String> {
 /// Builds the tests. Cargo's own progress and diagnostics go to our stderr unchanged.
 pub(crate) fn build(args: &BuildOptions, ws: &Workspace, color: bool) -> Result<BuildOutput, BuildError> {
     let argv = cargo_test_args(args, color);
-    let mut child = Command::new(cargo_program())
+    let mut cmd = Command::new(cargo_program());
+    if let Some(user) = crate::sudo::invoking_user()? {
+        user.check_target_dir(ws.target_dir.as_std_path())?;
+        user.apply(&mut cmd);
+    }
+    let mut child = cmd
         .args(&argv)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -92,7 +92,7 @@ pub(crate) fn test_env(
         let tmp = ws.target_dir.join("tmp");
         // Cargo creates it before running integration tests; so do we (best effort: a test
         // that needs it will say so).
-        let _ = std::fs::create_dir_all(&tmp);
+        let _ = crate::sudo::create_dir_all(tmp.as_std_path());
         set("CARGO_TARGET_TMPDIR", tmp.to_string());
     }
     if matches!(bin.kind, BinaryKind::Test | BinaryKind::Bench | BinaryKind::Bin) {

@@ -83,6 +83,8 @@ pub(crate) enum SetupError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Sudo(#[from] crate::sudo::SudoError),
 }
 
 /// Why a test binary's list could not be read.
@@ -160,6 +162,8 @@ pub(crate) enum BuildError {
     Failed { status: ExitStatus },
     #[error("cannot read cargo's JSON messages")]
     Messages(#[source] io::Error),
+    #[error(transparent)]
+    Sudo(#[from] crate::sudo::SudoError),
 }
 
 /// Anything that ends a run before its tests' results decide the exit code.

@@ -34,6 +34,7 @@ mod selection;
 mod settings;
 mod signals;
 mod standalone;
+mod sudo;
 mod target_runner;
 mod units;
 mod wrapper;

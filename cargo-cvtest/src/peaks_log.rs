@@ -221,11 +221,12 @@ pub(crate) fn run_file(dir: &Path, run_id: &str) -> PathBuf {
 
 /// Appends `record` to its run's file, as one line in one write.
 pub(crate) fn append(dir: &Path, record: &Record) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
+    crate::sudo::create_dir_all(dir)?;
     let path = run_file(dir, &record.run_id);
     let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    crate::sudo::give_file(&path);
     f.write_all(&line)?;
     Ok(path)
 }

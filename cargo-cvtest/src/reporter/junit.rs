@@ -92,9 +92,10 @@ impl JunitReporter {
             report.add_test_suite(suite);
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::sudo::create_dir_all(dir)?;
         }
         let file = std::fs::File::create(&self.path)?;
+        crate::sudo::give_file(&self.path);
         report.serialize(std::io::BufWriter::new(file)).map_err(std::io::Error::other)
     }
 }

@@ -3,6 +3,7 @@
 //! report themselves ignored with the reason.
 
 mod errors;
+mod fixtures;
 mod interrupt;
 mod leases;
 mod nextest;
@@ -17,6 +18,7 @@ fn main() {
     // measure overlaps in time, which parallel trials would disturb.
     args.test_threads.get_or_insert(1);
     let mut trials = Vec::new();
+    trials.extend(fixtures::trials());
     trials.extend(errors::trials());
     trials.extend(select::trials());
     trials.extend(run::trials());
