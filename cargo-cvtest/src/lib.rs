@@ -26,6 +26,7 @@ mod filter;
 mod leak;
 mod partition;
 mod peaks_log;
+mod policy;
 mod reporter;
 mod run;
 mod runner;
