@@ -23,7 +23,10 @@ pub fn trials() -> Vec<Trial> {
 
 /// `cargo cvtest --lib ARGS` on `basic` with a fresh marker directory; the run's pid too.
 fn run_with_markers(args: &[&str]) -> Result<(Output, u32), Failed> {
-    let markers = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // In the target dir: a test's /tmp is its own.
+    let dir = fixture_target_dir();
+    std::fs::create_dir_all(&dir)?;
+    let markers = tempfile::tempdir_in(&dir)?;
     let mut cmd = cvtest_command("basic", &[&["--lib"], args].concat());
     cmd.env("CVTEST_FIXTURE_MARKERS", markers.path()).env_remove("CVTEST_PROFILE");
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
@@ -165,7 +168,7 @@ fn slow_tests_and_terminate_after() -> Result<(), Failed> {
         &out,
     )?;
     let err = text(&out.stderr);
-    let slow_lines = err.lines().filter(|l| l.trim_start().starts_with("SLOW")).count();
+    let slow_lines = err.lines().filter(|l| l.trim_start().starts_with("SLOW [")).count();
     check(slow_lines >= 2, "SLOW lines in the terminal", &out)?;
     check(err.contains("--terminate-after slow periods"), "the TIMEOUT says why", &out)?;
     // [profile.default] final_status_level = "slow": slow tests are listed at the end.
@@ -178,7 +181,7 @@ fn slow_tests_and_terminate_after() -> Result<(), Failed> {
 }
 
 fn profiles_and_status_levels() -> Result<(), Failed> {
-    let pass_line = |out: &Output| text(&out.stderr).lines().any(|l| l.trim_start().starts_with("PASS"));
+    let pass_line = |out: &Output| text(&out.stderr).lines().any(|l| l.trim_start().starts_with("PASS ["));
     let args = ["--lib", "ok::passes_too"];
     // Default: every line.
     let out = cvtest("basic", &args);
