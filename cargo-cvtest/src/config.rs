@@ -245,7 +245,8 @@ impl Config {
         };
         if let Some(name) = selected.filter(|n| *n != DEFAULT_PROFILE) {
             if !workspace().flat_map(|l| &l.profiles).any(|p| p.name == name) {
-                let mut defined: Vec<&str> = workspace().flat_map(|l| &l.profiles).map(|p| p.name.as_str()).collect();
+                let mut defined: Vec<&str> =
+                    workspace().flat_map(|l| &l.profiles).map(|p| p.name.as_str()).collect();
                 defined.push(DEFAULT_PROFILE);
                 defined.sort_unstable();
                 defined.dedup();
@@ -319,9 +320,9 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
             if package.is_some() {
                 return Err(err(origin, "profiles are for the whole run: define [profile.NAME] in .config/cvtest.toml or [workspace.metadata.cvtest.profile.NAME]"));
             }
-            let table = value.as_object().ok_or_else(|| {
-                err(origin, "`profile` must be a table of profiles, such as [profile.ci]")
-            })?;
+            let table = value
+                .as_object()
+                .ok_or_else(|| err(origin, "`profile` must be a table of profiles, such as [profile.ci]"))?;
             for (name, p) in table {
                 profiles.push(parse_profile(name, p, &format!("{origin} [profile.{name}]"))?);
             }
@@ -477,16 +478,16 @@ fn parse_profile(name: &str, v: &Value, origin: &str) -> Result<Profile, UsageEr
             continue;
         }
         let level = |value: &Value| -> Result<StatusLevel, UsageError> {
-            let text = value.as_str().ok_or_else(|| {
-                err(origin, format!("`{key}` must be a string, one of {STATUS_LEVELS}"))
-            })?;
+            let text = value
+                .as_str()
+                .ok_or_else(|| err(origin, format!("`{key}` must be a string, one of {STATUS_LEVELS}")))?;
             text.parse::<StatusLevel>().map_err(|e| err(origin, format!("`{key}`: {e}")))
         };
         match key.as_str() {
             "fail_fast" => {
-                let b = value.as_bool().ok_or_else(|| {
-                    err(origin, format!("`fail_fast` must be true or false, not {value}"))
-                })?;
+                let b = value
+                    .as_bool()
+                    .ok_or_else(|| err(origin, format!("`fail_fast` must be true or false, not {value}")))?;
                 keys.fail_fast = Some(b);
             }
             "junit" => {
@@ -616,7 +617,10 @@ mod tests {
     #[test]
     fn bad_runner_keys_say_what_is_accepted() {
         let e = Config::from_toml("[profile.ci]\nretires = 2", "x.toml").unwrap_err().to_string();
-        assert!(e.starts_with("x.toml [profile.ci]: unknown key `retires` in a profile; valid keys are: retries"), "{e}");
+        assert!(
+            e.starts_with("x.toml [profile.ci]: unknown key `retires` in a profile; valid keys are: retries"),
+            "{e}"
+        );
         let e = Config::from_toml("retries = -1", "x.toml").unwrap_err().to_string();
         assert!(e.contains("`retries` must be a whole number"), "{e}");
         let e = Config::from_toml("terminate_after = 0", "x.toml").unwrap_err().to_string();
@@ -629,7 +633,9 @@ mod tests {
         assert!(e.contains("overrides, leak, limits, profile, retries"), "{e}");
         // Profiles are run-wide: not in a package's table.
         let v = serde_json::json!({ "profile": { "ci": { "retries": 1 } } });
-        let e = parse_layer(&v, "Cargo.toml [package.metadata.cvtest]", Some("p".into())).unwrap_err().to_string();
+        let e = parse_layer(&v, "Cargo.toml [package.metadata.cvtest]", Some("p".into()))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("profiles are for the whole run"), "{e}");
     }
 }

@@ -266,7 +266,9 @@ impl TestFinished {
     /// container could not be set up, which a retry would only hide), nor a cancelled run.
     pub(crate) fn retryable(&self) -> bool {
         let own = match self.status {
-            Status::Pass | Status::Fail { .. } | Status::Signal { .. } | Status::Oom | Status::Timeout => true,
+            Status::Pass | Status::Fail { .. } | Status::Signal { .. } | Status::Oom | Status::Timeout => {
+                true
+            }
             Status::Ignored | Status::Cancelled | Status::Error(_) => false,
         };
         own && self.verdict() == Verdict::Failure

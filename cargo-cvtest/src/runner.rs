@@ -402,12 +402,18 @@ fn watch_slow(
     let last = slow.terminate_after.map_or(u32::MAX, |n| n.get() - 1);
     for n in 1..=last {
         let elapsed = slow.period.saturating_mul(n);
-        let wait = started.checked_add(elapsed).map_or(Duration::MAX, |at| at.saturating_duration_since(Instant::now()));
+        let wait = started
+            .checked_add(elapsed)
+            .map_or(Duration::MAX, |at| at.saturating_duration_since(Instant::now()));
         match stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => {
                 let terminating = n == last && slow.terminate_after.is_some();
-                let ev =
-                    Event::TestSlow { binary_id: binary_id.clone(), name: name.clone(), elapsed, terminating };
+                let ev = Event::TestSlow {
+                    binary_id: binary_id.clone(),
+                    name: name.clone(),
+                    elapsed,
+                    terminating,
+                };
                 let _ = events.send(ev);
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,

@@ -166,10 +166,11 @@ impl Reporter for JunitReporter {
             Event::TestFinished(t) => self.suites.entry(t.binary_id.clone()).or_default().push(Self::case(t)),
             Event::BinaryFinished(b) => {
                 if let Some(p) = &b.peaks {
-                    self.binary_props
-                        .entry(b.binary_id.clone())
-                        .or_default()
-                        .extend(peak_props("cvtest", p, b.pids_limit_hit));
+                    self.binary_props.entry(b.binary_id.clone()).or_default().extend(peak_props(
+                        "cvtest",
+                        p,
+                        b.pids_limit_hit,
+                    ));
                 }
             }
             Event::RunFinished { .. } => self.write()?,

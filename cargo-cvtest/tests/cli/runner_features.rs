@@ -28,7 +28,7 @@ fn run_with_markers(args: &[&str]) -> Result<(Output, u32), Failed> {
     std::fs::create_dir_all(&dir)?;
     let markers = tempfile::tempdir_in(&dir)?;
     let mut cmd = cvtest_command("basic", &[&["--lib"], args].concat());
-    cmd.env("CVTEST_FIXTURE_MARKERS", markers.path()).env_remove("CVTEST_PROFILE");
+    cmd.env("CVTEST_FIXTURE_MARKERS", markers.path());
     let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn()?;
     let pid = child.id();
     Ok((child.wait_with_output()?, pid))
@@ -208,5 +208,9 @@ fn profiles_and_status_levels() -> Result<(), Failed> {
     let out = cvtest("basic", &[&args[..], &["--profile", "nightly"]].concat());
     exit_code(&out, 2)?;
     let err = text(&out.stderr);
-    check(err.contains("no profile named \"nightly\"") && err.contains("defined: ci, default"), "lists them", &out)
+    check(
+        err.contains("no profile named \"nightly\"") && err.contains("defined: ci, default"),
+        "lists them",
+        &out,
+    )
 }
