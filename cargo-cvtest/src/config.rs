@@ -638,4 +638,23 @@ mod tests {
             .to_string();
         assert!(e.contains("profiles are for the whole run"), "{e}");
     }
+
+    #[test]
+    fn the_readme_config_snippets_parse() {
+        let readme = include_str!("../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split_once("```").map(|(body, _)| body))
+            .filter(|b| b.starts_with("# .config/cvtest.toml"))
+            .collect();
+        assert!(blocks.len() >= 2, "the README's .config/cvtest.toml snippets");
+        for b in &blocks {
+            Config::from_toml(b, "README.md").unwrap_or_else(|e| panic!("{e}\n{b}"));
+        }
+        let profiles = blocks.iter().find(|b| b.contains("[profile.ci]")).expect("the profiles snippet");
+        let ci = Config::from_toml(profiles, "README.md").unwrap().profile(Some("ci")).unwrap();
+        assert_eq!((ci.retries, ci.fail_fast), (Some(2), Some(false)));
+        assert_eq!(ci.slow().and_then(|s| s.limit()), Some(Duration::from_secs(300)), "5 x 60s");
+    }
 }
