@@ -453,4 +453,20 @@ mod tests {
         s.add(&Event::Interrupted { signal: 15 });
         assert_eq!(s.exit_code(), 143);
     }
+
+    #[test]
+    fn the_tests_own_failures_are_retried_the_harness_errors_not() {
+        assert!(TestFinished::sample(Status::Oom).retryable());
+        assert!(TestFinished::sample(Status::Timeout).retryable());
+        assert!(!TestFinished::sample(Status::Pass).retryable());
+        assert!(!TestFinished::sample(Status::Cancelled).retryable());
+        let e = UnitError::NoSuchTest { name: "t".into() };
+        assert!(!TestFinished::sample(Status::Error(Arc::new(e))).retryable());
+        let mut t = TestFinished::sample(Status::Pass);
+        t.tries.earlier.push(Attempt::of(&TestFinished::sample(Status::Fail { exit_code: 101 })));
+        assert!(t.flaky() && t.label() == "FLAKY" && t.attempt() == 2);
+        let mut s = RunStats::default();
+        s.add(&Event::TestFinished(Box::new(t)));
+        assert_eq!((s.succeeded, s.flaky, s.failed), (1, 1, 0));
+    }
 }

@@ -472,4 +472,25 @@ mod tests {
         assert!(out.contains("10.0.0.0/24, held by pid 4242 (test crate::net peer)"), "{out}");
         assert!(out.contains("crate net::client"), "{out}");
     }
+
+    #[test]
+    fn status_levels_filter_lines_live_and_at_the_end() {
+        let levels = StatusLevels { live: StatusLevel::Fail, final_: StatusLevel::Retry };
+        let mut r = TerminalReporter::new(Vec::new(), Painter { on: false }, false, 0).with_levels(levels);
+        r.report(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass)))).unwrap();
+        let mut flaky = TestFinished::sample(Status::Pass);
+        flaky.tries.earlier.push(crate::events::Attempt::of(&TestFinished::sample(Status::Oom)));
+        r.report(&Event::TestFinished(Box::new(flaky))).unwrap();
+        r.report(&Event::TestFinished(Box::new(TestFinished::sample(Status::Timeout)))).unwrap();
+        let out = String::from_utf8(std::mem::take(&mut r.out)).unwrap();
+        assert!(!out.contains("PASS") && !out.contains("FLAKY"), "{out}");
+        assert!(out.trim_start().starts_with("TIMEOUT"), "{out}");
+        r.report(&Event::RunFinished { elapsed: Duration::ZERO, stats: RunStats::default() }).unwrap();
+        let out = String::from_utf8(r.out).unwrap();
+        assert!(
+            out.contains("Failures:\n         TIMEOUT p t") && out.contains("Flaky:\n           FLAKY p t"),
+            "{out}"
+        );
+        assert!(!out.contains("Passed:"), "{out}");
+    }
 }
