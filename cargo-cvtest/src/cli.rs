@@ -8,7 +8,7 @@
 //! their own option types ([`RunOptions`] and what it holds).
 
 use std::io::IsTerminal;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use crate::build::BuildOptions;
 use crate::errors::{LibtestArgsError, UsageError};
 use crate::filter::{NameFilter, RunIgnored};
 use crate::partition::{InvalidPartition, Partition};
+use crate::policy::{InvalidStatusLevel, PolicyKeys, StatusLevel};
 use crate::reporter::{OutputFormat, Painter, ReportOptions};
 use crate::run::RunOptions;
 use crate::units::ContainerScope;
@@ -111,9 +112,10 @@ pub(crate) struct BuildArgs {
     /// Build artifacts in release mode, with optimizations
     #[arg(short = 'r', long, help_heading = "Compilation Options")]
     pub(crate) release: bool,
-    /// Build artifacts with the specified profile
-    #[arg(long, value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
-    pub(crate) profile: Option<String>,
+    /// Build artifacts with the specified cargo profile (cargo's `--profile`; cvtest's own
+    /// `--profile` selects a config profile)
+    #[arg(long = "cargo-profile", value_name = "PROFILE-NAME", help_heading = "Compilation Options")]
+    pub(crate) cargo_profile: Option<String>,
     /// Directory for all generated artifacts
     #[arg(long = "target-dir", value_name = "DIRECTORY", help_heading = "Compilation Options")]
     pub(crate) target_dir: Option<PathBuf>,
@@ -211,8 +213,24 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, default_value_t = Isolation::Test, help_heading = "Execution")]
     pub(crate) isolation: Isolation,
     /// Stop starting tests after the first failure
-    #[arg(long = "fail-fast", help_heading = "Execution")]
+    #[arg(long = "fail-fast", overrides_with = "no_fail_fast", help_heading = "Execution")]
     pub(crate) fail_fast: bool,
+    /// Run every test whatever fails (over a profile's `fail_fast = true`)
+    #[arg(long = "no-fail-fast", overrides_with = "fail_fast", help_heading = "Execution")]
+    pub(crate) no_fail_fast: bool,
+    /// The config profile: a [profile.NAME] table of .config/cvtest.toml, over [profile.default]
+    #[arg(short = 'P', long, value_name = "NAME", env = "CVTEST_PROFILE", help_heading = "Execution")]
+    pub(crate) profile: Option<String>,
+    /// Run a failing test again, up to N more times, each in a fresh container; one that then
+    /// passes is FLAKY (and passes) [default: 0, or the profile's and overrides' `retries`]
+    #[arg(long, value_name = "N", value_parser = parse_retries, allow_hyphen_values = true, help_heading = "Execution")]
+    pub(crate) retries: Option<u32>,
+    /// Print a SLOW line each time a test runs past another multiple of this ("60s")
+    #[arg(long = "slow-timeout", value_name = "DURATION", value_parser = parse_timeout, allow_hyphen_values = true, help_heading = "Execution")]
+    pub(crate) slow_timeout: Option<Duration>,
+    /// End a test as TIMEOUT (the whole container killed) after N slow periods
+    #[arg(long = "terminate-after", value_name = "N", value_parser = parse_terminate_after, allow_hyphen_values = true, help_heading = "Execution")]
+    pub(crate) terminate_after: Option<NonZeroU32>,
     /// Show every test's output live instead of capturing it (one test at a time, as nextest does)
     #[arg(long = "no-capture", alias = "nocapture", help_heading = "Execution")]
     pub(crate) no_capture: bool,
@@ -246,6 +264,13 @@ pub(crate) struct ReportArgs {
         help_heading = "Reporting"
     )]
     pub(crate) top: usize,
+    /// Test lines shown as tests end: none, fail, retry, slow, leak, pass, skip, all (each shows
+    /// what the ones before it show) [default: all]
+    #[arg(long = "status-level", value_name = "LEVEL", value_parser = parse_status_level, help_heading = "Reporting")]
+    pub(crate) status_level: Option<StatusLevel>,
+    /// Tests listed again at the end, by the same levels [default: retry: failures and flaky tests]
+    #[arg(long = "final-status-level", value_name = "LEVEL", value_parser = parse_status_level, help_heading = "Reporting")]
+    pub(crate) final_status_level: Option<StatusLevel>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -285,7 +310,20 @@ impl CvtestArgs {
             jobs: if self.run.no_capture { NonZeroUsize::new(1) } else { self.run.jobs },
             no_capture: self.run.no_capture,
             scope: self.run.isolation.into(),
-            fail_fast: self.run.fail_fast,
+            profile: self.run.profile,
+            policy: PolicyKeys {
+                retries: self.run.retries,
+                slow_timeout: self.run.slow_timeout,
+                terminate_after: self.run.terminate_after,
+                fail_fast: match (self.run.fail_fast, self.run.no_fail_fast) {
+                    (true, _) => Some(true),
+                    (false, true) => Some(false),
+                    (false, false) => None,
+                },
+                junit: self.report.junit.clone(),
+                status_level: self.report.status_level,
+                final_status_level: self.report.final_status_level,
+            },
             memory_budget: self.run.memory_budget,
             list: self.run.list,
             report: ReportOptions {
@@ -296,6 +334,7 @@ impl CvtestArgs {
                 },
                 junit: self.report.junit,
                 top: self.report.top,
+                levels: Default::default(),
             },
         })
     }
@@ -332,7 +371,7 @@ impl BuildArgs {
             (self.frozen, "--frozen"),
         ];
         v.extend(flags.iter().filter(|(on, _)| *on).map(|(_, f)| (*f).to_owned()));
-        if let Some(p) = &self.profile {
+        if let Some(p) = &self.cargo_profile {
             v.push("--profile".into());
             v.push(p.clone());
         }
@@ -418,6 +457,10 @@ enum FlagError {
     Jobs(String),
     #[error("invalid row count {0:?}; expected a whole number of rows, 0 or more")]
     Top(String),
+    #[error("invalid retry count {0:?}; expected a whole number of retries, 0 or more")]
+    Retries(String),
+    #[error("invalid period count {0:?}; expected a whole number of slow periods, 1 or more")]
+    TerminateAfter(String),
     #[error("invalid memory budget {input:?}: {reason}; {BUDGET_ACCEPTED}")]
     Budget { input: String, reason: String },
 }
@@ -458,6 +501,15 @@ fn parse_network(s: &str) -> Result<NetworkSetting, ParseError> {
 }
 fn parse_timeout(s: &str) -> Result<Duration, ParseError> {
     parse_duration(s)
+}
+fn parse_status_level(s: &str) -> Result<StatusLevel, InvalidStatusLevel> {
+    s.parse()
+}
+fn parse_retries(s: &str) -> Result<u32, FlagError> {
+    s.parse().map_err(|_| FlagError::Retries(s.to_owned()))
+}
+fn parse_terminate_after(s: &str) -> Result<NonZeroU32, FlagError> {
+    s.parse().map_err(|_| FlagError::TerminateAfter(s.to_owned()))
 }
 fn parse_partition(s: &str) -> Result<Partition, InvalidPartition> {
     s.parse()

@@ -20,26 +20,73 @@
 //! A workspace-level table may also say `limits = "off"` (or `false`): the whole run goes without
 //! cgroup limits, on purpose, as `--no-limits` does; `"on"` (or `true`, the default) enforces them.
 //!
+//! Runner keys (see [`crate::policy`]): `retries = 2`, `slow_timeout = "30s"` and
+//! `terminate_after = 3` at the top level (a default for every test) and in overrides (per test);
+//! and profiles, in workspace-level tables only, which may also say `fail_fast`, `junit`,
+//! `status_level` and `final_status_level`:
+//!
+//! ```toml
+//! [profile.default]
+//! slow_timeout = "60s"
+//! [profile.ci]             # --profile ci, or CVTEST_PROFILE=ci; inherits from default
+//! retries = 2
+//! fail_fast = false
+//! junit = "target/cvtest/junit.xml"   # relative to the workspace root
+//! ```
+//!
 //! Values are parsed by `cvtest-spec` only. A bad key or value is a usage error naming the file,
 //! the table and what is accepted.
 
-use std::path::Path;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 
-use cvtest_spec::{SetError, TestSettings, SETTINGS_KEYS};
+use cvtest_spec::{parse_duration, SetError, TestSettings, SETTINGS_KEYS};
 use serde_json::Value;
 
 use crate::build::Workspace;
 use crate::errors::UsageError;
 use crate::expect::Expect;
 use crate::leak::LeakPolicy;
+use crate::policy::{PolicyKeys, StatusLevel, STATUS_LEVELS};
 
 /// Keys of an override besides the settings keys.
-const OVERRIDE_KEYS: &[&str] = &["filter", "test", "binary", "package", "expect", "leak"];
+const OVERRIDE_KEYS: &[&str] =
+    &["filter", "test", "binary", "package", "expect", "leak", "retries", "slow_timeout", "terminate_after"];
+/// Keys of a top-level table besides the settings keys.
+const TOP_KEYS: &[&str] =
+    &["overrides", "leak", "limits", "profile", "retries", "slow_timeout", "terminate_after"];
+/// Keys of a `[profile.NAME]` table.
+const PROFILE_KEYS: &[&str] = &[
+    "retries",
+    "slow_timeout",
+    "terminate_after",
+    "fail_fast",
+    "junit",
+    "status_level",
+    "final_status_level",
+];
+/// The profile every other one inherits from (and the one used when none is selected).
+pub(crate) const DEFAULT_PROFILE: &str = "default";
 
 /// All config layers of a workspace, lowest first.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Config {
     layers: Vec<Layer>,
+}
+
+/// A `[profile.NAME]` table.
+#[derive(Debug, Clone)]
+struct Profile {
+    name: String,
+    keys: PolicyKeys,
+}
+
+/// No profile of that name in any config file.
+#[derive(Debug, thiserror::Error)]
+#[error("no profile named {name:?} in the config; defined: {defined} (profiles are [profile.NAME] tables in .config/cvtest.toml or [workspace.metadata.cvtest.profile.NAME])")]
+pub(crate) struct UnknownProfile {
+    pub(crate) name: String,
+    pub(crate) defined: String,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +99,10 @@ struct Layer {
     overrides: Vec<Override>,
     /// `limits = "off" | "on"` (workspace-level tables only).
     limits: Option<bool>,
+    /// Runner keys for every test of the layer (`retries`, `slow_timeout`, `terminate_after`).
+    policy: PolicyKeys,
+    /// `[profile.NAME]` tables (workspace-level tables only).
+    profiles: Vec<Profile>,
 }
 
 /// A per-test rule.
@@ -63,6 +114,8 @@ pub(crate) struct Override {
     pub(crate) settings: TestSettings,
     pub(crate) expect: Option<Expect>,
     pub(crate) leak: Option<LeakPolicy>,
+    /// `retries`, `slow_timeout`, `terminate_after` for the tests it matches.
+    pub(crate) policy: PolicyKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +233,51 @@ impl Config {
         leak
     }
 
+    /// The runner keys of profile `selected` (the default profile when `None`): the top-level keys,
+    /// then `[profile.default]`, then the selected one; later files win within each.
+    pub(crate) fn profile(&self, selected: Option<&str>) -> Result<PolicyKeys, UnknownProfile> {
+        let workspace = || self.layers.iter().filter(|l| l.package.is_none());
+        let named = |name: &str| {
+            workspace()
+                .flat_map(|l| &l.profiles)
+                .filter(|p| p.name == name)
+                .fold(PolicyKeys::default(), |acc, p| p.keys.over(&acc))
+        };
+        if let Some(name) = selected.filter(|n| *n != DEFAULT_PROFILE) {
+            if !workspace().flat_map(|l| &l.profiles).any(|p| p.name == name) {
+                let mut defined: Vec<&str> =
+                    workspace().flat_map(|l| &l.profiles).map(|p| p.name.as_str()).collect();
+                defined.push(DEFAULT_PROFILE);
+                defined.sort_unstable();
+                defined.dedup();
+                return Err(UnknownProfile { name: name.to_owned(), defined: defined.join(", ") });
+            }
+        }
+        let top = workspace().fold(PolicyKeys::default(), |acc, l| l.policy.over(&acc));
+        let mut keys = named(DEFAULT_PROFILE).over(&top);
+        if let Some(name) = selected.filter(|n| *n != DEFAULT_PROFILE) {
+            keys = named(name).over(&keys);
+        }
+        Ok(keys)
+    }
+
+    /// The runner keys of a test of `package`: its package's top-level keys, then the overrides
+    /// that match it (later wins). Over the profile's, under the CLI's.
+    pub(crate) fn policy_overrides(&self, package: &str, binary_id: &str, name: &str) -> PolicyKeys {
+        let mut keys = PolicyKeys::default();
+        for l in self.applicable(package).filter(|l| l.package.is_some()) {
+            keys = l.policy.over(&keys);
+        }
+        for o in self.applicable(package).flat_map(|l| &l.overrides) {
+            let pkg_ok = o.package.as_deref().map_or(true, |p| p == package);
+            let bin_ok = o.binary.as_deref().map_or(true, |b| b == binary_id);
+            if pkg_ok && bin_ok && o.matcher.matches(name) {
+                keys = o.policy.over(&keys);
+            }
+        }
+        keys
+    }
+
     /// Whether the config enforces limits (`limits = "on" | "off"`), if it says; later wins.
     pub(crate) fn limits_enforced(&self) -> Option<bool> {
         self.layers.iter().rev().find_map(|l| l.limits)
@@ -212,8 +310,23 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
     let mut overrides = Vec::new();
     let mut leak = None;
     let mut limits = None;
+    let mut policy = PolicyKeys::default();
+    let mut profiles = Vec::new();
     for (key, value) in obj {
-        if key == "leak" {
+        if set_policy_key(&mut policy, key, value, origin)? {
+            continue;
+        }
+        if key == "profile" {
+            if package.is_some() {
+                return Err(err(origin, "profiles are for the whole run: define [profile.NAME] in .config/cvtest.toml or [workspace.metadata.cvtest.profile.NAME]"));
+            }
+            let table = value
+                .as_object()
+                .ok_or_else(|| err(origin, "`profile` must be a table of profiles, such as [profile.ci]"))?;
+            for (name, p) in table {
+                profiles.push(parse_profile(name, p, &format!("{origin} [profile.{name}]"))?);
+            }
+        } else if key == "leak" {
             leak = Some(parse_leak(value, origin)?);
         } else if key == "limits" {
             if package.is_some() {
@@ -241,7 +354,7 @@ fn parse_layer(v: &Value, origin: &str, package: Option<String>) -> Result<Layer
             set_key(&mut defaults, key, value, &mut host, origin, false)?;
         }
     }
-    Ok(Layer { package, defaults, leak, overrides, limits })
+    Ok(Layer { package, defaults, leak, overrides, limits, policy, profiles })
 }
 
 fn parse_leak(value: &Value, origin: &str) -> Result<LeakPolicy, UsageError> {
@@ -256,7 +369,11 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
     let mut host = None;
     let (mut filter, mut test, mut binary, mut package, mut expect) = (None, None, None, None, None);
     let mut leak = None;
+    let mut policy = PolicyKeys::default();
     for (key, value) in obj {
+        if set_policy_key(&mut policy, key, value, origin)? {
+            continue;
+        }
         let text = || {
             value.as_str().map(str::to_owned).ok_or_else(|| err(origin, format!("`{key}` must be a string")))
         };
@@ -289,7 +406,7 @@ fn parse_override(v: &Value, origin: &str, in_package: bool) -> Result<Override,
             return Err(err(origin, "an override needs `filter = \"substring\"` or `test = \"exact::name\"`"))
         }
     };
-    Ok(Override { matcher, binary, package, settings, expect, leak })
+    Ok(Override { matcher, binary, package, settings, expect, leak, policy })
 }
 
 fn set_key(
@@ -317,7 +434,7 @@ fn set_key(
             if is_override {
                 valid.extend(OVERRIDE_KEYS);
             } else {
-                valid.push("overrides");
+                valid.extend(TOP_KEYS);
             }
             err(origin, format!("unknown key `{key}`; valid keys are: {}", valid.join(", ")))
         }
@@ -325,9 +442,78 @@ fn set_key(
     })
 }
 
+/// Sets `key` if it is a per-test runner key (`retries`, `slow_timeout`, `terminate_after`);
+/// whether it was one.
+fn set_policy_key(keys: &mut PolicyKeys, key: &str, value: &Value, origin: &str) -> Result<bool, UsageError> {
+    match key {
+        "retries" => {
+            let n = value.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
+                err(origin, format!("`retries` must be a whole number of retries, 0 or more, such as retries = 2, not {value}"))
+            })?;
+            keys.retries = Some(n);
+        }
+        "slow_timeout" => {
+            let text = value.as_str().ok_or_else(|| {
+                err(origin, format!("`slow_timeout` must be a duration string, such as slow_timeout = \"30s\", not {value}"))
+            })?;
+            let d = parse_duration(text).map_err(|e| err(origin, format!("`slow_timeout`: {e}")))?;
+            keys.slow_timeout = Some(d);
+        }
+        "terminate_after" => {
+            let n = value.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(NonZeroU32::new).ok_or_else(|| {
+                err(origin, format!("`terminate_after` must be a whole number of slow periods, 1 or more, such as terminate_after = 3, not {value}"))
+            })?;
+            keys.terminate_after = Some(n);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn parse_profile(name: &str, v: &Value, origin: &str) -> Result<Profile, UsageError> {
+    let obj = v.as_object().ok_or_else(|| err(origin, "expected a table"))?;
+    let mut keys = PolicyKeys::default();
+    for (key, value) in obj {
+        if set_policy_key(&mut keys, key, value, origin)? {
+            continue;
+        }
+        let level = |value: &Value| -> Result<StatusLevel, UsageError> {
+            let text = value
+                .as_str()
+                .ok_or_else(|| err(origin, format!("`{key}` must be a string, one of {STATUS_LEVELS}")))?;
+            text.parse::<StatusLevel>().map_err(|e| err(origin, format!("`{key}`: {e}")))
+        };
+        match key.as_str() {
+            "fail_fast" => {
+                let b = value
+                    .as_bool()
+                    .ok_or_else(|| err(origin, format!("`fail_fast` must be true or false, not {value}")))?;
+                keys.fail_fast = Some(b);
+            }
+            "junit" => {
+                let p = value.as_str().ok_or_else(|| {
+                    err(origin, "`junit` must be a path string, such as junit = \"target/cvtest/junit.xml\"")
+                })?;
+                keys.junit = Some(PathBuf::from(p));
+            }
+            "status_level" => keys.status_level = Some(level(value)?),
+            "final_status_level" => keys.final_status_level = Some(level(value)?),
+            _ => {
+                return Err(err(
+                    origin,
+                    format!("unknown key `{key}` in a profile; valid keys are: {}", PROFILE_KEYS.join(", ")),
+                ))
+            }
+        }
+    }
+    Ok(Profile { name: name.to_owned(), keys })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use cvtest_spec::MemoryLimit;
 
     #[test]
@@ -399,5 +585,76 @@ mod tests {
                 && e.contains("SYS_ADMIN"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn profiles_inherit_from_default_and_the_top_level() {
+        let c = Config::from_toml(
+            "retries = 1\nslow_timeout = \"10s\"\n[profile.default]\nterminate_after = 2\nstatus_level = \"fail\"\n\
+             [profile.ci]\nretries = 3\nfail_fast = false\njunit = \"out/junit.xml\"\n\
+             [[overrides]]\nfilter = \"flaky\"\nretries = 5\nslow_timeout = \"1s\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        let d = c.profile(None).unwrap();
+        assert_eq!((d.retries, d.slow_timeout), (Some(1), Some(Duration::from_secs(10))));
+        assert_eq!(d.terminate_after.map(NonZeroU32::get), Some(2));
+        assert_eq!((d.status_level, d.fail_fast), (Some(StatusLevel::Fail), None));
+        assert_eq!(c.profile(Some("default")).unwrap(), d);
+        let ci = c.profile(Some("ci")).unwrap();
+        assert_eq!((ci.retries, ci.fail_fast), (Some(3), Some(false)));
+        assert_eq!(ci.junit.as_deref(), Some(Path::new("out/junit.xml")));
+        assert_eq!((ci.terminate_after, ci.status_level), (d.terminate_after, d.status_level), "inherited");
+        let o = c.policy_overrides("p", "p", "a_flaky_one");
+        assert_eq!((o.retries, o.slow_timeout), (Some(5), Some(Duration::from_secs(1))));
+        assert_eq!(c.policy_overrides("p", "p", "steady"), PolicyKeys::default());
+        let e = c.profile(Some("nightly")).unwrap_err().to_string();
+        assert!(e.contains("no profile named \"nightly\"") && e.contains("defined: ci, default"), "{e}");
+        // Without any profile table, the default profile still exists.
+        assert!(Config::default().profile(Some("default")).is_ok());
+    }
+
+    #[test]
+    fn bad_runner_keys_say_what_is_accepted() {
+        let e = Config::from_toml("[profile.ci]\nretires = 2", "x.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("x.toml [profile.ci]: unknown key `retires` in a profile; valid keys are: retries"),
+            "{e}"
+        );
+        let e = Config::from_toml("retries = -1", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`retries` must be a whole number"), "{e}");
+        let e = Config::from_toml("terminate_after = 0", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("1 or more"), "{e}");
+        let e = Config::from_toml("slow_timeout = \"5\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("`slow_timeout`: "), "{e}");
+        let e = Config::from_toml("[profile.ci]\nstatus_level = \"loud\"", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("none, fail, retry, slow, leak, pass, skip, all"), "{e}");
+        let e = Config::from_toml("memroy = 1", "x.toml").unwrap_err().to_string();
+        assert!(e.contains("overrides, leak, limits, profile, retries"), "{e}");
+        // Profiles are run-wide: not in a package's table.
+        let v = serde_json::json!({ "profile": { "ci": { "retries": 1 } } });
+        let e = parse_layer(&v, "Cargo.toml [package.metadata.cvtest]", Some("p".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("profiles are for the whole run"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_config_snippets_parse() {
+        let readme = include_str!("../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split_once("```").map(|(body, _)| body))
+            .filter(|b| b.starts_with("# .config/cvtest.toml"))
+            .collect();
+        assert!(blocks.len() >= 2, "the README's .config/cvtest.toml snippets");
+        for b in &blocks {
+            Config::from_toml(b, "README.md").unwrap_or_else(|e| panic!("{e}\n{b}"));
+        }
+        let profiles = blocks.iter().find(|b| b.contains("[profile.ci]")).expect("the profiles snippet");
+        let ci = Config::from_toml(profiles, "README.md").unwrap().profile(Some("ci")).unwrap();
+        assert_eq!((ci.retries, ci.fail_fast), (Some(2), Some(false)));
+        assert_eq!(ci.slow().and_then(|s| s.limit()), Some(Duration::from_secs(300)), "5 x 60s");
     }
 }

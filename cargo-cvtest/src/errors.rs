@@ -34,6 +34,8 @@ pub(crate) enum UsageError {
         #[source]
         source: cvtest::ParseError,
     },
+    #[error(transparent)]
+    Profile(#[from] crate::config::UnknownProfile),
     #[error("CVTEST_LIMITS={value:?} is not understood: set it to off (run without limits, as --no-limits does) or on")]
     LimitsEnv { value: String },
 }

@@ -137,6 +137,45 @@ pub(crate) struct TestFinished {
     pub(crate) leftover: Vec<cvtest::Leftover>,
     /// Whether those fail it.
     pub(crate) leak: LeakPolicy,
+    /// Its attempts before this one (retries), and the limits the runner put on it.
+    pub(crate) tries: Tries,
+}
+
+/// A test's attempts: this one's number, the earlier ones (each failed and was retried).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tries {
+    /// The earlier attempts, oldest first; empty when it ran once.
+    pub(crate) earlier: Vec<Attempt>,
+    /// Attempts it was allowed in all (1 + retries).
+    pub(crate) allowed: u32,
+    /// The time limit of `terminate_after` slow periods, when it is shorter than the timeout
+    /// (a TIMEOUT then says it).
+    pub(crate) slow_limit: Option<Duration>,
+}
+
+/// One finished attempt of a test that was retried.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    pub(crate) status: Status,
+    pub(crate) duration: Duration,
+    pub(crate) peaks: Option<Peaks>,
+    pub(crate) pids_limit_hit: bool,
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+}
+
+impl Attempt {
+    /// What is kept of a finished attempt.
+    pub(crate) fn of(t: &TestFinished) -> Attempt {
+        Attempt {
+            status: t.status.clone(),
+            duration: t.duration,
+            peaks: t.peaks,
+            pids_limit_hit: t.pids_limit_hit,
+            stdout: t.stdout.clone(),
+            stderr: t.stderr.clone(),
+        }
+    }
 }
 
 impl TestFinished {
@@ -165,6 +204,7 @@ impl TestFinished {
             stderr: Vec::new(),
             leftover: Vec::new(),
             leak: t.leak,
+            tries: Tries { earlier: Vec::new(), allowed: 1 + t.retries, slow_limit: None },
         }
     }
 
@@ -194,6 +234,7 @@ impl TestFinished {
             stderr: Vec::new(),
             leftover: Vec::new(),
             leak: LeakPolicy::Pass,
+            tries: Tries::default(),
         }
     }
 
@@ -210,10 +251,34 @@ impl TestFinished {
         !self.leftover.is_empty()
     }
 
+    /// Its attempt number, 1 for the first.
+    pub(crate) fn attempt(&self) -> usize {
+        self.tries.earlier.len() + 1
+    }
+
+    /// It failed before and then succeeded on a retry.
+    pub(crate) fn flaky(&self) -> bool {
+        !self.tries.earlier.is_empty() && self.verdict() == Verdict::Success
+    }
+
+    /// Whether a failed attempt is worth another: the test's own failures are (FAIL, SIGNAL, OOM,
+    /// TIMEOUT, an unmet expectation, a failing LEAK); the harness's are not (ERROR: the
+    /// container could not be set up, which a retry would only hide), nor a cancelled run.
+    pub(crate) fn retryable(&self) -> bool {
+        let own = match self.status {
+            Status::Pass | Status::Fail { .. } | Status::Signal { .. } | Status::Oom | Status::Timeout => {
+                true
+            }
+            Status::Ignored | Status::Cancelled | Status::Error(_) => false,
+        };
+        own && self.verdict() == Verdict::Failure
+    }
+
     /// `OOM`, `OOM (expected)`, `PASS (expected oom)`, and `LEAK` for a pass that left
     /// processes running.
     pub(crate) fn label(&self) -> String {
         let name = match self.status {
+            _ if self.flaky() => "FLAKY",
             Status::Pass if self.leaked() => "LEAK",
             _ => self.status.name(),
         };
@@ -260,6 +325,18 @@ pub(crate) enum Event {
         /// Who holds it, when that can be told.
         holder: Option<cvtest::lease::Holder>,
     },
+    /// A test has been running past another multiple of its slow timeout.
+    TestSlow {
+        binary_id: String,
+        name: String,
+        /// How long it has run (a multiple of the slow timeout).
+        elapsed: Duration,
+        /// Whether it will be ended at the next multiple (its `terminate_after` periods are up then).
+        terminating: bool,
+    },
+    /// An attempt of a test failed and it runs again, in a fresh container (`--retries`); the
+    /// test's `TestFinished` comes after its last attempt.
+    AttemptFailed(Box<TestFinished>),
     TestFinished(Box<TestFinished>),
     BinaryFinished(Box<BinaryFinished>),
     /// A signal arrived: no new tests start, running ones are killed.
@@ -289,6 +366,8 @@ pub(crate) struct RunStats {
     pub(crate) succeeded: usize,
     pub(crate) failed: usize,
     pub(crate) ignored: usize,
+    /// Of `succeeded`: passed on a retry after failing.
+    pub(crate) flaky: usize,
     /// The signal that interrupted the run.
     pub(crate) interrupted: Option<i32>,
 }
@@ -298,13 +377,18 @@ impl RunStats {
         match ev {
             Event::RunStarted { to_run, .. } => self.to_run = *to_run,
             Event::TestFinished(t) => match t.verdict() {
-                Verdict::Success => self.succeeded += 1,
+                Verdict::Success => {
+                    self.succeeded += 1;
+                    self.flaky += usize::from(t.flaky());
+                }
                 Verdict::Failure => self.failed += 1,
                 Verdict::NotRun => self.ignored += 1,
             },
             Event::Interrupted { signal } => self.interrupted = Some(*signal),
             Event::TestStarted { .. }
             | Event::TestWaiting { .. }
+            | Event::TestSlow { .. }
+            | Event::AttemptFailed(_)
             | Event::BinaryFinished(_)
             | Event::Stopping
             | Event::Warning { .. }
@@ -368,5 +452,21 @@ mod tests {
         assert_eq!(failed.exit_code(), exit_codes::TEST_FAILED);
         s.add(&Event::Interrupted { signal: 15 });
         assert_eq!(s.exit_code(), 143);
+    }
+
+    #[test]
+    fn the_tests_own_failures_are_retried_the_harness_errors_not() {
+        assert!(TestFinished::sample(Status::Oom).retryable());
+        assert!(TestFinished::sample(Status::Timeout).retryable());
+        assert!(!TestFinished::sample(Status::Pass).retryable());
+        assert!(!TestFinished::sample(Status::Cancelled).retryable());
+        let e = UnitError::NoSuchTest { name: "t".into() };
+        assert!(!TestFinished::sample(Status::Error(Arc::new(e))).retryable());
+        let mut t = TestFinished::sample(Status::Pass);
+        t.tries.earlier.push(Attempt::of(&TestFinished::sample(Status::Fail { exit_code: 101 })));
+        assert!(t.flaky() && t.label() == "FLAKY" && t.attempt() == 2);
+        let mut s = RunStats::default();
+        s.add(&Event::TestFinished(Box::new(t)));
+        assert_eq!((s.succeeded, s.flaky, s.failed), (1, 1, 0));
     }
 }

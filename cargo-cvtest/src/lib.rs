@@ -1,7 +1,7 @@
 //! `cargo cvtest`: build the tests, run each in its own container, in parallel, and report.
 //!
 //! Data flows one way: cargo's JSON ([`build`]) → test binaries → the tests each one has
-//! ([`discovery`]) → settings per test ([`settings`], [`config`]) → the selected tests
+//! ([`discovery`]) → settings per test ([`settings`], [`config`], [`policy`]) → the selected tests
 //! ([`selection`], [`filter`], [`partition`]) → units and admission ([`units`], [`scheduler`]) →
 //! containers ([`runner`]) → typed [`events`] and the run's statistics beside them → [`reporter`]s;
 //! the statistics decide the [`exit_codes`]. [`cli`] is the edge: it converts the command line
@@ -26,6 +26,7 @@ mod filter;
 mod leak;
 mod partition;
 mod peaks_log;
+mod policy;
 mod reporter;
 mod run;
 mod runner;

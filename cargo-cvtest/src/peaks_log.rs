@@ -196,6 +196,7 @@ impl Record {
                 .map(|l| cvtest::Leftover { pid: l.pid, host_pid: 0, name: l.name.clone() })
                 .collect(),
             leak: self.leak.parse().unwrap_or_default(),
+            tries: crate::events::Tries::default(),
             network: None,
         })
     }

@@ -15,12 +15,13 @@ use crate::build::{self, BuildOptions, Workspace};
 use crate::config::Config;
 use crate::discovery;
 use crate::env::Toolchain;
-use crate::errors::{RunError, SetupError};
+use crate::errors::{RunError, SetupError, UsageError};
 use crate::events::{Event, PeakScope, RunStats, Status, TestFinished};
 use crate::exit_codes;
 use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
 use crate::partition::Partition;
+use crate::policy::{PolicyKeys, RunPolicy};
 use crate::reporter::{self, OutputFormat, ReportOptions, Reporter};
 use crate::runner;
 use crate::scheduler::Scheduler;
@@ -44,7 +45,11 @@ pub(crate) struct RunOptions {
     /// Containers at once; `None` for the number of CPUs.
     pub(crate) jobs: Option<NonZeroUsize>,
     pub(crate) scope: ContainerScope,
-    pub(crate) fail_fast: bool,
+    /// `--profile` / `CVTEST_PROFILE`: the config profile (the default one when `None`).
+    pub(crate) profile: Option<String>,
+    /// The CLI's runner flags (retries, slow timeout, fail-fast, JUnit path, status levels): over
+    /// the profile's keys. `report.junit` is ignored in their favour.
+    pub(crate) policy: PolicyKeys,
     /// Tests' output goes straight to ours, not captured.
     pub(crate) no_capture: bool,
     /// `None` for `MemAvailable` at start.
@@ -86,6 +91,10 @@ struct Selected {
     jobs: usize,
     /// `false` in the explicit no-limits mode (see [`settings::limits_enforced`]).
     enforced: bool,
+    /// The profile's and the CLI's runner keys.
+    policy: RunPolicy,
+    /// The profile's JUnit path, relative to the workspace root.
+    profile_junit: Option<PathBuf>,
 }
 
 /// Reads the workspace and its config, builds the tests, asks each binary for its tests, and
@@ -93,6 +102,11 @@ struct Selected {
 fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError> {
     let ws = build::load_workspace(&opts.build)?;
     let config = Config::load(&ws)?;
+    let policy = RunPolicy {
+        profile: config.profile(opts.profile.as_deref()).map_err(UsageError::from)?,
+        cli: opts.policy.clone(),
+    };
+    let profile_junit = policy.profile.junit.as_ref().map(|p| ws.root().as_std_path().join(p));
     let enforced = settings::limits_enforced(opts.no_limits, std::env::var_os(ENV_LIMITS), &config)?;
     let resolver = Resolver { config, cli: opts.limits.clone(), force: opts.force_limits, enforced };
     let output = build::build(&opts.build, &ws, opts.report.paint.on)?;
@@ -104,8 +118,13 @@ fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError
     let container = default_container(&writable, enforced)?;
     let entries = discovery::discover(&ws, &output, &toolchain, jobs, &container)?;
     check_signal(signals)?;
-    let list = TestList::new(entries, &opts.filter, opts.partition, &resolver)?;
-    Ok(Selected { list, writable, container, jobs, enforced })
+    let mut list = TestList::new(entries, &opts.filter, opts.partition, &resolver)?;
+    for i in 0..list.tests.len() {
+        let b = list.binary_of(&list.tests[i]);
+        let overrides = resolver.config.policy_overrides(&b.package, &b.bin.id, &list.tests[i].name);
+        (list.tests[i].retries, list.tests[i].slow) = policy.for_test(&overrides);
+    }
+    Ok(Selected { list, writable, container, jobs, enforced, policy, profile_junit })
 }
 
 /// The directories a test may write: the target dir, the workspace, and packages outside it.
@@ -185,11 +204,16 @@ fn mem_available() -> u64 {
 /// Runs the selected tests in containers, `jobs` at a time within the memory `budget`, and
 /// reports them; the exit code.
 fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &SignalWatch) -> i32 {
-    let Selected { list, writable, jobs, enforced, container: _ } = selected;
+    let Selected { list, writable, jobs, enforced, container: _, policy, profile_junit } = selected;
     let units = units::plan(&list, opts.scope);
     let scheduler =
         Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(&list, u))), budget);
-    let mut sink = Sink::new(reporter::for_run(&opts.report));
+    let report = ReportOptions {
+        junit: opts.policy.junit.clone().or(profile_junit),
+        levels: policy.levels(),
+        ..opts.report.clone()
+    };
+    let mut sink = Sink::new(reporter::for_run(&report));
     let started = Instant::now();
     announce(&mut sink, &list, opts.scope, jobs, budget, started);
     if !enforced {
@@ -205,7 +229,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         units: &units,
         scheduler: &scheduler,
         writable,
-        fail_fast: opts.fail_fast,
+        fail_fast: policy.run_keys().fail_fast.unwrap_or(false),
         no_capture: opts.no_capture,
         zygote_warned: Default::default(),
     };

@@ -8,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,8 @@ use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Z
 use cvtest_spec::NetworkSpec;
 
 use crate::discovery::BinaryEntry;
-use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
+use crate::events::{Attempt, BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
+use crate::policy::SlowTimeout;
 use crate::scheduler::{Scheduler, Ticket};
 use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
@@ -131,6 +132,7 @@ impl Runner<'_> {
         cmd: &Command,
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
+        time_limit: Option<Duration>,
     ) -> Result<(Outcome, Option<NetworkSpec>), NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
@@ -181,7 +183,7 @@ impl Runner<'_> {
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout()).map_err(UnitError::Wait)
+            c.wait(time_limit).map_err(UnitError::Wait)
         })();
         // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
         // so the next unit the scheduler admits on that subnet never meets its route.
@@ -204,7 +206,34 @@ impl Runner<'_> {
         }
     }
 
+    /// Runs a test, and again in a fresh container after each failed attempt that its retries
+    /// allow (see [`TestFinished::retryable`]); its last attempt, with the earlier ones.
     fn run_test(
+        &self,
+        ticket: &Ticket,
+        t: &TestCase,
+        b: &BinaryEntry,
+        mut zygote: Option<&mut Zygote>,
+        events: &Sender<Event>,
+    ) -> TestFinished {
+        let mut earlier = Vec::new();
+        loop {
+            let mut r = self.run_attempt(ticket, t, b, zygote.as_deref_mut(), events);
+            r.tries.earlier = earlier;
+            let more = r.attempt() <= t.retries as usize && !self.scheduler.is_interrupted();
+            if !(more && r.retryable()) {
+                return r;
+            }
+            earlier = r.tries.earlier.clone();
+            earlier.push(Attempt::of(&r));
+            let _ = events.send(Event::AttemptFailed(Box::new(r)));
+        }
+    }
+
+    /// One attempt of a test in its own container; with a slow timeout, a watcher sends a
+    /// `TestSlow` event at each period, and `terminate_after` periods are its time limit (when
+    /// shorter than its timeout: the existing timeout path, the whole container killed).
+    fn run_attempt(
         &self,
         ticket: &Ticket,
         t: &TestCase,
@@ -224,7 +253,24 @@ impl Runner<'_> {
         let cmd = self.command(b, args);
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
-        match self.contain(ticket, &t.settings, &cmd, zygote, (&b.bin.id, &t.name, events)) {
+        let slow_limit = t
+            .slow
+            .and_then(|s| s.limit())
+            .filter(|l| t.settings.timeout().map_or(true, |timeout| *l < timeout));
+        r.tries.slow_limit = slow_limit;
+        let time_limit = slow_limit.or(t.settings.timeout());
+        let who = (b.bin.id.as_str(), t.name.as_str(), events);
+        let contained = std::thread::scope(|s| {
+            let (stop, stopped) = mpsc::channel::<()>();
+            if let Some(slow) = t.slow {
+                let (events, binary_id, name) = (events.clone(), b.bin.id.clone(), t.name.clone());
+                s.spawn(move || watch_slow(slow, started, &stopped, &events, (binary_id, name)));
+            }
+            let result = self.contain(ticket, &t.settings, &cmd, zygote, who, time_limit);
+            drop(stop);
+            result
+        });
+        match contained {
             Ok((o, network)) => {
                 r.network = network;
                 r.status = self.status(&o);
@@ -270,7 +316,8 @@ impl Runner<'_> {
         let cmd = self.command(b, args);
         let started = Instant::now();
         let unit_name = format!("{} tests", cases.len());
-        let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
+        let who = (b.bin.id.as_str(), unit_name.as_str(), events);
+        let result = self.contain(ticket, settings, &cmd, zygote, who, settings.timeout());
         let (binary_status, outcome) = match result {
             Ok((o, _)) => (self.status(&o), Some(o)),
             Err(why) => (why.into(), None),
@@ -340,6 +387,37 @@ fn result_in_binary(parsed: &Pretty, binary_status: &Status, name: &str) -> (Sta
             Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
             other => (other.clone(), Vec::new()),
         },
+    }
+}
+
+/// Sends a `TestSlow` event each time the test started at `started` runs past another `period`,
+/// until `stopped` (the test ended) or its last period before `terminate_after` ends it.
+fn watch_slow(
+    slow: SlowTimeout,
+    started: Instant,
+    stopped: &Receiver<()>,
+    events: &Sender<Event>,
+    (binary_id, name): (String, String),
+) {
+    let last = slow.terminate_after.map_or(u32::MAX, |n| n.get() - 1);
+    for n in 1..=last {
+        let elapsed = slow.period.saturating_mul(n);
+        let wait = started
+            .checked_add(elapsed)
+            .map_or(Duration::MAX, |at| at.saturating_duration_since(Instant::now()));
+        match stopped.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => {
+                let terminating = n == last && slow.terminate_after.is_some();
+                let ev = Event::TestSlow {
+                    binary_id: binary_id.clone(),
+                    name: name.clone(),
+                    elapsed,
+                    terminating,
+                };
+                let _ = events.send(ev);
+            }
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
     }
 }
 

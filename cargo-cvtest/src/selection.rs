@@ -26,6 +26,10 @@ pub(crate) struct TestCase {
     pub(crate) expect: Expect,
     /// Whether processes left running when it ends fail it (config's `leak`).
     pub(crate) leak: LeakPolicy,
+    /// Times it runs again after a failed attempt (`--retries`, config's `retries`).
+    pub(crate) retries: u32,
+    /// `--slow-timeout` / `slow_timeout` and `terminate_after`.
+    pub(crate) slow: Option<crate::policy::SlowTimeout>,
     /// `Run`, or `Ignored` (reported, not run). Excluded tests are not in the list.
     pub(crate) disposition: Disposition,
 }
@@ -91,6 +95,8 @@ impl TestList {
                     settings,
                     expect,
                     leak,
+                    retries: 0,
+                    slow: None,
                     disposition,
                 });
             }

@@ -101,6 +101,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         leftover: c.outcome.leftover.clone(),
         leak,
         network: c.network,
+        tries: crate::events::Tries::default(),
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use cvtest::Peaks;
 use serde_json::{json, Value};
 
-use crate::events::{Event, PeakScope, RunStats, Status, TestFinished, UnitError, Verdict};
+use crate::events::{Attempt, Event, PeakScope, RunStats, Status, TestFinished, UnitError, Verdict};
 use crate::expect::Expect;
 use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
@@ -95,17 +95,44 @@ pub(crate) fn list_json_line(binary_id: &str, t: &TestCase) -> String {
     .to_string()
 }
 
-/// A `test` line; `run_start` is when `run-started` was written.
-fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
-    let verdict = t.verdict();
-    let failure = verdict == Verdict::Failure;
-    let (exit_code, signal, message) = match &t.status {
+/// The exit code, signal and error message of a status.
+fn status_parts(status: &Status) -> (Option<i32>, Option<i32>, Option<String>) {
+    match status {
         Status::Fail { exit_code } => (Some(*exit_code), None, None),
         Status::Signal { signal } => (None, Some(*signal), None),
         Status::Error(e) => (None, None, Some(e.message())),
         Status::Pass => (Some(0), None, None),
         Status::Oom | Status::Timeout | Status::Ignored | Status::Cancelled => (None, None, None),
-    };
+    }
+}
+
+/// One attempt of a test, numbered from 1.
+fn attempt_json(number: usize, a: &Attempt) -> Value {
+    let (exit_code, signal, message) = status_parts(&a.status);
+    json!({
+        "attempt": number,
+        "status": a.status.json_name(),
+        "duration_ms": ms(a.duration),
+        "exit_code": exit_code,
+        "signal": signal,
+        "message": message,
+        "peaks": a.peaks.as_ref().map(|p| peaks_json(p, a.pids_limit_hit)),
+    })
+}
+
+/// A `test` line (or a `test-attempt-failed` one); `run_start` is when `run-started` was written.
+fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
+    let verdict = t.verdict();
+    let failure = verdict == Verdict::Failure;
+    let (exit_code, signal, message) = status_parts(&t.status);
+    let attempts: Vec<Value> = t
+        .tries
+        .earlier
+        .iter()
+        .chain(std::iter::once(&Attempt::of(t)))
+        .enumerate()
+        .map(|(i, a)| attempt_json(i + 1, a))
+        .collect();
     json!({
         "type": "test",
         "binary": t.binary_id,
@@ -130,6 +157,10 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
         "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
         "leak": t.leak.as_str(),
+        "flaky": t.flaky(),
+        "attempt": t.attempt(),
+        "attempts_allowed": t.tries.allowed.max(1),
+        "attempts": attempts,
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
     })
@@ -145,6 +176,7 @@ fn run_finished_json(elapsed: Duration, stats: &RunStats, summary: &RunSummary) 
         "passed": stats.succeeded,
         "failed": stats.failed,
         "ignored": stats.ignored,
+        "flaky": stats.flaky,
         "not_run": stats.not_run(),
         "interrupted_by": stats.interrupted,
         "success": stats.success(),
@@ -177,6 +209,18 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "waiting_for": what,
                 "holder": holder.as_ref().map(|h| json!({ "pid": h.pid, "test": h.test, "holds": h.what })),
             }),
+            Event::TestSlow { binary_id, name, elapsed, terminating } => json!({
+                "type": "test-slow",
+                "binary": binary_id,
+                "name": name,
+                "elapsed_ms": ms(*elapsed),
+                "terminating": terminating,
+            }),
+            Event::AttemptFailed(t) => {
+                let mut v = test_json(t, self.run_start);
+                v["type"] = json!("test-attempt-failed");
+                v
+            }
             Event::TestFinished(t) => test_json(t, self.run_start),
             Event::BinaryFinished(b) => json!({
                 "type": "binary",

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+use quick_junit::{
+    FlakyOrRerun, NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
 
-use crate::events::{Event, Status, TestFinished, Verdict};
+use crate::events::{Attempt, Event, Status, TestFinished, Verdict};
 use crate::reporter::Reporter;
 
 const KEEP_OUTPUT: usize = 64 * 1024;
@@ -28,36 +30,18 @@ impl JunitReporter {
             Verdict::Success => TestCaseStatus::success(),
             Verdict::NotRun => TestCaseStatus::skipped(),
             Verdict::Failure => {
-                let kind = match t.status {
-                    Status::Fail { .. }
-                    | Status::Pass
-                    | Status::Oom
-                    | Status::Timeout
-                    | Status::Signal { .. } => NonSuccessKind::Failure,
-                    Status::Error(_) | Status::Cancelled | Status::Ignored => NonSuccessKind::Error,
-                };
-                let mut s = TestCaseStatus::non_success(kind);
+                let mut s = TestCaseStatus::non_success(kind(&t.status));
                 // An error's type is its kind (`create`, `spawn`, ...), an outcome's its label.
                 s.set_type(t.status.error().map_or_else(|| t.label(), |e| e.kind().to_owned()));
-                s.set_message(match &t.status {
-                    Status::Error(e) => e.message(),
-                    Status::Fail { exit_code } => format!("exited with code {exit_code}"),
-                    Status::Signal { signal } => format!("killed by signal {signal}"),
-                    Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.limits().memory),
-                    Status::Timeout => "killed at its timeout".to_owned(),
-                    Status::Pass if t.leaked() => {
-                        format!(
-                            "left processes running (leak = \"fail\"): {}",
-                            crate::leak::describe(&t.leftover)
-                        )
-                    }
-                    Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
-                    Status::Cancelled => "cancelled".to_owned(),
-                    Status::Ignored => String::new(),
-                });
+                s.set_message(message(&t.status, t));
+                s.set_rerun_kind(FlakyOrRerun::Rerun);
                 s
             }
         };
+        // Earlier attempts: `<flakyFailure>`s of a passing test, `<rerunFailure>`s beside the
+        // `<failure>` of one that failed every time.
+        let mut status = status;
+        status.add_reruns(t.tries.earlier.iter().map(|a| rerun(a, t)));
         let mut c = TestCase::new(t.name.clone(), status);
         c.set_classname(t.binary_id.clone());
         c.set_time(t.duration);
@@ -68,7 +52,14 @@ impl JunitReporter {
             Property::new("cvtest.limit.cpu_weight", t.settings.limits().cpu_weight.to_string()),
         ];
         if let Some(p) = &t.peaks {
-            props.extend(peak_props(p, t.pids_limit_hit));
+            props.extend(peak_props("cvtest", p, t.pids_limit_hit));
+        }
+        for (i, a) in t.tries.earlier.iter().enumerate() {
+            let prefix = format!("cvtest.attempt{}", i + 1);
+            props.push(Property::new(format!("{prefix}.status"), a.status.name()));
+            if let Some(p) = &a.peaks {
+                props.extend(peak_props(&prefix, p, a.pids_limit_hit));
+            }
         }
         if t.leaked() {
             props.push(Property::new("cvtest.leftover", crate::leak::describe(&t.leftover)));
@@ -100,28 +91,67 @@ impl JunitReporter {
     }
 }
 
-fn peak_props(p: &cvtest::Peaks, pids_limit_hit: bool) -> Vec<Property> {
+/// The JUnit kind of a status that failed.
+fn kind(status: &Status) -> NonSuccessKind {
+    match status {
+        Status::Fail { .. } | Status::Pass | Status::Oom | Status::Timeout | Status::Signal { .. } => {
+            NonSuccessKind::Failure
+        }
+        Status::Error(_) | Status::Cancelled | Status::Ignored => NonSuccessKind::Error,
+    }
+}
+
+/// Why an attempt of `t` ended as `status` failed.
+fn message(status: &Status, t: &TestFinished) -> String {
+    match status {
+        Status::Error(e) => e.message(),
+        Status::Fail { exit_code } => format!("exited with code {exit_code}"),
+        Status::Signal { signal } => format!("killed by signal {signal}"),
+        Status::Oom => format!("OOM-killed at the memory limit {}", t.settings.limits().memory),
+        Status::Timeout => "killed at its timeout".to_owned(),
+        Status::Pass if t.leaked() => {
+            format!("left processes running (leak = \"fail\"): {}", crate::leak::describe(&t.leftover))
+        }
+        Status::Pass => format!("expected {}, but it passed", t.expect.as_str()),
+        Status::Cancelled => "cancelled".to_owned(),
+        Status::Ignored => String::new(),
+    }
+}
+
+/// An earlier, failed attempt of `t`.
+fn rerun(a: &Attempt, t: &TestFinished) -> TestRerun {
+    let mut r = TestRerun::new(kind(&a.status));
+    r.set_time(a.duration);
+    r.set_type(a.status.error().map_or_else(|| a.status.name().to_owned(), |e| e.kind().to_owned()));
+    r.set_message(message(&a.status, t));
+    r.set_system_out_lossy(tail(&a.stdout));
+    r.set_system_err_lossy(tail(&a.stderr));
+    r
+}
+
+/// The peaks as properties named `{prefix}.peak.memory_bytes` and so on.
+fn peak_props(prefix: &str, p: &cvtest::Peaks, pids_limit_hit: bool) -> Vec<Property> {
     let mut v = Vec::new();
     if let Some(m) = p.memory_bytes {
-        v.push(Property::new("cvtest.peak.memory_bytes", m.value.to_string()));
-        v.push(Property::new("cvtest.peak.memory_sampled", m.sampled.to_string()));
+        v.push(Property::new(format!("{prefix}.peak.memory_bytes"), m.value.to_string()));
+        v.push(Property::new(format!("{prefix}.peak.memory_sampled"), m.sampled.to_string()));
     }
     if let Some(m) = p.pids {
-        v.push(Property::new("cvtest.peak.pids", m.value.to_string()));
+        v.push(Property::new(format!("{prefix}.peak.pids"), m.value.to_string()));
     }
     if let Some(d) = p.cpu_user {
-        v.push(Property::new("cvtest.cpu.user_ms", d.as_millis().to_string()));
+        v.push(Property::new(format!("{prefix}.cpu.user_ms"), d.as_millis().to_string()));
     }
     if let Some(d) = p.cpu_system {
-        v.push(Property::new("cvtest.cpu.system_ms", d.as_millis().to_string()));
+        v.push(Property::new(format!("{prefix}.cpu.system_ms"), d.as_millis().to_string()));
     }
     if let Some(n) = p.oom_kills {
-        v.push(Property::new("cvtest.oom_kills", n.to_string()));
+        v.push(Property::new(format!("{prefix}.oom_kills"), n.to_string()));
     }
-    v.push(Property::new("cvtest.pids_limit_hit", pids_limit_hit.to_string()));
+    v.push(Property::new(format!("{prefix}.pids_limit_hit"), pids_limit_hit.to_string()));
     if let Some(n) = p.net {
-        v.push(Property::new("cvtest.net.rx_bytes", n.rx_bytes.to_string()));
-        v.push(Property::new("cvtest.net.tx_bytes", n.tx_bytes.to_string()));
+        v.push(Property::new(format!("{prefix}.net.rx_bytes"), n.rx_bytes.to_string()));
+        v.push(Property::new(format!("{prefix}.net.tx_bytes"), n.tx_bytes.to_string()));
     }
     v
 }
@@ -137,15 +167,18 @@ impl Reporter for JunitReporter {
             Event::TestFinished(t) => self.suites.entry(t.binary_id.clone()).or_default().push(Self::case(t)),
             Event::BinaryFinished(b) => {
                 if let Some(p) = &b.peaks {
-                    self.binary_props
-                        .entry(b.binary_id.clone())
-                        .or_default()
-                        .extend(peak_props(p, b.pids_limit_hit));
+                    self.binary_props.entry(b.binary_id.clone()).or_default().extend(peak_props(
+                        "cvtest",
+                        p,
+                        b.pids_limit_hit,
+                    ));
                 }
             }
             Event::RunFinished { .. } => self.write()?,
             Event::RunStarted { .. }
             | Event::TestStarted { .. }
+            | Event::TestSlow { .. }
+            | Event::AttemptFailed(_)
             | Event::Interrupted { .. }
             | Event::Stopping
             | Event::Warning { .. } => {}

@@ -14,6 +14,7 @@ pub(crate) use junit::JunitReporter;
 pub(crate) use terminal::TerminalReporter;
 
 use crate::events::Event;
+use crate::policy::StatusLevels;
 
 /// How results are shown.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub(crate) struct ReportOptions {
     pub(crate) junit: Option<PathBuf>,
     /// Rows in the summary's top tables.
     pub(crate) top: usize,
+    /// What the terminal shows live and at the end.
+    pub(crate) levels: StatusLevels,
 }
 
 /// The format of stdout.
@@ -38,7 +41,7 @@ pub(crate) enum OutputFormat {
 /// The reporters of a run: the terminal one on stderr, then JSON on stdout and JUnit as asked.
 pub(crate) fn for_run(opts: &ReportOptions) -> Vec<Box<dyn Reporter>> {
     let mut reporters: Vec<Box<dyn Reporter>> =
-        vec![Box::new(TerminalReporter::stderr(opts.paint, opts.top))];
+        vec![Box::new(TerminalReporter::stderr(opts.paint, opts.top).with_levels(opts.levels))];
     if opts.format == OutputFormat::Json {
         reporters.push(Box::new(JsonReporter::new(std::io::stdout())));
     }

@@ -1,4 +1,4 @@
-//! What the reports summarize: counts by label, the failures, and the top tests by peak memory and
+//! What the reports summarize: counts by label and the top tests by peak memory and
 //! by duration. Bounded: only the top N rows are kept, whatever the number of tests. Whether the
 //! run succeeded is not decided here but by [`crate::events::RunStats`].
 
@@ -23,7 +23,6 @@ pub(crate) struct RunSummary {
     top: usize,
     /// (status rank, label, count), kept sorted.
     pub(crate) counts: Vec<(u8, String, usize)>,
-    pub(crate) failures: Vec<(String, String, String)>,
     pub(crate) top_memory: Vec<Row>,
     pub(crate) longest: Vec<Row>,
 }
@@ -49,11 +48,12 @@ impl RunSummary {
     pub(crate) fn add(&mut self, ev: &Event) {
         match ev {
             // Ignored tests arrive as `TestFinished` with `Status::Ignored`, counted below.
-            Event::RunStarted { .. } | Event::TestStarted { .. } | Event::TestWaiting { .. } => {}
+            Event::RunStarted { .. }
+            | Event::TestStarted { .. }
+            | Event::TestWaiting { .. }
+            | Event::TestSlow { .. }
+            | Event::AttemptFailed(_) => {}
             Event::TestFinished(t) => {
-                if t.verdict() == Verdict::Failure {
-                    self.failures.push((t.label(), t.binary_id.clone(), t.name.clone()));
-                }
                 self.count(&t.status, t.label(), 1);
                 if t.scope == PeakScope::Test && t.verdict() != Verdict::NotRun {
                     let row = Row {

@@ -5,6 +5,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::events::{BinaryFinished, Event, PeakScope, RunStats, Status, TestFinished, Verdict};
+use crate::policy::{StatusLevel, StatusLevels};
 use crate::reporter::format::{human_bytes, secs, Painter};
 use crate::reporter::summary::{Row, RunSummary};
 use crate::reporter::Reporter;
@@ -20,6 +21,9 @@ pub(crate) struct TerminalReporter<W: Write> {
     running: usize,
     last_started: String,
     summary: RunSummary,
+    levels: StatusLevels,
+    /// Tests to list at the end (within the final status level): level, label, binary, name.
+    finals: Vec<(StatusLevel, String, String, String)>,
 }
 
 impl TerminalReporter<io::Stderr> {
@@ -42,6 +46,34 @@ impl<W: Write> TerminalReporter<W> {
             running: 0,
             last_started: String::new(),
             summary: RunSummary::new(top),
+            levels: StatusLevels::default(),
+            finals: Vec::new(),
+        }
+    }
+
+    /// Shows only what `levels` let through, live and at the end.
+    pub(crate) fn with_levels(mut self, levels: StatusLevels) -> Self {
+        self.levels = levels;
+        self
+    }
+
+    /// The level at which a finished test's line is shown.
+    fn level_of(t: &TestFinished) -> StatusLevel {
+        match t.verdict() {
+            Verdict::Failure => StatusLevel::Fail,
+            Verdict::NotRun => StatusLevel::Skip,
+            Verdict::Success if t.flaky() => StatusLevel::Retry,
+            Verdict::Success if t.leaked() => StatusLevel::Leak,
+            Verdict::Success => StatusLevel::Pass,
+        }
+    }
+
+    fn keep_final(&mut self, level: StatusLevel, label: String, binary_id: &str, name: &str) {
+        if level <= self.levels.final_ {
+            let seen = self.finals.iter().any(|(l, _, b, n)| *l == level && b == binary_id && n == name);
+            if !seen {
+                self.finals.push((level, label, binary_id.to_owned(), name.to_owned()));
+            }
         }
     }
 
@@ -77,6 +109,7 @@ impl<W: Write> TerminalReporter<W> {
 
     fn label_style(&self, t: &TestFinished) -> anstyle::Style {
         match t.verdict() {
+            Verdict::Success if t.flaky() => Painter::warn(),
             Verdict::Success if matches!(t.status, Status::Pass) => Painter::good(),
             Verdict::Success => Painter::warn(),
             Verdict::Failure => Painter::bad(),
@@ -84,8 +117,8 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
-    fn test_line(&mut self, t: &TestFinished) -> io::Result<()> {
-        let label = format!("{:>14}", t.label());
+    fn test_line(&mut self, t: &TestFinished, label: &str) -> io::Result<()> {
+        let label = format!("{label:>14}");
         let label = self.paint.paint(self.label_style(t), &label);
         let peaks = match (t.scope, &t.peaks, &t.status) {
             (_, _, Status::Ignored) => String::new(),
@@ -167,10 +200,16 @@ impl<W: Write> TerminalReporter<W> {
             Status::Fail { exit_code } => format!("exited with code {exit_code}"),
             Status::Signal { signal } => format!("killed by signal {signal} ({})", signal_name(*signal)),
             Status::Oom => format!("OOM-killed at its memory limit of {}", t.settings.limits().memory),
-            Status::Timeout => format!(
-                "killed after its timeout of {}",
-                t.settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
-            ),
+            Status::Timeout => match t.tries.slow_limit {
+                Some(limit) => format!(
+                    "killed after running for {} (--terminate-after slow periods)",
+                    cvtest_spec::format_duration(limit)
+                ),
+                None => format!(
+                    "killed after its timeout of {}",
+                    t.settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
+                ),
+            },
             Status::Ignored => String::new(),
             Status::Cancelled => "cancelled: the run was stopped".to_owned(),
             Status::Error(e) => e.message(),
@@ -227,6 +266,9 @@ impl<W: Write> TerminalReporter<W> {
         let s = stats;
         let run = s.succeeded + s.failed;
         let mut head = format!("{run} tests run: {} passed", s.succeeded);
+        if s.flaky > 0 {
+            head.push_str(&format!(" ({} flaky)", s.flaky));
+        }
         if s.failed > 0 {
             head.push_str(&format!(", {} failed", s.failed));
         }
@@ -247,10 +289,22 @@ impl<W: Write> TerminalReporter<W> {
         let (mem, long) = (self.summary.top_memory.clone(), self.summary.longest.clone());
         self.table("Top peak memory:", &mem)?;
         self.table("Longest:", &long)?;
-        let failures = self.summary.failures.clone();
-        if !failures.is_empty() {
-            writeln!(self.out, "{}", self.paint.paint(Painter::bad(), "Failures:"))?;
-            for (label, bin, name) in failures {
+        let finals = std::mem::take(&mut self.finals);
+        for (level, title) in [
+            (StatusLevel::Fail, "Failures:"),
+            (StatusLevel::Retry, "Flaky:"),
+            (StatusLevel::Slow, "Slow:"),
+            (StatusLevel::Leak, "Left processes running:"),
+            (StatusLevel::Pass, "Passed:"),
+            (StatusLevel::Skip, "Ignored:"),
+        ] {
+            let mut rows = finals.iter().filter(|(l, ..)| *l == level).peekable();
+            if rows.peek().is_none() {
+                continue;
+            }
+            let style = if level == StatusLevel::Fail { Painter::bad() } else { Painter::warn() };
+            writeln!(self.out, "{}", self.paint.paint(style, title))?;
+            for (_, label, bin, name) in rows {
                 writeln!(self.out, "  {label:>14} {bin} {name}")?;
             }
         }
@@ -301,6 +355,31 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 )?;
                 self.draw_progress()?;
             }
+            Event::TestSlow { binary_id, name, elapsed, terminating } => {
+                self.keep_final(StatusLevel::Slow, "SLOW".to_owned(), binary_id, name);
+                if StatusLevel::Slow <= self.levels.live {
+                    self.clear_progress()?;
+                    let note = if *terminating { "  (ended as TIMEOUT at the next period)" } else { "" };
+                    writeln!(
+                        self.out,
+                        "{:>14} [{:>8}] {:<50} {} {}",
+                        self.paint.paint(Painter::warn(), "SLOW"),
+                        secs(*elapsed),
+                        note,
+                        self.paint.paint(Painter::dim(), binary_id),
+                        self.paint.paint(Painter::strong(), name)
+                    )?;
+                    self.draw_progress()?;
+                }
+            }
+            Event::AttemptFailed(t) => {
+                if StatusLevel::Retry <= self.levels.live {
+                    self.clear_progress()?;
+                    let label = format!("TRY {} {}", t.attempt(), t.status.name());
+                    self.test_line(t, &label)?;
+                    self.draw_progress()?;
+                }
+            }
             Event::TestFinished(t) => {
                 self.clear_progress()?;
                 if !matches!(t.status, Status::Ignored) {
@@ -309,7 +388,11 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     }
                     self.done += 1;
                 }
-                self.test_line(t)?;
+                let level = Self::level_of(t);
+                self.keep_final(level, t.label(), &t.binary_id, &t.name);
+                if level <= self.levels.live {
+                    self.test_line(t, &t.label())?;
+                }
                 self.draw_progress()?;
             }
             Event::BinaryFinished(b) => {
@@ -388,5 +471,26 @@ mod tests {
         assert!(out.trim_start().starts_with("WAIT"), "{out}");
         assert!(out.contains("10.0.0.0/24, held by pid 4242 (test crate::net peer)"), "{out}");
         assert!(out.contains("crate net::client"), "{out}");
+    }
+
+    #[test]
+    fn status_levels_filter_lines_live_and_at_the_end() {
+        let levels = StatusLevels { live: StatusLevel::Fail, final_: StatusLevel::Retry };
+        let mut r = TerminalReporter::new(Vec::new(), Painter { on: false }, false, 0).with_levels(levels);
+        r.report(&Event::TestFinished(Box::new(TestFinished::sample(Status::Pass)))).unwrap();
+        let mut flaky = TestFinished::sample(Status::Pass);
+        flaky.tries.earlier.push(crate::events::Attempt::of(&TestFinished::sample(Status::Oom)));
+        r.report(&Event::TestFinished(Box::new(flaky))).unwrap();
+        r.report(&Event::TestFinished(Box::new(TestFinished::sample(Status::Timeout)))).unwrap();
+        let out = String::from_utf8(std::mem::take(&mut r.out)).unwrap();
+        assert!(!out.contains("PASS") && !out.contains("FLAKY"), "{out}");
+        assert!(out.trim_start().starts_with("TIMEOUT"), "{out}");
+        r.report(&Event::RunFinished { elapsed: Duration::ZERO, stats: RunStats::default() }).unwrap();
+        let out = String::from_utf8(r.out).unwrap();
+        assert!(
+            out.contains("Failures:\n         TIMEOUT p t") && out.contains("Flaky:\n           FLAKY p t"),
+            "{out}"
+        );
+        assert!(!out.contains("Passed:"), "{out}");
     }
 }

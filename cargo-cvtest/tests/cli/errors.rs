@@ -39,6 +39,10 @@ fn bad_flag_values_are_usage_errors() -> Result<(), Failed> {
         ("partition", &["--partition", "count:3/2"]),
         ("jobs", &["--jobs", "0"]),
         ("isolation", &["--isolation", "vm"]),
+        ("retries", &["--retries", "-1"]),
+        ("terminate_after", &["--terminate-after", "0"]),
+        ("slow_timeout", &["--slow-timeout", "5"]),
+        ("status_level", &["--status-level", "loud"]),
         ("libtest_args", &["--", "--format=json"]),
     ];
     let mut all = String::new();

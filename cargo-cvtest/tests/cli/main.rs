@@ -9,6 +9,7 @@ mod leases;
 mod nextest;
 mod reliability;
 mod run;
+mod runner_features;
 mod select;
 mod support;
 
@@ -26,5 +27,6 @@ fn main() {
     trials.extend(nextest::trials());
     trials.extend(leases::trials());
     trials.extend(reliability::trials());
+    trials.extend(runner_features::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -48,7 +48,7 @@ pub fn cvtest_command(fixture_name: &str, args: &[&str]) -> Command {
     cmd.arg("--target-dir").arg(fixture_target_dir());
     cmd.args(args);
     cmd.env("CARGO_NET_OFFLINE", "true").env("NO_COLOR", "1").env_remove("CARGO_TERM_COLOR");
-    cmd.env_remove("CVTEST_CONTAINER").env_remove("CVTEST_LIST_SETTINGS");
+    cmd.env_remove("CVTEST_CONTAINER").env_remove("CVTEST_LIST_SETTINGS").env_remove("CVTEST_PROFILE");
     cmd.stdin(Stdio::null());
     cmd
 }
@@ -65,6 +65,7 @@ pub fn cvtest_bare(args: &[&str]) -> Output {
         .env("NO_COLOR", "1")
         .env_remove("CARGO_TERM_COLOR")
         .env_remove("COLUMNS")
+        .env_remove("CVTEST_PROFILE")
         .stdin(Stdio::null())
         .output()
         .expect("run cargo-cvtest")
