@@ -8,7 +8,7 @@
 #   3b. in the same VM with systemd as PID 1 (CV2VM_INIT=systemd): as the VM's ordinary user
 #      cvuser, whose cvtest gets its cgroup as a Delegate=yes scope from the user's systemd
 #      manager over the user bus (the privileged tests that make sense rootless, and
-#      `cargo cvtest -p cvtest-examples` and their `cargo test` unless ROOTLESS_SUITES=0); as root
+#      `cargo cvtest -p cvtest-examples`, their `cargo test` and `cargo nextest run` unless ROOTLESS_SUITES=0); as root
 #      under sudo (the build runs as the invoking user: no root-owned file in its target dir);
 #      then as root from a cgroup shared with another process (the system
 #      manager's delegated scope over the system bus); each leg ends with a leak check over the
@@ -55,8 +55,9 @@ if [ -x "$VM" ]; then
     cargo test -p cvtest-examples --no-run --target-dir target/cvuser -q
     cargo build -p cargo-cvtest -q
     chown -R 1000:1000 target/cvuser target/fixtures 2>/dev/null || true
-    # ... and the examples' #[cv_test]s under plain `cargo test` (the macro's own containers).
-    user_cmds=(bash -c "set -e; \"\$0\" \"\$@\"; target/debug/cargo-cvtest cvtest -p cvtest-examples --target-dir target/cvuser; cargo test -p cvtest-examples --target-dir target/cvuser" "${user_cmds[@]}")
+    # ... and the examples' #[cv_test]s under plain `cargo test` and `cargo nextest run` (the
+    # macro's own containers, one process per test under nextest).
+    user_cmds=(bash -c "set -e; \"\$0\" \"\$@\"; target/debug/cargo-cvtest cvtest -p cvtest-examples --target-dir target/cvuser; cargo test -p cvtest-examples --target-dir target/cvuser; cargo nextest run -p cvtest-examples --target-dir target/cvuser" "${user_cmds[@]}")
   fi
   CV2VM_INIT=systemd CV2VM_TIMEOUT=1800 "$VM" scripts/vm-systemd.sh user "${user_cmds[@]}"
   if [ "${ROOTLESS_SUITES:-1}" = 1 ]; then
