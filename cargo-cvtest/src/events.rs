@@ -11,6 +11,7 @@ use crate::expect::Expect;
 use crate::leak::LeakPolicy;
 use crate::selection::TestCase;
 use crate::settings::Effective;
+use crate::timeline::Timeline;
 use crate::units::ContainerScope;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
@@ -137,6 +138,8 @@ pub(crate) struct TestFinished {
     pub(crate) leftover: Vec<cvtest::Leftover>,
     /// Whether those fail it.
     pub(crate) leak: LeakPolicy,
+    /// Its container's usage over time (`--timeline`), when it had a container of its own.
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 impl TestFinished {
@@ -165,6 +168,7 @@ impl TestFinished {
             stderr: Vec::new(),
             leftover: Vec::new(),
             leak: t.leak,
+            timeline: None,
         }
     }
 
@@ -194,6 +198,7 @@ impl TestFinished {
             stderr: Vec::new(),
             leftover: Vec::new(),
             leak: LeakPolicy::Pass,
+            timeline: None,
         }
     }
 
@@ -234,6 +239,8 @@ pub(crate) struct BinaryFinished {
     pub(crate) peaks: Option<Peaks>,
     pub(crate) pids_limit_hit: bool,
     pub(crate) tests: usize,
+    /// The container's usage over time (`--timeline`): one curve for all its tests.
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 #[derive(Debug, Clone)]

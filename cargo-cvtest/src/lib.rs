@@ -29,12 +29,14 @@ mod peaks_log;
 mod reporter;
 mod run;
 mod runner;
+mod sampler;
 mod scheduler;
 mod selection;
 mod settings;
 mod signals;
 mod standalone;
 mod target_runner;
+mod timeline;
 mod units;
 mod wrapper;
 

@@ -197,6 +197,7 @@ impl Record {
                 .collect(),
             leak: self.leak.parse().unwrap_or_default(),
             network: None,
+            timeline: None,
         })
     }
 }

@@ -20,9 +20,11 @@ use cvtest_spec::NetworkSpec;
 
 use crate::discovery::BinaryEntry;
 use crate::events::{BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
+use crate::sampler::{Registration, Sampler};
 use crate::scheduler::{Scheduler, Ticket};
 use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
+use crate::timeline::{MarkKind, Timeline};
 use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
@@ -42,6 +44,8 @@ pub(crate) struct Runner<'a> {
     pub(crate) no_capture: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
     pub(crate) zygote_warned: AtomicBool,
+    /// `--timeline`: samples each container's usage while it runs.
+    pub(crate) sampler: Option<&'a Sampler>,
 }
 
 impl Runner<'_> {
@@ -131,7 +135,7 @@ impl Runner<'_> {
         cmd: &Command,
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
-    ) -> Result<(Outcome, Option<NetworkSpec>), NoOutcome> {
+    ) -> Result<(Outcome, Option<NetworkSpec>, Option<Arc<Timeline>>), NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
         }
@@ -172,6 +176,7 @@ impl Runner<'_> {
             e => NoOutcome::Error(UnitError::Create(e)),
         })?;
         let network = c.network();
+        let mut timeline = None;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
@@ -181,15 +186,32 @@ impl Runner<'_> {
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(settings.timeout()).map_err(UnitError::Wait)
+            let sampling = self.sample(&c);
+            let outcome = c.wait(settings.timeout()).map_err(UnitError::Wait);
+            timeline = sampling.and_then(|r| self.sampler?.take(r));
+            outcome
         })();
         // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
         // so the next unit the scheduler admits on that subnet never meets its route.
         let destroyed = c.destroy().map_err(UnitError::Destroy);
         match (result, destroyed) {
-            (Ok(o), Ok(())) => Ok((o, network)),
+            (Ok(o), Ok(())) => {
+                let timeline = timeline.map(|mut t| {
+                    t.finish(o.duration, mark_of(o.termination));
+                    Arc::new(t)
+                });
+                Ok((o, network, timeline))
+            }
             (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
+    }
+
+    /// Registers the container with the sampler (`--timeline`). A container without a cgroup
+    /// (`--no-limits`), or whose counters cannot be opened, has no timeline.
+    fn sample(&self, c: &Container) -> Option<Registration> {
+        let sampler = self.sampler?;
+        let probe = c.usage_probe().ok()??;
+        Some(sampler.register(probe, c.started_at()?))
     }
 
     fn status(&self, outcome: &Outcome) -> Status {
@@ -225,8 +247,9 @@ impl Runner<'_> {
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
         match self.contain(ticket, &t.settings, &cmd, zygote, (&b.bin.id, &t.name, events)) {
-            Ok((o, network)) => {
+            Ok((o, network, timeline)) => {
                 r.network = network;
+                r.timeline = timeline;
                 r.status = self.status(&o);
                 if matches!(r.status, Status::Pass) && !t.whole_binary && !ran_the_test(&o.stdout) {
                     r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
@@ -271,9 +294,9 @@ impl Runner<'_> {
         let started = Instant::now();
         let unit_name = format!("{} tests", cases.len());
         let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
-        let (binary_status, outcome) = match result {
-            Ok((o, _)) => (self.status(&o), Some(o)),
-            Err(why) => (why.into(), None),
+        let (binary_status, outcome, timeline) = match result {
+            Ok((o, _, timeline)) => (self.status(&o), Some(o), timeline),
+            Err(why) => (why.into(), None, None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
@@ -296,6 +319,7 @@ impl Runner<'_> {
             peaks,
             pids_limit_hit,
             tests: cases.len(),
+            timeline,
         })));
         any_failed
     }
@@ -340,6 +364,15 @@ fn result_in_binary(parsed: &Pretty, binary_status: &Status, name: &str) -> (Sta
             Status::Pass => (Status::Error(Arc::new(UnitError::NotReported)), Vec::new()),
             other => (other.clone(), Vec::new()),
         },
+    }
+}
+
+/// The mark a container's end puts on its timeline.
+fn mark_of(t: Termination) -> Option<MarkKind> {
+    match t {
+        Termination::OomKilled => Some(MarkKind::Oom),
+        Termination::TimedOut => Some(MarkKind::Timeout),
+        Termination::Exited(_) | Termination::Signaled(_) => None,
     }
 }
 

@@ -101,6 +101,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         leftover: c.outcome.leftover.clone(),
         leak,
         network: c.network,
+        timeline: None,
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {

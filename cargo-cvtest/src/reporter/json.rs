@@ -13,6 +13,7 @@ use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
 use crate::selection::TestCase;
 use crate::settings::Effective;
+use crate::timeline::Timeline;
 
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
@@ -130,8 +131,27 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
         "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
         "leak": t.leak.as_str(),
+        "timeline": t.timeline.as_deref().map(timeline_json),
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
+    })
+}
+
+/// A container's usage over time (`--timeline`), as columns of equal length: per point its
+/// time since the command started, the most memory and pids seen in its bucket (null where the
+/// kernel does not count), the CPU time used by then.
+pub(crate) fn timeline_json(t: &Timeline) -> Value {
+    let p = &t.points;
+    json!({
+        "interval_ms": ms(t.interval),
+        "base_interval_ms": ms(t.base_interval),
+        "samples": t.samples,
+        "cap": t.cap(),
+        "t_ms": p.iter().map(|p| ms(p.at)).collect::<Vec<_>>(),
+        "memory_bytes": p.iter().map(|p| p.memory_bytes).collect::<Vec<_>>(),
+        "pids": p.iter().map(|p| p.pids).collect::<Vec<_>>(),
+        "cpu_ms": p.iter().map(|p| p.cpu.map(ms)).collect::<Vec<_>>(),
+        "marks": t.marks.iter().map(|m| json!({ "kind": m.kind.as_str(), "at_ms": ms(m.at) })).collect::<Vec<_>>(),
     })
 }
 
@@ -186,6 +206,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "tests": b.tests,
                 "duration_ms": ms(b.duration),
                 "peaks": b.peaks.as_ref().map(|p| peaks_json(p, b.pids_limit_hit)),
+                "timeline": b.timeline.as_deref().map(timeline_json),
             }),
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),

@@ -2,6 +2,7 @@
 //! real cgroups, namespaces and veths. Tests that create containers need root; without it they
 //! report themselves ignored with the reason.
 
+mod browser;
 mod errors;
 mod interrupt;
 mod leases;
@@ -10,6 +11,7 @@ mod reliability;
 mod run;
 mod select;
 mod support;
+mod timeline;
 
 fn main() {
     let mut args = libtest_mimic::Arguments::from_args();
@@ -24,5 +26,7 @@ fn main() {
     trials.extend(nextest::trials());
     trials.extend(leases::trials());
     trials.extend(reliability::trials());
+    trials.extend(timeline::trials());
+    trials.extend(browser::trials());
     libtest_mimic::run(&args, trials).exit();
 }
