@@ -70,12 +70,34 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Result<Val
         body.len()
     );
     s.write_all(req.as_bytes()).map_err(|e| format!("{method} {path}: {e}"))?;
+    // chromedriver keeps the connection open whatever we ask: read the head, then exactly
+    // Content-Length bytes.
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).map_err(|e| format!("{method} {path}: {e}"))?;
-    let resp = String::from_utf8_lossy(&resp);
-    let (head, body) =
-        resp.split_once("\r\n\r\n").ok_or_else(|| format!("{method} {path}: no HTTP response"))?;
-    let v: Value = serde_json::from_str(body).map_err(|e| format!("{method} {path}: {e}: {body}"))?;
+    let mut buf = [0u8; 16384];
+    let (head, body) = loop {
+        if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&resp[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("{method} {path}: no Content-Length in {head:?}"))?;
+            while resp.len() < end + 4 + length {
+                let n = s.read(&mut buf).map_err(|e| format!("{method} {path}: {e}"))?;
+                if n == 0 {
+                    return Err(format!("{method} {path}: the response ended early"));
+                }
+                resp.extend_from_slice(&buf[..n]);
+            }
+            break (head, String::from_utf8_lossy(&resp[end + 4..end + 4 + length]).into_owned());
+        }
+        let n = s.read(&mut buf).map_err(|e| format!("{method} {path}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{method} {path}: no HTTP response"));
+        }
+        resp.extend_from_slice(&buf[..n]);
+    };
+    let v: Value = serde_json::from_str(&body).map_err(|e| format!("{method} {path}: {e}: {body}"))?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("{method} {path}: {}: {}", head.lines().next().unwrap_or(""), v["value"]));
     }
