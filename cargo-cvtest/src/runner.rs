@@ -135,7 +135,7 @@ impl Runner<'_> {
         cmd: &Command,
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
-    ) -> Result<(Outcome, Option<NetworkSpec>, Option<Arc<Timeline>>), NoOutcome> {
+    ) -> Result<Contained, NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
         }
@@ -200,7 +200,7 @@ impl Runner<'_> {
                     t.finish(o.duration, mark_of(o.termination));
                     Arc::new(t)
                 });
-                Ok((o, network, timeline))
+                Ok(Contained { outcome: o, network, timeline })
             }
             (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
@@ -247,7 +247,7 @@ impl Runner<'_> {
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
         match self.contain(ticket, &t.settings, &cmd, zygote, (&b.bin.id, &t.name, events)) {
-            Ok((o, network, timeline)) => {
+            Ok(Contained { outcome: o, network, timeline }) => {
                 r.network = network;
                 r.timeline = timeline;
                 r.status = self.status(&o);
@@ -295,7 +295,7 @@ impl Runner<'_> {
         let unit_name = format!("{} tests", cases.len());
         let result = self.contain(ticket, settings, &cmd, zygote, (&b.bin.id, &unit_name, events));
         let (binary_status, outcome, timeline) = match result {
-            Ok((o, _, timeline)) => (self.status(&o), Some(o), timeline),
+            Ok(Contained { outcome: o, timeline, .. }) => (self.status(&o), Some(o), timeline),
             Err(why) => (why.into(), None, None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
@@ -323,6 +323,14 @@ impl Runner<'_> {
         })));
         any_failed
     }
+}
+
+/// What a unit's container gave: its outcome, the network it had, and its timeline
+/// (`--timeline`).
+struct Contained {
+    outcome: Outcome,
+    network: Option<NetworkSpec>,
+    timeline: Option<Arc<Timeline>>,
 }
 
 /// Why a unit's container gave no outcome: the run was interrupted before it was created, or the

@@ -306,6 +306,15 @@ mod tests {
             t.name = format!("module_{}::test_number_{i}", i % 50);
             t.binary_id = format!("crate_{}", i % 20);
             t.duration = Duration::from_millis(20 + i % 300);
+            t.peaks = Some(cvtest::Peaks {
+                memory_bytes: Some(cvtest::Measured { value: (3 << 20) + i * 4096, sampled: false }),
+                pids: Some(cvtest::Measured { value: 1 + i % 9, sampled: false }),
+                cpu_user: Some(Duration::from_micros(1500 + i)),
+                cpu_system: Some(Duration::from_micros(900)),
+                oom_kills: Some(0),
+                max_rss_bytes: Some(2 << 20),
+                net: None,
+            });
             let points = if i % 100 == 0 { 2000 } else { 2 + i % 30 };
             t.timeline = Some(Arc::new(timeline(points)));
             t
