@@ -138,7 +138,8 @@ pub(crate) struct TestFinished {
     pub(crate) leftover: Vec<cvtest::Leftover>,
     /// Whether those fail it.
     pub(crate) leak: LeakPolicy,
-    /// Its container's usage over time (`--timeline`), when it had a container of its own.
+    /// Its container's usage over time (`--timeline`): with [`PeakScope::Binary`] the binary's
+    /// container's, the same `Arc` for each of its tests.
     pub(crate) timeline: Option<Arc<Timeline>>,
 }
 

@@ -304,6 +304,8 @@ impl Runner<'_> {
             let (status, stdout) = result_in_binary(&parsed, &binary_status, &t.name);
             let r = TestFinished {
                 stdout,
+                // The binary's one timeline (the same `Arc` for each of its tests).
+                timeline: timeline.clone(),
                 ..TestFinished::unmeasured(&b.bin.id, t, status, started, PeakScope::Binary)
             };
             any_failed |= r.verdict() == Verdict::Failure;

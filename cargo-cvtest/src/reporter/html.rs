@@ -34,6 +34,9 @@ pub(crate) struct HtmlReporter {
     binaries: Vec<String>,
     statuses: Vec<&'static str>,
     units: Vec<Value>,
+    /// Each timeline's index in `units`, by the address of its `Arc` (tests of one
+    /// `--isolation binary` container share one); the `Arc`s are kept so no address is reused.
+    unit_of: Vec<(Arc<Timeline>, usize)>,
     /// `run-started`'s jobs and isolation, then the whole summary.
     run: Value,
 }
@@ -46,6 +49,7 @@ impl HtmlReporter {
             binaries: Vec::new(),
             statuses: Vec::new(),
             units: Vec::new(),
+            unit_of: Vec::new(),
             run: Value::Null,
         }
     }
@@ -54,16 +58,25 @@ impl HtmlReporter {
         intern(&mut self.binaries, id, |b| b.as_str(), || id.to_owned())
     }
 
-    fn add_unit(&mut self, t: &Timeline) -> usize {
+    fn add_unit(&mut self, t: &Arc<Timeline>) -> usize {
+        // Shared timelines come one after another (a binary's tests): look at the last few.
+        if let Some((_, i)) = self.unit_of.iter().rev().take(64).find(|(u, _)| Arc::ptr_eq(u, t)) {
+            return *i;
+        }
         self.units.push(unit_json(t));
-        self.units.len() - 1
+        let i = self.units.len() - 1;
+        if self.unit_of.len() >= 64 {
+            self.unit_of.remove(0);
+        }
+        self.unit_of.push((Arc::clone(t), i));
+        i
     }
 
     fn add_test(&mut self, t: &TestFinished) {
         let bin = self.intern_binary(&t.binary_id);
         let status = t.status.json_name();
         let st = intern(&mut self.statuses, status, |s| s, || status);
-        let unit = t.timeline.as_deref().map(|tl| self.add_unit(tl));
+        let unit = t.timeline.as_ref().map(|tl| self.add_unit(tl));
         let peaks = t.peaks.as_ref();
         let limits = t.settings.limits();
         let label = t.label();
@@ -196,24 +209,13 @@ impl Reporter for HtmlReporter {
                 self.run = json!({ "jobs": jobs, "isolation": scope.as_str() });
             }
             Event::TestFinished(t) => self.add_test(t),
-            Event::BinaryFinished(b) => {
-                // The tests of this binary's container were reported just before it: they share
-                // its one timeline.
-                if let Some(tl) = b.timeline.as_ref().map(Arc::as_ref) {
-                    let unit = self.add_unit(tl);
-                    let bin = self.intern_binary(&b.binary_id);
-                    let shared =
-                        self.rows.iter_mut().rev().take(b.tests).filter(|r| r[0] == bin && r[12].is_null());
-                    for row in shared {
-                        row[12] = Value::from(unit);
-                    }
-                }
-            }
             Event::RunFinished { elapsed, stats } => {
                 self.run = run_json(*elapsed, stats, &self.run);
                 self.write()?;
             }
-            Event::TestStarted { .. }
+            // Its timeline came with its tests (the same `Arc`).
+            Event::BinaryFinished(_)
+            | Event::TestStarted { .. }
             | Event::TestWaiting { .. }
             | Event::Interrupted { .. }
             | Event::Stopping
@@ -281,6 +283,27 @@ mod tests {
         for loads in ["src=", "href=", "fetch(", "XMLHttpRequest", "@import", "url(", "https://"] {
             assert!(!TEMPLATE.contains(loads), "the page loads something: {loads}");
         }
+    }
+
+    #[test]
+    fn tests_of_one_binary_container_share_its_one_curve() {
+        let shared = Arc::new(timeline(5));
+        let tests = (0..3).map(|i| {
+            let mut t = TestFinished::sample(Status::Pass);
+            t.name = format!("t{i}");
+            t.scope = crate::events::PeakScope::Binary;
+            t.timeline = Some(Arc::clone(&shared));
+            t
+        });
+        let mut own = TestFinished::sample(Status::Pass);
+        own.timeline = Some(Arc::new(timeline(5)));
+        let page = report(tests.chain([own]));
+        let start = page.find("type=\"application/json\">").unwrap() + "type=\"application/json\">".len();
+        let end = start + page[start..].find("</script>").unwrap();
+        let data: Value = serde_json::from_str(&page[start..end]).unwrap();
+        assert_eq!(data["units"].as_array().unwrap().len(), 2, "one curve for the binary, one of its own");
+        let units: Vec<_> = (0..4).map(|i| data["tests"][i][12].as_u64().unwrap()).collect();
+        assert_eq!(units, [0, 0, 0, 1]);
     }
 
     #[test]

@@ -131,7 +131,8 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
         "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
         "leak": t.leak.as_str(),
-        "timeline": t.timeline.as_deref().map(timeline_json),
+        // A binary's one timeline is on its `binary` line, not repeated on each test's.
+        "timeline": t.timeline.as_deref().filter(|_| t.scope == PeakScope::Test).map(timeline_json),
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
     })
