@@ -7,7 +7,13 @@ use serde_json::Value;
 use crate::support::{check, cvtest, exit_code, fixture_target_dir, json_lines, privileged, tests_by_name};
 
 pub fn trials() -> Vec<Trial> {
-    vec![privileged("timelines_in_json_and_html", timelines_in_json_and_html)]
+    vec![
+        privileged("timelines_in_json_and_html", timelines_in_json_and_html),
+        privileged(
+            "binary_isolation_has_one_timeline_per_container",
+            binary_isolation_has_one_timeline_per_container,
+        ),
+    ]
 }
 
 fn nums(v: &Value) -> Vec<f64> {
@@ -115,6 +121,42 @@ fn timelines_in_json_and_html() -> Result<(), Failed> {
     check(page.starts_with("<!doctype html>"), "an HTML page", &out)?;
     for name in t.keys() {
         check(page.contains(&format!("\"{name}\"")), &format!("{name} is in the report"), &out)?;
+    }
+    Ok(())
+}
+
+/// `--isolation binary`: one curve per container, on the `binary` line; none repeated per test.
+fn binary_isolation_has_one_timeline_per_container() -> Result<(), Failed> {
+    let out = cvtest(
+        "basic",
+        &[
+            "--lib",
+            "--isolation",
+            "binary",
+            "--timeline",
+            "--message-format",
+            "json",
+            "ok::passes",
+            "ok::binds_port_8080_a",
+        ],
+    );
+    exit_code(&out, 0)?;
+    let lines = json_lines(&out);
+    let binaries: Vec<&Value> = lines.iter().filter(|v| v["type"] == "binary").collect();
+    check(binaries.len() == 1, "one binary container", &out)?;
+    let tl = &binaries[0]["timeline"];
+    let times = nums(&tl["t_ms"]);
+    check(
+        !times.is_empty() && times.last().copied().unwrap_or(0.0) >= 250.0,
+        &format!("the binary's timeline covers its 300 ms test: {times:?}"),
+        &out,
+    )?;
+    for (name, t) in tests_by_name(&lines) {
+        check(
+            t["peaks_scope"] == "binary" && t["timeline"].is_null(),
+            &format!("{name}: not repeated"),
+            &out,
+        )?;
     }
     Ok(())
 }
