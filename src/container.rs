@@ -234,6 +234,19 @@ impl Container {
         self.cgroup.as_ref().map(|c| c.paths()).unwrap_or_default()
     }
 
+    /// When the command was started (the instant `Outcome::duration` counts from); `None`
+    /// before spawn.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.running.as_ref().map(|r| r.started)
+    }
+
+    /// Open counters of the container's current memory, pids and CPU time, for a sampler on
+    /// another thread ([`crate::UsageProbe::read`]); `None` without a cgroup. Once the container
+    /// is destroyed its reads fail.
+    pub fn usage_probe(&self) -> Result<Option<crate::UsageProbe>, crate::CgroupError> {
+        self.cgroup.as_ref().map(|c| c.usage_probe()).transpose()
+    }
+
     /// The container's network: the one asked for, or the subnet `network = "auto"` got.
     pub fn network(&self) -> Option<NetworkSpec> {
         self.network

@@ -64,7 +64,7 @@ pub mod __private;
 #[doc(hidden)]
 pub mod test_support;
 
-pub use cgroup::CgroupError;
+pub use cgroup::{CgroupError, Usage, UsageProbe};
 pub use command::Command;
 pub use container::{Container, KillHandle};
 pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};

@@ -26,6 +26,7 @@ use crate::partition::{InvalidPartition, Partition};
 use crate::policy::{InvalidStatusLevel, PolicyKeys, StatusLevel};
 use crate::reporter::{OutputFormat, Painter, ReportOptions};
 use crate::run::RunOptions;
+use crate::timeline::{self, TimelineOptions};
 use crate::units::ContainerScope;
 
 /// `cargo` as it calls us: `cargo-cvtest cvtest ...`.
@@ -59,6 +60,23 @@ pub(crate) struct CvtestArgs {
     pub(crate) run: RunArgs,
     #[command(flatten)]
     pub(crate) report: ReportArgs,
+    #[command(flatten)]
+    pub(crate) timeline: TimelineArgs,
+}
+
+/// Resource timelines and the HTML report.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct TimelineArgs {
+    /// Sample each container's memory, pids and CPU time while it runs; JSON gets a `timeline` per
+    /// test (per binary with --isolation binary)
+    #[arg(long, help_heading = "Reporting")]
+    pub(crate) timeline: bool,
+    /// Time between two samples with --timeline ("10ms", "1ms" to "1s") [default: 10ms]
+    #[arg(long = "timeline-interval", value_name = "DURATION", value_parser = parse_timeline_interval, help_heading = "Reporting")]
+    pub(crate) timeline_interval: Option<Duration>,
+    /// Write a self-contained HTML report (tests, peaks, timelines) to this file; implies --timeline
+    #[arg(long, value_name = "PATH", help_heading = "Reporting")]
+    pub(crate) html: Option<PathBuf>,
 }
 
 /// What cargo builds: passed through to `cargo test --no-run`.
@@ -333,9 +351,14 @@ impl CvtestArgs {
                     MessageFormat::Json => OutputFormat::Json,
                 },
                 junit: self.report.junit,
+                html: self.timeline.html.clone(),
                 top: self.report.top,
                 levels: Default::default(),
             },
+            timeline: (self.timeline.timeline || self.timeline.html.is_some()).then(|| TimelineOptions {
+                interval: self.timeline.timeline_interval.unwrap_or(timeline::DEFAULT_INTERVAL),
+                ..TimelineOptions::default()
+            }),
         })
     }
 }
@@ -461,6 +484,8 @@ enum FlagError {
     Retries(String),
     #[error("invalid period count {0:?}; expected a whole number of slow periods, 1 or more")]
     TerminateAfter(String),
+    #[error("invalid timeline interval {input:?}: {reason}; expected a duration from 1ms to 1s (\"10ms\", \"250ms\")")]
+    TimelineInterval { input: String, reason: String },
     #[error("invalid memory budget {input:?}: {reason}; {BUDGET_ACCEPTED}")]
     Budget { input: String, reason: String },
 }
@@ -470,6 +495,15 @@ const BUDGET_ACCEPTED: &str = "expected a size in bytes (\"1048576\") or with a 
 
 fn parse_jobs(s: &str) -> Result<NonZeroUsize, FlagError> {
     s.trim().parse::<NonZeroUsize>().map_err(|_| FlagError::Jobs(s.to_owned()))
+}
+
+fn parse_timeline_interval(s: &str) -> Result<Duration, FlagError> {
+    let bad = |reason: String| FlagError::TimelineInterval { input: s.to_owned(), reason };
+    let d = parse_duration(s).map_err(|e| bad(e.reason))?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(1) {
+        return Err(bad("out of range".into()));
+    }
+    Ok(d)
 }
 
 fn parse_top(s: &str) -> Result<usize, FlagError> {

@@ -11,6 +11,7 @@ use crate::expect::Expect;
 use crate::leak::LeakPolicy;
 use crate::selection::TestCase;
 use crate::settings::Effective;
+use crate::timeline::Timeline;
 use crate::units::ContainerScope;
 
 /// How a test ended. Closed: every consumer decides what a new status means.
@@ -139,6 +140,9 @@ pub(crate) struct TestFinished {
     pub(crate) leak: LeakPolicy,
     /// Its attempts before this one (retries), and the limits the runner put on it.
     pub(crate) tries: Tries,
+    /// Its container's usage over time (`--timeline`): with [`PeakScope::Binary`] the binary's
+    /// container's, the same `Arc` for each of its tests.
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 /// A test's attempts: this one's number, the earlier ones (each failed and was retried).
@@ -162,6 +166,8 @@ pub(crate) struct Attempt {
     pub(crate) pids_limit_hit: bool,
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
+    /// Its container's usage over time (`--timeline`).
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 impl Attempt {
@@ -174,6 +180,7 @@ impl Attempt {
             pids_limit_hit: t.pids_limit_hit,
             stdout: t.stdout.clone(),
             stderr: t.stderr.clone(),
+            timeline: t.timeline.clone(),
         }
     }
 }
@@ -205,6 +212,7 @@ impl TestFinished {
             leftover: Vec::new(),
             leak: t.leak,
             tries: Tries { earlier: Vec::new(), allowed: 1 + t.retries, slow_limit: None },
+            timeline: None,
         }
     }
 
@@ -235,6 +243,7 @@ impl TestFinished {
             leftover: Vec::new(),
             leak: LeakPolicy::Pass,
             tries: Tries::default(),
+            timeline: None,
         }
     }
 
@@ -299,6 +308,8 @@ pub(crate) struct BinaryFinished {
     pub(crate) peaks: Option<Peaks>,
     pub(crate) pids_limit_hit: bool,
     pub(crate) tests: usize,
+    /// The container's usage over time (`--timeline`): one curve for all its tests.
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 #[derive(Debug, Clone)]

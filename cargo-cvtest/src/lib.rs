@@ -30,6 +30,7 @@ mod policy;
 mod reporter;
 mod run;
 mod runner;
+mod sampler;
 mod scheduler;
 mod selection;
 mod settings;
@@ -37,6 +38,7 @@ mod signals;
 mod standalone;
 mod sudo;
 mod target_runner;
+mod timeline;
 mod units;
 mod wrapper;
 

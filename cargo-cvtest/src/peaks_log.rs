@@ -198,6 +198,7 @@ impl Record {
             leak: self.leak.parse().unwrap_or_default(),
             tries: crate::events::Tries::default(),
             network: None,
+            timeline: None,
         })
     }
 }

@@ -24,10 +24,12 @@ use crate::partition::Partition;
 use crate::policy::{PolicyKeys, RunPolicy};
 use crate::reporter::{self, OutputFormat, ReportOptions, Reporter};
 use crate::runner;
+use crate::sampler::Sampler;
 use crate::scheduler::Scheduler;
 use crate::selection::TestList;
 use crate::settings::{self, Resolver};
 use crate::signals::SignalWatch;
+use crate::timeline::TimelineOptions;
 use crate::units::{self, ContainerScope};
 
 /// Everything a run needs, in the stages' own types (`cli` converts the command line into it).
@@ -57,6 +59,8 @@ pub(crate) struct RunOptions {
     /// List the tests instead of running them.
     pub(crate) list: bool,
     pub(crate) report: ReportOptions,
+    /// `--timeline` (or `--html`): sample each container's usage while it runs.
+    pub(crate) timeline: Option<TimelineOptions>,
 }
 
 fn check_signal(signals: &SignalWatch) -> Result<(), RunError> {
@@ -224,6 +228,16 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
             .to_owned();
         sink.emit(Event::Warning { message });
     }
+    // One thread samples every running container; without it, no timelines (said once).
+    let sampler = opts.timeline.and_then(|t| match Sampler::start(t) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            sink.emit(Event::Warning {
+                message: format!("no timelines: cannot start the sampling thread: {e}"),
+            });
+            None
+        }
+    });
     let runner = runner::Runner {
         list: &list,
         units: &units,
@@ -232,6 +246,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         fail_fast: policy.run_keys().fail_fast.unwrap_or(false),
         no_capture: opts.no_capture,
         zygote_warned: Default::default(),
+        sampler: sampler.as_ref(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);
     sink.finish(started.elapsed())

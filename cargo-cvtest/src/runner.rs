@@ -21,9 +21,11 @@ use cvtest_spec::NetworkSpec;
 use crate::discovery::BinaryEntry;
 use crate::events::{Attempt, BinaryFinished, Event, PeakScope, Status, TestFinished, UnitError, Verdict};
 use crate::policy::SlowTimeout;
+use crate::sampler::{Registration, Sampler};
 use crate::scheduler::{Scheduler, Ticket};
 use crate::selection::{TestCase, TestList};
 use crate::settings::Effective;
+use crate::timeline::{MarkKind, Timeline};
 use crate::units::Unit;
 
 /// Set in every test's environment: the test runs under `cargo cvtest` (one container per test).
@@ -43,6 +45,8 @@ pub(crate) struct Runner<'a> {
     pub(crate) no_capture: bool,
     /// Set once a worker warned that its zygote is gone (one warning per run).
     pub(crate) zygote_warned: AtomicBool,
+    /// `--timeline`: samples each container's usage while it runs.
+    pub(crate) sampler: Option<&'a Sampler>,
 }
 
 impl Runner<'_> {
@@ -133,7 +137,7 @@ impl Runner<'_> {
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
         time_limit: Option<Duration>,
-    ) -> Result<(Outcome, Option<NetworkSpec>), NoOutcome> {
+    ) -> Result<Contained, NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
         }
@@ -174,6 +178,7 @@ impl Runner<'_> {
             e => NoOutcome::Error(UnitError::Create(e)),
         })?;
         let network = c.network();
+        let mut timeline = None;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
@@ -183,15 +188,32 @@ impl Runner<'_> {
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
-            c.wait(time_limit).map_err(UnitError::Wait)
+            let sampling = self.sample(&c);
+            let outcome = c.wait(time_limit).map_err(UnitError::Wait);
+            timeline = sampling.and_then(|r| self.sampler?.take(r));
+            outcome
         })();
         // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
         // so the next unit the scheduler admits on that subnet never meets its route.
         let destroyed = c.destroy().map_err(UnitError::Destroy);
         match (result, destroyed) {
-            (Ok(o), Ok(())) => Ok((o, network)),
+            (Ok(o), Ok(())) => {
+                let timeline = timeline.map(|mut t| {
+                    t.finish(o.duration, mark_of(o.termination));
+                    Arc::new(t)
+                });
+                Ok(Contained { outcome: o, network, timeline })
+            }
             (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
+    }
+
+    /// Registers the container with the sampler (`--timeline`). A container without a cgroup
+    /// (`--no-limits`), or whose counters cannot be opened, has no timeline.
+    fn sample(&self, c: &Container) -> Option<Registration> {
+        let sampler = self.sampler?;
+        let probe = c.usage_probe().ok()??;
+        Some(sampler.register(probe, c.started_at()?))
     }
 
     fn status(&self, outcome: &Outcome) -> Status {
@@ -271,8 +293,9 @@ impl Runner<'_> {
             result
         });
         match contained {
-            Ok((o, network)) => {
+            Ok(Contained { outcome: o, network, timeline }) => {
                 r.network = network;
+                r.timeline = timeline;
                 r.status = self.status(&o);
                 if matches!(r.status, Status::Pass) && !t.whole_binary && !ran_the_test(&o.stdout) {
                     r.status = Status::Error(Arc::new(UnitError::NoSuchTest { name: t.name.clone() }));
@@ -318,9 +341,9 @@ impl Runner<'_> {
         let unit_name = format!("{} tests", cases.len());
         let who = (b.bin.id.as_str(), unit_name.as_str(), events);
         let result = self.contain(ticket, settings, &cmd, zygote, who, settings.timeout());
-        let (binary_status, outcome) = match result {
-            Ok((o, _)) => (self.status(&o), Some(o)),
-            Err(why) => (why.into(), None),
+        let (binary_status, outcome, timeline) = match result {
+            Ok(Contained { outcome: o, timeline, .. }) => (self.status(&o), Some(o), timeline),
+            Err(why) => (why.into(), None, None),
         };
         let parsed = outcome.as_ref().map(|o| parse_libtest_pretty(&o.stdout)).unwrap_or_default();
         let mut any_failed = false;
@@ -328,6 +351,8 @@ impl Runner<'_> {
             let (status, stdout) = result_in_binary(&parsed, &binary_status, &t.name);
             let r = TestFinished {
                 stdout,
+                // The binary's one timeline (the same `Arc` for each of its tests).
+                timeline: timeline.clone(),
                 ..TestFinished::unmeasured(&b.bin.id, t, status, started, PeakScope::Binary)
             };
             any_failed |= r.verdict() == Verdict::Failure;
@@ -343,9 +368,18 @@ impl Runner<'_> {
             peaks,
             pids_limit_hit,
             tests: cases.len(),
+            timeline,
         })));
         any_failed
     }
+}
+
+/// What a unit's container gave: its outcome, the network it had, and its timeline
+/// (`--timeline`).
+struct Contained {
+    outcome: Outcome,
+    network: Option<NetworkSpec>,
+    timeline: Option<Arc<Timeline>>,
 }
 
 /// Why a unit's container gave no outcome: the run was interrupted before it was created, or the
@@ -418,6 +452,15 @@ fn watch_slow(
             }
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+/// The mark a container's end puts on its timeline.
+fn mark_of(t: Termination) -> Option<MarkKind> {
+    match t {
+        Termination::OomKilled => Some(MarkKind::Oom),
+        Termination::TimedOut => Some(MarkKind::Timeout),
+        Termination::Exited(_) | Termination::Signaled(_) => None,
     }
 }
 

@@ -102,6 +102,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         leak,
         network: c.network,
         tries: crate::events::Tries::default(),
+        timeline: None,
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {

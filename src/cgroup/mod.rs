@@ -20,10 +20,12 @@ mod delegation;
 mod detect;
 pub(crate) mod fs;
 mod systemd;
+mod usage;
 mod v1;
 mod v2;
 
 pub use detect::{CgroupVersion, Hierarchy};
+pub use usage::{Usage, UsageProbe};
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -52,6 +54,9 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     fn has_peak_counters(&self) -> PeakSupport;
     /// Current memory and pids, for sampling peaks on kernels without peak files.
     fn sample(&self) -> Result<Sample, CgroupError>;
+    /// Opens this cgroup's current-usage counters (memory, pids, CPU time) for repeated cheap
+    /// reads (timelines); see [`UsageProbe`].
+    fn usage_probe(&self) -> Result<UsageProbe, CgroupError>;
     /// Peaks and counters. Call before [`Cgroup::kill_all`] / [`Cgroup::destroy`].
     fn stats(&self) -> Result<CgroupStats, CgroupError>;
     /// Kills every process in the cgroup (`cgroup.kill`, or freeze + SIGKILL each pid + thaw)

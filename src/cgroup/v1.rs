@@ -15,7 +15,8 @@ use cvtest_spec::{CpuQuota, MemoryLimit, PidsLimit};
 use nix::errno::Errno;
 
 use super::fs::{self, Backoff, DESTROY_TIMEOUT};
-use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
+use super::usage::Format;
+use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample, UsageProbe};
 use crate::options::Limits;
 use crate::outcome::Measured;
 
@@ -264,6 +265,21 @@ impl Cgroup for V1Cgroup {
             memory_bytes: Some(fs::read_u64(&self.dir(self.memory).join("memory.usage_in_bytes"))?),
             pids: Some(fs::read_u64(&self.dir(self.pids).join("pids.current"))?),
         })
+    }
+
+    fn usage_probe(&self) -> Result<UsageProbe, CgroupError> {
+        let cpu = self.cpuacct.map(|i| {
+            if self.features.cpuacct_usage {
+                (self.dir(i).join("cpuacct.usage"), Format::Nanos)
+            } else {
+                (self.dir(i).join("cpuacct.stat"), Format::Ticks(clock_tick_ns()))
+            }
+        });
+        UsageProbe::open(
+            Some(self.dir(self.memory).join("memory.usage_in_bytes")),
+            Some(self.dir(self.pids).join("pids.current")),
+            cpu,
+        )
     }
 
     /// Files every supported kernel has are read strictly (a vanished cgroup is an error, not

@@ -22,7 +22,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::delegation;
 use super::fs::{self, DESTROY_TIMEOUT};
 use super::systemd::Manager;
-use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample};
+use super::usage::Format;
+use super::{Cgroup, CgroupError, CgroupStats, CgroupVersion, PeakSupport, Sample, UsageProbe};
 use crate::options::Limits;
 use crate::outcome::Measured;
 
@@ -413,6 +414,14 @@ impl Cgroup for V2Cgroup {
             memory_bytes: Some(self.read_u64("memory.current")?),
             pids: Some(self.read_u64("pids.current")?),
         })
+    }
+
+    fn usage_probe(&self) -> Result<UsageProbe, CgroupError> {
+        UsageProbe::open(
+            Some(self.file("memory.current")),
+            Some(self.file("pids.current")),
+            Some((self.file("cpu.stat"), Format::UsageUsec)),
+        )
     }
 
     /// Files every supported kernel has are read strictly (a vanished cgroup is an error, not

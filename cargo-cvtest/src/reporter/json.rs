@@ -13,6 +13,7 @@ use crate::reporter::summary::RunSummary;
 use crate::reporter::Reporter;
 use crate::selection::TestCase;
 use crate::settings::Effective;
+use crate::timeline::Timeline;
 
 pub(crate) const SCHEMA_VERSION: u32 = 1;
 
@@ -107,9 +108,11 @@ fn status_parts(status: &Status) -> (Option<i32>, Option<i32>, Option<String>) {
 }
 
 /// One attempt of a test, numbered from 1.
-fn attempt_json(number: usize, a: &Attempt) -> Value {
+/// One attempt; `with_timeline` for the earlier ones (the last one's is the test's own
+/// `timeline`, not repeated).
+fn attempt_json(number: usize, a: &Attempt, with_timeline: bool) -> Value {
     let (exit_code, signal, message) = status_parts(&a.status);
-    json!({
+    let mut v = json!({
         "attempt": number,
         "status": a.status.json_name(),
         "duration_ms": ms(a.duration),
@@ -117,7 +120,11 @@ fn attempt_json(number: usize, a: &Attempt) -> Value {
         "signal": signal,
         "message": message,
         "peaks": a.peaks.as_ref().map(|p| peaks_json(p, a.pids_limit_hit)),
-    })
+    });
+    if with_timeline {
+        v["timeline"] = a.timeline.as_deref().map(timeline_json).into();
+    }
+    v
 }
 
 /// A `test` line (or a `test-attempt-failed` one); `run_start` is when `run-started` was written.
@@ -125,13 +132,14 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
     let verdict = t.verdict();
     let failure = verdict == Verdict::Failure;
     let (exit_code, signal, message) = status_parts(&t.status);
+    let earlier = t.tries.earlier.len();
     let attempts: Vec<Value> = t
         .tries
         .earlier
         .iter()
         .chain(std::iter::once(&Attempt::of(t)))
         .enumerate()
-        .map(|(i, a)| attempt_json(i + 1, a))
+        .map(|(i, a)| attempt_json(i + 1, a, i < earlier))
         .collect();
     json!({
         "type": "test",
@@ -161,8 +169,28 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "attempt": t.attempt(),
         "attempts_allowed": t.tries.allowed.max(1),
         "attempts": attempts,
+        // A binary's one timeline is on its `binary` line, not repeated on each test's.
+        "timeline": t.timeline.as_deref().filter(|_| t.scope == PeakScope::Test).map(timeline_json),
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
+    })
+}
+
+/// A container's usage over time (`--timeline`), as columns of equal length: per point its
+/// time since the command started, the most memory and pids seen in its bucket (null where the
+/// kernel does not count), the CPU time used by then.
+pub(crate) fn timeline_json(t: &Timeline) -> Value {
+    let p = &t.points;
+    json!({
+        "interval_ms": ms(t.interval),
+        "base_interval_ms": ms(t.base_interval),
+        "samples": t.samples,
+        "cap": t.cap(),
+        "t_ms": p.iter().map(|p| ms(p.at)).collect::<Vec<_>>(),
+        "memory_bytes": p.iter().map(|p| p.memory_bytes).collect::<Vec<_>>(),
+        "pids": p.iter().map(|p| p.pids).collect::<Vec<_>>(),
+        "cpu_ms": p.iter().map(|p| p.cpu.map(ms)).collect::<Vec<_>>(),
+        "marks": t.marks.iter().map(|m| json!({ "kind": m.kind.as_str(), "at_ms": ms(m.at) })).collect::<Vec<_>>(),
     })
 }
 
@@ -230,6 +258,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "tests": b.tests,
                 "duration_ms": ms(b.duration),
                 "peaks": b.peaks.as_ref().map(|p| peaks_json(p, b.pids_limit_hit)),
+                "timeline": b.timeline.as_deref().map(timeline_json),
             }),
             Event::Interrupted { signal } => json!({ "type": "interrupted", "signal": signal }),
             Event::Stopping => json!({ "type": "stopping", "reason": "fail-fast" }),

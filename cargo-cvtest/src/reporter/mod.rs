@@ -1,6 +1,7 @@
 //! Reporters turn events into output; they never run anything.
 
 mod format;
+mod html;
 mod json;
 mod junit;
 mod summary;
@@ -9,6 +10,7 @@ mod terminal;
 use std::path::PathBuf;
 
 pub(crate) use format::{human_bytes, Painter};
+pub(crate) use html::HtmlReporter;
 pub(crate) use json::{list_json_line, JsonReporter};
 pub(crate) use junit::JunitReporter;
 pub(crate) use terminal::TerminalReporter;
@@ -24,6 +26,8 @@ pub(crate) struct ReportOptions {
     pub(crate) format: OutputFormat,
     /// Where to write a JUnit XML report.
     pub(crate) junit: Option<PathBuf>,
+    /// Where to write the HTML report.
+    pub(crate) html: Option<PathBuf>,
     /// Rows in the summary's top tables.
     pub(crate) top: usize,
     /// What the terminal shows live and at the end.
@@ -47,6 +51,9 @@ pub(crate) fn for_run(opts: &ReportOptions) -> Vec<Box<dyn Reporter>> {
     }
     if let Some(path) = &opts.junit {
         reporters.push(Box::new(JunitReporter::new(path.clone())));
+    }
+    if let Some(path) = &opts.html {
+        reporters.push(Box::new(HtmlReporter::new(path.clone())));
     }
     reporters
 }

@@ -2,6 +2,7 @@
 //! real cgroups, namespaces and veths. Tests that create containers need root; without it they
 //! report themselves ignored with the reason.
 
+mod browser;
 mod errors;
 mod fixtures;
 mod interrupt;
@@ -12,6 +13,7 @@ mod run;
 mod runner_features;
 mod select;
 mod support;
+mod timeline;
 
 fn main() {
     let mut args = libtest_mimic::Arguments::from_args();
@@ -28,5 +30,7 @@ fn main() {
     trials.extend(leases::trials());
     trials.extend(reliability::trials());
     trials.extend(runner_features::trials());
+    trials.extend(timeline::trials());
+    trials.extend(browser::trials());
     libtest_mimic::run(&args, trials).exit();
 }

@@ -45,6 +45,8 @@ fn mem_peak(v: &Value) -> Option<u64> {
 fn flaky_test_is_flaky_in_every_report() -> Result<(), Failed> {
     let junit = fixture_target_dir().join("flaky-junit.xml");
     let _ = std::fs::remove_file(&junit);
+    let html = fixture_target_dir().join("flaky-report.html");
+    let _ = std::fs::remove_file(&html);
     // Retries come from the `ci` profile; the CLI shows every line over its status_level = "fail".
     let (out, _) = run_with_markers(&[
         "--profile",
@@ -55,6 +57,8 @@ fn flaky_test_is_flaky_in_every_report() -> Result<(), Failed> {
         "json",
         "--junit",
         junit.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
         "retry::flaky_fails_first_attempt",
     ])?;
     exit_code(&out, 0)?;
@@ -76,6 +80,24 @@ fn flaky_test_is_flaky_in_every_report() -> Result<(), Failed> {
         let m = mem_peak(a).unwrap_or(0);
         check(m >= 8 << 20, &format!("each attempt has its own peak (>= 8 MiB): {m}"), &out)?;
     }
+    // Each attempt's own curve (--html implies --timeline): the earlier one in its attempt, the
+    // last one as the test's timeline (not repeated).
+    let points = |v: &Value| v["timeline"]["t_ms"].as_array().map_or(0, Vec::len);
+    check(points(&attempts[0]) > 0, "the first attempt's timeline", &out)?;
+    check(attempts[1].get("timeline").is_none() && points(f) > 0, "the last attempt's is the test's", &out)?;
+    let page = std::fs::read_to_string(&html).map_err(|e| format!("no HTML report: {e}"))?;
+    let data = page
+        .split_once(r#"<script id="cvtest-data" type="application/json">"#)
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .map(|(d, _)| d)
+        .ok_or("no data in the HTML report")?;
+    let data: Value = serde_json::from_str(data).map_err(|e| format!("HTML data is not JSON: {e}"))?;
+    let row = &data["tests"][0];
+    check(
+        row[14].as_array().is_some_and(|a| a.len() == 1 && a[0][0].is_u64() && a[0][0] != row[12]),
+        "the HTML row lists the earlier attempt with a curve of its own",
+        &out,
+    )?;
     check(
         lines.iter().any(|l| l["type"] == "test-attempt-failed" && l["attempt"] == 1),
         "a test-attempt-failed line",
