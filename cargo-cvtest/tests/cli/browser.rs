@@ -178,7 +178,7 @@ fn report_in_browser(chromium: &Path, chromedriver: &Path) -> Result<(), Failed>
     }}});
     let created = http(port, "POST", "/session", Some(&caps))?;
     let s = Session { port, id: created["sessionId"].as_str().ok_or("no session id")?.to_owned() };
-    let result = drive(&s, &html, &tests);
+    let result = drive(&s, &html, &tests).and_then(|()| attempts_in_browser(&s));
     let _ = s.call("DELETE", "", None);
     result
 }
@@ -253,6 +253,10 @@ fn drive(s: &Session, html: &Path, tests: &std::collections::BTreeMap<String, Va
     let shot = fixture_target_dir().parent().unwrap_or(Path::new(".")).join("cvtest-report.png");
     std::fs::write(&shot, base64_decode(png.as_str().unwrap_or(""))?)
         .map_err(|e| format!("cannot write {}: {e}", shot.display()))?;
+    no_console_errors(s)
+}
+
+fn no_console_errors(s: &Session) -> Result<(), Failed> {
     let logs = s.call("POST", "/se/log", Some(json!({ "type": "browser" })))?;
     let errors: Vec<&Value> =
         logs.as_array().into_iter().flatten().filter(|l| l["level"] == "SEVERE").collect();
@@ -260,6 +264,47 @@ fn drive(s: &Session, html: &Path, tests: &std::collections::BTreeMap<String, Va
         return Err(format!("console errors: {errors:?}").into());
     }
     Ok(())
+}
+
+/// A retried test's report: its row opens a chart per attempt, the last one first; the first
+/// attempt's button draws that attempt's own curve.
+fn attempts_in_browser(s: &Session) -> Result<(), Failed> {
+    let html = fixture_target_dir().join("browser-attempts.html");
+    let _ = std::fs::remove_file(&html);
+    let (out, _) = crate::runner_features::run_with_markers(&[
+        "--retries",
+        "1",
+        "--html",
+        html.to_str().unwrap_or_default(),
+        "retry::flaky_fails_first_attempt",
+    ])?;
+    if !html.is_file() {
+        return Err(format!("the retried run wrote no report:\n{}", text(&out.stderr)).into());
+    }
+    s.call("POST", "/url", Some(json!({ "url": format!("file://{}", html.display()) })))?;
+    let row = s.find("#rows tr")?;
+    s.click(&row)?;
+    let state = |s: &Session| {
+        s.script(
+            "return { buttons: Array.from(document.querySelectorAll('#detail-attempts button')).map(b => b.textContent), \
+                      current: (document.querySelector('#detail-attempts button.current') || {}).dataset?.attempt, \
+                      mem: (document.querySelector('#chart polyline.mem') || { getAttribute: () => null }).getAttribute('points') }",
+            json!([]),
+        )
+    };
+    let last = state(s)?;
+    let buttons = last["buttons"].as_array().map_or(0, Vec::len);
+    let labels = last["buttons"].to_string();
+    if buttons != 2 || last["current"] != "2" || !labels.contains("FAIL") || last["mem"].is_null() {
+        return Err(format!("a retried test's detail: {last}").into());
+    }
+    let first = s.find("#detail-attempts button[data-attempt='1']")?;
+    s.click(&first)?;
+    let shown = state(s)?;
+    if shown["current"] != "1" || shown["mem"].is_null() || shown["mem"] == last["mem"] {
+        return Err(format!("after clicking attempt 1: {shown} (attempt 2 drew {})", last["mem"]).into());
+    }
+    no_console_errors(s)
 }
 
 /// Standard base64 (the screenshot).

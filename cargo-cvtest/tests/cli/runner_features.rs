@@ -22,7 +22,7 @@ pub fn trials() -> Vec<Trial> {
 }
 
 /// `cargo cvtest --lib ARGS` on `basic` with a fresh marker directory; the run's pid too.
-fn run_with_markers(args: &[&str]) -> Result<(Output, u32), Failed> {
+pub fn run_with_markers(args: &[&str]) -> Result<(Output, u32), Failed> {
     // In the target dir: a test's /tmp is its own.
     let dir = fixture_target_dir();
     std::fs::create_dir_all(&dir)?;
