@@ -47,6 +47,17 @@ fn fixtures_lock_only_the_workspaces_versions() -> Result<(), Failed> {
                 drift.push(format!("{}: {name} {v}", lock.display()));
             }
         }
+        // And complete: a lock that lacks a package makes cargo resolve again (online, the newest
+        // versions), which is how the drift above comes about.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--offline", "--locked", "--manifest-path"])
+            .arg(lock.with_file_name("Cargo.toml"))
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            drift.push(format!("{}: {}", lock.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        }
     }
     if checked == 0 {
         return Err("no fixture lock file found".into());
