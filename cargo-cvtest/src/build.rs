@@ -115,10 +115,9 @@ pub(crate) fn load_workspace(args: &BuildOptions) -> Result<Workspace, SetupErro
     }
     cmd.other_options(other);
     let metadata = match crate::sudo::invoking_user()? {
-        None => cmd.exec(),
-        Some(user) => metadata_as(&cmd, user),
-    }
-    .map_err(|e| SetupError::Metadata(Box::new(e)))?;
+        None => cmd.exec().map_err(|e| SetupError::Metadata(Box::new(e)))?,
+        Some(user) => metadata_as(&cmd, user)?,
+    };
     let target_dir = match &args.target_dir {
         Some(d) => {
             let d = Utf8PathBuf::from_path_buf(d.clone()).map_err(SetupError::NonUtf8Path)?;
@@ -136,10 +135,22 @@ pub(crate) fn load_workspace(args: &BuildOptions) -> Result<Workspace, SetupErro
 }
 
 /// `cargo metadata` as the user who ran `sudo` (it may write `Cargo.lock`).
-fn metadata_as(cmd: &MetadataCommand, user: &crate::sudo::InvokingUser) -> cargo_metadata::Result<Metadata> {
+fn metadata_as(cmd: &MetadataCommand, user: &crate::sudo::InvokingUser) -> Result<Metadata, SetupError> {
     let mut command = cmd.cargo_command();
     user.apply(&mut command);
-    let out = command.stdin(Stdio::null()).output()?;
+    let out = match command.stdin(Stdio::null()).output() {
+        Ok(out) => out,
+        Err(e) => {
+            return Err(match user.cannot_run(&cargo_program(), e) {
+                Ok(sudo) => SetupError::Sudo(sudo),
+                Err(e) => SetupError::Metadata(Box::new(e.into())),
+            })
+        }
+    };
+    parse_metadata(out).map_err(|e| SetupError::Metadata(Box::new(e)))
+}
+
+fn parse_metadata(out: std::process::Output) -> cargo_metadata::Result<Metadata> {
     if !out.status.success() {
         return Err(cargo_metadata::Error::CargoMetadata { stderr: String::from_utf8(out.stderr)? });
     }
@@ -171,7 +182,13 @@ pub(crate) fn build(args: &BuildOptions, ws: &Workspace, color: bool) -> Result<
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|source| BuildError::Spawn { program: cargo_program(), source })?;
+        .map_err(|source| match crate::sudo::invoking_user().ok().flatten() {
+            Some(user) => match user.cannot_run(&cargo_program(), source) {
+                Ok(sudo) => BuildError::Sudo(sudo),
+                Err(source) => BuildError::Spawn { program: cargo_program(), source },
+            },
+            None => BuildError::Spawn { program: cargo_program(), source },
+        })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut out = BuildOutput::default();
     let mut parse_error = None;

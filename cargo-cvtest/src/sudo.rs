@@ -41,6 +41,19 @@ pub(crate) enum SudoError {
          {BUILD_AS_ROOT_ENV}=1 to build as root"
     )]
     UnknownUser { uid: u32 },
+    #[error(
+        "under sudo the build runs as {name} (uid {uid}), who cannot run {}: use {name}'s own \
+         toolchain (`sudo -E env \"PATH=$PATH\" cargo cvtest`), or build as root with \
+         {BUILD_AS_ROOT_ENV}=1",
+        program.display()
+    )]
+    CargoNotRunnable {
+        program: PathBuf,
+        name: String,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The user to build as: `Some` only as root with a non-root `SUDO_UID`, and not
@@ -95,6 +108,26 @@ impl InvokingUser {
     pub(crate) fn apply(&self, cmd: &mut Command) {
         cmd.uid(self.uid).gid(self.gid);
         cmd.env("HOME", &self.home).env("USER", &self.name).env("LOGNAME", &self.name);
+    }
+
+    /// The error for a `program` this user could not start (the toolchain is root's, under a
+    /// directory the user may not enter); `None` for any other failure to start it.
+    pub(crate) fn cannot_run(
+        &self,
+        program: &Path,
+        source: std::io::Error,
+    ) -> Result<SudoError, std::io::Error> {
+        match source.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                Ok(SudoError::CargoNotRunnable {
+                    program: program.to_owned(),
+                    name: self.name.clone(),
+                    uid: self.uid,
+                    source,
+                })
+            }
+            _ => Err(source),
+        }
     }
 
     /// Refuses a target dir that exists and is not this user's (a root-owned one from an

@@ -1,8 +1,13 @@
 //! Help and error output (snapshots), and the exit codes of usage, config and build errors.
 
-use libtest_mimic::{Failed, Trial};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
-use crate::support::{check, cvtest, cvtest_bare, exit_code, plain, text};
+use libtest_mimic::{Completion, Failed, Trial};
+
+use crate::support::{
+    check, cvtest, cvtest_bare, cvtest_command, exit_code, missing_privileges, plain, text,
+};
 
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -10,6 +15,9 @@ pub fn trials() -> Vec<Trial> {
         plain("bad_flag_values_are_usage_errors", bad_flag_values_are_usage_errors),
         plain("bad_config_is_a_usage_error", bad_config_is_a_usage_error),
         plain("build_errors_show_as_cargo_shows_them", build_errors_show_as_cargo_shows_them),
+        Trial::ignorable_test("sudo_build_with_a_toolchain_the_user_cannot_run", || {
+            sudo_build_with_a_toolchain_the_user_cannot_run()
+        }),
     ]
 }
 
@@ -76,4 +84,50 @@ fn build_errors_show_as_cargo_shows_them() -> Result<(), Failed> {
     check(err.contains("error[E0308]: mismatched types"), "cargo's rendered diagnostic", &out)?;
     check(err.contains("src/lib.rs:2:5"), "with its location", &out)?;
     check(err.contains("error: the build failed"), "and our one-line verdict", &out)
+}
+
+/// `sudo cargo cvtest` with root's own toolchain (under a directory other users may not enter,
+/// as rustup's under `/root`): the build would run as the user who ran `sudo`, who cannot start
+/// that cargo. One message says so and what to do; `CVTEST_BUILD_AS_ROOT=1` builds as root.
+fn sudo_build_with_a_toolchain_the_user_cannot_run() -> Result<Completion, Failed> {
+    if let Some(reason) = missing_privileges() {
+        return Ok(Completion::ignored_with(reason));
+    }
+    let Some(cargo) = std::env::var_os("CARGO").map(PathBuf::from) else {
+        return Ok(Completion::ignored_with(
+            "CARGO is not set (not run by cargo test): no toolchain path to check",
+        ));
+    };
+    let reachable = cargo
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if reachable {
+        return Ok(Completion::ignored_with(format!(
+            "{} is reachable by every user here: nothing refuses the build as nobody",
+            cargo.display()
+        )));
+    }
+    let as_nobody = |extra: &[(&str, &str)]| {
+        let mut cmd = cvtest_command("basic", &["--list"]);
+        cmd.env("SUDO_UID", "65534").env("SUDO_GID", "65534").env("SUDO_USER", "nobody");
+        extra.iter().for_each(|(k, v)| {
+            cmd.env(k, v);
+        });
+        cmd.output()
+    };
+    let out = as_nobody(&[])?;
+    exit_code(&out, 102)?;
+    let err = text(&out.stderr);
+    let want = format!("who cannot run {}", cargo.display());
+    check(
+        err.contains("under sudo the build runs as nobody (uid 65534)") && err.contains(&want),
+        "what",
+        &out,
+    )?;
+    check(err.contains("CVTEST_BUILD_AS_ROOT=1") && err.contains("sudo -E env"), "what to do", &out)?;
+    // (This checkout is root's: the containers keep real root, not nobody, to write in it.)
+    let out = as_nobody(&[("CVTEST_BUILD_AS_ROOT", "1"), ("CVTEST_MAP_ROOT_TO", "0")])?;
+    exit_code(&out, 0)?;
+    Ok(Completion::Completed)
 }

@@ -49,6 +49,9 @@ pub fn cvtest_command(fixture_name: &str, args: &[&str]) -> Command {
     cmd.args(args);
     cmd.env("CARGO_NET_OFFLINE", "true").env("NO_COLOR", "1").env_remove("CARGO_TERM_COLOR");
     cmd.env_remove("CVTEST_CONTAINER").env_remove("CVTEST_LIST_SETTINGS").env_remove("CVTEST_PROFILE");
+    // Under `sudo ./scripts/test.sh` the fixtures still build as root, in root's target dir
+    // (the trials of the sudo build set these themselves).
+    cmd.env_remove("SUDO_UID").env_remove("SUDO_GID").env_remove("SUDO_USER");
     cmd.stdin(Stdio::null());
     cmd
 }
