@@ -107,11 +107,42 @@ fn status_parts(status: &Status) -> (Option<i32>, Option<i32>, Option<String>) {
     }
 }
 
+/// What an attempt's JSON shows, borrowed from an earlier [`Attempt`] or from the test's last
+/// run (whose captured output is not copied for it).
+struct AttemptView<'a> {
+    status: &'a Status,
+    duration: std::time::Duration,
+    peaks: Option<&'a cvtest::Peaks>,
+    pids_limit_hit: bool,
+    /// `Some` for the earlier attempts (the last one's is the test's own `timeline`, not repeated).
+    timeline: Option<Option<&'a Timeline>>,
+}
+
+impl<'a> AttemptView<'a> {
+    fn earlier(a: &'a Attempt) -> Self {
+        let timeline = Some(a.timeline.as_deref());
+        AttemptView {
+            status: &a.status,
+            duration: a.duration,
+            peaks: a.peaks.as_ref(),
+            pids_limit_hit: a.pids_limit_hit,
+            timeline,
+        }
+    }
+    fn last(t: &'a TestFinished) -> Self {
+        AttemptView {
+            status: &t.status,
+            duration: t.duration,
+            peaks: t.peaks.as_ref(),
+            pids_limit_hit: t.pids_limit_hit,
+            timeline: None,
+        }
+    }
+}
+
 /// One attempt of a test, numbered from 1.
-/// One attempt; `with_timeline` for the earlier ones (the last one's is the test's own
-/// `timeline`, not repeated).
-fn attempt_json(number: usize, a: &Attempt, with_timeline: bool) -> Value {
-    let (exit_code, signal, message) = status_parts(&a.status);
+fn attempt_json(number: usize, a: AttemptView<'_>) -> Value {
+    let (exit_code, signal, message) = status_parts(a.status);
     let mut v = json!({
         "attempt": number,
         "status": a.status.json_name(),
@@ -119,10 +150,10 @@ fn attempt_json(number: usize, a: &Attempt, with_timeline: bool) -> Value {
         "exit_code": exit_code,
         "signal": signal,
         "message": message,
-        "peaks": a.peaks.as_ref().map(|p| peaks_json(p, a.pids_limit_hit)),
+        "peaks": a.peaks.map(|p| peaks_json(p, a.pids_limit_hit)),
     });
-    if with_timeline {
-        v["timeline"] = a.timeline.as_deref().map(timeline_json).into();
+    if let Some(timeline) = a.timeline {
+        v["timeline"] = timeline.map(timeline_json).into();
     }
     v
 }
@@ -132,14 +163,14 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
     let verdict = t.verdict();
     let failure = verdict == Verdict::Failure;
     let (exit_code, signal, message) = status_parts(&t.status);
-    let earlier = t.tries.earlier.len();
     let attempts: Vec<Value> = t
         .tries
         .earlier
         .iter()
-        .chain(std::iter::once(&Attempt::of(t)))
+        .map(AttemptView::earlier)
+        .chain(std::iter::once(AttemptView::last(t)))
         .enumerate()
-        .map(|(i, a)| attempt_json(i + 1, a, i < earlier))
+        .map(|(i, a)| attempt_json(i + 1, a))
         .collect();
     json!({
         "type": "test",
