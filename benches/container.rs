@@ -52,7 +52,9 @@ fn main() {
     let (mut userns_plain, mut userns_veth) = (plain_opts.clone(), veth_opts.clone());
     userns_plain.map_root_to(65534, 65534);
     userns_veth.map_root_to(65534, 65534);
-    let container = |opts: &Options| -> Result<(), String> {
+    // Before issue 17, `destroy` waited for the kernel to delete the veth: the same container,
+    // then that wait, measured in the same loop (an A/B of that change).
+    let container_waiting = |opts: &Options, wait_veth: bool| -> Result<(), String> {
         let t0 = Instant::now();
         let mut c = Container::create(opts).map_err(|e| format!("create: {e}"))?;
         let mapped = c.mapped_owner().is_some() && root;
@@ -64,6 +66,11 @@ fn main() {
         std::hint::black_box(outcome.peaks);
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
+        if wait_veth {
+            let left = cvtest::wait_released_veths(Duration::from_secs(10));
+            assert!(left.is_empty(), "veths not deleted in 10 s: {left:?}");
+            return Ok(());
+        }
         let t4 = Instant::now();
         let case = usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
@@ -71,6 +78,7 @@ fn main() {
         }
         Ok(())
     };
+    let container = |opts: &Options| container_waiting(opts, false);
     container(&plain_opts).expect("a container without network");
     let with_veth = match container(&veth_opts) {
         Ok(()) => true,
@@ -81,7 +89,7 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 6] = Default::default();
+    let mut samples: [Vec<Duration>; 7] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
@@ -101,6 +109,10 @@ fn main() {
             (root && with_veth).then(|| {
                 next_subnet(&mut userns_veth);
                 time(|| container(&userns_veth).expect("container with a user namespace and veth"))
+            }),
+            with_veth.then(|| {
+                next_subnet(&mut veth_opts);
+                time(|| container_waiting(&veth_opts, true).expect("container with veth, waiting for it"))
             }),
         ];
         if let Some(p) = pause {
@@ -129,6 +141,7 @@ fn main() {
         format!("{label}container with veth"),
         "userns container, no network".to_owned(),
         "userns container with veth".to_owned(),
+        format!("{label}veth, destroy waits (before)"),
     ];
     for (name, stat) in names.iter().zip(&stats) {
         let Some((min, median, p90)) = stat else { continue };
@@ -158,7 +171,7 @@ fn main() {
             p[0], p[1], p[2], p[3]
         );
     }
-    println!("\ntargets: container ≤ 4x baseline without network, ≤ 5x with veth");
+    println!("\ntargets (issue 17): container ≤ 3x baseline without network, ≤ 4x with veth");
     if root {
         rootless_as_nobody(iterations);
     }

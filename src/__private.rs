@@ -282,6 +282,8 @@ fn supervise(test: &'static Test) -> Verdict {
     let id = container.id().to_owned();
     let network = container.network();
     let destroyed = container.destroy();
+    // The test's process may end right after this test: its veth goes first.
+    let _ = crate::wait_released_veths(VETHS_GONE_TIMEOUT);
 
     // The captured output goes through print!, so libtest shows it where it shows any test's
     // output: on failure, or always with --nocapture.
@@ -304,6 +306,9 @@ fn supervise(test: &'static Test) -> Verdict {
         }
     }
 }
+
+/// How long a test waits for the kernel to delete its container's veth.
+const VETHS_GONE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A `CVTEST_LIMITS` value other than `off`, `on` or empty.
 #[derive(Debug, thiserror::Error)]

@@ -419,12 +419,11 @@ impl Container {
             }
             drop((netns, life, status, stdout, stderr));
         }
-        if self.running.is_none() && self.lease.is_some() {
-            // The kernel removes the veth after the network namespace goes, asynchronously: the
-            // subnet stays leased until then, so the next container on it never meets its route.
-            if let Some(name) = &self.veth_name {
-                wait_link_gone(name.host());
-            }
+        if self.running.is_none() {
+            // The kernel removes the veth after the network namespace goes, asynchronously. The
+            // lease goes now: the next container on this subnet, in this process or another,
+            // meets the route of a cvtest veth under its own lease and waits it out
+            // (`check_routes`), so no destroy waits for its own link.
             self.lease = None;
         }
         first.map_or(Ok(()), Err)
@@ -787,20 +786,6 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
 /// How long `create` waits for the kernel to remove a veth this process released when it
 /// still holds the subnet the new container wants.
 const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long `destroy` waits for the kernel to remove the veth before it releases the subnet
-/// anyway (the next container then waits out the leftover route, see [`check_routes`]).
-const LINK_GONE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn wait_link_gone(name: &str) {
-    let path = Path::new("/sys/class/net").join(name);
-    let deadline = Instant::now() + LINK_GONE_TIMEOUT;
-    let mut pause = Duration::from_micros(200);
-    while path.exists() && Instant::now() < deadline {
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
 
 /// Whether `interface` is the host end of a cvtest veth (its alias says so), e.g. one whose
 /// holder died (the kernel released its lease before it removed the veth) or one of a cvtest

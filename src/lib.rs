@@ -68,7 +68,7 @@ pub use cgroup::{CgroupError, Usage, UsageProbe};
 pub use command::Command;
 pub use container::{Container, KillHandle};
 pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
-pub use net::{NetError, NetlinkError};
+pub use net::{wait_released as wait_released_veths, NetError, NetlinkError};
 pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
 pub use preflight::FORCE_ROOTLESS_ENV;

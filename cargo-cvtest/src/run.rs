@@ -249,8 +249,14 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         sampler: sampler.as_ref(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);
+    // Destroying a container does not wait for the kernel to delete its veth; the run ends
+    // when they are gone, so nothing of it is left when `cargo cvtest` returns.
+    let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);
     sink.finish(started.elapsed())
 }
+
+/// How long the run's end waits for the kernel to delete the veths of its containers.
+const VETHS_GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `RunStarted`, then the ignored tests, which are reported without running.
 fn announce(

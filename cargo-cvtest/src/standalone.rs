@@ -336,10 +336,15 @@ pub(crate) fn run_contained(
     })();
     guard.disarm();
     let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
+    // One test per process, which exits next: its veth is gone before it does.
+    let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);
     let outcome = result?;
     destroyed?;
     Ok(Some(Contained { container_id, outcome, started, network }))
 }
+
+/// How long a wrapped test waits for the kernel to delete its container's veth.
+const VETHS_GONE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How the test ended, in `cargo cvtest`'s terms (a signal we caught is `Cancelled`).
 pub(crate) fn status(outcome: &Outcome, guard: &SignalGuard) -> Status {

@@ -21,6 +21,7 @@ mod released;
 mod validate;
 mod veth;
 
+pub use released::wait_released;
 pub(crate) use released::{forget_removed as forget_removed_veths, is_released, release as release_veth};
 
 pub use netlink::{Answer, Netlink, NetlinkError};

@@ -1,9 +1,12 @@
 //! Veths this process released: their network namespace went, and the kernel deletes the pair
 //! asynchronously (tens of ms; up to a second under load). A route of one is ours and going:
 //! the route check says so ([`super::NetError::RouteClash`]'s `ours`), and `Container::create`
-//! waits it out instead of refusing a new container on the same subnet.
+//! waits it out instead of refusing a new container on the same subnet; another process's
+//! `create` meets a cvtest veth (its alias says so) and waits it out too. So `destroy` does not
+//! wait for its own veth: a process that is about to exit calls [`wait_released`] once.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::Veth;
 
@@ -28,4 +31,20 @@ pub(crate) fn is_released(ifindex: u32) -> bool {
 /// Forgets the released veths the kernel has removed.
 pub(crate) fn forget_removed() {
     released().retain(|(index, name)| nix::net::if_::if_nametoindex(name.as_str()) == Ok(*index));
+}
+
+/// Waits until the kernel has removed every veth this process released, or `timeout` passed.
+/// Returns the host ends still present then (none, normally).
+pub fn wait_released(timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        forget_removed();
+        let left: Vec<String> = released().iter().map(|(_, name)| name.clone()).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
 }

@@ -143,8 +143,13 @@ fn ifindex_of(r: &RouteMessage) -> Option<u32> {
 }
 
 /// The link's name; `None` when it is gone.
+/// `None` also for an empty name: the kernel reports one for a link it is unregistering (seen
+/// for a veth whose network namespace went a moment before).
 fn interface_name(index: u32) -> Option<String> {
-    nix::net::if_::if_indextoname(index).ok().map(|name| name.to_string_lossy().into_owned())
+    nix::net::if_::if_indextoname(index)
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub fn run_if_requested() -> Option<i32> {
             crate::container::fs_in_container(host_marker, writable)
         }
         ("hold-lease", [cidr]) => crate::lease::hold_lease(cidr),
+        ("veth-and-exit", [cidr]) => crate::lease::veth_and_exit(cidr),
         ("probe", []) => crate::confinement::probe(),
         ("userns", [writable, secret, socket]) => crate::userns::userns_probe(writable, secret, socket),
         ("net-reach", [host, container]) => crate::userns::net_reach(host, container),

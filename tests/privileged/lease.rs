@@ -25,6 +25,10 @@ pub fn trials() -> Vec<Trial> {
             "lease::auto_networks_are_distinct_and_in_the_env",
             auto_networks_are_distinct_and_in_the_env,
         ),
+        privileged(
+            "lease::subnet_of_an_exited_process_is_free_while_its_veth_goes",
+            subnet_of_an_exited_process_is_free_while_its_veth_goes,
+        ),
         privileged("lease::memory_shares_fit_the_budget", memory_shares_fit_the_budget),
         privileged("lease::wait_times_out_naming_the_holder", wait_times_out_naming_the_holder),
         privileged("lease::bench_take_release", bench_take_release).with_ignored_flag(true),
@@ -69,6 +73,56 @@ pub fn hold_lease(cidr: &str) -> i32 {
             1
         }
     }
+}
+
+/// Helper mode `veth-and-exit CIDR`: one container on the subnet, destroyed, then exits at once
+/// (no `wait_released_veths`): the kernel is still deleting the veth when it has gone.
+pub fn veth_and_exit(cidr: &str) -> i32 {
+    let mut o = Options::new();
+    o.set_network_spec(Some(spec(cidr)));
+    let mut c = match Container::create(&o) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("create failed: {}", cvtest::error_chain(&e));
+            return 1;
+        }
+    };
+    let name = c.veth_host_name().unwrap_or_default().to_owned();
+    let mut cmd = Command::new("/bin/true");
+    cmd.stdout(Stdio::Null);
+    let ran = c.spawn(&cmd).map_err(|e| cvtest::error_chain(&e)).and_then(|()| {
+        c.wait(Some(Duration::from_secs(30))).map(|_| ()).map_err(|e| cvtest::error_chain(&e))
+    });
+    if let Err(e) = ran.and_then(|()| c.destroy().map_err(|e| cvtest::error_chain(&e))) {
+        println!("failed: {e}");
+        return 1;
+    }
+    println!("veth={name}");
+    0
+}
+
+/// A process's `destroy` releases the subnet before the kernel has deleted the veth; a
+/// container on the same subnet in another process right after it waits out the leftover route
+/// of that cvtest veth instead of refusing it as a clash.
+fn subnet_of_an_exited_process_is_free_while_its_veth_goes() -> Result<(), Failed> {
+    let cidr = "10.233.9.2/24";
+    let exe = std::env::current_exe().map_err(|e| Failed::from(e.to_string()))?;
+    for round in 0..5 {
+        let out = std::process::Command::new(&exe)
+            .env(crate::helpers::HELPER_ENV, "veth-and-exit")
+            .arg(cidr)
+            .stdin(ProcessStdio::null())
+            .output()
+            .map_err(|e| Failed::from(format!("helper: {e}")))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(out.status.success(), "round {round}: helper {:?}: {text}", out.status);
+        let mut o = Options::new();
+        o.set_network_spec(Some(spec(cidr)));
+        let (termination, net, _) = run_true(&o)?;
+        ensure!(termination == Termination::Exited(0), "round {round}: {termination:?}");
+        ensure!(net == Some(spec(cidr)), "round {round}: {net:?}");
+    }
+    Ok(())
 }
 
 fn overlapping_subnet_waits_for_the_holder() -> Result<(), Failed> {
