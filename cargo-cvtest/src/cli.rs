@@ -22,6 +22,7 @@ use cvtest_spec::{
 use crate::build::BuildOptions;
 use crate::errors::{LibtestArgsError, UsageError};
 use crate::filter::{NameFilter, RunIgnored};
+use crate::history::Order;
 use crate::partition::{InvalidPartition, Partition};
 use crate::policy::{InvalidStatusLevel, PolicyKeys, StatusLevel};
 use crate::reporter::{OutputFormat, Painter, ReportOptions};
@@ -258,6 +259,18 @@ pub(crate) struct RunArgs {
     /// List the tests with their effective limits instead of running them
     #[arg(long, help_heading = "Execution")]
     pub(crate) list: bool,
+    /// Start order: the slowest tests of earlier runs first (recorded in
+    /// <target-dir>/cvtest/durations.json), or as listed
+    #[arg(long, value_enum, default_value_t = OrderArg::SlowestFirst, help_heading = "Execution")]
+    pub(crate) order: OrderArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OrderArg {
+    /// Longest first, by the durations earlier runs recorded; unknown tests at their median
+    SlowestFirst,
+    /// Binaries in build order, tests in each binary's order
+    Listed,
 }
 
 /// How results are shown.
@@ -344,6 +357,10 @@ impl CvtestArgs {
             },
             memory_budget: self.run.memory_budget,
             list: self.run.list,
+            order: match self.run.order {
+                OrderArg::SlowestFirst => Order::SlowestFirst,
+                OrderArg::Listed => Order::Listed,
+            },
             report: ReportOptions {
                 paint: Painter { on: color_on(self.report.color) },
                 format: match self.report.message_format {

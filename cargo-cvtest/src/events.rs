@@ -64,6 +64,16 @@ impl Status {
         }
     }
 
+    /// Whether the test ran to an outcome of its own (its duration says how long it takes).
+    pub(crate) fn ran(&self) -> bool {
+        match self {
+            Status::Pass | Status::Fail { .. } | Status::Signal { .. } | Status::Oom | Status::Timeout => {
+                true
+            }
+            Status::Ignored | Status::Cancelled | Status::Error(_) => false,
+        }
+    }
+
     /// Why it has no outcome of its own, for [`Status::Error`].
     pub(crate) fn error(&self) -> Option<&UnitError> {
         match self {

@@ -23,6 +23,7 @@ mod events;
 mod exit_codes;
 mod expect;
 mod filter;
+mod history;
 mod leak;
 mod partition;
 mod peaks_log;

@@ -15,11 +15,12 @@ use crate::build::{self, BuildOptions, Workspace};
 use crate::config::Config;
 use crate::discovery;
 use crate::env::Toolchain;
-use crate::errors::{RunError, SetupError, UsageError};
+use crate::errors::{render_chain, RunError, SetupError, UsageError};
 use crate::events::{Event, PeakScope, RunStats, Status, TestFinished};
 use crate::exit_codes;
 use crate::expect::Expect;
 use crate::filter::{Disposition, NameFilter};
+use crate::history::{History, Order};
 use crate::partition::Partition;
 use crate::policy::{PolicyKeys, RunPolicy};
 use crate::reporter::{self, OutputFormat, ReportOptions, Reporter};
@@ -58,6 +59,8 @@ pub(crate) struct RunOptions {
     pub(crate) memory_budget: Option<u64>,
     /// List the tests instead of running them.
     pub(crate) list: bool,
+    /// `--order`: which units start first.
+    pub(crate) order: Order,
     pub(crate) report: ReportOptions,
     /// `--timeline` (or `--html`): sample each container's usage while it runs.
     pub(crate) timeline: Option<TimelineOptions>,
@@ -99,6 +102,8 @@ struct Selected {
     policy: RunPolicy,
     /// The profile's JUnit path, relative to the workspace root.
     profile_junit: Option<PathBuf>,
+    /// The durations of earlier runs in this target directory.
+    history: History,
 }
 
 /// Reads the workspace and its config, builds the tests, asks each binary for its tests, and
@@ -128,7 +133,8 @@ fn select(opts: &RunOptions, signals: &SignalWatch) -> Result<Selected, RunError
         let overrides = resolver.config.policy_overrides(&b.package, &b.bin.id, &list.tests[i].name);
         (list.tests[i].retries, list.tests[i].slow) = policy.for_test(&overrides);
     }
-    Ok(Selected { list, writable, container, jobs, enforced, policy, profile_junit })
+    let history = History::load(ws.target_dir.as_std_path());
+    Ok(Selected { list, writable, container, jobs, enforced, policy, profile_junit, history })
 }
 
 /// The directories a test may write: the target dir, the workspace, and packages outside it.
@@ -208,8 +214,9 @@ fn mem_available() -> u64 {
 /// Runs the selected tests in containers, `jobs` at a time within the memory `budget`, and
 /// reports them; the exit code.
 fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &SignalWatch) -> i32 {
-    let Selected { list, writable, jobs, enforced, container: _, policy, profile_junit } = selected;
-    let units = units::plan(&list, opts.scope);
+    let Selected { list, writable, jobs, enforced, container: _, policy, profile_junit, history } = selected;
+    let mut units = units::plan(&list, opts.scope);
+    history.order(&list, &mut units, opts.order);
     let scheduler =
         Scheduler::new(units.iter().enumerate().map(|(i, u)| (i, units::demand(&list, u))), budget);
     let report = ReportOptions {
@@ -217,7 +224,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         levels: policy.levels(),
         ..opts.report.clone()
     };
-    let mut sink = Sink::new(reporter::for_run(&report));
+    let mut sink = Sink::new(reporter::for_run(&report), history);
     let started = Instant::now();
     announce(&mut sink, &list, opts.scope, jobs, budget, started);
     if !enforced {
@@ -252,6 +259,9 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
     // Destroying a container does not wait for the kernel to delete its veth; the run ends
     // when they are gone, so nothing of it is left when `cargo cvtest` returns.
     let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);
+    if let Err(e) = sink.history.save() {
+        sink.emit(Event::Warning { message: render_chain(&e) });
+    }
     sink.finish(started.elapsed())
 }
 
@@ -314,18 +324,25 @@ fn drive(runner: &runner::Runner<'_>, workers: usize, signals: &SignalWatch, sin
 /// Where events go: into the run's statistics, then to every reporter.
 struct Sink {
     stats: RunStats,
+    /// Records the duration of every test that ran, for the next run's order.
+    history: History,
     reporters: Vec<Box<dyn Reporter>>,
     /// The first report that could not be written.
     report_error: Option<std::io::Error>,
 }
 
 impl Sink {
-    fn new(reporters: Vec<Box<dyn Reporter>>) -> Sink {
-        Sink { stats: RunStats::default(), reporters, report_error: None }
+    fn new(reporters: Vec<Box<dyn Reporter>>, history: History) -> Sink {
+        Sink { stats: RunStats::default(), history, reporters, report_error: None }
     }
 
     fn emit(&mut self, ev: Event) {
         self.stats.add(&ev);
+        if let Event::TestFinished(t) = &ev {
+            if t.status.ran() {
+                self.history.record(&t.binary_id, &t.name, t.duration);
+            }
+        }
         for r in &mut self.reporters {
             if let Err(e) = r.report(&ev) {
                 self.report_error.get_or_insert(e);

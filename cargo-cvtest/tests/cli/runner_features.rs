@@ -18,6 +18,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("exhausted_retries_fail_with_rerun_failures", exhausted_retries_fail_with_rerun_failures),
         privileged("slow_tests_and_terminate_after", slow_tests_and_terminate_after),
         privileged("profiles_and_status_levels", profiles_and_status_levels),
+        privileged("slowest_first_from_recorded_durations", slowest_first_from_recorded_durations),
     ]
 }
 
@@ -237,4 +238,84 @@ fn profiles_and_status_levels() -> Result<(), Failed> {
         "lists them",
         &out,
     )
+}
+
+/// The names of the `test` lines, in the order they came (at `-j 1`, the start order).
+fn finished_order(out: &Output) -> Vec<String> {
+    json_lines(out)
+        .iter()
+        .filter(|v| v["type"] == "test" && v["status"] != "ignored")
+        .map(|v| v["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Durations recorded by a run start the next one longest first; `--order listed` keeps the
+/// listed order; the file is rewritten with what the run measured.
+fn slowest_first_from_recorded_durations() -> Result<(), Failed> {
+    let dir = fixture_target_dir();
+    std::fs::create_dir_all(&dir)?;
+    let tmp = tempfile::tempdir_in(&dir)?;
+    let history = tmp.path().join("durations.json");
+    let run = |order: &str| -> Result<Output, Failed> {
+        let mut cmd = cvtest_command(
+            "basic",
+            &["--lib", "-j", "1", "--message-format", "json", "--order", order, "ok::"],
+        );
+        cmd.env("CVTEST_HISTORY", &history);
+        let out = cmd.output()?;
+        exit_code(&out, 0)?;
+        Ok(out)
+    };
+    let first = run("slowest-first")?;
+    let listed = finished_order(&first);
+    check(listed.len() >= 4, "the ok:: tests ran", &first)?;
+    let read = || -> Result<serde_json::Map<String, Value>, Failed> {
+        let v: Value = serde_json::from_slice(&std::fs::read(&history)?)?;
+        Ok(v["tests"].as_object().cloned().unwrap_or_default())
+    };
+    let recorded = read()?;
+    let binary = json_lines(&first)
+        .iter()
+        .find(|v| v["type"] == "test")
+        .and_then(|v| v["binary"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    for name in &listed {
+        let secs = recorded.get(&format!("{binary} {name}")).and_then(Value::as_f64);
+        check(secs.is_some_and(|s| s > 0.0 && s < 60.0), &format!("{name} recorded: {secs:?}"), &first)?;
+    }
+    // Without a history the first run kept the listed order. Now the listed-last test is the
+    // slowest, the listed-first the next, the others equal: those two start first, the others
+    // after in their listed order.
+    let (last, head) = (listed[listed.len() - 1].clone(), listed[0].clone());
+    let mut tests = serde_json::Map::new();
+    for name in &listed {
+        let secs = if *name == last {
+            100.0
+        } else if *name == head {
+            50.0
+        } else {
+            0.001
+        };
+        tests.insert(format!("{binary} {name}"), secs.into());
+    }
+    let fake = serde_json::json!({ "version": 1, "tests": tests });
+    std::fs::write(&history, serde_json::to_vec(&fake)?)?;
+    let second = run("slowest-first")?;
+    let order = finished_order(&second);
+    check(order.len() == listed.len(), "the same tests", &second)?;
+    check(order[0] == last && order[1] == head, &format!("slowest first: {order:?}"), &second)?;
+    let middle: Vec<_> = listed[1..listed.len() - 1].to_vec();
+    check(order[2..] == middle[..], "the unknown ones keep their listed order", &second)?;
+    let after = read()?;
+    let last_secs = after.get(&format!("{binary} {last}")).and_then(Value::as_f64);
+    check(
+        last_secs.is_some_and(|s| s < 60.0),
+        &format!("rewritten with the measured time: {last_secs:?}"),
+        &second,
+    )?;
+    // The fake order again, with --order listed: ignored.
+    std::fs::write(&history, serde_json::to_vec(&fake)?)?;
+    let third = run("listed")?;
+    check(finished_order(&third) == listed, "--order listed", &third)?;
+    Ok(())
 }
