@@ -26,6 +26,8 @@ pub(crate) const HISTORY_FILE: &str = "cvtest/durations.json";
 /// Overrides the file (e.g. one a CI cache keeps across jobs, whose target dirs start empty).
 pub(crate) const ENV_HISTORY: &str = "CVTEST_HISTORY";
 const VERSION: u32 = 1;
+/// Expected durations closer than this count as equal for the order.
+const ORDER_STEP_SECS: f64 = 0.05;
 
 /// In which order units start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,7 +85,8 @@ impl History {
         self.tests.get(&key(binary_id, name)).copied()
     }
 
-    /// Reorders `units` by `order`: longest expected first, stable (equal ones keep their order).
+    /// Reorders `units` by `order`: longest expected first, stable (equal ones, to 50 ms, keep
+    /// their order).
     pub(crate) fn order(&self, list: &TestList, units: &mut [Unit], order: Order) {
         if order == Order::Listed || self.tests.is_empty() {
             return;
@@ -104,8 +107,11 @@ impl History {
                 Unit::Binary { tests, .. } => tests.iter().map(|i| known(*i).unwrap_or(median)).sum(),
             }
         };
-        let mut keyed: Vec<(f64, Unit)> = units.iter().map(|u| (expected(u), u.clone())).collect();
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // In 50 ms steps: tests that take about as long keep their listed order (their
+        // durations differ by noise, and binaries stay together).
+        let mut keyed: Vec<(u64, Unit)> =
+            units.iter().map(|u| ((expected(u) / ORDER_STEP_SECS) as u64, u.clone())).collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
         for (slot, (_, u)) in units.iter_mut().zip(keyed) {
             *slot = u;
         }

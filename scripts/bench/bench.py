@@ -876,7 +876,7 @@ def scale(args, cvtest_exe):
         R.say("- skipped: runner peak RSS: cargo cvtest not available")
         R.say()
 
-    # Growth from 100 to 2,000 tests.
+    # Growth from 100 to 10,000 tests.
     jobs = []
     for n in args.sizes:
         m = generate("trivial", n)
@@ -895,7 +895,7 @@ def scale(args, cvtest_exe):
                 pts[name].append((n, t))
             row.append(f"{fmt_s(t)} = {t / n * 1000:.2f} ms/test{exit_note(codes)}" if t else "timeout")
         grow_rows.append(row)
-    R.say(f"Wall time and cost per test from 100 to 2,000 trivial tests (4 binaries each, default jobs); median of "
+    R.say(f"Wall time and cost per test from {args.sizes[0]:,} to {args.sizes[-1]:,} trivial tests (4 binaries each, default jobs); median of "
           f"{args.scale_runs} interleaved run(s):")
     R.say()
     R.table(["tests"] + names, grow_rows)
@@ -924,12 +924,12 @@ def main():
         args.iterations, args.cv_iterations, args.runs, args.peer_budget = 60, 60, 1, 60
         args.scale_runs = 1
         args.phase_iterations, args.migrate_iterations = 40, 15
-        args.sizes = [100, 500, 1000]
+        args.sizes = [100, 1000, 10000]
     else:
         args.iterations, args.cv_iterations, args.runs, args.peer_budget = 300, 300, 5, 240
         args.scale_runs = 3
         args.phase_iterations, args.migrate_iterations = 150, 40
-        args.sizes = [100, 500, 1000, 2000]
+        args.sizes = [100, 1000, 3000, 10000]
     args.suite_timeout = 600
     parts = set(args.only.split(","))
     bad = parts - {"peers", "suites", "scale"}
