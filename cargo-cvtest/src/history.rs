@@ -111,7 +111,7 @@ impl History {
         // durations differ by noise, and binaries stay together).
         let mut keyed: Vec<(u64, Unit)> =
             units.iter().map(|u| ((expected(u) / ORDER_STEP_SECS) as u64, u.clone())).collect();
-        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        keyed.sort_by_key(|k| std::cmp::Reverse(k.0));
         for (slot, (_, u)) in units.iter_mut().zip(keyed) {
             *slot = u;
         }
