@@ -22,7 +22,7 @@ use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 3;
+pub(crate) const PROTOCOL: u32 = 4;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -60,6 +60,7 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
         caps,
         userns,
         run_netns,
+        join_netns,
         main,
     } = plan;
     let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
@@ -78,6 +79,10 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     body.u32(index(*life));
     body.u32(index(*status));
     for fd in stdio {
+        body.u32(index(*fd));
+    }
+    body.bool(join_netns.is_some());
+    if let Some(fd) = join_netns {
         body.u32(index(*fd));
     }
     for fd in keep_fds.iter() {
@@ -210,6 +215,7 @@ pub(crate) struct Received {
     keep_caps: Option<u64>,
     userns: Option<UserNsPlan>,
     run_netns: bool,
+    join_netns: Option<RawFd>,
     program: CString,
     argv: CStrArray,
     envp: CStrArray,
@@ -237,6 +243,7 @@ impl Received {
             }),
             userns: self.userns,
             run_netns: self.run_netns,
+            join_netns: self.join_netns,
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
@@ -269,6 +276,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     let life = fd(&mut r)?;
     let status = fd(&mut r)?;
     let stdio = [fd(&mut r)?, fd(&mut r)?, fd(&mut r)?];
+    let join_netns = if r.bool()? { Some(fd(&mut r)?) } else { None };
     let join_cgroups = r.strings()?;
     let new_cgroup_ns = r.bool()?;
     let hostname = r.bytes()?.to_vec();
@@ -307,6 +315,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         keep_caps,
         userns,
         run_netns,
+        join_netns,
         program,
         argv,
         envp,
@@ -545,6 +554,7 @@ mod tests {
             caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
             userns: Some(UserNsPlan { clear_groups: true }),
             run_netns: true,
+            join_netns: None,
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -604,6 +614,7 @@ mod tests {
             caps: None,
             userns: None,
             run_netns: false,
+            join_netns: None,
             main: MainPlan {
                 program: &program,
                 argv: &argv,
