@@ -47,7 +47,10 @@ fn main() {
         assert!(status.success());
     };
     // Per phase (create, spawn, wait, destroy), without and with a veth.
-    let phases = std::cell::RefCell::new([(); 4].map(|()| [(); 4].map(|()| Vec::new())));
+    let phases = std::cell::RefCell::new([(); 5].map(|()| [(); 4].map(|()| Vec::new())));
+    // The A/B of the network namespace pool: the same container, reusing a namespace.
+    let mut pooled_opts = plain_opts.clone();
+    pooled_opts.set_reuse_netns(true);
     // Root mode with a user namespace: root is nobody outside.
     let (mut userns_plain, mut userns_veth) = (plain_opts.clone(), veth_opts.clone());
     userns_plain.map_root_to(65534, 65534);
@@ -65,7 +68,8 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        let case = usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 };
+        let case =
+            if opts.reuse_netns() { 4 } else { usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 } };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }
@@ -81,15 +85,21 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 6] = Default::default();
+    let mut samples: [Vec<Duration>; 7] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     for i in 0..iterations + warmup {
+        // Pool off and on, in alternating order (a namespace's teardown runs after its container).
+        let mut ab = [None, None];
+        for case in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let opts = if case == 0 { &plain_opts } else { &pooled_opts };
+            ab[case] = Some(time(|| container(opts).expect("container")));
+        }
         let times = [
             Some(time(fork_exec)),
             Some(time(std_spawn)),
-            Some(time(|| container(&plain_opts).expect("container"))),
+            ab[0],
             with_veth.then(|| {
                 if let Some(p) = pause {
                     std::thread::sleep(p);
@@ -102,6 +112,7 @@ fn main() {
                 next_subnet(&mut userns_veth);
                 time(|| container(&userns_veth).expect("container with a user namespace and veth"))
             }),
+            ab[1],
         ];
         if let Some(p) = pause {
             std::thread::sleep(p);
@@ -129,6 +140,7 @@ fn main() {
         format!("{label}container with veth"),
         "userns container, no network".to_owned(),
         "userns container with veth".to_owned(),
+        format!("{label}container, no network, pooled netns"),
     ];
     for (name, stat) in names.iter().zip(&stats) {
         let Some((min, median, p90)) = stat else { continue };
@@ -147,6 +159,7 @@ fn main() {
         format!("{label}container with veth"),
         "userns container without network".to_owned(),
         "userns container with veth".to_owned(),
+        format!("{label}container without network, pooled netns"),
     ];
     for (case, name) in cases.iter().enumerate() {
         if phases[case][0].len() < iterations {
@@ -158,6 +171,11 @@ fn main() {
             p[0], p[1], p[2], p[3]
         );
     }
+    let pool = cvtest::netns_pool_stats();
+    println!(
+        "netns pool: {} made, {} reused, {} returned, {} discarded",
+        pool.made, pool.reused, pool.returned, pool.discarded
+    );
     println!("\ntargets: container ≤ 4x baseline without network, ≤ 5x with veth");
     if root {
         rootless_as_nobody(iterations);

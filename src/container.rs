@@ -320,7 +320,8 @@ impl Container {
             }
             None => command,
         };
-        let pooled = if self.pooled_netns { Some(crate::net::pool::take()?) } else { None };
+        // A pool that cannot make a namespace leaves the init to make its own, as without it.
+        let pooled = if self.pooled_netns { crate::net::pool::take().ok() } else { None };
         let request = spawn::Request {
             command,
             id: &self.id,

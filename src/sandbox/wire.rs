@@ -540,7 +540,9 @@ mod tests {
         let envp = CStrArray::new(cstrings(&["A=1", "CVTEST_CONTAINER=x"]));
         let cwd = CString::new("/work").unwrap();
         let program = CString::new("/bin/prog").unwrap();
-        let mut keep = vec![life_r.as_raw_fd(), status_w.as_raw_fd(), out_w.as_raw_fd()];
+        // Stands for a pooled network namespace's fd.
+        let (netns, _netns_w) = pipe();
+        let mut keep = vec![life_r.as_raw_fd(), status_w.as_raw_fd(), out_w.as_raw_fd(), netns.as_raw_fd()];
         keep.sort_unstable();
         let plan = InitPlan {
             join_cgroups: &join,
@@ -554,7 +556,7 @@ mod tests {
             caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
             userns: Some(UserNsPlan { clear_groups: true }),
             run_netns: true,
-            join_netns: None,
+            join_netns: Some(netns.as_raw_fd()),
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -566,14 +568,16 @@ mod tests {
             },
         };
         let enc = encode(0x1234, Some(cg.as_fd()), &plan);
-        // life, status, 0, out, 2, then the cgroup directory.
-        assert_eq!(enc.fds.len(), 6);
-        let got =
-            decode(&enc.bytes, received(&enc.fds, &[&life_r, &status_w, &out_w, &cg])).expect("decodes");
+        // life, status, 0, out, 2, the network namespace, then the cgroup directory.
+        assert_eq!(enc.fds.len(), 7);
+        let got = decode(&enc.bytes, received(&enc.fds, &[&life_r, &status_w, &out_w, &netns, &cg]))
+            .expect("decodes");
         assert_eq!(got.flags, 0x1234);
         assert!(got.cgroup.is_some());
         let p = got.plan();
-        assert!(p.keep_fds.windows(2).all(|w| w[0] < w[1]) && p.keep_fds.len() == 5);
+        assert!(p.keep_fds.windows(2).all(|w| w[0] < w[1]) && p.keep_fds.len() == 6);
+        let joined = p.join_netns.expect("the pooled namespace's fd");
+        assert!(p.keep_fds.contains(&joined) && ![p.life, p.status, p.main.stdio[1]].contains(&joined));
         for fd in [p.life, p.status].iter().chain(&p.main.stdio) {
             assert!(p.keep_fds.contains(fd), "{fd} kept");
         }
