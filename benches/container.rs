@@ -68,8 +68,11 @@ fn main() {
         let t3 = Instant::now();
         c.destroy().map_err(|e| format!("destroy: {e}"))?;
         let t4 = Instant::now();
-        let case =
-            if opts.reuse_netns() { 4 } else { usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 } };
+        let case = if opts.reuse_netns() {
+            4
+        } else {
+            usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 }
+        };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }

@@ -337,13 +337,14 @@ impl Container {
             join_netns: pooled.as_ref().map(|ns| ns.fd()),
         };
         let spawned = spawn::spawn(&request, zygote);
-        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } = match spawned {
-            Ok(s) => s,
-            Err(e) => {
-                pooled.map(crate::net::pool::discard);
-                return Err(e);
-            }
-        };
+        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
+            match spawned {
+                Ok(s) => s,
+                Err(e) => {
+                    pooled.map(crate::net::pool::discard);
+                    return Err(e);
+                }
+            };
         if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
             if let Some(fd) = main_pidfd(main_pid, pid) {
                 let _ = self.shared.main.set((fd, main_pid));

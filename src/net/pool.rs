@@ -93,9 +93,7 @@ pub fn stats() -> NetnsPoolStats {
 /// Whether `CVTEST_NETNS_POOL` leaves the pool on (anything but `0`, `off`, `false`).
 pub(crate) fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        !matches!(std::env::var(crate::NETNS_POOL_ENV).as_deref(), Ok("0" | "off" | "false"))
-    })
+    *ON.get_or_init(|| !matches!(std::env::var(crate::NETNS_POOL_ENV).as_deref(), Ok("0" | "off" | "false")))
 }
 
 /// Whether a container may have a pooled namespace: nothing in it can hold `CAP_NET_ADMIN` (or
@@ -233,6 +231,17 @@ mod tests {
                     FRAG: inuse 0 memory 0\nTCP6: inuse 1\n";
         let got = per_namespace_counts(text);
         let keys: Vec<String> = got.iter().map(|(p, k, v)| format!("{p}.{k}={v}")).collect();
-        assert_eq!(keys, ["sockets.used=3", "TCP.inuse=1", "TCP.tw=2", "UDP.inuse=0", "FRAG.inuse=0", "FRAG.memory=0", "TCP6.inuse=1"]);
+        assert_eq!(
+            keys,
+            [
+                "sockets.used=3",
+                "TCP.inuse=1",
+                "TCP.tw=2",
+                "UDP.inuse=0",
+                "FRAG.inuse=0",
+                "FRAG.memory=0",
+                "TCP6.inuse=1"
+            ]
+        );
     }
 }

@@ -85,7 +85,10 @@ fn reuse_one_namespace() -> Result<(), Failed> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let before = cvtest::netns_pool_stats();
     let first = netns_of(&pooled(), None)?;
-    ensure!(first.starts_with("net:[") && first != own_netns(), "the container's namespace {first:?} is not its own");
+    ensure!(
+        first.starts_with("net:[") && first != own_netns(),
+        "the container's namespace {first:?} is not its own"
+    );
     let second = netns_of(&pooled(), None)?;
     let mut zygote = Zygote::start().map_err(fail("start a zygote"))?;
     let via_zygote = netns_of(&pooled(), Some(&mut zygote))?;
@@ -114,7 +117,12 @@ fn fresh_for_the_others() -> Result<(), Failed> {
     privileged.set_privileged(true);
     let mut networked = pooled();
     networked.set_network_auto(cvtest::lease::NetworkPool::default());
-    for (what, o) in [("NET_ADMIN", &net_admin), ("SYS_ADMIN", &sys_admin), ("privileged", &privileged), ("a network", &networked)] {
+    for (what, o) in [
+        ("NET_ADMIN", &net_admin),
+        ("SYS_ADMIN", &sys_admin),
+        ("privileged", &privileged),
+        ("a network", &networked),
+    ] {
         let ns = netns_of(o, None)?;
         ensure!(ns != pooled_ns, "a container with {what} got the pooled namespace {ns}");
     }
@@ -140,7 +148,8 @@ fn cannot_notice() -> Result<(), Failed> {
     ensure!(a.contains("time_wait=1") && a.contains(&format!("netns={warm}")), "test A: {a}");
     let d = delta(before);
     ensure!(d.reused == 1 && d.discarded == 1 && d.returned == 0, "A's namespace was not discarded: {d:?}");
-    let b = run(&pooled(), &crate::container::captured(command("pool-look-for-traces", &[port, &name])), None)?;
+    let b =
+        run(&pooled(), &crate::container::captured(command("pool-look-for-traces", &[port, &name])), None)?;
     ensure!(!b.contains(&format!("netns={warm}")), "test B got A's namespace: {b}");
     ensure!(b.contains("clean"), "test B noticed something: {b}");
     Ok(())
@@ -155,9 +164,15 @@ fn idle_unix_name() -> Result<(), Failed> {
     let mut same = 0;
     for _ in 0..5 {
         let a = run(&pooled(), &crate::container::captured(command("pool-bind-unix", &[&name])), None)?;
-        let b = run(&pooled(), &crate::container::captured(command("pool-look-for-traces", &["0", &name])), None)?;
+        let b = run(
+            &pooled(),
+            &crate::container::captured(command("pool-look-for-traces", &["0", &name])),
+            None,
+        )?;
         ensure!(b.contains("clean"), "after {a}: the next test noticed something: {b}");
-        same += usize::from(a.lines().find(|l| l.starts_with("netns=")) == b.lines().find(|l| l.starts_with("netns=")));
+        same += usize::from(
+            a.lines().find(|l| l.starts_with("netns=")) == b.lines().find(|l| l.starts_with("netns=")),
+        );
     }
     ensure!(same > 0, "no namespace was reused after a test that only bound a unix name");
     Ok(())
@@ -192,7 +207,8 @@ fn abstract_listener(name: &str) -> std::io::Result<std::os::unix::net::UnixList
 pub fn leave_traces(port: &str, name: &str) -> i32 {
     use std::io::{Read, Write};
     let _unix = abstract_listener(name).expect("bind the abstract name");
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("listen");
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().expect("port"))).expect("listen");
     let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
     let (mut server, _) = listener.accept().expect("accept");
     server.write_all(b"x").expect("write");
@@ -204,7 +220,9 @@ pub fn leave_traces(port: &str, name: &str) -> i32 {
     drop(client);
     let udp = reuseport_udp(port);
     let hex = format!("0100007F:{:04X}", port.parse::<u16>().expect("port"));
-    let tw = entries("tcp").iter().any(|l| l.split_whitespace().nth(1) == Some(&hex) && l.split_whitespace().nth(3) == Some("06"));
+    let tw = entries("tcp")
+        .iter()
+        .any(|l| l.split_whitespace().nth(1) == Some(&hex) && l.split_whitespace().nth(3) == Some("06"));
     println!("{}\ntime_wait={}\nudp={udp}", netns_line(), u8::from(tw));
     0
 }
@@ -220,8 +238,16 @@ fn reuseport_udp(port: &str) -> bool {
         sa.sin_family = libc::AF_INET as libc::sa_family_t;
         sa.sin_port = port.parse::<u16>().expect("port").to_be();
         sa.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
-        let ok = libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sa) as u32) == 0;
-        libc::sendto(fd, b"x".as_ptr().cast(), 1, 0, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sa) as u32);
+        let ok =
+            libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sa) as u32) == 0;
+        libc::sendto(
+            fd,
+            b"x".as_ptr().cast(),
+            1,
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(&sa) as u32,
+        );
         // Left open: the process's exit closes it.
         ok
     }
@@ -257,8 +283,15 @@ pub fn look_for_traces(port: &str, name: &str) -> i32 {
         }
     }
     for (key, values) in snmp_pairs() {
-        if matches!(key.as_str(), "Ip:InReceives" | "Ip:OutRequests" | "Tcp:ActiveOpens" | "Tcp:PassiveOpens" | "Udp:InDatagrams" | "Udp:OutDatagrams")
-            && values != "0"
+        if matches!(
+            key.as_str(),
+            "Ip:InReceives"
+                | "Ip:OutRequests"
+                | "Tcp:ActiveOpens"
+                | "Tcp:PassiveOpens"
+                | "Udp:InDatagrams"
+                | "Udp:OutDatagrams"
+        ) && values != "0"
         {
             found.push(format!("snmp {key}={values}"));
         }
