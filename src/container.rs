@@ -341,7 +341,9 @@ impl Container {
             match spawned {
                 Ok(s) => s,
                 Err(e) => {
-                    pooled.map(crate::net::pool::discard);
+                    if let Some(ns) = pooled {
+                        crate::net::pool::discard(ns);
+                    }
                     return Err(e);
                 }
             };
