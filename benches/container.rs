@@ -47,7 +47,10 @@ fn main() {
         assert!(status.success());
     };
     // Per phase (create, spawn, wait, destroy), without and with a veth.
-    let phases = std::cell::RefCell::new([(); 4].map(|()| [(); 4].map(|()| Vec::new())));
+    let phases = std::cell::RefCell::new([(); 5].map(|()| [(); 4].map(|()| Vec::new())));
+    // The A/B of the network namespace pool: the same container, reusing a namespace.
+    let mut pooled_opts = plain_opts.clone();
+    pooled_opts.set_reuse_netns(true);
     // Root mode with a user namespace: root is nobody outside.
     let (mut userns_plain, mut userns_veth) = (plain_opts.clone(), veth_opts.clone());
     userns_plain.map_root_to(65534, 65534);
@@ -72,7 +75,11 @@ fn main() {
             return Ok(());
         }
         let t4 = Instant::now();
-        let case = usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 };
+        let case = if opts.reuse_netns() {
+            4
+        } else {
+            usize::from(opts.network().is_some()) + if mapped { 2 } else { 0 }
+        };
         for (v, d) in phases.borrow_mut()[case].iter_mut().zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
             v.push(d);
         }
@@ -89,15 +96,21 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 7] = Default::default();
+    let mut samples: [Vec<Duration>; 8] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
     for i in 0..iterations + warmup {
+        // Pool off and on, in alternating order (a namespace's teardown runs after its container).
+        let mut ab = [None, None];
+        for case in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let opts = if case == 0 { &plain_opts } else { &pooled_opts };
+            ab[case] = Some(time(|| container(opts).expect("container")));
+        }
         let times = [
             Some(time(fork_exec)),
             Some(time(std_spawn)),
-            Some(time(|| container(&plain_opts).expect("container"))),
+            ab[0],
             with_veth.then(|| {
                 if let Some(p) = pause {
                     std::thread::sleep(p);
@@ -110,6 +123,7 @@ fn main() {
                 next_subnet(&mut userns_veth);
                 time(|| container(&userns_veth).expect("container with a user namespace and veth"))
             }),
+            ab[1],
             with_veth.then(|| {
                 next_subnet(&mut veth_opts);
                 time(|| container_waiting(&veth_opts, true).expect("container with veth, waiting for it"))
@@ -141,6 +155,7 @@ fn main() {
         format!("{label}container with veth"),
         "userns container, no network".to_owned(),
         "userns container with veth".to_owned(),
+        format!("{label}container, no network, pooled netns"),
         format!("{label}veth, destroy waits (before)"),
     ];
     for (name, stat) in names.iter().zip(&stats) {
@@ -160,6 +175,7 @@ fn main() {
         format!("{label}container with veth"),
         "userns container without network".to_owned(),
         "userns container with veth".to_owned(),
+        format!("{label}container without network, pooled netns"),
     ];
     for (case, name) in cases.iter().enumerate() {
         if phases[case][0].len() < iterations {
@@ -171,6 +187,11 @@ fn main() {
             p[0], p[1], p[2], p[3]
         );
     }
+    let pool = cvtest::netns_pool_stats();
+    println!(
+        "netns pool: {} made, {} reused, {} returned, {} discarded",
+        pool.made, pool.reused, pool.returned, pool.discarded
+    );
     println!("\ntargets (issue 17): container ≤ 3x baseline without network, ≤ 4x with veth");
     if root {
         rootless_as_nobody(iterations);

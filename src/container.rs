@@ -48,6 +48,8 @@ pub struct Container {
     /// Its user namespace: rootless always; as root unless privileged or no owner was found.
     userns: Option<crate::sandbox::userns::UserNs>,
     rootless: bool,
+    /// It gets a network namespace of the process's pool (see [`Options::set_reuse_netns`]).
+    pooled_netns: bool,
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
@@ -62,6 +64,8 @@ struct Running {
     stdout: Option<(OwnedFd, usize)>,
     stderr: Option<(OwnedFd, usize)>,
     netns: Option<OwnedFd>,
+    /// The pooled network namespace its init joined, given back at destroy.
+    pooled: Option<crate::net::pool::PooledNetns>,
     veth: Option<crate::net::Veth>,
     started: Instant,
     /// The init was reaped (by `wait`): nothing of the container runs any more.
@@ -204,12 +208,21 @@ impl Container {
         let name = VethName::next();
         let id = name.id().to_owned();
         let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
+        let confine = (!options.privileged()).then_some(options.capabilities());
+        let pooled_netns = options.reuse_netns()
+            && network.is_none()
+            && !rootless
+            && crate::net::pool::eligible(
+                confine,
+                userns.is_some(),
+                options.isolation().contains(Isolation::PROCESS_CONTROL),
+            );
         Ok(Container {
             veth_name: network.map(|_| name),
             lease,
             id,
             isolation: options.isolation(),
-            confine: (!options.privileged()).then_some(options.capabilities()),
+            confine,
             hostname,
             rootfs,
             network,
@@ -217,6 +230,7 @@ impl Container {
             cgroup,
             userns,
             rootless,
+            pooled_netns,
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
@@ -306,6 +320,8 @@ impl Container {
             }
             None => command,
         };
+        // A pool that cannot make a namespace leaves the init to make its own, as without it.
+        let pooled = if self.pooled_netns { crate::net::pool::take().ok() } else { None };
         let request = spawn::Request {
             command,
             id: &self.id,
@@ -318,9 +334,19 @@ impl Container {
             host_access: self.host_access,
             userns: self.userns,
             rootless: self.rootless,
+            join_netns: pooled.as_ref().map(|ns| ns.fd()),
         };
+        let spawned = spawn::spawn(&request, zygote);
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
-            spawn::spawn(&request, zygote)?;
+            match spawned {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(ns) = pooled {
+                        crate::net::pool::discard(ns);
+                    }
+                    return Err(e);
+                }
+            };
         if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
             if let Some(fd) = main_pidfd(main_pid, pid) {
                 let _ = self.shared.main.set((fd, main_pid));
@@ -338,6 +364,7 @@ impl Container {
             stdout: stdout.map(|fd| (fd, limit(command.get_stdout()))),
             stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
             netns,
+            pooled,
             veth,
             started,
             reaped: false,
@@ -413,11 +440,21 @@ impl Container {
             }
         }
         if let Some(run) = self.running.take_if(|r| r.reaped) {
-            let Running { life, status, stdout, stderr, netns, veth, .. } = run;
+            let Running { life, status, stdout, stderr, netns, pooled, veth, .. } = run;
             if let Some(veth) = veth {
                 crate::net::release_veth(veth);
             }
             drop((netns, life, status, stdout, stderr));
+            // The init is reaped, so its PID namespace is empty: nothing of the container runs
+            // in the namespace any more. Back to the pool if it is as fresh; with a cgroup that
+            // could not be removed, something odd happened: never reused.
+            if let Some(ns) = pooled {
+                if self.cgroup.is_none() {
+                    crate::net::pool::give_back(ns);
+                } else {
+                    crate::net::pool::discard(ns);
+                }
+            }
         }
         if self.running.is_none() {
             // The kernel removes the veth after the network namespace goes, asynchronously. The

@@ -68,7 +68,7 @@ pub use cgroup::{CgroupError, Usage, UsageProbe};
 pub use command::Command;
 pub use container::{Container, KillHandle};
 pub use error::{error_chain, CreateError, DestroyError, SpawnError, WaitError, ZygoteError};
-pub use net::{wait_released as wait_released_veths, NetError, NetlinkError};
+pub use net::{wait_released as wait_released_veths, NetError, NetlinkError, NetnsPoolStats};
 pub use options::{Isolation, Limits, Options, Rootfs, Stdio};
 pub use outcome::{Leftover, Measured, NetStats, Outcome, Peaks, Termination};
 pub use preflight::FORCE_ROOTLESS_ENV;
@@ -89,6 +89,15 @@ pub use cvtest_spec::{
 pub fn release_own_cgroup() -> Result<(), CgroupError> {
     cgroup::Hierarchy::detected().map_or(Ok(()), cgroup::Hierarchy::release)
 }
+
+/// How this process's pool of network namespaces was used (see [`Options::set_reuse_netns`]).
+pub fn netns_pool_stats() -> NetnsPoolStats {
+    net::pool::stats()
+}
+
+/// `0` (or `off`, `false`): no container of this process reuses a network namespace, whatever
+/// its options say (for A/B measurements).
+pub const NETNS_POOL_ENV: &str = "CVTEST_NETNS_POOL";
 
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.

@@ -114,6 +114,8 @@ pub struct Options {
     host_access: HostAccess,
     /// As root, who the container's root is on the host (see [`Options::map_root_to`]).
     map_root_to: Option<crate::MappedOwner>,
+    /// Whether the container may reuse a network namespace (see [`Options::set_reuse_netns`]).
+    reuse_netns: bool,
 }
 
 impl Default for Options {
@@ -131,6 +133,7 @@ impl Default for Options {
             privileged: false,
             host_access: HostAccess::HostEnd,
             map_root_to: None,
+            reuse_netns: false,
         }
     }
 }
@@ -359,6 +362,24 @@ impl Options {
 
     pub fn set_privileged(&mut self, privileged: bool) -> &mut Self {
         self.privileged = privileged;
+        self
+    }
+
+    /// Let the container have a network namespace an earlier container of this process had,
+    /// when nothing in it can change one: no network, not privileged, capabilities within
+    /// [`Capabilities::DEFAULT`] (so no `CAP_NET_ADMIN`), real root without a user namespace,
+    /// a PID namespace. It goes back to the process's pool at destroy only if it looks exactly
+    /// as fresh from inside: no socket left (TIME_WAIT included), no traffic counted, the same
+    /// links, addresses and routes; otherwise it is discarded. Any other container gets a new
+    /// namespace as always. Saves making and tearing down a namespace per container (the
+    /// largest kernel cost of one). Default: false; `cargo cvtest` turns it on; the
+    /// environment's `CVTEST_NETNS_POOL=0` turns it off for the whole process.
+    pub fn reuse_netns(&self) -> bool {
+        self.reuse_netns
+    }
+
+    pub fn set_reuse_netns(&mut self, reuse: bool) -> &mut Self {
+        self.reuse_netns = reuse;
         self
     }
 }

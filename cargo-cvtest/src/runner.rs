@@ -105,10 +105,13 @@ impl Runner<'_> {
         }
     }
 
-    /// The container of a test: its settings' options, the host's root with `writable` writable.
+    /// The container of a test: its settings' options, the host's root with `writable` writable,
+    /// a network namespace of the run's pool when the test cannot change one (the library
+    /// decides which can; `CVTEST_NETNS_POOL=0` turns it off).
     fn options(&self, s: &Effective) -> Options {
         let mut o = s.options().clone();
         o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
+        o.set_reuse_netns(true);
         o
     }
 

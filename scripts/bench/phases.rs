@@ -49,6 +49,11 @@ fn main() {
     };
     let mut cases = vec![
         Case { name: "full (no network)", opts: Options::new(), samples: Default::default() },
+        Case {
+            name: "full, pooled netns (reuse_netns)",
+            opts: Options::new().set_reuse_netns(true).clone(),
+            samples: Default::default(),
+        },
         Case { name: "without CGROUPS", opts: without(Isolation::CGROUPS), samples: Default::default() },
         Case { name: "without FILESYSTEM", opts: without(Isolation::FILESYSTEM), samples: Default::default() },
         Case {

@@ -17,6 +17,7 @@
 mod filter;
 mod netlink;
 mod netns;
+pub(crate) mod pool;
 mod released;
 mod validate;
 mod veth;
@@ -25,6 +26,7 @@ pub use released::wait_released;
 pub(crate) use released::{forget_removed as forget_removed_veths, is_released, release as release_veth};
 
 pub use netlink::{Answer, Netlink, NetlinkError};
+pub use pool::NetnsPoolStats;
 pub use validate::check_host_routes;
 pub(crate) use validate::{host_ipv4_routes, route_overlaps};
 pub use veth::{sweep_stale_links, Veth, VethName, ALIAS_PREFIX};

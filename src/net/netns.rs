@@ -22,13 +22,7 @@ pub(crate) struct NetnsGuard {
 impl NetnsGuard {
     /// Moves the calling thread into `netns`, remembering where it was.
     pub(crate) fn enter(netns: BorrowedFd<'_>) -> Result<NetnsGuard, NetError> {
-        let original: OwnedFd = File::open(THREAD_NETNS)
-            .map_err(|source| NetError::Netns {
-                action: "open the calling thread's network namespace",
-                netns: THREAD_NETNS.to_owned(),
-                source,
-            })?
-            .into();
+        let original = open_own()?;
         setns(netns, CloneFlags::CLONE_NEWNET).map_err(|errno| NetError::Netns {
             action: "enter",
             netns: describe(netns),
@@ -36,6 +30,28 @@ impl NetnsGuard {
         })?;
         Ok(NetnsGuard { original })
     }
+
+    /// Moves the calling thread into a new network namespace (`unshare(CLONE_NEWNET)`),
+    /// remembering where it was.
+    pub(crate) fn unshare() -> Result<NetnsGuard, NetError> {
+        let original = open_own()?;
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|errno| NetError::Netns {
+            action: "make (unshare)",
+            netns: "a new network namespace".to_owned(),
+            source: errno.into(),
+        })?;
+        Ok(NetnsGuard { original })
+    }
+}
+
+fn open_own() -> Result<OwnedFd, NetError> {
+    Ok(File::open(THREAD_NETNS)
+        .map_err(|source| NetError::Netns {
+            action: "open the calling thread's network namespace",
+            netns: THREAD_NETNS.to_owned(),
+            source,
+        })?
+        .into())
 }
 
 impl Drop for NetnsGuard {

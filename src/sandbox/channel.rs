@@ -45,6 +45,7 @@ pub(crate) enum Stage {
     Keyring = 16,
     UserNamespace = 17,
     RunNetns = 18,
+    JoinNetns = 19,
 }
 
 impl Stage {
@@ -68,6 +69,7 @@ impl Stage {
             16 => Stage::Keyring,
             17 => Stage::UserNamespace,
             18 => Stage::RunNetns,
+            19 => Stage::JoinNetns,
             _ => return None,
         })
     }

@@ -58,6 +58,8 @@ pub(crate) struct InitPlan<'a> {
     /// Rootless with a network: make the run's network namespace for the host end of the veth
     /// and report it ([`Message::Netns`]).
     pub(crate) run_netns: bool,
+    /// A pooled network namespace to join (cloned without `CLONE_NEWNET`; `lo` is up in it).
+    pub(crate) join_netns: Option<RawFd>,
     pub(crate) main: MainPlan<'a>,
 }
 
@@ -194,6 +196,10 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     if plan.new_cgroup_ns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(at(Stage::CgroupNamespace))?;
     }
+    // Before the mounts: the fresh /sys shows the namespace of the process that mounts it.
+    if let Some(netns) = plan.join_netns {
+        sys::setns(netns, libc::CLONE_NEWNET).map_err(at(Stage::JoinNetns))?;
+    }
     close_others(plan.keep_fds).map_err(at(Stage::CloseFds))?;
     sys::reset_signal_dispositions();
     let mut wanted = [libc::SIGCHLD; FORWARDED.len() + 1];
@@ -211,7 +217,9 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
         })?;
     }
     sys::umask(old_umask);
-    sys::loopback_up().map_err(at(Stage::Loopback))?;
+    if plan.join_netns.is_none() {
+        sys::loopback_up().map_err(at(Stage::Loopback))?;
+    }
     if plan.run_netns {
         let (host, container) = run_netns().map_err(at(Stage::RunNetns))?;
         send(

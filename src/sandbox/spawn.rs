@@ -54,6 +54,8 @@ pub(crate) struct Request<'a> {
     pub(crate) userns: Option<UserNs>,
     /// Rootless: the host end of a veth goes in the run's network namespace, not the host's.
     pub(crate) rootless: bool,
+    /// A pooled network namespace for the init to join (`setns`) instead of making one.
+    pub(crate) join_netns: Option<std::os::fd::BorrowedFd<'a>>,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -121,7 +123,7 @@ impl From<NetError> for Attempt {
 /// its veth, release it, and read whether its command started.
 fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned, Attempt> {
     let prepared = Prepared::new(req)?;
-    let pipes = Pipes::new(req.command)?;
+    let pipes = Pipes::new(req.command, req.join_netns.map(|fd| fd.as_raw_fd()))?;
     let plan = prepared.init_plan(req, &pipes);
     let flags = clone_flags(req, &plan);
     let run_netns = plan.run_netns;
@@ -241,6 +243,7 @@ impl Prepared {
             caps: self.caps,
             userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
             run_netns: req.rootless && req.network.is_some(),
+            join_netns: req.join_netns.map(|fd| fd.as_raw_fd()),
             main: MainPlan {
                 program: &self.exec_path,
                 argv: &self.argv,
@@ -276,7 +279,8 @@ struct Pipes {
 }
 
 impl Pipes {
-    fn new(command: &Command) -> Result<Pipes, SpawnError> {
+    /// `netns`: a pooled network namespace the init joins (kept, so the zygote gets it too).
+    fn new(command: &Command, netns: Option<RawFd>) -> Result<Pipes, SpawnError> {
         let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SpawnError::Pipe(e.into()));
         let (life_r, life_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
@@ -291,6 +295,7 @@ impl Pipes {
         let mut keep: Vec<RawFd> = [life_r.as_raw_fd(), status_w.as_raw_fd()]
             .into_iter()
             .chain(stdio)
+            .chain(netns)
             .filter(|&fd| fd >= 3)
             .collect();
         keep.sort_unstable();
@@ -301,7 +306,10 @@ impl Pipes {
 
 /// The namespaces to clone the init into.
 fn clone_flags(req: &Request<'_>, plan: &InitPlan<'_>) -> u64 {
-    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWNET) as u64;
+    let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWUTS) as u64;
+    if plan.join_netns.is_none() {
+        flags |= libc::CLONE_NEWNET as u64;
+    }
     if req.userns.is_some() {
         // The kernel makes the user namespace first; it owns the others.
         flags |= libc::CLONE_NEWUSER as u64;
@@ -558,6 +566,7 @@ fn failure(
         Stage::Keyring => "joining a new session keyring".to_owned(),
         Stage::UserNamespace => "becoming root of its user namespace".to_owned(),
         Stage::RunNetns => "making the run's network namespace for the veth's host end".to_owned(),
+        Stage::JoinNetns => "joining its pooled network namespace".to_owned(),
     };
     SpawnError::Setup { stage, source }
 }

@@ -22,7 +22,7 @@ use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 3;
+pub(crate) const PROTOCOL: u32 = 4;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -60,6 +60,7 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
         caps,
         userns,
         run_netns,
+        join_netns,
         main,
     } = plan;
     let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
@@ -78,6 +79,10 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     body.u32(index(*life));
     body.u32(index(*status));
     for fd in stdio {
+        body.u32(index(*fd));
+    }
+    body.bool(join_netns.is_some());
+    if let Some(fd) = join_netns {
         body.u32(index(*fd));
     }
     for fd in keep_fds.iter() {
@@ -210,6 +215,7 @@ pub(crate) struct Received {
     keep_caps: Option<u64>,
     userns: Option<UserNsPlan>,
     run_netns: bool,
+    join_netns: Option<RawFd>,
     program: CString,
     argv: CStrArray,
     envp: CStrArray,
@@ -237,6 +243,7 @@ impl Received {
             }),
             userns: self.userns,
             run_netns: self.run_netns,
+            join_netns: self.join_netns,
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
@@ -269,6 +276,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     let life = fd(&mut r)?;
     let status = fd(&mut r)?;
     let stdio = [fd(&mut r)?, fd(&mut r)?, fd(&mut r)?];
+    let join_netns = if r.bool()? { Some(fd(&mut r)?) } else { None };
     let join_cgroups = r.strings()?;
     let new_cgroup_ns = r.bool()?;
     let hostname = r.bytes()?.to_vec();
@@ -307,6 +315,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         keep_caps,
         userns,
         run_netns,
+        join_netns,
         program,
         argv,
         envp,
@@ -531,7 +540,9 @@ mod tests {
         let envp = CStrArray::new(cstrings(&["A=1", "CVTEST_CONTAINER=x"]));
         let cwd = CString::new("/work").unwrap();
         let program = CString::new("/bin/prog").unwrap();
-        let mut keep = vec![life_r.as_raw_fd(), status_w.as_raw_fd(), out_w.as_raw_fd()];
+        // Stands for a pooled network namespace's fd.
+        let (netns, _netns_w) = pipe();
+        let mut keep = vec![life_r.as_raw_fd(), status_w.as_raw_fd(), out_w.as_raw_fd(), netns.as_raw_fd()];
         keep.sort_unstable();
         let plan = InitPlan {
             join_cgroups: &join,
@@ -545,6 +556,7 @@ mod tests {
             caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
             userns: Some(UserNsPlan { clear_groups: true }),
             run_netns: true,
+            join_netns: Some(netns.as_raw_fd()),
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -556,14 +568,16 @@ mod tests {
             },
         };
         let enc = encode(0x1234, Some(cg.as_fd()), &plan);
-        // life, status, 0, out, 2, then the cgroup directory.
-        assert_eq!(enc.fds.len(), 6);
-        let got =
-            decode(&enc.bytes, received(&enc.fds, &[&life_r, &status_w, &out_w, &cg])).expect("decodes");
+        // life, status, 0, out, 2, the network namespace, then the cgroup directory.
+        assert_eq!(enc.fds.len(), 7);
+        let got = decode(&enc.bytes, received(&enc.fds, &[&life_r, &status_w, &out_w, &netns, &cg]))
+            .expect("decodes");
         assert_eq!(got.flags, 0x1234);
         assert!(got.cgroup.is_some());
         let p = got.plan();
-        assert!(p.keep_fds.windows(2).all(|w| w[0] < w[1]) && p.keep_fds.len() == 5);
+        assert!(p.keep_fds.windows(2).all(|w| w[0] < w[1]) && p.keep_fds.len() == 6);
+        let joined = p.join_netns.expect("the pooled namespace's fd");
+        assert!(p.keep_fds.contains(&joined) && ![p.life, p.status, p.main.stdio[1]].contains(&joined));
         for fd in [p.life, p.status].iter().chain(&p.main.stdio) {
             assert!(p.keep_fds.contains(fd), "{fd} kept");
         }
@@ -604,6 +618,7 @@ mod tests {
             caps: None,
             userns: None,
             run_netns: false,
+            join_netns: None,
             main: MainPlan {
                 program: &program,
                 argv: &argv,

@@ -54,6 +54,9 @@ pub fn run_if_requested() -> Option<i32> {
         ("tty-attack", []) => crate::confinement::tty_attack(),
         ("host-sockets", [path, name]) => crate::confinement::host_sockets(path, name),
         ("keyring", [description, id]) => crate::confinement::keyring(description, id),
+        ("pool-leave-traces", [port, name]) => crate::netns_pool::leave_traces(port, name),
+        ("pool-look-for-traces", [port, name]) => crate::netns_pool::look_for_traces(port, name),
+        ("pool-bind-unix", [name]) => crate::netns_pool::bind_unix(name),
         ("reach", addrs) => crate::confinement::reach(addrs),
         _ => {
             eprintln!("unknown helper {mode} {args:?}");

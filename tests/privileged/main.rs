@@ -13,6 +13,7 @@ mod helpers;
 mod lease;
 mod macro_fixture;
 mod net;
+mod netns_pool;
 mod owner;
 mod support;
 mod userns;
@@ -33,6 +34,7 @@ fn main() {
     trials.extend(lease::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());
+    trials.extend(netns_pool::trials());
     trials.extend(owner::trials());
     trials.extend(userns::trials());
     trials.extend(zygote::trials());

@@ -1,0 +1,247 @@
+//! Network namespaces reused between containers that cannot change them.
+//!
+//! Making a network namespace is the largest single cost of a container (`copy_net_ns`:
+//! per-namespace sysctl tables, `lo`; then the kernel's asynchronous `cleanup_net`). A container
+//! with no network of its own whose processes hold no `CAP_NET_ADMIN` over the namespace (real
+//! root, no user namespace, capabilities within [`Capabilities::DEFAULT`], a PID namespace so
+//! that the init's end is the end of every process in it) can change nothing in its namespace
+//! but sockets and the counters its traffic moves. Such a container may get a namespace of this
+//! pool (its init joins it with `setns` before its mounts, and does not clone one), and gives it
+//! back when it is destroyed: after its init is reaped (so its PID namespace is empty) and its
+//! cgroup removed.
+//!
+//! **A namespace goes back to the pool only if it looks exactly as it did when it was made**:
+//! read from inside it, the per-namespace socket counts of `sockstat` and `sockstat6` (every
+//! socket of every family still alive in it, unix ones with abstract names included, TCP's in use
+//! and in TIME_WAIT), the link list with `lo`'s counters (`dev`) and the IPv4 and IPv6 MIB
+//! counters (`snmp`, `snmp6`) equal the snapshot taken when it was fresh. So a namespace in
+//! which anything was sent or received, or any socket is left, is discarded (counted), never
+//! reused. What then survives is only what no test can observe from inside: the namespace's
+//! identity (its inode) and global kernel state that fresh namespaces share anyway.
+//!
+//! The pool holds its namespaces only as fds of this process: nothing outlives it, even
+//! SIGKILLed. `CVTEST_NETNS_POOL=0` turns it off for the whole process (for A/B measurements).
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use cvtest_spec::Capabilities;
+
+use super::netns::NetnsGuard;
+use super::NetError;
+use crate::sys;
+
+/// At most this many idle namespaces are kept (one per worker is what a runner needs).
+const MAX_IDLE: usize = 16;
+
+/// Files of `/proc/thread-self/net` that must read the same as when the namespace was fresh:
+/// the links with their counters (any packet through `lo`, a packet socket's included) and the
+/// IPv4 and IPv6 MIB counters (what never reached a device too: a send without a route). Other
+/// files cost more than the rest of the check together (the socket tables walk machine-wide hash
+/// tables: `tcp` 2.7 ms per `read` on this 24 GiB machine) and show nothing these and
+/// [`SOCKSTAT`] miss: every socket is counted there, TIME_WAIT ones included, and without
+/// `CAP_NET_ADMIN` a test cannot change links, addresses or routes.
+const COMPARED: [&str; 3] = ["dev", "snmp", "snmp6"];
+
+/// The files whose per-namespace counts must stay as fresh (the others are machine-wide).
+const SOCKSTAT: [&str; 2] = ["sockstat", "sockstat6"];
+
+/// A network namespace of the pool, lent to one container.
+#[derive(Debug)]
+pub(crate) struct PooledNetns {
+    fd: OwnedFd,
+    fresh: Snapshot,
+}
+
+impl PooledNetns {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// How a process's pool has been used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetnsPoolStats {
+    /// Namespaces made by the pool.
+    pub made: u64,
+    /// Containers that got a namespace used before.
+    pub reused: u64,
+    /// Namespaces given back and found as fresh.
+    pub returned: u64,
+    /// Namespaces given back and thrown away: something in them differed from fresh (a socket
+    /// left, TIME_WAIT included; traffic on `lo`), or they could not be checked.
+    pub discarded: u64,
+}
+
+static MADE: AtomicU64 = AtomicU64::new(0);
+static REUSED: AtomicU64 = AtomicU64::new(0);
+static RETURNED: AtomicU64 = AtomicU64::new(0);
+static DISCARDED: AtomicU64 = AtomicU64::new(0);
+
+/// The counters of this process's pool.
+pub fn stats() -> NetnsPoolStats {
+    NetnsPoolStats {
+        made: MADE.load(Ordering::Relaxed),
+        reused: REUSED.load(Ordering::Relaxed),
+        returned: RETURNED.load(Ordering::Relaxed),
+        discarded: DISCARDED.load(Ordering::Relaxed),
+    }
+}
+
+/// Whether `CVTEST_NETNS_POOL` leaves the pool on (anything but `0`, `off`, `false`).
+pub(crate) fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| !matches!(std::env::var(crate::NETNS_POOL_ENV).as_deref(), Ok("0" | "off" | "false")))
+}
+
+/// Whether a container may have a pooled namespace: nothing in it can hold `CAP_NET_ADMIN` (or
+/// `CAP_SYS_ADMIN`, which could make `/proc/sys` writable) over a namespace owned by the initial
+/// user namespace, and its processes end with its init.
+pub(crate) fn eligible(confine: Option<Capabilities>, user_namespace: bool, pid_namespace: bool) -> bool {
+    enabled()
+        && confine.is_some_and(|caps| Capabilities::DEFAULT.contains(caps))
+        && !user_namespace
+        && pid_namespace
+        && crate::preflight::in_initial_user_namespace()
+}
+
+fn idle() -> &'static Mutex<Vec<PooledNetns>> {
+    static IDLE: OnceLock<Mutex<Vec<PooledNetns>>> = OnceLock::new();
+    IDLE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// A namespace for a container: an idle one, else a new one (`lo` up, its fresh state noted).
+pub(crate) fn take() -> Result<PooledNetns, NetError> {
+    let reused = idle().lock().unwrap_or_else(|e| e.into_inner()).pop();
+    if let Some(ns) = reused {
+        REUSED.fetch_add(1, Ordering::Relaxed);
+        return Ok(ns);
+    }
+    let guard = NetnsGuard::unshare()?;
+    sys::loopback_up().map_err(|e| NetError::Netns {
+        action: "bring lo up in",
+        netns: "a new pooled network namespace".to_owned(),
+        source: e.into(),
+    })?;
+    let fd: OwnedFd = File::open("/proc/thread-self/ns/net")
+        .map_err(|source| NetError::Netns {
+            action: "open",
+            netns: "/proc/thread-self/ns/net (a new pooled network namespace)".to_owned(),
+            source,
+        })?
+        .into();
+    let fresh = Snapshot::here();
+    drop(guard);
+    MADE.fetch_add(1, Ordering::Relaxed);
+    Ok(PooledNetns { fd, fresh: fresh? })
+}
+
+/// Gives back the namespace of a container whose processes are all gone: kept if it is exactly
+/// as fresh, else dropped (the kernel then tears it down).
+pub(crate) fn give_back(ns: PooledNetns) {
+    let now = NetnsGuard::enter(ns.fd.as_fd()).and_then(|guard| {
+        let snap = Snapshot::here();
+        drop(guard);
+        snap
+    });
+    match now {
+        Ok(now) if now == ns.fresh => {
+            let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
+            if idle.len() < MAX_IDLE {
+                idle.push(ns);
+            }
+            RETURNED.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(_) | Err(_) => {
+            DISCARDED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Drops a namespace whose container may not have ended cleanly (a failed spawn or teardown).
+pub(crate) fn discard(ns: PooledNetns) {
+    drop(ns);
+    DISCARDED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What a network namespace shows from inside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    files: Vec<Vec<u8>>,
+    /// The per-namespace counts of `sockstat` and `sockstat6`: (line prefix, key, value).
+    counts: Vec<(String, String, String)>,
+}
+
+impl Snapshot {
+    /// Reads the calling thread's network namespace.
+    fn here() -> Result<Snapshot, NetError> {
+        let read = |name: &str| {
+            let path = format!("/proc/thread-self/net/{name}");
+            match std::fs::read(&path) {
+                // A kernel without IPv6 or AF_PACKET has no such file, fresh or not.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                other => other,
+            }
+            .map_err(|source| NetError::Netns {
+                action: "read",
+                netns: format!("{path} of a pooled network namespace"),
+                source,
+            })
+        };
+        // The socket counts first: a closing TCP socket becomes a TIME_WAIT one before it is
+        // freed, so reading `sockets: used` before `tw` (sockstat's order) cannot miss both.
+        let mut counts = Vec::new();
+        for name in SOCKSTAT {
+            counts.extend(per_namespace_counts(&String::from_utf8_lossy(&read(name)?)));
+        }
+        let files = COMPARED.iter().map(|name| read(name)).collect::<Result<_, _>>()?;
+        Ok(Snapshot { files, counts })
+    }
+}
+
+/// `sockets: used`, each protocol's `inuse`, TCP's `tw` and FRAG's `memory`: what sockstat counts
+/// per namespace (`orphan`, `alloc` and `mem` are machine-wide).
+fn per_namespace_counts(sockstat: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for line in sockstat.lines() {
+        let Some((proto, rest)) = line.split_once(':') else { continue };
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        for pair in words.chunks(2) {
+            if let [key, value] = pair {
+                let per_namespace = matches!(*key, "used" | "inuse" | "tw")
+                    || (proto.starts_with("FRAG") && *key == "memory");
+                if per_namespace {
+                    out.push((proto.to_owned(), (*key).to_owned(), (*value).to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockstat_counts_only_what_is_per_namespace() {
+        let text = "sockets: used 3\nTCP: inuse 1 orphan 9 tw 2 alloc 7 mem 160\nUDP: inuse 0 mem 4\n\
+                    FRAG: inuse 0 memory 0\nTCP6: inuse 1\n";
+        let got = per_namespace_counts(text);
+        let keys: Vec<String> = got.iter().map(|(p, k, v)| format!("{p}.{k}={v}")).collect();
+        assert_eq!(
+            keys,
+            [
+                "sockets.used=3",
+                "TCP.inuse=1",
+                "TCP.tw=2",
+                "UDP.inuse=0",
+                "FRAG.inuse=0",
+                "FRAG.memory=0",
+                "TCP6.inuse=1"
+            ]
+        );
+    }
+}
