@@ -51,6 +51,8 @@ pub struct Container {
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
+    /// A lab node's link to its switch (see [`crate::lab`]).
+    lab_port: Option<crate::net::LabPort>,
 }
 
 /// The parent's side of a spawned container (the pidfd lives in [`Shared`]).
@@ -220,6 +222,7 @@ impl Container {
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
+            lab_port: None,
         })
     }
 
@@ -270,6 +273,12 @@ impl Container {
         self.rootless
     }
 
+    /// Makes this container a lab node: at spawn, before its command starts, its network
+    /// namespace is linked to the lab's switch.
+    pub(crate) fn set_lab_port(&mut self, port: crate::net::LabPort) {
+        self.lab_port = Some(port);
+    }
+
     /// The host pid of the container's init, once spawned.
     pub fn init_pid(&self) -> Option<i32> {
         self.running.as_ref().map(|r| r.pid)
@@ -318,6 +327,7 @@ impl Container {
             host_access: self.host_access,
             userns: self.userns,
             rootless: self.rootless,
+            lab_port: self.lab_port.as_ref(),
         };
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
             spawn::spawn(&request, zygote)?;

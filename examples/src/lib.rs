@@ -39,6 +39,8 @@ fn allocate(mib: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+mod lab;
+
 mod memory {
     use super::*;
     use cvtest::cv_test;

@@ -18,12 +18,14 @@ mod filter;
 mod netlink;
 mod netns;
 mod released;
+mod switch;
 mod validate;
 mod veth;
 
 pub(crate) use released::{forget_removed as forget_removed_veths, is_released, release as release_veth};
 
 pub use netlink::{Answer, Netlink, NetlinkError};
+pub(crate) use switch::{LabPort, ShapeError, Shaping, Switch, NODE_END};
 pub use validate::check_host_routes;
 pub(crate) use validate::{host_ipv4_routes, route_overlaps};
 pub use veth::{sweep_stale_links, Veth, VethName, ALIAS_PREFIX};
