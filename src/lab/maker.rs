@@ -53,6 +53,12 @@ pub struct NodeBase {
     pub test_network: Option<NetworkSpec>,
 }
 
+/// Where a test binary's lab socket goes: `cvtest-lab/` in its cargo target directory (the
+/// nearest ancestor with cargo's `CACHEDIR.TAG`), which its container can write.
+pub fn socket_dir(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors().skip(1).find(|d| d.join("CACHEDIR.TAG").is_file()).map(|d| d.join("cvtest-lab"))
+}
+
 /// A lab maker for one test: the socket, and the thread serving it.
 #[derive(Debug)]
 pub struct Maker {
