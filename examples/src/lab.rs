@@ -382,6 +382,15 @@ fn replicated_counter_majority_writes_minority_refuses_and_catches_up() {
     }
     let [n1, n2, n3] = [addrs[0], addrs[1], addrs[2]];
     assert_eq!(call_ready(n1, "inc"), "ok 1");
+    // Every node has the first write before the cut (a node that was still starting gets it
+    // from its periodic pull).
+    for n in [n2, n3] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while call(n, "get").as_deref() != Some("1") {
+            assert!(Instant::now() < deadline, "{n} never got the first write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     // n3 cut off from n1 and n2.
     lab.partition(&["n3"], &["n1", "n2"]).unwrap();

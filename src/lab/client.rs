@@ -166,6 +166,15 @@ impl Lab {
         }
     }
 
+    /// Ends the lab now (dropping it does the same without waiting): every node is stopped and
+    /// reaped, the switch and its links removed; returns every node's runs.
+    pub fn close(mut self) -> Result<Vec<NodeReport>, LabError> {
+        match self.call("close", &Request::Close)? {
+            Reply::Reports { nodes } => Ok(nodes),
+            other => Err(unexpected("close", &other)),
+        }
+    }
+
     fn done(&mut self, request: &'static str, r: Request) -> Result<(), LabError> {
         match self.call(request, &r)? {
             Reply::Done => Ok(()),

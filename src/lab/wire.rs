@@ -23,6 +23,8 @@ pub enum Request {
     Impair { node: String, delay_us: u64, jitter_us: u64, loss_ppm: u32, rate_bps: Option<u64> },
     /// The nodes' reports so far.
     Reports,
+    /// Stop every node and remove the lab now; the answer is every node's reports.
+    Close,
 }
 
 /// What a node runs and with what.
