@@ -266,6 +266,7 @@ fn supervise(test: &'static Test) -> Verdict {
         .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env_remove(ENV_LIST_SETTINGS)
         .env_remove(crate::lab::ENV_SOCKET)
+        .env_remove(crate::lab::ENV_UNSUPPORTED)
         .stdout(Stdio::Capture { limit: OUTPUT_LIMIT })
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
     // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
@@ -276,6 +277,8 @@ fn supervise(test: &'static Test) -> Verdict {
     };
     if let Some(maker) = &maker {
         command.env(crate::lab::ENV_SOCKET, maker.socket_path());
+    } else if container.is_rootless() {
+        command.env(crate::lab::ENV_UNSUPPORTED, crate::lab::ROOTLESS);
     }
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(

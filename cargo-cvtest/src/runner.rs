@@ -193,6 +193,12 @@ impl Runner<'_> {
                 with_lab = with;
                 &with_lab
             }
+            None if c.is_rootless() => {
+                let mut with = cmd.clone();
+                with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+                with_lab = with;
+                &with_lab
+            }
             None => cmd,
         };
         let result = (|| {

@@ -340,6 +340,12 @@ pub(crate) fn run_contained(
             with_lab = with;
             &with_lab
         }
+        None if c.is_rootless() => {
+            let mut with = cmd.clone();
+            with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+            with_lab = with;
+            &with_lab
+        }
         None => cmd,
     };
     let result = (|| {

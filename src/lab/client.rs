@@ -15,6 +15,8 @@ use super::ENV_SOCKET;
 pub enum LabError {
     #[error("no lab maker for this test: {ENV_SOCKET} is not set; a lab needs a #[cv_test] test (run by cargo test, cargo nextest or cargo cvtest) as root")]
     NoMaker,
+    #[error("no lab for this test: {why}")]
+    Unsupported { why: String },
     #[error("failed to reach the lab maker at {path}")]
     Connect {
         path: PathBuf,
@@ -62,6 +64,9 @@ impl Lab {
     }
 
     fn open(subnet: Option<String>) -> Result<Lab, LabError> {
+        if let Ok(why) = std::env::var(super::ENV_UNSUPPORTED) {
+            return Err(LabError::Unsupported { why });
+        }
         let path = PathBuf::from(std::env::var_os(ENV_SOCKET).ok_or(LabError::NoMaker)?);
         let writer = UnixStream::connect(&path).map_err(|source| LabError::Connect { path, source })?;
         let reader = BufReader::new(

@@ -32,7 +32,8 @@
 //! the lab is dropped or the test ends, however it ends; each node's runs (outcome, peaks,
 //! output) are printed with the test's output.
 //!
-//! Requires root (a rootless lab is not supported yet: [`LabError::NoMaker`] names it).
+//! Requires a maker with root privileges: under a rootless maker [`Lab::new`] fails with
+//! [`LabError::Unsupported`].
 
 mod client;
 #[doc(hidden)]
@@ -46,6 +47,13 @@ use std::net::Ipv4Addr;
 
 /// Set in a test's container: the path of its lab maker's socket.
 pub const ENV_SOCKET: &str = "CVTEST_LAB_SOCKET";
+/// Set in a test's container instead of [`ENV_SOCKET`] when its maker cannot make labs (it is
+/// rootless): why. [`Lab::new`] then fails with [`LabError::Unsupported`].
+pub const ENV_UNSUPPORTED: &str = "CVTEST_LAB_UNSUPPORTED";
+
+/// Why a rootless maker makes no lab.
+pub const ROOTLESS: &str = "labs need a maker with root privileges (CAP_SYS_ADMIN and CAP_NET_ADMIN for the switch's namespace and its links); this test runs rootless";
+
 /// Set in a node's environment when it runs a node function: the function's name.
 pub const ENV_FUNCTION: &str = "CVTEST_LAB_FUNCTION";
 /// Set in a node's environment: its name, address, prefix length, and the test's address.
