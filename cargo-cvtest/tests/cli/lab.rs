@@ -20,7 +20,9 @@ pub fn trials() -> Vec<Trial> {
 }
 
 fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
-    let child = cvtest_command("lab", &["-j", "4", "--message-format", "json"])
+    let junit = fixture_target_dir().join("lab-junit.xml");
+    let junit_arg = junit.display().to_string();
+    let child = cvtest_command("lab", &["-j", "4", "--message-format", "json", "--junit", &junit_arg])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -47,6 +49,13 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
     let panicked = statuses.get("panics_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
     if panicked != Some(("pass".into(), 3)) {
         return Err(format!("the panicking lab test: {panicked:?}\n{stderr}").into());
+    }
+    // In the JUnit report each node's run is a child of its test: `<test>/lab/<node>`.
+    let xml = std::fs::read_to_string(&junit)?;
+    let children = xml.matches("/lab/").count();
+    let oneof = xml.contains("name=\"many::lab07/lab/c\"") && xml.contains("classname=\"labfix::many::lab07\"");
+    if children != 22 * 3 || !oneof {
+        return Err(format!("expected 66 lab node testcases in the JUnit report, got {children}:\n{xml}").into());
     }
     no_fixture_process(Duration::from_secs(5))?;
     let cgroups = cgroups_of(runner);
