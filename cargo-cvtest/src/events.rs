@@ -247,6 +247,7 @@ impl TestFinished {
             leak: LeakPolicy::Pass,
             tries: Tries::default(),
             timeline: None,
+            lab: Vec::new(),
         }
     }
 

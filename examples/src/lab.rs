@@ -342,7 +342,8 @@ fn counter() {
                         .iter()
                         .filter(|p| call(**p, &format!("set {next}")).as_deref() == Some("ack"))
                         .count();
-                    if acks + 1 > (peers.len() + 1) / 2 {
+                    // A majority of all the nodes, this one included.
+                    if 2 * (acks + 1) > peers.len() + 1 {
                         let mut v = value.lock().unwrap();
                         *v = (*v).max(next);
                         format!("ok {next}")

@@ -53,9 +53,12 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
     // In the JUnit report each node's run is a child of its test: `<test>/lab/<node>`.
     let xml = std::fs::read_to_string(&junit)?;
     let children = xml.matches("/lab/").count();
-    let oneof = xml.contains("name=\"many::lab07/lab/c\"") && xml.contains("classname=\"labfix::many::lab07\"");
+    let oneof =
+        xml.contains("name=\"many::lab07/lab/c\"") && xml.contains("classname=\"labfix::many::lab07\"");
     if children != 22 * 3 || !oneof {
-        return Err(format!("expected 66 lab node testcases in the JUnit report, got {children}:\n{xml}").into());
+        return Err(
+            format!("expected 66 lab node testcases in the JUnit report, got {children}:\n{xml}").into()
+        );
     }
     no_fixture_process(Duration::from_secs(5))?;
     let cgroups = cgroups_of(runner);
