@@ -793,6 +793,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reports_render_a_line_per_run_then_its_output() {
+        let run = |outcome: &str, stdout: &str| RunReport {
+            outcome: outcome.to_owned(),
+            usage: "peak memory 1.0 MiB (limit 64 MiB)".to_owned(),
+            stdout: stdout.to_owned(),
+            ..running_report()
+        };
+        let reports = [
+            NodeReport {
+                name: "a".into(),
+                address: Ipv4Addr::new(10, 254, 0, 2),
+                runs: vec![run("exited 0", "hi\n")],
+            },
+            NodeReport {
+                name: "b".into(),
+                address: Ipv4Addr::new(10, 254, 0, 3),
+                runs: vec![run("killed by the lab", ""), run("stopped at the end of the lab", "")],
+            },
+        ];
+        assert_eq!(
+            render(&reports),
+            "cvtest: lab node a (10.254.0.2): exited 0; peak memory 1.0 MiB (limit 64 MiB)\n[a] hi\n\
+             cvtest: lab node b (10.254.0.3) run 1: killed by the lab; peak memory 1.0 MiB (limit 64 MiB)\n\
+             cvtest: lab node b (10.254.0.3) run 2: stopped at the end of the lab; peak memory 1.0 MiB (limit 64 MiB)\n"
+        );
+    }
+
+    #[test]
     fn subnets_parse() {
         assert_eq!(parse_subnet("10.77.0.0/24"), Ok((u32::from(Ipv4Addr::new(10, 77, 0, 0)), 24)));
         assert!(parse_subnet("10.77.0.1/24").unwrap_err().contains("host bits"));

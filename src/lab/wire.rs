@@ -108,3 +108,37 @@ pub struct RunReport {
     pub stdout: String,
     pub stderr: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_are_one_json_line_each() {
+        let r = Request::Impair {
+            node: "a".into(),
+            delay_us: 40_000,
+            jitter_us: 0,
+            loss_ppm: 200_000,
+            rate_bps: None,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains('\n'));
+        assert_eq!(
+            line,
+            r#"{"op":"impair","node":"a","delay_us":40000,"jitter_us":0,"loss_ppm":200000,"rate_bps":null}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        let reply = Reply::Failed { kind: FailureKind::KernelFeature, message: "no netem".into() };
+        let line = serde_json::to_string(&reply).unwrap();
+        assert_eq!(line, r#"{"reply":"failed","kind":"kernel_feature","message":"no netem"}"#);
+        assert_eq!(serde_json::from_str::<Reply>(&line).unwrap(), reply);
+        let spec = NodeSpec {
+            name: "n".into(),
+            program: Program::Binary("/bin/true".into()),
+            ..NodeSpec::default()
+        };
+        let r = Request::AddNode { spec };
+        assert_eq!(serde_json::from_str::<Request>(&serde_json::to_string(&r).unwrap()).unwrap(), r);
+    }
+}
