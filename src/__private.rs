@@ -265,13 +265,37 @@ fn supervise(test: &'static Test) -> Verdict {
     command
         .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
         .env_remove(ENV_LIST_SETTINGS)
+        .env_remove(crate::lab::ENV_SOCKET)
+        .env_remove(crate::lab::ENV_UNSUPPORTED)
         .stdout(Stdio::Capture { limit: OUTPUT_LIMIT })
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
+    // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
+    // which the test's container shares.
+    let mut maker = match (container.is_rootless(), lab_socket_dir(test, &exe)) {
+        (false, Some(dir)) => crate::lab::maker::Maker::bind(&dir).ok(),
+        (true, _) | (_, None) => None,
+    };
+    if let Some(maker) = &maker {
+        command.env(crate::lab::ENV_SOCKET, maker.socket_path());
+    } else if container.is_rootless() {
+        command.env(crate::lab::ENV_UNSUPPORTED, crate::lab::ROOTLESS);
+    }
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(
             "cvtest could not start the test in its container: {}",
             error_chain(&e)
         ));
+    }
+    if let (Some(maker), Some(pid)) = (maker.as_mut(), container.init_pid()) {
+        maker.serve(
+            pid,
+            crate::lab::maker::NodeBase {
+                exe: exe.clone(),
+                rootfs: options.rootfs().clone(),
+                limits: options.isolation().contains(Isolation::CGROUPS),
+                test_network: container.network(),
+            },
+        );
     }
     let outcome = match container.wait(settings.timeout) {
         Ok(outcome) => outcome,
@@ -279,6 +303,8 @@ fn supervise(test: &'static Test) -> Verdict {
             return Verdict::Failed(format!("cvtest lost the test in its container: {}", error_chain(&e)))
         }
     };
+    // The test is gone: so is its end of the lab channel, and every node with the lab.
+    let lab_reports = maker.map(crate::lab::maker::Maker::finish).unwrap_or_default();
     let id = container.id().to_owned();
     let network = container.network();
     let destroyed = container.destroy();
@@ -289,6 +315,7 @@ fn supervise(test: &'static Test) -> Verdict {
     // output: on failure, or always with --nocapture.
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
+    print!("{}", crate::lab::maker::render(&lab_reports));
     match network {
         Some(net) => println!(
             "cvtest: container {id}: network {net} (host {}), {}",
@@ -348,6 +375,12 @@ fn options(settings: &TestSettings, test: &Test, exe: &Path) -> Result<Options, 
     let mut options = Options::for_test(settings)?;
     options.set_rootfs(Rootfs::Host { writable: writable_dirs(Path::new(test.manifest_dir), exe) });
     Ok(options)
+}
+
+/// Where a test's lab socket goes: `cvtest-lab/` in the target directory (else the package's).
+fn lab_socket_dir(test: &Test, exe: &Path) -> Option<PathBuf> {
+    let base = target_dir(exe).unwrap_or_else(|| PathBuf::from(test.manifest_dir));
+    Some(base.join("cvtest-lab"))
 }
 
 /// The package directory and the target directory, without one nested in the other twice.
@@ -423,7 +456,7 @@ fn judge(outcome: &Outcome, limits: &Limits, timeout: Option<Duration>, name: &s
 }
 
 /// The usage line printed with every test: peaks and limits, CPU time, traffic, wall time.
-fn usage(outcome: &Outcome, limits: &Limits) -> String {
+pub(crate) fn usage(outcome: &Outcome, limits: &Limits) -> String {
     let peaks = &outcome.peaks;
     if !outcome.limits_enforced {
         let mut parts = vec![format!(

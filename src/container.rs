@@ -53,6 +53,11 @@ pub struct Container {
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
+    /// A lab node's link to its switch (see [`crate::lab`]).
+    lab_port: Option<crate::net::LabPort>,
+    /// Something outside the container changed its network namespace (a lab linked the test
+    /// to its switch): a pooled one is not given back.
+    netns_changed: bool,
 }
 
 /// The parent's side of a spawned container (the pidfd lives in [`Shared`]).
@@ -234,6 +239,8 @@ impl Container {
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
+            lab_port: None,
+            netns_changed: false,
         })
     }
 
@@ -282,6 +289,12 @@ impl Container {
     /// a veth's host end in the run's network namespace).
     pub fn is_rootless(&self) -> bool {
         self.rootless
+    }
+
+    /// Makes this container a lab node: at spawn, before its command starts, its network
+    /// namespace is linked to the lab's switch.
+    pub(crate) fn set_lab_port(&mut self, port: crate::net::LabPort) {
+        self.lab_port = Some(port);
     }
 
     /// The host pid of the container's init, once spawned.
@@ -335,6 +348,7 @@ impl Container {
             userns: self.userns,
             rootless: self.rootless,
             join_netns: pooled.as_ref().map(|ns| ns.fd()),
+            lab_port: self.lab_port.as_ref(),
         };
         let spawned = spawn::spawn(&request, zygote);
         let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
@@ -406,6 +420,12 @@ impl Container {
         Ok(outcome)
     }
 
+    /// Says that the container's network namespace was changed from outside (e.g. a lab's
+    /// link was added to it): if it came from the pool, it is discarded, never reused.
+    pub fn mark_netns_changed(&mut self) {
+        self.netns_changed = true;
+    }
+
     pub fn kill_handle(&self) -> KillHandle {
         KillHandle(Arc::clone(&self.shared))
     }
@@ -449,7 +469,7 @@ impl Container {
             // in the namespace any more. Back to the pool if it is as fresh; with a cgroup that
             // could not be removed, something odd happened: never reused.
             if let Some(ns) = pooled {
-                if self.cgroup.is_none() {
+                if self.cgroup.is_none() && !self.netns_changed {
                     crate::net::pool::give_back(ns);
                 } else {
                     crate::net::pool::discard(ns);

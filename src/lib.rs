@@ -45,6 +45,7 @@ mod cgroup;
 mod command;
 mod container;
 mod error;
+pub mod lab;
 pub mod lease;
 mod mountinfo;
 mod net;

@@ -153,6 +153,8 @@ pub(crate) struct TestFinished {
     /// Its container's usage over time (`--timeline`): with [`PeakScope::Binary`] the binary's
     /// container's, the same `Arc` for each of its tests.
     pub(crate) timeline: Option<Arc<Timeline>>,
+    /// Its lab's nodes (`cvtest::lab`), each with its runs: outcome and peaks.
+    pub(crate) lab: Vec<cvtest::lab::NodeReport>,
 }
 
 /// A test's attempts: this one's number, the earlier ones (each failed and was retried).
@@ -223,6 +225,7 @@ impl TestFinished {
             leak: t.leak,
             tries: Tries { earlier: Vec::new(), allowed: 1 + t.retries, slow_limit: None },
             timeline: None,
+            lab: Vec::new(),
         }
     }
 
@@ -254,6 +257,7 @@ impl TestFinished {
             leak: LeakPolicy::Pass,
             tries: Tries::default(),
             timeline: None,
+            lab: Vec::new(),
         }
     }
 

@@ -199,6 +199,7 @@ impl Record {
             tries: crate::events::Tries::default(),
             network: None,
             timeline: None,
+            lab: Vec::new(),
         })
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use std::cell::RefCell;
 
+use cvtest::lab::maker;
 use cvtest::lease::{self, LeaseError, WaitPolicy, Waiting};
 use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
 use cvtest_spec::NetworkSpec;
@@ -182,12 +183,45 @@ impl Runner<'_> {
         })?;
         let network = c.network();
         let mut timeline = None;
+        // The test's lab maker (`cvtest::lab`): this worker makes its nodes, as root only.
+        let mut maker = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
+            (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
+            (true, _) | (_, None) => None,
+        };
+        let with_lab;
+        let cmd = match &maker {
+            Some(m) => {
+                let mut with = cmd.clone();
+                with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
+                with_lab = with;
+                &with_lab
+            }
+            None if c.is_rootless() => {
+                let mut with = cmd.clone();
+                with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+                with_lab = with;
+                &with_lab
+            }
+            None => cmd,
+        };
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),
                 None => c.spawn(cmd),
             }
             .map_err(UnitError::Spawn)?;
+            if let (Some(m), Some(pid)) = (maker.as_mut(), c.init_pid()) {
+                let options = self.options(settings);
+                m.serve(
+                    pid,
+                    maker::NodeBase {
+                        exe: cmd.get_program().to_path_buf(),
+                        rootfs: options.rootfs().clone(),
+                        limits: options.isolation().contains(cvtest::Isolation::CGROUPS),
+                        test_network: network,
+                    },
+                );
+            }
             if !self.scheduler.set_kill(ticket, c.kill_handle()) {
                 c.kill_handle().kill();
             }
@@ -196,6 +230,11 @@ impl Runner<'_> {
             timeline = sampling.and_then(|r| self.sampler?.take(r));
             outcome
         })();
+        // The test has ended, and with it its end of the lab channel: its nodes are stopped.
+        let (lab, connected) = maker.map(maker::Maker::finish_connected).unwrap_or_default();
+        if connected {
+            c.mark_netns_changed();
+        }
         // Destroy returns once the kernel has removed the veth (and released the subnet's lease),
         // so the next unit the scheduler admits on that subnet never meets its route.
         let destroyed = c.destroy().map_err(UnitError::Destroy);
@@ -205,7 +244,7 @@ impl Runner<'_> {
                     t.finish(o.duration, mark_of(o.termination));
                     Arc::new(t)
                 });
-                Ok(Contained { outcome: o, network, timeline })
+                Ok(Contained { outcome: o, network, timeline, lab })
             }
             (Err(e), _) | (Ok(_), Err(e)) => Err(NoOutcome::Error(e)),
         }
@@ -296,7 +335,7 @@ impl Runner<'_> {
             result
         });
         match contained {
-            Ok(Contained { outcome: o, network, timeline }) => {
+            Ok(Contained { outcome: o, network, timeline, lab }) => {
                 r.network = network;
                 r.timeline = timeline;
                 r.status = self.status(&o);
@@ -308,7 +347,9 @@ impl Runner<'_> {
                 r.pids_limit_hit = o.pids_limit_hit;
                 r.leftover = o.leftover;
                 r.stdout = o.stdout;
+                r.stdout.extend_from_slice(maker::render(&lab).as_bytes());
                 r.stderr = o.stderr;
+                r.lab = lab;
             }
             Err(why) => {
                 r.status = why.into();
@@ -383,6 +424,8 @@ struct Contained {
     outcome: Outcome,
     network: Option<NetworkSpec>,
     timeline: Option<Arc<Timeline>>,
+    /// The nodes of the labs the test made, when it made any.
+    lab: Vec<cvtest::lab::NodeReport>,
 }
 
 /// Why a unit's container gave no outcome: the run was interrupted before it was created, or the

@@ -322,19 +322,55 @@ pub(crate) fn run_contained(
         return Ok(None);
     }
     let started = Instant::now();
-    let mut c =
-        Container::create(&options(settings, writable)).map_err(|e| StandaloneError::Create(Box::new(e)))?;
+    let options = options(settings, writable);
+    let mut c = Container::create(&options).map_err(|e| StandaloneError::Create(Box::new(e)))?;
     let container_id = c.id().to_owned();
     let network = c.network();
+    // The test's lab maker (`cvtest::lab`), as root: this process makes its nodes.
+    use cvtest::lab::maker;
+    let mut lab = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
+        (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
+        (true, _) | (_, None) => None,
+    };
+    let with_lab;
+    let cmd = match &lab {
+        Some(m) => {
+            let mut with = cmd.clone();
+            with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
+            with_lab = with;
+            &with_lab
+        }
+        None if c.is_rootless() => {
+            let mut with = cmd.clone();
+            with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+            with_lab = with;
+            &with_lab
+        }
+        None => cmd,
+    };
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
             path: cmd.get_program().to_owned(),
             source: Box::new(source),
         })?;
         guard.arm(c.kill_handle());
+        if let (Some(m), Some(pid)) = (lab.as_mut(), c.init_pid()) {
+            m.serve(
+                pid,
+                maker::NodeBase {
+                    exe: cmd.get_program().to_path_buf(),
+                    rootfs: options.rootfs().clone(),
+                    limits: options.isolation().contains(cvtest::Isolation::CGROUPS),
+                    test_network: network,
+                },
+            );
+        }
         c.wait(settings.timeout()).map_err(|e| StandaloneError::Wait(Box::new(e)))
     })();
     guard.disarm();
+    // The test's output went straight to where the runner reads it; its nodes' lines follow.
+    let nodes = lab.map(maker::Maker::finish).unwrap_or_default();
+    print!("{}", maker::render(&nodes));
     let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
     // One test per process, which exits next: its veth is gone before it does.
     let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);

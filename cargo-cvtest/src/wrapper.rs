@@ -103,6 +103,7 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         network: c.network,
         tries: crate::events::Tries::default(),
         timeline: None,
+        lab: Vec::new(),
     };
     eprintln!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {

@@ -11,6 +11,9 @@
 //! | `pids::fork_storm_is_held_by_the_pids_limit` | 200 child processes asked for, `pids = "32"` refuses most |
 //! | `net::server_and_client_over_a_veth` | a TCP server on the host end of a veth, a client in a container behind it |
 //! | `cpu::busy_loop_is_held_to_half_a_cpu` | a busy loop under `cpus = "0.5"` gets at most about half a core |
+//! | `lab::replicated_counter_*` | three counter nodes on a lab switch: one cut off, the majority accepts writes, the minority refuses, it catches up after a heal |
+//! | `lab::client_retries_over_a_lossy_slow_link` | a client's retries against a node behind 20% loss, 40 ms delay, 1 Mbit/s (netem) |
+//! | `lab::*` | the lab itself: reachability, partitions both and one way, kill/restart, a rate, a node's own OOM and pids exhaustion |
 //! | `port::binds_8080_*` | plain `#[test]`s all binding 127.0.0.1:8080 at once: each has its own network namespace |
 //!
 //! Some examples only make sense under `cargo cvtest` (which sets `CVTEST_RUNNER`): under plain
@@ -38,6 +41,8 @@ fn allocate(mib: usize) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+mod lab;
 
 mod memory {
     use super::*;

@@ -31,6 +31,8 @@ use crate::sys;
 /// The program's name, as `bpftool prog` shows it.
 const PROG_NAME: &[u8] = b"cvtest_host_end";
 const LICENSE: &CStr = c"Dual MIT/GPL";
+/// The partition program's name (at most 15 bytes).
+pub(super) const PARTITION_NAME: &[u8] = b"cvtest_cut";
 
 /// `ETH_P_ALL`: the filter sees every protocol.
 const ETH_P_ALL: u16 = 0x0003;
@@ -99,6 +101,48 @@ fn program(host: Ipv4Addr) -> [[u8; 8]; 14] {
     ]
 }
 
+/// `BPF_JMP32 | BPF_JEQ | BPF_K`: if (u32)dst == imm goto +off.
+const JEQ32_K: u8 = 0x16;
+
+/// The most addresses one port's partition program names (a lab is one /24 at most).
+pub(super) const MAX_BLOCKED: usize = 254;
+
+/// A lab port's partition program (on the switch side of a node's link, at ingress, so it sees
+/// what the node sends): IPv4 to one of `blocked` is dropped, everything else (ARP included, so
+/// neighbours stay resolvable and a heal is immediate) passes.
+fn partition_program(blocked: &[Ipv4Addr]) -> Vec<[u8; 8]> {
+    let ipv4 = i32::from(u16::from_ne_bytes([0x08, 0x00]));
+    let n = blocked.len() as i16;
+    let (r0, r1, r2, r3, r4) = (0, 1, 2, 3, 4);
+    let mut prog = vec![
+        /* 0 */ insn(LDX_W, r2, r1, SKB_DATA, 0),
+        /* 1 */ insn(LDX_W, r3, r1, SKB_DATA_END, 0),
+        /* 2 */ insn(MOV64_X, r4, r2, 0, 0),
+        /* 3 */ insn(ADD64_K, r4, 0, 0, MIN_FRAME),
+        /* 4 */ insn(JGT_X, r4, r3, 3 + n, 0), // too short for IPv4: pass
+        /* 5 */ insn(LDX_H, r4, r2, ETHERTYPE, 0),
+        /* 6 */ insn(JNE_K, r4, 0, 1 + n, ipv4), // not IPv4: pass
+        /* 7 */ insn(LDX_W, r4, r2, IPV4_DST, 0),
+    ];
+    for (i, addr) in blocked.iter().enumerate() {
+        // At 8 + i; drop is at 10 + n.
+        prog.push(insn(JEQ32_K, r4, 0, 1 + n - i as i16, i32::from_ne_bytes(addr.octets())));
+    }
+    prog.extend([insn(MOV64_K, r0, 0, 0, PASS), insn(EXIT, 0, 0, 0, 0)]);
+    if n > 0 {
+        // Without addresses nothing jumps here, and the verifier refuses unreachable code.
+        prog.extend([insn(MOV64_K, r0, 0, 0, DROP), insn(EXIT, 0, 0, 0, 0)]);
+    }
+    prog
+}
+
+/// The loaded partition program of the port `port` (see [`partition_program`]).
+pub(super) fn load_partition(blocked: &[Ipv4Addr], port: &str) -> Result<OwnedFd, NetError> {
+    let blocked = &blocked[..blocked.len().min(MAX_BLOCKED)];
+    sys::bpf_load_sched_cls(&partition_program(blocked), LICENSE, PARTITION_NAME)
+        .map_err(|errno| NetError::HostFilter { name: port.to_owned(), source: errno.into() })
+}
+
 /// The loaded program for a host end at `host` (its fd: the tc request names it, the kernel
 /// then holds its own reference).
 pub(super) fn load(host: Ipv4Addr, host_name: &str) -> Result<OwnedFd, NetError> {
@@ -123,10 +167,21 @@ pub(super) fn qdisc_message(index: u32) -> RouteNetlinkMessage {
 /// `RTM_NEWTFILTER`: the program `prog` as a direct-action classifier of every protocol under
 /// the ingress qdisc of `index`.
 pub(super) fn filter_message(index: u32, prog: &OwnedFd) -> RouteNetlinkMessage {
+    bpf_filter_message(index, prog, TcHandle::UNSPEC, PROG_NAME)
+}
+
+/// `RTM_NEWTFILTER` of `prog` under the ingress qdisc of `index`, with the filter handle
+/// `handle` (a fixed handle lets a later request with `NLM_F_REPLACE` swap the program).
+pub(super) fn bpf_filter_message(
+    index: u32,
+    prog: &OwnedFd,
+    handle: TcHandle,
+    name: &[u8],
+) -> RouteNetlinkMessage {
     let priority = 1u32;
     let header = TcHeader {
         index: index as i32,
-        handle: TcHandle::UNSPEC,
+        handle,
         parent: INGRESS_HANDLE,
         // The priority in the upper half, the protocol (network order) in the lower.
         info: priority << 16 | u32::from(ETH_P_ALL.to_be()),
@@ -134,7 +189,7 @@ pub(super) fn filter_message(index: u32, prog: &OwnedFd) -> RouteNetlinkMessage 
     };
     let options = vec![
         TcOption::Bpf(TcFilterBpfOption::ProgFd(prog.as_raw_fd() as u32)),
-        TcOption::Bpf(TcFilterBpfOption::ProgName(String::from_utf8_lossy(PROG_NAME).into_owned())),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(String::from_utf8_lossy(name).into_owned())),
         TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
     ];
     RouteNetlinkMessage::NewTrafficFilter(TcMessage::from_parts(
@@ -161,5 +216,29 @@ mod tests {
         assert_eq!(i32::from_ne_bytes(prog[10][4..8].try_into().unwrap()), PASS);
         assert_eq!(i32::from_ne_bytes(prog[12][4..8].try_into().unwrap()), DROP);
         assert_eq!(i32::from_ne_bytes(prog[9][4..8].try_into().unwrap()).to_ne_bytes(), [10, 0, 0, 1]);
+    }
+
+    #[test]
+    fn partition_jumps_land_on_pass_or_drop() {
+        let blocked = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 9)];
+        let prog = partition_program(&blocked);
+        let n = blocked.len();
+        let (pass, drop) = (8 + n, 10 + n);
+        assert_eq!(prog.len(), 12 + n);
+        for (pc, i) in prog.iter().enumerate() {
+            let target = || pc as i16 + 1 + i16::from_ne_bytes([i[2], i[3]]);
+            match i[0] {
+                JGT_X | JNE_K => assert_eq!(target(), pass as i16, "instruction {pc}"),
+                JEQ32_K => {
+                    assert_eq!(target(), drop as i16, "instruction {pc}");
+                    let addr = i32::from_ne_bytes(i[4..8].try_into().unwrap()).to_ne_bytes();
+                    assert_eq!(addr, blocked[pc - 8].octets());
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(i32::from_ne_bytes(prog[pass][4..8].try_into().unwrap()), PASS);
+        assert_eq!(i32::from_ne_bytes(prog[drop][4..8].try_into().unwrap()), DROP);
+        assert_eq!(partition_program(&[]).len(), 10);
     }
 }

@@ -19,6 +19,7 @@ mod netlink;
 mod netns;
 pub(crate) mod pool;
 mod released;
+mod switch;
 mod validate;
 mod veth;
 
@@ -27,6 +28,7 @@ pub(crate) use released::{forget_removed as forget_removed_veths, is_released, r
 
 pub use netlink::{Answer, Netlink, NetlinkError};
 pub use pool::NetnsPoolStats;
+pub(crate) use switch::{LabPort, ShapeError, Shaping, Switch, NODE_END};
 pub use validate::check_host_routes;
 pub(crate) use validate::{host_ipv4_routes, route_overlaps};
 pub use veth::{sweep_stale_links, Veth, VethName, ALIAS_PREFIX};

@@ -38,7 +38,7 @@ const PID_DIGITS: usize = 5;
 /// characters; names still in use are skipped after a wrap.
 const FIVE_DIGITS: u32 = 36u32.pow(5);
 /// `LOOPBACK_IFINDEX`: `lo` has index 1 in every network namespace.
-const LOOPBACK_INDEX: u32 = 1;
+pub(super) const LOOPBACK_INDEX: u32 = 1;
 
 static NEXT_NAME: AtomicU32 = AtomicU32::new(0);
 
@@ -468,7 +468,7 @@ fn create_pair(
 }
 
 /// One request of a batch: what it is for error messages, and an errno that is no failure.
-struct Step {
+pub(super) struct Step {
     msg: RouteNetlinkMessage,
     flags: u16,
     what: String,
@@ -476,21 +476,21 @@ struct Step {
 }
 
 impl Step {
-    fn new(msg: RouteNetlinkMessage, flags: u16) -> Step {
+    pub(super) fn new(msg: RouteNetlinkMessage, flags: u16) -> Step {
         Step { msg, flags, what: String::new(), tolerate: None }
     }
-    fn what(mut self, what: String) -> Step {
+    pub(super) fn what(mut self, what: String) -> Step {
         self.what = what;
         self
     }
-    fn tolerate(mut self, errno: Errno) -> Step {
+    pub(super) fn tolerate(mut self, errno: Errno) -> Step {
         self.tolerate = Some(errno);
         self
     }
 }
 
 /// Sends `steps` in one datagram; the first that failed (in order) is the error.
-fn run(nl: &mut Netlink, steps: Vec<Step>) -> Result<(), NetError> {
+pub(super) fn run(nl: &mut Netlink, steps: Vec<Step>) -> Result<(), NetError> {
     let mut described = Vec::with_capacity(steps.len());
     let mut requests = Vec::with_capacity(steps.len());
     for step in steps {
@@ -511,7 +511,7 @@ fn run(nl: &mut Netlink, steps: Vec<Step>) -> Result<(), NetError> {
 /// `RTM_SETLINK` with IPv6 `addrgenmode none`: no link-local address, so no DAD, router
 /// solicitations or MLD reports that would show up in the traffic counters of a test that sends
 /// nothing. (`EAFNOSUPPORT` where IPv6 is off: nothing to quiet.)
-fn no_ipv6_addresses_message(index: u32) -> RouteNetlinkMessage {
+pub(super) fn no_ipv6_addresses_message(index: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
     msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
@@ -520,7 +520,7 @@ fn no_ipv6_addresses_message(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
-fn address_message(index: u32, ip: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
+pub(super) fn address_message(index: u32, ip: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
     msg.header.prefix_len = prefix_len;

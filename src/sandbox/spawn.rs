@@ -56,6 +56,8 @@ pub(crate) struct Request<'a> {
     pub(crate) rootless: bool,
     /// A pooled network namespace for the init to join (`setns`) instead of making one.
     pub(crate) join_netns: Option<std::os::fd::BorrowedFd<'a>>,
+    /// A lab node: its link to the lab's switch, made before the go.
+    pub(crate) lab_port: Option<&'a crate::net::LabPort>,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -338,6 +340,13 @@ fn link_network(
     init: &mut InitGuard,
     prepared: &Prepared,
 ) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
+    if let Some(port) = req.lab_port {
+        // Not held: the node's link goes with its namespace (and its maker deletes it first).
+        let path = format!("/proc/{pid}/ns/net");
+        let netns: OwnedFd =
+            File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
+        port.attach(netns.as_fd())?;
+    }
     let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
     let path = format!("/proc/{pid}/ns/net");
     let netns: OwnedFd =

@@ -22,6 +22,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("netns_pool::network_net_admin_or_privileged_get_a_fresh_one", fresh_for_the_others),
         privileged("netns_pool::a_next_test_cannot_notice_tcp_time_wait_or_unix_names", cannot_notice),
         privileged("netns_pool::an_idle_abstract_name_leaves_nothing_behind", idle_unix_name),
+        privileged("netns_pool::a_namespace_changed_from_outside_is_not_reused", changed_from_outside),
     ]
 }
 
@@ -348,4 +349,24 @@ fn bind_without_reuseaddr(port: u16) -> std::io::Result<()> {
             Err(err)
         }
     }
+}
+
+/// A namespace its holder says was changed from outside (a lab linked the test to its switch)
+/// is discarded, even when nothing of the change is left in it.
+fn changed_from_outside() -> Result<(), Failed> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let warm = netns_of(&pooled(), None)?;
+    let before = cvtest::netns_pool_stats();
+    let mut c = Container::create(&pooled()).map_err(fail("create"))?;
+    c.spawn(&sh("readlink /proc/self/ns/net")).map_err(fail("spawn"))?;
+    let out = c.wait(Some(std::time::Duration::from_secs(30))).map_err(fail("wait"))?;
+    let used = text(&out.stdout).trim().to_owned();
+    ensure!(used == warm, "the container got {used}, not the pooled {warm}");
+    c.mark_netns_changed();
+    c.destroy().map_err(fail("destroy"))?;
+    let d = delta(before);
+    ensure!(d.discarded == 1 && d.returned == 0, "pool counts {d:?}");
+    let next = netns_of(&pooled(), None)?;
+    ensure!(next != warm, "the changed namespace {warm} was reused");
+    Ok(())
 }

@@ -196,6 +196,8 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "peaks": t.peaks.as_ref().map(|p| peaks_json(p, t.pids_limit_hit)),
         "leftover": t.leftover.iter().map(|l| json!({ "pid": l.pid, "name": l.name })).collect::<Vec<_>>(),
         "leak": t.leak.as_str(),
+        // Its lab's nodes (`cvtest::lab`), children of the test: each run's outcome and peaks.
+        "lab_nodes": t.lab.iter().map(lab_node_json).collect::<Vec<_>>(),
         "flaky": t.flaky(),
         "attempt": t.attempt(),
         "attempts_allowed": t.tries.allowed.max(1),
@@ -204,6 +206,24 @@ fn test_json(t: &TestFinished, run_start: Option<Instant>) -> Value {
         "timeline": t.timeline.as_deref().filter(|_| t.scope == PeakScope::Test).map(timeline_json),
         "stdout": failure.then(|| String::from_utf8_lossy(&t.stdout).into_owned()),
         "stderr": failure.then(|| String::from_utf8_lossy(&t.stderr).into_owned()),
+    })
+}
+
+/// A lab node of a test: its address and every run (a restart adds one).
+fn lab_node_json(n: &cvtest::lab::NodeReport) -> Value {
+    json!({
+        "name": n.name,
+        "address": n.address.to_string(),
+        "runs": n.runs.iter().map(|r| json!({
+            "outcome": r.outcome,
+            "success": r.ok,
+            "oom": r.oom,
+            "pids_limit_hit": r.pids_limit_hit,
+            "peak_memory_bytes": r.peak_memory_bytes,
+            "peak_pids": r.peak_pids,
+            "cpu_ms": r.cpu_ms,
+            "duration_ms": r.duration_ms,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -91,6 +91,49 @@ impl JunitReporter {
     }
 }
 
+/// A test's lab nodes (`cvtest::lab`) as its children: one `<testcase>` per run of a node,
+/// named `<test>/lab/<node>` (`#2` for a second run), class `<binary>::<test>`, failed when the
+/// run ended other than as a node should (exit 0, or stopped by the test or its lab's end).
+fn lab_cases(t: &TestFinished) -> Vec<TestCase> {
+    let mut cases = Vec::new();
+    for node in &t.lab {
+        for (i, run) in node.runs.iter().enumerate() {
+            let status = if run.ok {
+                TestCaseStatus::success()
+            } else {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_type(if run.oom { "oom" } else { "node" });
+                s.set_message(run.outcome.clone());
+                s
+            };
+            let run_no = if i > 0 { format!("#{}", i + 1) } else { String::new() };
+            let mut c = TestCase::new(format!("{}/lab/{}{run_no}", t.name, node.name), status);
+            c.set_classname(format!("{}::{}", t.binary_id, t.name));
+            c.set_time(std::time::Duration::from_millis(run.duration_ms));
+            let mut props = vec![
+                Property::new("cvtest.lab.address", node.address.to_string()),
+                Property::new("cvtest.lab.outcome", run.outcome.clone()),
+            ];
+            if let Some(m) = run.peak_memory_bytes {
+                props.push(Property::new("cvtest.peak.memory_bytes", m.to_string()));
+            }
+            if let Some(p) = run.peak_pids {
+                props.push(Property::new("cvtest.peak.pids", p.to_string()));
+            }
+            if run.pids_limit_hit {
+                props.push(Property::new("cvtest.pids_limit_hit", "true"));
+            }
+            c.add_properties(props);
+            if !run.ok {
+                c.set_system_out_lossy(run.stdout.as_bytes());
+                c.set_system_err_lossy(run.stderr.as_bytes());
+            }
+            cases.push(c);
+        }
+    }
+    cases
+}
+
 /// The JUnit kind of a status that failed.
 fn kind(status: &Status) -> NonSuccessKind {
     match status {
@@ -164,7 +207,11 @@ impl Reporter for JunitReporter {
     fn report(&mut self, event: &Event) -> std::io::Result<()> {
         match event {
             Event::TestWaiting { .. } => {}
-            Event::TestFinished(t) => self.suites.entry(t.binary_id.clone()).or_default().push(Self::case(t)),
+            Event::TestFinished(t) => {
+                let cases = self.suites.entry(t.binary_id.clone()).or_default();
+                cases.push(Self::case(t));
+                cases.extend(lab_cases(t));
+            }
             Event::BinaryFinished(b) => {
                 if let Some(p) = &b.peaks {
                     self.binary_props.entry(b.binary_id.clone()).or_default().extend(peak_props(

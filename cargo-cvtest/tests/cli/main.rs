@@ -6,6 +6,7 @@ mod browser;
 mod errors;
 mod fixtures;
 mod interrupt;
+mod lab;
 mod leases;
 mod nextest;
 mod reliability;
@@ -28,6 +29,7 @@ fn main() {
     trials.extend(interrupt::trials());
     trials.extend(nextest::trials());
     trials.extend(leases::trials());
+    trials.extend(lab::trials());
     trials.extend(reliability::trials());
     trials.extend(runner_features::trials());
     trials.extend(timeline::trials());

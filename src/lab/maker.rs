@@ -1,0 +1,873 @@
+//! The maker's side of a lab: whoever made the test's container (the `#[cv_test]` parent, or
+//! the runner's worker) serves its lab requests. The test holds no privilege for any of it.
+//!
+//! Before spawning the test, [`Maker::bind`] makes a unix socket in a directory the test can
+//! reach (the target directory); its path goes to the test in `CVTEST_LAB_SOCKET`. Once the
+//! test runs, [`Maker::serve`] answers on a thread of its own, only to a peer in the test's own
+//! network namespace (checked with `SO_PEERCRED` on every connection): another test that finds
+//! the socket cannot drive this lab. One lab at a time; when the test closes the channel (drops
+//! its [`super::Lab`], or ends however it ends) every node is killed and reaped, its cgroup
+//! removed, and the switch's namespace closed, which removes the bridge and every link.
+//! [`Maker::finish`] (after the test's container ended) returns every node's report. If the
+//! maker itself dies, its nodes die with it (their life pipes), and the switch's namespace,
+//! held only by its fds, goes with them.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cvtest_spec::{NetworkSpec, TestSettings};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::wire::{FailureKind, NodeReport, NodeSpec, Program, Reply, Request, RunReport};
+use super::{ENV_ADDRESS, ENV_FUNCTION, ENV_NAME, ENV_PREFIX, ENV_TEST_ADDRESS};
+use crate::net::{LabPort, ShapeError, Shaping, Switch, NODE_END};
+use crate::{
+    error_chain, Command, Container, Isolation, KillHandle, Options, Outcome, Rootfs, Stdio, Termination,
+};
+
+/// How much of a node's stdout and of its stderr is kept.
+const NODE_OUTPUT_LIMIT: usize = 256 << 10;
+/// The test's end of its link, in the test's container.
+const TEST_END: &str = "lab0";
+/// The test's port on the switch.
+const TEST_PORT: &str = "test";
+
+/// How a lab's nodes are made: like the test's own container.
+#[derive(Debug, Clone)]
+pub struct NodeBase {
+    /// The test binary (a node function runs in it, re-executed).
+    pub exe: PathBuf,
+    /// The nodes' root: the test's.
+    pub rootfs: Rootfs,
+    /// `false` under `CVTEST_LIMITS=off`: no cgroups for the nodes either.
+    pub limits: bool,
+    /// The test's own network, which a lab's subnet must not overlap.
+    pub test_network: Option<NetworkSpec>,
+}
+
+/// Where a test binary's lab socket goes: `cvtest-lab/` in its cargo target directory (the
+/// nearest ancestor with cargo's `CACHEDIR.TAG`), which its container can write.
+pub fn socket_dir(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors().skip(1).find(|d| d.join("CACHEDIR.TAG").is_file()).map(|d| d.join("cvtest-lab"))
+}
+
+/// A lab maker for one test: the socket, and the thread serving it.
+#[derive(Debug)]
+pub struct Maker {
+    path: PathBuf,
+    listener: Option<UnixListener>,
+    stop: Arc<AtomicBool>,
+    /// Set once the test connected: its network namespace may have got a link to a switch.
+    connected: Arc<AtomicBool>,
+    /// Closed by [`Maker::finish`]: wakes the serving thread from its wait for a connection.
+    wake: Option<OwnedFd>,
+    thread: Option<JoinHandle<Vec<NodeReport>>>,
+}
+
+static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
+
+impl Maker {
+    /// A socket in `dir` (made if missing), for the test to find in `CVTEST_LAB_SOCKET`.
+    pub fn bind(dir: &Path) -> std::io::Result<Maker> {
+        std::fs::create_dir_all(dir)?;
+        sweep_sockets(dir);
+        let n = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("lab-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        listener.set_nonblocking(true)?;
+        Ok(Maker {
+            path,
+            listener: Some(listener),
+            stop: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(false)),
+            wake: None,
+            thread: None,
+        })
+    }
+
+    /// The socket's path: the value of `CVTEST_LAB_SOCKET` for the test.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves the test whose container's init is `test_init` (a host pid) until [`Maker::finish`].
+    pub fn serve(&mut self, test_init: i32, base: NodeBase) {
+        let Some(listener) = self.listener.take() else { return };
+        let Ok((woken, wake)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
+        self.wake = Some(wake);
+        let (stop, connected) = (Arc::clone(&self.stop), Arc::clone(&self.connected));
+        let test_netns = format!("/proc/{test_init}/ns/net");
+        self.thread = Some(std::thread::spawn(move || {
+            serve(&listener, &woken, (&stop, &connected), &test_netns, &base)
+        }));
+    }
+
+    /// Stops serving (the test has ended: its labs are torn down) and returns every node's
+    /// report, in the order the nodes were added.
+    pub fn finish(mut self) -> Vec<NodeReport> {
+        self.stop_thread()
+    }
+
+    /// [`Maker::finish`], and whether the test ever connected to ask for a lab (then its
+    /// network namespace may have been given a link: see
+    /// [`crate::Container::mark_netns_changed`]). Read once the serving thread has stopped, so a
+    /// connection at the very end counts too.
+    pub fn finish_connected(mut self) -> (Vec<NodeReport>, bool) {
+        let reports = self.stop_thread();
+        (reports, self.connected.load(Ordering::Relaxed))
+    }
+
+    fn stop_thread(&mut self) -> Vec<NodeReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        // The read end sees EOF: the thread stops waiting for a connection at once (most tests
+        // never open a lab, and each test's maker ends with it).
+        drop(self.wake.take());
+        let reports = self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.path);
+        reports
+    }
+}
+
+impl Drop for Maker {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// Removes the sockets of makers that died without removing theirs (SIGKILLed): `lab-<pid>-*`
+/// whose pid is gone. (A pid reused since is only a socket left a little longer.)
+fn sweep_sockets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix("lab-")?.split('-').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+fn serve(
+    listener: &UnixListener,
+    woken: &OwnedFd,
+    (stop, connected): (&AtomicBool, &AtomicBool),
+    test_netns: &str,
+    base: &NodeBase,
+) -> Vec<NodeReport> {
+    let mut reports = Vec::new();
+    let Ok(test_netns_fd) = std::fs::File::open(test_netns).map(OwnedFd::from) else { return reports };
+    let Ok(want) = std::fs::metadata(test_netns).map(|m| m.ino()) else { return reports };
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if !peer_in_netns(&stream, want) {
+                    continue; // not the test: dropped unanswered
+                }
+                connected.store(true, Ordering::Relaxed);
+                reports.extend(serve_lab(stream, stop, &test_netns_fd, base));
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                // Until a connection comes or `finish` closes the wake pipe.
+                let mut fds = [
+                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+                ];
+                let _ = poll(&mut fds, PollTimeout::NONE);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    reports
+}
+
+/// Whether the process at the other end of `stream` is in the network namespace `ino` (the
+/// test's container's).
+fn peer_in_netns(stream: &UnixStream, ino: u64) -> bool {
+    let Ok(cred) = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) else {
+        return false;
+    };
+    std::fs::metadata(format!("/proc/{}/ns/net", cred.pid())).is_ok_and(|m| m.ino() == ino)
+}
+
+/// One lab: requests until the test closes the channel (or the maker stops), then teardown.
+fn serve_lab(
+    stream: UnixStream,
+    stop: &AtomicBool,
+    test_netns: &OwnedFd,
+    base: &NodeBase,
+) -> Vec<NodeReport> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let Ok(mut writer) = stream.try_clone() else { return Vec::new() };
+    let mut reader = BufReader::new(stream);
+    let mut lab: Option<LabState> = None;
+    // The reports of a lab closed on request (the channel may go on, unused).
+    let mut closed = Vec::new();
+    let mut line = String::new();
+    loop {
+        match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line.ends_with('\n') => {
+                let reply = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Close) => {
+                        let nodes = lab.take().map(LabState::teardown).unwrap_or_default();
+                        closed.extend(nodes.iter().cloned());
+                        Reply::Reports { nodes }
+                    }
+                    Ok(request) => handle(&mut lab, request, test_netns, base),
+                    Err(e) => refused(format!("not a lab request: {e}")),
+                };
+                line.clear();
+                let mut out = serde_json::to_string(&reply).expect("replies serialize");
+                out.push('\n');
+                if writer.write_all(out.as_bytes()).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    closed.extend(lab.map(LabState::teardown).unwrap_or_default());
+    closed
+}
+
+fn refused(message: String) -> Reply {
+    Reply::Failed { kind: FailureKind::Request, message }
+}
+
+fn system(message: String) -> Reply {
+    Reply::Failed { kind: FailureKind::System, message }
+}
+
+fn handle(lab: &mut Option<LabState>, request: Request, test_netns: &OwnedFd, base: &NodeBase) -> Reply {
+    if let Request::Open { subnet } = request {
+        if lab.is_some() {
+            return refused("this test already has a lab open; drop it before opening another".to_owned());
+        }
+        return match LabState::open(subnet.as_deref(), test_netns, base) {
+            Ok(state) => {
+                let reply = Reply::Opened {
+                    network: Ipv4Addr::from(state.network),
+                    prefix: state.prefix,
+                    test_address: state.test_address,
+                };
+                *lab = Some(state);
+                reply
+            }
+            Err(reply) => reply,
+        };
+    }
+    let Some(state) = lab.as_mut() else {
+        return refused("no lab is open".to_owned());
+    };
+    let result = match request {
+        Request::Open { .. } | Request::Close => unreachable!("handled above"),
+        Request::AddNode { spec } => state.add(spec, base),
+        Request::Partition { from, to, both } => state.partition(&from, &to, both),
+        Request::Heal => {
+            state.cuts.clear();
+            state.apply_cuts().map(|()| Reply::Done)
+        }
+        Request::Kill { node } => state.kill(&node),
+        Request::Restart { node } => state.restart(&node, base),
+        Request::Impair { node, delay_us, jitter_us, loss_ppm, rate_bps } => {
+            let shaping = Shaping {
+                delay: Duration::from_micros(delay_us),
+                jitter: Duration::from_micros(jitter_us),
+                loss: f64::from(loss_ppm) / 1e6,
+                rate: rate_bps,
+            };
+            state.impair(&node, shaping)
+        }
+        Request::Reports => Ok(Reply::Reports { nodes: state.reports() }),
+    };
+    result.unwrap_or_else(|reply| reply)
+}
+
+/// One open lab.
+struct LabState {
+    switch: Arc<Mutex<Switch>>,
+    network: u32,
+    prefix: u8,
+    test_address: Ipv4Addr,
+    nodes: Vec<NodeState>,
+    /// (from, to): what `from` sends to `to` is dropped. Names, `test` for the test.
+    cuts: BTreeSet<(String, String)>,
+    /// Ports that have a partition program (so a heal clears them).
+    filtered: BTreeSet<String>,
+}
+
+struct NodeState {
+    spec: NodeSpec,
+    address: Ipv4Addr,
+    port: String,
+    options: Options,
+    timeout: Option<Duration>,
+    shaping: Shaping,
+    runs: Vec<RunReport>,
+    current: Option<NodeRun>,
+}
+
+/// A node's container, running on a thread of its own (create, spawn, wait, destroy).
+struct NodeRun {
+    kill: KillHandle,
+    init_pid: i32,
+    /// 0: ran its course; 1: killed on request; 2: stopped with the lab.
+    ended_by: Arc<AtomicU8>,
+    thread: JoinHandle<RunReport>,
+}
+
+const BY_REQUEST: u8 = 1;
+const WITH_LAB: u8 = 2;
+
+type Answer = Result<Reply, Reply>;
+
+impl LabState {
+    fn open(subnet: Option<&str>, test_netns: &OwnedFd, base: &NodeBase) -> Result<LabState, Reply> {
+        let (network, prefix) = match subnet {
+            Some(s) => parse_subnet(s).map_err(refused)?,
+            None => {
+                let first = (u32::from(Ipv4Addr::new(10, 254, 0, 0)), 24);
+                let second = (u32::from(Ipv4Addr::new(10, 253, 0, 0)), 24);
+                match base.test_network {
+                    Some(net) if overlaps(first, &net) => second,
+                    _ => first,
+                }
+            }
+        };
+        if let Some(net) = base.test_network.filter(|net| overlaps((network, prefix), net)) {
+            return Err(refused(format!(
+                "the lab's subnet {}/{prefix} overlaps the test's own network {net}; pick another",
+                Ipv4Addr::from(network)
+            )));
+        }
+        let mut switch =
+            Switch::create().map_err(|e| system(format!("making the switch: {}", error_chain(&e))))?;
+        let test_address = Ipv4Addr::from(network + 1);
+        switch
+            .attach(test_netns.as_fd(), TEST_PORT, TEST_END, test_address, prefix)
+            .map_err(|e| system(format!("linking the test to the switch: {}", error_chain(&e))))?;
+        Ok(LabState {
+            switch: Arc::new(Mutex::new(switch)),
+            network,
+            prefix,
+            test_address,
+            nodes: Vec::new(),
+            cuts: BTreeSet::new(),
+            filtered: BTreeSet::new(),
+        })
+    }
+
+    fn node(&mut self, name: &str) -> Result<&mut NodeState, Reply> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.spec.name == name)
+            .ok_or_else(|| refused(format!("no node named {name:?} in this lab")))
+    }
+
+    fn add(&mut self, spec: NodeSpec, base: &NodeBase) -> Answer {
+        let name = &spec.name;
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && name != TEST_PORT;
+        if !valid {
+            return Err(refused(format!(
+                "a node's name is its hostname: 1 to 32 letters, digits or '-', and not {TEST_PORT:?} ({name:?})"
+            )));
+        }
+        if self.nodes.iter().any(|n| &n.spec.name == name) {
+            return Err(refused(format!("there is already a node named {name:?}")));
+        }
+        let size = 1u32 << (32 - u32::from(self.prefix));
+        let host_of = |a: Ipv4Addr| u32::from(a).wrapping_sub(self.network);
+        let taken: BTreeSet<u32> = self.nodes.iter().map(|n| host_of(n.address)).chain([1]).collect();
+        let host = match spec.address {
+            Some(a) => {
+                let h = host_of(a);
+                if h == 0 || h >= size - 1 || taken.contains(&h) {
+                    return Err(refused(format!("{a} is not a free node address of this lab's subnet")));
+                }
+                h
+            }
+            None => (2..size - 1)
+                .find(|h| !taken.contains(h))
+                .ok_or_else(|| refused("the lab's subnet is full".to_owned()))?,
+        };
+        let address = Ipv4Addr::from(self.network + host);
+        let (options, timeout) = node_options(&spec, base).map_err(refused)?;
+        let node = NodeState {
+            spec,
+            address,
+            port: format!("n{host}"),
+            options,
+            timeout,
+            shaping: Shaping::default(),
+            runs: Vec::new(),
+            current: None,
+        };
+        self.nodes.push(node);
+        let test_address = self.test_address;
+        let (switch, prefix) = (Arc::clone(&self.switch), self.prefix);
+        let node = self.nodes.last_mut().expect("just pushed");
+        match start(node, &switch, prefix, test_address, base) {
+            Ok(()) => Ok(Reply::NodeAdded { address }),
+            Err(message) => {
+                self.nodes.pop();
+                Err(system(message))
+            }
+        }
+    }
+
+    fn port_of(&self, name: &str) -> Option<(String, Ipv4Addr)> {
+        if name == TEST_PORT {
+            return Some((TEST_PORT.to_owned(), self.test_address));
+        }
+        self.nodes.iter().find(|n| n.spec.name == name).map(|n| (n.port.clone(), n.address))
+    }
+
+    fn partition(&mut self, from: &[String], to: &[String], both: bool) -> Answer {
+        for name in from.iter().chain(to) {
+            if self.port_of(name).is_none() {
+                return Err(refused(format!(
+                    "no node named {name:?} in this lab (the test is {TEST_PORT:?})"
+                )));
+            }
+        }
+        for a in from {
+            for b in to {
+                if a != b {
+                    self.cuts.insert((a.clone(), b.clone()));
+                    if both {
+                        self.cuts.insert((b.clone(), a.clone()));
+                    }
+                }
+            }
+        }
+        self.apply_cuts().map(|()| Reply::Done)
+    }
+
+    /// Every port's program from the cuts (a port without cuts that had a program gets an
+    /// empty one).
+    fn apply_cuts(&mut self) -> Result<(), Reply> {
+        let mut members: Vec<String> = vec![TEST_PORT.to_owned()];
+        members.extend(self.nodes.iter().map(|n| n.spec.name.clone()));
+        for name in members {
+            self.apply_cuts_of(&name)?;
+        }
+        Ok(())
+    }
+
+    fn apply_cuts_of(&mut self, name: &str) -> Result<(), Reply> {
+        let Some((port, _)) = self.port_of(name) else { return Ok(()) };
+        let blocked: Vec<Ipv4Addr> = self
+            .cuts
+            .iter()
+            .filter(|(from, _)| from == name)
+            .filter_map(|(_, to)| self.port_of(to).map(|(_, a)| a))
+            .collect();
+        if blocked.is_empty() && !self.filtered.contains(&port) {
+            return Ok(());
+        }
+        let running =
+            name == TEST_PORT || self.nodes.iter().any(|n| n.spec.name == name && n.current.is_some());
+        if !running {
+            return Ok(()); // applied when it starts again
+        }
+        let mut switch = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        switch
+            .set_blocked(&port, &blocked)
+            .map_err(|e| system(format!("cutting {name}'s link: {}", error_chain(&e))))?;
+        self.filtered.insert(port);
+        Ok(())
+    }
+
+    fn kill(&mut self, name: &str) -> Answer {
+        let switch = Arc::clone(&self.switch);
+        let node = self.node(name)?;
+        stop(node, BY_REQUEST, &switch);
+        let port = node.port.clone();
+        self.filtered.remove(&port);
+        Ok(Reply::Done)
+    }
+
+    fn restart(&mut self, name: &str, base: &NodeBase) -> Answer {
+        let (switch, prefix, test_address) = (Arc::clone(&self.switch), self.prefix, self.test_address);
+        let node = self.node(name)?;
+        stop(node, BY_REQUEST, &switch);
+        let port = node.port.clone();
+        start(node, &switch, prefix, test_address, base).map_err(system)?;
+        let shaping = node.shaping;
+        self.filtered.remove(&port);
+        self.apply_cuts_of(name)?;
+        if shaping != Shaping::default() {
+            self.impair(name, shaping)?;
+        }
+        Ok(Reply::Done)
+    }
+
+    fn impair(&mut self, name: &str, shaping: Shaping) -> Answer {
+        let switch = Arc::clone(&self.switch);
+        let node = self.node(name)?;
+        let Some(run) = &node.current else {
+            return Err(refused(format!("node {name:?} is not running (restart it first)")));
+        };
+        let path = format!("/proc/{}/ns/net", run.init_pid);
+        let netns = std::fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| system(format!("opening node {name:?}'s network namespace {path}: {e}")))?;
+        let mut switch = switch.lock().unwrap_or_else(PoisonError::into_inner);
+        match switch.shape(&node.port, netns.as_fd(), NODE_END, &shaping) {
+            Ok(()) => {
+                node.shaping = shaping;
+                Ok(Reply::Done)
+            }
+            Err(e @ ShapeError::Missing { .. }) => {
+                Err(Reply::Failed { kind: FailureKind::KernelFeature, message: e.to_string() })
+            }
+            Err(ShapeError::Net(e)) => Err(system(format!("impairing {name}'s link: {}", error_chain(&e)))),
+        }
+    }
+
+    /// Every node's runs; a run that has ended is collected first.
+    fn reports(&mut self) -> Vec<NodeReport> {
+        for node in &mut self.nodes {
+            if node.current.as_ref().is_some_and(|run| run.thread.is_finished()) {
+                stop(node, 0, &self.switch);
+            }
+        }
+        self.nodes
+            .iter()
+            .map(|n| {
+                let mut runs = n.runs.clone();
+                if n.current.is_some() {
+                    runs.push(running_report());
+                }
+                NodeReport { name: n.spec.name.clone(), address: n.address, runs }
+            })
+            .collect()
+    }
+
+    /// Stops every node (removing its link), removes the test's link, then lets the switch go
+    /// (its namespace and bridge with it).
+    fn teardown(mut self) -> Vec<NodeReport> {
+        // Every node killed first, then each reaped: their teardowns overlap. Their links go
+        // with the switch's namespace, all in one kernel cleanup (deleting each here would
+        // wait ~30 ms per link).
+        for node in &self.nodes {
+            if let Some(run) = node.current.as_ref().filter(|r| !r.thread.is_finished()) {
+                run.ended_by.store(WITH_LAB, Ordering::SeqCst);
+                run.kill.kill();
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(run) = node.current.take() {
+                node.runs.push(collect(run));
+            }
+        }
+        // The test's end would go with the switch's namespace, but asynchronously: a next lab
+        // of the same test needs its name now.
+        let _ = self.switch.lock().unwrap_or_else(PoisonError::into_inner).detach(TEST_PORT);
+        self.nodes
+            .into_iter()
+            .map(|n| NodeReport { name: n.spec.name, address: n.address, runs: n.runs })
+            .collect()
+    }
+}
+
+fn running_report() -> RunReport {
+    RunReport {
+        outcome: "running".to_owned(),
+        ok: true,
+        oom: false,
+        pids_limit_hit: false,
+        peak_memory_bytes: None,
+        peak_pids: None,
+        cpu_ms: None,
+        duration_ms: 0,
+        usage: String::new(),
+        stdout: String::new(),
+        stderr: String::new(),
+    }
+}
+
+/// The node's container options and timeout from its settings (like a test's).
+fn node_options(spec: &NodeSpec, base: &NodeBase) -> Result<(Options, Option<Duration>), String> {
+    let mut settings = TestSettings::default();
+    let mut host = None;
+    for (key, value) in &spec.settings {
+        if matches!(key.as_str(), "network" | "host" | "host_access" | "hostname") {
+            return Err(format!(
+                "node {:?}: {key} is not a node setting (a node's network is the lab's, its hostname its name)",
+                spec.name
+            ));
+        }
+        settings
+            .set(key, value, &mut host)
+            .map_err(|e| format!("node {:?}: {key} = {value:?}: {e}", spec.name))?;
+    }
+    let mut options = Options::for_test(&settings).map_err(|e| format!("node {:?}: {e}", spec.name))?;
+    options.set_rootfs(base.rootfs.clone());
+    options.set_hostname(&spec.name).map_err(|e| format!("node {:?}: {e}", spec.name))?;
+    if !base.limits {
+        options.set_isolation(
+            Isolation::NETWORK | Isolation::FILESYSTEM | Isolation::PROCESS_CONTROL | Isolation::IPC,
+        );
+    }
+    Ok((options, settings.timeout))
+}
+
+/// Starts a run of `node`: its container is made, linked and spawned on a thread of its own,
+/// which then waits for it; returns once the command runs (or could not start).
+fn start(
+    node: &mut NodeState,
+    switch: &Arc<Mutex<Switch>>,
+    prefix: u8,
+    test_address: Ipv4Addr,
+    base: &NodeBase,
+) -> Result<(), String> {
+    let port = LabPort { switch: Arc::clone(switch), port: node.port.clone(), address: node.address, prefix };
+    let mut command = match &node.spec.program {
+        Program::Function(f) => {
+            let mut c = Command::new(&base.exe);
+            c.env(ENV_FUNCTION, f);
+            c
+        }
+        Program::Binary(path) => Command::new(path),
+    };
+    command
+        .args(&node.spec.args)
+        .env(ENV_NAME, &node.spec.name)
+        .env(ENV_ADDRESS, node.address.to_string())
+        .env(ENV_PREFIX, prefix.to_string())
+        .env(ENV_TEST_ADDRESS, test_address.to_string())
+        .env_remove(super::ENV_SOCKET)
+        .env_remove(cvtest_spec::ENV_LIST_SETTINGS)
+        .stdout(Stdio::Capture { limit: NODE_OUTPUT_LIMIT })
+        .stderr(Stdio::Capture { limit: NODE_OUTPUT_LIMIT });
+    for (k, v) in &node.spec.env {
+        command.env(k, v);
+    }
+    let (options, timeout, name) = (node.options.clone(), node.timeout, node.spec.name.clone());
+    let ended_by = Arc::new(AtomicU8::new(0));
+    let ended = Arc::clone(&ended_by);
+    let (tx, rx) = mpsc::channel::<Result<(KillHandle, i32), String>>();
+    let thread = std::thread::spawn(move || {
+        let started = Instant::now();
+        let failed = |message: String| RunReport { outcome: message, ok: false, ..running_report() };
+        let mut container = match Container::create(&options) {
+            Ok(c) => c,
+            Err(e) => {
+                let message = format!("node {name:?}: could not create its container: {}", error_chain(&e));
+                let _ = tx.send(Err(message.clone()));
+                return failed(message);
+            }
+        };
+        container.set_lab_port(port);
+        if let Err(e) = container.spawn(&command) {
+            let message = format!("node {name:?}: could not start: {}", error_chain(&e));
+            let _ = tx.send(Err(message.clone()));
+            return failed(message);
+        }
+        let pid = container.init_pid().expect("spawned");
+        let _ = tx.send(Ok((container.kill_handle(), pid)));
+        let report = match container.wait(timeout) {
+            Ok(outcome) => run_report(&outcome, options.limits(), ended.load(Ordering::SeqCst), timeout),
+            Err(e) => failed(format!("lost: {}", error_chain(&e))),
+        };
+        let _ = container.destroy();
+        let _ = started;
+        report
+    });
+    match rx.recv() {
+        Ok(Ok((kill, init_pid))) => {
+            node.current = Some(NodeRun { kill, init_pid, ended_by, thread });
+            Ok(())
+        }
+        Ok(Err(message)) => {
+            if let Ok(report) = thread.join() {
+                node.runs.push(report);
+            }
+            Err(message)
+        }
+        Err(_) => Err(format!("node {:?}: its thread ended before it started", node.spec.name)),
+    }
+}
+
+/// Ends the node's current run (SIGKILL unless it already ended), keeps its report, and removes
+/// its link at once (its namespace would take it, asynchronously).
+fn stop(node: &mut NodeState, why: u8, switch: &Arc<Mutex<Switch>>) {
+    if let Some(run) = node.current.take() {
+        if !run.thread.is_finished() {
+            run.ended_by.store(why, Ordering::SeqCst);
+            run.kill.kill();
+        }
+        node.runs.push(collect(run));
+    }
+    let _ = switch.lock().unwrap_or_else(PoisonError::into_inner).detach(&node.port);
+}
+
+/// Waits for a run's thread (its container reaped and destroyed): its report.
+fn collect(run: NodeRun) -> RunReport {
+    run.thread.join().unwrap_or_else(|_| RunReport {
+        outcome: "its thread panicked".to_owned(),
+        ok: false,
+        ..running_report()
+    })
+}
+
+fn run_report(
+    outcome: &Outcome,
+    limits: &crate::Limits,
+    ended_by: u8,
+    timeout: Option<Duration>,
+) -> RunReport {
+    let oom = matches!(outcome.termination, Termination::OomKilled);
+    let (text, ok) = match (ended_by, outcome.termination) {
+        (BY_REQUEST, Termination::Signaled(9)) => ("killed by the lab".to_owned(), true),
+        (WITH_LAB, Termination::Signaled(9)) => ("stopped at the end of the lab".to_owned(), true),
+        (_, Termination::Exited(0)) => ("exited 0".to_owned(), true),
+        (_, Termination::Exited(code)) => (format!("exited {code}"), false),
+        (_, Termination::Signaled(s)) => (format!("killed by signal {s}"), false),
+        (_, Termination::OomKilled) => ("killed: out of memory".to_owned(), false),
+        (_, Termination::TimedOut) => (
+            format!(
+                "timed out after {}",
+                timeout.map_or_else(|| "its timeout".to_owned(), cvtest_spec::format_duration)
+            ),
+            false,
+        ),
+    };
+    let text = if outcome.pids_limit_hit { format!("{text} (after reaching its pids limit)") } else { text };
+    let cpu = match (outcome.peaks.cpu_user, outcome.peaks.cpu_system) {
+        (Some(u), Some(s)) => Some((u + s).as_millis() as u64),
+        _ => None,
+    };
+    RunReport {
+        outcome: text,
+        ok,
+        oom,
+        pids_limit_hit: outcome.pids_limit_hit,
+        peak_memory_bytes: outcome.peaks.memory_bytes.map(|m| m.value),
+        peak_pids: outcome.peaks.pids.map(|p| p.value),
+        cpu_ms: cpu,
+        duration_ms: outcome.duration.as_millis() as u64,
+        usage: crate::__private::usage(outcome, limits),
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+    }
+}
+
+/// `a.b.c.d/len`, len 8..=30, the address being the network's.
+fn parse_subnet(s: &str) -> Result<(u32, u8), String> {
+    let bad =
+        || format!("lab subnet {s:?}: expected a network as a.b.c.d/len with len 8 to 30 (or \"auto\")");
+    let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(bad());
+    }
+    let mask = u32::MAX << (32 - u32::from(len));
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!(
+            "lab subnet {s:?}: host bits are set; the network is {}/{len}",
+            Ipv4Addr::from(u32::from(addr) & mask)
+        ));
+    }
+    Ok((u32::from(addr), len))
+}
+
+fn overlaps((network, prefix): (u32, u8), net: &NetworkSpec) -> bool {
+    let len = prefix.min(net.prefix_len());
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    network & mask == u32::from(net.network()) & mask
+}
+
+/// The nodes' reports as the test's output shows them: a line per run, then its output.
+pub fn render(reports: &[NodeReport]) -> String {
+    let mut out = String::new();
+    for node in reports {
+        for (i, run) in node.runs.iter().enumerate() {
+            let nth = if node.runs.len() > 1 { format!(" run {}", i + 1) } else { String::new() };
+            out.push_str(&format!("cvtest: lab node {} ({}){nth}: {}", node.name, node.address, run.outcome));
+            if !run.usage.is_empty() {
+                out.push_str(&format!("; {}", run.usage));
+            }
+            out.push('\n');
+            for line in run.stdout.lines().chain(run.stderr.lines()) {
+                out.push_str(&format!("[{}] {line}\n", node.name));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_render_a_line_per_run_then_its_output() {
+        let run = |outcome: &str, stdout: &str| RunReport {
+            outcome: outcome.to_owned(),
+            usage: "peak memory 1.0 MiB (limit 64 MiB)".to_owned(),
+            stdout: stdout.to_owned(),
+            ..running_report()
+        };
+        let reports = [
+            NodeReport {
+                name: "a".into(),
+                address: Ipv4Addr::new(10, 254, 0, 2),
+                runs: vec![run("exited 0", "hi\n")],
+            },
+            NodeReport {
+                name: "b".into(),
+                address: Ipv4Addr::new(10, 254, 0, 3),
+                runs: vec![run("killed by the lab", ""), run("stopped at the end of the lab", "")],
+            },
+        ];
+        assert_eq!(
+            render(&reports),
+            "cvtest: lab node a (10.254.0.2): exited 0; peak memory 1.0 MiB (limit 64 MiB)\n[a] hi\n\
+             cvtest: lab node b (10.254.0.3) run 1: killed by the lab; peak memory 1.0 MiB (limit 64 MiB)\n\
+             cvtest: lab node b (10.254.0.3) run 2: stopped at the end of the lab; peak memory 1.0 MiB (limit 64 MiB)\n"
+        );
+    }
+
+    #[test]
+    fn subnets_parse() {
+        assert_eq!(parse_subnet("10.77.0.0/24"), Ok((u32::from(Ipv4Addr::new(10, 77, 0, 0)), 24)));
+        assert!(parse_subnet("10.77.0.1/24").unwrap_err().contains("host bits"));
+        assert!(parse_subnet("10.77.0.0/31").is_err());
+        assert!(parse_subnet("10.77.0.0").is_err());
+        let net: NetworkSpec = "10.254.0.2/30".parse().unwrap();
+        assert!(overlaps(parse_subnet("10.254.0.0/24").unwrap(), &net));
+        assert!(!overlaps(parse_subnet("10.253.0.0/24").unwrap(), &net));
+    }
+}
