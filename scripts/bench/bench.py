@@ -423,7 +423,8 @@ def cvtest_container_bench(args):
         R.say(f"- skipped: cvtest's container benchmark failed: {e}")
         return None
     out = {"iterations": args.cv_iterations}
-    names = {"fork+exec+wait": "baseline", "std::process::Command": "std", "container, no network": "plain", "container with veth": "veth"}
+    # Longest prefix first: "container, no network, pooled netns" is not the plain container.
+    names = {"fork+exec+wait": "baseline", "std::process::Command": "std", "container, no network, pooled netns": "pooled", "container, no network": "plain", "container with veth": "veth"}
     for line in p.stdout.splitlines():
         # "NAME [MIN]µs MEDIANµs P90µs RATIOx [MIN-RATIOx]": older versions print no minimum.
         if line.startswith("container") and "per phase" in line:
@@ -436,6 +437,7 @@ def cvtest_container_bench(args):
         for prefix, key in names.items():
             if line.startswith(prefix):
                 out[key] = {"median": us[-2], "p90": us[-1], "ratio": xs[0], "min": us[0] if len(us) == 3 else None}
+                break
     if "baseline" not in out:
         R.say("- skipped: could not parse the container benchmark's output:\n" + p.stdout[-800:])
         return None
