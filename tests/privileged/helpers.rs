@@ -57,6 +57,7 @@ pub fn run_if_requested() -> Option<i32> {
         ("pool-leave-traces", [port, name]) => crate::netns_pool::leave_traces(port, name),
         ("pool-look-for-traces", [port, name]) => crate::netns_pool::look_for_traces(port, name),
         ("pool-bind-unix", [name]) => crate::netns_pool::bind_unix(name),
+        ("pool-netns", []) => crate::netns_pool::print_netns(),
         ("reach", addrs) => crate::confinement::reach(addrs),
         _ => {
             eprintln!("unknown helper {mode} {args:?}");

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use cvtest::{Container, NetnsPoolStats, Options, Termination, Zygote};
 use libtest_mimic::{Failed, Trial};
 
-use crate::container::{fail, options, sh, text};
+use crate::container::{fail, options, text};
 use crate::helpers::command;
 use crate::support::privileged;
 
@@ -63,9 +63,11 @@ fn run(o: &Options, cmd: &cvtest::Command, zygote: Option<&mut Zygote>) -> Resul
     Ok(text(&out.stdout))
 }
 
-/// The container's network namespace, as `readlink /proc/self/ns/net` shows it inside.
+/// The container's network namespace as its helper sees it inside: `netns=net:[INODE]
+/// cookie=COOKIE`. The inode alone does not identify a namespace over time (the kernel reuses a
+/// freed namespace's number at once, as the v2 VM's 6.1 does); the cookie is never reused.
 fn netns_of(o: &Options, zygote: Option<&mut Zygote>) -> Result<String, Failed> {
-    Ok(run(o, &sh("readlink /proc/self/ns/net"), zygote)?.trim().to_owned())
+    Ok(run(o, &crate::container::captured(command("pool-netns", &[])), zygote)?.trim().to_owned())
 }
 
 fn delta(before: NetnsPoolStats) -> NetnsPoolStats {
@@ -87,7 +89,7 @@ fn reuse_one_namespace() -> Result<(), Failed> {
     let before = cvtest::netns_pool_stats();
     let first = netns_of(&pooled(), None)?;
     ensure!(
-        first.starts_with("net:[") && first != own_netns(),
+        first.starts_with("netns=net:[") && !first.starts_with(&format!("netns={} ", own_netns())),
         "the container's namespace {first:?} is not its own"
     );
     let second = netns_of(&pooled(), None)?;
@@ -146,12 +148,12 @@ fn cannot_notice() -> Result<(), Failed> {
     let warm = netns_of(&pooled(), None)?;
     let before = cvtest::netns_pool_stats();
     let a = run(&pooled(), &crate::container::captured(command("pool-leave-traces", &[port, &name])), None)?;
-    ensure!(a.contains("time_wait=1") && a.contains(&format!("netns={warm}")), "test A: {a}");
+    ensure!(a.contains("time_wait=1") && a.lines().any(|l| l == warm), "test A ({warm}): {a}");
     let d = delta(before);
     ensure!(d.reused == 1 && d.discarded == 1 && d.returned == 0, "A's namespace was not discarded: {d:?}");
     let b =
         run(&pooled(), &crate::container::captured(command("pool-look-for-traces", &[port, &name])), None)?;
-    ensure!(!b.contains(&format!("netns={warm}")), "test B got A's namespace: {b}");
+    ensure!(!b.lines().any(|l| l == warm), "test B got A's namespace ({warm}): {b}");
     ensure!(b.contains("clean"), "test B noticed something: {b}");
     Ok(())
 }
@@ -183,7 +185,33 @@ fn idle_unix_name() -> Result<(), Failed> {
 // Helpers, run inside the containers.
 
 fn netns_line() -> String {
-    format!("netns={}", own_netns())
+    format!("netns={} cookie={}", own_netns(), netns_cookie())
+}
+
+/// The network namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): unique for the boot, never
+/// reused, unlike the namespace's inode number.
+fn netns_cookie() -> u64 {
+    let socket = std::os::unix::net::UnixDatagram::unbound().expect("a unix socket");
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt on a socket this function owns, into a local u64 of the length given.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_NETNS_COOKIE: {}", std::io::Error::last_os_error());
+    cookie
+}
+
+/// Helper mode `pool-netns`: prints the namespace line.
+pub fn print_netns() -> i32 {
+    println!("{}", netns_line());
+    0
 }
 
 /// Entries of `/proc/net/FILE` (lines after the header).
@@ -358,7 +386,7 @@ fn changed_from_outside() -> Result<(), Failed> {
     let warm = netns_of(&pooled(), None)?;
     let before = cvtest::netns_pool_stats();
     let mut c = Container::create(&pooled()).map_err(fail("create"))?;
-    c.spawn(&sh("readlink /proc/self/ns/net")).map_err(fail("spawn"))?;
+    c.spawn(&crate::container::captured(command("pool-netns", &[]))).map_err(fail("spawn"))?;
     let out = c.wait(Some(std::time::Duration::from_secs(30))).map_err(fail("wait"))?;
     let used = text(&out.stdout).trim().to_owned();
     ensure!(used == warm, "the container got {used}, not the pooled {warm}");
