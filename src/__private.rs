@@ -271,14 +271,15 @@ fn supervise(test: &'static Test) -> Verdict {
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
     // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
     // which the test's container shares.
-    let mut maker = match (container.is_rootless(), lab_socket_dir(test, &exe)) {
-        (false, Some(dir)) => crate::lab::maker::Maker::bind(&dir).ok(),
-        (true, _) | (_, None) => None,
+    let unsupported = crate::lab::unsupported_for(&container);
+    let mut maker = match (unsupported, lab_socket_dir(test, &exe)) {
+        (None, Some(dir)) => crate::lab::maker::Maker::bind(&dir).ok(),
+        (Some(_), _) | (_, None) => None,
     };
     if let Some(maker) = &maker {
         command.env(crate::lab::ENV_SOCKET, maker.socket_path());
-    } else if container.is_rootless() {
-        command.env(crate::lab::ENV_UNSUPPORTED, crate::lab::ROOTLESS);
+    } else if let Some(why) = unsupported {
+        command.env(crate::lab::ENV_UNSUPPORTED, why);
     }
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(

@@ -184,9 +184,10 @@ impl Runner<'_> {
         let network = c.network();
         let mut timeline = None;
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes, as root only.
-        let mut maker = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
-            (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
-            (true, _) | (_, None) => None,
+        let unsupported = cvtest::lab::unsupported_for(&c);
+        let mut maker = match (unsupported, maker::socket_dir(cmd.get_program())) {
+            (None, Some(dir)) => maker::Maker::bind(&dir).ok(),
+            (Some(_), _) | (_, None) => None,
         };
         let with_lab;
         let cmd = match &maker {
@@ -196,9 +197,9 @@ impl Runner<'_> {
                 with_lab = with;
                 &with_lab
             }
-            None if c.is_rootless() => {
+            None if unsupported.is_some() => {
                 let mut with = cmd.clone();
-                with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+                with.env(cvtest::lab::ENV_UNSUPPORTED, unsupported.unwrap_or_default());
                 with_lab = with;
                 &with_lab
             }

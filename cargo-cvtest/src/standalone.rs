@@ -328,9 +328,10 @@ pub(crate) fn run_contained(
     let network = c.network();
     // The test's lab maker (`cvtest::lab`), as root: this process makes its nodes.
     use cvtest::lab::maker;
-    let mut lab = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
-        (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
-        (true, _) | (_, None) => None,
+    let unsupported = cvtest::lab::unsupported_for(&c);
+    let mut lab = match (unsupported, maker::socket_dir(cmd.get_program())) {
+        (None, Some(dir)) => maker::Maker::bind(&dir).ok(),
+        (Some(_), _) | (_, None) => None,
     };
     let with_lab;
     let cmd = match &lab {
@@ -340,9 +341,9 @@ pub(crate) fn run_contained(
             with_lab = with;
             &with_lab
         }
-        None if c.is_rootless() => {
+        None if unsupported.is_some() => {
             let mut with = cmd.clone();
-            with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
+            with.env(cvtest::lab::ENV_UNSUPPORTED, unsupported.unwrap_or_default());
             with_lab = with;
             &with_lab
         }

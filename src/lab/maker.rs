@@ -78,7 +78,14 @@ static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
 impl Maker {
     /// A socket in `dir` (made if missing), for the test to find in `CVTEST_LAB_SOCKET`.
     pub fn bind(dir: &Path) -> std::io::Result<Maker> {
-        std::fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            // Whoever owns the target directory owns this one too: under `sudo` it stays the
+            // user's (and a test of theirs may make its own maker's socket there).
+            if let Some(parent) = dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
+                let _ = std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid()));
+            }
+        }
         sweep_sockets(dir);
         let n = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("lab-{}-{n}.sock", std::process::id()));
