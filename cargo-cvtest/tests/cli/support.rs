@@ -49,6 +49,13 @@ pub fn cvtest_command(fixture_name: &str, args: &[&str]) -> Command {
     cmd.args(args);
     cmd.env("CARGO_NET_OFFLINE", "true").env("NO_COLOR", "1").env_remove("CARGO_TERM_COLOR");
     cmd.env_remove("CVTEST_CONTAINER").env_remove("CVTEST_LIST_SETTINGS").env_remove("CVTEST_PROFILE");
+    // Each run starts in listed order: a history of its own, empty (the trials share the
+    // fixtures' target dir, and what one recorded would reorder another's tests). The trial of
+    // the order sets its own.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let history = fixture_target_dir().join("histories").join(format!("{}-{n}.json", std::process::id()));
+    cmd.env("CVTEST_HISTORY", history);
     // Under `sudo ./scripts/test.sh` the fixtures still build as root, in root's target dir
     // (the trials of the sudo build set these themselves).
     cmd.env_remove("SUDO_UID").env_remove("SUDO_GID").env_remove("SUDO_USER");
