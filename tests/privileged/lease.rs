@@ -80,6 +80,14 @@ pub fn hold_lease(cidr: &str) -> i32 {
 pub fn veth_and_exit(cidr: &str) -> i32 {
     let mut o = Options::new();
     o.set_network_spec(Some(spec(cidr)));
+    // No cgroup: this helper shares its cgroup with the trial's process, which cgroup v2 lets
+    // pass no controllers to children (the test.slice leg); the veth and the lease are the point.
+    o.set_isolation(
+        cvtest::Isolation::NETWORK
+            | cvtest::Isolation::FILESYSTEM
+            | cvtest::Isolation::PROCESS_CONTROL
+            | cvtest::Isolation::IPC,
+    );
     let mut c = match Container::create(&o) {
         Ok(c) => c,
         Err(e) => {
