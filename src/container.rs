@@ -840,13 +840,9 @@ fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
     }
 }
 
-/// How long `create` waits for the kernel to remove a veth that was released (by this process,
-/// or by another whose lease is free: its alias says it is cvtest's) when it still holds the
-/// route of the subnet the new container wants. The kernel deletes it in the namespace's
-/// asynchronous cleanup: tens of ms, seconds on a saturated machine (a 5 s bound was once too
-/// short in an emulated VM running beside two others), so the bound is generous; a foreign
-/// route is refused at once.
-const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `create` waits for the kernel to remove a veth this process released when it
+/// still holds the subnet the new container wants.
+const RELEASED_VETH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether `interface` is the host end of a cvtest veth (its alias says so), e.g. one whose
 /// holder died (the kernel released its lease before it removed the veth) or one of a cvtest
