@@ -271,16 +271,7 @@ fn supervise(test: &'static Test) -> Verdict {
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
     // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
     // which the test's container shares.
-    let unsupported = crate::lab::unsupported_for(&container);
-    let mut maker = match (unsupported, lab_socket_dir(test, &exe)) {
-        (None, Some(dir)) => crate::lab::maker::Maker::bind(&dir).ok(),
-        (Some(_), _) | (_, None) => None,
-    };
-    if let Some(maker) = &maker {
-        command.env(crate::lab::ENV_SOCKET, maker.socket_path());
-    } else if let Some(why) = unsupported {
-        command.env(crate::lab::ENV_UNSUPPORTED, why);
-    }
+    let mut maker = crate::lab::maker::prepare(&container, lab_socket_dir(test, &exe), &mut command);
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(
             "cvtest could not start the test in its container: {}",

@@ -184,27 +184,9 @@ impl Runner<'_> {
         let network = c.network();
         let mut timeline = None;
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes, as root only.
-        let unsupported = cvtest::lab::unsupported_for(&c);
-        let mut maker = match (unsupported, maker::socket_dir(cmd.get_program())) {
-            (None, Some(dir)) => maker::Maker::bind(&dir).ok(),
-            (Some(_), _) | (_, None) => None,
-        };
-        let with_lab;
-        let cmd = match &maker {
-            Some(m) => {
-                let mut with = cmd.clone();
-                with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-                with_lab = with;
-                &with_lab
-            }
-            None if unsupported.is_some() => {
-                let mut with = cmd.clone();
-                with.env(cvtest::lab::ENV_UNSUPPORTED, unsupported.unwrap_or_default());
-                with_lab = with;
-                &with_lab
-            }
-            None => cmd,
-        };
+        let mut with_lab = cmd.clone();
+        let mut maker = maker::prepare(&c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+        let cmd = &with_lab;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),

@@ -328,27 +328,9 @@ pub(crate) fn run_contained(
     let network = c.network();
     // The test's lab maker (`cvtest::lab`), as root: this process makes its nodes.
     use cvtest::lab::maker;
-    let unsupported = cvtest::lab::unsupported_for(&c);
-    let mut lab = match (unsupported, maker::socket_dir(cmd.get_program())) {
-        (None, Some(dir)) => maker::Maker::bind(&dir).ok(),
-        (Some(_), _) | (_, None) => None,
-    };
-    let with_lab;
-    let cmd = match &lab {
-        Some(m) => {
-            let mut with = cmd.clone();
-            with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-            with_lab = with;
-            &with_lab
-        }
-        None if unsupported.is_some() => {
-            let mut with = cmd.clone();
-            with.env(cvtest::lab::ENV_UNSUPPORTED, unsupported.unwrap_or_default());
-            with_lab = with;
-            &with_lab
-        }
-        None => cmd,
-    };
+    let mut with_lab = cmd.clone();
+    let mut lab = maker::prepare(&c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+    let cmd = &with_lab;
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
             path: cmd.get_program().to_owned(),

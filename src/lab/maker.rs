@@ -60,6 +60,32 @@ pub fn socket_dir(exe: &Path) -> Option<PathBuf> {
     exe.ancestors().skip(1).find(|d| d.join("CACHEDIR.TAG").is_file()).map(|d| d.join("cvtest-lab"))
 }
 
+/// The maker for the test `cmd` will run in `container` (its socket in `dir`), with `cmd`'s
+/// environment saying where it is (`CVTEST_LAB_SOCKET`), or why there is none
+/// (`CVTEST_LAB_UNSUPPORTED`). One place for the three makers: the `#[cv_test]` parent, the
+/// runner's worker and the nextest wrapper.
+pub fn prepare(
+    container: &crate::Container,
+    dir: Option<PathBuf>,
+    cmd: &mut crate::Command,
+) -> Option<Maker> {
+    let unsupported = super::unsupported_for(container);
+    let maker = match (unsupported, dir) {
+        (None, Some(dir)) => Maker::bind(&dir).ok(),
+        (Some(_), _) | (_, None) => None,
+    };
+    match (&maker, unsupported) {
+        (Some(m), _) => {
+            cmd.env(super::ENV_SOCKET, m.socket_path());
+        }
+        (None, Some(why)) => {
+            cmd.env(super::ENV_UNSUPPORTED, why);
+        }
+        (None, None) => {}
+    }
+    maker
+}
+
 /// A lab maker for one test: the socket, and the thread serving it.
 #[derive(Debug)]
 pub struct Maker {
