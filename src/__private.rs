@@ -269,16 +269,15 @@ fn supervise(test: &'static Test) -> Verdict {
         .env_remove(crate::lab::ENV_UNSUPPORTED)
         .stdout(Stdio::Capture { limit: OUTPUT_LIMIT })
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
-    // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
-    // which the test's container shares.
-    let mut maker = match (container.is_rootless(), lab_socket_dir(test, &exe)) {
-        (false, Some(dir)) => crate::lab::maker::Maker::bind(&dir).ok(),
-        (true, _) | (_, None) => None,
-    };
+    // The test's lab maker (see `crate::lab`): its socket in the target directory, which the
+    // test's container shares. Rootless, the lab is made in the test's user namespace, which the
+    // container keeps for it.
+    let mut maker = lab_socket_dir(test, &exe).and_then(|dir| crate::lab::maker::Maker::bind(&dir).ok());
     if let Some(maker) = &maker {
         command.env(crate::lab::ENV_SOCKET, maker.socket_path());
-    } else if container.is_rootless() {
-        command.env(crate::lab::ENV_UNSUPPORTED, crate::lab::ROOTLESS);
+        if container.is_rootless() {
+            container.keep_namespaces();
+        }
     }
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(
@@ -286,9 +285,9 @@ fn supervise(test: &'static Test) -> Verdict {
             error_chain(&e)
         ));
     }
-    if let (Some(maker), Some(pid)) = (maker.as_mut(), container.init_pid()) {
-        maker.serve(
-            pid,
+    if let Some(maker) = maker.as_mut() {
+        maker.serve_container(
+            &container,
             crate::lab::maker::NodeBase {
                 exe: exe.clone(),
                 rootfs: options.rootfs().clone(),

@@ -183,22 +183,17 @@ impl Runner<'_> {
         })?;
         let network = c.network();
         let mut timeline = None;
-        // The test's lab maker (`cvtest::lab`): this worker makes its nodes, as root only.
-        let mut maker = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
-            (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
-            (true, _) | (_, None) => None,
-        };
+        // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
+        // test's user namespace, which the container keeps for it).
+        let mut maker = maker::socket_dir(cmd.get_program()).and_then(|dir| maker::Maker::bind(&dir).ok());
+        if maker.is_some() && c.is_rootless() {
+            c.keep_namespaces();
+        }
         let with_lab;
         let cmd = match &maker {
             Some(m) => {
                 let mut with = cmd.clone();
                 with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-                with_lab = with;
-                &with_lab
-            }
-            None if c.is_rootless() => {
-                let mut with = cmd.clone();
-                with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
                 with_lab = with;
                 &with_lab
             }
@@ -210,10 +205,10 @@ impl Runner<'_> {
                 None => c.spawn(cmd),
             }
             .map_err(UnitError::Spawn)?;
-            if let (Some(m), Some(pid)) = (maker.as_mut(), c.init_pid()) {
+            if let Some(m) = maker.as_mut() {
                 let options = self.options(settings);
-                m.serve(
-                    pid,
+                m.serve_container(
+                    &c,
                     maker::NodeBase {
                         exe: cmd.get_program().to_path_buf(),
                         rootfs: options.rootfs().clone(),

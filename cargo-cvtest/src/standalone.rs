@@ -326,23 +326,18 @@ pub(crate) fn run_contained(
     let mut c = Container::create(&options).map_err(|e| StandaloneError::Create(Box::new(e)))?;
     let container_id = c.id().to_owned();
     let network = c.network();
-    // The test's lab maker (`cvtest::lab`), as root: this process makes its nodes.
+    // The test's lab maker (`cvtest::lab`): this process makes its nodes (rootless: in the
+    // test's user namespace, which the container keeps for it).
     use cvtest::lab::maker;
-    let mut lab = match (c.is_rootless(), maker::socket_dir(cmd.get_program())) {
-        (false, Some(dir)) => maker::Maker::bind(&dir).ok(),
-        (true, _) | (_, None) => None,
-    };
+    let mut lab = maker::socket_dir(cmd.get_program()).and_then(|dir| maker::Maker::bind(&dir).ok());
+    if lab.is_some() && c.is_rootless() {
+        c.keep_namespaces();
+    }
     let with_lab;
     let cmd = match &lab {
         Some(m) => {
             let mut with = cmd.clone();
             with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-            with_lab = with;
-            &with_lab
-        }
-        None if c.is_rootless() => {
-            let mut with = cmd.clone();
-            with.env(cvtest::lab::ENV_UNSUPPORTED, cvtest::lab::ROOTLESS);
             with_lab = with;
             &with_lab
         }
@@ -354,9 +349,9 @@ pub(crate) fn run_contained(
             source: Box::new(source),
         })?;
         guard.arm(c.kill_handle());
-        if let (Some(m), Some(pid)) = (lab.as_mut(), c.init_pid()) {
-            m.serve(
-                pid,
+        if let Some(m) = lab.as_mut() {
+            m.serve_container(
+                &c,
                 maker::NodeBase {
                     exe: cmd.get_program().to_path_buf(),
                     rootfs: options.rootfs().clone(),

@@ -32,8 +32,13 @@
 //! the lab is dropped or the test ends, however it ends; each node's runs (outcome, peaks,
 //! output) are printed with the test's output.
 //!
-//! Requires a maker with root privileges: under a rootless maker [`Lab::new`] fails with
-//! [`LabError::Unsupported`].
+//! Works as root and rootless. A rootless maker (an ordinary user) may neither make nor enter
+//! a network namespace, nor load a tc eBPF program; so the lab is made inside the test's own
+//! user namespace, which the maker owns: helpers that join it make the switch's namespace and
+//! open the netlink sockets the maker then uses, nodes are cloned there into user namespaces of
+//! their own (children of the test's), and partitions are classic BPF (see
+//! `sandbox::nested` and [`maker`]). Without delegated cgroups (cgroup v1) a rootless test runs
+//! with `CVTEST_LIMITS=off` (or `--no-limits`), and so do its nodes: no limits, no peaks.
 
 mod client;
 #[doc(hidden)]
@@ -47,12 +52,10 @@ use std::net::Ipv4Addr;
 
 /// Set in a test's container: the path of its lab maker's socket.
 pub const ENV_SOCKET: &str = "CVTEST_LAB_SOCKET";
-/// Set in a test's container instead of [`ENV_SOCKET`] when its maker cannot make labs (it is
-/// rootless): why. [`Lab::new`] then fails with [`LabError::Unsupported`].
+/// Set in a test's container instead of [`ENV_SOCKET`] by a maker that cannot make labs: why.
+/// [`Lab::new`] then fails with [`LabError::Unsupported`]. (cvtest's own makers make labs
+/// as root and rootless alike, and never set it.)
 pub const ENV_UNSUPPORTED: &str = "CVTEST_LAB_UNSUPPORTED";
-
-/// Why a rootless maker makes no lab.
-pub const ROOTLESS: &str = "labs need a maker with root privileges (CAP_SYS_ADMIN and CAP_NET_ADMIN for the switch's namespace and its links); this test runs rootless";
 
 /// Set in a node's environment when it runs a node function: the function's name.
 pub const ENV_FUNCTION: &str = "CVTEST_LAB_FUNCTION";
