@@ -115,8 +115,11 @@ impl Maker {
         let side = if container.is_rootless() {
             match container.namespaces() {
                 Some((Some(userns), netns)) => TestSide::Rootless { userns: Arc::new(userns), netns },
-                // Not served: the test's connection is refused.
-                _ => return,
+                // Not served: the socket is closed, the test's connection refused.
+                _ => {
+                    self.listener = None;
+                    return;
+                }
             }
         } else {
             TestSide::Root { init }

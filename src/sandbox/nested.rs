@@ -160,6 +160,9 @@ fn socket_job(job: &SocketJob) -> ! {
     let done = (|| -> Result<Report, Report> {
         let fail = |step: i32| move |e: Errno| [step, e as i32, 0];
         sys::setns(job.userns, libc::CLONE_NEWUSER).map_err(fail(1))?;
+        // Dies with the thread that forked it, even when a sibling helper (forked by another
+        // thread meanwhile) holds a copy of its hold pipe's write end.
+        let _ = sys::set_parent_death_signal(libc::SIGKILL);
         match job.netns {
             Some(fd) => sys::setns(fd, libc::CLONE_NEWNET).map_err(fail(2))?,
             None => sys::unshare(libc::CLONE_NEWNET).map_err(fail(3))?,
