@@ -1,5 +1,8 @@
 //! The maker's side of a lab: whoever made the test's container (the `#[cv_test]` parent, or
 //! the runner's worker) serves its lab requests. The test holds no privilege for any of it.
+//! A rootless maker makes the lab inside the test's user namespace, which it owns (the switch's
+//! namespace, every socket, every node's init: `sandbox::nested`); [`Maker::serve_container`]
+//! takes the namespaces the container kept for it ([`Container::keep_namespaces`]).
 //!
 //! Before spawning the test, [`Maker::bind`] makes a unix socket in a directory the test can
 //! reach (the target directory); its path goes to the test in `CVTEST_LAB_SOCKET`. Once the

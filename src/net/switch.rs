@@ -1,5 +1,7 @@
 //! A lab's switch: a bridge in a network namespace of its own, made and held by the process
-//! that makes the lab (the `#[cv_test]` parent or the runner), never by the test.
+//! that makes the lab (the `#[cv_test]` parent or the runner), never by the test. A rootless
+//! maker's ([`Switch::create_in`]) is owned by the test's user namespace, and its sockets (the
+//! switch's, each member's) are opened by helpers there (`sandbox::nested`).
 //!
 //! Every member (the test's container, each node) gets a veth pair: one end inside the member's
 //! network namespace (`lab0` for the test, `eth0` for a node) with the member's address, the
