@@ -272,12 +272,10 @@ fn supervise(test: &'static Test) -> Verdict {
     // The test's lab maker (see `crate::lab`): its socket in the target directory, which the
     // test's container shares. Rootless, the lab is made in the test's user namespace, which the
     // container keeps for it.
-    let mut maker = lab_socket_dir(test, &exe).and_then(|dir| crate::lab::maker::Maker::bind(&dir).ok());
-    if let Some(maker) = &maker {
-        command.env(crate::lab::ENV_SOCKET, maker.socket_path());
-        if container.is_rootless() {
-            container.keep_namespaces();
-        }
+    let mut maker =
+        crate::lab::maker::Maker::for_command(lab_socket_dir(test, &exe).as_deref(), &mut command);
+    if maker.is_some() && container.is_rootless() {
+        container.keep_namespaces();
     }
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(

@@ -185,20 +185,13 @@ impl Runner<'_> {
         let mut timeline = None;
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
         // test's user namespace, which the container keeps for it).
-        let mut maker = maker::socket_dir(cmd.get_program()).and_then(|dir| maker::Maker::bind(&dir).ok());
+        let mut with_lab = cmd.clone();
+        let mut maker =
+            maker::Maker::for_command(maker::socket_dir(cmd.get_program()).as_deref(), &mut with_lab);
         if maker.is_some() && c.is_rootless() {
             c.keep_namespaces();
         }
-        let with_lab;
-        let cmd = match &maker {
-            Some(m) => {
-                let mut with = cmd.clone();
-                with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-                with_lab = with;
-                &with_lab
-            }
-            None => cmd,
-        };
+        let cmd = &with_lab;
         let result = (|| {
             match zygote {
                 Some(z) => c.spawn_via(z, cmd),

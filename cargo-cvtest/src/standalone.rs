@@ -329,20 +329,12 @@ pub(crate) fn run_contained(
     // The test's lab maker (`cvtest::lab`): this process makes its nodes (rootless: in the
     // test's user namespace, which the container keeps for it).
     use cvtest::lab::maker;
-    let mut lab = maker::socket_dir(cmd.get_program()).and_then(|dir| maker::Maker::bind(&dir).ok());
+    let mut with_lab = cmd.clone();
+    let mut lab = maker::Maker::for_command(maker::socket_dir(cmd.get_program()).as_deref(), &mut with_lab);
     if lab.is_some() && c.is_rootless() {
         c.keep_namespaces();
     }
-    let with_lab;
-    let cmd = match &lab {
-        Some(m) => {
-            let mut with = cmd.clone();
-            with.env(cvtest::lab::ENV_SOCKET, m.socket_path());
-            with_lab = with;
-            &with_lab
-        }
-        None => cmd,
-    };
+    let cmd = &with_lab;
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
             path: cmd.get_program().to_owned(),

@@ -98,6 +98,29 @@ impl Maker {
         })
     }
 
+    /// A maker for the test that `command` starts, its socket in `dir` (see [`socket_dir`]),
+    /// the socket's path in the command's environment (`CVTEST_LAB_SOCKET`). `None` when no
+    /// socket can be made there (say, a target directory of another user's that a rootless run
+    /// may not write): then the command's `CVTEST_LAB_UNSUPPORTED` says why, and so does the
+    /// test's [`super::Lab::new`].
+    pub fn for_command(dir: Option<&Path>, command: &mut Command) -> Option<Maker> {
+        let made = match dir {
+            Some(dir) => Maker::bind(dir)
+                .map_err(|e| format!("its maker cannot make the lab socket in {}: {e}", dir.display())),
+            None => Err("the test binary is not in a cargo target directory (no CACHEDIR.TAG above it), where its lab socket would go".to_owned()),
+        };
+        match made {
+            Ok(maker) => {
+                command.env(super::ENV_SOCKET, maker.socket_path()).env_remove(super::ENV_UNSUPPORTED);
+                Some(maker)
+            }
+            Err(why) => {
+                command.env(super::ENV_UNSUPPORTED, why).env_remove(super::ENV_SOCKET);
+                None
+            }
+        }
+    }
+
     /// The socket's path: the value of `CVTEST_LAB_SOCKET` for the test.
     pub fn socket_path(&self) -> &Path {
         &self.path

@@ -52,9 +52,9 @@ use std::net::Ipv4Addr;
 
 /// Set in a test's container: the path of its lab maker's socket.
 pub const ENV_SOCKET: &str = "CVTEST_LAB_SOCKET";
-/// Set in a test's container instead of [`ENV_SOCKET`] by a maker that cannot make labs: why.
-/// [`Lab::new`] then fails with [`LabError::Unsupported`]. (cvtest's own makers make labs
-/// as root and rootless alike, and never set it.)
+/// Set in a test's container instead of [`ENV_SOCKET`] when its maker cannot serve labs (it
+/// could not make its socket: say, a rootless run in a target directory it may not write): why.
+/// [`Lab::new`] then fails with [`LabError::Unsupported`].
 pub const ENV_UNSUPPORTED: &str = "CVTEST_LAB_UNSUPPORTED";
 
 /// Set in a node's environment when it runs a node function: the function's name.
