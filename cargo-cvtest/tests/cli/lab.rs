@@ -97,30 +97,33 @@ fn rootless_runner_in(dir: &Path) -> Result<(), Failed> {
     chown_tree(dir)?;
 
     let before = processes_of(NOBODY);
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_cargo-cvtest"))
-        .arg("cvtest")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .args(["--no-limits", "-j", "4", "--message-format", "json"])
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("CARGO", dir.join("cargo"))
-        .env("RUSTC", dir.join("rustc"))
-        .env("NO_COLOR", "1")
-        .env_remove("CVTEST_CONTAINER")
-        .env_remove("CVTEST_LIST_SETTINGS")
-        .env_remove("CVTEST_PROFILE")
-        .env_remove("CVTEST_ROOTLESS")
-        .env_remove("SUDO_UID")
-        .env_remove("SUDO_GID")
-        .env_remove("SUDO_USER")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io("run setpriv"))?;
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_cargo-cvtest"))
+            .arg("cvtest")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target)
+            .args(["--no-limits", "--message-format", "json"])
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("CARGO", dir.join("cargo"))
+            .env("RUSTC", dir.join("rustc"))
+            .env("NO_COLOR", "1")
+            .env_remove("CVTEST_CONTAINER")
+            .env_remove("CVTEST_LIST_SETTINGS")
+            .env_remove("CVTEST_PROFILE")
+            .env_remove("CVTEST_ROOTLESS")
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .env_remove("SUDO_USER")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let out = as_nobody(&["-j", "4"]).output().map_err(io("run setpriv"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let mut statuses = std::collections::BTreeMap::new();
@@ -160,7 +163,38 @@ fn rootless_runner_in(dir: &Path) -> Result<(), Failed> {
     if !sockets.is_empty() {
         return Err(format!("lab sockets are left: {sockets:?}").into());
     }
-    Ok(())
+
+    // A rootless runner SIGKILLed with labs open leaves no process either (nodes die by their
+    // life pipes, helpers with the thread that forked them).
+    let mut child = as_nobody(&["-j", "2", "times_out_with_a_lab_open", "lab01"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("run setpriv"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The runner, its zygote, two tests (each an init and its main) and their six nodes.
+    while processes_of(NOBODY).difference(&before).count() < 12 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the rootless labs never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // setpriv execs the runner: the child is the runner.
+    child.kill().map_err(io("kill the runner"))?;
+    child.wait().map_err(io("reap the runner"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<i32> = processes_of(NOBODY).difference(&before).copied().collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes of the killed rootless runner are left: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `dir` and everything in it, given to nobody.
