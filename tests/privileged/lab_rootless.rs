@@ -22,7 +22,8 @@ use libtest_mimic::{Completion, Failed, Trial};
 const NOBODY: u32 = 65534;
 
 pub fn trials() -> Vec<Trial> {
-    vec![Trial::ignorable_test("lab_rootless::two_node_lab_as_nobody_leaves_nothing", || {
+    // Not `rootless::...`: userns::rootless_suite_as_nobody runs those as nobody.
+    vec![Trial::ignorable_test("lab::two_node_rootless_lab_as_nobody_leaves_nothing", || {
         if let Some(why) = crate::support::missing_privileges().or_else(crate::userns::no_user_namespaces) {
             return Ok(Completion::ignored_with(why));
         }
