@@ -187,22 +187,28 @@ fn socket_job(job: &SocketJob) -> ! {
 struct LaunchJob<'a, P> {
     userns: RawFd,
     flags: u64,
+    /// The cgroup to clone into (`CLONE_INTO_CGROUP`), if any.
+    into: Option<BorrowedFd<'a>>,
     plan: &'a P,
     child: fn(&P) -> !,
     report: RawFd,
 }
 
 /// Clones an init with `flags` (which include `CLONE_NEWUSER`) from inside the user namespace
-/// `userns`, as this process's child (`CLONE_PARENT`), and writes its maps (`0 0 1`: its root is
-/// `userns`'s root). The init runs `child(plan)`. Returns its pid and a pidfd.
-pub(crate) fn clone_init_in<P>(
+/// `userns`, as this process's child (`CLONE_PARENT`), into the cgroup `into` when given and the
+/// kernel takes it (`CLONE_INTO_CGROUP`), and writes its maps (`0 0 1`: its root is `userns`'s
+/// root). The init runs `child(plan)`. Returns its pid, a pidfd, and whether it was cloned into
+/// `into`.
+pub(crate) fn clone_init_in<'a, P>(
     userns: BorrowedFd<'_>,
     flags: u64,
-    plan: &P,
+    into: Option<BorrowedFd<'a>>,
+    plan: &'a P,
     child: fn(&P) -> !,
-) -> Result<(libc::pid_t, OwnedFd), Failed> {
+) -> Result<(libc::pid_t, OwnedFd, bool), Failed> {
     let (report_r, report_w) = pipe()?;
-    let job = LaunchJob { userns: userns.as_raw_fd(), flags, plan, child, report: report_w.as_raw_fd() };
+    let job =
+        LaunchJob { userns: userns.as_raw_fd(), flags, into, plan, child, report: report_w.as_raw_fd() };
     let (_, pidfd) =
         sys::clone_init(0, None, &job, launch::<P>).map_err(|e| Failed::new("forking a helper", e))?;
     let helper = Helper(pidfd);
@@ -214,6 +220,8 @@ pub(crate) fn clone_init_in<P>(
         return Err(Failed::new("the helper died", Errno::ECHILD));
     };
     let [step, errno, pid] = decode(&bytes);
+    // Done: the errno slot says whether it went into the cgroup.
+    let in_cgroup = step == 0 && errno == 1;
     // The init is this process's child from the clone on, reported even when its maps failed.
     let init = (pid > 0).then(|| sys::pidfd_open(pid));
     if step != 0 {
@@ -230,7 +238,7 @@ pub(crate) fn clone_init_in<P>(
         Some(Err(e)) => return Err(Failed::new("opening the node init's pidfd", e)),
         None => return Err(Failed::new("the helper reported no pid", Errno::EINVAL)),
     };
-    Ok((pid, pidfd))
+    Ok((pid, pidfd, in_cgroup))
 }
 
 /// `/proc/<pid>/<name>` in `buf`, NUL-terminated, without allocating.
@@ -268,8 +276,19 @@ fn proc_file<'b>(buf: &'b mut [u8; 64], pid: i32, name: &[u8]) -> Option<&'b CSt
 fn launch<P>(job: &LaunchJob<'_, P>) -> ! {
     let report = (|| -> Result<Report, Report> {
         sys::setns(job.userns, libc::CLONE_NEWUSER).map_err(|e| [1, e as i32, 0])?;
-        let (pid, pidfd) = sys::clone_init(job.flags | libc::CLONE_PARENT as u64, None, job.plan, job.child)
-            .map_err(|e| [6, e as i32, 0])?;
+        let flags = job.flags | libc::CLONE_PARENT as u64;
+        // The parent's fd, inherited (same number), open for this call.
+        let into = job.into;
+        let (pid, pidfd, in_cgroup) = match sys::clone_init(flags, into, job.plan, job.child) {
+            Ok((pid, pidfd)) => (pid, pidfd, into.is_some()),
+            // A kernel that refuses CLONE_INTO_CGROUP (before 5.7): the parent moves the init.
+            Err(Errno::E2BIG | Errno::EINVAL | Errno::EOPNOTSUPP) if into.is_some() => {
+                let (pid, pidfd) =
+                    sys::clone_init(flags, None, job.plan, job.child).map_err(|e| [6, e as i32, 0])?;
+                (pid, pidfd, false)
+            }
+            Err(e) => return Err([6, e as i32, 0]),
+        };
         let mut buf = [0u8; 64];
         let maps = (|| -> Result<(), Errno> {
             // Denied already (a rootless namespace's children inherit it); said again.
@@ -282,7 +301,7 @@ fn launch<P>(job: &LaunchJob<'_, P>) -> ! {
             sys::write_file(path, b"0 0 1\n")
         })();
         match maps {
-            Ok(()) => Ok([0, 0, pid]),
+            Ok(()) => Ok([0, i32::from(in_cgroup), pid]),
             Err(e) => {
                 let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
                 Err([7, e as i32, pid])

@@ -142,9 +142,20 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let (pid, pidfd, in_cgroup) = match lab_userns {
         // A rootless lab's node: cloned inside the test's user namespace, maps written there.
         Some(userns) => {
-            let (pid, pidfd) = super::nested::clone_init_in(userns.as_fd(), flags, &plan, super::init::run)
-                .map_err(|e| SpawnError::Clone(io::Error::other(e)))?;
-            (pid, pidfd, req.cgroup.is_none() || prepared.joins_itself())
+            let into = match req.cgroup {
+                Some(cg) if !prepared.joins_itself() && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) => {
+                    cg.clone_into_fd()
+                }
+                _ => None,
+            };
+            let (pid, pidfd, into_cgroup) =
+                super::nested::clone_init_in(userns.as_fd(), flags, into, &plan, super::init::run)
+                    .map_err(|e| SpawnError::Clone(io::Error::other(e)))?;
+            if into.is_some() && !into_cgroup {
+                // The kernel refused CLONE_INTO_CGROUP, as `clone_directly` learns it.
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed);
+            }
+            (pid, pidfd, into_cgroup || req.cgroup.is_none() || prepared.joins_itself())
         }
         None => clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?,
     };
