@@ -269,18 +269,19 @@ fn supervise(test: &'static Test) -> Verdict {
         .env_remove(crate::lab::ENV_UNSUPPORTED)
         .stdout(Stdio::Capture { limit: OUTPUT_LIMIT })
         .stderr(Stdio::Capture { limit: OUTPUT_LIMIT });
-    // The test's lab maker (see `crate::lab`): as root only, its socket in the target directory,
-    // which the test's container shares.
-    let mut maker = crate::lab::maker::prepare(&container, lab_socket_dir(test, &exe), &mut command);
+    // The test's lab maker (see `crate::lab`): its socket in the target directory, which the
+    // test's container shares. Rootless, the lab is made in the test's user namespace, which the
+    // container keeps for it.
+    let mut maker = crate::lab::maker::prepare(&mut container, lab_socket_dir(test, &exe), &mut command);
     if let Err(e) = container.spawn(&command) {
         return Verdict::Failed(format!(
             "cvtest could not start the test in its container: {}",
             error_chain(&e)
         ));
     }
-    if let (Some(maker), Some(pid)) = (maker.as_mut(), container.init_pid()) {
-        maker.serve(
-            pid,
+    if let Some(maker) = maker.as_mut() {
+        maker.serve_container(
+            &container,
             crate::lab::maker::NodeBase {
                 exe: exe.clone(),
                 rootfs: options.rootfs().clone(),

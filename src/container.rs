@@ -58,6 +58,8 @@ pub struct Container {
     /// Something outside the container changed its network namespace (a lab linked the test
     /// to its switch): a pooled one is not given back.
     netns_changed: bool,
+    /// Open the init's namespaces at spawn ([`Container::keep_namespaces`]).
+    keep_namespaces: bool,
 }
 
 /// The parent's side of a spawned container (the pidfd lives in [`Shared`]).
@@ -69,6 +71,8 @@ struct Running {
     stdout: Option<(OwnedFd, usize)>,
     stderr: Option<(OwnedFd, usize)>,
     netns: Option<OwnedFd>,
+    /// Its init's user namespace (if its own) and network namespace, when kept.
+    namespaces: Option<(Option<OwnedFd>, OwnedFd)>,
     /// The pooled network namespace its init joined, given back at destroy.
     pooled: Option<crate::net::pool::PooledNetns>,
     veth: Option<crate::net::Veth>,
@@ -241,6 +245,7 @@ impl Container {
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
             lab_port: None,
             netns_changed: false,
+            keep_namespaces: false,
         })
     }
 
@@ -297,6 +302,24 @@ impl Container {
         self.lab_port = Some(port);
     }
 
+    /// Makes [`Container::spawn`] open the init's user and network namespaces while it may (a
+    /// rootless caller may not once the init runs its command: it is no longer dumpable), for
+    /// [`Container::namespaces`]. A rootless lab's maker needs them ([`crate::lab`]).
+    pub fn keep_namespaces(&mut self) {
+        self.keep_namespaces = true;
+    }
+
+    /// Copies of the init's user namespace (`None` without one of its own) and network
+    /// namespace, once spawned with [`Container::keep_namespaces`].
+    pub fn namespaces(&self) -> Option<(Option<OwnedFd>, OwnedFd)> {
+        let (user, net) = self.running.as_ref()?.namespaces.as_ref()?;
+        let user = match user {
+            Some(fd) => Some(fd.try_clone().ok()?),
+            None => None,
+        };
+        Some((user, net.try_clone().ok()?))
+    }
+
     /// The host pid of the container's init, once spawned.
     pub fn init_pid(&self) -> Option<i32> {
         self.running.as_ref().map(|r| r.pid)
@@ -349,9 +372,10 @@ impl Container {
             rootless: self.rootless,
             join_netns: pooled.as_ref().map(|ns| ns.fd()),
             lab_port: self.lab_port.as_ref(),
+            keep_namespaces: self.keep_namespaces,
         };
         let spawned = spawn::spawn(&request, zygote);
-        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, main_pid, started } =
+        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, namespaces, main_pid, started } =
             match spawned {
                 Ok(s) => s,
                 Err(e) => {
@@ -378,6 +402,7 @@ impl Container {
             stdout: stdout.map(|fd| (fd, limit(command.get_stdout()))),
             stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
             netns,
+            namespaces,
             pooled,
             veth,
             started,

@@ -183,9 +183,10 @@ impl Runner<'_> {
         })?;
         let network = c.network();
         let mut timeline = None;
-        // The test's lab maker (`cvtest::lab`): this worker makes its nodes, as root only.
+        // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
+        // test's user namespace, which the container keeps for it).
         let mut with_lab = cmd.clone();
-        let mut maker = maker::prepare(&c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+        let mut maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
         let cmd = &with_lab;
         let result = (|| {
             match zygote {
@@ -193,10 +194,10 @@ impl Runner<'_> {
                 None => c.spawn(cmd),
             }
             .map_err(UnitError::Spawn)?;
-            if let (Some(m), Some(pid)) = (maker.as_mut(), c.init_pid()) {
+            if let Some(m) = maker.as_mut() {
                 let options = self.options(settings);
-                m.serve(
-                    pid,
+                m.serve_container(
+                    &c,
                     maker::NodeBase {
                         exe: cmd.get_program().to_path_buf(),
                         rootfs: options.rootfs().clone(),

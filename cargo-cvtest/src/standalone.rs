@@ -326,10 +326,11 @@ pub(crate) fn run_contained(
     let mut c = Container::create(&options).map_err(|e| StandaloneError::Create(Box::new(e)))?;
     let container_id = c.id().to_owned();
     let network = c.network();
-    // The test's lab maker (`cvtest::lab`), as root: this process makes its nodes.
+    // The test's lab maker (`cvtest::lab`): this process makes its nodes (rootless: in the
+    // test's user namespace, which the container keeps for it).
     use cvtest::lab::maker;
     let mut with_lab = cmd.clone();
-    let mut lab = maker::prepare(&c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+    let mut lab = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
     let cmd = &with_lab;
     let result = (|| {
         c.spawn(cmd).map_err(|source| StandaloneError::Spawn {
@@ -337,9 +338,9 @@ pub(crate) fn run_contained(
             source: Box::new(source),
         })?;
         guard.arm(c.kill_handle());
-        if let (Some(m), Some(pid)) = (lab.as_mut(), c.init_pid()) {
-            m.serve(
-                pid,
+        if let Some(m) = lab.as_mut() {
+            m.serve_container(
+                &c,
                 maker::NodeBase {
                     exe: cmd.get_program().to_path_buf(),
                     rootfs: options.rootfs().clone(),

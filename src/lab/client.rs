@@ -13,7 +13,7 @@ use super::ENV_SOCKET;
 /// A lab request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("no lab maker for this test: {ENV_SOCKET} is not set; a lab needs a #[cv_test] test (run by cargo test, cargo nextest or cargo cvtest) as root")]
+    #[error("no lab maker for this test: {ENV_SOCKET} is not set; a lab needs a #[cv_test] test (run by cargo test, cargo nextest or cargo cvtest)")]
     NoMaker,
     #[error("no lab for this test: {why}")]
     Unsupported { why: String },

@@ -1,5 +1,8 @@
 //! The maker's side of a lab: whoever made the test's container (the `#[cv_test]` parent, or
 //! the runner's worker) serves its lab requests. The test holds no privilege for any of it.
+//! A rootless maker makes the lab inside the test's user namespace, which it owns (the switch's
+//! namespace, every socket, every node's init: `sandbox::nested`); [`Maker::serve_container`]
+//! takes the namespaces the container kept for it ([`Container::keep_namespaces`]).
 //!
 //! Before spawning the test, [`Maker::bind`] makes a unix socket in a directory the test can
 //! reach (the target directory); its path goes to the test in `CVTEST_LAB_SOCKET`. Once the
@@ -64,26 +67,34 @@ pub fn socket_dir(exe: &Path) -> Option<PathBuf> {
 /// environment saying where it is (`CVTEST_LAB_SOCKET`), or why there is none
 /// (`CVTEST_LAB_UNSUPPORTED`). One place for the three makers: the `#[cv_test]` parent, the
 /// runner's worker and the nextest wrapper.
+///
+/// - Rootless, the container is told to keep its init's namespaces: the lab is made in the
+///   test's user namespace ([`Maker::serve_container`]).
+/// - A test whose root is mapped to a host user (root mode with a user namespace: under `sudo`)
+///   is that user to the socket: the socket becomes theirs, or the test could not connect.
+///   The maker stays real root: it makes the switch and the nodes as for any root-mode test,
+///   and the nodes get the same mapping as the test.
 pub fn prepare(
-    container: &crate::Container,
+    container: &mut crate::Container,
     dir: Option<PathBuf>,
     cmd: &mut crate::Command,
 ) -> Option<Maker> {
-    let unsupported = super::unsupported_for(container);
-    let maker = match (unsupported, dir) {
-        (None, Some(dir)) => Maker::bind(&dir).ok(),
-        (Some(_), _) | (_, None) => None,
-    };
-    match (&maker, unsupported) {
-        (Some(m), _) => {
-            cmd.env(super::ENV_SOCKET, m.socket_path());
-        }
-        (None, Some(why)) => {
-            cmd.env(super::ENV_UNSUPPORTED, why);
-        }
-        (None, None) => {}
+    let maker = Maker::for_command(dir.as_deref(), cmd)?;
+    if container.is_rootless() {
+        container.keep_namespaces();
     }
-    maker
+    if let Some(owner) = container.mapped_owner() {
+        if let Err(e) = std::os::unix::fs::chown(maker.socket_path(), Some(owner.uid), Some(owner.gid)) {
+            let why = format!(
+                "its maker cannot give the lab socket {} to uid {} (the test's root): {e}",
+                maker.socket_path().display(),
+                owner.uid
+            );
+            cmd.env(super::ENV_UNSUPPORTED, why).env_remove(super::ENV_SOCKET);
+            return None;
+        }
+    }
+    Some(maker)
 }
 
 /// A lab maker for one test: the socket, and the thread serving it.
@@ -128,21 +139,68 @@ impl Maker {
         })
     }
 
+    /// A maker for the test that `command` starts, its socket in `dir` (see [`socket_dir`]),
+    /// the socket's path in the command's environment (`CVTEST_LAB_SOCKET`). `None` when no
+    /// socket can be made there (say, a target directory of another user's that a rootless run
+    /// may not write): then the command's `CVTEST_LAB_UNSUPPORTED` says why, and so does the
+    /// test's [`super::Lab::new`].
+    pub fn for_command(dir: Option<&Path>, command: &mut Command) -> Option<Maker> {
+        let made = match dir {
+            Some(dir) => Maker::bind(dir)
+                .map_err(|e| format!("its maker cannot make the lab socket in {}: {e}", dir.display())),
+            None => Err("the test binary is not in a cargo target directory (no CACHEDIR.TAG above it), where its lab socket would go".to_owned()),
+        };
+        match made {
+            Ok(maker) => {
+                command.env(super::ENV_SOCKET, maker.socket_path()).env_remove(super::ENV_UNSUPPORTED);
+                Some(maker)
+            }
+            Err(why) => {
+                command.env(super::ENV_UNSUPPORTED, why).env_remove(super::ENV_SOCKET);
+                None
+            }
+        }
+    }
+
     /// The socket's path: the value of `CVTEST_LAB_SOCKET` for the test.
     pub fn socket_path(&self) -> &Path {
         &self.path
     }
 
     /// Serves the test whose container's init is `test_init` (a host pid) until [`Maker::finish`].
+    /// A maker with root privileges only: see [`Maker::serve_container`].
     pub fn serve(&mut self, test_init: i32, base: NodeBase) {
+        self.serve_test(TestSide::Root { init: test_init }, base);
+    }
+
+    /// Serves the test in `container` (spawned) until [`Maker::finish`]. A rootless container
+    /// must have been spawned after [`Container::keep_namespaces`]: the lab is made in its user
+    /// namespace (see [`crate::lab`]); without them nothing is served (the test's connection is
+    /// refused).
+    pub fn serve_container(&mut self, container: &Container, base: NodeBase) {
+        let Some(init) = container.init_pid() else { return };
+        let side = if container.is_rootless() {
+            match container.namespaces() {
+                Some((Some(userns), netns)) => TestSide::Rootless { userns: Arc::new(userns), netns },
+                // Not served: the socket is closed, the test's connection refused.
+                _ => {
+                    self.listener = None;
+                    return;
+                }
+            }
+        } else {
+            TestSide::Root { init }
+        };
+        self.serve_test(side, base);
+    }
+
+    fn serve_test(&mut self, side: TestSide, base: NodeBase) {
         let Some(listener) = self.listener.take() else { return };
         let Ok((woken, wake)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
         self.wake = Some(wake);
         let (stop, connected) = (Arc::clone(&self.stop), Arc::clone(&self.connected));
-        let test_netns = format!("/proc/{test_init}/ns/net");
-        self.thread = Some(std::thread::spawn(move || {
-            serve(&listener, &woken, (&stop, &connected), &test_netns, &base)
-        }));
+        self.thread =
+            Some(std::thread::spawn(move || serve(&listener, &woken, (&stop, &connected), side, &base)));
     }
 
     /// Stops serving (the test has ended: its labs are torn down) and returns every node's
@@ -177,6 +235,16 @@ impl Drop for Maker {
     }
 }
 
+/// The test a maker serves.
+#[derive(Debug)]
+enum TestSide {
+    /// A maker with root privileges: the test's namespaces are its init's.
+    Root { init: i32 },
+    /// A rootless maker: the test's user namespace (where the lab is made) and network
+    /// namespace, opened at spawn.
+    Rootless { userns: Arc<OwnedFd>, netns: OwnedFd },
+}
+
 /// Removes the sockets of makers that died without removing theirs (SIGKILLed): `lab-<pid>-*`
 /// whose pid is gone. (A pid reused since is only a socket left a little longer.)
 fn sweep_sockets(dir: &Path) {
@@ -198,12 +266,20 @@ fn serve(
     listener: &UnixListener,
     woken: &OwnedFd,
     (stop, connected): (&AtomicBool, &AtomicBool),
-    test_netns: &str,
+    side: TestSide,
     base: &NodeBase,
 ) -> Vec<NodeReport> {
     let mut reports = Vec::new();
-    let Ok(test_netns_fd) = std::fs::File::open(test_netns).map(OwnedFd::from) else { return reports };
-    let Ok(want) = std::fs::metadata(test_netns).map(|m| m.ino()) else { return reports };
+    let (test_netns_fd, userns) = match side {
+        TestSide::Root { init } => {
+            let path = format!("/proc/{init}/ns/net");
+            let Ok(fd) = std::fs::File::open(&path).map(OwnedFd::from) else { return reports };
+            (fd, None)
+        }
+        TestSide::Rootless { userns, netns } => (netns, Some(userns)),
+    };
+    let Ok(want) = nix::sys::stat::fstat(&test_netns_fd).map(|m| m.st_ino) else { return reports };
+    let test = TestNs { netns: test_netns_fd, userns };
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -211,7 +287,7 @@ fn serve(
                     continue; // not the test: dropped unanswered
                 }
                 connected.store(true, Ordering::Relaxed);
-                reports.extend(serve_lab(stream, stop, &test_netns_fd, base));
+                reports.extend(serve_lab(stream, stop, &test, base));
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
                 // Until a connection comes or `finish` closes the wake pipe.
@@ -227,6 +303,12 @@ fn serve(
     reports
 }
 
+/// The test's network namespace, and with a rootless maker its user namespace (the lab's).
+struct TestNs {
+    netns: OwnedFd,
+    userns: Option<Arc<OwnedFd>>,
+}
+
 /// Whether the process at the other end of `stream` is in the network namespace `ino` (the
 /// test's container's).
 fn peer_in_netns(stream: &UnixStream, ino: u64) -> bool {
@@ -237,12 +319,7 @@ fn peer_in_netns(stream: &UnixStream, ino: u64) -> bool {
 }
 
 /// One lab: requests until the test closes the channel (or the maker stops), then teardown.
-fn serve_lab(
-    stream: UnixStream,
-    stop: &AtomicBool,
-    test_netns: &OwnedFd,
-    base: &NodeBase,
-) -> Vec<NodeReport> {
+fn serve_lab(stream: UnixStream, stop: &AtomicBool, test: &TestNs, base: &NodeBase) -> Vec<NodeReport> {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let Ok(mut writer) = stream.try_clone() else { return Vec::new() };
@@ -261,7 +338,7 @@ fn serve_lab(
                         closed.extend(nodes.iter().cloned());
                         Reply::Reports { nodes }
                     }
-                    Ok(request) => handle(&mut lab, request, test_netns, base),
+                    Ok(request) => handle(&mut lab, request, test, base),
                     Err(e) => refused(format!("not a lab request: {e}")),
                 };
                 line.clear();
@@ -297,12 +374,12 @@ fn system(message: String) -> Reply {
     Reply::Failed { kind: FailureKind::System, message }
 }
 
-fn handle(lab: &mut Option<LabState>, request: Request, test_netns: &OwnedFd, base: &NodeBase) -> Reply {
+fn handle(lab: &mut Option<LabState>, request: Request, test: &TestNs, base: &NodeBase) -> Reply {
     if let Request::Open { subnet } = request {
         if lab.is_some() {
             return refused("this test already has a lab open; drop it before opening another".to_owned());
         }
-        return match LabState::open(subnet.as_deref(), test_netns, base) {
+        return match LabState::open(subnet.as_deref(), test, base) {
             Ok(state) => {
                 let reply = Reply::Opened {
                     network: Ipv4Addr::from(state.network),
@@ -345,6 +422,8 @@ fn handle(lab: &mut Option<LabState>, request: Request, test_netns: &OwnedFd, ba
 /// One open lab.
 struct LabState {
     switch: Arc<Mutex<Switch>>,
+    /// A rootless maker's: the test's user namespace, where every node is made.
+    userns: Option<Arc<OwnedFd>>,
     network: u32,
     prefix: u8,
     test_address: Ipv4Addr,
@@ -370,6 +449,8 @@ struct NodeState {
 struct NodeRun {
     kill: KillHandle,
     init_pid: i32,
+    /// Its network namespace, opened at spawn (a rootless maker's: it may not open it later).
+    netns: Option<OwnedFd>,
     /// 0: ran its course; 1: killed on request; 2: stopped with the lab.
     ended_by: Arc<AtomicU8>,
     thread: JoinHandle<RunReport>,
@@ -381,7 +462,7 @@ const WITH_LAB: u8 = 2;
 type Answer = Result<Reply, Reply>;
 
 impl LabState {
-    fn open(subnet: Option<&str>, test_netns: &OwnedFd, base: &NodeBase) -> Result<LabState, Reply> {
+    fn open(subnet: Option<&str>, test: &TestNs, base: &NodeBase) -> Result<LabState, Reply> {
         let (network, prefix) = match subnet {
             Some(s) => parse_subnet(s).map_err(refused)?,
             None => {
@@ -399,14 +480,18 @@ impl LabState {
                 Ipv4Addr::from(network)
             )));
         }
-        let mut switch =
-            Switch::create().map_err(|e| system(format!("making the switch: {}", error_chain(&e))))?;
+        let switch = match &test.userns {
+            None => Switch::create(),
+            Some(userns) => Switch::create_in(Arc::clone(userns)),
+        };
+        let mut switch = switch.map_err(|e| system(format!("making the switch: {}", error_chain(&e))))?;
         let test_address = Ipv4Addr::from(network + 1);
         switch
-            .attach(test_netns.as_fd(), TEST_PORT, TEST_END, test_address, prefix)
+            .attach(test.netns.as_fd(), TEST_PORT, TEST_END, test_address, prefix)
             .map_err(|e| system(format!("linking the test to the switch: {}", error_chain(&e))))?;
         Ok(LabState {
             switch: Arc::new(Mutex::new(switch)),
+            userns: test.userns.clone(),
             network,
             prefix,
             test_address,
@@ -414,6 +499,16 @@ impl LabState {
             cuts: BTreeSet::new(),
             filtered: BTreeSet::new(),
         })
+    }
+
+    /// What starting a node needs of the lab.
+    fn for_start(&self) -> StartIn {
+        StartIn {
+            switch: Arc::clone(&self.switch),
+            userns: self.userns.clone(),
+            prefix: self.prefix,
+            test_address: self.test_address,
+        }
     }
 
     fn node(&mut self, name: &str) -> Result<&mut NodeState, Reply> {
@@ -465,10 +560,9 @@ impl LabState {
             current: None,
         };
         self.nodes.push(node);
-        let test_address = self.test_address;
-        let (switch, prefix) = (Arc::clone(&self.switch), self.prefix);
+        let lab = self.for_start();
         let node = self.nodes.last_mut().expect("just pushed");
-        match start(node, &switch, prefix, test_address, base) {
+        match start(node, &lab, base) {
             Ok(()) => Ok(Reply::NodeAdded { address }),
             Err(message) => {
                 self.nodes.pop();
@@ -550,11 +644,11 @@ impl LabState {
     }
 
     fn restart(&mut self, name: &str, base: &NodeBase) -> Answer {
-        let (switch, prefix, test_address) = (Arc::clone(&self.switch), self.prefix, self.test_address);
+        let lab = self.for_start();
         let node = self.node(name)?;
-        stop(node, BY_REQUEST, &switch);
+        stop(node, BY_REQUEST, &lab.switch);
         let port = node.port.clone();
-        start(node, &switch, prefix, test_address, base).map_err(system)?;
+        start(node, &lab, base).map_err(system)?;
         let shaping = node.shaping;
         self.filtered.remove(&port);
         self.apply_cuts_of(name)?;
@@ -570,10 +664,11 @@ impl LabState {
         let Some(run) = &node.current else {
             return Err(refused(format!("node {name:?} is not running (restart it first)")));
         };
-        let path = format!("/proc/{}/ns/net", run.init_pid);
-        let netns = std::fs::File::open(&path)
-            .map(OwnedFd::from)
-            .map_err(|e| system(format!("opening node {name:?}'s network namespace {path}: {e}")))?;
+        let netns = match &run.netns {
+            Some(fd) => fd.try_clone(),
+            None => std::fs::File::open(format!("/proc/{}/ns/net", run.init_pid)).map(OwnedFd::from),
+        }
+        .map_err(|e| system(format!("opening node {name:?}'s network namespace: {e}")))?;
         let mut switch = switch.lock().unwrap_or_else(PoisonError::into_inner);
         match switch.shape(&node.port, netns.as_fd(), NODE_END, &shaping) {
             Ok(()) => {
@@ -675,16 +770,26 @@ fn node_options(spec: &NodeSpec, base: &NodeBase) -> Result<(Options, Option<Dur
     Ok((options, settings.timeout))
 }
 
-/// Starts a run of `node`: its container is made, linked and spawned on a thread of its own,
-/// which then waits for it; returns once the command runs (or could not start).
-fn start(
-    node: &mut NodeState,
-    switch: &Arc<Mutex<Switch>>,
+/// What starting a node needs of its lab.
+struct StartIn {
+    switch: Arc<Mutex<Switch>>,
+    userns: Option<Arc<OwnedFd>>,
     prefix: u8,
     test_address: Ipv4Addr,
-    base: &NodeBase,
-) -> Result<(), String> {
-    let port = LabPort { switch: Arc::clone(switch), port: node.port.clone(), address: node.address, prefix };
+}
+
+/// Starts a run of `node`: its container is made, linked and spawned on a thread of its own,
+/// which then waits for it; returns once the command runs (or could not start).
+fn start(node: &mut NodeState, lab: &StartIn, base: &NodeBase) -> Result<(), String> {
+    let (prefix, test_address) = (lab.prefix, lab.test_address);
+    let rootless = lab.userns.is_some();
+    let port = LabPort {
+        switch: Arc::clone(&lab.switch),
+        port: node.port.clone(),
+        address: node.address,
+        prefix,
+        userns: lab.userns.clone(),
+    };
     let mut command = match &node.spec.program {
         Program::Function(f) => {
             let mut c = Command::new(&base.exe);
@@ -709,7 +814,7 @@ fn start(
     let (options, timeout, name) = (node.options.clone(), node.timeout, node.spec.name.clone());
     let ended_by = Arc::new(AtomicU8::new(0));
     let ended = Arc::clone(&ended_by);
-    let (tx, rx) = mpsc::channel::<Result<(KillHandle, i32), String>>();
+    let (tx, rx) = mpsc::channel::<Result<(KillHandle, i32, Option<OwnedFd>), String>>();
     let thread = std::thread::spawn(move || {
         let started = Instant::now();
         let failed = |message: String| RunReport { outcome: message, ok: false, ..running_report() };
@@ -722,13 +827,17 @@ fn start(
             }
         };
         container.set_lab_port(port);
+        if rootless {
+            container.keep_namespaces();
+        }
         if let Err(e) = container.spawn(&command) {
             let message = format!("node {name:?}: could not start: {}", error_chain(&e));
             let _ = tx.send(Err(message.clone()));
             return failed(message);
         }
         let pid = container.init_pid().expect("spawned");
-        let _ = tx.send(Ok((container.kill_handle(), pid)));
+        let netns = container.namespaces().map(|(_, net)| net);
+        let _ = tx.send(Ok((container.kill_handle(), pid, netns)));
         let report = match container.wait(timeout) {
             Ok(outcome) => run_report(&outcome, options.limits(), ended.load(Ordering::SeqCst), timeout),
             Err(e) => failed(format!("lost: {}", error_chain(&e))),
@@ -738,8 +847,8 @@ fn start(
         report
     });
     match rx.recv() {
-        Ok(Ok((kill, init_pid))) => {
-            node.current = Some(NodeRun { kill, init_pid, ended_by, thread });
+        Ok(Ok((kill, init_pid, netns))) => {
+            node.current = Some(NodeRun { kill, init_pid, netns, ended_by, thread });
             Ok(())
         }
         Ok(Err(message)) => {

@@ -32,8 +32,13 @@
 //! the lab is dropped or the test ends, however it ends; each node's runs (outcome, peaks,
 //! output) are printed with the test's output.
 //!
-//! Requires a maker with root privileges: under a rootless maker [`Lab::new`] fails with
-//! [`LabError::Unsupported`].
+//! Works as root and rootless. A rootless maker (an ordinary user) may neither make nor enter
+//! a network namespace, nor load a tc eBPF program; so the lab is made inside the test's own
+//! user namespace, which the maker owns: helpers that join it make the switch's namespace and
+//! open the netlink sockets the maker then uses, nodes are cloned there into user namespaces of
+//! their own (children of the test's), and partitions are classic BPF (see
+//! `sandbox::nested` and [`maker`]). Without delegated cgroups (cgroup v1) a rootless test runs
+//! with `CVTEST_LIMITS=off` (or `--no-limits`), and so do its nodes: no limits, no peaks.
 
 mod client;
 #[doc(hidden)]
@@ -47,27 +52,10 @@ use std::net::Ipv4Addr;
 
 /// Set in a test's container: the path of its lab maker's socket.
 pub const ENV_SOCKET: &str = "CVTEST_LAB_SOCKET";
-/// Set in a test's container instead of [`ENV_SOCKET`] when its maker cannot make labs (it is
-/// rootless, or the test's root is mapped to another user): why. [`Lab::new`] then fails with [`LabError::Unsupported`].
+/// Set in a test's container instead of [`ENV_SOCKET`] when its maker cannot serve labs (it
+/// could not make its socket: say, a rootless run in a target directory it may not write): why.
+/// [`Lab::new`] then fails with [`LabError::Unsupported`].
 pub const ENV_UNSUPPORTED: &str = "CVTEST_LAB_UNSUPPORTED";
-
-/// Why a rootless maker makes no lab.
-pub const ROOTLESS: &str = "labs need a maker with root privileges (CAP_SYS_ADMIN and CAP_NET_ADMIN for the switch's namespace and its links); this test runs rootless";
-
-/// Why a maker of a root-mode container with a user namespace makes no lab (yet).
-pub const MAPPED: &str = "labs need the test to run as real root for now; this test's root is mapped to an ordinary user (root mode with a user namespace: under sudo, or in a workspace another user owns); set CVTEST_MAP_ROOT_TO=0 to run it as real root";
-
-/// Why the maker of `container` cannot make labs for its test, or `None` when it can: a
-/// rootless container, or one whose root is mapped to another user.
-pub fn unsupported_for(container: &crate::Container) -> Option<&'static str> {
-    if container.is_rootless() {
-        Some(ROOTLESS)
-    } else if container.mapped_owner().is_some() {
-        Some(MAPPED)
-    } else {
-        None
-    }
-}
 
 /// Set in a node's environment when it runs a node function: the function's name.
 pub const ENV_FUNCTION: &str = "CVTEST_LAB_FUNCTION";

@@ -20,6 +20,7 @@ use std::ffi::CStr;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
+use netlink_packet_core::DefaultNla;
 use netlink_packet_route::tc::{
     TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcHeader, TcMessage, TcOption,
 };
@@ -198,6 +199,76 @@ pub(super) fn bpf_filter_message(
     ))
 }
 
+/// A lab port's partition filter in classic BPF (what a rootless maker can attach: cls_bpf
+/// takes a classic program inline, `TCA_BPF_OPS`, with no `BPF_PROG_LOAD`): the same rule as
+/// [`partition_program`]. Classic loads are big-endian and relative to the Ethernet header (at
+/// ingress cls_bpf pushes it back); a load past the end of a short frame ends the program with 0,
+/// which passes it.
+fn classic_partition_program(blocked: &[Ipv4Addr]) -> Vec<[u8; 8]> {
+    /// `struct sock_filter`: code, jt, jf, k.
+    fn op(code: u16, jt: u8, jf: u8, k: u32) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[0..2].copy_from_slice(&code.to_ne_bytes());
+        b[2] = jt;
+        b[3] = jf;
+        b[4..8].copy_from_slice(&k.to_ne_bytes());
+        b
+    }
+    const LDH_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+    const LDW_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let blocked = &blocked[..blocked.len().min(MAX_BLOCKED)];
+    if blocked.is_empty() {
+        return vec![op(RET_K, 0, 0, PASS as u32)];
+    }
+    let n = blocked.len() as u8;
+    let mut prog = vec![
+        /* 0 */ op(LDH_ABS, 0, 0, ETHERTYPE as u32),
+        /* 1 */ op(JEQ_K, 0, n + 1, 0x0800), // not IPv4: pass (at 3 + n)
+        /* 2 */ op(LDW_ABS, 0, 0, IPV4_DST as u32),
+    ];
+    for (i, addr) in blocked.iter().enumerate() {
+        // At 3 + i; drop is at 4 + n.
+        prog.push(op(JEQ_K, n - i as u8, 0, u32::from(*addr)));
+    }
+    prog.extend([op(RET_K, 0, 0, PASS as u32), op(RET_K, 0, 0, DROP as u32)]);
+    prog
+}
+
+/// `RTM_NEWTFILTER` of the classic partition program for `blocked` under the ingress qdisc of
+/// `index`, direct-action, with the filter handle `handle`.
+pub(super) fn classic_partition_message(
+    index: u32,
+    blocked: &[Ipv4Addr],
+    handle: TcHandle,
+) -> RouteNetlinkMessage {
+    const TCA_BPF_OPS_LEN: u16 = 4;
+    const TCA_BPF_OPS: u16 = 5;
+    let prog = classic_partition_program(blocked);
+    let priority = 1u32;
+    let header = TcHeader {
+        index: index as i32,
+        handle,
+        parent: INGRESS_HANDLE,
+        info: priority << 16 | u32::from(ETH_P_ALL.to_be()),
+        ..Default::default()
+    };
+    let options = vec![
+        TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(
+            TCA_BPF_OPS_LEN,
+            (prog.len() as u16).to_ne_bytes().to_vec(),
+        ))),
+        TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(TCA_BPF_OPS, prog.concat()))),
+        TcOption::Bpf(TcFilterBpfOption::ProgName(String::from_utf8_lossy(PARTITION_NAME).into_owned())),
+        TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+    ];
+    RouteNetlinkMessage::NewTrafficFilter(TcMessage::from_parts(
+        header,
+        vec![TcAttribute::Kind("bpf".to_owned()), TcAttribute::Options(options)],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +311,24 @@ mod tests {
         assert_eq!(i32::from_ne_bytes(prog[pass][4..8].try_into().unwrap()), PASS);
         assert_eq!(i32::from_ne_bytes(prog[drop][4..8].try_into().unwrap()), DROP);
         assert_eq!(partition_program(&[]).len(), 10);
+    }
+
+    #[test]
+    fn classic_partition_jumps_land_on_pass_or_drop() {
+        let blocked = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        let prog = classic_partition_program(&blocked);
+        let n = blocked.len();
+        let (pass, drop) = (3 + n, 4 + n);
+        assert_eq!(prog.len(), 5 + n);
+        let target = |pc: usize, off: u8| pc + 1 + usize::from(off);
+        assert_eq!(target(1, prog[1][3]), pass, "not IPv4");
+        for (i, addr) in blocked.iter().enumerate() {
+            let pc = 3 + i;
+            assert_eq!(target(pc, prog[pc][2]), drop, "instruction {pc}");
+            assert_eq!(u32::from_ne_bytes(prog[pc][4..8].try_into().unwrap()), u32::from(*addr));
+        }
+        assert_eq!(u32::from_ne_bytes(prog[pass][4..8].try_into().unwrap()), PASS as u32);
+        assert_eq!(u32::from_ne_bytes(prog[drop][4..8].try_into().unwrap()), DROP as u32);
+        assert_eq!(classic_partition_program(&[]).len(), 1);
     }
 }

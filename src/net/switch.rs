@@ -1,5 +1,7 @@
 //! A lab's switch: a bridge in a network namespace of its own, made and held by the process
-//! that makes the lab (the `#[cv_test]` parent or the runner), never by the test.
+//! that makes the lab (the `#[cv_test]` parent or the runner), never by the test. A rootless
+//! maker's ([`Switch::create_in`]) is owned by the test's user namespace, and its sockets (the
+//! switch's, each member's) are opened by helpers there (`sandbox::nested`).
 //!
 //! Every member (the test's container, each node) gets a veth pair: one end inside the member's
 //! network namespace (`lab0` for the test, `eth0` for a node) with the member's address, the
@@ -45,6 +47,9 @@ pub struct Switch {
     netns: OwnedFd,
     nl: Netlink,
     bridge: u32,
+    /// Rootless: the test's user namespace, which owns the switch's network namespace (and the
+    /// nodes' user namespaces); members' sockets are opened from there (`sandbox::nested`).
+    userns: Option<Arc<OwnedFd>>,
 }
 
 impl std::fmt::Debug for Switch {
@@ -65,6 +70,8 @@ pub(crate) struct LabPort {
     pub(crate) port: String,
     pub(crate) address: Ipv4Addr,
     pub(crate) prefix: u8,
+    /// A rootless lab's user namespace (the test's): the node's init is cloned inside it.
+    pub(crate) userns: Option<Arc<OwnedFd>>,
 }
 
 /// The name of a node's end of its link, inside the node.
@@ -115,6 +122,20 @@ impl Switch {
     /// A new network namespace (made on a thread of its own, which then ends: no thread of this
     /// process moves) with a bridge `sw` up and `lo` up.
     pub fn create() -> Result<Switch, NetError> {
+        Switch::with_bridge(Switch::root_netns()?, None)
+    }
+
+    /// [`Switch::create`] for a rootless maker: the namespace is made by a helper in the test's
+    /// user namespace `userns` (which owns it), and its socket opened there.
+    pub(crate) fn create_in(userns: Arc<OwnedFd>) -> Result<Switch, NetError> {
+        let (socket, netns) = crate::sandbox::nested::netlink_socket_in(userns.as_fd(), None)
+            .map_err(|e| nested_error("make the lab switch's", "network namespace", e))?;
+        let netns = netns.expect("a new namespace is returned");
+        let nl = Netlink::from_socket(socket, "the lab switch's network namespace".to_owned())?;
+        Switch::with_bridge((netns, nl), Some(userns))
+    }
+
+    fn root_netns() -> Result<(OwnedFd, Netlink), NetError> {
         let netns = std::thread::spawn(|| -> Result<OwnedFd, NetError> {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| NetError::Netns {
                 action: "make (unshare) the lab switch's",
@@ -130,7 +151,14 @@ impl Switch {
         })
         .join()
         .expect("the switch thread does not panic")?;
-        let mut nl = Netlink::open_in(netns.as_fd())?;
+        let nl = Netlink::open_in(netns.as_fd())?;
+        Ok((netns, nl))
+    }
+
+    fn with_bridge(
+        (netns, mut nl): (OwnedFd, Netlink),
+        userns: Option<Arc<OwnedFd>>,
+    ) -> Result<Switch, NetError> {
         let mut create = LinkMessage::default();
         create.header.flags = LinkFlags::Up;
         create.header.change_mask = LinkFlags::Up;
@@ -156,7 +184,22 @@ impl Switch {
                 .what(format!("RTM_SETLINK {BRIDGE} addrgenmode none"))
                 .tolerate(Errno::EAFNOSUPPORT)],
         )?;
-        Ok(Switch { netns, nl, bridge })
+        Ok(Switch { netns, nl, bridge, userns })
+    }
+
+    /// Whether the switch is a rootless maker's.
+    pub(crate) fn is_rootless(&self) -> bool {
+        self.userns.is_some()
+    }
+
+    /// A route-netlink socket in the member's namespace `member`: opened there (root), or by a
+    /// helper in the test's user namespace (rootless).
+    fn open_member(&self, member: BorrowedFd<'_>) -> Result<Netlink, NetError> {
+        let Some(userns) = &self.userns else { return Netlink::open_in(member) };
+        let label = super::netns::describe(member);
+        let (socket, _) = crate::sandbox::nested::netlink_socket_in(userns.as_fd(), Some(member))
+            .map_err(|e| nested_error("open a netlink socket in", &label, e))?;
+        Netlink::from_socket(socket, label)
     }
 
     /// Links the network namespace `member` to the bridge: the port `port` here, `inside` there
@@ -199,7 +242,7 @@ impl Switch {
                 .what(format!("RTM_SETLINK {port} addrgenmode none"))
                 .tolerate(Errno::EAFNOSUPPORT)],
         )
-        .and_then(|()| configure_member(member, inside, address, prefix));
+        .and_then(|()| configure_member(self.open_member(member)?, inside, address, prefix));
         match configured {
             Ok(()) => Ok(index),
             Err(e) => {
@@ -222,18 +265,20 @@ impl Switch {
     /// program.
     pub fn set_blocked(&mut self, port: &str, blocked: &[Ipv4Addr]) -> Result<(), NetError> {
         let index = self.port_index(port)?;
-        let prog = filter::load_partition(blocked, port)?;
+        // Rootless, no eBPF (BPF_PROG_LOAD of a tc program needs CAP_BPF and CAP_NET_ADMIN of
+        // the host): the same filter in classic BPF, which cls_bpf takes inline.
+        let prog = if self.is_rootless() { None } else { Some(filter::load_partition(blocked, port)?) };
+        let message = match &prog {
+            Some(prog) => filter::bpf_filter_message(index, prog, CUT_HANDLE, filter::PARTITION_NAME),
+            None => filter::classic_partition_message(index, blocked, CUT_HANDLE),
+        };
         run(
             &mut self.nl,
             vec![
                 Step::new(filter::qdisc_message(index), NLM_F_CREATE | NLM_F_EXCL)
                     .what(format!("RTM_NEWQDISC ingress on {port}"))
                     .tolerate(Errno::EEXIST),
-                Step::new(
-                    filter::bpf_filter_message(index, &prog, CUT_HANDLE, filter::PARTITION_NAME),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                )
-                .what(format!(
+                Step::new(message, NLM_F_CREATE | NLM_F_REPLACE).what(format!(
                     "RTM_NEWTFILTER bpf (partition, {} addresses) on {port} ingress",
                     blocked.len()
                 )),
@@ -252,7 +297,7 @@ impl Switch {
     ) -> Result<(), ShapeError> {
         let index = self.port_index(port)?;
         shape_one(&mut self.nl, index, port, shaping)?;
-        let mut there = Netlink::open_in(member)?;
+        let mut there = self.open_member(member)?;
         let inside_index = there.link_index(inside)?.ok_or_else(|| {
             there.error(
                 format!("RTM_GETLINK {inside}"),
@@ -269,14 +314,14 @@ impl Switch {
     }
 }
 
-/// The member's end: IPv6 quiet, up, its address, and `lo` up, in one datagram.
-fn configure_member(
-    member: BorrowedFd<'_>,
-    inside: &str,
-    address: Ipv4Addr,
-    prefix: u8,
-) -> Result<(), NetError> {
-    let mut nl = Netlink::open_in(member)?;
+/// A helper's failure as a [`NetError`].
+fn nested_error(action: &'static str, netns: &str, e: crate::sandbox::nested::Failed) -> NetError {
+    NetError::Netns { action, netns: netns.to_owned(), source: std::io::Error::other(e) }
+}
+
+/// The member's end (through `nl`, a socket in its namespace): IPv6 quiet, up, its address,
+/// and `lo` up, in one datagram.
+fn configure_member(mut nl: Netlink, inside: &str, address: Ipv4Addr, prefix: u8) -> Result<(), NetError> {
     let index = nl.link_index(inside)?.ok_or_else(|| {
         nl.error(format!("RTM_GETLINK {inside}"), NetlinkError::Decode("the member's end is gone".to_owned()))
     })?;

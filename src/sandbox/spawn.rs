@@ -56,8 +56,12 @@ pub(crate) struct Request<'a> {
     pub(crate) rootless: bool,
     /// A pooled network namespace for the init to join (`setns`) instead of making one.
     pub(crate) join_netns: Option<std::os::fd::BorrowedFd<'a>>,
-    /// A lab node: its link to the lab's switch, made before the go.
+    /// A lab node: its link to the lab's switch, made before the go. With a rootless lab the
+    /// init is cloned inside the test's user namespace (see `sandbox::nested`).
     pub(crate) lab_port: Option<&'a crate::net::LabPort>,
+    /// Open the init's user and network namespaces before its go (a rootless lab's maker needs
+    /// them, and may not open them once the init is not dumpable).
+    pub(crate) keep_namespaces: bool,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -75,6 +79,9 @@ pub(crate) struct Spawned {
     /// The init's network namespace, held while a veth lives in it.
     pub(crate) netns: Option<OwnedFd>,
     pub(crate) veth: Option<Veth>,
+    /// With [`Request::keep_namespaces`]: the init's user namespace (if it has one of its own)
+    /// and network namespace.
+    pub(crate) namespaces: Option<(Option<OwnedFd>, OwnedFd)>,
     /// The main process's pid as the init sees it.
     pub(crate) main_pid: i32,
     pub(crate) started: Instant,
@@ -131,13 +138,37 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let run_netns = plan.run_netns;
 
     let started = Instant::now();
-    let (pid, pidfd, in_cgroup) = clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?;
+    let lab_userns = req.lab_port.and_then(|p| p.userns.as_deref());
+    let (pid, pidfd, in_cgroup) = match lab_userns {
+        // A rootless lab's node: cloned inside the test's user namespace, maps written there.
+        Some(userns) => {
+            let into = match req.cgroup {
+                Some(cg) if !prepared.joins_itself() && !NO_CLONE_INTO_CGROUP.load(Ordering::Relaxed) => {
+                    cg.clone_into_fd()
+                }
+                _ => None,
+            };
+            let (pid, pidfd, into_cgroup) =
+                super::nested::clone_init_in(userns.as_fd(), flags, into, &plan, super::init::run)
+                    .map_err(|e| SpawnError::Clone(io::Error::other(e)))?;
+            if into.is_some() && !into_cgroup {
+                // The kernel refused CLONE_INTO_CGROUP, as `clone_directly` learns it.
+                NO_CLONE_INTO_CGROUP.store(true, Ordering::Relaxed);
+            }
+            (pid, pidfd, into_cgroup || req.cgroup.is_none() || prepared.joins_itself())
+        }
+        None => clone(flags, req.cgroup, prepared.joins_itself(), &plan, zygote)?,
+    };
     let Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, .. } = pipes;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
+    let namespaces =
+        if req.keep_namespaces { Some(open_namespaces(pid, req.userns.is_some())?) } else { None };
 
     if let Some(userns) = &req.userns {
-        userns.write_maps(pid)?;
+        if lab_userns.is_none() {
+            userns.write_maps(pid)?;
+        }
         // The init waits for this byte before it does anything that needs an id. EPIPE: it
         // died (the status pipe says why).
         release(&life_w)?;
@@ -161,6 +192,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
                 stderr: err_r,
                 netns,
                 veth: veth.0.take(),
+                namespaces,
                 main_pid,
                 started,
             })
@@ -377,6 +409,17 @@ fn link_network(
     let inside = copy(inside, "the container's network namespace")?;
     let veth = Veth::create_in_run(run, inside, netns.as_fd(), spec, name, crate::owner::tag())?;
     Ok((Some(netns), VethGuard(Some(veth))))
+}
+
+/// The init's user namespace (when it has its own) and network namespace, opened while it is
+/// still dumpable.
+fn open_namespaces(pid: libc::pid_t, userns: bool) -> Result<(Option<OwnedFd>, OwnedFd), SpawnError> {
+    let open = |kind: &str| -> Result<OwnedFd, SpawnError> {
+        let path = format!("/proc/{pid}/ns/{kind}");
+        File::open(&path).map(OwnedFd::from).map_err(|source| SpawnError::Netns { path: path.into(), source })
+    };
+    let user = if userns { Some(open("user")?) } else { None };
+    Ok((user, open("net")?))
 }
 
 /// Writes the go byte on the life pipe. EPIPE: the init already failed (its report is waiting

@@ -10,6 +10,7 @@ mod cgroup;
 mod confinement;
 mod container;
 mod helpers;
+mod lab_rootless;
 mod lease;
 mod macro_fixture;
 mod net;
@@ -31,6 +32,7 @@ fn main() {
     trials.extend(cgroup::trials());
     trials.extend(confinement::trials());
     trials.extend(container::trials());
+    trials.extend(lab_rootless::trials());
     trials.extend(lease::trials());
     trials.extend(macro_fixture::trials());
     trials.extend(net::trials());

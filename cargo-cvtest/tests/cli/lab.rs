@@ -2,7 +2,7 @@
 //! test panics and one whose test times out, then nothing of them left: no process of the
 //! fixture, no cgroup of the runner, no lab socket. And a runner SIGKILLed while its tests have
 //! labs open leaves no process behind either (its nodes die with it; its switches' namespaces
-//! were held only by its fds).
+//! were held only by its fds). The same twenty labs with a rootless runner (run as nobody).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,13 +10,213 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
 
-use crate::support::{cvtest_command, fixture_target_dir, privileged};
+use crate::support::{cvtest_command, fixture, fixture_target_dir, privileged};
 
 pub fn trials() -> Vec<Trial> {
     vec![
         privileged("lab::twenty_labs_at_j4_leave_nothing_behind", twenty_labs_at_j4_leave_nothing_behind),
         privileged("lab::killed_runner_leaves_no_node_behind", killed_runner_leaves_no_node_behind),
+        privileged("lab::rootless_runner_as_nobody_leaves_nothing", rootless_runner_as_nobody_leaves_nothing),
     ]
+}
+
+const NOBODY: u32 = 65534;
+
+/// The lab fixture under a rootless `cargo cvtest --no-limits -j 4`, run as nobody
+/// (`setpriv`): its worker threads are the makers, as an ordinary user. Nobody can run neither
+/// root's cargo nor root's rustc, so the fixture is built here (as root) and `cargo cvtest` is
+/// given a `cargo` that replays that build's messages (`CARGO`) and a `rustc` that names no
+/// toolchain (`RUSTC`), with the test binary copied into a target directory nobody owns (where
+/// its lab sockets go). Then: every lab passed with its three nodes, the timing-out one timed
+/// out, and nothing is left: no process of nobody's (all that could pin a namespace of the run),
+/// no lab socket.
+fn rootless_runner_as_nobody_leaves_nothing() -> Result<(), Failed> {
+    if !std::process::Command::new("unshare").args(["-U", "true"]).status().is_ok_and(|s| s.success()) {
+        return Err("the kernel refuses user namespaces here (unshare -U true failed)".into());
+    }
+    let dir = std::env::temp_dir().join(format!("cvtest-lab-rootless-runner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = rootless_runner_in(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn rootless_runner_in(dir: &Path) -> Result<(), Failed> {
+    let io = |what: &'static str| move |e: std::io::Error| -> Failed { format!("{what}: {e}").into() };
+    let manifest = fixture("lab").join("Cargo.toml");
+    let built_in = fixture_target_dir();
+    let target = dir.join("target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let run_cargo = |args: &[&str]| -> Result<String, Failed> {
+        let out = std::process::Command::new(&cargo)
+            .args(args)
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", &built_in)
+            .env("CARGO_NET_OFFLINE", "true")
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(io("run cargo"))?;
+        if !out.status.success() {
+            return Err(format!("cargo {args:?} failed").into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let relocate = |text: &str| text.replace(&*built_in.to_string_lossy(), &target.to_string_lossy());
+    let metadata = relocate(&run_cargo(&["metadata", "--no-deps", "--format-version", "1"])?);
+    let build = run_cargo(&["test", "--no-run", "--message-format=json-render-diagnostics"])?;
+    std::fs::create_dir_all(target.join("debug/deps")).map_err(io("make the target dir"))?;
+    std::fs::write(target.join("CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n")
+        .map_err(io("write CACHEDIR.TAG"))?;
+    let mut executables = 0;
+    for line in build.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if let Some(exe) = v["executable"].as_str() {
+            let copy = relocate(exe);
+            std::fs::copy(exe, &copy).map_err(io("copy a test binary"))?;
+            executables += 1;
+        }
+    }
+    if executables == 0 {
+        return Err(format!("cargo named no test binary for the lab fixture:\n{build}").into());
+    }
+    std::fs::write(dir.join("metadata.json"), metadata).map_err(io("write metadata.json"))?;
+    std::fs::write(dir.join("build.json"), relocate(&build)).map_err(io("write build.json"))?;
+    let script = |name: &str, body: String| -> Result<(), Failed> {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).map_err(io("write a script"))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(io("chmod a script"))
+    };
+    let d = dir.display();
+    script(
+        "cargo",
+        format!("case \"$1\" in\n metadata) cat {d}/metadata.json ;;\n test) cat {d}/build.json ;;\n *) exit 1 ;;\nesac\n"),
+    )?;
+    script("rustc", "echo /nonexistent\necho /nonexistent/lib\n".to_owned())?;
+    chown_tree(dir)?;
+
+    let before = processes_of(NOBODY);
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_cargo-cvtest"))
+            .arg("cvtest")
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target)
+            .args(["--no-limits", "--message-format", "json"])
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("CARGO", dir.join("cargo"))
+            .env("RUSTC", dir.join("rustc"))
+            .env("NO_COLOR", "1")
+            .env_remove("CVTEST_CONTAINER")
+            .env_remove("CVTEST_LIST_SETTINGS")
+            .env_remove("CVTEST_PROFILE")
+            .env_remove("CVTEST_ROOTLESS")
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID")
+            .env_remove("SUDO_USER")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let out = as_nobody(&["-j", "4"]).output().map_err(io("run setpriv"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut statuses = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["type"] == "test" {
+            let nodes = v["lab_nodes"].as_array().map_or(0, Vec::len);
+            statuses.insert(v["name"].as_str().unwrap_or("").to_owned(), (v["status"].clone(), nodes));
+        }
+    }
+    let many: Vec<_> = statuses.iter().filter(|(n, _)| n.starts_with("many::")).collect();
+    if many.len() != 20 || many.iter().any(|(_, (s, nodes))| s != "pass" || *nodes != 3) {
+        return Err(format!("expected 20 passing rootless labs of 3 nodes: {statuses:?}\n{stderr}").into());
+    }
+    let timed_out = statuses.get("times_out_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
+    if timed_out != Some(("timeout".into(), 3)) {
+        return Err(format!("the timing-out rootless lab test: {timed_out:?}\n{stderr}").into());
+    }
+    let panicked = statuses.get("panics_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
+    if panicked != Some(("pass".into(), 3)) {
+        return Err(format!("the panicking rootless lab test: {panicked:?}\n{stderr}").into());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<i32> = processes_of(NOBODY).difference(&before).copied().collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes of the rootless run are left: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sockets: Vec<_> = std::fs::read_dir(target.join("cvtest-lab"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    if !sockets.is_empty() {
+        return Err(format!("lab sockets are left: {sockets:?}").into());
+    }
+
+    // A rootless runner SIGKILLed with labs open leaves no process either (nodes die by their
+    // life pipes, helpers with the thread that forked them).
+    let mut child = as_nobody(&["-j", "2", "times_out_with_a_lab_open", "lab01"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(io("run setpriv"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // The runner, its zygote, two tests (each an init and its main) and their six nodes.
+    while processes_of(NOBODY).difference(&before).count() < 12 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the rootless labs never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // setpriv execs the runner: the child is the runner.
+    child.kill().map_err(io("kill the runner"))?;
+    child.wait().map_err(io("reap the runner"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: Vec<i32> = processes_of(NOBODY).difference(&before).copied().collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("processes of the killed rootless runner are left: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `dir` and everything in it, given to nobody.
+fn chown_tree(dir: &Path) -> Result<(), Failed> {
+    std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    if dir.is_dir() {
+        for e in std::fs::read_dir(dir).map_err(|e| e.to_string())?.filter_map(Result::ok) {
+            chown_tree(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Pids of the processes whose real uid is `uid`.
+fn processes_of(uid: u32) -> std::collections::BTreeSet<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Default::default() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == uid))
+        .collect()
 }
 
 fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
