@@ -19,14 +19,27 @@ use cvtest::lab::{Impairment, Lab, LabError, Node, NodeEnv};
 
 const PORT: u16 = 7000;
 const UDP_PORT: u16 = 7001;
+const BROADCAST_PORT: u16 = 7002;
 
 // ---- a probe node: answers the test's questions about its own view of the network ----
 
 /// Line commands on TCP 7000: `hostname`; `connect IP PORT` (a TCP connect from here: `ok` or
 /// `fail`); `udp IP` (one datagram to IP's UDP 7001); `count` (datagrams received on 7001);
-/// `sink` (reads to EOF, answers the byte count).
+/// `sink` (reads to EOF, answers the byte count); `broadcast` (one datagram to the subnet's
+/// broadcast address, UDP 7002); `broadcasts` (datagrams received on 7002).
 fn probe() {
     let me = NodeEnv::current().expect("a lab node");
+    let broadcasts = Arc::new(AtomicU64::new(0));
+    let listener = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, BROADCAST_PORT)).expect("bind udp 7002");
+    let counter = Arc::clone(&broadcasts);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = listener.recv_from(&mut buf) {
+            if from.ip() != std::net::IpAddr::V4(NodeEnv::current().expect("a lab node").address) {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
     let received = Arc::new(AtomicU64::new(0));
     let udp = UdpSocket::bind((me.address, UDP_PORT)).expect("bind udp");
     let counter = Arc::clone(&received);
@@ -39,13 +52,13 @@ fn probe() {
     let listener = TcpListener::bind((me.address, PORT)).expect("bind tcp");
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (received, me) = (Arc::clone(&received), me.clone());
-        std::thread::spawn(move || serve_probe(stream, &received, &me));
+        let (received, broadcasts, me) = (Arc::clone(&received), Arc::clone(&broadcasts), me.clone());
+        std::thread::spawn(move || serve_probe(stream, (&received, &broadcasts), &me));
     }
 }
 cvtest::lab_node!(probe);
 
-fn serve_probe(stream: TcpStream, received: &AtomicU64, me: &NodeEnv) {
+fn serve_probe(stream: TcpStream, (received, broadcasts): (&AtomicU64, &AtomicU64), me: &NodeEnv) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     let mut line = String::new();
@@ -70,6 +83,14 @@ fn serve_probe(stream: TcpStream, received: &AtomicU64, me: &NodeEnv) {
                     .to_owned()
             }
             ["count"] => received.load(Ordering::SeqCst).to_string(),
+            ["broadcast"] => {
+                let host_bits = u32::MAX.checked_shr(u32::from(me.prefix)).unwrap_or(0);
+                let to = Ipv4Addr::from(u32::from(me.address) | host_bits);
+                let s = UdpSocket::bind((me.address, 0)).unwrap();
+                s.set_broadcast(true).unwrap();
+                s.send_to(b"x", (to, BROADCAST_PORT)).map(|_| "sent").unwrap_or("fail").to_owned()
+            }
+            ["broadcasts"] => broadcasts.load(Ordering::SeqCst).to_string(),
             ["sink"] => {
                 let mut total = 0u64;
                 let mut buf = vec![0u8; 64 << 10];
@@ -178,6 +199,31 @@ fn partition_drops_both_ways_and_heals() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(ask(b, "count").as_deref(), Some("0"), "a's datagram crossed a one-way cut");
     assert_eq!(ask(a, "count").as_deref(), Some("1"), "b's datagram did not reach a");
+}
+
+/// A partition cuts everything between the two sides, not only unicast IPv4: a node's subnet
+/// broadcasts (LAN discovery, say) do not reach across it either.
+#[cv_test(timeout = "60s")]
+fn partition_cuts_broadcasts_too() {
+    let mut lab = new_lab();
+    let a = lab.add(Node::function("a", "probe")).unwrap();
+    let b = lab.add(Node::function("b", "probe")).unwrap();
+    ask_ready(a, "hostname");
+    ask_ready(b, "hostname");
+    let broadcasts_to = |node| ask(node, "broadcasts").unwrap().parse::<u64>().unwrap();
+    let after_a_broadcast = |node| {
+        assert_eq!(ask(a, "broadcast").as_deref(), Some("sent"));
+        std::thread::sleep(Duration::from_millis(300));
+        broadcasts_to(node)
+    };
+    assert_eq!(after_a_broadcast(b), 1, "a's broadcast did not reach b before the cut");
+    lab.partition(&["a"], &["b"]).unwrap();
+    assert_eq!(after_a_broadcast(b), 1, "a's broadcast crossed the partition");
+    assert_eq!(ask(b, "broadcast").as_deref(), Some("sent"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(broadcasts_to(a), 0, "b's broadcast crossed the partition");
+    lab.heal().unwrap();
+    assert_eq!(after_a_broadcast(b), 2, "a's broadcast did not reach b after the heal");
 }
 
 /// Kill and restart: the node is gone, then back with the same address; its report has both runs.

@@ -612,11 +612,12 @@ impl LabState {
 
     fn apply_cuts_of(&mut self, name: &str) -> Result<(), Reply> {
         let Some((port, _)) = self.port_of(name) else { return Ok(()) };
+        // A cut (from, to) is enforced on to's port: it drops what comes from `from`.
         let blocked: Vec<Ipv4Addr> = self
             .cuts
             .iter()
-            .filter(|(from, _)| from == name)
-            .filter_map(|(_, to)| self.port_of(to).map(|(_, a)| a))
+            .filter(|(_, to)| to == name)
+            .filter_map(|(from, _)| self.port_of(from).map(|(_, a)| a))
             .collect();
         if blocked.is_empty() && !self.filtered.contains(&port) {
             return Ok(());

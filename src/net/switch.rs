@@ -11,8 +11,9 @@
 //! when its maker is SIGKILLed.
 //!
 //! On the switch side of a node's port:
-//! - partitions: an `ingress` qdisc and a `cls_bpf` program ([`super::filter`]) dropping IPv4
-//!   the node sends to the addresses it is cut from;
+//! - partitions: a `clsact` qdisc and a `cls_bpf` program at egress ([`super::filter`])
+//!   dropping every frame to the node from the members cut from it (known by source MAC, or by
+//!   IPv4 source): unicast, broadcast, ARP, IPv6, raw frames alike;
 //! - impairments ([`Shaping`]): the root qdisc of both ends of the link (so each direction is
 //!   delayed, lossy or limited): `tbf` for a rate alone, `netem` (which has its own rate) for
 //!   delay, jitter or loss.
@@ -217,8 +218,10 @@ impl Switch {
         peer.attributes.push(LinkAttribute::IfName(inside.to_owned()));
         // A MAC made of the address: a member that comes back (a restarted node) is the same
         // neighbour to everyone, whose ARP caches stay right.
+        // The partition filters know a sender by it too (`filter::LAB_MAC_PREFIX`).
         let [a, b, c, d] = address.octets();
-        peer.attributes.push(LinkAttribute::Address(vec![0x02, 0xcb, a, b, c, d]));
+        let [p, q] = filter::LAB_MAC_PREFIX;
+        peer.attributes.push(LinkAttribute::Address(vec![p, q, a, b, c, d]));
         peer.attributes.push(LinkAttribute::NetNsFd(std::os::fd::AsRawFd::as_raw_fd(&member)));
         let mut create = LinkMessage::default();
         create.header.flags = LinkFlags::Up;
@@ -260,26 +263,32 @@ impl Switch {
         Ok(())
     }
 
-    /// Makes the port `port` drop the IPv4 its member sends to any of `blocked` (none: passes
-    /// everything). The first call adds the port's `ingress` qdisc; each call replaces the
-    /// program.
+    /// Makes the port `port` drop every frame the switch would deliver to its member from any of
+    /// `blocked` (none: passes everything), whatever the frame carries. The first call adds the
+    /// port's `clsact` qdisc; each call replaces the program.
     pub fn set_blocked(&mut self, port: &str, blocked: &[Ipv4Addr]) -> Result<(), NetError> {
         let index = self.port_index(port)?;
         // Rootless, no eBPF (BPF_PROG_LOAD of a tc program needs CAP_BPF and CAP_NET_ADMIN of
         // the host): the same filter in classic BPF, which cls_bpf takes inline.
         let prog = if self.is_rootless() { None } else { Some(filter::load_partition(blocked, port)?) };
         let message = match &prog {
-            Some(prog) => filter::bpf_filter_message(index, prog, CUT_HANDLE, filter::PARTITION_NAME),
+            Some(prog) => filter::bpf_filter_message(
+                index,
+                prog,
+                filter::CLSACT_EGRESS,
+                CUT_HANDLE,
+                filter::PARTITION_NAME,
+            ),
             None => filter::classic_partition_message(index, blocked, CUT_HANDLE),
         };
         run(
             &mut self.nl,
             vec![
-                Step::new(filter::qdisc_message(index), NLM_F_CREATE | NLM_F_EXCL)
-                    .what(format!("RTM_NEWQDISC ingress on {port}"))
+                Step::new(filter::clsact_message(index), NLM_F_CREATE | NLM_F_EXCL)
+                    .what(format!("RTM_NEWQDISC clsact on {port}"))
                     .tolerate(Errno::EEXIST),
                 Step::new(message, NLM_F_CREATE | NLM_F_REPLACE).what(format!(
-                    "RTM_NEWTFILTER bpf (partition, {} addresses) on {port} ingress",
+                    "RTM_NEWTFILTER bpf (partition, {} senders) on {port} egress",
                     blocked.len()
                 )),
             ],
