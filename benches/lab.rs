@@ -37,6 +37,7 @@ fn main() {
     let exe = std::env::current_exe().expect("own exe");
     let target =
         exe.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()).expect("target dir").to_path_buf();
+    unused_makers(&exe, &target.join("cvtest-lab"), rounds * 25);
     let mut options = Options::new();
     options.set_rootfs(Rootfs::Host { writable: vec![target.clone()] });
     let mut test = Container::create(&options).expect("the test's container");
@@ -54,6 +55,30 @@ fn main() {
     print!("{}", String::from_utf8_lossy(&outcome.stdout));
     eprint!("{}", String::from_utf8_lossy(&outcome.stderr));
     test.destroy().expect("destroy");
+}
+
+/// What every test pays for its maker when it opens no lab (most tests): bind the socket, serve
+/// (a thread waiting for a connection), finish (wake it, join it, remove the socket).
+fn unused_makers(exe: &std::path::Path, dir: &std::path::Path, rounds: usize) {
+    let me = std::process::id() as i32;
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut maker = Maker::bind(dir).expect("lab socket");
+        let base =
+            NodeBase { exe: exe.to_path_buf(), rootfs: Rootfs::default(), limits: true, test_network: None };
+        maker.serve(me, base);
+        drop(maker.finish());
+        times.push(start.elapsed());
+    }
+    println!("an unused maker (bind, serve, finish), as every test pays: {}", median(&mut times));
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        drop(Maker::bind(dir).expect("lab socket"));
+        times.push(start.elapsed());
+    }
+    println!("  of which the socket (bind, then remove): {}", median(&mut times));
 }
 
 /// `n` containers running `/bin/sleep 60`, all up; then all killed and destroyed.

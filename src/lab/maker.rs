@@ -6,9 +6,11 @@
 //!
 //! Before spawning the test, [`Maker::bind`] makes a unix socket in a directory the test can
 //! reach (the target directory); its path goes to the test in `CVTEST_LAB_SOCKET`. Once the
-//! test runs, [`Maker::serve`] answers on a thread of its own, only to a peer in the test's own
-//! network namespace (checked with `SO_PEERCRED` on every connection): another test that finds
-//! the socket cannot drive this lab. One lab at a time; when the test closes the channel (drops
+//! test runs, [`Maker::serve`] hands the socket to the process's hub, one thread that polls
+//! every serving maker's socket; a test that connects gets a thread for its lab, and only a peer
+//! in the test's own network namespace is served (checked with `SO_PEERCRED` on every
+//! connection): another test that finds the socket cannot drive this lab. Most tests never
+//! connect, and then cost no thread at all. One lab at a time; when the test closes the channel (drops
 //! its [`super::Lab`], or ends however it ends) every node is killed and reaped, its cgroup
 //! removed, and the switch's namespace closed, which removes the bridge and every link.
 //! [`Maker::finish`] (after the test's container ended) returns every node's report. If the
@@ -97,17 +99,17 @@ pub fn prepare(
     Some(maker)
 }
 
-/// A lab maker for one test: the socket, and the thread serving it.
+/// A lab maker for one test: its socket, registered with this process's [`Hub`] while it
+/// serves.
 #[derive(Debug)]
 pub struct Maker {
     path: PathBuf,
     listener: Option<UnixListener>,
+    /// Its entry in the hub, once serving.
+    id: Option<u64>,
     stop: Arc<AtomicBool>,
     /// Set once the test connected: its network namespace may have got a link to a switch.
     connected: Arc<AtomicBool>,
-    /// Closed by [`Maker::finish`]: wakes the serving thread from its wait for a connection.
-    wake: Option<OwnedFd>,
-    thread: Option<JoinHandle<Vec<NodeReport>>>,
 }
 
 static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
@@ -115,6 +117,7 @@ static NEXT_SOCKET: AtomicU32 = AtomicU32::new(0);
 impl Maker {
     /// A socket in `dir` (made if missing), for the test to find in `CVTEST_LAB_SOCKET`.
     pub fn bind(dir: &Path) -> std::io::Result<Maker> {
+        static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
             // Whoever owns the target directory owns this one too: under `sudo` it stays the
@@ -123,7 +126,10 @@ impl Maker {
                 let _ = std::os::unix::fs::chown(dir, Some(parent.uid()), Some(parent.gid()));
             }
         }
-        sweep_sockets(dir);
+        // Once per directory and process: a maker that died since is someone else's to sweep.
+        if SWEPT.lock().unwrap_or_else(PoisonError::into_inner).insert(dir.to_path_buf()) {
+            sweep_sockets(dir);
+        }
         let n = NEXT_SOCKET.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("lab-{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
@@ -132,10 +138,9 @@ impl Maker {
         Ok(Maker {
             path,
             listener: Some(listener),
+            id: None,
             stop: Arc::new(AtomicBool::new(false)),
             connected: Arc::new(AtomicBool::new(false)),
-            wake: None,
-            thread: None,
         })
     }
 
@@ -194,36 +199,57 @@ impl Maker {
         self.serve_test(side, base);
     }
 
+    /// Hands the socket to the hub: no thread of its own until the test connects (most tests
+    /// never do, and a thread per test is a wake-up and a join at every test's end).
     fn serve_test(&mut self, side: TestSide, base: NodeBase) {
         let Some(listener) = self.listener.take() else { return };
-        let Ok((woken, wake)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else { return };
-        self.wake = Some(wake);
-        let (stop, connected) = (Arc::clone(&self.stop), Arc::clone(&self.connected));
-        self.thread =
-            Some(std::thread::spawn(move || serve(&listener, &woken, (&stop, &connected), side, &base)));
+        let (netns, userns) = match side {
+            TestSide::Root { init } => {
+                let Ok(fd) = std::fs::File::open(format!("/proc/{init}/ns/net")).map(OwnedFd::from) else {
+                    return;
+                };
+                (fd, None)
+            }
+            TestSide::Rootless { userns, netns } => (netns, Some(userns)),
+        };
+        let Ok(want) = nix::sys::stat::fstat(&netns).map(|m| m.st_ino) else { return };
+        let Some(hub) = Hub::get() else { return };
+        let entry = Entry {
+            id: 0,
+            listener: Arc::new(listener),
+            want,
+            test: Arc::new(TestNs { netns, userns }),
+            base: Arc::new(base),
+            stop: Arc::clone(&self.stop),
+            connected: Arc::clone(&self.connected),
+            serving: None,
+            done: Vec::new(),
+        };
+        self.id = Some(hub.register(entry));
     }
 
     /// Stops serving (the test has ended: its labs are torn down) and returns every node's
     /// report, in the order the nodes were added.
     pub fn finish(mut self) -> Vec<NodeReport> {
-        self.stop_thread()
+        self.stop_serving()
     }
 
     /// [`Maker::finish`], and whether the test ever connected to ask for a lab (then its
     /// network namespace may have been given a link: see
-    /// [`crate::Container::mark_netns_changed`]). Read once the serving thread has stopped, so a
-    /// connection at the very end counts too.
+    /// [`crate::Container::mark_netns_changed`]). Read once its lab has stopped. A connection
+    /// still waiting to be accepted is never served, so it made no link.
     pub fn finish_connected(mut self) -> (Vec<NodeReport>, bool) {
-        let reports = self.stop_thread();
+        let reports = self.stop_serving();
         (reports, self.connected.load(Ordering::Relaxed))
     }
 
-    fn stop_thread(&mut self) -> Vec<NodeReport> {
+    fn stop_serving(&mut self) -> Vec<NodeReport> {
         self.stop.store(true, Ordering::Relaxed);
-        // The read end sees EOF: the thread stops waiting for a connection at once (most tests
-        // never open a lab, and each test's maker ends with it).
-        drop(self.wake.take());
-        let reports = self.thread.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+        let reports = match (self.id.take(), Hub::get()) {
+            (Some(id), Some(hub)) => hub.unregister(id),
+            _ => Vec::new(),
+        };
+        self.listener = None;
         let _ = std::fs::remove_file(&self.path);
         reports
     }
@@ -231,7 +257,133 @@ impl Maker {
 
 impl Drop for Maker {
     fn drop(&mut self) {
-        self.stop_thread();
+        self.stop_serving();
+    }
+}
+
+/// The one thread of this process that waits for lab connections, for every test's maker: it
+/// polls their sockets, and starts a thread for a test's lab only when the test connects.
+struct Hub {
+    entries: Mutex<Vec<Entry>>,
+    next: std::sync::atomic::AtomicU64,
+    /// Written to wake the thread: an entry came or went, or a lab ended.
+    wake: OwnedFd,
+}
+
+/// A serving maker, as the hub knows it.
+struct Entry {
+    id: u64,
+    listener: Arc<UnixListener>,
+    /// The inode of the test's network namespace: only a peer in it is served.
+    want: u64,
+    test: Arc<TestNs>,
+    base: Arc<NodeBase>,
+    stop: Arc<AtomicBool>,
+    connected: Arc<AtomicBool>,
+    /// The thread of the lab the test has open (one at a time, as it asked).
+    serving: Option<JoinHandle<Vec<NodeReport>>>,
+    /// The reports of its labs that ended.
+    done: Vec<NodeReport>,
+}
+
+impl Hub {
+    /// This process's hub, its thread started at the first call; `None` if no pipe could be made.
+    fn get() -> Option<&'static Hub> {
+        static HUB: std::sync::OnceLock<Option<Hub>> = std::sync::OnceLock::new();
+        HUB.get_or_init(|| {
+            let flags = nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK;
+            let (woken, wake) = nix::unistd::pipe2(flags).ok()?;
+            let spawned = std::thread::Builder::new().name("cvtest-lab-hub".to_owned()).spawn(move || {
+                // Blocks until this initialization has returned.
+                if let Some(hub) = Hub::get() {
+                    hub.run(&woken);
+                }
+            });
+            spawned.ok()?;
+            Some(Hub { entries: Mutex::new(Vec::new()), next: std::sync::atomic::AtomicU64::new(1), wake })
+        })
+        .as_ref()
+    }
+
+    fn register(&self, mut entry: Entry) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        entry.id = id;
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).push(entry);
+        self.poke();
+        id
+    }
+
+    /// Removes the entry `id`; waits for its open lab to be torn down (its stop flag is set);
+    /// returns the reports of all its labs.
+    fn unregister(&self, id: u64) -> Vec<NodeReport> {
+        let entry = {
+            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            entries.iter().position(|e| e.id == id).map(|at| entries.swap_remove(at))
+        };
+        self.poke();
+        let Some(mut entry) = entry else { return Vec::new() };
+        if let Some(serving) = entry.serving.take() {
+            entry.done.extend(serving.join().unwrap_or_default());
+        }
+        entry.done
+    }
+
+    fn poke(&self) {
+        let _ = nix::unistd::write(&self.wake, &[1]);
+    }
+
+    fn run(&self, woken: &OwnedFd) {
+        loop {
+            // The sockets of tests with no lab open; ended labs joined.
+            let listening: Vec<(u64, Arc<UnixListener>)> = {
+                let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+                for e in entries.iter_mut() {
+                    if e.serving.as_ref().is_some_and(JoinHandle::is_finished) {
+                        let ended = e.serving.take().map(|t| t.join().unwrap_or_default());
+                        e.done.extend(ended.unwrap_or_default());
+                    }
+                }
+                entries
+                    .iter()
+                    .filter(|e| e.serving.is_none())
+                    .map(|e| (e.id, Arc::clone(&e.listener)))
+                    .collect()
+            };
+            let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
+            fds.extend(listening.iter().map(|(_, l)| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
+            if poll(&mut fds, PollTimeout::NONE).is_err() {
+                continue; // EINTR
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+            drop(fds);
+            if ready[0] {
+                let mut buf = [0u8; 64];
+                while nix::unistd::read(woken.as_fd(), &mut buf).is_ok_and(|n| n > 0) {}
+            }
+            for ((id, listener), _) in listening.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+                let Ok((stream, _)) = listener.accept() else { continue };
+                self.accept(*id, stream);
+            }
+        }
+    }
+
+    /// A connection to the socket of entry `id`: its lab's thread, if the peer is its test.
+    fn accept(&self, id: u64, stream: UnixStream) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(e) = entries.iter_mut().find(|e| e.id == id) else { return };
+        if e.serving.is_some() || !peer_in_netns(&stream, e.want) {
+            return; // not the test: dropped unanswered
+        }
+        e.connected.store(true, Ordering::Relaxed);
+        let (stop, test, base) = (Arc::clone(&e.stop), Arc::clone(&e.test), Arc::clone(&e.base));
+        e.serving = Some(std::thread::spawn(move || {
+            let reports = serve_lab(stream, &stop, &test, &base);
+            // The hub listens to this test's socket again (a next lab), and joins this thread.
+            if let Some(hub) = Hub::get() {
+                hub.poke();
+            }
+            reports
+        }));
     }
 }
 
@@ -260,47 +412,6 @@ fn sweep_sockets(dir: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-}
-
-fn serve(
-    listener: &UnixListener,
-    woken: &OwnedFd,
-    (stop, connected): (&AtomicBool, &AtomicBool),
-    side: TestSide,
-    base: &NodeBase,
-) -> Vec<NodeReport> {
-    let mut reports = Vec::new();
-    let (test_netns_fd, userns) = match side {
-        TestSide::Root { init } => {
-            let path = format!("/proc/{init}/ns/net");
-            let Ok(fd) = std::fs::File::open(&path).map(OwnedFd::from) else { return reports };
-            (fd, None)
-        }
-        TestSide::Rootless { userns, netns } => (netns, Some(userns)),
-    };
-    let Ok(want) = nix::sys::stat::fstat(&test_netns_fd).map(|m| m.st_ino) else { return reports };
-    let test = TestNs { netns: test_netns_fd, userns };
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if !peer_in_netns(&stream, want) {
-                    continue; // not the test: dropped unanswered
-                }
-                connected.store(true, Ordering::Relaxed);
-                reports.extend(serve_lab(stream, stop, &test, base));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
-                // Until a connection comes or `finish` closes the wake pipe.
-                let mut fds = [
-                    PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(woken.as_fd(), PollFlags::POLLIN),
-                ];
-                let _ = poll(&mut fds, PollTimeout::NONE);
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-    reports
 }
 
 /// The test's network namespace, and with a rootless maker its user namespace (the lab's).

@@ -28,9 +28,14 @@ pub(crate) fn is_released(ifindex: u32) -> bool {
     released().iter().any(|(index, _)| *index == ifindex)
 }
 
-/// Forgets the released veths the kernel has removed.
+/// Forgets the released veths the kernel has removed. A link being unregistered leaves the
+/// name index before its sysfs entry goes: until that is gone too it still counts (another
+/// process listing `/sys/class/net` would still see it, alias and all).
 pub(crate) fn forget_removed() {
-    released().retain(|(index, name)| nix::net::if_::if_nametoindex(name.as_str()) == Ok(*index));
+    released().retain(|(index, name)| match nix::net::if_::if_nametoindex(name.as_str()) {
+        Ok(now) => now == *index,
+        Err(_) => std::path::Path::new("/sys/class/net").join(name).exists(),
+    });
 }
 
 /// Waits until the kernel has removed every veth this process released, or `timeout` passed.

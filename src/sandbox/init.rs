@@ -165,6 +165,11 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     // The parent cloned us with every signal blocked; keep it so, so that no handler inherited
     // from the parent ever runs here. Signals are read from a signalfd instead.
     sys::block_all_signals().map_err(at(Stage::Signals))?;
+    // First, before anything that may block (the wait for the maps below): this process holds a
+    // copy of every fd its parent had open at the clone, other containers' life pipes among
+    // them. An init that blocked with them open kept those containers alive, and they it, after
+    // their maker was SIGKILLed: found by the rootless runner's kill trial.
+    close_others(plan.keep_fds).map_err(at(Stage::CloseFds))?;
     // A session of its own, without a controlling terminal: nothing in the container can open
     // the runner's terminal as `/dev/tty` (ENXIO), inject input into it with TIOCSTI (which
     // needs it as the controlling terminal), or reach its job control (CVE-2017-5226).
@@ -200,7 +205,6 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     if let Some(netns) = plan.join_netns {
         sys::setns(netns, libc::CLONE_NEWNET).map_err(at(Stage::JoinNetns))?;
     }
-    close_others(plan.keep_fds).map_err(at(Stage::CloseFds))?;
     sys::reset_signal_dispositions();
     let mut wanted = [libc::SIGCHLD; FORWARDED.len() + 1];
     for (slot, sig) in wanted.iter_mut().zip(FORWARDED) {

@@ -114,6 +114,8 @@ struct SocketJob {
     hold: RawFd,
     /// The write end, this process's: closed in the helper.
     hold_w: RawFd,
+    /// This process's pid: the helper's parent, unless it died before the death signal was set.
+    parent: libc::pid_t,
 }
 
 /// A route-netlink socket in the network namespace `netns`, or in a new one (then also returned)
@@ -130,6 +132,7 @@ pub(crate) fn netlink_socket_in(
         report: report_w.as_raw_fd(),
         hold: hold_r.as_raw_fd(),
         hold_w: hold_w.as_raw_fd(),
+        parent: nix::unistd::getpid().as_raw(),
     };
     let (_, pidfd) =
         sys::clone_init(0, None, &job, socket_job).map_err(|e| Failed::new("forking a helper", e))?;
@@ -162,7 +165,12 @@ fn socket_job(job: &SocketJob) -> ! {
         sys::setns(job.userns, libc::CLONE_NEWUSER).map_err(fail(1))?;
         // Dies with the thread that forked it, even when a sibling helper (forked by another
         // thread meanwhile) holds a copy of its hold pipe's write end.
+        // (Set after the setns: a change of credentials clears it. A parent already gone missed
+        // it: then leave now.)
         let _ = sys::set_parent_death_signal(libc::SIGKILL);
+        if nix::unistd::getppid().as_raw() != job.parent {
+            sys::exit(0);
+        }
         match job.netns {
             Some(fd) => sys::setns(fd, libc::CLONE_NEWNET).map_err(fail(2))?,
             None => sys::unshare(libc::CLONE_NEWNET).map_err(fail(3))?,
