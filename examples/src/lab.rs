@@ -31,11 +31,12 @@ fn probe() {
     let me = NodeEnv::current().expect("a lab node");
     let broadcasts = Arc::new(AtomicU64::new(0));
     let listener = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, BROADCAST_PORT)).expect("bind udp 7002");
-    let counter = Arc::clone(&broadcasts);
+    let (counter, own) = (Arc::clone(&broadcasts), std::net::IpAddr::V4(me.address));
     std::thread::spawn(move || {
         let mut buf = [0u8; 64];
         while let Ok((_, from)) = listener.recv_from(&mut buf) {
-            if from.ip() != std::net::IpAddr::V4(NodeEnv::current().expect("a lab node").address) {
+            // Its own broadcasts come back to it: not counted.
+            if from.ip() != own {
                 counter.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -142,11 +143,7 @@ fn reachable(addr: Ipv4Addr) -> bool {
 /// A lab. cvtest's own makers (the `#[cv_test]` parent, `cargo cvtest`, the nextest wrapper)
 /// make labs as root, under `sudo` and rootless, so a refusal is a failure here.
 fn new_lab() -> Lab {
-    match Lab::new() {
-        Ok(lab) => lab,
-        Err(e @ LabError::Unsupported { .. }) => panic!("this test's maker makes no lab: {e}"),
-        Err(e) => panic!("{e}"),
-    }
+    Lab::new().unwrap_or_else(|e| panic!("this test's maker makes no lab: {e}"))
 }
 
 // ---- the lab itself ----

@@ -191,20 +191,17 @@ pub(super) const CLSACT_EGRESS: TcHandle = TcHandle { major: 0xffff, minor: TcHa
 /// `RTM_NEWQDISC`: the `clsact` qdisc on `index` (hooks at ingress and egress, beside any root
 /// qdisc: a lab port's impairment is its root qdisc).
 pub(super) fn clsact_message(index: u32) -> RouteNetlinkMessage {
-    let header = TcHeader {
-        index: index as i32,
-        handle: INGRESS_HANDLE,
-        parent: TcHandle::CLSACT,
-        ..Default::default()
-    };
-    RouteNetlinkMessage::NewQueueDiscipline(TcMessage::from_parts(
-        header,
-        vec![TcAttribute::Kind("clsact".to_owned())],
-    ))
+    hook_qdisc_message(index, "clsact")
 }
 
 /// `RTM_NEWQDISC`: the `ingress` qdisc on `index`.
 pub(super) fn qdisc_message(index: u32) -> RouteNetlinkMessage {
+    hook_qdisc_message(index, "ingress")
+}
+
+/// `RTM_NEWQDISC` of `kind`, `ingress` or `clsact`: both hang at `ffff:fff1` with handle
+/// `ffff:` (`TcHandle::CLSACT` is `TcHandle::INGRESS`).
+fn hook_qdisc_message(index: u32, kind: &str) -> RouteNetlinkMessage {
     let header = TcHeader {
         index: index as i32,
         handle: INGRESS_HANDLE,
@@ -213,7 +210,7 @@ pub(super) fn qdisc_message(index: u32) -> RouteNetlinkMessage {
     };
     RouteNetlinkMessage::NewQueueDiscipline(TcMessage::from_parts(
         header,
-        vec![TcAttribute::Kind("ingress".to_owned())],
+        vec![TcAttribute::Kind(kind.to_owned())],
     ))
 }
 
