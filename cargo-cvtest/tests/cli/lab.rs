@@ -126,26 +126,7 @@ fn rootless_runner_in(dir: &Path) -> Result<(), Failed> {
     let out = as_nobody(&["-j", "4"]).output().map_err(io("run setpriv"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let mut statuses = std::collections::BTreeMap::new();
-    for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["type"] == "test" {
-            let nodes = v["lab_nodes"].as_array().map_or(0, Vec::len);
-            statuses.insert(v["name"].as_str().unwrap_or("").to_owned(), (v["status"].clone(), nodes));
-        }
-    }
-    let many: Vec<_> = statuses.iter().filter(|(n, _)| n.starts_with("many::")).collect();
-    if many.len() != 20 || many.iter().any(|(_, (s, nodes))| s != "pass" || *nodes != 3) {
-        return Err(format!("expected 20 passing rootless labs of 3 nodes: {statuses:?}\n{stderr}").into());
-    }
-    let timed_out = statuses.get("times_out_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
-    if timed_out != Some(("timeout".into(), 3)) {
-        return Err(format!("the timing-out rootless lab test: {timed_out:?}\n{stderr}").into());
-    }
-    let panicked = statuses.get("panics_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
-    if panicked != Some(("pass".into(), 3)) {
-        return Err(format!("the panicking rootless lab test: {panicked:?}\n{stderr}").into());
-    }
+    check_fixture_statuses(&stdout, &stderr, "rootless ")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left: Vec<i32> = processes_of(NOBODY).difference(&before).copied().collect();
@@ -207,6 +188,32 @@ fn rootless_runner_in(dir: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
+/// The lab fixture's whole run, from its JSON lines: twenty passing labs of three nodes, the
+/// timing-out and the panicking lab tests as expected, each with its three nodes reported.
+fn check_fixture_statuses(stdout: &str, stderr: &str, what: &str) -> Result<(), Failed> {
+    let mut statuses = std::collections::BTreeMap::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["type"] == "test" {
+            let nodes = v["lab_nodes"].as_array().map_or(0, Vec::len);
+            statuses.insert(v["name"].as_str().unwrap_or("").to_owned(), (v["status"].clone(), nodes));
+        }
+    }
+    let many: Vec<_> = statuses.iter().filter(|(n, _)| n.starts_with("many::")).collect();
+    if many.len() != 20 || many.iter().any(|(_, (s, nodes))| s != "pass" || *nodes != 3) {
+        return Err(format!("expected 20 passing {what}labs of 3 nodes: {statuses:?}\n{stderr}").into());
+    }
+    let timed_out = statuses.get("times_out_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
+    if timed_out != Some(("timeout".into(), 3)) {
+        return Err(format!("the timing-out {what}lab test: {timed_out:?}\n{stderr}").into());
+    }
+    let panicked = statuses.get("panics_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
+    if panicked != Some(("pass".into(), 3)) {
+        return Err(format!("the panicking {what}lab test: {panicked:?}\n{stderr}").into());
+    }
+    Ok(())
+}
+
 /// `dir` and everything in it, given to nobody.
 fn chown_tree(dir: &Path) -> Result<(), Failed> {
     std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY))
@@ -239,27 +246,8 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
     let runner = child.id();
     let out = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut statuses = std::collections::BTreeMap::new();
-    for line in stdout.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if v["type"] == "test" {
-            let nodes = v["lab_nodes"].as_array().map_or(0, Vec::len);
-            statuses.insert(v["name"].as_str().unwrap_or("").to_owned(), (v["status"].clone(), nodes));
-        }
-    }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let many: Vec<_> = statuses.iter().filter(|(n, _)| n.starts_with("many::")).collect();
-    if many.len() != 20 || many.iter().any(|(_, (s, nodes))| s != "pass" || *nodes != 3) {
-        return Err(format!("expected 20 passing labs of 3 nodes: {statuses:?}\n{stderr}").into());
-    }
-    let timed_out = statuses.get("times_out_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
-    if timed_out != Some(("timeout".into(), 3)) {
-        return Err(format!("the timing-out lab test: {timed_out:?}\n{stderr}").into());
-    }
-    let panicked = statuses.get("panics_with_a_lab_open").map(|(s, n)| (s.clone(), *n));
-    if panicked != Some(("pass".into(), 3)) {
-        return Err(format!("the panicking lab test: {panicked:?}\n{stderr}").into());
-    }
+    check_fixture_statuses(&stdout, &stderr, "")?;
     // In the JUnit report each node's run is a child of its test: `<test>/lab/<node>`.
     let xml = std::fs::read_to_string(&junit)?;
     let children = xml.matches("/lab/").count();
