@@ -45,6 +45,10 @@ pub struct Container {
     /// The machine-wide lease of the subnet: released once the kernel has removed the veth.
     lease: Option<crate::lease::Lease>,
     cgroup: Option<Box<dyn Cgroup>>,
+    /// The process's background thread does its housekeeping ([`Options::set_background`]):
+    /// its cgroup was made ahead; destroy empties the cgroup and leaves the rmdir, and a pooled
+    /// network namespace's check, to the thread.
+    background: bool,
     /// Its user namespace: rootless always; as root unless privileged or no owner was found.
     userns: Option<crate::sandbox::userns::UserNs>,
     rootless: bool,
@@ -73,6 +77,10 @@ struct Running {
     netns: Option<OwnedFd>,
     /// Its init's user namespace (if its own) and network namespace, when kept.
     namespaces: Option<(Option<OwnedFd>, OwnedFd)>,
+    /// With the background thread: the init's mount namespace, held so that the init's exit
+    /// does not tear the container's mounts down (an expedited RCU grace period and every
+    /// superblock's teardown); at destroy the thread lets it go.
+    mount_ns: Option<OwnedFd>,
     /// The pooled network namespace its init joined, given back at destroy.
     pooled: Option<crate::net::pool::PooledNetns>,
     veth: Option<crate::net::Veth>,
@@ -200,12 +208,16 @@ impl Container {
             }
         }
         sweep_if_due();
+        let background = options.background() && crate::background::enabled();
         let cgroup = if options.isolation().contains(Isolation::CGROUPS) {
             // With PROCESS_CONTROL the container has its own PID namespace (see `spawn`).
-            Some(
-                Hierarchy::detect()?
-                    .create_for(options.limits(), options.isolation().contains(Isolation::PROCESS_CONTROL))?,
-            )
+            let pid_ns = options.isolation().contains(Isolation::PROCESS_CONTROL);
+            let h = Hierarchy::detect()?;
+            Some(if background {
+                h.take_made(options.limits(), pid_ns)?
+            } else {
+                h.create_for(options.limits(), pid_ns)?
+            })
         } else {
             None
         };
@@ -213,8 +225,9 @@ impl Container {
             [one] => Some(one.join("cgroup.kill")).filter(|p| p.exists()),
             _ => None,
         });
-        // One namer for every container of the process: the id is also the veth's `{id}`.
-        let name = VethName::next();
+        // One namer for every container of the process: the id is also the veth's `{id}`. Only
+        // a veth's name is checked against the host's links.
+        let name = if network.is_some() { VethName::next() } else { VethName::next_id() };
         let id = name.id().to_owned();
         let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         let confine = (!options.privileged()).then_some(options.capabilities());
@@ -237,6 +250,7 @@ impl Container {
             network,
             host_access: options.host_access(),
             cgroup,
+            background,
             userns,
             rootless,
             pooled_netns,
@@ -373,18 +387,31 @@ impl Container {
             join_netns: pooled.as_ref().map(|ns| ns.fd()),
             lab_port: self.lab_port.as_ref(),
             keep_namespaces: self.keep_namespaces,
+            hold_mount_ns: self.background,
         };
         let spawned = spawn::spawn(&request, zygote);
-        let Spawned { pid, pidfd, life, status, stdout, stderr, netns, veth, namespaces, main_pid, started } =
-            match spawned {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(ns) = pooled {
-                        crate::net::pool::discard(ns);
-                    }
-                    return Err(e);
+        let Spawned {
+            pid,
+            pidfd,
+            life,
+            status,
+            stdout,
+            stderr,
+            netns,
+            veth,
+            namespaces,
+            mount_ns,
+            main_pid,
+            started,
+        } = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(ns) = pooled {
+                    crate::net::pool::discard(ns);
                 }
-            };
+                return Err(e);
+            }
+        };
         if !self.isolation.contains(Isolation::PROCESS_CONTROL) {
             if let Some(fd) = main_pidfd(main_pid, pid) {
                 let _ = self.shared.main.set((fd, main_pid));
@@ -403,6 +430,7 @@ impl Container {
             stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
             netns,
             namespaces,
+            mount_ns,
             pooled,
             veth,
             started,
@@ -476,7 +504,22 @@ impl Container {
                 }
             }
         }
-        if let Some(cgroup) = self.cgroup.as_mut() {
+        // Nothing runs in the mount namespace any more: its mounts go with the last reference,
+        // on the background thread, before the cgroup's removal (their tmpfs pages are charged
+        // to it).
+        if let Some(ns) = self.running.as_mut().filter(|r| r.reaped).and_then(|r| r.mount_ns.take()) {
+            crate::background::defer(move || drop(ns));
+        }
+        let mut cgroup_failed = false;
+        if self.background {
+            if let (Some(cgroup), Some(h)) = (self.cgroup.take(), Hierarchy::detected()) {
+                let pid_ns = self.isolation.contains(Isolation::PROCESS_CONTROL);
+                if let Err(e) = h.retire(cgroup, pid_ns) {
+                    cgroup_failed = true;
+                    first.get_or_insert(e.into());
+                }
+            }
+        } else if let Some(cgroup) = self.cgroup.as_mut() {
             match cgroup.destroy() {
                 Ok(()) => self.cgroup = None,
                 Err(e) => {
@@ -494,8 +537,12 @@ impl Container {
             // in the namespace any more. Back to the pool if it is as fresh; with a cgroup that
             // could not be removed, something odd happened: never reused.
             if let Some(ns) = pooled {
-                if self.cgroup.is_none() && !self.netns_changed {
-                    crate::net::pool::give_back(ns);
+                if self.cgroup.is_none() && !cgroup_failed && !self.netns_changed {
+                    if self.background {
+                        crate::background::defer(move || crate::net::pool::give_back(ns));
+                    } else {
+                        crate::net::pool::give_back(ns);
+                    }
                 } else {
                     crate::net::pool::discard(ns);
                 }
@@ -535,8 +582,8 @@ struct Watch<'a> {
     status_open: bool,
     stdout: Option<Output<'a>>,
     stderr: Option<Output<'a>>,
-    main_status: Option<i32>,
-    main_end: Option<Instant>,
+    /// The main process's wait status, when it ended, whether the init was alone then.
+    main_ended: Option<(i32, Instant, bool)>,
     sampler: Option<&'a dyn Cgroup>,
     sampled: Sample,
     last_sample: Instant,
@@ -593,8 +640,7 @@ impl<'a> Watch<'a> {
             status_open: true,
             stdout: run.stdout.as_ref().map(Output::new),
             stderr: run.stderr.as_ref().map(Output::new),
-            main_status: None,
-            main_end: None,
+            main_ended: None,
             sampler,
             sampled: Sample::default(),
             last_sample: Instant::now(),
@@ -626,7 +672,7 @@ impl<'a> Watch<'a> {
                 }
             }
             if !self.timed_out
-                && self.main_status.is_none()
+                && self.main_ended.is_none()
                 && self.deadline.is_some_and(|d| Instant::now() >= d)
             {
                 shared.kill_tree();
@@ -662,10 +708,11 @@ impl<'a> Watch<'a> {
 
     fn read_ready(&mut self, fds: &[libc::pollfd; 4]) {
         if fds[1].revents != 0 {
-            let ended_before = self.main_status.is_some();
-            self.status_open = read_status(self.status, &mut self.main_status, &mut self.main_end);
-            if !ended_before && self.main_status.is_some() {
-                // The init waits for this byte before it ends the container: list first.
+            let ended_before = self.main_ended.is_some();
+            self.status_open = read_status(self.status, &mut self.main_ended);
+            if let (false, Some((_, _, false))) = (ended_before, self.main_ended) {
+                // Something is left: the init waits for this byte before it ends the container
+                // (and with it what is left), so list first. Alone, it ended at once.
                 self.leftover = leftovers(self.cgroup, self.init_pid);
                 let _ = sys::write(self.life.as_raw_fd(), b"a");
             }
@@ -689,11 +736,11 @@ impl<'a> Watch<'a> {
     /// The init is gone, and with it every process of the PID namespace: collect the rest.
     fn finish(mut self) -> Ended {
         if self.status_open {
-            read_status(self.status, &mut self.main_status, &mut self.main_end);
+            read_status(self.status, &mut self.main_ended);
         }
         Ended {
-            main_status: self.main_status,
-            end: self.main_end.unwrap_or_else(Instant::now),
+            main_status: self.main_ended.map(|(status, _, _)| status),
+            end: self.main_ended.map_or_else(Instant::now, |(_, at, _)| at),
             stdout: self.stdout.map(Output::finish),
             stderr: self.stderr.map(Output::finish),
             sampled: self.sampled,
@@ -752,14 +799,14 @@ fn classify(main_status: Option<i32>, init_status: i32, oom: bool, killed: bool)
 }
 
 /// Reads every message waiting on the (non-blocking) status pipe; `false` at EOF.
-fn read_status(fd: &OwnedFd, main_status: &mut Option<i32>, main_end: &mut Option<Instant>) -> bool {
+/// `ended` gets the main process's end: its wait status, when, and whether the init was alone.
+fn read_status(fd: &OwnedFd, ended: &mut Option<(i32, Instant, bool)>) -> bool {
     let mut buf = [0u8; MESSAGE_SIZE];
     loop {
         match sys::read(fd.as_raw_fd(), &mut buf) {
             Ok(MESSAGE_SIZE) => {
-                if let Some(Message::Exited { status }) = Message::decode(&buf) {
-                    main_status.get_or_insert(status);
-                    main_end.get_or_insert_with(Instant::now);
+                if let Some(Message::Exited { status, alone }) = Message::decode(&buf) {
+                    ended.get_or_insert((status, Instant::now(), alone));
                 }
             }
             Ok(0) => return false,

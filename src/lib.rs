@@ -40,6 +40,7 @@
 // Raw syscalls and every `unsafe` block live in `sys`, nowhere else.
 #![deny(unsafe_code)]
 
+mod background;
 mod capture;
 mod cgroup;
 mod command;
@@ -99,6 +100,10 @@ pub fn netns_pool_stats() -> NetnsPoolStats {
 /// `0` (or `off`, `false`): no container of this process reuses a network namespace, whatever
 /// its options say (for A/B measurements).
 pub const NETNS_POOL_ENV: &str = "CVTEST_NETNS_POOL";
+
+/// `0` (or `off`, `false`): no container of this process leaves work to the background thread,
+/// whatever its options say (see [`Options::set_background`]; for A/B measurements).
+pub const BACKGROUND_ENV: &str = "CVTEST_BACKGROUND";
 
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.

@@ -116,6 +116,9 @@ pub struct Options {
     map_root_to: Option<crate::MappedOwner>,
     /// Whether the container may reuse a network namespace (see [`Options::set_reuse_netns`]).
     reuse_netns: bool,
+    /// Whether the process's background thread does its housekeeping (see
+    /// [`Options::set_background`]).
+    background: bool,
 }
 
 impl Default for Options {
@@ -134,6 +137,7 @@ impl Default for Options {
             host_access: HostAccess::HostEnd,
             map_root_to: None,
             reuse_netns: false,
+            background: false,
         }
     }
 }
@@ -380,6 +384,24 @@ impl Options {
 
     pub fn set_reuse_netns(&mut self, reuse: bool) -> &mut Self {
         self.reuse_netns = reuse;
+        self
+    }
+
+    /// Whether a thread of this process does the container's housekeeping ahead of need and
+    /// behind it: its cgroup made before [`crate::Container::create`] asks (only the limits are
+    /// written then), and after [`crate::Container::destroy`] has emptied the cgroup (every
+    /// process of the container is gone before destroy returns, as always) the cgroup's removal
+    /// and a pooled network namespace's check. The same kernel work, off the path from one
+    /// container to the next. The process calls [`crate::release_own_cgroup`] before it exits,
+    /// which finishes that work and removes the cgroups made ahead (else the next cvtest run's
+    /// sweep removes them). Default: false; `cargo cvtest` turns it on; the environment's
+    /// `CVTEST_BACKGROUND=0` turns it off for the whole process.
+    pub fn background(&self) -> bool {
+        self.background
+    }
+
+    pub fn set_background(&mut self, background: bool) -> &mut Self {
+        self.background = background;
         self
     }
 }

@@ -369,19 +369,62 @@ pub(crate) fn unblock_all_signals() -> Result<(), Errno> {
     check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), ptr::null_mut()) }).map(drop)
 }
 
-/// Sets every signal's disposition to `SIG_DFL` (what a handler or `SIG_IGN` the parent had
-/// must not reach the command). Signals libc reserves are skipped. Async-signal-safe.
-pub(crate) fn reset_signal_dispositions() {
-    // SAFETY: sigaction is plain old data: all zeroes is a valid value (SIG_DFL, no flags).
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-    action.sa_sigaction = libc::SIG_DFL;
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+/// Every signal: the mask [`reset_signal_dispositions`] takes to reset them all.
+pub(crate) const ALL_SIGNALS: u64 = u64::MAX;
+
+/// The kernel's `struct sigaction` for `rt_sigaction(2)` (x86_64, aarch64, riscv64: handler,
+/// flags, restorer, a 64-bit mask). Called raw because libc's `sigaction` refuses the signals it
+/// reserves (32 and 33 in glibc), whose dispositions a process inherits like any other's: an
+/// ignored signal 32 of the runner's reached the tests until this.
+#[repr(C)]
+#[derive(Default)]
+struct KernelSigaction {
+    handler: usize,
+    flags: c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The kernel's signal numbers: 1 to 64.
+const KERNEL_SIGNALS: std::ops::RangeInclusive<c_int> = 1..=64;
+
+fn rt_sigaction(
+    sig: c_int,
+    new: Option<&KernelSigaction>,
+    old: Option<&mut KernelSigaction>,
+) -> Result<(), Errno> {
+    let new = new.map_or(ptr::null(), |n| n as *const KernelSigaction);
+    let old = old.map_or(ptr::null_mut(), |o| o as *mut KernelSigaction);
+    // SAFETY: `new` and `old` are null or point to a live KernelSigaction, the kernel's layout on
+    // the architectures cvtest builds for; 8 is the kernel's sigset size (64 signals).
+    check(unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, old, 8usize) } as c_int).map(drop)
+}
+
+/// The signals whose disposition in this process is not `SIG_DFL`, bit `n - 1` for signal `n`
+/// (64 queries; a zygote asks once, since its dispositions never change).
+pub(crate) fn non_default_signals() -> u64 {
+    let mut mask = 0;
+    for sig in KERNEL_SIGNALS {
+        let mut old = KernelSigaction::default();
+        let queried = rt_sigaction(sig, None, Some(&mut old)).is_ok();
+        if !queried || old.handler != libc::SIG_DFL {
+            mask |= 1 << (sig - 1);
+        }
+    }
+    mask
+}
+
+/// Sets the disposition of every signal in `mask` (bit `n - 1` for signal `n`) to `SIG_DFL`:
+/// what a handler or `SIG_IGN` the parent had must not reach the command, libc's reserved
+/// signals included. Async-signal-safe.
+pub(crate) fn reset_signal_dispositions(mask: u64) {
+    let default = KernelSigaction::default();
+    for sig in KERNEL_SIGNALS {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || mask & (1 << (sig - 1)) == 0 {
             continue;
         }
-        // SAFETY: action is a valid sigaction that outlives the call; failures (signals libc
-        // reserves) are harmless and ignored.
-        unsafe { libc::sigaction(sig, &action, ptr::null_mut()) };
+        // Cannot fail for a valid signal other than SIGKILL and SIGSTOP.
+        let _ = rt_sigaction(sig, Some(&default), None);
     }
 }
 

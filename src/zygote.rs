@@ -450,6 +450,9 @@ fn serve(value: &OsStr) -> i32 {
     // Started with every signal blocked; keep it so (a Ctrl-C for the owner is not for us).
     let _ = sys::block_all_signals();
     let Ok(socket) = sys::adopt_inherited_socket(fd) else { return EXIT_USAGE };
+    // Nothing here changes a disposition after this: each init resets only these (the Rust
+    // runtime's ignored SIGPIPE, its stack-overflow handlers), not all 64.
+    let changed_signals = sys::non_default_signals();
     if send(&socket, Reply::Hello { protocol: PROTOCOL }, None).is_err() {
         return 0;
     }
@@ -489,7 +492,7 @@ fn serve(value: &OsStr) -> i32 {
             (Reply::Refused { reason: Refusal::Fds }, None)
         } else {
             match wire::decode(&buf[..n], fds) {
-                Ok(req) if req.flags & !ALLOWED_FLAGS == 0 => clone(&req),
+                Ok(req) if req.flags & !ALLOWED_FLAGS == 0 => clone(&req, changed_signals),
                 Ok(_) => (Reply::Refused { reason: Refusal::Flags }, None),
                 Err(m) => (Reply::Refused { reason: m.into() }, None),
             }
@@ -501,11 +504,13 @@ fn serve(value: &OsStr) -> i32 {
     }
 }
 
-/// Clones the init the request describes, as the owner's child.
-fn clone(req: &wire::Received) -> (Reply, Option<OwnedFd>) {
+/// Clones the init the request describes, as the owner's child. `changed_signals`: the signals
+/// whose disposition this zygote does not have at the default, the only ones its init resets.
+fn clone(req: &wire::Received, changed_signals: u64) -> (Reply, Option<OwnedFd>) {
     let flags = req.flags | libc::CLONE_PARENT as u64;
-    match sys::clone_init(flags, req.cgroup.as_ref().map(AsFd::as_fd), &req.plan(), crate::sandbox::init::run)
-    {
+    let mut plan = req.plan();
+    plan.reset_signals = changed_signals;
+    match sys::clone_init(flags, req.cgroup.as_ref().map(AsFd::as_fd), &plan, crate::sandbox::init::run) {
         Ok((pid, pidfd)) => (Reply::Cloned { pid }, Some(pidfd)),
         Err(errno) => (Reply::CloneFailed { errno: errno as i32 }, None),
     }

@@ -108,11 +108,14 @@ impl Runner<'_> {
 
     /// The container of a test: its settings' options, the host's root with `writable` writable,
     /// a network namespace of the run's pool when the test cannot change one (the library
-    /// decides which can; `CVTEST_NETNS_POOL=0` turns it off).
+    /// decides which can; `CVTEST_NETNS_POOL=0` turns it off), its housekeeping (cgroups
+    /// made ahead, teardown behind) on the process's background thread (`CVTEST_BACKGROUND=0`
+    /// turns it off; the run's end drains it).
     fn options(&self, s: &Effective) -> Options {
         let mut o = s.options().clone();
         o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
         o.set_reuse_netns(true);
+        o.set_background(true);
         o
     }
 

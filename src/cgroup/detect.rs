@@ -118,6 +118,10 @@ impl Hierarchy {
     /// runner calls it at the end of a run so that not even the empty leaf is left. Containers
     /// created afterwards redo the move.
     pub fn release(&self) -> Result<(), CgroupError> {
+        // The background thread's cgroups first: made ahead of need, or waiting to be removed.
+        if let Some(e) = crate::background::drain().into_iter().next() {
+            return Err(e);
+        }
         match &self.layout {
             Layout::V1(_) => Ok(()),
             Layout::V2(l) => super::v2::release_supervisor(l),
@@ -172,11 +176,52 @@ impl Hierarchy {
         limits: &Limits,
         pid_namespace: bool,
     ) -> Result<Box<dyn Cgroup>, CgroupError> {
-        let name = format!("cvtest.{}.{}", crate::owner::tag(), SEQ.fetch_add(1, Ordering::Relaxed));
-        match &self.layout {
-            Layout::V1(l) => Ok(Box::new(v1::V1Cgroup::create(l, &name, limits, !pid_namespace)?)),
-            Layout::V2(l) => Ok(Box::new(v2::V2Cgroup::create(l, &name, limits)?)),
+        self.make(self.wants_freezer(pid_namespace))?.configure(limits)
+    }
+
+    /// [`Hierarchy::create_for`], made ahead of need by this process's background thread when it
+    /// has one ready (see [`crate::Options::set_background`]); hand it back with
+    /// [`Hierarchy::retire`].
+    pub(crate) fn take_made(
+        &'static self,
+        limits: &Limits,
+        pid_namespace: bool,
+    ) -> Result<Box<dyn Cgroup>, CgroupError> {
+        crate::background::take_cgroup(self, limits, self.wants_freezer(pid_namespace))
+    }
+
+    /// Empties a cgroup [`Hierarchy::take_made`] gave (kills what is left, waits until nothing
+    /// is) and leaves its removal to the background thread; if it cannot be emptied, it is
+    /// destroyed here, as any other, and that error returned.
+    pub(crate) fn retire(&self, mut cgroup: Box<dyn Cgroup>, pid_namespace: bool) -> Result<(), CgroupError> {
+        let freezer = self.wants_freezer(pid_namespace);
+        match cgroup.kill_all(super::fs::DESTROY_TIMEOUT) {
+            Ok(()) => crate::background::retire_cgroup(cgroup, freezer),
+            Err(e) => {
+                crate::background::forget_cgroup(freezer);
+                cgroup.destroy().and(Err(e))
+            }
         }
+    }
+
+    /// A cgroup's directories, without limits yet ([`Made::configure`] writes them).
+    pub(crate) fn make(&self, freezer: bool) -> Result<Made, CgroupError> {
+        let name = Hierarchy::next_name();
+        match &self.layout {
+            Layout::V1(l) => v1::V1Cgroup::make(l, &name, freezer).map(Made::V1),
+            Layout::V2(l) => v2::V2Cgroup::make(l, &name).map(Made::V2),
+        }
+    }
+
+    /// Whether a container's cgroup has a directory in a v1 freezer hierarchy: without a PID
+    /// namespace of its own (see `V1Cgroup::kill_all`).
+    fn wants_freezer(&self, pid_namespace: bool) -> bool {
+        matches!(self.layout, Layout::V1(_)) && !pid_namespace
+    }
+
+    /// A new cgroup's name: `cvtest.<owner tag>.<seq>`.
+    pub(crate) fn next_name() -> String {
+        format!("cvtest.{}.{}", crate::owner::tag(), SEQ.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A handle on an existing cgroup `name` below the own cgroups (for the sweep), which
@@ -185,6 +230,30 @@ impl Hierarchy {
         match &self.layout {
             Layout::V1(l) => Box::new(v1::V1Cgroup::adopt(l, name)),
             Layout::V2(l) => Box::new(v2::V2Cgroup::adopt(l, name)),
+        }
+    }
+}
+
+/// A cgroup [`Hierarchy::make`] made: its directories, no limits yet.
+#[derive(Debug)]
+pub(crate) enum Made {
+    V1(v1::V1Cgroup),
+    V2(v2::V2Cgroup),
+}
+
+impl Made {
+    /// Writes `limits` (on error the cgroup is removed).
+    pub(crate) fn configure(self, limits: &Limits) -> Result<Box<dyn Cgroup>, CgroupError> {
+        match self {
+            Made::V1(mut cg) => cg.configure(limits).map(|()| Box::new(cg) as Box<dyn Cgroup>),
+            Made::V2(mut cg) => cg.configure(limits).map(|()| Box::new(cg) as Box<dyn Cgroup>),
+        }
+    }
+
+    pub(crate) fn destroy(self) -> Result<(), CgroupError> {
+        match self {
+            Made::V1(mut cg) => cg.destroy(),
+            Made::V2(mut cg) => cg.destroy(),
         }
     }
 }

@@ -24,6 +24,7 @@ mod usage;
 mod v1;
 mod v2;
 
+pub(crate) use detect::Made;
 pub use detect::{CgroupVersion, Hierarchy};
 pub use usage::{Usage, UsageProbe};
 

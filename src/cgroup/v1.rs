@@ -90,19 +90,14 @@ impl V1Cgroup {
         V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default(), freezer)
     }
 
-    /// Makes the cgroup in each hierarchy and writes the limits. `freezer`: also in the freezer
-    /// hierarchy, which [`Cgroup::kill_all`] needs to stop forks racing the kill. A container
-    /// with its own PID namespace goes without: the death of its init kills everything in it.
-    pub(crate) fn create(
-        l: &V1Layout,
-        name: &str,
-        limits: &Limits,
-        freezer: bool,
-    ) -> Result<Self, CgroupError> {
+    /// Makes the cgroup in each hierarchy, without limits ([`V1Cgroup::configure`] writes them;
+    /// see also [`crate::background`]). `freezer`: also in the freezer hierarchy, which
+    /// [`Cgroup::kill_all`] needs to stop forks racing the kill. A container with its own PID
+    /// namespace goes without: the death of its init kills everything in it.
+    pub(crate) fn make(l: &V1Layout, name: &str, freezer: bool) -> Result<Self, CgroupError> {
         let mut cg = V1Cgroup::at(l, name, Features::default(), freezer);
         for (i, dir) in cg.dirs.iter().enumerate() {
             if let Err(source) = std::fs::create_dir(dir) {
-                // Only what this call made goes again.
                 for made in cg.dirs[..i].iter().rev() {
                     let _ = std::fs::remove_dir(made);
                 }
@@ -115,12 +110,16 @@ impl V1Cgroup {
             }
         }
         cg.features = *l.features.get_or_init(|| cg.probe());
-        if let Err(e) = cg.write_limits(limits, true) {
-            // Nothing runs in it yet: this is rmdir of each directory.
-            let _ = cg.destroy();
+        Ok(cg)
+    }
+
+    /// Writes the limits of a cgroup [`V1Cgroup::make`] made; on error the cgroup is removed.
+    pub(crate) fn configure(&mut self, limits: &Limits) -> Result<(), CgroupError> {
+        if let Err(e) = self.write_limits(limits, true) {
+            let _ = self.destroy();
             return Err(e);
         }
-        Ok(cg)
+        Ok(())
     }
 
     fn probe(&self) -> Features {

@@ -81,7 +81,8 @@ impl V2Cgroup {
         }
     }
 
-    pub(crate) fn create(l: &V2Layout, name: &str, limits: &Limits) -> Result<Self, CgroupError> {
+    /// The directory, without limits (see [`crate::background`]).
+    pub(crate) fn make(l: &V2Layout, name: &str) -> Result<Self, CgroupError> {
         enable_controllers(l)?;
         let dir = l.base.join(name);
         std::fs::create_dir(&dir).map_err(|source| {
@@ -93,18 +94,23 @@ impl V2Cgroup {
         })?;
         let mut cg = V2Cgroup { dir, fd: None, features: Features::default(), removed: false };
         cg.features = *l.features.get_or_init(|| cg.probe());
-        let ready = cg.write_limits(limits, true).and_then(|()| {
-            let file =
-                File::open(&cg.dir).map_err(|source| CgroupError::Create { path: cg.dir.clone(), source })?;
-            cg.fd = Some(OwnedFd::from(file));
+        Ok(cg)
+    }
+
+    /// Writes the limits of a cgroup [`V2Cgroup::make`] made and opens its directory; on error
+    /// the cgroup is removed (nothing runs in it yet: one rmdir).
+    pub(crate) fn configure(&mut self, limits: &Limits) -> Result<(), CgroupError> {
+        let ready = self.write_limits(limits, true).and_then(|()| {
+            let file = File::open(&self.dir)
+                .map_err(|source| CgroupError::Create { path: self.dir.clone(), source })?;
+            self.fd = Some(OwnedFd::from(file));
             Ok(())
         });
         if let Err(e) = ready {
-            // Nothing runs in it yet: this is one rmdir.
-            let _ = cg.destroy();
+            let _ = self.destroy();
             return Err(e);
         }
-        Ok(cg)
+        Ok(())
     }
 
     fn probe(&self) -> Features {

@@ -166,6 +166,9 @@ pub(crate) fn discard(ns: PooledNetns) {
     DISCARDED.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The buffer a namespace's files are read into.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// What a network namespace shows from inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
@@ -179,7 +182,11 @@ impl Snapshot {
     fn here() -> Result<Snapshot, NetError> {
         let read = |name: &str| {
             let path = format!("/proc/thread-self/net/{name}");
-            match std::fs::read(&path) {
+            // One buffer large enough for the whole file (`snmp6`, the largest, is about 4 KiB):
+            // a read and the one that sees EOF, where `fs::read`, which gets no size from
+            // procfs, grows its buffer from 32 bytes a read at a time.
+            let whole = std::fs::File::open(&path).and_then(read_whole);
+            match whole {
                 // A kernel without IPv6 or AF_PACKET has no such file, fresh or not.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
                 other => other,
@@ -199,6 +206,28 @@ impl Snapshot {
         let files = COMPARED.iter().map(|name| read(name)).collect::<Result<_, _>>()?;
         Ok(Snapshot { files, counts })
     }
+}
+
+/// Everything `file` has, read into one buffer of [`READ_BUFFER`] bytes (grown if it fills).
+fn read_whole(mut file: std::fs::File) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut buf = vec![0; READ_BUFFER];
+    let mut len = 0;
+    loop {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len == buf.len() {
+                    buf.resize(len * 2, 0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// `sockets: used`, each protocol's `inuse`, TCP's `tw` and FRAG's `memory`: what sockstat counts

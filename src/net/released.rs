@@ -31,10 +31,20 @@ pub(crate) fn is_released(ifindex: u32) -> bool {
 /// Forgets the released veths the kernel has removed. A link being unregistered leaves the
 /// name index before its sysfs entry goes: until that is gone too it still counts (another
 /// process listing `/sys/class/net` would still see it, alias and all).
+///
+/// Names are looked up over netlink: `if_nametoindex` of a name that is gone would make the
+/// kernel run the module loader twice (see [`super::VethName::next`]). Without a netlink
+/// socket nothing is forgotten this time.
 pub(crate) fn forget_removed() {
-    released().retain(|(index, name)| match nix::net::if_::if_nametoindex(name.as_str()) {
-        Ok(now) => now == *index,
-        Err(_) => std::path::Path::new("/sys/class/net").join(name).exists(),
+    let mut released = released();
+    if released.is_empty() {
+        return;
+    }
+    let Ok(mut netlink) = super::Netlink::open() else { return };
+    released.retain(|(index, name)| match netlink.link_index(name) {
+        Ok(Some(now)) => now == *index,
+        Ok(None) => std::path::Path::new("/sys/class/net").join(name).exists(),
+        Err(_) => true,
     });
 }
 

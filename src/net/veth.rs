@@ -63,14 +63,29 @@ impl VethName {
     /// still held (say by a pair of a dead process with the same pid that the kernel is still
     /// tearing down) is skipped; only this process makes names with its pid, so none can appear
     /// between this check and the creation.
+    ///
+    /// The check asks netlink (`RTM_GETLINK`), never `if_nametoindex`: as root, the kernel
+    /// answers an ioctl about a missing link name by running `modprobe netdev-<name>` and then
+    /// `modprobe <name>`, and waits for both (`dev_load`). A name that is free is exactly that
+    /// case: two module-loader runs per container on a kernel with modules (0.4 s in the
+    /// emulated CI VM). If no netlink socket can be had, the name is taken unchecked: creating
+    /// the pair then says what is wrong.
     pub fn next() -> VethName {
+        let mut netlink = super::Netlink::open().ok();
         loop {
-            let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % FIVE_DIGITS;
-            let name = VethName::from_parts(std::process::id(), n);
-            if nix::net::if_::if_nametoindex(name.host()).is_err() {
+            let name = VethName::next_id();
+            let taken = netlink.as_mut().is_some_and(|nl| matches!(nl.link_index(name.host()), Ok(Some(_))));
+            if !taken {
                 return name;
             }
         }
+    }
+
+    /// The next name of this process, not checked against the host's links: the id of a
+    /// container without a veth (its hostname, its cgroups), unique among this process's.
+    pub fn next_id() -> VethName {
+        let n = NEXT_NAME.fetch_add(1, Ordering::Relaxed) % FIVE_DIGITS;
+        VethName::from_parts(std::process::id(), n)
     }
 
     fn from_parts(pid: u32, counter: u32) -> VethName {

@@ -15,7 +15,10 @@ pub(crate) enum Message {
     /// for [`Stage::JoinCgroup`]).
     Failed { stage: Stage, step: u32, errno: i32 },
     /// The main process ended with this raw wait status.
-    Exited { status: i32 },
+    /// The main process ended with this raw wait status. `alone`: nothing else is left in the
+    /// container's PID namespace (the init has no child), so the init ends at once, without
+    /// waiting for the parent to list what is left.
+    Exited { status: i32, alone: bool },
     /// Rootless with a network: the init made the run's network namespace (for the host end of
     /// the veth) and route-netlink sockets in it and in the container's own; these are their fd
     /// numbers in the init, for the parent to copy with `pidfd_getfd`. (A socket keeps its
@@ -100,7 +103,9 @@ impl Message {
             Message::Failed { stage, step, errno } => {
                 Wire { kind: KIND_FAILED, stage: stage as u32, step, value: errno }
             }
-            Message::Exited { status } => Wire { kind: KIND_EXITED, stage: 0, step: 0, value: status },
+            Message::Exited { status, alone } => {
+                Wire { kind: KIND_EXITED, stage: 0, step: u32::from(alone), value: status }
+            }
             Message::Netns { host_socket, container_socket } => {
                 Wire { kind: KIND_NETNS, stage: 0, step: host_socket as u32, value: container_socket }
             }
@@ -127,7 +132,7 @@ impl Message {
             KIND_FAILED => {
                 Some(Message::Failed { stage: Stage::from_u32(w.stage)?, step: w.step, errno: w.value })
             }
-            KIND_EXITED => Some(Message::Exited { status: w.value }),
+            KIND_EXITED => Some(Message::Exited { status: w.value, alone: w.step == 1 }),
             KIND_NETNS => Some(Message::Netns { host_socket: w.step as i32, container_socket: w.value }),
             _ => None,
         }
@@ -149,7 +154,8 @@ mod tests {
             Message::Started { pid: 2 },
             Message::Failed { stage: Stage::Mount, step: 7, errno: libc::EROFS },
             Message::Failed { stage: Stage::Exec, step: 0, errno: libc::ENOEXEC },
-            Message::Exited { status: 0x0900 },
+            Message::Exited { status: 0x0900, alone: false },
+            Message::Exited { status: 0, alone: true },
             Message::Netns { host_socket: 8, container_socket: 9 },
         ] {
             assert_eq!(Message::decode(&m.encode()), Some(m));

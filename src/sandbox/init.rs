@@ -21,7 +21,8 @@
 //! 4. reports `Started`, keeps only `CAP_KILL` itself (unless privileged), then reaps every
 //!    child, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT to the main process, and when the main
 //!    process ends reports its raw wait status and exits, which makes the kernel kill everything
-//!    left in the PID namespace;
+//!    left in the PID namespace (when something is left, only once the parent has listed it;
+//!    when it is alone in its PID namespace, at once);
 //! 5. exits the same way on EOF of the life pipe: the parent died (even by SIGKILL), so the
 //!    container dies with its runner.
 
@@ -60,6 +61,9 @@ pub(crate) struct InitPlan<'a> {
     pub(crate) run_netns: bool,
     /// A pooled network namespace to join (cloned without `CLONE_NEWNET`; `lo` is up in it).
     pub(crate) join_netns: Option<RawFd>,
+    /// The signals whose disposition the init resets to the default (`sys::ALL_SIGNALS`, or
+    /// what a zygote knows it changed: see `sys::non_default_signals`).
+    pub(crate) reset_signals: u64,
     pub(crate) main: MainPlan<'a>,
 }
 
@@ -205,7 +209,7 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     if let Some(netns) = plan.join_netns {
         sys::setns(netns, libc::CLONE_NEWNET).map_err(at(Stage::JoinNetns))?;
     }
-    sys::reset_signal_dispositions();
+    sys::reset_signal_dispositions(plan.reset_signals);
     let mut wanted = [libc::SIGCHLD; FORWARDED.len() + 1];
     for (slot, sig) in wanted.iter_mut().zip(FORWARDED) {
         *slot = sig;
@@ -329,6 +333,7 @@ fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
         Step::Mask { target, dir: false } => {
             sys::mount(Some(c"/dev/null"), target, None, libc::MS_BIND, None)
         }
+        Step::MaskAs { first, target } => sys::mount(Some(first), target, None, libc::MS_BIND, None),
     }
 }
 
@@ -380,12 +385,28 @@ fn supervise(plan: &InitPlan<'_>, signals: RawFd, main: pid_t) -> ! {
                 let _ = sys::kill(main, sig);
             }
         }
-        while let Ok(Some((pid, status))) = sys::reap_any() {
-            if pid == main {
-                send(plan.status, Message::Exited { status });
-                await_parent(plan);
-                end(plan, main);
+        let mut main_status = None;
+        let alone = loop {
+            match sys::reap_any() {
+                Ok(Some((pid, status))) => {
+                    if pid == main {
+                        main_status = Some(status);
+                    }
+                }
+                // Children, none of them ended.
+                Ok(None) => break false,
+                // No child at all: as PID 1 of the namespace, every process in it (orphans
+                // included) would be a descendant, so nothing else is left.
+                Err(Errno::ECHILD) => break plan.pid_ns,
+                Err(_) => break false,
             }
+        };
+        if let Some(status) = main_status {
+            send(plan.status, Message::Exited { status, alone });
+            if !alone {
+                await_parent(plan);
+            }
+            end(plan, main);
         }
     }
 }

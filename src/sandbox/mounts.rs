@@ -99,6 +99,12 @@ pub(crate) enum Step {
         target: CString,
         dir: bool,
     },
+    /// Hides the directory `target` under the empty read-only tmpfs already masking `first`
+    /// (a bind of it keeps its read-only flags: one tmpfs for every masked directory).
+    MaskAs {
+        first: CString,
+        target: CString,
+    },
 }
 
 impl Step {
@@ -121,7 +127,7 @@ impl Step {
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
             Step::Chdir { path } => format!("changing directory to {}", s(path)),
             Step::PivotRoot => "pivoting to the new root".to_owned(),
-            Step::Mask { target, .. } => format!("masking {}", s(target)),
+            Step::Mask { target, .. } | Step::MaskAs { target, .. } => format!("masking {}", s(target)),
         }
     }
 }
@@ -197,8 +203,16 @@ fn harden(steps: &mut Vec<Step>) {
                 | libc::MS_NOEXEC,
         });
     }
+    let mut first_dir: Option<&CString> = None;
     for (target, dir) in masked {
-        steps.push(Step::Mask { target: target.clone(), dir: *dir });
+        match (dir, first_dir) {
+            (true, Some(first)) => steps.push(Step::MaskAs { first: first.clone(), target: target.clone() }),
+            (true, None) => {
+                first_dir = Some(target);
+                steps.push(Step::Mask { target: target.clone(), dir: true });
+            }
+            (false, _) => steps.push(Step::Mask { target: target.clone(), dir: false }),
+        }
     }
 }
 

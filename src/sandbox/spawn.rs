@@ -62,6 +62,10 @@ pub(crate) struct Request<'a> {
     /// Open the init's user and network namespaces before its go (a rootless lab's maker needs
     /// them, and may not open them once the init is not dumpable).
     pub(crate) keep_namespaces: bool,
+    /// Open the init's mount namespace and hand it back ([`Spawned::mount_ns`]): while this
+    /// process holds it, the init's exit does not tear the container's mounts down (the caller
+    /// lets it go later, off its path).
+    pub(crate) hold_mount_ns: bool,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -82,6 +86,8 @@ pub(crate) struct Spawned {
     /// With [`Request::keep_namespaces`]: the init's user namespace (if it has one of its own)
     /// and network namespace.
     pub(crate) namespaces: Option<(Option<OwnedFd>, OwnedFd)>,
+    /// With [`Request::hold_mount_ns`]: the init's mount namespace.
+    pub(crate) mount_ns: Option<OwnedFd>,
     /// The main process's pid as the init sees it.
     pub(crate) main_pid: i32,
     pub(crate) started: Instant,
@@ -164,6 +170,12 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     let mut init = InitGuard { pidfd: Some(pidfd) };
     let namespaces =
         if req.keep_namespaces { Some(open_namespaces(pid, req.userns.is_some())?) } else { None };
+    // Before the go: once the init is not dumpable, a parent without CAP_SYS_PTRACE may not.
+    // Best effort: without it the init's exit tears the mounts down, as it always did.
+    let mount_ns = req
+        .hold_mount_ns
+        .then(|| File::open(format!("/proc/{pid}/ns/mnt")).ok().map(OwnedFd::from))
+        .flatten();
 
     if let Some(userns) = &req.userns {
         if lab_userns.is_none() {
@@ -193,6 +205,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
                 netns,
                 veth: veth.0.take(),
                 namespaces,
+                mount_ns,
                 main_pid,
                 started,
             })
@@ -278,6 +291,7 @@ impl Prepared {
             userns: req.userns.map(|u| UserNsPlan { clear_groups: !u.deny_setgroups }),
             run_netns: req.rootless && req.network.is_some(),
             join_netns: req.join_netns.map(|fd| fd.as_raw_fd()),
+            reset_signals: sys::ALL_SIGNALS,
             main: MainPlan {
                 program: &self.exec_path,
                 argv: &self.argv,

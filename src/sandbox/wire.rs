@@ -22,7 +22,7 @@ use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 4;
+pub(crate) const PROTOCOL: u32 = 5;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -61,6 +61,8 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
         userns,
         run_netns,
         join_netns,
+        // Not sent: the zygote resets what it knows it changed.
+        reset_signals: _,
         main,
     } = plan;
     let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
@@ -193,6 +195,11 @@ fn encode_mounts(out: &mut Out, mounts: &MountPlan) {
                 out.u8(13);
                 out.cstr(path);
             }
+            Step::MaskAs { first, target } => {
+                out.u8(14);
+                out.cstr(first);
+                out.cstr(target);
+            }
         }
     }
 }
@@ -244,6 +251,8 @@ impl Received {
             userns: self.userns,
             run_netns: self.run_netns,
             join_netns: self.join_netns,
+            // The receiver (a zygote) narrows it to what it knows it changed.
+            reset_signals: crate::sys::ALL_SIGNALS,
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
@@ -362,6 +371,7 @@ fn decode_mounts(r: &mut In<'_>) -> Result<MountPlan, Malformed> {
             11 => Step::PivotRoot,
             12 => Step::Mask { target: r.cstring()?, dir: r.bool()? },
             13 => Step::Touch { path: r.cstring()? },
+            14 => Step::MaskAs { first: r.cstring()?, target: r.cstring()? },
             _ => return Err(Malformed::Content),
         });
     }
@@ -557,6 +567,7 @@ mod tests {
             userns: Some(UserNsPlan { clear_groups: true }),
             run_netns: true,
             join_netns: Some(netns.as_raw_fd()),
+            reset_signals: crate::sys::ALL_SIGNALS,
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -619,6 +630,7 @@ mod tests {
             userns: None,
             run_netns: false,
             join_netns: None,
+            reset_signals: crate::sys::ALL_SIGNALS,
             main: MainPlan {
                 program: &program,
                 argv: &argv,

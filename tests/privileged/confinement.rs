@@ -289,7 +289,8 @@ fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("no NUL in the path")
 }
 
-/// `masked` (a file under /dev/null, a directory under an empty tmpfs), `visible`, `absent`.
+/// `masked` (a file under /dev/null, a directory under an empty read-only tmpfs), `visible`,
+/// `absent`.
 fn mask_state(path: &str) -> &'static str {
     let Ok(meta) = Path::new(path).symlink_metadata() else { return "absent" };
     if meta.is_dir() {
@@ -297,7 +298,9 @@ fn mask_state(path: &str) -> &'static str {
         // SAFETY: the path is NUL-terminated; fs is a valid statfs to write to.
         let ok = unsafe { libc::statfs(cstr(Path::new(path)).as_ptr(), &mut fs) } == 0;
         let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
-        if ok && fs.f_type == libc::TMPFS_MAGIC && empty {
+        // Read-only too: one tmpfs masks every directory, bound onto the others.
+        let read_only = statvfs_flags(path).is_some_and(|f| f & libc::ST_RDONLY != 0);
+        if ok && fs.f_type == libc::TMPFS_MAGIC && empty && read_only {
             return "masked";
         }
     } else if meta.file_type().is_char_device() && meta.rdev() == libc::makedev(1, 3) {

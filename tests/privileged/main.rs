@@ -6,6 +6,7 @@
 //! Workloads inside containers are this binary itself in a helper mode ([`helpers`]), selected
 //! by an environment variable before libtest starts.
 
+mod background;
 mod cgroup;
 mod confinement;
 mod container;
@@ -29,6 +30,7 @@ fn main() {
     }
     let args = libtest_mimic::Arguments::from_args();
     let mut trials: Vec<libtest_mimic::Trial> = Vec::new();
+    trials.extend(background::trials());
     trials.extend(cgroup::trials());
     trials.extend(confinement::trials());
     trials.extend(container::trials());

@@ -21,7 +21,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use nix::ifaddrs::getifaddrs;
-use nix::net::if_::{if_nametoindex, InterfaceFlags};
+use nix::net::if_::InterfaceFlags;
 use nix::sched::{setns, unshare, CloneFlags};
 
 use crate::support::privileged;
@@ -39,6 +39,10 @@ pub fn trials() -> Vec<Trial> {
         privileged("net::failed_create_deletes_the_pair", failed_create_deletes_the_pair),
         privileged("net::concurrent_overlapping_creates_admit_one", concurrent_overlapping_creates_admit_one),
         privileged("net::open_in_returns_thread_to_its_netns", open_in_returns_thread_to_its_netns),
+        crate::support::privileged_unless(
+            "net::containers_never_run_the_module_loader",
+            containers_never_run_the_module_loader,
+        ),
         privileged("net::bench_create_peer_in_netns_vs_move", bench_create_peer_in_netns_vs_move)
             .with_ignored_flag(true),
     ]
@@ -105,8 +109,13 @@ fn spec(cidr: &str) -> NetworkSpec {
     cidr.parse().expect("test CIDR")
 }
 
+/// Over netlink: as root, `if_nametoindex` of a missing name runs the module loader twice.
 fn exists(name: &str) -> bool {
-    if_nametoindex(name).is_ok()
+    cvtest::test_support::Netlink::open()
+        .expect("a netlink socket")
+        .link_index(name)
+        .expect("RTM_GETLINK")
+        .is_some()
 }
 
 /// Waits until no link `name` exists in this namespace; fails after [`TEARDOWN_LIMIT`].
@@ -661,4 +670,80 @@ fn idle_veth_counts_no_traffic() -> Result<(), Failed> {
     drop(netns);
     wait_gone(name.host())?;
     Ok(())
+}
+
+/// Making, running and destroying containers (without a network, and with a veth) never asks the
+/// kernel to load a module. As root, any ioctl naming a link that does not exist (`if_nametoindex`
+/// of a free veth name, say) makes the kernel run `modprobe netdev-<name>` and `modprobe <name>`
+/// and wait for both: on a kernel with modules that was two module-loader runs per container
+/// (0.4 s in the emulated CI VM). Watched with the `module:module_request` trace event, in a
+/// trace instance of this test's own (the machine's tracing is not touched), on tracefs mounted
+/// in a mount namespace of one thread of this test.
+fn containers_never_run_the_module_loader() -> Result<Option<String>, Failed> {
+    use std::sync::mpsc;
+    if !std::path::Path::new("/proc/modules").exists() {
+        return Ok(Some("this kernel has no module support: it never runs the module loader".to_owned()));
+    }
+    let instance = format!("/sys/kernel/tracing/instances/cvtest-modules-{}", std::process::id());
+    let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
+    let (done, done_rx) = mpsc::channel::<()>();
+    let tracer = std::thread::spawn(move || -> Result<String, String> {
+        use nix::mount::{mount, MsFlags};
+        let setup = || -> Result<(), String> {
+            unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                .map_err(|e| format!("making / private: {e}"))?;
+            mount(Some("nodev"), "/sys/kernel/tracing", Some("tracefs"), MsFlags::empty(), None::<&str>)
+                .map_err(|e| format!("mounting tracefs on /sys/kernel/tracing: {e}"))?;
+            std::fs::create_dir(&instance).map_err(|e| format!("mkdir {instance}: {e}"))?;
+            let event = format!("{instance}/events/module/module_request/enable");
+            std::fs::write(&event, "1").map_err(|e| format!("enabling {event}: {e}"))
+        };
+        let set_up = setup();
+        let failed = set_up.is_err();
+        let _ = ready_tx.send(set_up);
+        let trace = if failed {
+            Err(String::new())
+        } else {
+            let _ = done_rx.recv();
+            std::fs::read_to_string(format!("{instance}/trace"))
+                .map_err(|e| format!("reading the trace: {e}"))
+        };
+        let _ = std::fs::remove_dir(&instance);
+        trace
+    });
+    if let Err(why) = ready.recv().map_err(|e| e.to_string())? {
+        let _ = tracer.join();
+        return Ok(Some(format!("no module_request trace event here: {why}")));
+    }
+    // This process's veth names start with `veth` and its pid in base 36.
+    let ours = VethName::next_id().host()[..9].to_owned();
+    let run = || -> Result<(), Failed> {
+        for network in [None, Some("10.213.15.2/24")] {
+            let mut opts = crate::container::options();
+            if let Some(cidr) = network {
+                opts.set_network_cidr(cidr).chain()?;
+            }
+            let mut c = cvtest::Container::create(&opts).chain()?;
+            c.spawn(&cvtest::Command::new("/bin/true")).chain()?;
+            let out = c.wait(Some(Duration::from_secs(60))).chain()?;
+            ensure!(out.termination.is_success(), "/bin/true in a container: {out:?}");
+            c.destroy().chain()?;
+        }
+        // Waiting for the released veth looks its name up until it has gone.
+        ensure!(cvtest::wait_released_veths(TEARDOWN_LIMIT).is_empty(), "the veth was not deleted");
+        Ok(())
+    };
+    let ran = run();
+    let _ = done.send(());
+    let trace = tracer.join().map_err(|_| "the tracing thread panicked")??;
+    ran?;
+    let requests: Vec<&str> =
+        trace.lines().filter(|l| l.contains("module_request:") && l.contains(ours.as_str())).collect();
+    ensure!(
+        requests.is_empty(),
+        "containers of this process made the kernel load modules:\n{}",
+        requests.join("\n")
+    );
+    Ok(None)
 }

@@ -266,7 +266,10 @@ fn network_reaches_its_host_end(zygote: Option<&mut Zygote>) -> Result<(), Faile
     let stats = out.peaks.net.ok_or("no traffic counters for the veth")?;
     ensure!(stats.rx_packets >= 2 && stats.tx_packets >= 2, "host end counted {stats:?}");
     ensure!(
-        nix::net::if_::if_nametoindex(c.veth_host_name().unwrap_or("none")).is_err(),
+        cvtest::test_support::Netlink::open()
+            .and_then(|mut nl| nl.link_index(c.veth_host_name().unwrap_or("none")))
+            .map_err(|e| e.to_string())?
+            .is_none(),
         "the host end is on the host"
     );
     c.destroy().map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::clones_inits_that_are_the_callers_children", clones_the_callers_children),
         privileged("zygote::one_zygote_per_thread_in_parallel", one_per_thread_in_parallel),
         privileged("zygote::a_lost_zygote_falls_back_to_direct_clones", lost_zygote_falls_back),
+        privileged("zygote::commands_start_with_default_signal_dispositions", default_dispositions),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
 }
@@ -149,6 +150,52 @@ fn holds_nothing_and_ends() -> Result<(), Failed> {
     ensure!(mask & must == must, "SigBlk {blocked}");
     drop(z);
     ensure!(stat_fields(pid).is_none(), "the zygote {pid} is still there after drop: {:?}", stat_fields(pid));
+    Ok(())
+}
+
+/// The zygote (this test binary: the Rust runtime ignores SIGPIPE) resets in each init only the
+/// dispositions it changed; the command must still start with none ignored, whichever way its
+/// init was cloned, libc's reserved signals included (where the caller ignores signal 32, as here).
+fn default_dispositions() -> Result<(), Failed> {
+    let status_line = |out: &cvtest::Outcome, key: &str| -> Option<u64> {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let mut cmd = Command::new("/bin/cat");
+    cmd.arg("/proc/self/status").stdout(Stdio::Capture { limit: 1 << 16 });
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    let zygote_status = std::fs::read_to_string(format!("/proc/{}/status", z.pid())).unwrap_or_default();
+    let zygote_ignored = zygote_status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    // What the test stands on: the zygote does ignore SIGPIPE.
+    ensure!(
+        zygote_ignored.is_some_and(|m| m & (1 << (libc::SIGPIPE - 1)) != 0),
+        "the zygote ignores {zygote_ignored:x?}, expected SIGPIPE among them"
+    );
+    let out = run_via(&mut z, &options(), &cmd, true)?;
+    ensure!(out.termination == Termination::Exited(0), "{:?}", out.termination);
+    ensure!(
+        status_line(&out, "SigIgn:") == Some(0),
+        "the command ignores {:x?}",
+        status_line(&out, "SigIgn:")
+    );
+    // The same cloned directly (every signal reset).
+    let mut direct = Container::create(&options()).map_err(fail("create"))?;
+    direct.spawn(&cmd).map_err(fail("spawn"))?;
+    let d = direct.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
+    direct.destroy().map_err(fail("destroy"))?;
+    ensure!(
+        status_line(&d, "SigIgn:") == Some(0),
+        "cloned directly, the command ignores {:x?}",
+        status_line(&d, "SigIgn:")
+    );
+    ensure!(
+        status_line(&out, "SigBlk:") == Some(0),
+        "the command blocks {:x?}",
+        status_line(&out, "SigBlk:")
+    );
     Ok(())
 }
 

@@ -1,0 +1,244 @@
+//! A thread of this process that does containers' housekeeping ahead of need and behind them,
+//! off the path from one container to the next ([`crate::Options::set_background`]; on in
+//! `cargo cvtest`).
+//!
+//! - **Ahead**: making a container's cgroup is a `mkdir` per hierarchy (cgroup v1: four here),
+//!   0.1-0.3 ms. The thread keeps one more cgroup made than containers are running, of each kind
+//!   asked for; a container takes one and writes its own limits into it.
+//! - **Behind**: once a container's destroy has emptied its cgroup (every process of the
+//!   container is gone: [`crate::cgroup::Cgroup::kill_all`] checked), the `rmdir`s are the
+//!   thread's; so is the check that decides whether a pooled network namespace goes back to the
+//!   pool (entering it and reading five files of `/proc/net`).
+//!
+//! Nothing of a container outlives its destroy but an empty directory or a namespace no process
+//! is in. The work is the same, on another thread: what changes is the latency of create and
+//! destroy, and how the kernel's cgroup work overlaps the tests'.
+//!
+//! [`drain`] finishes every job, removes the cgroups made and not taken, and stops the thread:
+//! [`crate::release_own_cgroup`] calls it, which a runner calls at the end of a run. A process that
+//! exits without it (or is killed) leaves empty cgroups named as its own, which the next cvtest
+//! run's sweep removes, as after a SIGKILL. The thread starts again on the next take.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use crate::cgroup::{Cgroup, CgroupError, Hierarchy, Made};
+use crate::options::Limits;
+
+/// At most this many cgroups of a kind are kept made.
+const MAX_READY: usize = 8;
+
+/// Whether `CVTEST_BACKGROUND` leaves the thread on (anything but `0`, `off`, `false`).
+pub(crate) fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| !matches!(std::env::var(crate::BACKGROUND_ENV).as_deref(), Ok("0" | "off" | "false")))
+}
+
+/// Work for the thread, in order.
+enum Job {
+    /// An empty cgroup to remove.
+    Remove(Box<dyn Cgroup>),
+    /// Anything else a container left to do (a pooled namespace's check).
+    Run(Box<dyn FnOnce() + Send>),
+}
+
+#[derive(Default)]
+struct State {
+    /// The hierarchy the thread makes cgroups in (the process's one, detected once).
+    hierarchy: Option<&'static Hierarchy>,
+    /// Made and not taken, with their kind (`freezer`: a directory in the v1 freezer hierarchy
+    /// too, for a container without a PID namespace).
+    ready: Vec<(bool, Made)>,
+    jobs: VecDeque<Job>,
+    /// Taken and not retired yet, per kind (`[no freezer, freezer]`).
+    live: [usize; 2],
+    /// The kinds containers asked for since the last drain: only those are made ahead.
+    asked: [bool; 2],
+    /// The thread is running (it exits when drained).
+    thread: bool,
+    /// Finish the jobs, make nothing more, exit.
+    draining: bool,
+    /// Making failed in the background: containers make their own (and see the error).
+    make_failed: bool,
+    /// Removals that failed in the background, for [`drain`] to report.
+    errors: Vec<CgroupError>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// A job, or a take that left fewer cgroups ready than wanted.
+    work: Condvar,
+    /// The thread exited.
+    exited: Condvar,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| Shared {
+        state: Mutex::new(State::default()),
+        work: Condvar::new(),
+        exited: Condvar::new(),
+    })
+}
+
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    s.state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A cgroup with `limits`: one the thread made ahead, else one made now. Either way the thread
+/// is asked to have the next one ready.
+pub(crate) fn take_cgroup(
+    h: &'static Hierarchy,
+    limits: &Limits,
+    freezer: bool,
+) -> Result<Box<dyn Cgroup>, CgroupError> {
+    let s = shared();
+    let made = {
+        let mut st = lock(s);
+        let kind = usize::from(freezer);
+        st.asked[kind] = true;
+        st.live[kind] += 1;
+        st.hierarchy.get_or_insert(h);
+        let made = st.ready.iter().position(|(f, _)| *f == freezer).map(|i| st.ready.swap_remove(i).1);
+        if !st.draining && !st.make_failed && start(s, &mut st) {
+            s.work.notify_one();
+        }
+        made
+    };
+    let configured = match made {
+        Some(m) => m.configure(limits),
+        None => h.make(freezer).and_then(|m| m.configure(limits)),
+    };
+    if configured.is_err() {
+        forget_cgroup(freezer);
+    }
+    configured
+}
+
+/// Leaves the removal of an empty cgroup (its container destroyed) to the thread; without a
+/// running thread (drained meanwhile), removes it here.
+pub(crate) fn retire_cgroup(cgroup: Box<dyn Cgroup>, freezer: bool) -> Result<(), CgroupError> {
+    forget_cgroup(freezer);
+    match queue(Job::Remove(cgroup)) {
+        Some(Job::Remove(mut cgroup)) => cgroup.destroy(),
+        Some(Job::Run(_)) | None => Ok(()),
+    }
+}
+
+/// A cgroup taken with [`take_cgroup`] that is not retired (its owner destroys it, or it was
+/// never configured).
+pub(crate) fn forget_cgroup(freezer: bool) {
+    let mut st = lock(shared());
+    let kind = usize::from(freezer);
+    st.live[kind] = st.live[kind].saturating_sub(1);
+}
+
+/// Runs `job` on the thread if it is running, else here and now.
+pub(crate) fn defer(job: impl FnOnce() + Send + 'static) {
+    if let Some(Job::Run(job)) = queue(Job::Run(Box::new(job))) {
+        job();
+    }
+}
+
+/// Queues `job` for a running thread; gives it back when there is none.
+fn queue(job: Job) -> Option<Job> {
+    let s = shared();
+    let mut st = lock(s);
+    if st.thread && !st.draining {
+        st.jobs.push_back(job);
+        s.work.notify_one();
+        None
+    } else {
+        Some(job)
+    }
+}
+
+/// Starts the thread unless it runs; whether it runs now.
+fn start(s: &'static Shared, st: &mut State) -> bool {
+    if st.thread {
+        return true;
+    }
+    match std::thread::Builder::new().name("cvtest-background".to_owned()).spawn(move || work(s)) {
+        Ok(_) => st.thread = true,
+        // No thread: containers make their own cgroups and do their own teardown, as without it.
+        Err(_) => st.make_failed = true,
+    }
+    st.thread
+}
+
+/// The thread: jobs first, in the order they came (a retired cgroup holds kernel memory), then
+/// the cgroups missing; sleeps when there is neither; exits when drained and done.
+fn work(s: &'static Shared) {
+    let mut st = lock(s);
+    loop {
+        if let Some(job) = st.jobs.pop_front() {
+            drop(st);
+            match job {
+                Job::Remove(mut cg) => {
+                    if let Err(e) = cg.destroy() {
+                        lock(s).errors.push(e);
+                    }
+                }
+                Job::Run(f) => f(),
+            }
+            st = lock(s);
+            continue;
+        }
+        if st.draining {
+            st.thread = false;
+            s.exited.notify_all();
+            return;
+        }
+        if let Some((h, freezer)) = missing(&st) {
+            drop(st);
+            let made = h.make(freezer);
+            st = lock(s);
+            match made {
+                Ok(m) => st.ready.push((freezer, m)),
+                Err(_) => st.make_failed = true,
+            }
+            continue;
+        }
+        st = s.work.wait(st).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// A kind with fewer cgroups made than wanted (one more than are taken, at most
+/// [`MAX_READY`]), if any.
+fn missing(st: &State) -> Option<(&'static Hierarchy, bool)> {
+    if st.make_failed {
+        return None;
+    }
+    let h = st.hierarchy?;
+    [false, true].into_iter().find_map(|freezer| {
+        let kind = usize::from(freezer);
+        let ready = st.ready.iter().filter(|(f, _)| *f == freezer).count();
+        let wanted = (st.live[kind] + 1).min(MAX_READY);
+        (st.asked[kind] && ready < wanted).then_some((h, freezer))
+    })
+}
+
+/// Finishes every job, removes the cgroups made and not taken, and stops the thread; returns the
+/// cgroups that could not be removed (here or in the background before). The thread starts again
+/// on the next take.
+pub(crate) fn drain() -> Vec<CgroupError> {
+    let s = shared();
+    let (ready, mut errors) = {
+        let mut st = lock(s);
+        st.draining = true;
+        s.work.notify_all();
+        while st.thread {
+            st = s.exited.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        st.draining = false;
+        st.make_failed = false;
+        st.asked = [false; 2];
+        (std::mem::take(&mut st.ready), std::mem::take(&mut st.errors))
+    };
+    for (_, m) in ready {
+        if let Err(e) = m.destroy() {
+            errors.push(e);
+        }
+    }
+    errors
+}

@@ -1,0 +1,163 @@
+//! The background thread (`Options::set_background`): cgroups made ahead of need carry each
+//! container's own limits and fresh peaks, every process of a container is gone when its destroy
+//! returns, and `release_own_cgroup` leaves no cgroup of the process behind, made ahead or
+//! retired, and no container's mount namespace held. Run in a helper process: the check lists every cgroup of its owner, which other
+//! trials of this process would disturb.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cvtest::{Command, Container, Options, Stdio, Termination};
+use libtest_mimic::{Failed, Trial};
+
+use crate::container::fail;
+use crate::helpers;
+use crate::support::privileged_unless;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {{
+        let ok: bool = $cond;
+        if !ok {
+            return Err(Failed::from(format!($($msg)+)));
+        }
+    }};
+}
+
+pub fn trials() -> Vec<Trial> {
+    vec![privileged_unless(
+        "background::cgroups_made_ahead_and_removed_behind",
+        cgroups_made_ahead_and_removed_behind,
+    )]
+}
+
+const LIMIT: u64 = 64 << 20;
+
+fn cgroups_made_ahead_and_removed_behind() -> Result<Option<String>, Failed> {
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let out = std::process::Command::new(&exe)
+        .env(helpers::HELPER_ENV, "background")
+        .output()
+        .map_err(fail("run the helper"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.contains("cannot enable") {
+        return Ok(Some(format!("a child of this test cannot make containers here: {stdout}")));
+    }
+    ensure!(out.status.success(), "helper failed ({}):\n{stdout}\n{stderr}", out.status);
+    ensure!(stdout.contains("made ahead: "), "no report:\n{stdout}");
+    Ok(None)
+}
+
+/// This process's cgroups beside `taken` (one of them): `cvtest.<its owner tag>.<n>` in its
+/// parent directory.
+fn ours(taken: &Path) -> Vec<PathBuf> {
+    let name = taken.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some((tag, _)) = name.rsplit_once('.') else { return Vec::new() };
+    let prefix = format!("{tag}.");
+    let Some(own) = taken.parent() else { return Vec::new() };
+    std::fs::read_dir(own)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The memory limit the kernel holds for the cgroup at `dir` (v1 or v2).
+fn memory_limit(dirs: &[PathBuf]) -> Option<u64> {
+    dirs.iter().find_map(|d| {
+        ["memory.limit_in_bytes", "memory.max"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(d.join(f)).ok()?.trim().parse().ok())
+    })
+}
+
+/// Helper mode: five containers with the background thread, checked one by one, then the
+/// release. Prints "made ahead: N" and exits 0 when every check held.
+pub fn helper() -> i32 {
+    match run_helper() {
+        Ok(made_ahead) => {
+            println!("made ahead: {made_ahead}");
+            0
+        }
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    }
+}
+
+fn run_helper() -> Result<usize, String> {
+    let mut opts = Options::new();
+    opts.set_background(true)
+        .set_cgroup_limits(&LIMIT.to_string(), "100", "32")
+        .map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("/bin/sh");
+    // A little memory of its own, so that its peak says it was counted.
+    cmd.args(["-c", "x=$(head -c 2000000 /dev/zero | tr '\\0' a); echo ${#x}"])
+        .stdout(Stdio::Capture { limit: 1 << 16 });
+    // Every directory of every container (one per hierarchy on cgroup v1).
+    let mut taken: Vec<PathBuf> = Vec::new();
+    for i in 0..5 {
+        let mut c = Container::create(&opts).map_err(|e| cvtest::error_chain(&e))?;
+        let dirs = c.cgroup_paths();
+        if dirs.is_empty() {
+            return Err(format!("container {i} has no cgroup"));
+        }
+        // Its own limits, whether made ahead or now.
+        let limit = memory_limit(&dirs);
+        if limit != Some(LIMIT) {
+            return Err(format!("container {i}: memory limit {limit:?}, expected {LIMIT}"));
+        }
+        c.spawn(&cmd).map_err(|e| cvtest::error_chain(&e))?;
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| cvtest::error_chain(&e))?;
+        if out.termination != Termination::Exited(0) {
+            return Err(format!("container {i}: {:?}", out.termination));
+        }
+        // A fresh cgroup's peak: at least the 2 MB it held, far below the limit.
+        let peak = out.peaks.memory_bytes.map(|m| m.value).unwrap_or(0);
+        if !(2_000_000..LIMIT).contains(&peak) {
+            return Err(format!("container {i}: memory peak {peak}"));
+        }
+        c.destroy().map_err(|e| cvtest::error_chain(&e))?;
+        // Destroy returned: nothing of the container runs, its directory may still be there.
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            if !procs.trim().is_empty() {
+                return Err(format!("container {i}: {} still holds {procs:?}", d.display()));
+            }
+        }
+        taken.extend(dirs);
+    }
+    // The thread makes the next one after every take: one that no container took appears.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let made_ahead = loop {
+        let ahead = ours(&taken[0]).into_iter().filter(|p| !taken.contains(p)).count();
+        if ahead > 0 {
+            break ahead;
+        }
+        if Instant::now() > deadline {
+            return Err("no cgroup made ahead within 10 s".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    cvtest::release_own_cgroup().map_err(|e| cvtest::error_chain(&e))?;
+    let left: Vec<PathBuf> = taken.iter().flat_map(|t| ours(t)).collect();
+    if !left.is_empty() {
+        return Err(format!("left after release_own_cgroup: {left:?}"));
+    }
+    // The containers' mount namespaces, held so that their inits' exits did not tear them down,
+    // went with the thread's jobs.
+    let held: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.display().to_string())
+        .filter(|l| l.starts_with("mnt:["))
+        .collect();
+    if !held.is_empty() {
+        return Err(format!("mount namespaces still held after release_own_cgroup: {held:?}"));
+    }
+    Ok(made_ahead)
+}
