@@ -24,6 +24,12 @@ VM=$(realpath -m "${CV2VM:-../shared/tools/run-in-v2-vm.sh}")
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "cargo fetch"
+# Every package of the lock files, for every platform: a build downloads only what it compiles,
+# while `cargo metadata --offline` of the fixtures (and the offline builds of the fixture
+# workspaces, whose locks are the workspace's) needs them all. A bare machine has none.
+cargo fetch --locked
+
 step "fmt + clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -36,8 +36,16 @@ fn fixtures_lock_only_the_workspaces_versions() -> Result<(), Failed> {
     let workspace = locked(&crate_dir.join("../Cargo.lock"))?;
     let mut drift = Vec::new();
     let mut checked = 0;
-    for entry in std::fs::read_dir(crate_dir.join("tests/fixtures")).map_err(|e| e.to_string())? {
-        let lock = entry.map_err(|e| e.to_string())?.path().join("Cargo.lock");
+    // Every workspace of the repository that tests build offline: this crate's fixtures, the
+    // library's, and the reliability suite's.
+    let mut dirs = vec![crate_dir.join("../tests/reliability")];
+    for fixtures in [crate_dir.join("tests/fixtures"), crate_dir.join("../tests/fixtures")] {
+        for entry in std::fs::read_dir(&fixtures).map_err(|e| format!("{}: {e}", fixtures.display()))? {
+            dirs.push(entry.map_err(|e| e.to_string())?.path());
+        }
+    }
+    for dir in dirs {
+        let lock = dir.join("Cargo.lock");
         if !lock.exists() {
             continue;
         }
