@@ -49,7 +49,7 @@ fn main() {
         assert!(status.success());
     };
     // Per phase (create, spawn, wait, destroy), without and with a veth.
-    let phases = std::cell::RefCell::new([(); 8].map(|()| [(); 4].map(|()| Vec::new())));
+    let phases = std::cell::RefCell::new([(); 9].map(|()| [(); 4].map(|()| Vec::new())));
     // Set while a runner-like container is cloned directly, without the zygote (its A/B).
     let direct = std::cell::Cell::new(false);
     // The A/B of the network namespace pool: the same container, reusing a namespace.
@@ -61,6 +61,9 @@ fn main() {
     runner_opts.set_background(true);
     let mut runner_veth = veth_opts.clone();
     runner_veth.set_reuse_netns(true).set_background(true);
+    // Its A/B: the veth container's namespace made by its init's clone, not made ahead.
+    let mut runner_veth_new_ns = runner_veth.clone();
+    runner_veth_new_ns.set_reuse_netns(false);
     let zygote = std::cell::RefCell::new(cvtest::Zygote::start().ok());
     // Root mode with a user namespace: root is nobody outside.
     let (mut userns_plain, mut userns_veth) = (plain_opts.clone(), veth_opts.clone());
@@ -92,6 +95,8 @@ fn main() {
         let t4 = Instant::now();
         let case = if opts.background() && direct.get() {
             7
+        } else if opts.background() && opts.network().is_some() && !opts.reuse_netns() {
+            8
         } else if opts.background() {
             5 + usize::from(opts.network().is_some())
         } else if opts.reuse_netns() {
@@ -115,7 +120,7 @@ fn main() {
     };
 
     // Interleave the cases so that drift (other load, caches) hits them alike.
-    let mut samples: [Vec<Duration>; 11] = Default::default();
+    let mut samples: [Vec<Duration>; 12] = Default::default();
     let warmup = 20;
     let pause =
         std::env::var("CVTEST_BENCH_PAUSE_MS").ok().and_then(|v| v.parse().ok()).map(Duration::from_millis);
@@ -128,6 +133,15 @@ fn main() {
         }
         // As cargo cvtest runs one, through the zygote and cloned directly, in alternating order.
         let mut rd = [None, None];
+        // With a veth, its namespace made ahead and made by the clone, in alternating order.
+        let mut rv = [None, None];
+        for case in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            rv[case] = with_veth.then(|| {
+                let opts = if case == 0 { &mut runner_veth } else { &mut runner_veth_new_ns };
+                next_subnet(opts);
+                time(|| container(opts).expect("container with veth as cargo cvtest runs one"))
+            });
+        }
         for case in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
             direct.set(case == 1);
             rd[case] = Some(time(|| container(&runner_opts).expect("container as cargo cvtest runs one")));
@@ -155,11 +169,9 @@ fn main() {
                 time(|| container_waiting(&veth_opts, true).expect("container with veth, waiting for it"))
             }),
             rd[0],
-            with_veth.then(|| {
-                next_subnet(&mut runner_veth);
-                time(|| container(&runner_veth).expect("container with veth as cargo cvtest runs one"))
-            }),
+            rv[0],
             rd[1],
+            rv[1],
         ];
         if let Some(p) = pause {
             std::thread::sleep(p);
@@ -192,6 +204,7 @@ fn main() {
         format!("{label}as cargo cvtest runs one, no network"),
         format!("{label}as cargo cvtest runs one, with veth"),
         format!("{label}as cargo cvtest, without zygote"),
+        format!("{label}as cargo cvtest, veth, netns by clone"),
     ];
     for (name, stat) in names.iter().zip(&stats) {
         let Some((min, median, p90)) = stat else { continue };
@@ -214,6 +227,7 @@ fn main() {
         format!("{label}container as cargo cvtest runs one, no network"),
         format!("{label}container as cargo cvtest runs one, with veth"),
         format!("{label}container as cargo cvtest runs one, no network, without the zygote"),
+        format!("{label}container as cargo cvtest runs one, with veth, its namespace made by the clone"),
     ];
     for (case, name) in cases.iter().enumerate() {
         if phases[case][0].len() < iterations {
@@ -227,8 +241,8 @@ fn main() {
     }
     let pool = cvtest::netns_pool_stats();
     println!(
-        "netns pool: {} made, {} reused, {} returned, {} discarded",
-        pool.made, pool.reused, pool.returned, pool.discarded
+        "netns pool: {} made, {} reused, {} returned, {} discarded, {} used up by a veth",
+        pool.made, pool.reused, pool.returned, pool.discarded, pool.with_veth
     );
     // The background thread's cgroups (made ahead, or not removed yet) go before the process.
     if let Err(e) = cvtest::release_own_cgroup() {

@@ -9,6 +9,8 @@
 //!   container is gone: [`crate::cgroup::Cgroup::kill_all`] checked), the `rmdir`s are the
 //!   thread's; so is the check that decides whether a pooled network namespace goes back to the
 //!   pool (entering it and reading five files of `/proc/net`).
+//! - **Ahead**, too: after a container took a pooled network namespace, a new one when the pool
+//!   has none idle ([`crate::net::pool::top_up`]).
 //!
 //! Nothing of a container outlives its destroy but an empty directory or a namespace no process
 //! is in. The work is the same, on another thread: what changes is the latency of create and
@@ -138,6 +140,12 @@ pub(crate) fn defer(job: impl FnOnce() + Send + 'static) {
     if let Some(Job::Run(job)) = queue(Job::Run(Box::new(job))) {
         job();
     }
+}
+
+/// Runs `job` on the thread if it is running, else not at all: work ahead of need that the
+/// caller would otherwise do itself when it needs it.
+pub(crate) fn ahead(job: impl FnOnce() + Send + 'static) {
+    let _ = queue(Job::Run(Box::new(job)));
 }
 
 /// Queues `job` for a running thread; gives it back when there is none.

@@ -231,14 +231,17 @@ impl Container {
         let id = name.id().to_owned();
         let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         let confine = (!options.privileged()).then_some(options.capabilities());
+        // Without a network: one that may go back; with a veth: a fresh one, used up.
         let pooled_netns = options.reuse_netns()
-            && network.is_none()
             && !rootless
-            && crate::net::pool::eligible(
-                confine,
-                userns.is_some(),
-                options.isolation().contains(Isolation::PROCESS_CONTROL),
-            );
+            && match network {
+                None => crate::net::pool::eligible(
+                    confine,
+                    userns.is_some(),
+                    options.isolation().contains(Isolation::PROCESS_CONTROL),
+                ),
+                Some(_) => crate::net::pool::eligible_with_veth(userns.is_some()),
+            };
         Ok(Container {
             veth_name: network.map(|_| name),
             lease,
@@ -371,7 +374,15 @@ impl Container {
             None => command,
         };
         // A pool that cannot make a namespace leaves the init to make its own, as without it.
-        let pooled = if self.pooled_netns { crate::net::pool::take().ok() } else { None };
+        let pooled = match (self.pooled_netns, &self.network) {
+            (false, _) => None,
+            (true, None) => crate::net::pool::take().ok(),
+            (true, Some(_)) => crate::net::pool::take_fresh().ok(),
+        };
+        if pooled.is_some() && self.background {
+            // The next take finds one made, whoever takes it.
+            crate::background::ahead(crate::net::pool::top_up);
+        }
         let request = spawn::Request {
             command,
             id: &self.id,
@@ -537,7 +548,9 @@ impl Container {
             // in the namespace any more. Back to the pool if it is as fresh; with a cgroup that
             // could not be removed, something odd happened: never reused.
             if let Some(ns) = pooled {
-                if self.cgroup.is_none() && !cgroup_failed && !self.netns_changed {
+                if self.network.is_some() {
+                    crate::net::pool::used_up(ns);
+                } else if self.cgroup.is_none() && !cgroup_failed && !self.netns_changed {
                     if self.background {
                         crate::background::defer(move || crate::net::pool::give_back(ns));
                     } else {

@@ -19,6 +19,11 @@
 //! reused. What then survives is only what no test can observe from inside: the namespace's
 //! identity (its inode) and global kernel state that fresh namespaces share anyway.
 //!
+//! A container with a veth starts in a namespace of the pool too, but only in one no container
+//! has had ([`take_fresh`]), and never gives it back: its link changed it. With the background
+//! thread the pool keeps one such namespace made ahead ([`top_up`], after each take), so a
+//! container whose namespace is new does not wait for `copy_net_ns` either.
+//!
 //! The pool holds its namespaces only as fds of this process: nothing outlives it, even
 //! SIGKILLed. `CVTEST_NETNS_POOL=0` turns it off for the whole process (for A/B measurements).
 
@@ -73,12 +78,15 @@ pub struct NetnsPoolStats {
     /// Namespaces given back and thrown away: something in them differed from fresh (a socket
     /// left, TIME_WAIT included; traffic on `lo`), or they could not be checked.
     pub discarded: u64,
+    /// Namespaces a container with a veth had (never given back).
+    pub with_veth: u64,
 }
 
 static MADE: AtomicU64 = AtomicU64::new(0);
 static REUSED: AtomicU64 = AtomicU64::new(0);
 static RETURNED: AtomicU64 = AtomicU64::new(0);
 static DISCARDED: AtomicU64 = AtomicU64::new(0);
+static WITH_VETH: AtomicU64 = AtomicU64::new(0);
 
 /// The counters of this process's pool.
 pub fn stats() -> NetnsPoolStats {
@@ -87,6 +95,7 @@ pub fn stats() -> NetnsPoolStats {
         reused: REUSED.load(Ordering::Relaxed),
         returned: RETURNED.load(Ordering::Relaxed),
         discarded: DISCARDED.load(Ordering::Relaxed),
+        with_veth: WITH_VETH.load(Ordering::Relaxed),
     }
 }
 
@@ -107,18 +116,59 @@ pub(crate) fn eligible(confine: Option<Capabilities>, user_namespace: bool, pid_
         && crate::preflight::in_initial_user_namespace()
 }
 
+/// Whether a container with a veth may start in a namespace of the pool (one as fresh as a new
+/// one): it never gives it back (its veth changed it), so only the namespace's owner matters.
+/// Its processes run without a user namespace of their own, so the namespace is owned by the
+/// initial user namespace either way, as when the init clones it.
+pub(crate) fn eligible_with_veth(user_namespace: bool) -> bool {
+    enabled() && !user_namespace && crate::preflight::in_initial_user_namespace()
+}
+
 fn idle() -> &'static Mutex<Vec<PooledNetns>> {
     static IDLE: OnceLock<Mutex<Vec<PooledNetns>>> = OnceLock::new();
     IDLE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// A namespace for a container: an idle one, else a new one (`lo` up, its fresh state noted).
+/// Namespaces made ahead that no container has had yet.
+fn fresh() -> &'static Mutex<Vec<PooledNetns>> {
+    static FRESH: OnceLock<Mutex<Vec<PooledNetns>>> = OnceLock::new();
+    FRESH.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+fn pop(list: &Mutex<Vec<PooledNetns>>) -> Option<PooledNetns> {
+    list.lock().unwrap_or_else(|e| e.into_inner()).pop()
+}
+
+/// A namespace for a container without a network: an idle one (given back as fresh), else one
+/// made ahead, else a new one (`lo` up, its fresh state noted).
 pub(crate) fn take() -> Result<PooledNetns, NetError> {
-    let reused = idle().lock().unwrap_or_else(|e| e.into_inner()).pop();
-    if let Some(ns) = reused {
+    if let Some(ns) = pop(idle()) {
         REUSED.fetch_add(1, Ordering::Relaxed);
         return Ok(ns);
     }
+    take_fresh()
+}
+
+/// A namespace no container has had, for a container with a veth: one made ahead, else a new
+/// one.
+pub(crate) fn take_fresh() -> Result<PooledNetns, NetError> {
+    pop(fresh()).map_or_else(make, Ok)
+}
+
+/// Makes one namespace ahead of need when none made ahead is left: the background thread calls
+/// it after a take, so the next container that needs a new namespace finds one (made then or
+/// now, a new namespace is the same). Best effort: a take makes its own when this failed.
+pub(crate) fn top_up() {
+    if !fresh().lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        return;
+    }
+    if let Ok(ns) = make() {
+        fresh().lock().unwrap_or_else(|e| e.into_inner()).push(ns);
+    }
+}
+
+/// A new namespace with `lo` up, and its fresh state.
+fn make() -> Result<PooledNetns, NetError> {
     let guard = NetnsGuard::unshare()?;
     sys::loopback_up().map_err(|e| NetError::Netns {
         action: "bring lo up in",
@@ -158,6 +208,12 @@ pub(crate) fn give_back(ns: PooledNetns) {
             DISCARDED.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Drops the namespace of a container that had a veth in it: changed, never reused.
+pub(crate) fn used_up(ns: PooledNetns) {
+    drop(ns);
+    WITH_VETH.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Drops a namespace whose container may not have ended cleanly (a failed spawn or teardown).

@@ -386,17 +386,23 @@ fn link_network(
     init: &mut InitGuard,
     prepared: &Prepared,
 ) -> Result<(Option<OwnedFd>, VethGuard), Attempt> {
+    // The init's namespace: the pooled one it joins (it may not have joined it yet: its
+    // `/proc/PID/ns/net` may still name where it was cloned), else the one it was cloned with.
+    let open_netns = || -> Result<OwnedFd, SpawnError> {
+        if let Some(ns) = req.join_netns {
+            return ns
+                .try_clone_to_owned()
+                .map_err(|source| SpawnError::Netns { path: "the pooled network namespace".into(), source });
+        }
+        let path = format!("/proc/{pid}/ns/net");
+        Ok(File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into())
+    };
     if let Some(port) = req.lab_port {
         // Not held: the node's link goes with its namespace (and its maker deletes it first).
-        let path = format!("/proc/{pid}/ns/net");
-        let netns: OwnedFd =
-            File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
-        port.attach(netns.as_fd())?;
+        port.attach(open_netns()?.as_fd())?;
     }
     let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
-    let path = format!("/proc/{pid}/ns/net");
-    let netns: OwnedFd =
-        File::open(&path).map_err(|source| SpawnError::Netns { path: path.into(), source })?.into();
+    let netns = open_netns()?;
     if !run_netns {
         let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?;
         return Ok((Some(netns), VethGuard(Some(veth))));

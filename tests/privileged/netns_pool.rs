@@ -1,6 +1,6 @@
 //! Network namespaces reused between containers (`Options::set_reuse_netns`): default containers
-//! get the same one again; one with a network, `CAP_NET_ADMIN` or privileged never gets a pooled
-//! one; and a test in a namespace an earlier test had cannot notice that test: a namespace that
+//! get the same one again; one with `CAP_NET_ADMIN` or privileged never gets a pooled one, one
+//! with a network only one that no container had, never given back; and a test in a namespace an earlier test had cannot notice that test: a namespace that
 //! saw traffic or keeps a socket (TIME_WAIT, an abstract unix name) is discarded, and the next
 //! test binds the same TCP port without SO_REUSEADDR, the same abstract name, and finds no
 //! socket and no traffic counted.
@@ -77,6 +77,7 @@ fn delta(before: NetnsPoolStats) -> NetnsPoolStats {
         reused: now.reused - before.reused,
         returned: now.returned - before.returned,
         discarded: now.discarded - before.discarded,
+        with_veth: now.with_veth - before.with_veth,
     }
 }
 
@@ -118,19 +119,24 @@ fn fresh_for_the_others() -> Result<(), Failed> {
     sys_admin.add_caps("SYS_ADMIN").map_err(fail("add SYS_ADMIN"))?;
     let mut privileged = pooled();
     privileged.set_privileged(true);
-    let mut networked = pooled();
-    networked.set_network_auto(cvtest::lease::NetworkPool::default());
-    for (what, o) in [
-        ("NET_ADMIN", &net_admin),
-        ("SYS_ADMIN", &sys_admin),
-        ("privileged", &privileged),
-        ("a network", &networked),
-    ] {
+    for (what, o) in [("NET_ADMIN", &net_admin), ("SYS_ADMIN", &sys_admin), ("privileged", &privileged)] {
         let ns = netns_of(o, None)?;
         ensure!(ns != pooled_ns, "a container with {what} got the pooled namespace {ns}");
     }
     let d = delta(before);
     ensure!(d == NetnsPoolStats::default(), "the pool was used for them: {d:?}");
+    // A container with a veth starts in a namespace of the pool that no container had, and
+    // never gives it back: two in a row have two namespaces, neither the pooled one.
+    let mut networked = pooled();
+    networked.set_network_auto(cvtest::lease::NetworkPool::default());
+    let first = netns_of(&networked, None)?;
+    let second = netns_of(&networked, None)?;
+    ensure!(
+        first != pooled_ns && second != pooled_ns && first != second,
+        "containers with a veth had {first} and {second}; the pooled one is {pooled_ns}"
+    );
+    let d = delta(before);
+    ensure!(d.with_veth == 2 && d.reused == 0 && d.returned == 0, "pool counts {d:?}");
     // The pooled one is still there for the next default container.
     let again = netns_of(&pooled(), None)?;
     ensure!(again == pooled_ns, "the next default container had {again}, not the pooled {pooled_ns}");
