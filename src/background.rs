@@ -10,7 +10,9 @@
 //!   thread's; so is the check that decides whether a pooled network namespace goes back to the
 //!   pool (entering it and reading five files of `/proc/net`).
 //! - **Ahead**, too: after a container took a pooled network namespace, a new one when the pool
-//!   has none idle ([`crate::net::pool::top_up`]).
+//!   has none made ahead ([`crate::net::pool::top_up`]); after a container with a veth was
+//!   created, a veth pair in a new namespace for the next one
+//!   ([`crate::net::pool::top_up_ready_veth`]; [`drain`] deletes one not taken).
 //!
 //! Nothing of a container outlives its destroy but an empty directory or a namespace no process
 //! is in. The work is the same, on another thread: what changes is the latency of create and
@@ -248,5 +250,6 @@ pub(crate) fn drain() -> Vec<CgroupError> {
             errors.push(e);
         }
     }
+    crate::net::pool::drop_ready_veths();
     errors
 }

@@ -54,6 +54,8 @@ pub struct Container {
     rootless: bool,
     /// It gets a network namespace of the process's pool (see [`Options::set_reuse_netns`]).
     pooled_netns: bool,
+    /// With a veth and the background thread: the pair made ahead for it, until spawn.
+    ready_veth: Option<crate::net::pool::ReadyVeth>,
     running: Option<Running>,
     outcome: Option<Outcome>,
     shared: Arc<Shared>,
@@ -225,11 +227,6 @@ impl Container {
             [one] => Some(one.join("cgroup.kill")).filter(|p| p.exists()),
             _ => None,
         });
-        // One namer for every container of the process: the id is also the veth's `{id}`. Only
-        // a veth's name is checked against the host's links.
-        let name = if network.is_some() { VethName::next() } else { VethName::next_id() };
-        let id = name.id().to_owned();
-        let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         let confine = (!options.privileged()).then_some(options.capabilities());
         // Without a network: one that may go back; with a veth: a fresh one, used up.
         let pooled_netns = options.reuse_netns()
@@ -242,6 +239,24 @@ impl Container {
                 ),
                 Some(_) => crate::net::pool::eligible_with_veth(userns.is_some()),
             };
+        // With the background thread, a container with a veth takes the pair made ahead for it
+        // (in a new namespace) and has the next one made.
+        let ready_veth = if pooled_netns && network.is_some() && background {
+            let ready = crate::net::pool::take_ready_veth();
+            crate::background::ahead(crate::net::pool::top_up_ready_veth);
+            ready
+        } else {
+            None
+        };
+        // One namer for every container of the process: the id is also the veth's `{id}`. Only
+        // a veth's name is checked against the host's links.
+        let name = match (&network, &ready_veth) {
+            (Some(_), Some(ready)) => ready.pair.name().clone(),
+            (Some(_), None) => VethName::next(),
+            (None, _) => VethName::next_id(),
+        };
+        let id = name.id().to_owned();
+        let hostname = options.hostname().map_or_else(|| format!("cvtest-{id}"), str::to_owned);
         Ok(Container {
             veth_name: network.map(|_| name),
             lease,
@@ -257,6 +272,7 @@ impl Container {
             userns,
             rootless,
             pooled_netns,
+            ready_veth,
             running: None,
             outcome: None,
             shared: Arc::new(Shared { cgroup_kill, ..Shared::default() }),
@@ -374,11 +390,14 @@ impl Container {
             None => command,
         };
         // A pool that cannot make a namespace leaves the init to make its own, as without it.
-        let pooled = match (self.pooled_netns, &self.network) {
-            (false, _) => None,
-            (true, None) => crate::net::pool::take().ok(),
-            (true, Some(_)) => crate::net::pool::take_fresh().ok(),
+        let (pooled, ready_pair) = match (self.ready_veth.take(), self.pooled_netns, &self.network) {
+            (Some(ready), _, _) => (Some(ready.netns), Some(ready.pair)),
+            (None, false, _) => (None, None),
+            (None, true, None) => (crate::net::pool::take().ok(), None),
+            (None, true, Some(_)) => (crate::net::pool::take_fresh().ok(), None),
         };
+        // Taken by the spawn that configures it; dropped unused (a failed spawn), it is deleted.
+        let ready_pair = std::cell::Cell::new(ready_pair);
         if pooled.is_some() && self.background {
             // The next take finds one made, whoever takes it.
             crate::background::ahead(crate::net::pool::top_up);
@@ -396,6 +415,7 @@ impl Container {
             userns: self.userns,
             rootless: self.rootless,
             join_netns: pooled.as_ref().map(|ns| ns.fd()),
+            ready_pair: &ready_pair,
             lab_port: self.lab_port.as_ref(),
             keep_namespaces: self.keep_namespaces,
             hold_mount_ns: self.background,

@@ -31,6 +31,7 @@ pub use pool::NetnsPoolStats;
 pub(crate) use switch::{LabPort, ShapeError, Shaping, Switch, NODE_END};
 pub use validate::check_host_routes;
 pub(crate) use validate::{host_ipv4_routes, route_overlaps};
+pub(crate) use veth::ReadyPair;
 pub use veth::{sweep_stale_links, Veth, VethName, ALIAS_PREFIX};
 
 use std::io;

@@ -35,7 +35,7 @@ use std::sync::{Mutex, OnceLock};
 use cvtest_spec::Capabilities;
 
 use super::netns::NetnsGuard;
-use super::NetError;
+use super::{NetError, ReadyPair};
 use crate::sys;
 
 /// At most this many idle namespaces are kept (one per worker is what a runner needs).
@@ -80,6 +80,10 @@ pub struct NetnsPoolStats {
     pub discarded: u64,
     /// Namespaces a container with a veth had (never given back).
     pub with_veth: u64,
+    /// Veth pairs made ahead (each in a new namespace), taken or not.
+    pub veths_made_ahead: u64,
+    /// Containers with a veth that got a pair made ahead (with its namespace).
+    pub ready_veths: u64,
 }
 
 static MADE: AtomicU64 = AtomicU64::new(0);
@@ -87,6 +91,8 @@ static REUSED: AtomicU64 = AtomicU64::new(0);
 static RETURNED: AtomicU64 = AtomicU64::new(0);
 static DISCARDED: AtomicU64 = AtomicU64::new(0);
 static WITH_VETH: AtomicU64 = AtomicU64::new(0);
+static READY_TAKEN: AtomicU64 = AtomicU64::new(0);
+static READY_MADE: AtomicU64 = AtomicU64::new(0);
 
 /// The counters of this process's pool.
 pub fn stats() -> NetnsPoolStats {
@@ -96,6 +102,8 @@ pub fn stats() -> NetnsPoolStats {
         returned: RETURNED.load(Ordering::Relaxed),
         discarded: DISCARDED.load(Ordering::Relaxed),
         with_veth: WITH_VETH.load(Ordering::Relaxed),
+        veths_made_ahead: READY_MADE.load(Ordering::Relaxed),
+        ready_veths: READY_TAKEN.load(Ordering::Relaxed),
     }
 }
 
@@ -165,6 +173,49 @@ pub(crate) fn top_up() {
     if let Ok(ns) = make() {
         fresh().lock().unwrap_or_else(|e| e.into_inner()).push(ns);
     }
+}
+
+/// A veth pair made ahead with its peer in a namespace no container has had (the pair first:
+/// dropped, it deletes the link before the namespace goes).
+#[derive(Debug)]
+pub(crate) struct ReadyVeth {
+    pub(crate) pair: ReadyPair,
+    pub(crate) netns: PooledNetns,
+}
+
+fn ready_veths() -> &'static Mutex<Vec<ReadyVeth>> {
+    static READY: Mutex<Vec<ReadyVeth>> = Mutex::new(Vec::new());
+    &READY
+}
+
+/// A pair made ahead for a container with a veth, if one is ready.
+pub(crate) fn take_ready_veth() -> Option<ReadyVeth> {
+    let ready = ready_veths().lock().unwrap_or_else(|e| e.into_inner()).pop();
+    if ready.is_some() {
+        READY_TAKEN.fetch_add(1, Ordering::Relaxed);
+    }
+    ready
+}
+
+/// Makes a pair ahead (in a new namespace) when none is ready: the background thread's, after a
+/// container with a veth was created. Best effort: without one, a container makes its own pair
+/// as it always did.
+pub(crate) fn top_up_ready_veth() {
+    if !ready_veths().lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+        return;
+    }
+    let Ok(netns) = take_fresh() else { return };
+    if let Ok(pair) = ReadyPair::make(netns.fd(), crate::owner::tag()) {
+        ready_veths().lock().unwrap_or_else(|e| e.into_inner()).push(ReadyVeth { pair, netns });
+        READY_MADE.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Deletes the pairs made ahead and not taken (the end of a run: no link of this process is
+/// left on the host once it returns).
+pub(crate) fn drop_ready_veths() {
+    let ready = std::mem::take(&mut *ready_veths().lock().unwrap_or_else(|e| e.into_inner()));
+    drop(ready);
 }
 
 /// A new namespace with `lo` up, and its fresh state.

@@ -183,10 +183,10 @@ impl Veth {
         let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
         let veth = with_host(|nl| {
             check_routes_with(nl, net)?;
-            let (host_index, container_index, alias_set) = create_pair(nl, netns, name, owner_tag)?;
+            let (host_index, container_index, alias_set) = create_pair(nl, netns, name, owner_tag, true)?;
             let veth = Veth { name: name.clone(), host_index, container_index, net: *net, run: None };
             match veth
-                .configure_host(nl, owner_tag, alias_set, filter.as_ref())
+                .configure_host(nl, owner_tag, alias_set, filter.as_ref(), false)
                 .and_then(|()| no_forwarding(&name.host))
             {
                 Ok(()) => Ok(veth),
@@ -209,6 +209,42 @@ impl Veth {
         }
     }
 
+    /// Configures a pair made ahead ([`ReadyPair::make`]) as [`Veth::create_with_access`] does
+    /// a new one, for `net`: the route check under the same lock, the host end's address,
+    /// filter and then `up`, the container end from inside `netns` (the namespace its peer was
+    /// made in). On failure the pair is deleted.
+    pub(crate) fn configure_ready(
+        mut ready: ReadyPair,
+        netns: BorrowedFd<'_>,
+        net: &NetworkSpec,
+        access: HostAccess,
+        owner_tag: &str,
+    ) -> Result<Veth, NetError> {
+        let filter = match access {
+            HostAccess::HostEnd if crate::preflight::in_initial_user_namespace() => {
+                Some(filter::load(net.host(), &ready.name.host)?)
+            }
+            HostAccess::HostEnd | HostAccess::All => None,
+        };
+        let veth = Veth {
+            name: ready.name.clone(),
+            host_index: ready.host_index,
+            container_index: ready.container_index,
+            net: *net,
+            run: None,
+        };
+        let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
+        // On error `ready` still owns the pair and deletes it.
+        with_host(|nl| {
+            check_routes_with(nl, net)?;
+            veth.configure_host(nl, owner_tag, ready.alias_set, filter.as_ref(), true)
+        })?;
+        drop(setup);
+        Netlink::open_in(netns).and_then(|mut inside| veth.configure_container(&mut inside))?;
+        ready.armed = false;
+        Ok(veth)
+    }
+
     /// Rootless: the pair between the run's network namespace (the host end, with
     /// `net.host()`; a namespace owned by the container's user namespace, made by its init)
     /// and the container's (`netns`), configured through sockets the init opened in each:
@@ -225,10 +261,10 @@ impl Veth {
         name: &VethName,
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
-        let (host_index, container_index, alias_set) = create_pair(&mut run, netns, name, owner_tag)?;
+        let (host_index, container_index, alias_set) = create_pair(&mut run, netns, name, owner_tag, true)?;
         let mut veth = Veth { name: name.clone(), host_index, container_index, net: *net, run: None };
         let configured = veth
-            .configure_host(&mut run, owner_tag, alias_set, None)
+            .configure_host(&mut run, owner_tag, alias_set, None, false)
             .and_then(|()| {
                 run.request(set_up_message(LOOPBACK_INDEX), 0)
                     .map_err(|e| run.error("RTM_SETLINK lo up", e))
@@ -266,6 +302,7 @@ impl Veth {
         owner_tag: &str,
         alias_set: bool,
         filter: Option<&OwnedFd>,
+        bring_up: bool,
     ) -> Result<(), NetError> {
         let (host, len, host_name) = (self.net.host(), self.net.prefix_len(), &self.name.host);
         let mut steps = vec![
@@ -289,6 +326,12 @@ impl Veth {
             steps.push(
                 Step::new(filter::filter_message(self.host_index, prog), NLM_F_CREATE | NLM_F_EXCL)
                     .what(format!("RTM_NEWTFILTER bpf (host end only) on {host_name} ingress")),
+            );
+        }
+        if bring_up {
+            // Last: the filter is in place before anything can pass.
+            steps.push(
+                Step::new(set_up_message(self.host_index), 0).what(format!("RTM_SETLINK {host_name} up")),
             );
         }
         run(nl, steps)
@@ -394,6 +437,56 @@ impl Veth {
 /// CI runners): the kernel forwards a packet only if its *ingress* device allows it, so the host
 /// end never passes the container's packets on. (A sysctl write: netlink's devconf attribute
 /// would rewrite every other setting of the device with it.)
+/// A veth pair made ahead of need, for the next container with a network: its peer in a fresh
+/// network namespace of the pool, both ends down and without addresses (nothing routes to it,
+/// nothing passes), IPv6 address generation off on the host end, forwarding off, the alias of
+/// this process. [`Veth::configure_ready`] makes it a container's; dropped unconfigured, it is
+/// deleted.
+#[derive(Debug)]
+pub(crate) struct ReadyPair {
+    name: VethName,
+    host_index: u32,
+    container_index: u32,
+    alias_set: bool,
+    /// Delete the pair when dropped (until configured).
+    armed: bool,
+}
+
+impl ReadyPair {
+    /// Makes the pair, its peer `veth{id}c` in `netns`, under a name no link has now.
+    pub(crate) fn make(netns: BorrowedFd<'_>, owner_tag: &str) -> Result<ReadyPair, NetError> {
+        let name = VethName::next();
+        let (host_index, container_index, alias_set) =
+            with_host(|nl| create_pair(nl, netns, &name, owner_tag, false))?;
+        let pair = ReadyPair { name, host_index, container_index, alias_set, armed: true };
+        with_host(|nl| {
+            run(
+                nl,
+                vec![Step::new(no_ipv6_addresses_message(pair.host_index), 0)
+                    .what(format!("RTM_SETLINK {} addrgenmode none", pair.name.host))
+                    .tolerate(Errno::EAFNOSUPPORT)],
+            )
+        })?;
+        no_forwarding(&pair.name.host)?;
+        Ok(pair)
+    }
+
+    /// Both names (the container's id is the pair's).
+    pub(crate) fn name(&self) -> &VethName {
+        &self.name
+    }
+}
+
+impl Drop for ReadyPair {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: a pair left here goes with its namespace, and a dead owner's with the
+            // next run's sweep.
+            let _ = with_host(|nl| nl.delete_link(self.host_index));
+        }
+    }
+}
+
 fn no_forwarding(host_name: &str) -> Result<(), NetError> {
     let path = format!("/proc/sys/net/ipv4/conf/{host_name}/forwarding");
     std::fs::write(&path, "0").map_err(|source| NetError::Sysctl { path, source })
@@ -407,6 +500,7 @@ fn create_pair(
     netns: BorrowedFd<'_>,
     name: &VethName,
     owner_tag: &str,
+    up: bool,
 ) -> Result<(u32, u32, bool), NetError> {
     let alias = format!("{ALIAS_PREFIX}{owner_tag}");
     // The peer cannot be brought up here: veth links the two ends only after configuring the
@@ -416,8 +510,10 @@ fn create_pair(
     peer.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
 
     let mut create = LinkMessage::default();
-    create.header.flags = LinkFlags::Up;
-    create.header.change_mask = LinkFlags::Up;
+    if up {
+        create.header.flags = LinkFlags::Up;
+        create.header.change_mask = LinkFlags::Up;
+    }
     create.attributes.push(LinkAttribute::IfName(name.host.clone()));
     create.attributes.push(LinkAttribute::IfAlias(alias.clone()));
     create.attributes.push(LinkAttribute::LinkInfo(vec![

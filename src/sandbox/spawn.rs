@@ -56,6 +56,9 @@ pub(crate) struct Request<'a> {
     pub(crate) rootless: bool,
     /// A pooled network namespace for the init to join (`setns`) instead of making one.
     pub(crate) join_netns: Option<std::os::fd::BorrowedFd<'a>>,
+    /// With a network: a veth pair made ahead, its peer in `join_netns`, for the spawn that
+    /// links the container to take and configure (else it makes one).
+    pub(crate) ready_pair: &'a std::cell::Cell<Option<crate::net::ReadyPair>>,
     /// A lab node: its link to the lab's switch, made before the go. With a rootless lab the
     /// init is cloned inside the test's user namespace (see `sandbox::nested`).
     pub(crate) lab_port: Option<&'a crate::net::LabPort>,
@@ -404,7 +407,12 @@ fn link_network(
     let Some((spec, name)) = req.network else { return Ok((None, VethGuard(None))) };
     let netns = open_netns()?;
     if !run_netns {
-        let veth = Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?;
+        let veth = match req.ready_pair.take() {
+            Some(ready) if ready.name() == name => {
+                Veth::configure_ready(ready, netns.as_fd(), spec, req.host_access, crate::owner::tag())?
+            }
+            _ => Veth::create_with_access(netns.as_fd(), spec, name, req.host_access, crate::owner::tag())?,
+        };
         return Ok((Some(netns), VethGuard(Some(veth))));
     }
     let (host, inside) = match read_message(status_r).map_err(SpawnError::Channel)? {

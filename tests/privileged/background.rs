@@ -24,10 +24,140 @@ macro_rules! ensure {
 }
 
 pub fn trials() -> Vec<Trial> {
-    vec![privileged_unless(
-        "background::cgroups_made_ahead_and_removed_behind",
-        cgroups_made_ahead_and_removed_behind,
-    )]
+    vec![
+        privileged_unless(
+            "background::cgroups_made_ahead_and_removed_behind",
+            cgroups_made_ahead_and_removed_behind,
+        ),
+        privileged_unless("background::veth_pairs_made_ahead_work_and_go", veth_pairs_made_ahead_work_and_go),
+    ]
+}
+
+/// Runs helper `mode` in a process of its own; its stdout when it printed `done`.
+fn run_helper_process(mode: &str) -> Result<Result<String, String>, Failed> {
+    let exe = std::env::current_exe().map_err(fail("exe"))?;
+    let out = std::process::Command::new(&exe)
+        .env(helpers::HELPER_ENV, mode)
+        .output()
+        .map_err(fail("run the helper"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stdout.contains("cannot enable") {
+        return Ok(Err(format!("a child of this test cannot make containers here: {stdout}")));
+    }
+    ensure!(out.status.success(), "helper failed ({}):\n{stdout}\n{stderr}", out.status);
+    Ok(Ok(stdout))
+}
+
+fn veth_pairs_made_ahead_work_and_go() -> Result<Option<String>, Failed> {
+    let stdout = match run_helper_process("background-veth")? {
+        Ok(s) => s,
+        Err(skip) => return Ok(Some(skip)),
+    };
+    ensure!(stdout.contains("took made ahead: "), "no report:\n{stdout}");
+    Ok(None)
+}
+
+/// The host's links whose names start with `prefix`.
+fn links_with(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Helper mode: containers with a veth, the background thread and the pool, one after the
+/// other. Each pings its host end over TCP; the second and later take the pair the thread made
+/// ahead (it shows on the host, down and without an address, before they are created: their id
+/// is its id); after `release_own_cgroup` no link of this process is left on the host.
+pub fn veth_helper() -> i32 {
+    match run_veth_helper() {
+        Ok(n) => {
+            println!("took made ahead: {n}");
+            0
+        }
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    }
+}
+
+fn run_veth_helper() -> Result<usize, String> {
+    let mut opts = Options::new();
+    opts.set_background(true)
+        .set_reuse_netns(true)
+        .set_network_cidr("10.213.16.2/24")
+        .map_err(|e| e.to_string())?;
+    let host = opts.network().map(|n| n.host()).ok_or("no network")?;
+    let prefix = format!("veth{}", &cvtest::test_support::VethName::next_id().id()[..5]);
+    let mut used: Vec<String> = Vec::new();
+    let mut took = 0;
+    for i in 0..4 {
+        // After the first container, the thread makes the next one's pair: wait until it shows.
+        let ready = if i == 0 {
+            None
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let fresh: Vec<String> =
+                    links_with(&prefix).into_iter().filter(|l| !used.contains(l)).collect();
+                let made = cvtest::netns_pool_stats().veths_made_ahead;
+                if let ([one], true) = (fresh.as_slice(), made == i) {
+                    break Some(one.clone());
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("container {i}: no pair made ahead within 10 s (links {fresh:?})"));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let server = std::thread::spawn(move || -> std::io::Result<()> {
+            use std::io::{Read, Write};
+            let (mut s, _) = listener.accept()?;
+            let mut ping = [0u8; 4];
+            s.read_exact(&mut ping)?;
+            s.write_all(b"pong")
+        });
+        let mut c = Container::create(&opts).map_err(|e| cvtest::error_chain(&e))?;
+        let name = format!("veth{}", c.id());
+        if let Some(ready) = &ready {
+            if *ready != name {
+                return Err(format!("container {i} is {name}, not the pair made ahead {ready}"));
+            }
+            took += 1;
+        }
+        let cmd = helpers::command("tcp", &[&format!("{host}:{port}")]);
+        c.spawn(&cmd).map_err(|e| cvtest::error_chain(&e))?;
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| cvtest::error_chain(&e))?;
+        if out.termination != Termination::Exited(0) {
+            return Err(format!(
+                "container {i}: {:?}: {}",
+                out.termination,
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        server
+            .join()
+            .map_err(|_| "the server panicked")?
+            .map_err(|e| format!("container {i}: server: {e}"))?;
+        c.destroy().map_err(|e| cvtest::error_chain(&e))?;
+        used.push(name);
+    }
+    // The last create had the thread make one more: the release deletes it.
+    cvtest::release_own_cgroup().map_err(|e| cvtest::error_chain(&e))?;
+    let left = cvtest::wait_released_veths(Duration::from_secs(10));
+    let links = links_with(&prefix);
+    if !left.is_empty() || !links.is_empty() {
+        return Err(format!("left after release_own_cgroup: released {left:?}, links {links:?}"));
+    }
+    Ok(took)
 }
 
 const LIMIT: u64 = 64 << 20;

@@ -78,6 +78,8 @@ fn delta(before: NetnsPoolStats) -> NetnsPoolStats {
         returned: now.returned - before.returned,
         discarded: now.discarded - before.discarded,
         with_veth: now.with_veth - before.with_veth,
+        veths_made_ahead: now.veths_made_ahead - before.veths_made_ahead,
+        ready_veths: now.ready_veths - before.ready_veths,
     }
 }
 
