@@ -458,15 +458,19 @@ impl ReadyPair {
         let name = VethName::next();
         let (host_index, container_index, alias_set) =
             with_host(|nl| create_pair(nl, netns, &name, owner_tag, false))?;
-        let pair = ReadyPair { name, host_index, container_index, alias_set, armed: true };
-        with_host(|nl| {
-            run(
-                nl,
-                vec![Step::new(no_ipv6_addresses_message(pair.host_index), 0)
-                    .what(format!("RTM_SETLINK {} addrgenmode none", pair.name.host))
-                    .tolerate(Errno::EAFNOSUPPORT)],
-            )
-        })?;
+        let mut pair = ReadyPair { name, host_index, container_index, alias_set, armed: true };
+        let mut steps = vec![Step::new(no_ipv6_addresses_message(pair.host_index), 0)
+            .what(format!("RTM_SETLINK {} addrgenmode none", pair.name.host))
+            .tolerate(Errno::EAFNOSUPPORT)];
+        // The alias now, not at configuration: a sweep tells a dead owner's pair by it.
+        if !alias_set {
+            steps.push(
+                Step::new(alias_message(pair.host_index, owner_tag), 0)
+                    .what(format!("RTM_SETLINK {} alias", pair.name.host)),
+            );
+        }
+        with_host(|nl| run(nl, steps))?;
+        pair.alias_set = true;
         no_forwarding(&pair.name.host)?;
         Ok(pair)
     }

@@ -72,8 +72,8 @@ fn links_with(prefix: &str) -> Vec<String> {
 
 /// Helper mode: containers with a veth, the background thread and the pool, one after the
 /// other. Each pings its host end over TCP; the second and later take the pair the thread made
-/// ahead (it shows on the host, down and without an address, before they are created: their id
-/// is its id); after `release_own_cgroup` no link of this process is left on the host.
+/// ahead (it shows on the host, down and with this process's alias, before they are created:
+/// their id is its id); after `release_own_cgroup` no link of this process is left on the host.
 pub fn veth_helper() -> i32 {
     match run_veth_helper() {
         Ok(n) => {
@@ -125,6 +125,15 @@ fn run_veth_helper() -> Result<usize, String> {
             s.read_exact(&mut ping)?;
             s.write_all(b"pong")
         });
+        if let Some(ready) = &ready {
+            // Down, and named as this process's (a dead owner's sweep finds it by its alias).
+            let read =
+                |f: &str| std::fs::read_to_string(format!("/sys/class/net/{ready}/{f}")).unwrap_or_default();
+            let (alias, state) = (read("ifalias"), read("operstate"));
+            if !alias.starts_with(cvtest::test_support::ALIAS_PREFIX) || state.trim() != "down" {
+                return Err(format!("the pair made ahead {ready}: alias {alias:?}, operstate {state:?}"));
+            }
+        }
         let mut c = Container::create(&opts).map_err(|e| cvtest::error_chain(&e))?;
         let name = format!("veth{}", c.id());
         if let Some(ready) = &ready {

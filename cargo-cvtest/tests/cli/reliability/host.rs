@@ -116,7 +116,8 @@ impl Baseline {
             let a = std::fs::read_to_string(e.path().join("ifalias")).unwrap_or_default();
             let a_ours = a.trim() == alias || a.trim().starts_with(&format!("{alias}."));
             if a_ours || name.starts_with(&veth_prefix) {
-                l.links.push(format!("{name} (alias {:?})", a.trim()));
+                let state = std::fs::read_to_string(e.path().join("operstate")).unwrap_or_default();
+                l.links.push(format!("{name} (alias {:?}, {})", a.trim(), state.trim()));
             }
         }
         l.processes = our_processes(Some(owner));
