@@ -170,14 +170,7 @@ impl Veth {
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
         // Loaded before the lock: it depends on nothing but the address.
-        // Outside the host's user namespace the "host" end is in a container's own network
-        // namespace, and the kernel refuses the filter's program there: none is needed.
-        let filter = match access {
-            HostAccess::HostEnd if crate::preflight::in_initial_user_namespace() => {
-                Some(filter::load(net.host(), &name.host)?)
-            }
-            HostAccess::HostEnd | HostAccess::All => None,
-        };
+        let filter = host_filter(access, net, &name.host)?;
         // Once the host end has its address its subnet shows in the host's routes, and a later
         // check sees it: the lock covers only that far.
         let setup = SETUP.lock().unwrap_or_else(PoisonError::into_inner);
@@ -220,12 +213,7 @@ impl Veth {
         access: HostAccess,
         owner_tag: &str,
     ) -> Result<Veth, NetError> {
-        let filter = match access {
-            HostAccess::HostEnd if crate::preflight::in_initial_user_namespace() => {
-                Some(filter::load(net.host(), &ready.name.host)?)
-            }
-            HostAccess::HostEnd | HostAccess::All => None,
-        };
+        let filter = host_filter(access, net, &ready.name.host)?;
         let veth = Veth {
             name: ready.name.clone(),
             host_index: ready.host_index,
@@ -437,6 +425,18 @@ impl Veth {
 /// CI runners): the kernel forwards a packet only if its *ingress* device allows it, so the host
 /// end never passes the container's packets on. (A sysctl write: netlink's devconf attribute
 /// would rewrite every other setting of the device with it.)
+/// The host end's ingress filter program for `access`, loaded. Outside the host's user namespace
+/// the "host" end is in a container's own network namespace, and the kernel refuses the
+/// filter's program there: none is needed.
+fn host_filter(access: HostAccess, net: &NetworkSpec, host_name: &str) -> Result<Option<OwnedFd>, NetError> {
+    Ok(match access {
+        HostAccess::HostEnd if crate::preflight::in_initial_user_namespace() => {
+            Some(filter::load(net.host(), host_name)?)
+        }
+        HostAccess::HostEnd | HostAccess::All => None,
+    })
+}
+
 /// A veth pair made ahead of need, for the next container with a network: its peer in a fresh
 /// network namespace of the pool, both ends down and without addresses (nothing routes to it,
 /// nothing passes), IPv6 address generation off on the host end, forwarding off, the alias of

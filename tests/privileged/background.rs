@@ -33,29 +33,26 @@ pub fn trials() -> Vec<Trial> {
     ]
 }
 
-/// Runs helper `mode` in a process of its own; its stdout when it printed `done`.
-fn run_helper_process(mode: &str) -> Result<Result<String, String>, Failed> {
+/// Runs helper `mode` in a process of its own, which must succeed and print `report`; `Some`
+/// (why) when a child of this test cannot make containers here.
+fn helper_trial(mode: &str, report: &str) -> Result<Option<String>, Failed> {
     let exe = std::env::current_exe().map_err(fail("exe"))?;
     let out = std::process::Command::new(&exe)
         .env(helpers::HELPER_ENV, mode)
         .output()
         .map_err(fail("run the helper"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stdout.contains("cannot enable") {
-        return Ok(Err(format!("a child of this test cannot make containers here: {stdout}")));
+        return Ok(Some(format!("a child of this test cannot make containers here: {stdout}")));
     }
     ensure!(out.status.success(), "helper failed ({}):\n{stdout}\n{stderr}", out.status);
-    Ok(Ok(stdout))
+    ensure!(stdout.contains(report), "no report:\n{stdout}");
+    Ok(None)
 }
 
 fn veth_pairs_made_ahead_work_and_go() -> Result<Option<String>, Failed> {
-    let stdout = match run_helper_process("background-veth")? {
-        Ok(s) => s,
-        Err(skip) => return Ok(Some(skip)),
-    };
-    ensure!(stdout.contains("took made ahead: "), "no report:\n{stdout}");
-    Ok(None)
+    helper_trial("background-veth", "took made ahead: ")
 }
 
 /// The host's links whose names start with `prefix`.
@@ -75,9 +72,14 @@ fn links_with(prefix: &str) -> Vec<String> {
 /// ahead (it shows on the host, down and with this process's alias, before they are created:
 /// their id is its id); after `release_own_cgroup` no link of this process is left on the host.
 pub fn veth_helper() -> i32 {
-    match run_veth_helper() {
+    report("took made ahead", run_veth_helper())
+}
+
+/// Prints `what: N` and returns 0, or prints the error and returns 1.
+fn report(what: &str, result: Result<usize, String>) -> i32 {
+    match result {
         Ok(n) => {
-            println!("took made ahead: {n}");
+            println!("{what}: {n}");
             0
         }
         Err(e) => {
@@ -172,19 +174,7 @@ fn run_veth_helper() -> Result<usize, String> {
 const LIMIT: u64 = 64 << 20;
 
 fn cgroups_made_ahead_and_removed_behind() -> Result<Option<String>, Failed> {
-    let exe = std::env::current_exe().map_err(fail("exe"))?;
-    let out = std::process::Command::new(&exe)
-        .env(helpers::HELPER_ENV, "background")
-        .output()
-        .map_err(fail("run the helper"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stdout.contains("cannot enable") {
-        return Ok(Some(format!("a child of this test cannot make containers here: {stdout}")));
-    }
-    ensure!(out.status.success(), "helper failed ({}):\n{stdout}\n{stderr}", out.status);
-    ensure!(stdout.contains("made ahead: "), "no report:\n{stdout}");
-    Ok(None)
+    helper_trial("background", "made ahead: ")
 }
 
 /// This process's cgroups beside `taken` (one of them): `cvtest.<its owner tag>.<n>` in its
@@ -216,16 +206,7 @@ fn memory_limit(dirs: &[PathBuf]) -> Option<u64> {
 /// Helper mode: five containers with the background thread, checked one by one, then the
 /// release. Prints "made ahead: N" and exits 0 when every check held.
 pub fn helper() -> i32 {
-    match run_helper() {
-        Ok(made_ahead) => {
-            println!("made ahead: {made_ahead}");
-            0
-        }
-        Err(e) => {
-            println!("{e}");
-            1
-        }
-    }
+    report("made ahead", run_helper())
 }
 
 fn run_helper() -> Result<usize, String> {
