@@ -50,6 +50,9 @@ if [ -x "$VM" ]; then
   # dozens of runs of those legs. A hang prints the dump, then the leg runs once more, and a
   # second hang fails CI.
   WD=$(realpath scripts/watchdog.sh)
+  # Forwarded into the VMs with the rest of the environment: there (and only there) the
+  # watchdog may make a cgroup of its own below the root.
+  export WATCHDOG_OWN_CGROUP=1
   once_more_on_hang() {
     local what=$1 rc=0
     shift

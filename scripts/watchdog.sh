@@ -7,14 +7,15 @@
 # For the CI's VM legs: a hang there used to end as the VM's own timeout with nothing but
 # "running N tests" to read. Run inside the VM (it dumps the guest's processes).
 #
-# On cgroup v2 the watchdog leaves COMMAND's cgroup before COMMAND starts (into a cgroup of its
-# own, cvtest-watchdog, below the root): some tests check which processes share their cgroup,
-# and a cgroup that holds another process cannot hand controllers down.
+# With WATCHDOG_OWN_CGROUP=1 (only in a throw-away VM: it makes a cgroup below the root) and
+# cgroup v2, the watchdog leaves COMMAND's cgroup before COMMAND starts, into a cgroup of its
+# own, cvtest-watchdog: some tests check which processes share their cgroup, and a cgroup that
+# holds another process cannot hand controllers down.
 set -uo pipefail
 secs=$1
 shift
 own=$(sed -n 's/^0:://p' /proc/self/cgroup 2>/dev/null)
-if [ -n "$own" ] && [ -w /sys/fs/cgroup/cgroup.procs ] && mkdir -p /sys/fs/cgroup/cvtest-watchdog 2>/dev/null &&
+if [ "${WATCHDOG_OWN_CGROUP:-}" = 1 ] && [ -n "$own" ] && [ -w /sys/fs/cgroup/cgroup.procs ] && mkdir -p /sys/fs/cgroup/cvtest-watchdog 2>/dev/null &&
    echo $$ > /sys/fs/cgroup/cvtest-watchdog/cgroup.procs 2>/dev/null; then
   back="/sys/fs/cgroup${own%/}/cgroup.procs"
   # COMMAND goes back where the watchdog was, then runs.
