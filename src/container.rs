@@ -66,6 +66,18 @@ pub struct Container {
     netns_changed: bool,
     /// Open the init's namespaces at spawn ([`Container::keep_namespaces`]).
     keep_namespaces: bool,
+    /// Spawned paused ([`Container::spawn_paused_via`]): the init waits for [`Container::resume`].
+    paused: Option<PausedRun>,
+}
+
+/// A container spawned up to the go: its init set up and waiting.
+#[derive(Debug)]
+struct PausedRun {
+    paused: spawn::Paused,
+    /// The pooled network namespace its init joined.
+    pooled: Option<crate::net::pool::PooledNetns>,
+    /// The capture limits of stdout and stderr.
+    limits: (usize, usize),
 }
 
 /// The parent's side of a spawned container (the pidfd lives in [`Shared`]).
@@ -279,6 +291,7 @@ impl Container {
             lab_port: None,
             netns_changed: false,
             keep_namespaces: false,
+            paused: None,
         })
     }
 
@@ -373,8 +386,33 @@ impl Container {
         self.spawn_with(command, Some(zygote))
     }
 
+    /// Like [`Container::spawn_via`], up to the moment the command would start: the init is
+    /// cloned, in its cgroup, on its network, and sets itself up (mounts, capabilities) while
+    /// the caller does something else; [`Container::resume`] then starts the command, and the
+    /// container's clock (its [`Outcome::duration`]) with it. A runner prepares a test's
+    /// container this way while the previous test runs. Destroyed (or dropped) paused, the init
+    /// is killed and nothing of it is left. A setup that fails is reported by `resume`.
+    pub fn spawn_paused_via(&mut self, zygote: &mut Zygote, command: &Command) -> Result<(), SpawnError> {
+        self.spawn_inner(command, Some(zygote), true)
+    }
+
+    /// Starts the command of a container spawned with [`Container::spawn_paused_via`].
+    pub fn resume(&mut self) -> Result<(), SpawnError> {
+        let run = self.paused.take().ok_or(SpawnError::NotPaused)?;
+        self.go(run, true)
+    }
+
     fn spawn_with(&mut self, command: &Command, zygote: Option<&mut Zygote>) -> Result<(), SpawnError> {
-        if self.running.is_some() || self.outcome.is_some() {
+        self.spawn_inner(command, zygote, false)
+    }
+
+    fn spawn_inner(
+        &mut self,
+        command: &Command,
+        zygote: Option<&mut Zygote>,
+        pause: bool,
+    ) -> Result<(), SpawnError> {
+        if self.running.is_some() || self.outcome.is_some() || self.paused.is_some() {
             return Err(SpawnError::AlreadySpawned);
         }
         let with_net_env;
@@ -420,7 +458,31 @@ impl Container {
             keep_namespaces: self.keep_namespaces,
             hold_mount_ns: self.background,
         };
-        let spawned = spawn::spawn(&request, zygote);
+        let paused = match spawn::spawn_paused(&request, zygote) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(ns) = pooled {
+                    crate::net::pool::discard(ns);
+                }
+                return Err(e);
+            }
+        };
+        let limit = |s: Stdio| match s {
+            Stdio::Capture { limit } => limit,
+            Stdio::Inherit | Stdio::Null => 0,
+        };
+        let run =
+            PausedRun { paused, pooled, limits: (limit(command.get_stdout()), limit(command.get_stderr())) };
+        if pause {
+            self.paused = Some(run);
+            return Ok(());
+        }
+        self.go(run, false)
+    }
+
+    /// Starts the command of a paused spawn and makes the container running.
+    fn go(&mut self, run: PausedRun, restart_clock: bool) -> Result<(), SpawnError> {
+        let PausedRun { paused, pooled, limits } = run;
         let Spawned {
             pid,
             pidfd,
@@ -434,7 +496,7 @@ impl Container {
             mount_ns,
             main_pid,
             started,
-        } = match spawned {
+        } = match paused.go(self.cgroup.as_deref(), restart_clock) {
             Ok(s) => s,
             Err(e) => {
                 if let Some(ns) = pooled {
@@ -449,16 +511,12 @@ impl Container {
             }
         }
         let _ = self.shared.pidfd.set(pidfd);
-        let limit = |s: Stdio| match s {
-            Stdio::Capture { limit } => limit,
-            Stdio::Inherit | Stdio::Null => 0,
-        };
         self.running = Some(Running {
             pid,
             life,
             status,
-            stdout: stdout.map(|fd| (fd, limit(command.get_stdout()))),
-            stderr: stderr.map(|fd| (fd, limit(command.get_stderr()))),
+            stdout: stdout.map(|fd| (fd, limits.0)),
+            stderr: stderr.map(|fd| (fd, limits.1)),
             netns,
             namespaces,
             mount_ns,
@@ -524,6 +582,14 @@ impl Container {
     /// namespace go (the kernel then deletes the veth); close the pipes.
     fn teardown(&mut self) -> Result<(), DestroyError> {
         let mut first: Option<DestroyError> = None;
+        // Paused: its guard kills and reaps the init (and its veth goes); the namespace it
+        // joined is not given back.
+        if let Some(PausedRun { paused, pooled, .. }) = self.paused.take() {
+            drop(paused);
+            if let Some(ns) = pooled {
+                crate::net::pool::discard(ns);
+            }
+        }
         if let Some(run) = self.running.as_mut() {
             if !run.reaped {
                 self.shared.kill_tree();

@@ -58,6 +58,8 @@ pub enum CreateError {
 pub enum SpawnError {
     #[error("the container already has a process")]
     AlreadySpawned,
+    #[error("the container was not spawned paused (resume follows spawn_paused_via)")]
+    NotPaused,
     #[error("program {program:?} not found or not executable")]
     NotFound {
         program: PathBuf,

@@ -254,6 +254,8 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         no_capture: opts.no_capture,
         zygote_warned: Default::default(),
         sampler: sampler.as_ref(),
+        workers: jobs.min(units.len()),
+        spawn_ahead: runner::spawn_ahead_enabled(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends

@@ -48,6 +48,62 @@ pub(crate) struct Runner<'a> {
     pub(crate) zygote_warned: AtomicBool,
     /// `--timeline`: samples each container's usage while it runs.
     pub(crate) sampler: Option<&'a Sampler>,
+    /// How many workers run (a worker takes its next unit ahead only while more than this
+    /// many wait).
+    pub(crate) workers: usize,
+    /// Prepare a worker's next test ahead ([`Ahead`]; `CVTEST_SPAWN_AHEAD=0` turns it off).
+    pub(crate) spawn_ahead: bool,
+}
+
+/// A worker's next test, taken while its current one runs: admitted, its container created and
+/// spawned paused (cloned, in its cgroup, its init's mounts and capability drops done or under
+/// way), so that when the current test ends only the go is left. The kernel work is the same;
+/// it now overlaps the running test instead of leaving a core idle between two tests.
+struct Ahead {
+    ticket: Ticket,
+    prepared: PreparedContainer,
+}
+
+/// A unit's container up to the go.
+struct PreparedContainer {
+    container: Container,
+    maker: Option<maker::Maker>,
+    /// The command as spawned (with the lab maker's socket).
+    command: Command,
+    /// The unit's share of the machine-wide memory budget.
+    _memory: lease::Lease,
+}
+
+/// What a unit's container starts from: the container prepared ahead for it, if any, and the
+/// worker's slot for the next unit's (`None`: take none ahead).
+struct Next<'a> {
+    prepared: Option<PreparedContainer>,
+    ahead: Option<&'a RefCell<Option<Ahead>>>,
+}
+
+/// A created container and what starting it takes.
+struct Contain<'a, 'z> {
+    container: Container,
+    maker: Option<maker::Maker>,
+    command: &'a Command,
+    time_limit: Option<Duration>,
+    zygote: Option<&'z mut Zygote>,
+    ahead: Option<&'a RefCell<Option<Ahead>>>,
+}
+
+/// The arguments that run one test of a libtest binary.
+fn test_args(t: &TestCase) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--exact".into(), OsString::from(&t.name), "--nocapture".into()];
+    if t.ignored {
+        args.push("--ignored".into());
+    }
+    args
+}
+
+/// Whether workers prepare their next test ahead: unless `CVTEST_SPAWN_AHEAD` is `0`, `off` or
+/// `false` (A/B measurements).
+pub(crate) fn spawn_ahead_enabled() -> bool {
+    !matches!(std::env::var("CVTEST_SPAWN_AHEAD").as_deref(), Ok("0" | "off" | "false"))
 }
 
 impl Runner<'_> {
@@ -66,7 +122,23 @@ impl Runner<'_> {
                 None
             }
         };
-        while let Some(ticket) = self.scheduler.next() {
+        let ahead: RefCell<Option<Ahead>> = RefCell::new(None);
+        loop {
+            let taken = ahead.borrow_mut().take();
+            let (ticket, prepared) = match taken {
+                // Stopped (`--fail-fast`, an interrupt) before it started: it never ran.
+                Some(a) if self.scheduler.is_stopped() => {
+                    drop(a.prepared);
+                    self.scheduler.give_back(a.ticket);
+                    continue;
+                }
+                Some(a) => (a.ticket, Some(a.prepared)),
+                None => match self.scheduler.next() {
+                    Some(t) => (t, None),
+                    None => break,
+                },
+            };
+            let next = Next { prepared, ahead: Some(&ahead) };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
                 Unit::Test(i) => {
@@ -74,7 +146,7 @@ impl Runner<'_> {
                     let b = self.list.binary_of(t);
                     let _ =
                         events.send(Event::TestStarted { binary_id: b.bin.id.clone(), name: t.name.clone() });
-                    let r = self.run_test(&ticket, t, b, zygote.as_mut(), &events);
+                    let r = self.run_test(&ticket, t, b, zygote.as_mut(), &events, next);
                     let failed = r.verdict() == Verdict::Failure;
                     let _ = events.send(Event::TestFinished(Box::new(r)));
                     failed
@@ -94,6 +166,52 @@ impl Runner<'_> {
             }
             self.scheduler.finish(ticket);
         }
+    }
+
+    /// Takes the worker's next unit ahead, when it is a test that can be prepared so (one
+    /// container, no network of its own: its subnet is not held before it runs), a zygote
+    /// clones (a paused init must not be a copy of this multi-threaded process), more units wait
+    /// than there are workers, and its lease and container can be had without waiting.
+    /// Anything short of a paused container gives the unit back, untouched: it then starts as
+    /// any other, and reports its errors there.
+    fn take_ahead(&self, zygote: Option<&mut Zygote>, slot: &RefCell<Option<Ahead>>) {
+        let Some(zygote) = zygote else { return };
+        if !self.spawn_ahead || slot.borrow().is_some() || zygote.lost().is_some() {
+            return;
+        }
+        let eligible = |u: usize| match &self.units[u] {
+            Unit::Test(i) => {
+                let t = &self.list.tests[*i];
+                !t.whole_binary && t.settings.network().is_none()
+            }
+            Unit::Binary { .. } => false,
+        };
+        let Some(ticket) = self.scheduler.try_next_ahead(self.workers, eligible) else { return };
+        let Unit::Test(i) = &self.units[ticket.unit] else {
+            self.scheduler.give_back(ticket);
+            return;
+        };
+        let t = &self.list.tests[*i];
+        let b = self.list.binary_of(t);
+        match self.prepare_ahead(t, b, zygote) {
+            Some(prepared) => *slot.borrow_mut() = Some(Ahead { ticket, prepared }),
+            None => self.scheduler.give_back(ticket),
+        }
+    }
+
+    fn prepare_ahead(&self, t: &TestCase, b: &BinaryEntry, zygote: &mut Zygote) -> Option<PreparedContainer> {
+        let never_wait = |_: &Waiting| false;
+        let memory = lease::take_memory(
+            self.scheduler.charge_mib(t.settings.memory_bytes()),
+            self.scheduler.budget_mib(),
+            &WaitPolicy { label: None, timeout: Duration::ZERO, observer: Some(&never_wait) },
+        )
+        .ok()?;
+        let mut container = Container::create(&self.options(&t.settings)).ok()?;
+        let mut command = self.command(b, test_args(t));
+        let maker = maker::prepare(&mut container, maker::socket_dir(command.get_program()), &mut command);
+        container.spawn_paused_via(zygote, &command).ok()?;
+        Some(PreparedContainer { container, maker, command, _memory: memory })
     }
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {
@@ -136,6 +254,7 @@ impl Runner<'_> {
 
     /// Creates, starts (through `zygote` when there is one) and waits for one container; destroys
     /// it whatever happens.
+    #[allow(clippy::too_many_arguments)]
     fn contain(
         &self,
         ticket: &Ticket,
@@ -144,9 +263,16 @@ impl Runner<'_> {
         zygote: Option<&mut Zygote>,
         who: (&str, &str, &Sender<Event>),
         time_limit: Option<Duration>,
+        next: Next<'_>,
     ) -> Result<Contained, NoOutcome> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
+        }
+        let Next { prepared, ahead } = next;
+        if let Some(p) = prepared {
+            let PreparedContainer { container, maker, command, _memory } = p;
+            let run = Contain { container, maker, command: &command, time_limit, zygote, ahead };
+            return self.contained(ticket, settings, run, |c, _| c.resume());
         }
         // While it waits for a machine-wide lease (its share of the memory budget, shared with
         // other runners, or its subnet), the unit is reported waiting, with the holder.
@@ -184,19 +310,32 @@ impl Runner<'_> {
             cvtest::CreateError::Lease(LeaseError::GaveUp { .. }) => NoOutcome::Cancelled,
             e => NoOutcome::Error(UnitError::Create(e)),
         })?;
-        let network = c.network();
-        let mut timeline = None;
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
         // test's user namespace, which the container keeps for it).
         let mut with_lab = cmd.clone();
-        let mut maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
-        let cmd = &with_lab;
+        let maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+        let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead };
+        self.contained(ticket, settings, run, |c, zygote| match zygote {
+            Some(z) => c.spawn_via(z, &with_lab),
+            None => c.spawn(&with_lab),
+        })
+    }
+
+    /// Starts a created container (`start`: spawns it, or resumes it), serves its lab maker,
+    /// takes the worker's next unit ahead while it runs, waits for it, and destroys it whatever
+    /// happens.
+    fn contained(
+        &self,
+        ticket: &Ticket,
+        settings: &Effective,
+        run: Contain<'_, '_>,
+        start: impl FnOnce(&mut Container, Option<&mut Zygote>) -> Result<(), cvtest::SpawnError>,
+    ) -> Result<Contained, NoOutcome> {
+        let Contain { container: mut c, mut maker, command: cmd, time_limit, mut zygote, ahead } = run;
+        let network = c.network();
+        let mut timeline = None;
         let result = (|| {
-            match zygote {
-                Some(z) => c.spawn_via(z, cmd),
-                None => c.spawn(cmd),
-            }
-            .map_err(UnitError::Spawn)?;
+            start(&mut c, zygote.as_deref_mut()).map_err(UnitError::Spawn)?;
             if let Some(m) = maker.as_mut() {
                 let options = self.options(settings);
                 m.serve_container(
@@ -213,6 +352,9 @@ impl Runner<'_> {
                 c.kill_handle().kill();
             }
             let sampling = self.sample(&c);
+            if let Some(slot) = ahead {
+                self.take_ahead(zygote.as_deref_mut(), slot);
+            }
             let outcome = c.wait(time_limit).map_err(UnitError::Wait);
             timeline = sampling.and_then(|r| self.sampler?.take(r));
             outcome
@@ -266,10 +408,14 @@ impl Runner<'_> {
         b: &BinaryEntry,
         mut zygote: Option<&mut Zygote>,
         events: &Sender<Event>,
+        next: Next<'_>,
     ) -> TestFinished {
         let mut earlier = Vec::new();
+        let (mut prepared, ahead) = (next.prepared, next.ahead);
         loop {
-            let mut r = self.run_attempt(ticket, t, b, zygote.as_deref_mut(), events);
+            // The first attempt runs in the container prepared ahead, if any; a retry in a fresh one.
+            let next = Next { prepared: prepared.take(), ahead };
+            let mut r = self.run_attempt(ticket, t, b, zygote.as_deref_mut(), events, next);
             r.tries.earlier = earlier;
             let more = r.attempt() <= t.retries as usize && !self.scheduler.is_interrupted();
             if !(more && r.retryable()) {
@@ -291,16 +437,13 @@ impl Runner<'_> {
         b: &BinaryEntry,
         zygote: Option<&mut Zygote>,
         events: &Sender<Event>,
+        next: Next<'_>,
     ) -> TestFinished {
-        let mut args: Vec<OsString> = Vec::new();
-        if t.whole_binary {
-            args.extend(self.list_filter_args().into_iter().map(OsString::from));
+        let args = if t.whole_binary {
+            self.list_filter_args().into_iter().map(OsString::from).collect()
         } else {
-            args.extend(["--exact".into(), OsString::from(&t.name), "--nocapture".into()]);
-            if t.ignored {
-                args.push("--ignored".into());
-            }
-        }
+            test_args(t)
+        };
         let cmd = self.command(b, args);
         let started = Instant::now();
         let mut r = TestFinished::unmeasured(&b.bin.id, t, Status::Pass, started, PeakScope::Test);
@@ -317,7 +460,7 @@ impl Runner<'_> {
                 let (events, binary_id, name) = (events.clone(), b.bin.id.clone(), t.name.clone());
                 s.spawn(move || watch_slow(slow, started, &stopped, &events, (binary_id, name)));
             }
-            let result = self.contain(ticket, &t.settings, &cmd, zygote, who, time_limit);
+            let result = self.contain(ticket, &t.settings, &cmd, zygote, who, time_limit, next);
             drop(stop);
             result
         });
@@ -371,7 +514,8 @@ impl Runner<'_> {
         let started = Instant::now();
         let unit_name = format!("{} tests", cases.len());
         let who = (b.bin.id.as_str(), unit_name.as_str(), events);
-        let result = self.contain(ticket, settings, &cmd, zygote, who, settings.timeout());
+        let next = Next { prepared: None, ahead: None };
+        let result = self.contain(ticket, settings, &cmd, zygote, who, settings.timeout(), next);
         let (binary_status, outcome, timeline) = match result {
             Ok(Contained { outcome: o, timeline, .. }) => (self.status(&o), Some(o), timeline),
             Err(why) => (why.into(), None, None),

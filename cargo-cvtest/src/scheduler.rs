@@ -38,6 +38,8 @@ pub(crate) struct Ticket {
 struct Running {
     slot: u64,
     charge: u64,
+    /// Its demand's memory, to put it back ([`Scheduler::give_back`]).
+    memory: Option<u64>,
     networks: Vec<NetworkSpec>,
     kill: Option<KillHandle>,
 }
@@ -81,17 +83,73 @@ impl Scheduler {
                 return None;
             }
             if let Some(i) = self.pick(&st) {
-                let (unit, demand) = st.pending.remove(i).expect("picked index exists");
-                let (charge, exclusive) = self.charge(&demand);
-                st.used += charge;
-                st.exclusive |= exclusive;
-                let slot = st.next_slot;
-                st.next_slot += 1;
-                st.running.push(Running { slot, charge, networks: demand.networks, kill: None });
-                return Some(Ticket { unit, slot });
+                return Some(self.admit(&mut st, i));
             }
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// The next unit, if it may start now, `eligible` says yes, and more than `more_than`
+    /// units are waiting; never blocks. A worker takes its next unit this way while its current
+    /// one runs, to prepare its container ahead (`runner.rs`). Only the unit at the head of the
+    /// queue (the order stays), and never the last ones (so that no worker is left with
+    /// nothing while another holds a unit it has not started).
+    pub(crate) fn try_next_ahead(
+        &self,
+        more_than: usize,
+        eligible: impl Fn(usize) -> bool,
+    ) -> Option<Ticket> {
+        let mut st = self.lock();
+        if st.stopped || st.pending.len() <= more_than {
+            return None;
+        }
+        match self.pick(&st) {
+            Some(0) if eligible(st.pending[0].0) => Some(self.admit(&mut st, 0)),
+            _ => None,
+        }
+    }
+
+    /// A unit admitted but not started goes back to the head of the queue, as if it had never
+    /// been taken (its memory and network are free again).
+    pub(crate) fn give_back(&self, t: Ticket) {
+        let mut st = self.lock();
+        if let Some(r) = self.release(&mut st, t.slot) {
+            st.pending.push_front((t.unit, Demand { memory: r.memory, networks: r.networks }));
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Whether admission has stopped (`--fail-fast`, an interrupt).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    fn admit(&self, st: &mut State, i: usize) -> Ticket {
+        let (unit, demand) = st.pending.remove(i).expect("picked index exists");
+        let (charge, exclusive) = self.charge(&demand);
+        st.used += charge;
+        st.exclusive |= exclusive;
+        let slot = st.next_slot;
+        st.next_slot += 1;
+        st.running.push(Running {
+            slot,
+            charge,
+            memory: demand.memory,
+            networks: demand.networks,
+            kill: None,
+        });
+        Ticket { unit, slot }
+    }
+
+    fn release(&self, st: &mut State, slot: u64) -> Option<Running> {
+        let i = st.running.iter().position(|r| r.slot == slot)?;
+        let r = st.running.swap_remove(i);
+        st.used -= r.charge;
+        if r.charge == self.budget {
+            st.exclusive = st.running.iter().any(|r| r.charge == self.budget);
+        }
+        Some(r)
     }
 
     /// The budget in MiB (rounded up), for the machine-wide memory lease.
@@ -152,13 +210,7 @@ impl Scheduler {
     /// The unit ended; its memory and network become free.
     pub(crate) fn finish(&self, t: Ticket) {
         let mut st = self.lock();
-        if let Some(i) = st.running.iter().position(|r| r.slot == t.slot) {
-            let r = st.running.swap_remove(i);
-            st.used -= r.charge;
-            if r.charge == self.budget {
-                st.exclusive = st.running.iter().any(|r| r.charge == self.budget);
-            }
-        }
+        self.release(&mut st, t.slot);
         drop(st);
         self.changed.notify_all();
     }
@@ -214,6 +266,36 @@ mod tests {
         assert_eq!(s.charge_mib(Some((1 << 20) + 1)), 2);
         assert_eq!(s.charge_mib(Some(2 << 30)), 600, "larger than the budget: all of it");
         assert_eq!(s.charge_mib(None), 600, "max: all of it");
+    }
+
+    #[test]
+    fn ahead_takes_only_the_head_and_never_the_last_units() {
+        let s = Scheduler::new([(0, d(Some(10), None)), (1, d(Some(10), None)), (2, d(Some(10), None))], 100);
+        assert!(s.try_next_ahead(3, |_| true).is_none(), "three wait, not more than three");
+        assert!(s.try_next_ahead(2, |u| u != 0).is_none(), "the head is not eligible: nothing");
+        let t = s.try_next_ahead(2, |_| true).expect("the head, while more than two wait");
+        assert_eq!(t.unit, 0);
+        let next = s.next().expect("the next in order");
+        assert_eq!(next.unit, 1);
+        s.stop_admitting();
+        assert!(s.try_next_ahead(0, |_| true).is_none(), "nothing ahead once stopped");
+    }
+
+    #[test]
+    fn a_unit_given_back_is_next_again_and_frees_its_memory() {
+        let s = Scheduler::new([(0, d(Some(60), None)), (1, d(Some(60), None)), (2, d(Some(10), None))], 100);
+        let first = s.next().expect("first");
+        assert_eq!(first.unit, 0);
+        assert!(s.try_next_ahead(0, |_| true).is_none(), "unit 1 does not fit beside unit 0");
+        s.finish(first);
+        let ahead = s.try_next_ahead(0, |_| true).expect("unit 1 fits now");
+        assert_eq!(ahead.unit, 1);
+        s.give_back(ahead);
+        assert_eq!(s.not_started(), 2);
+        let a = s.next().expect("unit 1 again, first");
+        assert_eq!(a.unit, 1);
+        let b = s.next().expect("its memory was free again, so unit 2 fits beside it");
+        assert_eq!(b.unit, 2);
     }
 
     #[test]

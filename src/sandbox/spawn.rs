@@ -99,16 +99,95 @@ pub(crate) struct Spawned {
 /// Set once clone3 refused `CLONE_INTO_CGROUP` (kernels before 5.7): move the pid instead.
 static NO_CLONE_INTO_CGROUP: AtomicBool = AtomicBool::new(false);
 
-/// Starts `req.command` in a new container, its init cloned by `zygote` when given (and able).
-/// On error nothing of the process is left.
-pub(crate) fn spawn(req: &Request<'_>, mut zygote: Option<&mut Zygote>) -> Result<Spawned, SpawnError> {
+/// Starts `req.command` in a new container, its init cloned by `zygote` when given (and able),
+/// up to the go: the init is cloned, in its cgroup, linked to its network and set up (or
+/// setting itself up), and waits for [`Paused::go`] to start the command. Dropped instead, the
+/// init is killed and reaped, and its veth goes. On error nothing of the process is left.
+pub(crate) fn spawn_paused(req: &Request<'_>, mut zygote: Option<&mut Zygote>) -> Result<Paused, SpawnError> {
     loop {
         match spawn_once(req, zygote.as_deref_mut()) {
-            Ok(spawned) => return Ok(spawned),
+            Ok(paused) => return Ok(paused),
             Err(Attempt::Failed(e)) => return Err(e),
             // The zygote was lost mid-request; an init it may have cloned holds this attempt's
             // pipes (and exits when they close). Start over with fresh ones, cloning directly.
             Err(Attempt::Restart) => zygote = None,
+        }
+    }
+}
+
+/// A container whose init waits for the go: everything of [`Spawned`], still guarded.
+pub(crate) struct Paused {
+    pid: libc::pid_t,
+    init: InitGuard,
+    life: OwnedFd,
+    status: OwnedFd,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    netns: Option<OwnedFd>,
+    veth: VethGuard,
+    namespaces: Option<(Option<OwnedFd>, OwnedFd)>,
+    mount_ns: Option<OwnedFd>,
+    started: Instant,
+    /// What describes a failed setup (the init's copy of the plan is its own: no `CLONE_VM`).
+    mounts: MountPlan,
+    join: Vec<CString>,
+    cwd: PathBuf,
+    program: PathBuf,
+}
+
+impl std::fmt::Debug for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paused")
+            .field("pid", &self.pid)
+            .field("program", &self.program)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Paused {
+    /// Releases the init and reads whether the command started. With `restart_clock` the
+    /// container's clock starts now (it waited, paused), else when the spawn began.
+    pub(crate) fn go(
+        mut self,
+        cgroup: Option<&dyn Cgroup>,
+        restart_clock: bool,
+    ) -> Result<Spawned, SpawnError> {
+        release(&self.life)?;
+        let started = if restart_clock { Instant::now() } else { self.started };
+        match read_message(&self.status).map_err(SpawnError::Channel)? {
+            Some(Message::Started { pid: main_pid }) => {
+                nix::fcntl::fcntl(&self.status, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                    .map_err(|e| SpawnError::Channel(e.into()))?;
+                Ok(Spawned {
+                    pid: self.pid,
+                    pidfd: self.init.disarm(),
+                    life: self.life,
+                    status: self.status,
+                    stdout: self.stdout,
+                    stderr: self.stderr,
+                    netns: self.netns,
+                    veth: self.veth.0.take(),
+                    namespaces: self.namespaces,
+                    mount_ns: self.mount_ns,
+                    main_pid,
+                    started,
+                })
+            }
+            Some(Message::Failed { stage, step, errno }) => {
+                drop(self.init);
+                Err(failure(
+                    stage,
+                    step,
+                    Errno::from_raw(errno),
+                    &self.mounts,
+                    &self.join,
+                    &self.program,
+                    &self.cwd,
+                ))
+            }
+            Some(Message::Exited { .. } | Message::Netns { .. }) | None => {
+                Err(init_died(cgroup, &mut self.init))
+            }
         }
     }
 }
@@ -139,7 +218,7 @@ impl From<NetError> for Attempt {
 
 /// One attempt: prepare everything the init needs, clone it, put it in its cgroup and give it
 /// its veth, release it, and read whether its command started.
-fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned, Attempt> {
+fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Paused, Attempt> {
     let prepared = Prepared::new(req)?;
     let pipes = Pipes::new(req.command, req.join_netns.map(|fd| fd.as_raw_fd()))?;
     let plan = prepared.init_plan(req, &pipes);
@@ -191,34 +270,25 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Spawned,
     if let (Some(cgroup), false) = (req.cgroup, in_cgroup) {
         cgroup.add_pid(pid)?;
     }
-    let (netns, mut veth) = link_network(req, pid, run_netns, &status_r, &mut init, &prepared)?;
-
-    release(&life_w)?;
-    match read_message(&status_r).map_err(SpawnError::Channel)? {
-        Some(Message::Started { pid: main_pid }) => {
-            nix::fcntl::fcntl(&status_r, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| SpawnError::Channel(e.into()))?;
-            Ok(Spawned {
-                pid,
-                pidfd: init.disarm(),
-                life: life_w,
-                status: status_r,
-                stdout: out_r,
-                stderr: err_r,
-                netns,
-                veth: veth.0.take(),
-                namespaces,
-                mount_ns,
-                main_pid,
-                started,
-            })
-        }
-        Some(Message::Failed { stage, step, errno }) => {
-            drop(init);
-            Err(prepared.failure(stage, step, Errno::from_raw(errno), req.command.get_program()).into())
-        }
-        Some(Message::Exited { .. } | Message::Netns { .. }) | None => Err(init_died(req, &mut init).into()),
-    }
+    let (netns, veth) = link_network(req, pid, run_netns, &status_r, &mut init, &prepared)?;
+    let Prepared { mounts, join, cwd, .. } = prepared;
+    Ok(Paused {
+        pid,
+        init,
+        life: life_w,
+        status: status_r,
+        stdout: out_r,
+        stderr: err_r,
+        netns,
+        veth,
+        namespaces,
+        mount_ns,
+        started,
+        mounts,
+        join,
+        cwd,
+        program: req.command.get_program().to_path_buf(),
+    })
 }
 
 /// What the init gets, prepared before the clone because the child may not allocate.
@@ -424,7 +494,7 @@ fn link_network(
                 .into());
         }
         Some(Message::Started { .. } | Message::Exited { .. }) | None => {
-            return Err(init_died(req, init).into())
+            return Err(init_died(req.cgroup, init).into())
         }
     };
     let pidfd = init.pidfd.as_ref().expect("the guard holds the pidfd until disarmed").as_fd();
@@ -461,9 +531,9 @@ fn release(life_w: &OwnedFd) -> Result<(), SpawnError> {
 
 /// The init ended before reporting `Started`: reap it, and say whether the setup ran out of
 /// memory or how the init died.
-fn init_died(req: &Request<'_>, init: &mut InitGuard) -> SpawnError {
+fn init_died(cgroup: Option<&dyn Cgroup>, init: &mut InitGuard) -> SpawnError {
     let status = init.reap();
-    let oom_kills = req.cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
+    let oom_kills = cgroup.and_then(|cg| cg.stats().ok()).and_then(|s| s.oom_kills);
     if oom_kills.is_some_and(|n| n > 0) {
         return SpawnError::SetupOutOfMemory;
     }

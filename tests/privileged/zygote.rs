@@ -26,6 +26,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::one_zygote_per_thread_in_parallel", one_per_thread_in_parallel),
         privileged("zygote::a_lost_zygote_falls_back_to_direct_clones", lost_zygote_falls_back),
         privileged("zygote::commands_start_with_default_signal_dispositions", default_dispositions),
+        privileged("zygote::a_paused_spawn_starts_its_command_only_on_resume", paused_until_resumed),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
 }
@@ -150,6 +151,79 @@ fn holds_nothing_and_ends() -> Result<(), Failed> {
     ensure!(mask & must == must, "SigBlk {blocked}");
     drop(z);
     ensure!(stat_fields(pid).is_none(), "the zygote {pid} is still there after drop: {:?}", stat_fields(pid));
+    Ok(())
+}
+
+/// Our children named `cvtest-init` (inits, running or not yet reaped).
+fn our_inits() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            comm == "cvtest-init\n" && ppid_of(pid) == Some(me)
+        })
+        .collect()
+}
+
+/// `spawn_paused_via` (how `cargo cvtest` prepares a worker's next test while the current one
+/// runs): the init is cloned into the container's cgroup, but the command starts only on
+/// `resume`; a paused container destroyed leaves nothing; `resume` without a paused spawn is
+/// an error, as is a second spawn.
+fn paused_until_resumed() -> Result<(), Failed> {
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    let before = our_inits();
+    let token = unique_token("paused");
+    let mut c = Container::create(&options()).map_err(fail("create"))?;
+    let paused = c.resume();
+    ensure!(matches!(paused, Err(SpawnError::NotPaused)), "resume before any spawn: {paused:?}");
+    c.spawn_paused_via(&mut z, &linger(&token)).map_err(fail("spawn paused"))?;
+    let again = c.spawn_via(&mut z, &linger(&token));
+    ensure!(matches!(again, Err(SpawnError::AlreadySpawned)), "a second spawn: {again:?}");
+    // The init is there (in the cgroup when there is one), its command is not.
+    let inits: Vec<i32> = our_inits().into_iter().filter(|p| !before.contains(p)).collect();
+    ensure!(inits.len() == 1, "one new init expected while paused, found {inits:?}");
+    // (On v1 the init joins its cgroups itself, its first act: wait for it.)
+    for cg in c.cgroup_paths() {
+        let procs = || std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while procs().trim().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let procs = procs();
+        ensure!(procs.trim() == inits[0].to_string(), "{} holds {procs:?} while paused", cg.display());
+    }
+    // The init's setup is done in about a millisecond; the command still must not start.
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(!token_running(&token), "the command started before resume");
+    c.resume().map_err(fail("resume"))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !token_running(&token) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    ensure!(token_running(&token), "the command did not start after resume");
+    let fp = footprint(&c);
+    c.kill_handle().kill();
+    let out = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
+    ensure!(out.termination == Termination::Signaled(libc::SIGKILL), "{:?}", out.termination);
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+
+    // Destroyed paused: the init is killed and reaped, the cgroup removed, the command never ran.
+    let token = unique_token("paused-dropped");
+    let mut c = Container::create(&options()).map_err(fail("create"))?;
+    c.spawn_paused_via(&mut z, &linger(&token)).map_err(fail("spawn paused"))?;
+    let cgroups = c.cgroup_paths();
+    c.destroy().map_err(fail("destroy paused"))?;
+    for cg in &cgroups {
+        ensure!(!cg.exists(), "cgroup {} of a paused container still exists", cg.display());
+    }
+    let left: Vec<i32> = our_inits().into_iter().filter(|p| !before.contains(p)).collect();
+    ensure!(left.is_empty(), "inits left after destroying a paused container: {left:?}");
+    ensure!(!token_running(&token), "the command of a destroyed paused container ran");
     Ok(())
 }
 
