@@ -353,7 +353,7 @@ impl Runner<'_> {
             }
             let sampling = self.sample(&c);
             if let Some(slot) = ahead {
-                self.take_ahead(zygote.as_deref_mut(), slot);
+                self.take_ahead(zygote, slot);
             }
             let outcome = c.wait(time_limit).map_err(UnitError::Wait);
             timeline = sampling.and_then(|r| self.sampler?.take(r));

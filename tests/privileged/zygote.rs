@@ -87,6 +87,17 @@ fn linger(token: &str) -> Command {
     cmd
 }
 
+/// Kills a running container, checks that it ended by that SIGKILL, destroys it and checks that
+/// nothing of it is left.
+fn kill_and_check_gone(mut c: Container) -> Result<(), Failed> {
+    let fp = footprint(&c);
+    c.kill_handle().kill();
+    let killed = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
+    ensure!(killed.termination == Termination::Signaled(libc::SIGKILL), "{:?}", killed.termination);
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)
+}
+
 /// Runs `cmd` in a new container through `zygote`, checks who cloned the init (`by_zygote`),
 /// and that nothing is left after destroy.
 fn run_via(
@@ -101,12 +112,7 @@ fn run_via(
     c.spawn_via(zygote, &linger(&token)).map_err(fail("spawn"))?;
     let zygote_cloned = check_init(&c)?;
     ensure!(zygote_cloned == by_zygote, "cloned by the zygote: {zygote_cloned}, expected {by_zygote}");
-    let fp = footprint(&c);
-    c.kill_handle().kill();
-    let killed = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
-    ensure!(killed.termination == Termination::Signaled(libc::SIGKILL), "{:?}", killed.termination);
-    c.destroy().map_err(fail("destroy"))?;
-    assert_gone(&fp)?;
+    kill_and_check_gone(c)?;
     ensure!(!token_running(&token), "the lingering process outlived its container");
 
     let mut c = Container::create(opts).map_err(fail("create"))?;
@@ -205,12 +211,7 @@ fn paused_until_resumed() -> Result<(), Failed> {
         std::thread::sleep(Duration::from_millis(10));
     }
     ensure!(token_running(&token), "the command did not start after resume");
-    let fp = footprint(&c);
-    c.kill_handle().kill();
-    let out = c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
-    ensure!(out.termination == Termination::Signaled(libc::SIGKILL), "{:?}", out.termination);
-    c.destroy().map_err(fail("destroy"))?;
-    assert_gone(&fp)?;
+    kill_and_check_gone(c)?;
 
     // Destroyed paused: the init is killed and reaped, the cgroup removed, the command never ran.
     let token = unique_token("paused-dropped");
