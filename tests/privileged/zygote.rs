@@ -160,19 +160,30 @@ fn holds_nothing_and_ends() -> Result<(), Failed> {
     Ok(())
 }
 
-/// Our children named `cvtest-init` (inits, running or not yet reaped).
-fn our_inits() -> Vec<i32> {
-    let me = std::process::id() as i32;
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            comm == "cvtest-init\n" && ppid_of(pid) == Some(me)
-        })
-        .collect()
+/// The processes in the cgroup `cg` once it holds any (on v1 the init joins its cgroups itself,
+/// its first act), waiting at most 10 s.
+fn procs_once_joined(cg: &std::path::Path) -> Vec<i32> {
+    let read = || -> Vec<i32> {
+        std::fs::read_to_string(cg.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut procs = read();
+    while procs.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        procs = read();
+    }
+    procs
+}
+
+/// Whether `pid` is a live (not zombie) `cvtest-init`.
+fn init_alive(pid: i32) -> bool {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let zombie = stat_fields(pid).is_some_and(|f| f.first().is_some_and(|s| s == "Z"));
+    comm == "cvtest-init\n" && !zombie
 }
 
 /// `spawn_paused_via` (how `cargo cvtest` prepares a worker's next test while the current one
@@ -181,7 +192,7 @@ fn our_inits() -> Vec<i32> {
 /// an error, as is a second spawn.
 fn paused_until_resumed() -> Result<(), Failed> {
     let mut z = Zygote::start().map_err(fail("start"))?;
-    let before = our_inits();
+    let me = std::process::id() as i32;
     let token = unique_token("paused");
     let mut c = Container::create(&options()).map_err(fail("create"))?;
     let paused = c.resume();
@@ -189,18 +200,21 @@ fn paused_until_resumed() -> Result<(), Failed> {
     c.spawn_paused_via(&mut z, &linger(&token)).map_err(fail("spawn paused"))?;
     let again = c.spawn_via(&mut z, &linger(&token));
     ensure!(matches!(again, Err(SpawnError::AlreadySpawned)), "a second spawn: {again:?}");
-    // The init is there (in the cgroup when there is one), its command is not.
-    let inits: Vec<i32> = our_inits().into_iter().filter(|p| !before.contains(p)).collect();
-    ensure!(inits.len() == 1, "one new init expected while paused, found {inits:?}");
-    // (On v1 the init joins its cgroups itself, its first act: wait for it.)
-    for cg in c.cgroup_paths() {
-        let procs = || std::fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while procs().trim().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let procs = procs();
-        ensure!(procs.trim() == inits[0].to_string(), "{} holds {procs:?} while paused", cg.display());
+    // Its cgroup holds the init alone, our child (other trials run beside this one: the
+    // container's own cgroup tells its init apart). Without cgroups, only the command is checked.
+    let cgroups = c.cgroup_paths();
+    let mut init = None;
+    for cg in &cgroups {
+        let procs = procs_once_joined(cg);
+        ensure!(procs.len() == 1, "{} holds {procs:?} while paused, expected the init alone", cg.display());
+        ensure!(
+            !matches!(init, Some(i) if i != procs[0]),
+            "the cgroups hold different processes: {init:?}, {procs:?}"
+        );
+        init = Some(procs[0]);
+    }
+    if let Some(pid) = init {
+        ensure!(init_alive(pid) && ppid_of(pid) == Some(me), "process {pid} is not our init");
     }
     // The init's setup is done in about a millisecond; the command still must not start.
     std::thread::sleep(Duration::from_millis(300));
@@ -218,12 +232,14 @@ fn paused_until_resumed() -> Result<(), Failed> {
     let mut c = Container::create(&options()).map_err(fail("create"))?;
     c.spawn_paused_via(&mut z, &linger(&token)).map_err(fail("spawn paused"))?;
     let cgroups = c.cgroup_paths();
+    let inits: Vec<i32> = cgroups.first().map(|cg| procs_once_joined(cg)).unwrap_or_default();
     c.destroy().map_err(fail("destroy paused"))?;
     for cg in &cgroups {
         ensure!(!cg.exists(), "cgroup {} of a paused container still exists", cg.display());
     }
-    let left: Vec<i32> = our_inits().into_iter().filter(|p| !before.contains(p)).collect();
-    ensure!(left.is_empty(), "inits left after destroying a paused container: {left:?}");
+    for pid in inits {
+        ensure!(!init_alive(pid), "the init {pid} of a destroyed paused container is still there");
+    }
     ensure!(!token_running(&token), "the command of a destroyed paused container ran");
     Ok(())
 }
