@@ -68,6 +68,8 @@ pub struct Container {
     keep_namespaces: bool,
     /// Spawned paused ([`Container::spawn_paused_via`]): the init waits for [`Container::resume`].
     paused: Option<PausedRun>,
+    /// The init's CPU affinity ([`Options::set_cpu_affinity`]).
+    cpus: Option<cvtest_spec::CpuList>,
 }
 
 /// A container spawned up to the go: its init set up and waiting.
@@ -291,6 +293,7 @@ impl Container {
             lab_port: None,
             netns_changed: false,
             keep_namespaces: false,
+            cpus: options.cpu_affinity().cloned(),
             paused: None,
         })
     }
@@ -457,6 +460,7 @@ impl Container {
             lab_port: self.lab_port.as_ref(),
             keep_namespaces: self.keep_namespaces,
             hold_mount_ns: self.background,
+            cpus: self.cpus.as_ref(),
         };
         let paused = match spawn::spawn_paused(&request, zygote) {
             Ok(p) => p,

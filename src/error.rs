@@ -82,6 +82,12 @@ pub enum SpawnError {
     Channel(#[source] io::Error),
     #[error("failed to clone the container's init process")]
     Clone(#[source] io::Error),
+    #[error("failed to place the container's init on CPUs {cpus} (sched_setaffinity): none of them may be online and in this process's cpuset; `taskset -pc $$` shows which are (Options::set_cpu_affinity)")]
+    Affinity {
+        cpus: cvtest_spec::CpuList,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to write the container's user namespace map {path}; rootless, the kernel allows only the caller's own uid and gid, after `deny` in setgroups (is kernel.apparmor_restrict_unprivileged_userns=1? see the README's Requirements)")]
     IdMap {
         path: PathBuf,

@@ -81,7 +81,7 @@ pub use zygote::Zygote;
 pub use cvtest_macros::cv_test;
 pub use cvtest_spec as spec;
 pub use cvtest_spec::{
-    Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
+    Capabilities, CpuList, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
 };
 
 /// Undoes what creating containers did to this process's own cgroup (on cgroup v2 below the

@@ -4,7 +4,7 @@ use std::ops::BitOr;
 use std::path::PathBuf;
 
 use cvtest_spec::{
-    parse_cpus, Capabilities, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError,
+    parse_cpus, Capabilities, CpuList, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError,
     PidsLimit, TestSettings, DEFAULT_CPU_WEIGHT, DEFAULT_MEMORY, DEFAULT_PIDS,
 };
 
@@ -119,6 +119,8 @@ pub struct Options {
     /// Whether the process's background thread does its housekeeping (see
     /// [`Options::set_background`]).
     background: bool,
+    /// The CPUs the container's processes start on (see [`Options::set_cpu_affinity`]).
+    cpu_affinity: Option<CpuList>,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             map_root_to: None,
             reuse_netns: false,
             background: false,
+            cpu_affinity: None,
         }
     }
 }
@@ -402,6 +405,22 @@ impl Options {
 
     pub fn set_background(&mut self, background: bool) -> &mut Self {
         self.background = background;
+        self
+    }
+
+    /// The CPUs the container's processes run on: its init is given this CPU affinity before
+    /// the command starts, and everything the command starts inherits it (as `taskset -c` or
+    /// podman's `--cpuset-cpus` would place it; `std::thread::available_parallelism` inside
+    /// counts these CPUs). A placement, not a limit: a process may widen its own affinity
+    /// again. Spawning fails with [`crate::SpawnError::Affinity`] when none of them is online
+    /// and allowed to this process. Default: `None`, wherever the caller may run.
+    /// `cargo cvtest` gives each worker's containers that worker's share of the CPUs.
+    pub fn cpu_affinity(&self) -> Option<&CpuList> {
+        self.cpu_affinity.as_ref()
+    }
+
+    pub fn set_cpu_affinity(&mut self, cpus: Option<CpuList>) -> &mut Self {
+        self.cpu_affinity = cpus;
         self
     }
 }

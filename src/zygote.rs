@@ -43,6 +43,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::{TimeVal, TimeValLike};
 
+use crate::error::SpawnError;
 pub use crate::error::ZygoteError;
 use crate::sandbox::init::InitPlan;
 use crate::sandbox::wire::{self, Malformed, MAX_FDS, PROTOCOL};
@@ -148,6 +149,13 @@ impl Zygote {
     /// The zygote's pid.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Runs the zygote on `cpus` (its CPU affinity): the inits it clones start there, so a
+    /// container given the same CPUs ([`crate::Options::set_cpu_affinity`]) does not move
+    /// after its clone. The containers' own affinity is theirs: this only places the zygote.
+    pub fn set_cpu_affinity(&self, cpus: &cvtest_spec::CpuList) -> Result<(), SpawnError> {
+        crate::sandbox::spawn::set_affinity(self.pid, cpus)
     }
 
     /// Why the zygote stopped serving, once it did: spawns through it are then direct.

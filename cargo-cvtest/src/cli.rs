@@ -250,6 +250,10 @@ pub(crate) struct RunArgs {
     /// End a test as TIMEOUT (the whole container killed) after N slow periods
     #[arg(long = "terminate-after", value_name = "N", value_parser = parse_terminate_after, allow_hyphen_values = true, help_heading = "Execution")]
     pub(crate) terminate_after: Option<NonZeroU32>,
+    /// Let the kernel place every container anywhere; by default each of N workers' containers
+    /// runs on its own share of the CPUs (a test then sees that share; also CVTEST_PIN=0)
+    #[arg(long = "no-pin", help_heading = "Execution")]
+    pub(crate) no_pin: bool,
     /// Show every test's output live instead of capturing it (one test at a time, as nextest does)
     #[arg(long = "no-capture", alias = "nocapture", help_heading = "Execution")]
     pub(crate) no_capture: bool,
@@ -340,6 +344,7 @@ impl CvtestArgs {
             // Output shown live: one test at a time, so that outputs do not interleave.
             jobs: if self.run.no_capture { NonZeroUsize::new(1) } else { self.run.jobs },
             no_capture: self.run.no_capture,
+            pin: crate::placement::enabled(self.run.no_pin),
             scope: self.run.isolation.into(),
             profile: self.run.profile,
             policy: PolicyKeys {

@@ -27,6 +27,7 @@ mod history;
 mod leak;
 mod partition;
 mod peaks_log;
+mod placement;
 mod policy;
 mod reporter;
 mod run;

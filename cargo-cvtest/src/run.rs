@@ -47,6 +47,8 @@ pub(crate) struct RunOptions {
     pub(crate) no_limits: bool,
     /// Containers at once; `None` for the number of CPUs.
     pub(crate) jobs: Option<NonZeroUsize>,
+    /// Each worker's containers on its own share of the CPUs (`crate::placement`).
+    pub(crate) pin: bool,
     pub(crate) scope: ContainerScope,
     /// `--profile` / `CVTEST_PROFILE`: the config profile (the default one when `None`).
     pub(crate) profile: Option<String>,
@@ -256,6 +258,13 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         sampler: sampler.as_ref(),
         workers: jobs.min(units.len()),
         spawn_ahead: runner::spawn_ahead_enabled(),
+        cpu_shares: if opts.pin {
+            crate::placement::shares(&crate::placement::allowed_cpus(), jobs.min(units.len()))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        next_worker: Default::default(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends

@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,9 @@ use std::cell::RefCell;
 
 use cvtest::lab::maker;
 use cvtest::lease::{self, LeaseError, WaitPolicy, Waiting};
-use cvtest::{Command, Container, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError};
+use cvtest::{
+    Command, Container, CpuList, Options, Outcome, Rootfs, Stdio, Termination, Zygote, ZygoteError,
+};
 use cvtest_spec::NetworkSpec;
 
 use crate::discovery::BinaryEntry;
@@ -53,6 +55,10 @@ pub(crate) struct Runner<'a> {
     pub(crate) workers: usize,
     /// Prepare a worker's next test ahead ([`Ahead`]; `CVTEST_SPAWN_AHEAD=0` turns it off).
     pub(crate) spawn_ahead: bool,
+    /// Each worker's share of the CPUs, one per worker (`crate::placement`); empty: none.
+    pub(crate) cpu_shares: Vec<CpuList>,
+    /// The next worker's index into `cpu_shares`.
+    pub(crate) next_worker: AtomicUsize,
 }
 
 /// A worker's next test, taken while its current one runs: admitted, its container created and
@@ -79,6 +85,8 @@ struct PreparedContainer {
 struct Next<'a> {
     prepared: Option<PreparedContainer>,
     ahead: Option<&'a RefCell<Option<Ahead>>>,
+    /// The worker's share of the CPUs, for a container of a single test.
+    cpus: Option<&'a CpuList>,
 }
 
 /// A created container and what starting it takes.
@@ -89,11 +97,18 @@ struct Contain<'a, 'z> {
     time_limit: Option<Duration>,
     zygote: Option<&'z mut Zygote>,
     ahead: Option<&'a RefCell<Option<Ahead>>>,
+    cpus: Option<&'a CpuList>,
 }
 
 /// The arguments that run one test of a libtest binary.
-fn test_args(t: &TestCase) -> Vec<OsString> {
+fn test_args(t: &TestCase, b: &BinaryEntry) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["--exact".into(), OsString::from(&t.name), "--nocapture".into()];
+    // One test to run: libtest's default harness then need not size a thread pool, which reads
+    // the cgroup's CPU quota (on cgroup v1, /proc/self/mountinfo too) in every test process.
+    // Other harnesses get only what they were listed with.
+    if !b.bin.custom_harness {
+        args.push("--test-threads=1".into());
+    }
     if t.ignored {
         args.push("--ignored".into());
     }
@@ -123,6 +138,15 @@ impl Runner<'_> {
             }
         };
         let ahead: RefCell<Option<Ahead>> = RefCell::new(None);
+        let home = match self.cpu_shares.len() {
+            0 => None,
+            n => self.cpu_shares.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % n),
+        };
+        // The worker's zygote on its share too: the inits it clones start where they will run.
+        // Only a placement: should it fail, the containers' own affinity still places them.
+        if let (Some(cpus), Some(z)) = (home, &zygote) {
+            let _ = z.set_cpu_affinity(cpus);
+        }
         loop {
             let taken = ahead.borrow_mut().take();
             let (ticket, prepared) = match taken {
@@ -138,7 +162,7 @@ impl Runner<'_> {
                     None => break,
                 },
             };
-            let next = Next { prepared, ahead: Some(&ahead) };
+            let next = Next { prepared, ahead: Some(&ahead), cpus: home };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
                 Unit::Test(i) => {
@@ -174,7 +198,7 @@ impl Runner<'_> {
     /// than there are workers, and its lease and container can be had without waiting.
     /// Anything short of a paused container gives the unit back, untouched: it then starts as
     /// any other, and reports its errors there.
-    fn take_ahead(&self, zygote: Option<&mut Zygote>, slot: &RefCell<Option<Ahead>>) {
+    fn take_ahead(&self, zygote: Option<&mut Zygote>, slot: &RefCell<Option<Ahead>>, cpus: Option<&CpuList>) {
         let Some(zygote) = zygote else { return };
         if !self.spawn_ahead || slot.borrow().is_some() || zygote.lost().is_some() {
             return;
@@ -193,13 +217,19 @@ impl Runner<'_> {
         };
         let t = &self.list.tests[*i];
         let b = self.list.binary_of(t);
-        match self.prepare_ahead(t, b, zygote) {
+        match self.prepare_ahead(t, b, zygote, cpus) {
             Some(prepared) => *slot.borrow_mut() = Some(Ahead { ticket, prepared }),
             None => self.scheduler.give_back(ticket),
         }
     }
 
-    fn prepare_ahead(&self, t: &TestCase, b: &BinaryEntry, zygote: &mut Zygote) -> Option<PreparedContainer> {
+    fn prepare_ahead(
+        &self,
+        t: &TestCase,
+        b: &BinaryEntry,
+        zygote: &mut Zygote,
+        cpus: Option<&CpuList>,
+    ) -> Option<PreparedContainer> {
         let never_wait = |_: &Waiting| false;
         let memory = lease::take_memory(
             self.scheduler.charge_mib(t.settings.memory_bytes()),
@@ -207,8 +237,8 @@ impl Runner<'_> {
             &WaitPolicy { label: None, timeout: Duration::ZERO, observer: Some(&never_wait) },
         )
         .ok()?;
-        let mut container = Container::create(&self.options(&t.settings)).ok()?;
-        let mut command = self.command(b, test_args(t));
+        let mut container = Container::create(&self.options(&t.settings, cpus)).ok()?;
+        let mut command = self.command(b, test_args(t, b));
         let maker = maker::prepare(&mut container, maker::socket_dir(command.get_program()), &mut command);
         container.spawn_paused_via(zygote, &command).ok()?;
         Some(PreparedContainer { container, maker, command, _memory: memory })
@@ -228,12 +258,14 @@ impl Runner<'_> {
     /// a network namespace of the run's pool when the test cannot change one (the library
     /// decides which can; `CVTEST_NETNS_POOL=0` turns it off), its housekeeping (cgroups
     /// made ahead, teardown behind) on the process's background thread (`CVTEST_BACKGROUND=0`
-    /// turns it off; the run's end drains it).
-    fn options(&self, s: &Effective) -> Options {
+    /// turns it off; the run's end drains it), and `cpus` (the worker's share of the CPUs, for
+    /// a single test's container: `crate::placement`) as its CPU affinity.
+    fn options(&self, s: &Effective, cpus: Option<&CpuList>) -> Options {
         let mut o = s.options().clone();
         o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
         o.set_reuse_netns(true);
         o.set_background(true);
+        o.set_cpu_affinity(cpus.cloned());
         o
     }
 
@@ -268,10 +300,10 @@ impl Runner<'_> {
         if self.scheduler.is_interrupted() {
             return Err(NoOutcome::Cancelled);
         }
-        let Next { prepared, ahead } = next;
+        let Next { prepared, ahead, cpus } = next;
         if let Some(p) = prepared {
             let PreparedContainer { container, maker, command, _memory } = p;
-            let run = Contain { container, maker, command: &command, time_limit, zygote, ahead };
+            let run = Contain { container, maker, command: &command, time_limit, zygote, ahead, cpus };
             return self.contained(ticket, settings, run, |c, _| c.resume());
         }
         // While it waits for a machine-wide lease (its share of the memory budget, shared with
@@ -306,15 +338,16 @@ impl Runner<'_> {
             timeout: settings.timeout().unwrap_or(lease::DEFAULT_WAIT),
             observer: Some(&observer),
         };
-        let mut c = Container::create_waiting(&self.options(settings), &policy).map_err(|e| match e {
-            cvtest::CreateError::Lease(LeaseError::GaveUp { .. }) => NoOutcome::Cancelled,
-            e => NoOutcome::Error(UnitError::Create(e)),
-        })?;
+        let mut c =
+            Container::create_waiting(&self.options(settings, cpus), &policy).map_err(|e| match e {
+                cvtest::CreateError::Lease(LeaseError::GaveUp { .. }) => NoOutcome::Cancelled,
+                e => NoOutcome::Error(UnitError::Create(e)),
+            })?;
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
         // test's user namespace, which the container keeps for it).
         let mut with_lab = cmd.clone();
         let maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
-        let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead };
+        let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead, cpus };
         self.contained(ticket, settings, run, |c, zygote| match zygote {
             Some(z) => c.spawn_via(z, &with_lab),
             None => c.spawn(&with_lab),
@@ -331,13 +364,14 @@ impl Runner<'_> {
         run: Contain<'_, '_>,
         start: impl FnOnce(&mut Container, Option<&mut Zygote>) -> Result<(), cvtest::SpawnError>,
     ) -> Result<Contained, NoOutcome> {
-        let Contain { container: mut c, mut maker, command: cmd, time_limit, mut zygote, ahead } = run;
+        let Contain { container: mut c, mut maker, command: cmd, time_limit, mut zygote, ahead, cpus } = run;
         let network = c.network();
         let mut timeline = None;
         let result = (|| {
             start(&mut c, zygote.as_deref_mut()).map_err(UnitError::Spawn)?;
             if let Some(m) = maker.as_mut() {
-                let options = self.options(settings);
+                // A lab's nodes run beside the test: wherever the kernel puts them.
+                let options = self.options(settings, None);
                 m.serve_container(
                     &c,
                     maker::NodeBase {
@@ -353,7 +387,7 @@ impl Runner<'_> {
             }
             let sampling = self.sample(&c);
             if let Some(slot) = ahead {
-                self.take_ahead(zygote, slot);
+                self.take_ahead(zygote, slot, cpus);
             }
             let outcome = c.wait(time_limit).map_err(UnitError::Wait);
             timeline = sampling.and_then(|r| self.sampler?.take(r));
@@ -411,10 +445,10 @@ impl Runner<'_> {
         next: Next<'_>,
     ) -> TestFinished {
         let mut earlier = Vec::new();
-        let (mut prepared, ahead) = (next.prepared, next.ahead);
+        let Next { mut prepared, ahead, cpus } = next;
         loop {
             // The first attempt runs in the container prepared ahead, if any; a retry in a fresh one.
-            let next = Next { prepared: prepared.take(), ahead };
+            let next = Next { prepared: prepared.take(), ahead, cpus };
             let mut r = self.run_attempt(ticket, t, b, zygote.as_deref_mut(), events, next);
             r.tries.earlier = earlier;
             let more = r.attempt() <= t.retries as usize && !self.scheduler.is_interrupted();
@@ -439,10 +473,12 @@ impl Runner<'_> {
         events: &Sender<Event>,
         next: Next<'_>,
     ) -> TestFinished {
+        // A whole binary runs its own tests side by side: wherever the kernel puts them.
+        let next = if t.whole_binary { Next { cpus: None, ..next } } else { next };
         let args = if t.whole_binary {
             self.list_filter_args().into_iter().map(OsString::from).collect()
         } else {
-            test_args(t)
+            test_args(t, b)
         };
         let cmd = self.command(b, args);
         let started = Instant::now();
@@ -514,7 +550,7 @@ impl Runner<'_> {
         let started = Instant::now();
         let unit_name = format!("{} tests", cases.len());
         let who = (b.bin.id.as_str(), unit_name.as_str(), events);
-        let next = Next { prepared: None, ahead: None };
+        let next = Next { prepared: None, ahead: None, cpus: None };
         let result = self.contain(ticket, settings, &cmd, zygote, who, settings.timeout(), next);
         let (binary_status, outcome, timeline) = match result {
             Ok(Contained { outcome: o, timeline, .. }) => (self.status(&o), Some(o), timeline),

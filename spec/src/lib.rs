@@ -29,8 +29,8 @@ pub use network::{
     ENV_POOL,
 };
 pub use parse::{
-    format_duration, parse_cpus, parse_duration, CpuQuota, CpuWeight, MemoryLimit, ParseError, PidsLimit,
-    ValueKind, MAX_DURATION,
+    format_duration, parse_cpus, parse_duration, CpuList, CpuQuota, CpuWeight, MemoryLimit, ParseError,
+    PidsLimit, ValueKind, MAX_DURATION,
 };
 pub use settings::{parse_bool, parse_hostname, SetError, TestSettings, SETTINGS_KEYS};
 

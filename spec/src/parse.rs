@@ -22,6 +22,7 @@ pub enum ValueKind {
     Bool,
     Capabilities,
     HostAccess,
+    CpuList,
 }
 
 impl ValueKind {
@@ -42,6 +43,7 @@ impl ValueKind {
             ValueKind::Bool => "boolean",
             ValueKind::Capabilities => "capability list",
             ValueKind::HostAccess => "host access",
+            ValueKind::CpuList => "CPU list",
         }
     }
 
@@ -73,6 +75,9 @@ impl ValueKind {
             ValueKind::Hostname => "1 to 64 characters: letters, digits, '-' and '.', not starting with '-' or '.'",
             ValueKind::Bool => "true or false",
             ValueKind::Capabilities => crate::caps::ACCEPTED,
+            ValueKind::CpuList => {
+                "CPU numbers from 0 to 1023 and ranges of them, comma-separated, as cpuset and taskset write them (\"0\", \"0-3\", \"0,2,4-7\")"
+            }
             ValueKind::HostAccess => {
                 "\"host-end\" (the container reaches only its veth's host end) or \"all\" (every address of the host)"
             }
@@ -555,5 +560,99 @@ mod tests {
             assert!(e.reason.contains("longest accepted duration"), "{over}: {e}");
         }
         assert_eq!(parse_duration("000000000000000000000000001s").unwrap(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn cpu_lists_parse_and_print_as_taskset_does() {
+        let l: CpuList = "0-3,6, 8-9,2".parse().unwrap();
+        assert_eq!(l.cpus(), &[0, 1, 2, 3, 6, 8, 9]);
+        assert_eq!(l.to_string(), "0-3,6,8-9");
+        assert_eq!("5".parse::<CpuList>().unwrap().cpus(), &[5]);
+        assert_eq!(CpuList::new([3, 1, 2, 1]).unwrap().to_string(), "1-3");
+        for bad in ["", "x", "3-1", "0-1024", "1024", "1,,2", "-1"] {
+            let e = bad.parse::<CpuList>().unwrap_err();
+            assert_eq!(e.kind, ValueKind::CpuList, "{bad:?}");
+        }
+        assert!(CpuList::new([]).is_err());
+        assert!(CpuList::new([CpuList::LIMIT]).is_err());
+    }
+}
+
+/// A non-empty set of CPU numbers, each below [`CpuList::LIMIT`]: where a container's processes
+/// run. Written and parsed as cpuset and `taskset -c` write it: `"0-3,6"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CpuList(Vec<usize>);
+
+impl CpuList {
+    /// The kernel's `CPU_SETSIZE`: the CPUs a glibc `cpu_set_t` can name.
+    pub const LIMIT: usize = 1024;
+
+    /// The list of these CPUs (sorted, each once), or an error when there is none or one is
+    /// at or above [`CpuList::LIMIT`].
+    pub fn new(cpus: impl IntoIterator<Item = usize>) -> Result<CpuList, ParseError> {
+        let mut v: Vec<usize> = cpus.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        let list = CpuList(v);
+        let err = |reason: &str| Err(ParseError::new(ValueKind::CpuList, &list.to_string(), reason));
+        match list.0.last() {
+            None => err("it names no CPU"),
+            Some(&last) if last >= Self::LIMIT => err("a CPU number is too large"),
+            Some(_) => Ok(list),
+        }
+    }
+
+    /// The CPUs, ascending.
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut i = 0;
+        while i < self.0.len() {
+            let start = self.0[i];
+            let mut end = start;
+            while i + 1 < self.0.len() && self.0[i + 1] == end + 1 {
+                i += 1;
+                end += 1;
+            }
+            let sep = if start == self.0[0] { "" } else { "," };
+            if end == start {
+                write!(f, "{sep}{start}")?;
+            } else {
+                write!(f, "{sep}{start}-{end}")?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for CpuList {
+    type Err = ParseError;
+    fn from_str(input: &str) -> Result<Self, ParseError> {
+        let err = |reason: &str| ParseError::new(ValueKind::CpuList, input, reason);
+        let number = |s: &str| {
+            s.trim().parse::<usize>().map_err(|_| err(&format!("{:?} is not a CPU number", s.trim())))
+        };
+        let mut cpus = Vec::new();
+        for part in input.split(',') {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (number(a)?, number(b)?);
+                    if a > b {
+                        return Err(err(&format!("the range {a}-{b} runs backwards")));
+                    }
+                    if b >= CpuList::LIMIT {
+                        return Err(err(&format!("CPU {b} is at or above {}", CpuList::LIMIT)));
+                    }
+                    cpus.extend(a..=b);
+                }
+                None => cpus.push(number(part)?),
+            }
+        }
+        CpuList::new(cpus).map_err(|e| err(&e.reason))
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Request<'a> {
     /// process holds it, the init's exit does not tear the container's mounts down (the caller
     /// lets it go later, off its path).
     pub(crate) hold_mount_ns: bool,
+    /// The init's CPU affinity, set before the go (the main process inherits it).
+    pub(crate) cpus: Option<&'a cvtest_spec::CpuList>,
 }
 
 /// A started container: its init, and the parent's ends of everything.
@@ -250,6 +252,9 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Paused, 
     let Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, .. } = pipes;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
+    if let Some(cpus) = req.cpus {
+        set_affinity(pid, cpus)?;
+    }
     let namespaces =
         if req.keep_namespaces { Some(open_namespaces(pid, req.userns.is_some())?) } else { None };
     // Before the go: once the init is not dumpable, a parent without CAP_SYS_PTRACE may not.
@@ -853,4 +858,16 @@ fn executable(path: &Path) -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::PermissionDenied, "is a directory"));
     }
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map_err(io::Error::from)
+}
+
+/// Gives the process `pid` (a container's init, a zygote) the CPU affinity `cpus`; what it
+/// clones or forks later inherits it.
+pub(crate) fn set_affinity(pid: libc::pid_t, cpus: &cvtest_spec::CpuList) -> Result<(), SpawnError> {
+    let mut set = nix::sched::CpuSet::new();
+    for &cpu in cpus.cpus() {
+        // A `CpuList` names only CPUs below CPU_SETSIZE, which a `CpuSet` holds.
+        set.set(cpu).map_err(|e| SpawnError::Affinity { cpus: cpus.clone(), source: e.into() })?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
+        .map_err(|e| SpawnError::Affinity { cpus: cpus.clone(), source: e.into() })
 }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use cvtest::{Command, Container, Options, Rootfs, SpawnError, Stdio, Termination, Zygote};
+use cvtest::{Command, Container, CpuList, Options, Rootfs, SpawnError, Stdio, Termination, Zygote};
 use libtest_mimic::{Failed, Trial};
 
 use crate::container::{
@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::a_lost_zygote_falls_back_to_direct_clones", lost_zygote_falls_back),
         privileged("zygote::commands_start_with_default_signal_dispositions", default_dispositions),
         privileged("zygote::a_paused_spawn_starts_its_command_only_on_resume", paused_until_resumed),
+        privileged("zygote::containers_run_on_the_cpus_they_are_given", run_on_the_cpus_given),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
 }
@@ -486,4 +487,71 @@ fn dies_with_its_owner() -> Result<Option<String>, Failed> {
         netns: None,
     })?;
     Ok(None)
+}
+
+/// The CPUs in a `/proc/<pid>/status` text.
+fn cpus_allowed(status: &str) -> Option<Vec<usize>> {
+    let list: CpuList =
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim().parse().ok()?;
+    Some(list.cpus().to_vec())
+}
+
+/// `Options::set_cpu_affinity`: the command, cloned by a zygote or directly, runs on exactly the
+/// CPUs given (and `nproc` counts them), whatever CPUs the zygote itself runs on
+/// (`Zygote::set_cpu_affinity`); CPUs that are not there fail the spawn with
+/// `SpawnError::Affinity`, which names them, and leave nothing behind.
+fn run_on_the_cpus_given() -> Result<(), Failed> {
+    let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)
+        .ok_or("no Cpus_allowed_list of our own")?;
+    let (first, last) = (ours[0], ours[ours.len() - 1]);
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    z.set_cpu_affinity(&CpuList::new([first]).map_err(|e| e.to_string())?)
+        .map_err(fail("zygote affinity"))?;
+    let zs = std::fs::read_to_string(format!("/proc/{}/status", z.pid())).map_err(|e| e.to_string())?;
+    ensure!(
+        cpus_allowed(&zs) == Some(vec![first]),
+        "the zygote runs on {:?}, expected [{first}]",
+        cpus_allowed(&zs)
+    );
+
+    let mut opts = options();
+    opts.set_cpu_affinity(Some(CpuList::new([last]).map_err(|e| e.to_string())?));
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", "grep Cpus_allowed_list /proc/self/status; echo nproc=$(nproc)"]);
+    cmd.stdout(Stdio::Capture { limit: 1 << 16 });
+    for by_zygote in [true, false] {
+        let mut c = Container::create(&opts).map_err(fail("create"))?;
+        if by_zygote {
+            c.spawn_via(&mut z, &cmd).map_err(fail("spawn via the zygote"))?;
+        } else {
+            c.spawn(&cmd).map_err(fail("spawn"))?;
+        }
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
+        c.destroy().map_err(fail("destroy"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(out.termination == Termination::Exited(0), "{:?}: {text}", out.termination);
+        ensure!(
+            cpus_allowed(&text) == Some(vec![last]),
+            "by the zygote {by_zygote}: ran on {text:?}, expected [{last}]"
+        );
+        ensure!(text.contains("nproc=1"), "by the zygote {by_zygote}: {text:?}, expected nproc=1");
+    }
+
+    // Not there: 1023 unless this machine has it.
+    if !ours.contains(&1023) {
+        opts.set_cpu_affinity(Some(CpuList::new([1023]).map_err(|e| e.to_string())?));
+        let mut c = Container::create(&opts).map_err(fail("create"))?;
+        let token = unique_token("aff");
+        let err = match c.spawn_via(&mut z, &linger(&token)) {
+            Ok(()) => return Err("a spawn on CPU 1023 succeeded".into()),
+            Err(e) => e,
+        };
+        ensure!(matches!(err, SpawnError::Affinity { .. }), "the error: {err:?}");
+        ensure!(err.to_string().contains("CPUs 1023"), "the message names the CPUs: {err}");
+        let fp = footprint(&c);
+        c.destroy().map_err(fail("destroy"))?;
+        assert_gone(&fp)?;
+        ensure!(!token_running(&token), "the command of a failed spawn runs");
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("overlapping_networks_never_overlap_in_time", overlapping_networks_never_overlap_in_time),
         privileged("fail_fast_stops_after_the_first_failure", fail_fast_stops_after_the_first_failure),
         privileged("no_limits_is_said_for_every_test", no_limits_is_said_for_every_test),
+        privileged("each_worker_runs_its_tests_on_its_own_cpus", each_worker_runs_its_tests_on_its_own_cpus),
     ]
 }
 
@@ -298,4 +299,77 @@ fn no_limits_is_said_for_every_test() -> Result<(), Failed> {
     let bad = cmd.env("CVTEST_LIMITS", "maybe").output().map_err(|e| e.to_string())?;
     exit_code(&bad, 2)?;
     check(text(&bad.stderr).contains("CVTEST_LIMITS=\"maybe\" is not understood"), "the usage error", &bad)
+}
+
+/// The CPUs a process may run on, from its `Cpus_allowed_list` line.
+fn cpus_allowed(status: &str) -> Result<Vec<usize>, Failed> {
+    let line =
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).ok_or("no Cpus_allowed_list")?;
+    let list: cvtest_spec::CpuList = line.trim().parse().map_err(|e| format!("{e}"))?;
+    Ok(list.cpus().to_vec())
+}
+
+/// With `-j 2`, each placement test runs on one of two halves of the CPUs this process may use
+/// (the first half the larger, a half per worker), and `available_parallelism` in each counts its half; with
+/// `--no-pin`, or `CVTEST_PIN=off`, each may run on all of them.
+fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
+    let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)?;
+    if ours.len() < 2 {
+        // One CPU: there is nothing to share out, and the runner places nothing.
+        let out = cvtest("basic", &["--lib", "-j", "2", "placement::"]);
+        return exit_code(&out, 0);
+    }
+    let dir = fixture_target_dir().join(format!("placement-{}", std::process::id()));
+    let run = |extra: &[&str], env: Option<(&str, &str)>| -> Result<Vec<(Vec<usize>, usize)>, Failed> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut cmd = crate::support::cvtest_command(
+            "basic",
+            &[&["--lib", "-j", "2"], extra, &["placement::"]].concat(),
+        );
+        cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        exit_code(&out, 0)?;
+        let mut seen = Vec::new();
+        for name in ["a", "b"] {
+            let text =
+                std::fs::read_to_string(dir.join(name)).map_err(|e| format!("test {name}'s record: {e}"))?;
+            let (cpus, threads) = text.split_once(' ').ok_or_else(|| format!("record {text:?}"))?;
+            let list: cvtest_spec::CpuList = cpus.parse().map_err(|e| format!("{e}"))?;
+            seen.push((list.cpus().to_vec(), threads.parse::<usize>().map_err(|e| e.to_string())?));
+        }
+        Ok(seen)
+    };
+    let seen = run(&[], None)?;
+    let half = ours.len() / 2 + ours.len() % 2;
+    let want = [ours[..half].to_vec(), ours[half..].to_vec()];
+    // Each test on one worker's share (both on one, should a worker start late).
+    for (cpus, _) in &seen {
+        if !want.contains(cpus) {
+            return Err(
+                format!("a test ran on CPUs {cpus:?}, not on either half {want:?} of {ours:?}").into()
+            );
+        }
+    }
+    for (cpus, threads) in &seen {
+        if *threads != cpus.len() {
+            return Err(format!("available_parallelism {threads} on CPUs {cpus:?}").into());
+        }
+    }
+    for (extra, env) in [(&["--no-pin"][..], None), (&[][..], Some(("CVTEST_PIN", "off")))] {
+        let seen = run(extra, env)?;
+        for (cpus, _) in &seen {
+            if *cpus != ours {
+                return Err(format!(
+                    "with {extra:?} {env:?}: a test ran on {cpus:?}, not on all of {ours:?}"
+                )
+                .into());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
