@@ -399,6 +399,13 @@ impl Container {
         self.spawn_inner(command, Some(zygote), true)
     }
 
+    /// Changes the CPU affinity the container's init gets at its next spawn
+    /// ([`Options::set_cpu_affinity`]): after a spawn failed with [`SpawnError::Affinity`], a
+    /// caller to whom the placement was only a preference spawns again without it.
+    pub fn set_cpu_affinity(&mut self, cpus: Option<cvtest_spec::CpuList>) {
+        self.cpus = cpus;
+    }
+
     /// Starts the command of a container spawned with [`Container::spawn_paused_via`].
     pub fn resume(&mut self) -> Result<(), SpawnError> {
         let run = self.paused.take().ok_or(SpawnError::NotPaused)?;

@@ -72,6 +72,9 @@ pub struct Zygote {
     pid: i32,
     live: Option<Live>,
     lost: Option<ZygoteError>,
+    /// Its CPU affinity before [`Zygote::set_cpu_affinity`] placed it: what a container without
+    /// an affinity of its own gets back, instead of the zygote's.
+    unplaced: Option<cvtest_spec::CpuList>,
     /// The zygote dies when the thread that started it exits (`PR_SET_PDEATHSIG`).
     _same_thread: PhantomData<*const ()>,
 }
@@ -123,8 +126,13 @@ impl Zygote {
             sys::spawn_zygote(c"/proc/self/exe", &argv, &envp, theirs.as_fd(), null, SOCKET_FD)
                 .map_err(|e| ZygoteError::Start(e.into()))?;
         drop(theirs);
-        let mut z =
-            Zygote { pid, live: Some(Live { socket: ours, pidfd }), lost: None, _same_thread: PhantomData };
+        let mut z = Zygote {
+            pid,
+            live: Some(Live { socket: ours, pidfd }),
+            lost: None,
+            unplaced: None,
+            _same_thread: PhantomData,
+        };
         let hello = match z.receive(0) {
             Ok((Reply::Hello { protocol }, None)) if protocol == PROTOCOL => Ok(()),
             Ok((Reply::Hello { protocol }, _)) => {
@@ -153,9 +161,20 @@ impl Zygote {
 
     /// Runs the zygote on `cpus` (its CPU affinity): the inits it clones start there, so a
     /// container given the same CPUs ([`crate::Options::set_cpu_affinity`]) does not move
-    /// after its clone. The containers' own affinity is theirs: this only places the zygote.
-    pub fn set_cpu_affinity(&self, cpus: &cvtest_spec::CpuList) -> Result<(), SpawnError> {
+    /// after its clone. This only places the zygote: a container without an affinity of its
+    /// own gets the zygote's affinity from before the first call, as if cloned unplaced.
+    pub fn set_cpu_affinity(&mut self, cpus: &cvtest_spec::CpuList) -> Result<(), SpawnError> {
+        if self.unplaced.is_none() {
+            let now = crate::sandbox::spawn::get_affinity(self.pid)
+                .map_err(|source| SpawnError::Affinity { cpus: cpus.clone(), source })?;
+            self.unplaced = Some(now);
+        }
         crate::sandbox::spawn::set_affinity(self.pid, cpus)
+    }
+
+    /// The affinity a container without one of its own gets (see [`Zygote::set_cpu_affinity`]).
+    pub(crate) fn unplaced(&self) -> Option<&cvtest_spec::CpuList> {
+        self.unplaced.as_ref()
     }
 
     /// Why the zygote stopped serving, once it did: spawns through it are then direct.

@@ -265,6 +265,8 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
             Vec::new()
         },
         next_worker: Default::default(),
+        unplaced: Default::default(),
+        unplaced_warned: Default::default(),
     };
     drive(&runner, jobs.min(units.len()), signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends

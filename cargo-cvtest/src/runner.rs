@@ -59,6 +59,10 @@ pub(crate) struct Runner<'a> {
     pub(crate) cpu_shares: Vec<CpuList>,
     /// The next worker's index into `cpu_shares`.
     pub(crate) next_worker: AtomicUsize,
+    /// Set, with why, once a container could not be placed on its worker's CPUs: from then on
+    /// no container is placed (the run says so once).
+    pub(crate) unplaced: std::sync::OnceLock<String>,
+    pub(crate) unplaced_warned: AtomicBool,
 }
 
 /// A worker's next test, taken while its current one runs: admitted, its container created and
@@ -144,7 +148,7 @@ impl Runner<'_> {
         };
         // The worker's zygote on its share too: the inits it clones start where they will run.
         // Only a placement: should it fail, the containers' own affinity still places them.
-        if let (Some(cpus), Some(z)) = (home, &zygote) {
+        if let (Some(cpus), Some(z)) = (home, zygote.as_mut()) {
             let _ = z.set_cpu_affinity(cpus);
         }
         loop {
@@ -162,7 +166,8 @@ impl Runner<'_> {
                     None => break,
                 },
             };
-            let next = Next { prepared, ahead: Some(&ahead), cpus: home };
+            let cpus = home.filter(|_| self.unplaced.get().is_none());
+            let next = Next { prepared, ahead: Some(&ahead), cpus };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
                 Unit::Test(i) => {
@@ -179,6 +184,14 @@ impl Runner<'_> {
                     self.run_binary(&ticket, *binary, tests, &events, zygote.as_mut())
                 }
             };
+            if let Some(why) = self.unplaced.get() {
+                if !self.unplaced_warned.swap(true, Ordering::Relaxed) {
+                    let message = format!(
+                        "cannot place containers on their worker's CPUs ({why}): the run's next containers go wherever the kernel puts them"
+                    );
+                    let _ = events.send(Event::Warning { message });
+                }
+            }
             if let Some(lost) = zygote.as_ref().and_then(Zygote::lost) {
                 self.warn_zygote(&events, lost);
                 zygote = None;
@@ -368,7 +381,20 @@ impl Runner<'_> {
         let network = c.network();
         let mut timeline = None;
         let result = (|| {
-            start(&mut c, zygote.as_deref_mut()).map_err(UnitError::Spawn)?;
+            match start(&mut c, zygote.as_deref_mut()) {
+                // The worker's CPUs are gone (offline, or out of the run's cpuset): the placement
+                // was only a preference. This container and the run's next ones go unplaced.
+                Err(cvtest::SpawnError::Affinity { cpus, source }) => {
+                    let _ = self.unplaced.set(format!("CPUs {cpus}: {source}"));
+                    c.set_cpu_affinity(None);
+                    match zygote.as_deref_mut() {
+                        Some(z) => c.spawn_via(z, cmd),
+                        None => c.spawn(cmd),
+                    }
+                    .map_err(UnitError::Spawn)?;
+                }
+                started => started.map_err(UnitError::Spawn)?,
+            }
             if let Some(m) = maker.as_mut() {
                 // A lab's nodes run beside the test: wherever the kernel puts them.
                 let options = self.options(settings, None);

@@ -227,6 +227,9 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Paused, 
     let flags = clone_flags(req, &plan);
     let run_netns = plan.run_netns;
 
+    // A container without an affinity of its own, cloned by a placed zygote, gets the zygote's
+    // from before it was placed.
+    let cpus = req.cpus.cloned().or_else(|| zygote.as_ref().and_then(|z| z.unplaced().cloned()));
     let started = Instant::now();
     let lab_userns = req.lab_port.and_then(|p| p.userns.as_deref());
     let (pid, pidfd, in_cgroup) = match lab_userns {
@@ -252,7 +255,7 @@ fn spawn_once(req: &Request<'_>, zygote: Option<&mut Zygote>) -> Result<Paused, 
     let Pipes { life_r, life_w, status_r, status_w, out_r, out_w, err_r, err_w, .. } = pipes;
     drop((life_r, status_w, out_w, err_w));
     let mut init = InitGuard { pidfd: Some(pidfd) };
-    if let Some(cpus) = req.cpus {
+    if let Some(cpus) = &cpus {
         set_affinity(pid, cpus)?;
     }
     let namespaces =
@@ -870,4 +873,12 @@ pub(crate) fn set_affinity(pid: libc::pid_t, cpus: &cvtest_spec::CpuList) -> Res
     }
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
         .map_err(|e| SpawnError::Affinity { cpus: cpus.clone(), source: e.into() })
+}
+
+/// The CPU affinity of the process `pid`.
+pub(crate) fn get_affinity(pid: libc::pid_t) -> io::Result<cvtest_spec::CpuList> {
+    let set = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(pid))?;
+    let limit = nix::sched::CpuSet::count().min(cvtest_spec::CpuList::LIMIT);
+    cvtest_spec::CpuList::new((0..limit).filter(|&c| set.is_set(c).unwrap_or(false)))
+        .map_err(io::Error::other)
 }

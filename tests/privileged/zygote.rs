@@ -499,7 +499,8 @@ fn cpus_allowed(status: &str) -> Option<Vec<usize>> {
 /// `Options::set_cpu_affinity`: the command, cloned by a zygote or directly, runs on exactly the
 /// CPUs given (and `nproc` counts them), whatever CPUs the zygote itself runs on
 /// (`Zygote::set_cpu_affinity`); CPUs that are not there fail the spawn with
-/// `SpawnError::Affinity`, which names them, and leave nothing behind.
+/// `SpawnError::Affinity`, which names them, and leave nothing behind; the container then
+/// spawns unplaced (`Container::set_cpu_affinity(None)`) and runs on every CPU.
 fn run_on_the_cpus_given() -> Result<(), Failed> {
     let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)
         .ok_or("no Cpus_allowed_list of our own")?;
@@ -548,10 +549,16 @@ fn run_on_the_cpus_given() -> Result<(), Failed> {
         };
         ensure!(matches!(err, SpawnError::Affinity { .. }), "the error: {err:?}");
         ensure!(err.to_string().contains("CPUs 1023"), "the message names the CPUs: {err}");
+        ensure!(!token_running(&token), "the command of a failed spawn runs");
+        // The same container spawns again, unplaced (what `cargo cvtest` falls back to).
+        c.set_cpu_affinity(None);
+        c.spawn_via(&mut z, &cmd).map_err(fail("spawn again, unplaced"))?;
         let fp = footprint(&c);
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
         c.destroy().map_err(fail("destroy"))?;
         assert_gone(&fp)?;
-        ensure!(!token_running(&token), "the command of a failed spawn runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(cpus_allowed(&text) == Some(ours.clone()), "unplaced, it ran on {text:?}, expected {ours:?}");
     }
     Ok(())
 }

@@ -310,7 +310,8 @@ fn cpus_allowed(status: &str) -> Result<Vec<usize>, Failed> {
 }
 
 /// With `-j 2`, each placement test runs on one of two halves of the CPUs this process may use
-/// (the first half the larger, a half per worker), and `available_parallelism` in each counts its half; with
+/// (the first half the larger, a half per worker), a whole custom-harness binary on all of them,
+/// and `available_parallelism` in each counts its half; with
 /// `--no-pin`, or `CVTEST_PIN=off`, each may run on all of them.
 fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
     let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)?;
@@ -323,10 +324,8 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
     let run = |extra: &[&str], env: Option<(&str, &str)>| -> Result<Vec<(Vec<usize>, usize)>, Failed> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let mut cmd = crate::support::cvtest_command(
-            "basic",
-            &[&["--lib", "-j", "2"], extra, &["placement::"]].concat(),
-        );
+        let args = [&["-j", "2"], extra, &["placement::", "basic::custom"]].concat();
+        let mut cmd = crate::support::cvtest_command("basic", &args);
         cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir);
         if let Some((k, v)) = env {
             cmd.env(k, v);
@@ -334,7 +333,7 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         let out = cmd.output().map_err(|e| e.to_string())?;
         exit_code(&out, 0)?;
         let mut seen = Vec::new();
-        for name in ["a", "b"] {
+        for name in ["a", "b", "custom"] {
             let text =
                 std::fs::read_to_string(dir.join(name)).map_err(|e| format!("test {name}'s record: {e}"))?;
             let (cpus, threads) = text.split_once(' ').ok_or_else(|| format!("record {text:?}"))?;
@@ -346,8 +345,12 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
     let seen = run(&[], None)?;
     let half = ours.len() / 2 + ours.len() % 2;
     let want = [ours[..half].to_vec(), ours[half..].to_vec()];
-    // Each test on one worker's share (both on one, should a worker start late).
-    for (cpus, _) in &seen {
+    // Each test on one worker's share (both on one, should a worker start late); the custom
+    // harness, run whole, on every CPU (not on its worker's zygote's share).
+    if seen[2].0 != ours {
+        return Err(format!("the whole binary ran on {:?}, not on all of {ours:?}", seen[2].0).into());
+    }
+    for (cpus, _) in &seen[..2] {
         if !want.contains(cpus) {
             return Err(
                 format!("a test ran on CPUs {cpus:?}, not on either half {want:?} of {ours:?}").into()
