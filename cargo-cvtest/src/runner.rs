@@ -119,6 +119,12 @@ fn test_args(t: &TestCase, b: &BinaryEntry) -> Vec<OsString> {
     args
 }
 
+/// Whether a container with `limits` may be placed on `share`: not when its CPU quota
+/// (`cpus = "2"`) asks for more CPUs than the share has; that test runs wherever the kernel puts it.
+fn placeable(limits: &cvtest::Limits, share: &CpuList) -> bool {
+    limits.cpus.map_or(true, |q| u64::from(q.millicpus()) <= share.cpus().len() as u64 * 1000)
+}
+
 /// Whether workers prepare their next test ahead: unless `CVTEST_SPAWN_AHEAD` is `0`, `off` or
 /// `false` (A/B measurements).
 pub(crate) fn spawn_ahead_enabled() -> bool {
@@ -278,7 +284,7 @@ impl Runner<'_> {
         o.set_rootfs(Rootfs::Host { writable: self.writable.clone() });
         o.set_reuse_netns(true);
         o.set_background(true);
-        o.set_cpu_affinity(cpus.cloned());
+        o.set_cpu_affinity(cpus.filter(|c| placeable(o.limits(), c)).cloned());
         o
     }
 
@@ -771,6 +777,21 @@ fn parse_libtest_pretty(stdout: &[u8]) -> Pretty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cpu_quota_larger_than_the_share_is_not_placed() {
+        let one = CpuList::new([1]).unwrap();
+        let two = CpuList::new([2, 3]).unwrap();
+        let mut limits = cvtest::Limits::default();
+        assert!(placeable(&limits, &one), "no quota");
+        limits.cpus = cvtest_spec::parse_cpus("1").unwrap();
+        assert!(placeable(&limits, &one));
+        limits.cpus = cvtest_spec::parse_cpus("1.5").unwrap();
+        assert!(!placeable(&limits, &one));
+        assert!(placeable(&limits, &two));
+        limits.cpus = cvtest_spec::parse_cpus("0.5").unwrap();
+        assert!(placeable(&limits, &one));
+    }
 
     #[test]
     fn reads_libtest_pretty_output() {
