@@ -335,6 +335,9 @@ pub(crate) enum Event {
         jobs: usize,
         scope: ContainerScope,
         memory_budget: u64,
+        /// Each worker's share of the CPUs (`crate::placement`), as taskset writes a list;
+        /// empty when containers are not placed.
+        cpu_shares: Vec<String>,
     },
     TestStarted {
         binary_id: String,
@@ -465,6 +468,7 @@ mod tests {
             jobs: 1,
             scope: ContainerScope::Test,
             memory_budget: 1 << 30,
+            cpu_shares: Vec::new(),
         };
         s.add(&started);
         s.add(&Event::TestFinished(Box::new(TestFinished::sample(Status::Ignored))));

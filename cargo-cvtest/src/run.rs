@@ -228,7 +228,14 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
     };
     let mut sink = Sink::new(reporter::for_run(&report), history);
     let started = Instant::now();
-    announce(&mut sink, &list, opts.scope, jobs, budget, started);
+    let workers = jobs.min(units.len());
+    let cpu_shares = if opts.pin {
+        crate::placement::shares(&crate::placement::allowed_cpus(), workers).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let shares_shown = cpu_shares.iter().map(ToString::to_string).collect();
+    announce(&mut sink, &list, (opts.scope, jobs, budget, shares_shown), started);
     if !enforced {
         // Run-wide, said once at the start; every test's line and JSON say it again.
         let message = "limits are NOT enforced in this run (--no-limits, CVTEST_LIMITS=off or `limits = \"off\"`): \
@@ -258,12 +265,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         sampler: sampler.as_ref(),
         workers: jobs.min(units.len()),
         spawn_ahead: runner::spawn_ahead_enabled(),
-        cpu_shares: if opts.pin {
-            crate::placement::shares(&crate::placement::allowed_cpus(), jobs.min(units.len()))
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        },
+        cpu_shares,
         next_worker: Default::default(),
         unplaced: Default::default(),
         unplaced_warned: Default::default(),
@@ -285,9 +287,7 @@ const VETHS_GONE_TIMEOUT: Duration = Duration::from_secs(10);
 fn announce(
     sink: &mut Sink,
     list: &TestList,
-    scope: ContainerScope,
-    jobs: usize,
-    budget: u64,
+    (scope, jobs, budget, cpu_shares): (ContainerScope, usize, u64, Vec<String>),
     started: Instant,
 ) {
     let ignored: Vec<_> = list.tests.iter().filter(|t| t.disposition == Disposition::Ignored).collect();
@@ -298,6 +298,7 @@ fn announce(
         jobs,
         scope,
         memory_budget: budget,
+        cpu_shares,
     });
     for t in ignored {
         let ev =

@@ -267,7 +267,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         let v = match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget, cpu_shares } => {
                 self.run_start = Some(std::time::Instant::now());
                 json!({
                 "type": "run-started",
@@ -278,6 +278,7 @@ impl<W: Write> Reporter for JsonReporter<W> {
                 "jobs": jobs,
                 "isolation": scope.as_str(),
                 "memory_budget_bytes": memory_budget,
+                "cpu_shares": cpu_shares,
                 })
             }
             Event::TestStarted { .. } => return Ok(()),

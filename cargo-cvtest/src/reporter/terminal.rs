@@ -324,7 +324,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     fn report(&mut self, event: &Event) -> io::Result<()> {
         self.summary.add(event);
         match event {
-            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget } => {
+            Event::RunStarted { to_run, ignored, filtered_out, jobs, scope, memory_budget, cpu_shares } => {
                 self.total = *to_run;
                 self.started = Instant::now();
                 let head = self.paint.paint(Painter::good(), "    Starting");
@@ -334,6 +334,13 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                     scope.as_str(),
                     human_bytes(*memory_budget),
                 )?;
+                if !cpu_shares.is_empty() {
+                    writeln!(
+                        self.out,
+                        "             each worker's tests on its own CPUs: {} (--no-pin: anywhere)",
+                        cpu_shares.join(" | ")
+                    )?;
+                }
             }
             Event::TestStarted { binary_id, name } => {
                 self.running += 1;

@@ -321,10 +321,13 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         return exit_code(&out, 0);
     }
     let dir = fixture_target_dir().join(format!("placement-{}", std::process::id()));
-    let run = |extra: &[&str], env: Option<(&str, &str)>| -> Result<Vec<(Vec<usize>, usize)>, Failed> {
+    // What each test recorded (its CPUs and available_parallelism), and the run's `cpu_shares`.
+    type Seen = (Vec<(Vec<usize>, usize)>, Vec<String>);
+    let run = |extra: &[&str], env: Option<(&str, &str)>| -> Result<Seen, Failed> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let args = [&["-j", "2"], extra, &["placement::", "basic::custom"]].concat();
+        let args =
+            [&["-j", "2", "--message-format", "json"], extra, &["placement::", "basic::custom"]].concat();
         let mut cmd = crate::support::cvtest_command("basic", &args);
         cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir);
         if let Some((k, v)) = env {
@@ -340,11 +343,22 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
             let list: cvtest_spec::CpuList = cpus.parse().map_err(|e| format!("{e}"))?;
             seen.push((list.cpus().to_vec(), threads.parse::<usize>().map_err(|e| e.to_string())?));
         }
-        Ok(seen)
+        let lines = json_lines(&out);
+        let started = lines.iter().find(|l| l["type"] == "run-started").ok_or("no run-started line")?;
+        let shares = started["cpu_shares"].as_array().ok_or("no cpu_shares")?;
+        Ok((seen, shares.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect()))
     };
-    let seen = run(&[], None)?;
+    let (seen, shares) = run(&[], None)?;
     let half = ours.len() / 2 + ours.len() % 2;
     let want = [ours[..half].to_vec(), ours[half..].to_vec()];
+    let said: Vec<String> = want
+        .iter()
+        .map(|w| cvtest_spec::CpuList::new(w.iter().copied()).map(|l| l.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if shares != said {
+        return Err(format!("run-started says cpu_shares {shares:?}, expected {said:?}").into());
+    }
     // Each test on one worker's share (both on one, should a worker start late); the custom
     // harness, run whole, on every CPU (not on its worker's zygote's share).
     if seen[2].0 != ours {
@@ -363,7 +377,10 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         }
     }
     for (extra, env) in [(&["--no-pin"][..], None), (&[][..], Some(("CVTEST_PIN", "off")))] {
-        let seen = run(extra, env)?;
+        let (seen, shares) = run(extra, env)?;
+        if !shares.is_empty() {
+            return Err(format!("with {extra:?} {env:?}: run-started says cpu_shares {shares:?}").into());
+        }
         for (cpus, _) in &seen {
             if *cpus != ours {
                 return Err(format!(
