@@ -5,8 +5,9 @@
 //! next container's start move the tasks about, two tests end up queued on one CPU while the
 //! other idles, and the load balancer will not move a task that ran in the last half
 //! millisecond (it is "cache hot") until it has failed to balance a few times. The idle comes in
-//! pieces of 0.5-5 ms, a third of a second per 1,000 tests on two cores (docs/BENCHMARKS.md,
-//! "CPU shares"). A worker whose containers start on its own CPUs never queues behind another.
+//! pieces of 0.5-5 ms: 1.5 core-seconds per 1,000 tests of the 10 ms suite on two cores, 0.15-0.2
+//! placed (docs/BENCHMARKS.md, "CPU shares"). A worker whose containers start on its own CPUs
+//! never queues behind another.
 //!
 //! The cost is that a test sees only its worker's share (`available_parallelism` counts it), so
 //! its threads share those CPUs instead of spreading over idle ones. `--no-pin` or

@@ -263,14 +263,14 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         no_capture: opts.no_capture,
         zygote_warned: Default::default(),
         sampler: sampler.as_ref(),
-        workers: jobs.min(units.len()),
+        workers,
         spawn_ahead: runner::spawn_ahead_enabled(),
         cpu_shares,
         next_worker: Default::default(),
         unplaced: Default::default(),
         unplaced_warned: Default::default(),
     };
-    drive(&runner, jobs.min(units.len()), signals, &mut sink);
+    drive(&runner, workers, signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends
     // when they are gone, so nothing of it is left when `cargo cvtest` returns.
     let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);

@@ -88,8 +88,16 @@ struct PreparedContainer {
 /// worker's slot for the next unit's (`None`: take none ahead).
 struct Next<'a> {
     prepared: Option<PreparedContainer>,
-    ahead: Option<&'a RefCell<Option<Ahead>>>,
-    /// The worker's share of the CPUs, for a container of a single test.
+    ahead: Option<AheadSlot<'a>>,
+    /// Where this unit's container runs: the worker's share of the CPUs, or `None` (anywhere).
+    cpus: Option<&'a CpuList>,
+}
+
+/// A worker's slot for the unit it takes ahead, and where that unit will run (the worker's
+/// share of the CPUs, whatever the current unit's own placement).
+#[derive(Clone, Copy)]
+struct AheadSlot<'a> {
+    slot: &'a RefCell<Option<Ahead>>,
     cpus: Option<&'a CpuList>,
 }
 
@@ -100,8 +108,7 @@ struct Contain<'a, 'z> {
     command: &'a Command,
     time_limit: Option<Duration>,
     zygote: Option<&'z mut Zygote>,
-    ahead: Option<&'a RefCell<Option<Ahead>>>,
-    cpus: Option<&'a CpuList>,
+    ahead: Option<AheadSlot<'a>>,
 }
 
 /// The arguments that run one test of a libtest binary.
@@ -173,7 +180,7 @@ impl Runner<'_> {
                 },
             };
             let cpus = home.filter(|_| self.unplaced.get().is_none());
-            let next = Next { prepared, ahead: Some(&ahead), cpus };
+            let next = Next { prepared, ahead: Some(AheadSlot { slot: &ahead, cpus }), cpus };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
                 Unit::Test(i) => {
@@ -217,7 +224,7 @@ impl Runner<'_> {
     /// than there are workers, and its lease and container can be had without waiting.
     /// Anything short of a paused container gives the unit back, untouched: it then starts as
     /// any other, and reports its errors there.
-    fn take_ahead(&self, zygote: Option<&mut Zygote>, slot: &RefCell<Option<Ahead>>, cpus: Option<&CpuList>) {
+    fn take_ahead(&self, zygote: Option<&mut Zygote>, AheadSlot { slot, cpus }: AheadSlot<'_>) {
         let Some(zygote) = zygote else { return };
         if !self.spawn_ahead || slot.borrow().is_some() || zygote.lost().is_some() {
             return;
@@ -322,7 +329,7 @@ impl Runner<'_> {
         let Next { prepared, ahead, cpus } = next;
         if let Some(p) = prepared {
             let PreparedContainer { container, maker, command, _memory } = p;
-            let run = Contain { container, maker, command: &command, time_limit, zygote, ahead, cpus };
+            let run = Contain { container, maker, command: &command, time_limit, zygote, ahead };
             return self.contained(ticket, settings, run, |c, _| c.resume());
         }
         // While it waits for a machine-wide lease (its share of the memory budget, shared with
@@ -366,7 +373,7 @@ impl Runner<'_> {
         // test's user namespace, which the container keeps for it).
         let mut with_lab = cmd.clone();
         let maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
-        let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead, cpus };
+        let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead };
         self.contained(ticket, settings, run, |c, zygote| match zygote {
             Some(z) => c.spawn_via(z, &with_lab),
             None => c.spawn(&with_lab),
@@ -383,7 +390,7 @@ impl Runner<'_> {
         run: Contain<'_, '_>,
         start: impl FnOnce(&mut Container, Option<&mut Zygote>) -> Result<(), cvtest::SpawnError>,
     ) -> Result<Contained, NoOutcome> {
-        let Contain { container: mut c, mut maker, command: cmd, time_limit, mut zygote, ahead, cpus } = run;
+        let Contain { container: mut c, mut maker, command: cmd, time_limit, mut zygote, ahead } = run;
         let network = c.network();
         let mut timeline = None;
         let result = (|| {
@@ -419,7 +426,7 @@ impl Runner<'_> {
             }
             let sampling = self.sample(&c);
             if let Some(slot) = ahead {
-                self.take_ahead(zygote, slot, cpus);
+                self.take_ahead(zygote, slot);
             }
             let outcome = c.wait(time_limit).map_err(UnitError::Wait);
             timeline = sampling.and_then(|r| self.sampler?.take(r));
