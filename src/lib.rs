@@ -84,6 +84,12 @@ pub use cvtest_spec::{
     Capabilities, CpuList, CpuQuota, CpuWeight, HostAccess, MemoryLimit, NetworkSpec, ParseError, PidsLimit,
 };
 
+/// The CPUs this process may run on (its CPU affinity, as `taskset -p` shows it): the set a
+/// runner shares out with [`Options::set_cpu_affinity`].
+pub fn cpu_affinity() -> std::io::Result<CpuList> {
+    sandbox::spawn::get_affinity(0)
+}
+
 /// Undoes what creating containers did to this process's own cgroup (on cgroup v2 below the
 /// root, the supervisor leaf it moved into), once every container of this process is gone: a
 /// runner calls it at the end of a run so that not even an empty cgroup is left. Nothing to do

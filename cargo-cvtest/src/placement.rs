@@ -23,10 +23,7 @@ pub(crate) fn enabled(no_pin: bool) -> bool {
 
 /// The CPUs this process may run on (its affinity), ascending; empty if it cannot tell.
 pub(crate) fn allowed_cpus() -> Vec<usize> {
-    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
-        return Vec::new();
-    };
-    (0..nix::sched::CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect()
+    cvtest::cpu_affinity().map(|l| l.cpus().to_vec()).unwrap_or_default()
 }
 
 /// `allowed` split into `workers` shares, in order, as even as can be (the first ones get one
