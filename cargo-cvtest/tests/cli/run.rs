@@ -349,6 +349,14 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         Ok((seen, shares.iter().map(|v| v.as_str().unwrap_or("?").to_owned()).collect()))
     };
     let (seen, shares) = run(&[], None)?;
+    // A single test of the default harness runs with --test-threads=1; a custom harness gets
+    // only what it was listed with.
+    for (name, want) in [("a", true), ("b", true), ("custom", false)] {
+        let args = std::fs::read_to_string(dir.join(format!("{name}.args"))).map_err(|e| e.to_string())?;
+        if args.lines().any(|a| a == "--test-threads=1") != want {
+            return Err(format!("{name} ran with the arguments {args:?}").into());
+        }
+    }
     let half = ours.len() / 2 + ours.len() % 2;
     let want = [ours[..half].to_vec(), ours[half..].to_vec()];
     let said: Vec<String> = want
