@@ -9,6 +9,13 @@
 //!   container is gone: [`crate::cgroup::Cgroup::kill_all`] checked), the `rmdir`s are the
 //!   thread's; so is the check that decides whether a pooled network namespace goes back to the
 //!   pool (entering it and reading five files of `/proc/net`).
+//! - **Behind**, on cgroup v1: the emptied cgroup of a confined container is recycled instead
+//!   of removed, when the kernel lets its counters start again ([`Cgroup::recycle`]; up to
+//!   [`MAX_READY`] of a kind), and the next container whose memory limit is at least
+//!   [`REUSE_MIN_MEMORY`] takes it before one made ahead: no `mkdir`, no `rmdir`, and only the
+//!   limits that differ are written. Its memory and CPU controllers' state is most of what
+//!   making and removing a cgroup costs (the memory one's per-CPU statistics, its offlining on
+//!   a kworker). `CVTEST_CGROUP_REUSE=0` turns it off.
 //! - **Ahead**, too: after a container took a pooled network namespace, a new one when the pool
 //!   has none made ahead ([`crate::net::pool::top_up`]); after a container with a veth was
 //!   created, a veth pair in a new namespace for the next one
@@ -29,7 +36,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use crate::cgroup::{Cgroup, CgroupError, Hierarchy, Made};
 use crate::options::Limits;
 
-/// At most this many cgroups of a kind are kept made.
+/// At most this many cgroups of a kind are kept made ahead, and as many recycled.
 const MAX_READY: usize = 8;
 
 /// Whether `CVTEST_BACKGROUND` leaves the thread on (anything but `0`, `off`, `false`).
@@ -38,10 +45,31 @@ pub(crate) fn enabled() -> bool {
     *ON.get_or_init(|| !matches!(std::env::var(crate::BACKGROUND_ENV).as_deref(), Ok("0" | "off" | "false")))
 }
 
+/// Whether `CVTEST_CGROUP_REUSE` leaves the reuse of cgroups on (anything but `0`, `off`, `false`).
+fn reuse_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        !matches!(std::env::var(crate::CGROUP_REUSE_ENV).as_deref(), Ok("0" | "off" | "false"))
+    })
+}
+
+/// A container whose memory limit is below this gets a new cgroup, never a recycled one: what
+/// the kernel may still have charged to a recycled one (up to 1 MiB, see `Cgroup::recycle`)
+/// would be a noticeable part of its limit.
+const REUSE_MIN_MEMORY: u64 = 64 << 20;
+
+/// Whether a container with `limits` may have a recycled cgroup.
+fn may_reuse(limits: &Limits) -> bool {
+    match limits.memory {
+        cvtest_spec::MemoryLimit::Max => true,
+        cvtest_spec::MemoryLimit::Bytes(b) => b >= REUSE_MIN_MEMORY,
+    }
+}
+
 /// Work for the thread, in order.
 enum Job {
-    /// An empty cgroup to remove.
-    Remove(Box<dyn Cgroup>),
+    /// An empty cgroup to remove; with its kind when it may be recycled instead.
+    Remove(Box<dyn Cgroup>, Option<bool>),
     /// Anything else a container left to do (a pooled namespace's check).
     Run(Box<dyn FnOnce() + Send>),
 }
@@ -53,6 +81,8 @@ struct State {
     /// Made and not taken, with their kind (`freezer`: a directory in the v1 freezer hierarchy
     /// too, for a container without a PID namespace).
     ready: Vec<(bool, Made)>,
+    /// Recycled for another container ([`Cgroup::recycle`]), with their kind.
+    used: Vec<(bool, Box<dyn Cgroup>)>,
     jobs: VecDeque<Job>,
     /// Taken and not retired yet, per kind (`[no freezer, freezer]`).
     live: [usize; 2],
@@ -89,29 +119,46 @@ fn lock(s: &Shared) -> MutexGuard<'_, State> {
     s.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A cgroup with `limits`: one the thread made ahead, else one made now. Either way the thread
-/// is asked to have the next one ready.
+/// A cgroup with `limits`: one an earlier container had, recycled by the thread (only when the
+/// memory limit is large enough, see [`REUSE_MIN_MEMORY`]), else one the thread made ahead, else
+/// one made now. Either way the thread is asked to have the next one ready.
 pub(crate) fn take_cgroup(
     h: &'static Hierarchy,
     limits: &Limits,
     freezer: bool,
 ) -> Result<Box<dyn Cgroup>, CgroupError> {
     let s = shared();
-    let made = {
+    let taken = {
         let mut st = lock(s);
         let kind = usize::from(freezer);
         st.asked[kind] = true;
         st.live[kind] += 1;
         st.hierarchy.get_or_insert(h);
-        let made = st.ready.iter().position(|(f, _)| *f == freezer).map(|i| st.ready.swap_remove(i).1);
+        let used = match may_reuse(limits) {
+            true => st.used.iter().position(|(f, _)| *f == freezer).map(|i| st.used.swap_remove(i).1),
+            false => None,
+        };
+        let made = match used {
+            Some(_) => None,
+            None => st.ready.iter().position(|(f, _)| *f == freezer).map(|i| st.ready.swap_remove(i).1),
+        };
         if !st.draining && !st.make_failed && start(s, &mut st) {
             s.work.notify_one();
         }
-        made
+        (used, made)
     };
-    let configured = match made {
-        Some(m) => m.configure(limits),
-        None => h.make(freezer).and_then(|m| m.configure(limits)),
+    let configured = match taken {
+        (Some(cg), _) => match cg.apply_limits(limits) {
+            Ok(()) => Ok(cg),
+            // Limits a recycled cgroup took no longer (its kernel state is not known): a new one.
+            Err(_) => {
+                let mut cg = cg;
+                let _ = cg.destroy();
+                h.make(freezer).and_then(|m| m.configure(limits))
+            }
+        },
+        (None, Some(m)) => m.configure(limits),
+        (None, None) => h.make(freezer).and_then(|m| m.configure(limits)),
     };
     if configured.is_err() {
         forget_cgroup(freezer);
@@ -119,12 +166,18 @@ pub(crate) fn take_cgroup(
     configured
 }
 
-/// Leaves the removal of an empty cgroup (its container destroyed) to the thread; without a
-/// running thread (drained meanwhile), removes it here.
-pub(crate) fn retire_cgroup(cgroup: Box<dyn Cgroup>, freezer: bool) -> Result<(), CgroupError> {
+/// Leaves an empty cgroup (its container destroyed) to the thread, which recycles it for
+/// another container when `recycle` and the kernel allow (see [`Cgroup::recycle`]), else
+/// removes it; without a running thread (drained meanwhile), removes it here.
+pub(crate) fn retire_cgroup(
+    cgroup: Box<dyn Cgroup>,
+    freezer: bool,
+    recycle: bool,
+) -> Result<(), CgroupError> {
     forget_cgroup(freezer);
-    match queue(Job::Remove(cgroup)) {
-        Some(Job::Remove(mut cgroup)) => cgroup.destroy(),
+    let kind = (recycle && reuse_enabled()).then_some(freezer);
+    match queue(Job::Remove(cgroup, kind)) {
+        Some(Job::Remove(mut cgroup, _)) => cgroup.destroy(),
         Some(Job::Run(_)) | None => Ok(()),
     }
 }
@@ -142,6 +195,15 @@ pub(crate) fn defer(job: impl FnOnce() + Send + 'static) {
     if let Some(Job::Run(job)) = queue(Job::Run(Box::new(job))) {
         job();
     }
+}
+
+/// Returns once every job queued before it is done (at once without a running thread).
+pub(crate) fn settle() {
+    let (done, finished) = std::sync::mpsc::channel();
+    defer(move || {
+        let _ = done.send(());
+    });
+    let _ = finished.recv();
 }
 
 /// Runs `job` on the thread if it is running, else not at all: work ahead of need that the
@@ -184,9 +246,21 @@ fn work(s: &'static Shared) {
         if let Some(job) = st.jobs.pop_front() {
             drop(st);
             match job {
-                Job::Remove(mut cg) => {
-                    if let Err(e) = cg.destroy() {
-                        lock(s).errors.push(e);
+                Job::Remove(mut cg, kind) => {
+                    let recycled = kind.is_some_and(|freezer| {
+                        let room = {
+                            let st = lock(s);
+                            !st.draining && st.used.iter().filter(|(f, _)| *f == freezer).count() < MAX_READY
+                        };
+                        room && matches!(cg.recycle(), Ok(true))
+                    });
+                    match (recycled, kind) {
+                        (true, Some(freezer)) => lock(s).used.push((freezer, cg)),
+                        _ => {
+                            if let Err(e) = cg.destroy() {
+                                lock(s).errors.push(e);
+                            }
+                        }
                     }
                 }
                 Job::Run(f) => f(),
@@ -233,7 +307,7 @@ fn missing(st: &State) -> Option<(&'static Hierarchy, bool)> {
 /// on the next take.
 pub(crate) fn drain() -> Vec<CgroupError> {
     let s = shared();
-    let (ready, mut errors) = {
+    let (ready, mut errors, used) = {
         let mut st = lock(s);
         st.draining = true;
         s.work.notify_all();
@@ -243,8 +317,13 @@ pub(crate) fn drain() -> Vec<CgroupError> {
         st.draining = false;
         st.make_failed = false;
         st.asked = [false; 2];
-        (std::mem::take(&mut st.ready), std::mem::take(&mut st.errors))
+        (std::mem::take(&mut st.ready), std::mem::take(&mut st.errors), std::mem::take(&mut st.used))
     };
+    for (_, mut cg) in used {
+        if let Err(e) = cg.destroy() {
+            errors.push(e);
+        }
+    }
     for (_, m) in ready {
         if let Err(e) = m.destroy() {
             errors.push(e);

@@ -622,7 +622,11 @@ impl Container {
         if self.background {
             if let (Some(cgroup), Some(h)) = (self.cgroup.take(), Hierarchy::detected()) {
                 let pid_ns = self.isolation.contains(Isolation::PROCESS_CONTROL);
-                if let Err(e) = h.retire(cgroup, pid_ns) {
+                // A confined container's processes could not write to its cgroup's files (no
+                // CAP_SYS_ADMIN to mount cgroupfs, no write access to the host's).
+                let recycle =
+                    self.confine.is_some_and(|caps| cvtest_spec::Capabilities::DEFAULT.contains(caps));
+                if let Err(e) = h.retire(cgroup, pid_ns, recycle) {
                     cgroup_failed = true;
                     first.get_or_insert(e.into());
                 }

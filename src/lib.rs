@@ -111,6 +111,10 @@ pub const NETNS_POOL_ENV: &str = "CVTEST_NETNS_POOL";
 /// whatever its options say (see [`Options::set_background`]; for A/B measurements).
 pub const BACKGROUND_ENV: &str = "CVTEST_BACKGROUND";
 
+/// `0` (or `off`, `false`): no container of this process has a cgroup an earlier one had, whatever
+/// its options say (see [`Options::set_background`]; for A/B measurements).
+pub const CGROUP_REUSE_ENV: &str = "CVTEST_CGROUP_REUSE";
+
 /// Set in the environment of every process a [`Container`] spawns, to the container's id.
 /// `#[cv_test]` bodies run directly when they see it: never a container inside a container.
 pub const ENV_CONTAINER: &str = "CVTEST_CONTAINER";

@@ -399,6 +399,15 @@ impl Options {
     /// which finishes that work and removes the cgroups made ahead (else the next cvtest run's
     /// sweep removes them). Default: false; `cargo cvtest` turns it on; the environment's
     /// `CVTEST_BACKGROUND=0` turns it off for the whole process.
+    ///
+    /// On cgroup v1 the thread also recycles the emptied cgroup of a confined container
+    /// (capabilities within [`Capabilities::DEFAULT`]: nothing in it could change the cgroup's
+    /// settings) for a later container of the process whose memory limit is at least 64 MiB:
+    /// its peaks and counters start again (memory high-water mark, CPU time, OOM kills; a new
+    /// pids directory, as `pids.peak` cannot be reset), only the limits that differ are
+    /// written, and it is removed instead when more than 1 MiB is still charged to it. The
+    /// memory peak then counts what was still charged (kernel objects, the per-CPU charge
+    /// batches): up to 1 MiB more than in a new cgroup. `CVTEST_CGROUP_REUSE=0` turns that off.
     pub fn background(&self) -> bool {
         self.background
     }

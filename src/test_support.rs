@@ -28,6 +28,12 @@ pub fn release_veth(veth: Veth) {
     crate::net::release_veth(veth)
 }
 
+/// Returns once the background thread has done every job queued so far (the teardown that
+/// destroyed containers left it: a cgroup's removal or recycling, a namespace's check).
+pub fn background_settled() {
+    crate::background::settle()
+}
+
 /// SIGKILLs each of `pids` that `dir/cgroup.procs` still lists, through a pidfd opened before
 /// the check (what the kill of a cgroup without `cgroup.kill` or a frozen freezer does).
 pub fn kill_pids_still_in(dir: &std::path::Path, pids: &[i32]) -> Result<(), crate::CgroupError> {

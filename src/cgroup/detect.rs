@@ -191,12 +191,19 @@ impl Hierarchy {
     }
 
     /// Empties a cgroup [`Hierarchy::take_made`] gave (kills what is left, waits until nothing
-    /// is) and leaves its removal to the background thread; if it cannot be emptied, it is
-    /// destroyed here, as any other, and that error returned.
-    pub(crate) fn retire(&self, mut cgroup: Box<dyn Cgroup>, pid_namespace: bool) -> Result<(), CgroupError> {
+    /// is) and leaves it to the background thread, which recycles it for another container when
+    /// `recycle` (nothing in the container could change the cgroup's settings) and the kernel
+    /// allow, else removes it; if it cannot be emptied, it is destroyed here, as any other, and
+    /// that error returned.
+    pub(crate) fn retire(
+        &self,
+        mut cgroup: Box<dyn Cgroup>,
+        pid_namespace: bool,
+        recycle: bool,
+    ) -> Result<(), CgroupError> {
         let freezer = self.wants_freezer(pid_namespace);
         match cgroup.kill_all(super::fs::DESTROY_TIMEOUT) {
-            Ok(()) => crate::background::retire_cgroup(cgroup, freezer),
+            Ok(()) => crate::background::retire_cgroup(cgroup, freezer, recycle),
             Err(e) => {
                 crate::background::forget_cgroup(freezer);
                 cgroup.destroy().and(Err(e))

@@ -14,7 +14,9 @@
 //! open+write+close per limit that differs from a fresh cgroup's default (the swap limit is one
 //! more), plus the directory fd on v2. Destroying an empty cgroup is one read of `cgroup.procs`
 //! (v2: `cgroup.events`) and an rmdir per hierarchy. Nothing sleeps unless processes are still
-//! dying.
+//! dying. With the background thread on v1 most cgroups are recycled instead
+//! ([`Cgroup::recycle`]): a `rmdir` and a `mkdir` of the pids directory, two counter resets and
+//! two reads, and at the next take only the limits that differ.
 
 mod delegation;
 mod detect;
@@ -66,6 +68,13 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     /// Kills what is left, waits until empty, and removes the directories (rmdir with a bounded
     /// retry). Idempotent.
     fn destroy(&mut self) -> Result<(), CgroupError>;
+    /// Makes an emptied cgroup ([`Cgroup::kill_all`] returned) as good as a new one for the next
+    /// container of this process, where the kernel allows it; whether it did. `false` (the
+    /// default): remove it and make a new one. See [`crate::Options::set_background`].
+    #[doc(hidden)]
+    fn recycle(&mut self) -> Result<bool, CgroupError> {
+        Ok(false)
+    }
 }
 
 /// Which peaks the kernel keeps for us.

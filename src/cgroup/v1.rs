@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cvtest_spec::{CpuQuota, MemoryLimit, PidsLimit};
+use cvtest_spec::{CpuQuota, CpuWeight, MemoryLimit, PidsLimit};
 use nix::errno::Errno;
 
 use super::fs::{self, Backoff, DESTROY_TIMEOUT};
@@ -56,7 +56,21 @@ pub(crate) struct V1Cgroup {
     freezer: Option<usize>,
     features: Features,
     removed: bool,
+    /// The limits the kernel holds, when known: a new cgroup's ([`KERNEL_DEFAULTS`]), then the
+    /// last written; `None` after a failed write, or for an adopted cgroup.
+    held: std::sync::Mutex<Option<Limits>>,
+    /// `oom_kill` of `memory.oom_control` when the cgroup was last recycled: the kernel never
+    /// resets it, so the stats count from there.
+    oom_kills_before: u64,
 }
+
+/// What a new v1 cgroup holds: no memory limit, no pids limit, 1024 shares, no quota.
+const KERNEL_DEFAULTS: Limits =
+    Limits { memory: MemoryLimit::Max, cpu_weight: CpuWeight::DEFAULT, pids: PidsLimit::Max, cpus: None };
+
+/// A recycled cgroup may start with at most this much still charged to it (kernel objects of
+/// the earlier container, the per-CPU charge batches of 64 pages); more, and it is removed.
+pub(crate) const RECYCLE_MAX_CHARGED: u64 = 1 << 20;
 
 impl V1Cgroup {
     /// The cgroup `name` in every hierarchy of `l`; without the freezer one when `freezer` is
@@ -81,13 +95,17 @@ impl V1Cgroup {
             freezer: l.freezer.filter(|_| skip.is_none()).map(|i| index[i]),
             features,
             removed: false,
+            oom_kills_before: 0,
+            held: std::sync::Mutex::new(Some(KERNEL_DEFAULTS)),
         }
     }
 
     /// An existing cgroup (the sweep's), with the freezer directory when it was made with one.
     pub(crate) fn adopt(l: &V1Layout, name: &str) -> Self {
         let freezer = l.freezer.is_some_and(|f| l.bases[f].join(name).is_dir());
-        V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default(), freezer)
+        let cg = V1Cgroup::at(l, name, l.features.get().copied().unwrap_or_default(), freezer);
+        *cg.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        cg
     }
 
     /// Makes the cgroup in each hierarchy, without limits ([`V1Cgroup::configure`] writes them;
@@ -115,7 +133,7 @@ impl V1Cgroup {
 
     /// Writes the limits of a cgroup [`V1Cgroup::make`] made; on error the cgroup is removed.
     pub(crate) fn configure(&mut self, limits: &Limits) -> Result<(), CgroupError> {
-        if let Err(e) = self.write_limits(limits, true) {
+        if let Err(e) = self.write_and_hold(limits) {
             let _ = self.destroy();
             return Err(e);
         }
@@ -134,13 +152,15 @@ impl V1Cgroup {
         &self.dirs[i]
     }
 
-    /// Writes the limits. On a `fresh` cgroup, values equal to the kernel's defaults for a new
-    /// cgroup (no memory limit, no pids limit, 1024 shares, no quota) are not written.
-    fn write_limits(&self, limits: &Limits, fresh: bool) -> Result<(), CgroupError> {
+    /// Writes the limits that differ from `held`, what the kernel holds now (see `held`);
+    /// every limit when that is not known.
+    fn write_limits(&self, limits: &Limits, held: Option<&Limits>) -> Result<(), CgroupError> {
+        let same = |f: &dyn Fn(&Limits) -> bool| held.is_some_and(f);
         let mem = self.dir(self.memory);
         let limit = mem.join("memory.limit_in_bytes");
         let memsw = self.features.memsw.then(|| mem.join("memory.memsw.limit_in_bytes"));
         match limits.memory {
+            _ if same(&|h| h.memory == limits.memory) => {}
             MemoryLimit::Bytes(b) => {
                 let v = b.to_string();
                 match &memsw {
@@ -157,36 +177,44 @@ impl V1Cgroup {
                     None => fs::write(&limit, &v)?,
                 }
             }
-            MemoryLimit::Max if !fresh => {
+            MemoryLimit::Max => {
                 if let Some(memsw) = &memsw {
                     fs::write(memsw, "-1")?;
                 }
                 fs::write(&limit, "-1")?;
             }
-            MemoryLimit::Max => {}
         }
 
         let pids_max = self.dir(self.pids).join("pids.max");
         match limits.pids {
+            _ if same(&|h| h.pids == limits.pids) => {}
             PidsLimit::Count(n) => fs::write(&pids_max, &n.to_string())?,
-            PidsLimit::Max if !fresh => fs::write(&pids_max, "max")?,
-            PidsLimit::Max => {}
+            PidsLimit::Max => fs::write(&pids_max, "max")?,
         }
 
         let cpu = self.dir(self.cpu);
         let shares = limits.cpu_weight.to_v1_shares();
-        if !fresh || shares != 1024 {
+        if !same(&|h| h.cpu_weight.to_v1_shares() == shares) {
             fs::write(&cpu.join("cpu.shares"), &shares.to_string())?;
         }
         match limits.cpus {
+            _ if same(&|h| h.cpus == limits.cpus) => {}
             Some(q) => {
                 fs::write(&cpu.join("cpu.cfs_period_us"), &CpuQuota::PERIOD_US.to_string())?;
                 fs::write(&cpu.join("cpu.cfs_quota_us"), &q.quota_us().to_string())?;
             }
-            None if !fresh => fs::write(&cpu.join("cpu.cfs_quota_us"), "-1")?,
-            None => {}
+            None => fs::write(&cpu.join("cpu.cfs_quota_us"), "-1")?,
         }
         Ok(())
+    }
+
+    /// Writes `limits` and remembers them as held; after an error what the kernel holds is not
+    /// known, and the next call writes every limit.
+    fn write_and_hold(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = self.write_limits(limits, held.as_ref());
+        *held = written.is_ok().then_some(*limits);
+        written
     }
 
     /// Writes `FROZEN` and waits (bounded, at most 1 s) until the freezer says so. Not reaching
@@ -236,7 +264,7 @@ impl Cgroup for V1Cgroup {
     }
 
     fn apply_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
-        self.write_limits(limits, false)
+        self.write_and_hold(limits)
     }
 
     fn clone_into_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -293,7 +321,8 @@ impl Cgroup for V1Cgroup {
         let (cpu_user, cpu_system) = self.cpu_times()?;
         let oom_path = mem.join("memory.oom_control");
         // The oom_kill line came with Linux 4.13.
-        let oom_kills = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?;
+        let oom_kills = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?
+            .map(|n| n.saturating_sub(self.oom_kills_before));
         let events_path = pids.join("pids.events");
         let pids_max_events = fs::keyed(&events_path, &fs::read(&events_path)?, "max")?;
         Ok(CgroupStats { memory_peak, pids_peak, cpu_user, cpu_system, oom_kills, pids_max_events })
@@ -337,6 +366,38 @@ impl Cgroup for V1Cgroup {
         }
         self.removed = true;
         Ok(())
+    }
+
+    /// The memory and CPU directories stay (their controllers' state is the costly part of a
+    /// cgroup to make and to remove): the memory high-water mark is reset to what is charged
+    /// now (at most [`RECYCLE_MAX_CHARGED`]), the CPU time to 0, and OOM kills count from here.
+    /// `pids.peak` cannot be reset, so the pids directory is made anew under the same name (the
+    /// pids controller's state is a few counters). Not on kernels without `cpuacct.usage_user`
+    /// (their `cpuacct.stat` cannot be reset), nor when pids shares a hierarchy with another
+    /// controller used here. The limits are the caller's to write again.
+    fn recycle(&mut self) -> Result<bool, CgroupError> {
+        let Some(cpuacct) = self.cpuacct else { return Ok(false) };
+        let shared =
+            [Some(self.memory), Some(self.cpu), Some(cpuacct), self.freezer].contains(&Some(self.pids));
+        if self.removed || shared || !self.features.cpuacct_usage {
+            return Ok(false);
+        }
+        let mem = self.dir(self.memory).to_owned();
+        let charged = fs::read_u64(&mem.join("memory.usage_in_bytes"))?;
+        if charged > RECYCLE_MAX_CHARGED {
+            return Ok(false);
+        }
+        let pids = self.dir(self.pids).to_owned();
+        std::fs::remove_dir(&pids).map_err(|source| CgroupError::Remove { path: pids.to_owned(), source })?;
+        std::fs::create_dir(&pids).map_err(|source| CgroupError::Create { path: pids.to_owned(), source })?;
+        // The new pids directory has no limit.
+        let held = self.held.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = held.map(|h| Limits { pids: PidsLimit::Max, ..h });
+        fs::write(&mem.join("memory.max_usage_in_bytes"), "0")?;
+        fs::write(&self.dir(cpuacct).join("cpuacct.usage"), "0")?;
+        let oom_path = mem.join("memory.oom_control");
+        self.oom_kills_before = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?.unwrap_or(0);
+        Ok(true)
     }
 }
 

@@ -30,6 +30,10 @@ pub fn trials() -> Vec<Trial> {
             cgroups_made_ahead_and_removed_behind,
         ),
         privileged_unless("background::veth_pairs_made_ahead_work_and_go", veth_pairs_made_ahead_work_and_go),
+        privileged_unless(
+            "background::recycled_cgroups_start_fresh_and_only_after_confined_tests",
+            recycled_cgroups_start_fresh_and_only_after_confined_tests,
+        ),
     ]
 }
 
@@ -171,7 +175,9 @@ fn run_veth_helper() -> Result<usize, String> {
     Ok(took)
 }
 
-const LIMIT: u64 = 64 << 20;
+/// Below the size a recycled cgroup is given for (64 MiB): these containers always get a new
+/// cgroup, made ahead.
+const LIMIT: u64 = 48 << 20;
 
 fn cgroups_made_ahead_and_removed_behind() -> Result<Option<String>, Failed> {
     helper_trial("background", "made ahead: ")
@@ -280,4 +286,138 @@ fn run_helper() -> Result<usize, String> {
         return Err(format!("mount namespaces still held after release_own_cgroup: {held:?}"));
     }
     Ok(made_ahead)
+}
+
+fn recycled_cgroups_start_fresh_and_only_after_confined_tests() -> Result<Option<String>, Failed> {
+    helper_trial("background-reuse", "recycled: ")
+}
+
+/// Helper mode: the reuse of cgroups (cgroup v1: a confined container's emptied cgroup serves
+/// the next container of the process). Prints "recycled: N" and exits 0 when every check held.
+pub fn reuse_helper() -> i32 {
+    report("recycled", run_reuse_helper())
+}
+
+/// The memory and pids limits the kernel held for the last container [`one`] ran.
+static HELD: std::sync::Mutex<(Option<String>, Option<String>)> = std::sync::Mutex::new((None, None));
+
+/// One container of `opts` running the helper `mode`; its cgroup directories and outcome, after
+/// its destroy and the background thread's work on it. What the kernel held as its limits while
+/// it ran goes to [`HELD`].
+fn one(opts: &Options, mode: &str, args: &[&str]) -> Result<(Vec<PathBuf>, cvtest::Outcome), String> {
+    let mut c = Container::create(opts).map_err(|e| cvtest::error_chain(&e))?;
+    let dirs = c.cgroup_paths();
+    if let Ok(mut held) = HELD.lock() {
+        *held = (kernel_value(&dirs, "memory.limit_in_bytes"), kernel_value(&dirs, "pids.max"));
+    }
+    let mut cmd = helpers::command(mode, args);
+    cmd.stdout(Stdio::Capture { limit: 1 << 16 });
+    c.spawn(&cmd).map_err(|e| cvtest::error_chain(&e))?;
+    let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| cvtest::error_chain(&e))?;
+    c.destroy().map_err(|e| cvtest::error_chain(&e))?;
+    cvtest::test_support::background_settled();
+    Ok((dirs, out))
+}
+
+/// What the kernel holds in `file` of whichever of `dirs` has it.
+fn kernel_value(dirs: &[PathBuf], file: &str) -> Option<String> {
+    dirs.iter().find_map(|d| std::fs::read_to_string(d.join(file)).ok()).map(|v| v.trim().to_owned())
+}
+
+fn limited(memory: &str, pids: &str) -> Result<Options, String> {
+    let mut opts = Options::new();
+    opts.set_background(true).set_cgroup_limits(memory, "100", pids).map_err(|e| e.to_string())?;
+    Ok(opts)
+}
+
+fn run_reuse_helper() -> Result<usize, String> {
+    let v1 = cvtest::test_support::Hierarchy::detect().map_err(|e| e.to_string())?.version()
+        == cvtest::test_support::CgroupVersion::V1;
+    let big = limited("256M", "64")?;
+    // The first container charges the helper's executable pages to its cgroup: more than a
+    // recycled cgroup may start with, so it is removed (its charges go to the parent).
+    one(&big, "alloc", &["1048576"])?;
+    // Tests that used much of memory, processes and CPU time (48 MiB, 7 processes, 300 ms), each
+    // in the cgroup the one before had when it was recycled; a fork leaves kernel objects
+    // charged until an RCU grace period has passed, which can keep its cgroup from recycling.
+    let (a_dirs, a) = one(&big, "alloc", &["50331648"])?;
+    let (a2_dirs, a2) = one(&big, "fork", &["6"])?;
+    let (a3_dirs, a3) = one(&big, "spin", &["300"])?;
+    for (what, o) in [("alloc", &a), ("fork", &a2), ("spin", &a3)] {
+        if o.termination != Termination::Exited(0) {
+            return Err(format!("{what}: {:?}", o.termination));
+        }
+    }
+    // The next container, with other limits: on v1 in the spinner's cgroup, holding its own
+    // limits, its peaks its own.
+    let small = limited("128M", "16")?;
+    let (b_dirs, b) = one(&small, "alloc", &["1048576"])?;
+    let mut recycled = 0;
+    if v1 {
+        if b_dirs != a3_dirs || a_dirs != a3_dirs {
+            return Err(format!("not recycled: {a_dirs:?}, then {a3_dirs:?}, then {b_dirs:?}"));
+        }
+        recycled += 1;
+    } else if [&a_dirs, &a2_dirs, &a3_dirs].contains(&&b_dirs) {
+        return Err(format!("cgroup v2: {b_dirs:?} served two containers"));
+    }
+    let peak = b.peaks.memory_bytes.map(|m| m.value).unwrap_or(u64::MAX);
+    let pids = b.peaks.pids.map(|m| m.value).unwrap_or(u64::MAX);
+    let cpu = b.peaks.cpu_total().unwrap_or(Duration::MAX);
+    let (a_peak, a_pids, a_cpu) = (
+        a.peaks.memory_bytes.map(|m| m.value).unwrap_or(0),
+        a2.peaks.pids.map(|m| m.value).unwrap_or(0),
+        a3.peaks.cpu_total().unwrap_or_default(),
+    );
+    if !(1 << 20..8 << 20).contains(&peak) || a_peak < 48 << 20 {
+        return Err(format!("memory peaks: {a_peak} then {peak} (the second allocates 1 MiB)"));
+    }
+    if pids > 3 || a_pids < 7 {
+        return Err(format!("pids peaks: {a_pids} then {pids}"));
+    }
+    if cpu >= Duration::from_millis(150) || a_cpu < Duration::from_millis(250) {
+        return Err(format!("CPU times: {a_cpu:?} then {cpu:?}"));
+    }
+    let (limit, pids_max) = HELD.lock().map(|h| h.clone()).unwrap_or_default();
+    if v1 && (limit.as_deref() != Some("134217728") || pids_max.as_deref() != Some("16")) {
+        return Err(format!(
+            "the recycled cgroup holds memory {limit:?} and pids {pids_max:?}, not 128M and 16"
+        ));
+    }
+    // An OOM kill, then a container that is not killed: its count starts again.
+    let tight = limited("64M", "64")?;
+    let (c_dirs, c) = one(&tight, "alloc", &["134217728"])?;
+    if c.termination != Termination::OomKilled || c.peaks.oom_kills.unwrap_or(0) < 1 {
+        return Err(format!("128 MiB in 64: {:?}, OOM kills {:?}", c.termination, c.peaks.oom_kills));
+    }
+    let (d_dirs, d) = one(&tight, "alloc", &["1048576"])?;
+    if v1 && d_dirs != c_dirs {
+        return Err(format!("not recycled after the OOM kill: {c_dirs:?}, then {d_dirs:?}"));
+    }
+    if d.termination != Termination::Exited(0) || d.peaks.oom_kills != Some(0) {
+        return Err(format!("after an OOM kill: {:?}, OOM kills {:?}", d.termination, d.peaks.oom_kills));
+    }
+    // A privileged container could have changed its cgroup's settings: never recycled. Nor is a
+    // cgroup given to a container whose memory limit is below 64 MiB.
+    let mut privileged = limited("256M", "64")?;
+    privileged.set_privileged(true);
+    let (p_dirs, _) = one(&privileged, "alloc", &["1048576"])?;
+    let (e_dirs, _) = one(&big, "alloc", &["1048576"])?;
+    let (f_dirs, _) = one(&limited("32M", "64")?, "alloc", &["1048576"])?;
+    let earlier = [&a_dirs, &a2_dirs, &b_dirs, &c_dirs, &d_dirs, &p_dirs];
+    if e_dirs == p_dirs {
+        return Err(format!("the privileged container's cgroup {p_dirs:?} served another"));
+    }
+    if earlier.contains(&&f_dirs) || e_dirs == f_dirs {
+        return Err(format!("a container limited to 32 MiB got an earlier container's cgroup {f_dirs:?}"));
+    }
+    cvtest::release_own_cgroup().map_err(|e| cvtest::error_chain(&e))?;
+    let left: Vec<PathBuf> = a_dirs.iter().flat_map(|t| ours(t)).collect();
+    if !left.is_empty() {
+        return Err(format!("left after release_own_cgroup: {left:?}"));
+    }
+    if v1 {
+        recycled += 1;
+    }
+    Ok(recycled)
 }

@@ -40,6 +40,7 @@ pub fn run_if_requested() -> Option<i32> {
         ("own-container", [token]) => crate::container::own_container(token),
         ("background", []) => crate::background::helper(),
         ("background-veth", []) => crate::background::veth_helper(),
+        ("background-reuse", []) => crate::background::reuse_helper(),
         ("create-once", []) => crate::container::create_once(false),
         ("create-once", ["no-cgroups"]) => crate::container::create_once(true),
         ("own-zygote-container", [token]) => crate::zygote::own_zygote_container(token),
