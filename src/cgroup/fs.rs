@@ -15,6 +15,45 @@ pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
     read_io(path).map_err(|source| CgroupError::Read { path: path.to_owned(), source })
 }
 
+/// Files of a cgroup that lives on, opened at their first read and kept: each later read is one
+/// `pread(2)` from offset 0 (kernfs starts the text again there), without an open and a close.
+/// A recycled v1 cgroup's counters are read once per container that had it.
+#[derive(Debug, Default)]
+pub(crate) struct KeptFiles(std::sync::Mutex<Vec<(PathBuf, File)>>);
+
+impl KeptFiles {
+    /// The whole text of `path`, through the file kept open for it.
+    pub(crate) fn read(&self, path: &Path) -> Result<String, CgroupError> {
+        let error = |source| CgroupError::Read { path: path.to_owned(), source };
+        let mut files = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let i = match files.iter().position(|(p, _)| p == path) {
+            Some(i) => i,
+            None => {
+                files.push((path.to_owned(), File::open(path).map_err(error)?));
+                files.len() - 1
+            }
+        };
+        let file = &files[i].1;
+        let mut buf = Vec::with_capacity(512);
+        let mut chunk = [0u8; 4096];
+        loop {
+            match std::os::unix::fs::FileExt::read_at(file, &mut chunk, buf.len() as u64) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(error(e)),
+            }
+        }
+        String::from_utf8(buf)
+            .map_err(|_| CgroupError::Parse { path: path.to_owned(), reason: "not UTF-8".into() })
+    }
+
+    /// Closes every kept file.
+    pub(crate) fn close(&self) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}
+
 /// Like [`read`], but a file the kernel does not have is `None`.
 pub(crate) fn read_if_exists(path: &Path) -> Result<Option<String>, CgroupError> {
     match read_io(path) {

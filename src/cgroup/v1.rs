@@ -56,6 +56,8 @@ pub(crate) struct V1Cgroup {
     freezer: Option<usize>,
     features: Features,
     removed: bool,
+    /// The memory and CPU counters, kept open: those directories outlive a recycling.
+    kept: fs::KeptFiles,
     /// The limits the kernel holds, when known: a new cgroup's ([`KERNEL_DEFAULTS`]), then the
     /// last written; `None` after a failed write, or for an adopted cgroup.
     held: std::sync::Mutex<Option<Limits>>,
@@ -97,6 +99,7 @@ impl V1Cgroup {
             removed: false,
             oom_kills_before: 0,
             held: std::sync::Mutex::new(Some(KERNEL_DEFAULTS)),
+            kept: fs::KeptFiles::default(),
         }
     }
 
@@ -238,7 +241,10 @@ impl V1Cgroup {
         let Some(i) = self.cpuacct else { return Ok((None, None)) };
         let dir = self.dir(i);
         if self.features.cpuacct_usage {
-            let ns = |f: &str| fs::read_u64(&dir.join(f)).map(|v| Some(Duration::from_nanos(v)));
+            let ns = |f: &str| {
+                let path = dir.join(f);
+                fs::parse_u64(&path, &self.kept.read(&path)?).map(|v| Some(Duration::from_nanos(v)))
+            };
             return Ok((ns("cpuacct.usage_user")?, ns("cpuacct.usage_sys")?));
         }
         let path = dir.join("cpuacct.stat");
@@ -315,13 +321,14 @@ impl Cgroup for V1Cgroup {
         let mem = self.dir(self.memory);
         let pids = self.dir(self.pids);
         let kernel = |value| Measured { value, sampled: false };
-        let memory_peak = Some(kernel(fs::read_u64(&mem.join("memory.max_usage_in_bytes"))?));
+        let max_usage = mem.join("memory.max_usage_in_bytes");
+        let memory_peak = Some(kernel(fs::parse_u64(&max_usage, &self.kept.read(&max_usage)?)?));
         let pids_peak =
             if self.features.pids_peak { Some(kernel(fs::read_u64(&pids.join("pids.peak"))?)) } else { None };
         let (cpu_user, cpu_system) = self.cpu_times()?;
         let oom_path = mem.join("memory.oom_control");
         // The oom_kill line came with Linux 4.13.
-        let oom_kills = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?
+        let oom_kills = fs::keyed(&oom_path, &self.kept.read(&oom_path)?, "oom_kill")?
             .map(|n| n.saturating_sub(self.oom_kills_before));
         let events_path = pids.join("pids.events");
         let pids_max_events = fs::keyed(&events_path, &fs::read(&events_path)?, "max")?;
@@ -358,6 +365,7 @@ impl Cgroup for V1Cgroup {
             return Ok(());
         }
         self.kill_all(DESTROY_TIMEOUT)?;
+        self.kept.close();
         let deadline = Instant::now() + DESTROY_TIMEOUT;
         for dir in &self.dirs {
             // A process that sits in this hierarchy only (moved by someone), or in a child
@@ -396,7 +404,7 @@ impl Cgroup for V1Cgroup {
         fs::write(&mem.join("memory.max_usage_in_bytes"), "0")?;
         fs::write(&self.dir(cpuacct).join("cpuacct.usage"), "0")?;
         let oom_path = mem.join("memory.oom_control");
-        self.oom_kills_before = fs::keyed(&oom_path, &fs::read(&oom_path)?, "oom_kill")?.unwrap_or(0);
+        self.oom_kills_before = fs::keyed(&oom_path, &self.kept.read(&oom_path)?, "oom_kill")?.unwrap_or(0);
         Ok(true)
     }
 }

@@ -26,10 +26,12 @@ pub(crate) struct TerminalReporter<W: Write> {
     finals: Vec<(StatusLevel, String, String, String)>,
 }
 
-impl TerminalReporter<io::Stderr> {
+impl TerminalReporter<io::LineWriter<io::Stderr>> {
+    /// Writes to stderr a line at a time (stderr itself is unbuffered: each piece of a line
+    /// would be a `write(2)` of its own, about 20 a test), and the progress line when flushed.
     pub(crate) fn stderr(paint: Painter, top: usize) -> Self {
         let progress = io::stderr().is_terminal();
-        TerminalReporter::new(io::stderr(), paint, progress, top)
+        TerminalReporter::new(io::LineWriter::new(io::stderr()), paint, progress, top)
     }
 }
 
