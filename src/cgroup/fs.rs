@@ -2,7 +2,7 @@
 //! bounded waits of teardown (the only places that sleep, and only when actually waiting).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,19 +33,7 @@ impl KeptFiles {
                 files.len() - 1
             }
         };
-        let file = &files[i].1;
-        let mut buf = Vec::with_capacity(512);
-        let mut chunk = [0u8; 4096];
-        loop {
-            match std::os::unix::fs::FileExt::read_at(file, &mut chunk, buf.len() as u64) {
-                Ok(0) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(error(e)),
-            }
-        }
-        String::from_utf8(buf)
-            .map_err(|_| CgroupError::Parse { path: path.to_owned(), reason: "not UTF-8".into() })
+        read_whole(&files[i].1).map_err(error)
     }
 
     /// Closes every kept file.
@@ -64,11 +52,16 @@ pub(crate) fn read_if_exists(path: &Path) -> Result<Option<String>, CgroupError>
 }
 
 pub(crate) fn read_io(path: &Path) -> io::Result<String> {
-    let mut file = File::open(path)?;
+    read_whole(&File::open(path)?)
+}
+
+/// The whole text of an open cgroupfs or procfs file, read from offset 0 (kernfs starts the
+/// text again there, so a kept file reads its current value).
+fn read_whole(file: &File) -> io::Result<String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
     loop {
-        match file.read(&mut chunk) {
+        match std::os::unix::fs::FileExt::read_at(file, &mut chunk, buf.len() as u64) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -72,7 +72,7 @@ const KERNEL_DEFAULTS: Limits =
 
 /// A recycled cgroup may start with at most this much still charged to it (kernel objects of
 /// the earlier container, the per-CPU charge batches of 64 pages); more, and it is removed.
-pub(crate) const RECYCLE_MAX_CHARGED: u64 = 1 << 20;
+const RECYCLE_MAX_CHARGED: u64 = 1 << 20;
 
 impl V1Cgroup {
     /// The cgroup `name` in every hierarchy of `l`; without the freezer one when `freezer` is
