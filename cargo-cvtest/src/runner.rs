@@ -5,6 +5,7 @@
 //! `--isolation binary` a group of a binary's tests that share their settings, run as one
 //! `<binary> --exact <name>...` whose per-test results are read from libtest's output.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -126,6 +127,23 @@ fn test_args(t: &TestCase, b: &BinaryEntry) -> Vec<OsString> {
     args
 }
 
+thread_local! {
+    /// A worker's lab sockets, kept between its tests (`maker::prepare_reusing`).
+    static LAB_SOCKETS: RefCell<maker::Sockets> = RefCell::new(maker::Sockets::default());
+    /// Each test binary's lab socket directory (`maker::socket_dir`: a walk up its path).
+    static LAB_DIRS: RefCell<HashMap<PathBuf, Option<PathBuf>>> = RefCell::new(HashMap::new());
+}
+
+/// The lab maker of the test `cmd` starts in `container`, on a socket of the worker's kept ones
+/// when there is one (`cmd` gets its path).
+fn prepare_lab(container: &mut Container, cmd: &mut Command) -> Option<maker::Maker> {
+    let program = cmd.get_program().to_path_buf();
+    let dir = LAB_DIRS.with_borrow_mut(|dirs| {
+        dirs.entry(program).or_insert_with_key(|program| maker::socket_dir(program)).clone()
+    });
+    LAB_SOCKETS.with_borrow_mut(|kept| maker::prepare_reusing(container, dir, cmd, kept))
+}
+
 /// Whether a container with `limits` may be placed on `share`: not when its CPU quota
 /// (`cpus = "2"`) asks for more CPUs than the share has; that test runs wherever the kernel puts it.
 fn placeable(limits: &cvtest::Limits, share: &CpuList) -> bool {
@@ -216,6 +234,8 @@ impl Runner<'_> {
             }
             self.scheduler.finish(ticket);
         }
+        // The worker's lab sockets, kept between its tests, are removed.
+        LAB_SOCKETS.take();
     }
 
     /// Takes the worker's next unit ahead, when it is a test that can be prepared so (one
@@ -265,7 +285,7 @@ impl Runner<'_> {
         .ok()?;
         let mut container = Container::create(&self.options(&t.settings, cpus)).ok()?;
         let mut command = self.command(b, test_args(t, b));
-        let maker = maker::prepare(&mut container, maker::socket_dir(command.get_program()), &mut command);
+        let maker = prepare_lab(&mut container, &mut command);
         container.spawn_paused_via(zygote, &command).ok()?;
         Some(PreparedContainer { container, maker, command, _memory: memory })
     }
@@ -372,7 +392,7 @@ impl Runner<'_> {
         // The test's lab maker (`cvtest::lab`): this worker makes its nodes (rootless: in the
         // test's user namespace, which the container keeps for it).
         let mut with_lab = cmd.clone();
-        let maker = maker::prepare(&mut c, maker::socket_dir(cmd.get_program()), &mut with_lab);
+        let maker = prepare_lab(&mut c, &mut with_lab);
         let run = Contain { container: c, maker, command: &with_lab, time_limit, zygote, ahead };
         self.contained(ticket, settings, run, |c, zygote| match zygote {
             Some(z) => c.spawn_via(z, &with_lab),
@@ -433,7 +453,8 @@ impl Runner<'_> {
             outcome
         })();
         // The test has ended, and with it its end of the lab channel: its nodes are stopped.
-        let (lab, connected) = maker.map(maker::Maker::finish_connected).unwrap_or_default();
+        let (lab, connected) =
+            maker.map(|m| LAB_SOCKETS.with_borrow_mut(|kept| m.finish_keeping(kept))).unwrap_or_default();
         if connected {
             c.mark_netns_changed();
         }

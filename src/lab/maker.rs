@@ -82,6 +82,31 @@ pub fn prepare(
     cmd: &mut crate::Command,
 ) -> Option<Maker> {
     let maker = Maker::for_command(dir.as_deref(), cmd)?;
+    finish_prepare(container, maker, cmd)
+}
+
+/// [`prepare`], with a socket that an earlier test of this caller's left in `sockets` (see
+/// [`Maker::finish_keeping`]) when one in `dir` is there and still this process's: a runner's
+/// worker runs its tests one after another, and each would otherwise make a socket (a `bind`
+/// that creates a file in the target directory) and remove it.
+pub fn prepare_reusing(
+    container: &mut crate::Container,
+    dir: Option<PathBuf>,
+    cmd: &mut crate::Command,
+    sockets: &mut Sockets,
+) -> Option<Maker> {
+    let maker = match dir.as_deref().and_then(|dir| sockets.take(dir)) {
+        Some(kept) => {
+            let maker = Maker::from_kept(kept);
+            cmd.env(super::ENV_SOCKET, maker.socket_path()).env_remove(super::ENV_UNSUPPORTED);
+            maker
+        }
+        None => Maker::for_command(dir.as_deref(), cmd)?,
+    };
+    finish_prepare(container, maker, cmd)
+}
+
+fn finish_prepare(container: &mut crate::Container, maker: Maker, cmd: &mut crate::Command) -> Option<Maker> {
     if container.is_rootless() {
         container.keep_namespaces();
     }
@@ -104,7 +129,11 @@ pub fn prepare(
 #[derive(Debug)]
 pub struct Maker {
     path: PathBuf,
-    listener: Option<UnixListener>,
+    /// Shared with the hub's entry while serving.
+    listener: Option<Arc<UnixListener>>,
+    /// The socket file's device and inode when it was made: what [`Sockets`] checks before it
+    /// serves another test (a test can write the target directory, so it can replace it).
+    file: Option<(u64, u64)>,
     /// Its entry in the hub, once serving.
     id: Option<u64>,
     stop: Arc<AtomicBool>,
@@ -135,9 +164,11 @@ impl Maker {
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
+        let file = std::fs::symlink_metadata(&path).ok().map(|m| (m.dev(), m.ino()));
         Ok(Maker {
             path,
-            listener: Some(listener),
+            listener: Some(Arc::new(listener)),
+            file,
             id: None,
             stop: Arc::new(AtomicBool::new(false)),
             connected: Arc::new(AtomicBool::new(false)),
@@ -164,6 +195,20 @@ impl Maker {
                 command.env(super::ENV_UNSUPPORTED, why).env_remove(super::ENV_SOCKET);
                 None
             }
+        }
+    }
+
+    /// A maker on a socket kept from an earlier test, with nothing of that test's.
+    fn from_kept(mut kept: Kept) -> Maker {
+        // Taken out: the kept socket's drop then has no path to remove.
+        let path = std::mem::take(&mut kept.path);
+        Maker {
+            path,
+            listener: Some(Arc::clone(&kept.listener)),
+            file: Some(kept.file),
+            id: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            connected: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -202,7 +247,7 @@ impl Maker {
     /// Hands the socket to the hub: no thread of its own until the test connects (most tests
     /// never do, and a thread per test is a wake-up and a join at every test's end).
     fn serve_test(&mut self, side: TestSide, base: NodeBase) {
-        let Some(listener) = self.listener.take() else { return };
+        let Some(listener) = self.listener.clone() else { return };
         let (netns, userns) = match side {
             TestSide::Root { init } => {
                 let Ok(fd) = std::fs::File::open(format!("/proc/{init}/ns/net")).map(OwnedFd::from) else {
@@ -216,7 +261,7 @@ impl Maker {
         let Some(hub) = Hub::get() else { return };
         let entry = Entry {
             id: 0,
-            listener: Arc::new(listener),
+            listener,
             want,
             test: Arc::new(TestNs { netns, userns }),
             base: Arc::new(base),
@@ -243,15 +288,84 @@ impl Maker {
         (reports, self.connected.load(Ordering::Relaxed))
     }
 
+    /// [`Maker::finish_connected`], keeping the socket in `sockets` for the caller's next test
+    /// ([`prepare_reusing`]) instead of removing it.
+    pub fn finish_keeping(mut self, sockets: &mut Sockets) -> (Vec<NodeReport>, bool) {
+        let reports = self.end_serving();
+        let connected = self.connected.load(Ordering::Relaxed);
+        // No longer in the hub's entries. The hub may still hold the listener in the poll it
+        // is woken from; it accepts on a listener only for the entry serving it, so a
+        // connection queued until the next test's entry is there waits for it.
+        if let (Some(listener), Some(file)) = (self.listener.take(), self.file) {
+            let path = std::mem::take(&mut self.path);
+            sockets.idle.push(Kept { path, listener, file });
+        }
+        (reports, connected)
+    }
+
     fn stop_serving(&mut self) -> Vec<NodeReport> {
+        let reports = self.end_serving();
+        self.listener = None;
+        remove_socket(&self.path);
+        reports
+    }
+
+    /// The test has ended: its lab is torn down, and the hub no longer listens for it.
+    fn end_serving(&mut self) -> Vec<NodeReport> {
         self.stop.store(true, Ordering::Relaxed);
-        let reports = match (self.id.take(), Hub::get()) {
+        match (self.id.take(), Hub::get()) {
             (Some(id), Some(hub)) => hub.unregister(id),
             _ => Vec::new(),
-        };
-        self.listener = None;
-        let _ = std::fs::remove_file(&self.path);
-        reports
+        }
+    }
+}
+
+/// Removes the socket file at `path` (whatever is there now: a file a test put at this
+/// process's socket path goes too). An empty path (the socket was kept): nothing.
+fn remove_socket(path: &Path) {
+    if !path.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Lab sockets whose tests have ended, kept by one caller (a runner's worker) for its next
+/// tests: see [`prepare_reusing`] and [`Maker::finish_keeping`]. Dropping it removes them.
+#[derive(Debug, Default)]
+pub struct Sockets {
+    idle: Vec<Kept>,
+}
+
+/// A socket kept between tests: listening, served by nobody.
+#[derive(Debug)]
+struct Kept {
+    path: PathBuf,
+    listener: Arc<UnixListener>,
+    /// The socket file's device and inode when it was made.
+    file: (u64, u64),
+}
+
+impl Sockets {
+    /// A kept socket in `dir` whose file is still the one made there, its queue emptied: a
+    /// connection made while no test was served (by the earlier test's processes, which are all
+    /// gone now) is dropped unanswered. A socket whose file was removed or replaced (a test can
+    /// write the target directory) is closed, and whatever is at its path removed.
+    fn take(&mut self, dir: &Path) -> Option<Kept> {
+        while let Some(at) = self.idle.iter().position(|k| k.path.parent() == Some(dir)) {
+            let kept = self.idle.swap_remove(at);
+            let same = std::fs::symlink_metadata(&kept.path).is_ok_and(|m| (m.dev(), m.ino()) == kept.file);
+            if !same {
+                continue;
+            }
+            while kept.listener.accept().is_ok() {}
+            return Some(kept);
+        }
+        None
+    }
+}
+
+impl Drop for Kept {
+    fn drop(&mut self) {
+        remove_socket(&self.path);
     }
 }
 
@@ -335,7 +449,7 @@ impl Hub {
     fn run(&self, woken: &OwnedFd) {
         loop {
             // The sockets of tests with no lab open; ended labs joined.
-            let listening: Vec<(u64, Arc<UnixListener>)> = {
+            let listening: Vec<Arc<UnixListener>> = {
                 let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
                 for e in entries.iter_mut() {
                     if e.serving.as_ref().is_some_and(JoinHandle::is_finished) {
@@ -343,14 +457,10 @@ impl Hub {
                         e.done.extend(ended.unwrap_or_default());
                     }
                 }
-                entries
-                    .iter()
-                    .filter(|e| e.serving.is_none())
-                    .map(|e| (e.id, Arc::clone(&e.listener)))
-                    .collect()
+                entries.iter().filter(|e| e.serving.is_none()).map(|e| Arc::clone(&e.listener)).collect()
             };
             let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
-            fds.extend(listening.iter().map(|(_, l)| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
+            fds.extend(listening.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
             if poll(&mut fds, PollTimeout::NONE).is_err() {
                 continue; // EINTR
             }
@@ -360,18 +470,24 @@ impl Hub {
                 let mut buf = [0u8; 64];
                 while nix::unistd::read(woken.as_fd(), &mut buf).is_ok_and(|n| n > 0) {}
             }
-            for ((id, listener), _) in listening.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
-                let Ok((stream, _)) = listener.accept() else { continue };
-                self.accept(*id, stream);
+            for (listener, _) in listening.iter().zip(&ready[1..]).filter(|(_, r)| **r) {
+                self.accept(listener);
             }
         }
     }
 
-    /// A connection to the socket of entry `id`: its lab's thread, if the peer is its test.
-    fn accept(&self, id: u64, stream: UnixStream) {
+    /// A connection waits on `listener`: accepted for the entry that serves it now, and given its
+    /// lab's thread if the peer is that entry's test. A listener no entry serves (its test has
+    /// ended, and the socket is kept for the next: [`Sockets`]) is left alone: whatever is
+    /// queued there waits for the next entry, which the hub's next poll includes.
+    fn accept(&self, listener: &Arc<UnixListener>) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(e) = entries.iter_mut().find(|e| e.id == id) else { return };
-        if e.serving.is_some() || !peer_in_netns(&stream, e.want) {
+        let Some(e) = entries.iter_mut().find(|e| Arc::ptr_eq(&e.listener, listener)) else { return };
+        if e.serving.is_some() {
+            return;
+        }
+        let Ok((stream, _)) = listener.accept() else { return };
+        if !peer_in_netns(&stream, e.want) {
             return; // not the test: dropped unanswered
         }
         e.connected.store(true, Ordering::Relaxed);

@@ -57,6 +57,11 @@ const SOCKSTAT: [&str; 2] = ["sockstat", "sockstat6"];
 #[derive(Debug)]
 pub(crate) struct PooledNetns {
     fd: OwnedFd,
+    /// Its [`SOCKSTAT`] and [`COMPARED`] files, opened from inside it when it was made and kept:
+    /// a procfs `net` file shows the namespace it was opened in, and read again from offset 0
+    /// it shows it as it is now. Checking a namespace given back is then a `pread` of each,
+    /// without entering it (two `setns`) or opening anything.
+    files: NetFiles,
     fresh: Snapshot,
 }
 
@@ -233,21 +238,18 @@ fn make() -> Result<PooledNetns, NetError> {
             source,
         })?
         .into();
-    let fresh = Snapshot::here();
+    let files = NetFiles::open_here();
     drop(guard);
+    let files = files?;
+    let fresh = Snapshot::read(&files)?;
     MADE.fetch_add(1, Ordering::Relaxed);
-    Ok(PooledNetns { fd, fresh: fresh? })
+    Ok(PooledNetns { fd, files, fresh })
 }
 
 /// Gives back the namespace of a container whose processes are all gone: kept if it is exactly
 /// as fresh, else dropped (the kernel then tears it down).
 pub(crate) fn give_back(ns: PooledNetns) {
-    let now = NetnsGuard::enter(ns.fd.as_fd()).and_then(|guard| {
-        let snap = Snapshot::here();
-        drop(guard);
-        snap
-    });
-    match now {
+    match Snapshot::read(&ns.files) {
         Ok(now) if now == ns.fresh => {
             let mut idle = idle().lock().unwrap_or_else(|e| e.into_inner());
             if idle.len() < MAX_IDLE {
@@ -273,8 +275,29 @@ pub(crate) fn discard(ns: PooledNetns) {
     DISCARDED.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The buffer a namespace's files are read into.
-const READ_BUFFER: usize = 16 * 1024;
+/// The files of one network namespace that a snapshot reads: [`SOCKSTAT`], then [`COMPARED`];
+/// `None` where the kernel has no such file (no IPv6, say), fresh or not.
+#[derive(Debug)]
+struct NetFiles(Vec<Option<File>>);
+
+impl NetFiles {
+    /// Opens them in the calling thread's network namespace.
+    fn open_here() -> Result<NetFiles, NetError> {
+        let open = |name: &&str| {
+            let path = format!("/proc/thread-self/net/{name}");
+            match File::open(&path) {
+                Ok(file) => Ok(Some(file)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(NetError::Netns {
+                    action: "open",
+                    netns: format!("{path} of a pooled network namespace"),
+                    source,
+                }),
+            }
+        };
+        SOCKSTAT.iter().chain(COMPARED.iter()).map(open).collect::<Result<_, _>>().map(NetFiles)
+    }
+}
 
 /// What a network namespace shows from inside.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,57 +308,63 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the calling thread's network namespace.
-    fn here() -> Result<Snapshot, NetError> {
-        let read = |name: &str| {
-            let path = format!("/proc/thread-self/net/{name}");
-            // One buffer large enough for the whole file (`snmp6`, the largest, is about 4 KiB):
-            // a read and the one that sees EOF, where `fs::read`, which gets no size from
-            // procfs, grows its buffer from 32 bytes a read at a time.
-            let whole = std::fs::File::open(&path).and_then(read_whole);
-            match whole {
-                // A kernel without IPv6 or AF_PACKET has no such file, fresh or not.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                other => other,
-            }
-            .map_err(|source| NetError::Netns {
-                action: "read",
-                netns: format!("{path} of a pooled network namespace"),
-                source,
-            })
-        };
-        // The socket counts first: a closing TCP socket becomes a TIME_WAIT one before it is
-        // freed, so reading `sockets: used` before `tw` (sockstat's order) cannot miss both.
-        let mut counts = Vec::new();
-        for name in SOCKSTAT {
-            counts.extend(per_namespace_counts(&String::from_utf8_lossy(&read(name)?)));
+    /// Reads the namespace of `files` as it is now.
+    fn read(files: &NetFiles) -> Result<Snapshot, NetError> {
+        // One buffer for every file, kept by the thread (the background thread checks a
+        // namespace per container): large enough for the largest (`snmp6`, about 4 KiB).
+        thread_local! {
+            static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let files = COMPARED.iter().map(|name| read(name)).collect::<Result<_, _>>()?;
-        Ok(Snapshot { files, counts })
+        BUFFER.with_borrow_mut(|buffer| {
+            let mut texts = Vec::with_capacity(files.0.len());
+            for (file, name) in files.0.iter().zip(SOCKSTAT.iter().chain(COMPARED.iter())) {
+                let Some(file) = file else {
+                    texts.push(Vec::new());
+                    continue;
+                };
+                let len = read_from_start(file, buffer).map_err(|source| NetError::Netns {
+                    action: "read",
+                    netns: format!("{name} of a pooled network namespace"),
+                    source,
+                })?;
+                texts.push(buffer[..len].to_vec());
+            }
+            // The socket counts first: a closing TCP socket becomes a TIME_WAIT one before it is
+            // freed, so reading `sockets: used` before `tw` (sockstat's order) cannot miss both.
+            let mut counts = Vec::new();
+            for text in &texts[..SOCKSTAT.len()] {
+                counts.extend(per_namespace_counts(&String::from_utf8_lossy(text)));
+            }
+            let files = texts.split_off(SOCKSTAT.len());
+            Ok(Snapshot { files, counts })
+        })
     }
 }
 
-/// Everything `file` has, read into one buffer of [`READ_BUFFER`] bytes (grown if it fills).
-fn read_whole(mut file: std::fs::File) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut buf = vec![0; READ_BUFFER];
+/// Reads all of `file` from offset 0 (procfs makes the text again there) into `buffer`, which
+/// keeps its size between calls (zeroed once, grown if a file fills it): a `pread` and the one
+/// that sees the end. Returns the length read.
+fn read_from_start(file: &File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt as _;
+    if buffer.len() < READ_BUFFER {
+        buffer.resize(READ_BUFFER, 0);
+    }
     let mut len = 0;
     loop {
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                len += n;
-                if len == buf.len() {
-                    buf.resize(len * 2, 0);
-                }
-            }
+        if len == buffer.len() {
+            buffer.resize(len * 2, 0);
+        }
+        match file.read_at(&mut buffer[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(len);
-    Ok(buf)
 }
+
+/// The capacity of the buffer a namespace's files are read into.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// `sockets: used`, each protocol's `inuse`, TCP's `tw` and FRAG's `memory`: what sockstat counts
 /// per namespace (`orphan`, `alloc` and `mem` are machine-wide).

@@ -16,6 +16,7 @@ pub fn trials() -> Vec<Trial> {
     vec![
         privileged("lab::twenty_labs_at_j4_leave_nothing_behind", twenty_labs_at_j4_leave_nothing_behind),
         privileged("lab::killed_runner_leaves_no_node_behind", killed_runner_leaves_no_node_behind),
+        privileged("lab::a_sabotaged_socket_is_not_served_again", a_sabotaged_socket_is_not_served_again),
         privileged("lab::rootless_runner_as_nobody_leaves_nothing", rootless_runner_as_nobody_leaves_nothing),
     ]
 }
@@ -253,9 +254,10 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
     let children = xml.matches("/lab/").count();
     let oneof =
         xml.contains("name=\"many::lab07/lab/c\"") && xml.contains("classname=\"labfix::many::lab07\"");
-    if children != 22 * 3 || !oneof {
+    // 22 labs of three nodes, and the four sabotaging tests' labs of one.
+    if children != 22 * 3 + 4 || !oneof {
         return Err(
-            format!("expected 66 lab node testcases in the JUnit report, got {children}:\n{xml}").into()
+            format!("expected 70 lab node testcases in the JUnit report, got {children}:\n{xml}").into()
         );
     }
     no_fixture_process(Duration::from_secs(5))?;
@@ -263,6 +265,10 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
     if !cgroups.is_empty() {
         return Err(format!("the runner's cgroups are left: {cgroups:?}").into());
     }
+    no_lab_socket_left()
+}
+
+fn no_lab_socket_left() -> Result<(), Failed> {
     let sockets: Vec<_> = std::fs::read_dir(fixture_target_dir().join("cvtest-lab"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -270,6 +276,38 @@ fn twenty_labs_at_j4_leave_nothing_behind() -> Result<(), Failed> {
         return Err(format!("lab sockets are left: {sockets:?}").into());
     }
     Ok(())
+}
+
+/// A worker keeps its lab socket for its next test. Four tests on one worker each use a lab,
+/// then leave a connection queued on the socket, and end with their lab open (the 2nd and 4th)
+/// or replace the socket's file with a socket of their own (the 1st and 3rd). Each still gets a
+/// working lab of its maker's: the 4th on the 2nd's socket (taken while the 3rd runs), whose
+/// queue the maker emptied; the 3rd on a new one, as the 1st's file was replaced. The run
+/// leaves no socket behind, the replacements included.
+fn a_sabotaged_socket_is_not_served_again() -> Result<(), Failed> {
+    let out = cvtest_command("lab", &["-j", "1", "--message-format", "json", "sabotage::"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut passed = Vec::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if v["type"] == "test" && v["status"] == "pass" && v["lab_nodes"].as_array().map_or(0, Vec::len) == 1
+        {
+            passed.push(v["name"].as_str().unwrap_or("").to_owned());
+        }
+    }
+    passed.sort();
+    if passed != ["sabotage::s1", "sabotage::s2", "sabotage::s3", "sabotage::s4"] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "expected the four sabotaging tests to pass with their lab: {passed:?}\n{stdout}\n{stderr}"
+        )
+        .into());
+    }
+    no_fixture_process(Duration::from_secs(5))?;
+    no_lab_socket_left()
 }
 
 fn killed_runner_leaves_no_node_behind() -> Result<(), Failed> {
