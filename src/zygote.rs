@@ -75,6 +75,9 @@ pub struct Zygote {
     /// Its CPU affinity before [`Zygote::set_cpu_affinity`] placed it: what a container without
     /// an affinity of its own gets back, instead of the zygote's.
     unplaced: Option<cvtest_spec::CpuList>,
+    /// The capabilities its bounding set may still have: all bits, unless started by
+    /// [`Zygote::start_bounded`].
+    bounding: u64,
     /// The zygote dies when the thread that started it exits (`PR_SET_PDEATHSIG`).
     _same_thread: PhantomData<*const ()>,
 }
@@ -104,6 +107,21 @@ impl Zygote {
     /// Starts a zygote: this program re-executed, which must call [`serve_if_requested`] first
     /// thing in `main`. Fails (and leaves nothing running) if it does not answer as a zygote.
     pub fn start() -> Result<Zygote, ZygoteError> {
+        Zygote::start_with(None)
+    }
+
+    /// [`Zygote::start`], for containers that keep no capability outside `keep` (a runner's,
+    /// whose tests it knows): the zygote drops every other from its bounding set once, at its
+    /// start, so that its inits, which inherit the set, have only the rest to drop (otherwise a
+    /// `prctl` per capability, per container). A container it cannot serve so (privileged, or
+    /// keeping a capability outside `keep`) is cloned directly. A container with a user
+    /// namespace is not concerned (its bounding set is full again there). Fails where the
+    /// bounding set cannot be changed (without `CAP_SETPCAP`): then [`Zygote::start`].
+    pub fn start_bounded(keep: cvtest_spec::Capabilities) -> Result<Zygote, ZygoteError> {
+        Zygote::start_with(Some(keep.bits()))
+    }
+
+    fn start_with(bounding: Option<u64>) -> Result<Zygote, ZygoteError> {
         if std::env::var_os(ENV_ZYGOTE).is_some() {
             return Err(ZygoteError::Nested);
         }
@@ -121,7 +139,7 @@ impl Zygote {
             .map_err(|e| ZygoteError::Start(e.into()))?;
         let null = sys::dev_null().map_err(ZygoteError::Start)?;
         let argv = CStrArray::new(vec![NAME.to_owned()]);
-        let envp = CStrArray::new(environment(std::process::id()));
+        let envp = CStrArray::new(environment(std::process::id(), bounding));
         let (pid, pidfd) =
             sys::spawn_zygote(c"/proc/self/exe", &argv, &envp, theirs.as_fd(), null, SOCKET_FD)
                 .map_err(|e| ZygoteError::Start(e.into()))?;
@@ -131,6 +149,8 @@ impl Zygote {
             live: Some(Live { socket: ours, pidfd }),
             lost: None,
             unplaced: None,
+            // What it may still have: the kept ones, and any the kernel does not know.
+            bounding: bounding.map_or(u64::MAX, |keep| keep | !known_caps()),
             _same_thread: PhantomData,
         };
         let hello = match z.receive(0) {
@@ -191,6 +211,13 @@ impl Zygote {
         plan: &InitPlan<'_>,
     ) -> Cloned {
         let Some(live) = &self.live else { return Cloned::Nothing };
+        // Without a user namespace the init keeps the zygote's bounding set: it must hold all
+        // the container keeps (a privileged one keeps all).
+        let new_user = flags & libc::CLONE_NEWUSER as u64 != 0;
+        let needs = plan.caps.as_ref().map_or(u64::MAX, |c| c.keep);
+        if !new_user && needs & !self.bounding != 0 {
+            return Cloned::Nothing;
+        }
         let request = wire::encode(flags, cgroup, plan);
         if request.bytes.len() > MAX_REQUEST || request.fds.len() > MAX_FDS {
             return Cloned::Nothing;
@@ -344,8 +371,19 @@ enum Received {
     Error(io::Error),
 }
 
-/// This process's environment for the zygote, with [`ENV_ZYGOTE`] naming its socket and owner.
-fn environment(owner: u32) -> Vec<CString> {
+/// The capabilities this kernel knows, bit `n` for capability `n`.
+fn known_caps() -> u64 {
+    let last = crate::sandbox::spawn::last_cap();
+    if last >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    }
+}
+
+/// This process's environment for the zygote, with [`ENV_ZYGOTE`] naming its socket, its owner
+/// and the capabilities it keeps in its bounding set (all, when not given).
+fn environment(owner: u32, bounding: Option<u64>) -> Vec<CString> {
     let mut env: Vec<CString> = std::env::vars_os()
         .filter(|(k, _)| k != ENV_ZYGOTE)
         .filter_map(|(k, v)| {
@@ -355,7 +393,11 @@ fn environment(owner: u32) -> Vec<CString> {
             CString::new(kv.into_vec()).ok()
         })
         .collect();
-    env.push(CString::new(format!("{ENV_ZYGOTE}={SOCKET_FD}:{owner}")).unwrap_or_default());
+    let value = match bounding {
+        Some(keep) => format!("{ENV_ZYGOTE}={SOCKET_FD}:{owner}:{keep:x}"),
+        None => format!("{ENV_ZYGOTE}={SOCKET_FD}:{owner}"),
+    };
+    env.push(CString::new(value).unwrap_or_default());
     env
 }
 
@@ -457,6 +499,8 @@ const ALLOWED_FLAGS: u64 = (libc::CLONE_NEWNS
 
 /// Exit code of a zygote started wrongly (a bad [`ENV_ZYGOTE`], no socket).
 const EXIT_USAGE: i32 = 2;
+/// Exit code of a zygote that could not drop from its bounding set what it was told to.
+const EXIT_BOUNDING: i32 = 3;
 
 /// In a process started by [`Zygote::start`], serves as the zygote and exits when its owner is
 /// gone: never returns. Anywhere else, returns at once. Call it first thing in `main` of every
@@ -468,7 +512,7 @@ pub fn serve_if_requested() {
 }
 
 fn serve(value: &OsStr) -> i32 {
-    let Some((fd, owner)) = parse_env(value) else { return EXIT_USAGE };
+    let Some((fd, owner, keep)) = parse_env(value) else { return EXIT_USAGE };
     // Die with the owner's thread; if it is already gone, the signal was missed: leave now.
     if sys::set_parent_death_signal(libc::SIGKILL).is_err() || nix::unistd::getppid().as_raw() != owner {
         return 0;
@@ -477,6 +521,17 @@ fn serve(value: &OsStr) -> i32 {
     // Started with every signal blocked; keep it so (a Ctrl-C for the owner is not for us).
     let _ = sys::block_all_signals();
     let Ok(socket) = sys::adopt_inherited_socket(fd) else { return EXIT_USAGE };
+    // Once for every init it clones (which inherit the set): all but what its containers keep.
+    let bounding = match keep {
+        Some(keep) => {
+            let last = crate::sandbox::spawn::last_cap().min(63);
+            if (0..=last).filter(|&cap| keep & (1 << cap) == 0).any(|cap| sys::capbset_drop(cap).is_err()) {
+                return EXIT_BOUNDING;
+            }
+            keep | !known_caps()
+        }
+        None => u64::MAX,
+    };
     // Nothing here changes a disposition after this: each init resets only these (the Rust
     // runtime's ignored SIGPIPE, its stack-overflow handlers), not all 64.
     let changed_signals = sys::non_default_signals();
@@ -519,7 +574,7 @@ fn serve(value: &OsStr) -> i32 {
             (Reply::Refused { reason: Refusal::Fds }, None)
         } else {
             match wire::decode(&buf[..n], fds) {
-                Ok(req) if req.flags & !ALLOWED_FLAGS == 0 => clone(&req, changed_signals),
+                Ok(req) if req.flags & !ALLOWED_FLAGS == 0 => clone(&req, changed_signals, bounding),
                 Ok(_) => (Reply::Refused { reason: Refusal::Flags }, None),
                 Err(m) => (Reply::Refused { reason: m.into() }, None),
             }
@@ -533,10 +588,17 @@ fn serve(value: &OsStr) -> i32 {
 
 /// Clones the init the request describes, as the owner's child. `changed_signals`: the signals
 /// whose disposition this zygote does not have at the default, the only ones its init resets.
-fn clone(req: &wire::Received, changed_signals: u64) -> (Reply, Option<OwnedFd>) {
+/// `bounding`: what this zygote's bounding set may still have, which its init inherits (unless
+/// in a new user namespace, where it is full again).
+fn clone(req: &wire::Received, changed_signals: u64, bounding: u64) -> (Reply, Option<OwnedFd>) {
     let flags = req.flags | libc::CLONE_PARENT as u64;
     let mut plan = req.plan();
     plan.reset_signals = changed_signals;
+    if req.flags & libc::CLONE_NEWUSER as u64 == 0 {
+        if let Some(caps) = plan.caps.as_mut() {
+            caps.bounding = bounding;
+        }
+    }
     match sys::clone_init(flags, req.cgroup.as_ref().map(AsFd::as_fd), &plan, crate::sandbox::init::run) {
         Ok((pid, pidfd)) => (Reply::Cloned { pid }, Some(pidfd)),
         Err(errno) => (Reply::CloneFailed { errno: errno as i32 }, None),
@@ -557,11 +619,15 @@ fn send(socket: &OwnedFd, reply: Reply, fd: Option<BorrowedFd<'_>>) -> nix::Resu
     }
 }
 
-/// `<fd>:<owner pid>`.
-fn parse_env(value: &OsStr) -> Option<(RawFd, i32)> {
+/// `<fd>:<owner pid>`, then optionally `:<bounding set to keep, hex>`.
+fn parse_env(value: &OsStr) -> Option<(RawFd, i32, Option<u64>)> {
     let s = value.to_str()?;
-    let (fd, owner) = s.split_once(':')?;
-    Some((fd.parse().ok().filter(|&fd| fd > 2)?, owner.parse().ok().filter(|&p| p > 0)?))
+    let (fd, rest) = s.split_once(':')?;
+    let (owner, keep) = match rest.split_once(':') {
+        Some((owner, keep)) => (owner, Some(u64::from_str_radix(keep, 16).ok()?)),
+        None => (rest, None),
+    };
+    Some((fd.parse().ok().filter(|&fd| fd > 2)?, owner.parse().ok().filter(|&p| p > 0)?, keep))
 }
 
 #[cfg(test)]
@@ -586,17 +652,20 @@ mod tests {
 
     #[test]
     fn the_variable_names_a_socket_fd_and_an_owner() {
-        assert_eq!(parse_env(OsStr::new("3:1234")), Some((3, 1234)));
-        for bad in ["", "3", "1:5", "3:0", "x:1", "3:-1", "3:1:2"] {
+        assert_eq!(parse_env(OsStr::new("3:1234")), Some((3, 1234, None)));
+        assert_eq!(parse_env(OsStr::new("3:1234:a0")), Some((3, 1234, Some(0xa0))));
+        for bad in ["", "3", "1:5", "3:0", "x:1", "3:-1", "3:1:x", "3:1:", "3:1:2:4"] {
             assert_eq!(parse_env(OsStr::new(bad)), None, "{bad}");
         }
     }
 
     #[test]
     fn the_environment_names_this_owner_once() {
-        let env = environment(77);
+        let env = environment(77, None);
         let ours: Vec<_> = env.iter().filter(|kv| kv.as_bytes().starts_with(b"CVTEST_ZYGOTE=")).collect();
         assert_eq!(ours.len(), 1);
         assert_eq!(ours[0].as_bytes(), b"CVTEST_ZYGOTE=3:77");
+        let env = environment(77, Some(0x3fff));
+        assert!(env.iter().any(|kv| kv.as_bytes() == b"CVTEST_ZYGOTE=3:77:3fff"));
     }
 }

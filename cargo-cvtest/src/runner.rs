@@ -165,7 +165,13 @@ impl Runner<'_> {
     /// One per worker, so that workers do not queue behind one another's clones. Without one
     /// (it could not start, or was lost) the worker clones directly; the run says so once.
     pub(crate) fn work(&self, events: Sender<Event>) {
-        let mut zygote = match Zygote::start() {
+        // A zygote whose bounding set holds only what the run's tests keep: their inits drop
+        // nothing more (where the set cannot be changed, a zygote like any other).
+        let started = match self.zygote_caps() {
+            Some(keep) => Zygote::start_bounded(keep).or_else(|_| Zygote::start()),
+            None => Zygote::start(),
+        };
+        let mut zygote = match started {
             Ok(z) => Some(z),
             Err(e) => {
                 self.warn_zygote(&events, &e);
@@ -288,6 +294,14 @@ impl Runner<'_> {
         let maker = prepare_lab(&mut container, &mut command);
         container.spawn_paused_via(zygote, &command).ok()?;
         Some(PreparedContainer { container, maker, command, _memory: memory })
+    }
+
+    /// The capabilities any test of the run keeps; `None` if one is privileged (keeps all).
+    fn zygote_caps(&self) -> Option<cvtest_spec::Capabilities> {
+        self.list.tests.iter().try_fold(cvtest_spec::Capabilities::NONE, |all, t| {
+            let o = t.settings.options();
+            (!o.privileged()).then(|| all | o.capabilities())
+        })
     }
 
     fn warn_zygote(&self, events: &Sender<Event>, why: &ZygoteError) {

@@ -86,6 +86,10 @@ pub(crate) struct CapPlan {
     /// What the init itself keeps once the main process runs (`CAP_KILL`, to forward signals to
     /// a main process that changed its user, if the caller has it).
     pub(crate) init_keeps: u64,
+    /// The bounding set the init starts with, as far as its cloner knows (all bits when it does
+    /// not): a zygote that dropped from its own what none of its containers keeps
+    /// ([`crate::Zygote::start_bounded`]) leaves its inits only the rest to drop.
+    pub(crate) bounding: u64,
 }
 
 /// What the main process needs between its clone and its exec.
@@ -269,12 +273,13 @@ fn run_netns() -> Result<(OwnedFd, OwnedFd), Errno> {
     Ok((host, container))
 }
 
-/// Drops from the bounding set every capability the main process may not keep. The main process
+/// Drops from the bounding set every capability the main process may not keep (of those still
+/// in it: see [`CapPlan::bounding`]). The main process
 /// inherits the set; after its exec, a root process gets exactly its bounding set, so nothing
 /// outside it can come back (not through setuid or file capabilities either).
 fn drop_bounding_set(caps: &CapPlan) -> Result<(), Errno> {
     for cap in 0..=caps.last_cap.min(63) {
-        if caps.keep & (1 << cap) == 0 {
+        if caps.keep & (1 << cap) == 0 && caps.bounding & (1 << cap) != 0 {
             sys::capbset_drop(cap)?;
         }
     }

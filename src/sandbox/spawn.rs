@@ -556,12 +556,17 @@ fn cap_plan(keep: Capabilities, userns: bool) -> CapPlan {
     let known = if last_cap >= 63 { u64::MAX } else { (1u64 << (last_cap + 1)) - 1 };
     let permitted = if userns { u64::MAX } else { sys::permitted_caps().unwrap_or(u64::MAX) };
     let kill = Capabilities::named("KILL").map_or(0, Capabilities::bits);
-    CapPlan { last_cap, keep: keep.bits() & known & permitted, init_keeps: kill & permitted }
+    CapPlan {
+        last_cap,
+        keep: keep.bits() & known & permitted,
+        init_keeps: kill & permitted,
+        bounding: u64::MAX,
+    }
 }
 
 /// The highest capability number this kernel knows: `/proc/sys/kernel/cap_last_cap`, else
 /// probed with `PR_CAPBSET_READ`. Once per process.
-fn last_cap() -> u32 {
+pub(crate) fn last_cap() -> u32 {
     static LAST: OnceLock<u32> = OnceLock::new();
     *LAST.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")

@@ -99,7 +99,8 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     body.strings(envp.strings().iter().map(CString::as_c_str));
     body.opt_cstr(*cwd);
     body.bool(caps.is_some());
-    if let Some(CapPlan { last_cap, keep, init_keeps }) = caps {
+    // The bounding set is not sent: the zygote knows its own.
+    if let Some(CapPlan { last_cap, keep, init_keeps, bounding: _ }) = caps {
         body.u32(*last_cap);
         body.u64(*keep);
         body.u64(*init_keeps);
@@ -247,6 +248,7 @@ impl Received {
                 last_cap: c.last_cap,
                 keep: c.keep,
                 init_keeps: c.init_keeps,
+                bounding: c.bounding,
             }),
             userns: self.userns,
             run_netns: self.run_netns,
@@ -295,7 +297,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     let envp = CStrArray::new(r.strings()?);
     let cwd = r.opt_cstring()?;
     let caps = if r.bool()? {
-        Some(CapPlan { last_cap: r.u32()?, keep: r.u64()?, init_keeps: r.u64()? })
+        Some(CapPlan { last_cap: r.u32()?, keep: r.u64()?, init_keeps: r.u64()?, bounding: u64::MAX })
     } else {
         None
     };
@@ -563,7 +565,7 @@ mod tests {
             hostname: b"cvtest-7",
             mounts: &mounts,
             pid_ns: true,
-            caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5 }),
+            caps: Some(CapPlan { last_cap: 40, keep: 0x3fff_0000_00ff, init_keeps: 1 << 5, bounding: 0xff }),
             userns: Some(UserNsPlan { clear_groups: true }),
             run_netns: true,
             join_netns: Some(netns.as_raw_fd()),
@@ -602,6 +604,8 @@ mod tests {
         assert_eq!(p.main.cwd, Some(cwd.as_c_str()));
         let caps = p.caps.as_ref().expect("caps");
         assert_eq!((caps.last_cap, caps.keep, caps.init_keeps), (40, 0x3fff_0000_00ff, 1 << 5));
+        // Not sent: the zygote fills in its own.
+        assert_eq!(caps.bounding, u64::MAX);
         assert_eq!(p.main.keep_caps, Some(0x3fff_0000_00ff));
         assert!(p.userns.is_some_and(|u| u.clear_groups) && p.run_netns);
         assert!(super::super::mounts::render(p.mounts).contains("masking"), "a hardened plan masks paths");

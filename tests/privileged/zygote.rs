@@ -27,6 +27,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::a_lost_zygote_falls_back_to_direct_clones", lost_zygote_falls_back),
         privileged("zygote::commands_start_with_default_signal_dispositions", default_dispositions),
         privileged("zygote::a_paused_spawn_starts_its_command_only_on_resume", paused_until_resumed),
+        privileged("zygote::a_bounded_zygote_clones_only_what_its_bounding_set_holds", bounded_zygote),
         privileged("zygote::containers_run_on_the_cpus_they_are_given", run_on_the_cpus_given),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
@@ -361,6 +362,66 @@ fn clones_the_callers_children() -> Result<(), Failed> {
     );
     c.destroy().map_err(fail("destroy"))?;
     assert_gone(&fp)?;
+    ensure!(z.lost().is_none(), "lost: {:?}", z.lost());
+    Ok(())
+}
+
+/// A zygote started with a bounding set of only the default capabilities
+/// (`Zygote::start_bounded`, as `cargo cvtest` starts its workers' when no test keeps more):
+/// the zygote's own set is cut; a default container it clones ends with exactly the bounding
+/// set, effective and permitted sets of one cloned directly (its init had nothing left to
+/// drop); a container that keeps more (`NET_ADMIN`), or a privileged one, is cloned directly
+/// with its own sets; one in a user namespace (where the set is full again) is cloned by the
+/// zygote and still ends with the default set.
+fn bounded_zygote() -> Result<(), Failed> {
+    use cvtest_spec::Capabilities;
+    let field = |status: &str, key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let ours = field(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), "CapBnd:");
+    let mut z = Zygote::start_bounded(Capabilities::DEFAULT).map_err(fail("start bounded"))?;
+    let zygote_status = std::fs::read_to_string(format!("/proc/{}/status", z.pid())).unwrap_or_default();
+    let zygote_bounding = field(&zygote_status, "CapBnd:");
+    ensure!(
+        zygote_bounding == ours.map(|o| o & Capabilities::DEFAULT.bits()),
+        "the zygote's bounding set {zygote_bounding:x?}, ours {ours:x?}"
+    );
+    let probe = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status";
+    let direct = |opts: &Options| -> Result<Vec<u8>, Failed> {
+        let mut c = Container::create(opts).map_err(fail("create"))?;
+        c.spawn(&sh(probe)).map_err(fail("spawn"))?;
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(fail("wait"))?;
+        c.destroy().map_err(fail("destroy"))?;
+        ensure!(out.termination == Termination::Exited(0), "directly: {:?}", out.termination);
+        Ok(out.stdout)
+    };
+    let mut net_admin = options();
+    net_admin.add_caps("NET_ADMIN").map_err(fail("caps"))?;
+    let mut privileged = options();
+    privileged.set_privileged(true);
+    let mut in_userns = options();
+    in_userns.map_root_to(65534, 65534);
+    for (what, opts, by_zygote) in [
+        ("default", options(), true),
+        ("NET_ADMIN", net_admin, false),
+        ("privileged", privileged, false),
+        ("user namespace", in_userns, true),
+    ] {
+        let via = run_via(&mut z, &opts, &sh(probe), by_zygote)?;
+        let expected = direct(&opts)?;
+        ensure!(
+            via.termination == Termination::Exited(0) && via.stdout == expected,
+            "{what}: through the bounded zygote:\n{}\ndirectly:\n{}",
+            text(&via.stdout),
+            text(&expected)
+        );
+        let bounding = field(&text(&via.stdout), "CapBnd:");
+        let default = ours.map(|o| o & Capabilities::DEFAULT.bits());
+        ensure!(
+            (what == "default" || what == "user namespace") == (bounding == default),
+            "{what}: bounding set {bounding:x?}, the default one {default:x?}"
+        );
+    }
     ensure!(z.lost().is_none(), "lost: {:?}", z.lost());
     Ok(())
 }
