@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::options::Stdio;
 
@@ -12,7 +13,8 @@ use crate::options::Stdio;
 pub struct Command {
     program: PathBuf,
     args: Vec<OsString>,
-    env: BTreeMap<OsString, OsString>,
+    /// Shared between clones until one changes it (a runner clones one command per test).
+    env: Arc<BTreeMap<OsString, OsString>>,
     cwd: Option<PathBuf>,
     stdout: Stdio,
     stderr: Stdio,
@@ -25,7 +27,7 @@ impl Command {
         Command {
             program: program.into(),
             args: Vec::new(),
-            env: std::env::vars_os().collect(),
+            env: Arc::new(std::env::vars_os().collect()),
             cwd: None,
             stdout: Stdio::Inherit,
             stderr: Stdio::Inherit,
@@ -43,18 +45,27 @@ impl Command {
     }
 
     pub fn env(&mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> &mut Self {
-        self.env.insert(k.into(), v.into());
+        let (k, v) = (k.into(), v.into());
+        // Unchanged: the environment stays shared with the clones it came from.
+        if self.env.get(&k) != Some(&v) {
+            Arc::make_mut(&mut self.env).insert(k, v);
+        }
         self
     }
 
     pub fn env_remove(&mut self, k: impl Into<OsString>) -> &mut Self {
-        self.env.remove(&k.into());
+        let k = k.into();
+        if self.env.contains_key(&k) {
+            Arc::make_mut(&mut self.env).remove(&k);
+        }
         self
     }
 
     /// Empties the environment (which starts as a copy of this process's).
     pub fn env_clear(&mut self) -> &mut Self {
-        self.env.clear();
+        if !self.env.is_empty() {
+            self.env = Arc::default();
+        }
         self
     }
 

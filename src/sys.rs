@@ -35,28 +35,79 @@ fn opt_ptr(s: Option<&CStr>) -> *const c_char {
     s.map_or(ptr::null(), CStr::as_ptr)
 }
 
-/// A NULL-terminated array of C strings (argv, envp), built in the parent. Owning the strings
-/// keeps every pointer valid for as long as the array lives.
+/// A NULL-terminated array of C strings (argv, envp), built in the parent: every string in one
+/// buffer (one allocation for an environment, not one per variable), and the pointers to them.
+/// Owning the buffer keeps every pointer valid for as long as the array lives; nothing changes
+/// the buffer once the pointers are taken.
 #[derive(Debug)]
 pub(crate) struct CStrArray {
-    strings: Vec<CString>,
+    /// Every string with its NUL, one after another.
+    bytes: Vec<u8>,
+    /// Where each string starts in `bytes`.
+    starts: Vec<usize>,
+    /// A pointer to each string, then NULL.
     ptrs: Vec<*const c_char>,
 }
 
 impl CStrArray {
     pub(crate) fn new(strings: Vec<CString>) -> Self {
-        let mut ptrs: Vec<*const c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-        ptrs.push(ptr::null());
-        CStrArray { strings, ptrs }
+        let mut b = CStrArrayBuilder::with_capacity(
+            strings.len(),
+            strings.iter().map(|s| s.as_bytes_with_nul().len()).sum(),
+        );
+        for s in &strings {
+            // A CString holds no NUL but its last byte.
+            let _ = b.push(&[s.as_bytes()]);
+        }
+        b.finish()
     }
 
     /// The strings, without the terminating NULL.
-    pub(crate) fn strings(&self) -> &[CString] {
-        &self.strings
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &CStr> {
+        self.starts.iter().enumerate().map(|(i, &start)| {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.bytes.len());
+            CStr::from_bytes_with_nul(&self.bytes[start..end]).unwrap_or_default()
+        })
     }
 
     fn as_ptr(&self) -> *const *const c_char {
         self.ptrs.as_ptr()
+    }
+}
+
+/// Builds a [`CStrArray`] a string at a time.
+pub(crate) struct CStrArrayBuilder {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl CStrArrayBuilder {
+    /// Room for `strings` strings of `bytes` bytes in all (their NULs included).
+    pub(crate) fn with_capacity(strings: usize, bytes: usize) -> Self {
+        CStrArrayBuilder { bytes: Vec::with_capacity(bytes), starts: Vec::with_capacity(strings) }
+    }
+
+    /// Appends one string, the concatenation of `parts`. Refused (nothing appended) if a part
+    /// holds a NUL.
+    pub(crate) fn push(&mut self, parts: &[&[u8]]) -> Result<(), ()> {
+        if parts.iter().any(|p| p.contains(&0)) {
+            return Err(());
+        }
+        self.starts.push(self.bytes.len());
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
+        self.bytes.push(0);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> CStrArray {
+        let CStrArrayBuilder { bytes, starts } = self;
+        let base = bytes.as_ptr();
+        let mut ptrs: Vec<*const c_char> =
+            starts.iter().map(|&start| base.wrapping_add(start).cast::<c_char>()).collect();
+        ptrs.push(ptr::null());
+        CStrArray { bytes, starts, ptrs }
     }
 }
 

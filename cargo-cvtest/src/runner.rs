@@ -132,6 +132,8 @@ thread_local! {
     static LAB_SOCKETS: RefCell<maker::Sockets> = RefCell::new(maker::Sockets::default());
     /// Each test binary's lab socket directory (`maker::socket_dir`: a walk up its path).
     static LAB_DIRS: RefCell<HashMap<PathBuf, Option<PathBuf>>> = RefCell::new(HashMap::new());
+    /// Each test binary's command without arguments (`Runner::command`).
+    static COMMANDS: RefCell<HashMap<PathBuf, Command>> = RefCell::new(HashMap::new());
 }
 
 /// The lab maker of the test `cmd` starts in `container`, on a socket of the worker's kept ones
@@ -329,9 +331,21 @@ impl Runner<'_> {
         o
     }
 
+    /// The command of one run of binary `b`: a clone of the worker's command for `b`, made at
+    /// its first run (the environment, the largest part, is shared by the clones until one
+    /// changes it), with `args`.
     fn command(&self, b: &BinaryEntry, args: Vec<OsString>) -> Command {
-        let mut cmd = Command::new(b.bin.path.as_std_path());
+        let mut cmd = COMMANDS.with_borrow_mut(|made| {
+            made.entry(b.bin.path.clone().into_std_path_buf())
+                .or_insert_with(|| self.binary_command(b))
+                .clone()
+        });
         cmd.args(args);
+        cmd
+    }
+
+    fn binary_command(&self, b: &BinaryEntry) -> Command {
+        let mut cmd = Command::new(b.bin.path.as_std_path());
         for (k, v) in &b.env.vars {
             cmd.env(k, v);
         }

@@ -12,7 +12,7 @@
 //! With a [`Zygote`], the zygote does the clone (same flags, same plan, plus `CLONE_PARENT`, so
 //! the init is still this process's child); when it cannot, the clone is done here instead.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -34,7 +34,7 @@ use crate::command::Command;
 use crate::error::SpawnError;
 use crate::net::{NetError, Netlink, Veth, VethName};
 use crate::options::{Isolation, Rootfs, Stdio};
-use crate::sys::{self, CStrArray, Errno};
+use crate::sys::{self, CStrArray, CStrArrayBuilder, Errno};
 use crate::zygote::{Cloned, Zygote};
 
 /// What to start, and in what.
@@ -778,16 +778,21 @@ fn cstr_arg(what: &'static str, s: &OsStr) -> Result<CString, SpawnError> {
 }
 
 fn argv(command: &Command, program: CString) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.get_args().len() + 1);
-    v.push(program);
-    for a in command.get_args() {
-        v.push(cstr_arg("argument", a)?);
+    let args = command.get_args();
+    let len = program.as_bytes_with_nul().len() + args.iter().map(|a| a.len() + 1).sum::<usize>();
+    let mut v = CStrArrayBuilder::with_capacity(args.len() + 1, len);
+    let _ = v.push(&[program.as_bytes()]);
+    for a in args {
+        v.push(&[a.as_bytes()]).map_err(|()| SpawnError::Nul { what: "argument", value: a.clone() })?;
     }
-    Ok(CStrArray::new(v))
+    Ok(v.finish())
 }
 
 fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
-    let mut v = Vec::with_capacity(command.get_envs().len() + 1);
+    let envs = command.get_envs();
+    let container = format!("{}={id}", crate::ENV_CONTAINER);
+    let len = container.len() + 1 + envs.map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+    let mut v = CStrArrayBuilder::with_capacity(command.get_envs().len() + 1, len);
     for (k, val) in command.get_envs() {
         if k == crate::ENV_CONTAINER {
             continue;
@@ -795,14 +800,15 @@ fn envp(command: &Command, id: &str) -> Result<CStrArray, SpawnError> {
         if k.is_empty() || k.as_bytes().contains(&b'=') {
             return Err(SpawnError::Nul { what: "environment variable name", value: k.to_owned() });
         }
-        let mut kv = OsString::with_capacity(k.len() + val.len() + 1);
-        kv.push(k);
-        kv.push("=");
-        kv.push(val);
-        v.push(cstr_arg("environment variable", &kv)?);
+        v.push(&[k.as_bytes(), b"=", val.as_bytes()]).map_err(|()| {
+            let mut kv = k.to_owned();
+            kv.push("=");
+            kv.push(val);
+            SpawnError::Nul { what: "environment variable", value: kv }
+        })?;
     }
-    v.push(CString::new(format!("{}={id}", crate::ENV_CONTAINER)).unwrap_or_default());
-    Ok(CStrArray::new(v))
+    let _ = v.push(&[container.as_bytes()]);
+    Ok(v.finish())
 }
 
 /// The working directory inside the container: the command's, else the caller's (host root) or

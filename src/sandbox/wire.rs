@@ -95,8 +95,8 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     body.bytes(hostname);
     body.bool(*pid_ns);
     body.cstr(program);
-    body.strings(argv.strings().iter().map(CString::as_c_str));
-    body.strings(envp.strings().iter().map(CString::as_c_str));
+    body.strings(argv.iter());
+    body.strings(envp.iter());
     body.opt_cstr(*cwd);
     body.bool(caps.is_some());
     // The bounding set is not sent: the zygote knows its own.
@@ -293,8 +293,8 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     let hostname = r.bytes()?.to_vec();
     let pid_ns = r.bool()?;
     let program = r.cstring()?;
-    let argv = CStrArray::new(r.strings()?);
-    let envp = CStrArray::new(r.strings()?);
+    let argv = r.cstr_array()?;
+    let envp = r.cstr_array()?;
     let cwd = r.opt_cstring()?;
     let caps = if r.bool()? {
         Some(CapPlan { last_cap: r.u32()?, keep: r.u64()?, init_keeps: r.u64()?, bounding: u64::MAX })
@@ -479,6 +479,18 @@ impl<'a> In<'a> {
         }
         (0..n).map(|_| self.cstring()).collect()
     }
+    /// [`In::strings`] into one buffer (an environment: no allocation per variable).
+    fn cstr_array(&mut self) -> Result<CStrArray, Malformed> {
+        let n = self.u32()? as usize;
+        if n > self.left() / 4 {
+            return Err(Malformed::Content);
+        }
+        let mut array = crate::sys::CStrArrayBuilder::with_capacity(n, self.left());
+        for _ in 0..n {
+            array.push(&[self.bytes()?]).map_err(|()| Malformed::Content)?;
+        }
+        Ok(array.finish())
+    }
     /// A string the plan holds as `&'static CStr` (file system types, mount options, link
     /// targets: constants of the mount plan, a handful of distinct values).
     fn interned(&mut self) -> Result<&'static CStr, Malformed> {
@@ -599,8 +611,8 @@ mod tests {
         assert!(p.new_cgroup_ns && p.pid_ns);
         assert_eq!(p.hostname, b"cvtest-7");
         assert_eq!(p.main.program, program.as_c_str());
-        assert_eq!(p.main.argv.strings(), argv.strings());
-        assert_eq!(p.main.envp.strings(), envp.strings());
+        assert!(p.main.argv.iter().eq(argv.iter()));
+        assert!(p.main.envp.iter().eq(envp.iter()));
         assert_eq!(p.main.cwd, Some(cwd.as_c_str()));
         let caps = p.caps.as_ref().expect("caps");
         assert_eq!((caps.last_cap, caps.keep, caps.init_keeps), (40, 0x3fff_0000_00ff, 1 << 5));
