@@ -15,25 +15,46 @@ pub(crate) fn read(path: &Path) -> Result<String, CgroupError> {
     read_io(path).map_err(|source| CgroupError::Read { path: path.to_owned(), source })
 }
 
-/// Files of a cgroup that lives on, opened at their first read and kept: each later read is one
-/// `pread(2)` from offset 0 (kernfs starts the text again there), without an open and a close.
-/// A recycled v1 cgroup's counters are read once per container that had it.
+/// Files of a cgroup that lives on, opened at their first use and kept: each later read is one
+/// `pread(2)` from offset 0 (kernfs starts the text again there), each write one `pwrite(2)`,
+/// without an open and a close. A recycled v1 cgroup's counters are read, and reset, once per
+/// container that had it. Not for v1's `cgroup.procs` and `tasks`: an open file keeps its pid
+/// list (for a second after its last read), and a read from 0 through it may show that list
+/// again instead of the cgroup's processes now.
 #[derive(Debug, Default)]
-pub(crate) struct KeptFiles(std::sync::Mutex<Vec<(PathBuf, File)>>);
+pub(crate) struct KeptFiles(std::sync::Mutex<Vec<(PathBuf, bool, File)>>);
 
 impl KeptFiles {
     /// The whole text of `path`, through the file kept open for it.
     pub(crate) fn read(&self, path: &Path) -> Result<String, CgroupError> {
         let error = |source| CgroupError::Read { path: path.to_owned(), source };
+        self.with(path, false, |file| read_whole(file)).map_err(error)
+    }
+
+    /// Writes `value` to `path` in one `pwrite(2)`, through the file kept open for writing it.
+    pub(crate) fn write(&self, path: &Path, value: &str) -> Result<(), CgroupError> {
+        self.with(path, true, |file| {
+            let n = std::os::unix::fs::FileExt::write_at(file, value.as_bytes(), 0)?;
+            if n == value.len() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::WriteZero, "short write"))
+            }
+        })
+        .map_err(|source| write_error(path, value, source))
+    }
+
+    fn with<T>(&self, path: &Path, write: bool, f: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
         let mut files = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let i = match files.iter().position(|(p, _)| p == path) {
+        let i = match files.iter().position(|(p, w, _)| p == path && *w == write) {
             Some(i) => i,
             None => {
-                files.push((path.to_owned(), File::open(path).map_err(error)?));
+                let file = if write { OpenOptions::new().write(true).open(path)? } else { File::open(path)? };
+                files.push((path.to_owned(), write, file));
                 files.len() - 1
             }
         };
-        read_whole(&files[i].1).map_err(error)
+        f(&files[i].2)
     }
 
     /// Closes every kept file.

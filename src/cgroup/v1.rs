@@ -391,7 +391,8 @@ impl Cgroup for V1Cgroup {
             return Ok(false);
         }
         let mem = self.dir(self.memory).to_owned();
-        let charged = fs::read_u64(&mem.join("memory.usage_in_bytes"))?;
+        let usage = mem.join("memory.usage_in_bytes");
+        let charged = fs::parse_u64(&usage, &self.kept.read(&usage)?)?;
         if charged > RECYCLE_MAX_CHARGED {
             return Ok(false);
         }
@@ -401,8 +402,8 @@ impl Cgroup for V1Cgroup {
         // The new pids directory has no limit.
         let held = self.held.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         *held = held.map(|h| Limits { pids: PidsLimit::Max, ..h });
-        fs::write(&mem.join("memory.max_usage_in_bytes"), "0")?;
-        fs::write(&self.dir(cpuacct).join("cpuacct.usage"), "0")?;
+        self.kept.write(&mem.join("memory.max_usage_in_bytes"), "0")?;
+        self.kept.write(&self.dir(cpuacct).join("cpuacct.usage"), "0")?;
         let oom_path = mem.join("memory.oom_control");
         self.oom_kills_before = fs::keyed(&oom_path, &self.kept.read(&oom_path)?, "oom_kill")?.unwrap_or(0);
         Ok(true)
