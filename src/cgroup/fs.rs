@@ -28,7 +28,7 @@ impl KeptFiles {
     /// The whole text of `path`, through the file kept open for it.
     pub(crate) fn read(&self, path: &Path) -> Result<String, CgroupError> {
         let error = |source| CgroupError::Read { path: path.to_owned(), source };
-        self.with(path, false, |file| read_whole(file)).map_err(error)
+        self.with(path, false, read_whole).map_err(error)
     }
 
     /// Writes `value` to `path` in one `pwrite(2)`, through the file kept open for writing it.
