@@ -369,6 +369,13 @@ impl Container {
         Some((user, net.try_clone().ok()?))
     }
 
+    /// A new fd to the pooled network namespace the init joined (the container's network
+    /// namespace), if it joined one: what its lab maker needs, without opening
+    /// `/proc/<init>/ns/net`.
+    pub(crate) fn pooled_netns(&self) -> Option<OwnedFd> {
+        self.running.as_ref()?.pooled.as_ref()?.fd().try_clone_to_owned().ok()
+    }
+
     /// The host pid of the container's init, once spawned.
     pub fn init_pid(&self) -> Option<i32> {
         self.running.as_ref().map(|r| r.pid)

@@ -220,7 +220,7 @@ impl Maker {
     /// Serves the test whose container's init is `test_init` (a host pid) until [`Maker::finish`].
     /// A maker with root privileges only: see [`Maker::serve_container`].
     pub fn serve(&mut self, test_init: i32, base: NodeBase) {
-        self.serve_test(TestSide::Root { init: test_init }, base);
+        self.serve_test(TestSide::Root { init: test_init, netns: None }, base);
     }
 
     /// Serves the test in `container` (spawned) until [`Maker::finish`]. A rootless container
@@ -239,7 +239,7 @@ impl Maker {
                 }
             }
         } else {
-            TestSide::Root { init }
+            TestSide::Root { init, netns: container.pooled_netns() }
         };
         self.serve_test(side, base);
     }
@@ -249,7 +249,8 @@ impl Maker {
     fn serve_test(&mut self, side: TestSide, base: NodeBase) {
         let Some(listener) = self.listener.clone() else { return };
         let (netns, userns) = match side {
-            TestSide::Root { init } => {
+            TestSide::Root { netns: Some(fd), .. } => (fd, None),
+            TestSide::Root { init, netns: None } => {
                 let Ok(fd) = std::fs::File::open(format!("/proc/{init}/ns/net")).map(OwnedFd::from) else {
                     return;
                 };
@@ -506,8 +507,9 @@ impl Hub {
 /// The test a maker serves.
 #[derive(Debug)]
 enum TestSide {
-    /// A maker with root privileges: the test's namespaces are its init's.
-    Root { init: i32 },
+    /// A maker with root privileges: the test's namespaces are its init's (its network
+    /// namespace already open when it is a pooled one).
+    Root { init: i32, netns: Option<OwnedFd> },
     /// A rootless maker: the test's user namespace (where the lab is made) and network
     /// namespace, opened at spawn.
     Rootless { userns: Arc<OwnedFd>, netns: OwnedFd },
