@@ -64,6 +64,9 @@ pub(crate) struct InitPlan<'a> {
     /// The signals whose disposition the init resets to the default (`sys::ALL_SIGNALS`, or
     /// what a zygote knows it changed: see `sys::non_default_signals`).
     pub(crate) reset_signals: u64,
+    /// Make the init unkillable by the OOM killer (`oom_score_adj` -1000): only where it can be
+    /// (the caller holds `CAP_SYS_RESOURCE`, and the init is in no user namespace of its own).
+    pub(crate) oom_adjust: bool,
     pub(crate) main: MainPlan<'a>,
 }
 
@@ -159,7 +162,9 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
     send(plan.status, Message::Started { pid: main });
     // The OOM killer must pick the test, never the init (which would lose the exit status).
     // Done after the fork so that the main process keeps the runner's own score.
-    let _ = sys::write_file(c"/proc/self/oom_score_adj", b"-1000");
+    if plan.oom_adjust {
+        let _ = sys::write_file(c"/proc/self/oom_score_adj", b"-1000");
+    }
     if let Some(caps) = &plan.caps {
         // Supervising needs no capability but CAP_KILL (to signal a main process that changed
         // its user): a test allowed to trace the init finds nothing more to take there. Best

@@ -373,6 +373,7 @@ impl Prepared {
             run_netns: req.rootless && req.network.is_some(),
             join_netns: req.join_netns.map(|fd| fd.as_raw_fd()),
             reset_signals: sys::ALL_SIGNALS,
+            oom_adjust: req.userns.is_none() && own_permitted_caps() & CAP_SYS_RESOURCE != 0,
             main: MainPlan {
                 program: &self.exec_path,
                 argv: &self.argv,
@@ -554,7 +555,7 @@ fn init_died(cgroup: Option<&dyn Cgroup>, init: &mut InitGuard) -> SpawnError {
 fn cap_plan(keep: Capabilities, userns: bool) -> CapPlan {
     let last_cap = last_cap();
     let known = if last_cap >= 63 { u64::MAX } else { (1u64 << (last_cap + 1)) - 1 };
-    let permitted = if userns { u64::MAX } else { sys::permitted_caps().unwrap_or(u64::MAX) };
+    let permitted = if userns { u64::MAX } else { own_permitted_caps() };
     let kill = Capabilities::named("KILL").map_or(0, Capabilities::bits);
     CapPlan {
         last_cap,
@@ -562,6 +563,16 @@ fn cap_plan(keep: Capabilities, userns: bool) -> CapPlan {
         init_keeps: kill & permitted,
         bounding: u64::MAX,
     }
+}
+
+/// `CAP_SYS_RESOURCE`'s bit (capability 24).
+const CAP_SYS_RESOURCE: u64 = 1 << 24;
+
+/// This process's permitted capabilities (all bits if they cannot be read). Once per process:
+/// nothing here changes them.
+fn own_permitted_caps() -> u64 {
+    static PERMITTED: OnceLock<u64> = OnceLock::new();
+    *PERMITTED.get_or_init(|| sys::permitted_caps().unwrap_or(u64::MAX))
 }
 
 /// The highest capability number this kernel knows: `/proc/sys/kernel/cap_last_cap`, else

@@ -22,7 +22,7 @@ use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 5;
+pub(crate) const PROTOCOL: u32 = 6;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -63,6 +63,7 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
         join_netns,
         // Not sent: the zygote resets what it knows it changed.
         reset_signals: _,
+        oom_adjust,
         main,
     } = plan;
     let MainPlan { program, argv, envp, cwd, stdio, keep_caps } = main;
@@ -113,6 +114,7 @@ pub(crate) fn encode(flags: u64, cgroup: Option<BorrowedFd<'_>>, plan: &InitPlan
     if let Some(UserNsPlan { clear_groups }) = userns {
         body.bool(*clear_groups);
     }
+    body.bool(*oom_adjust);
     body.bool(*run_netns);
     encode_mounts(&mut body, mounts);
 
@@ -222,6 +224,7 @@ pub(crate) struct Received {
     caps: Option<CapPlan>,
     keep_caps: Option<u64>,
     userns: Option<UserNsPlan>,
+    oom_adjust: bool,
     run_netns: bool,
     join_netns: Option<RawFd>,
     program: CString,
@@ -255,6 +258,7 @@ impl Received {
             join_netns: self.join_netns,
             // The receiver (a zygote) narrows it to what it knows it changed.
             reset_signals: crate::sys::ALL_SIGNALS,
+            oom_adjust: self.oom_adjust,
             main: MainPlan {
                 program: &self.program,
                 argv: &self.argv,
@@ -303,6 +307,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
     };
     let keep_caps = if r.bool()? { Some(r.u64()?) } else { None };
     let userns = if r.bool()? { Some(UserNsPlan { clear_groups: r.bool()? }) } else { None };
+    let oom_adjust = r.bool()?;
     let run_netns = r.bool()?;
     let mounts = decode_mounts(&mut r)?;
     if r.pos != bytes.len() {
@@ -325,6 +330,7 @@ pub(crate) fn decode(bytes: &[u8], mut fds: Vec<OwnedFd>) -> Result<Received, Ma
         caps,
         keep_caps,
         userns,
+        oom_adjust,
         run_netns,
         join_netns,
         program,
@@ -582,6 +588,7 @@ mod tests {
             run_netns: true,
             join_netns: Some(netns.as_raw_fd()),
             reset_signals: crate::sys::ALL_SIGNALS,
+            oom_adjust: true,
             // stdin from an fd the plan does not otherwise name (inherited 0), stdout to the pipe.
             main: MainPlan {
                 program: &program,
@@ -608,7 +615,7 @@ mod tests {
         }
         assert_ne!(p.life, life_r.as_raw_fd(), "the receiver's own copy");
         assert_eq!(p.join_cgroups, &join[..]);
-        assert!(p.new_cgroup_ns && p.pid_ns);
+        assert!(p.new_cgroup_ns && p.pid_ns && p.oom_adjust);
         assert_eq!(p.hostname, b"cvtest-7");
         assert_eq!(p.main.program, program.as_c_str());
         assert!(p.main.argv.iter().eq(argv.iter()));
@@ -647,6 +654,7 @@ mod tests {
             run_netns: false,
             join_netns: None,
             reset_signals: crate::sys::ALL_SIGNALS,
+            oom_adjust: false,
             main: MainPlan {
                 program: &program,
                 argv: &argv,

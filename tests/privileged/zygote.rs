@@ -28,6 +28,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::commands_start_with_default_signal_dispositions", default_dispositions),
         privileged("zygote::a_paused_spawn_starts_its_command_only_on_resume", paused_until_resumed),
         privileged("zygote::a_bounded_zygote_clones_only_what_its_bounding_set_holds", bounded_zygote),
+        privileged("zygote::the_oom_killer_spares_the_init_where_it_can_be_told", init_oom_score),
         privileged("zygote::containers_run_on_the_cpus_they_are_given", run_on_the_cpus_given),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
@@ -423,6 +424,51 @@ fn bounded_zygote() -> Result<(), Failed> {
         );
     }
     ensure!(z.lost().is_none(), "lost: {:?}", z.lost());
+    Ok(())
+}
+
+/// The init asks the OOM killer to spare it (`oom_score_adj` -1000: a killed init would lose
+/// the exit status) where it can: the caller holds `CAP_SYS_RESOURCE`. Otherwise it leaves its
+/// score as the caller's (the write would fail). The main process keeps the caller's score
+/// either way, cloned by a zygote or directly.
+fn init_oom_score() -> Result<(), Failed> {
+    let adj = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).map(|s| s.trim().to_owned())
+    };
+    let ours = adj("self").map_err(fail("our oom_score_adj"))?;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let expected_init = if effective & (1 << 24) != 0 { "-1000".to_owned() } else { ours.clone() };
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    for by_zygote in [true, false] {
+        let token = unique_token("oom");
+        let mut c = Container::create(&options()).map_err(fail("create"))?;
+        if by_zygote {
+            c.spawn_via(&mut z, &linger(&token)).map_err(fail("spawn via"))?;
+        } else {
+            c.spawn(&linger(&token)).map_err(fail("spawn"))?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !token_running(&token) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let init = c.init_pid().ok_or("no init")?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+        let main = children.split_whitespace().next().ok_or("the init has no child")?.to_owned();
+        let (init_adj, main_adj) = (adj(&init.to_string()), adj(&main));
+        kill_and_check_gone(c)?;
+        ensure!(
+            init_adj.as_deref().ok() == Some(expected_init.as_str())
+                && main_adj.as_deref().ok() == Some(ours.as_str()),
+            "by the zygote {by_zygote}: the init's score {init_adj:?} (expected {expected_init}), the main \
+             process's {main_adj:?} (expected ours, {ours})"
+        );
+    }
     Ok(())
 }
 
