@@ -710,6 +710,9 @@ struct Watch<'a> {
     last_sample: Instant,
     deadline: Option<Instant>,
     timed_out: bool,
+    /// Output that trickles in (a line at a time) is left to gather in its pipes until then:
+    /// see [`OUTPUT_GATHER`].
+    outputs_wait_until: Option<Instant>,
     /// The container's cgroup, the init's host pid and the life pipe: when the main process
     /// ends, what is left in the cgroup is listed, then the init is let go (see [`leftovers`]).
     cgroup: Option<&'a dyn Cgroup>,
@@ -732,7 +735,7 @@ impl<'a> Output<'a> {
 
     fn finish(mut self) -> Vec<u8> {
         if self.open {
-            drain(self.fd, &mut self.capture);
+            let _ = drain(self.fd, &mut self.capture);
         }
         self.capture.finish()
     }
@@ -767,6 +770,7 @@ impl<'a> Watch<'a> {
             last_sample: Instant::now(),
             deadline: timeout.map(|t| Instant::now() + t),
             timed_out: false,
+            outputs_wait_until: None,
             cgroup,
             init_pid: run.pid,
             life: &run.life,
@@ -778,8 +782,11 @@ impl<'a> Watch<'a> {
     /// container at the deadline (unless the main process already ended).
     fn until_init_exits(&mut self, pidfd: &OwnedFd, shared: &Shared) -> Result<(i32, sys::Usage), WaitError> {
         loop {
-            let mut fds = self.poll_set(pidfd);
-            match sys::poll(&mut fds, self.poll_timeout_ms()) {
+            // One reading of the clock for both: leaving the outputs out of the poll set with no
+            // timeout to bring them back would wait for the init while it waits for a pipe.
+            let now = Instant::now();
+            let mut fds = self.poll_set(pidfd, now);
+            match sys::poll(&mut fds, self.poll_timeout_ms(now)) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(WaitError::Wait(e.into())),
             }
@@ -802,12 +809,16 @@ impl<'a> Watch<'a> {
         }
     }
 
-    /// The init's pidfd, the status pipe and the output pipes still open.
-    fn poll_set(&self, pidfd: &OwnedFd) -> [libc::pollfd; 4] {
+    /// The init's pidfd, the status pipe and the output pipes still open (unless their output
+    /// is left to gather for now).
+    fn poll_set(&self, pidfd: &OwnedFd, now: Instant) -> [libc::pollfd; 4] {
         let mut fds = [libc::pollfd { fd: -1, events: libc::POLLIN, revents: 0 }; 4];
         fds[0].fd = pidfd.as_raw_fd();
         if self.status_open {
             fds[1].fd = self.status.as_raw_fd();
+        }
+        if self.outputs_waiting(now).is_some() {
+            return fds;
         }
         for (slot, out) in fds[2..].iter_mut().zip([&self.stdout, &self.stderr]) {
             if let Some(Output { fd, open: true, .. }) = out {
@@ -817,14 +828,22 @@ impl<'a> Watch<'a> {
         fds
     }
 
-    /// Until the deadline or the next sample, whichever is first; -1 (no timeout) for neither.
-    fn poll_timeout_ms(&self) -> i32 {
-        let now = Instant::now();
+    /// Until the deadline, the next sample or the end of the outputs' wait, whichever is first;
+    /// -1 (no timeout) for none.
+    fn poll_timeout_ms(&self, now: Instant) -> i32 {
         let mut wake = self.deadline.filter(|_| !self.timed_out).map(|d| d.saturating_duration_since(now));
         if self.sampler.is_some() {
             wake = Some(wake.map_or(SAMPLE_INTERVAL, |w| w.min(SAMPLE_INTERVAL)));
         }
+        if let Some(left) = self.outputs_waiting(now) {
+            wake = Some(wake.map_or(left, |w| w.min(left)));
+        }
         wake.map_or(-1, |w| w.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32)
+    }
+
+    /// How much longer the outputs are left to gather at `now`, if they are.
+    fn outputs_waiting(&self, now: Instant) -> Option<Duration> {
+        self.outputs_wait_until.filter(|until| now < *until).map(|until| until - now)
     }
 
     fn read_ready(&mut self, fds: &[libc::pollfd; 4]) {
@@ -838,11 +857,19 @@ impl<'a> Watch<'a> {
                 let _ = sys::write(self.life.as_raw_fd(), b"a");
             }
         }
+        let mut read = 0;
         for (pfd, out) in fds[2..].iter().zip([&mut self.stdout, &mut self.stderr]) {
             if let (true, Some(out)) = (pfd.revents != 0, out) {
-                out.open = drain(out.fd, &mut out.capture);
+                let (open, n) = drain(out.fd, &mut out.capture);
+                out.open = open;
+                read += n;
             }
         }
+        // A trickle (say a line at a time): let the next lines gather in the pipes instead of
+        // being woken for each (a pipe wakes a reader that polls it at every write). Plenty
+        // arriving at once is read as fast as it comes.
+        self.outputs_wait_until =
+            (read > 0 && read < OUTPUT_GATHER_BELOW).then(|| Instant::now() + OUTPUT_GATHER);
     }
 
     fn sample_if_due(&mut self) {
@@ -965,16 +992,38 @@ fn leftovers(cgroup: Option<&dyn Cgroup>, init: i32) -> Vec<Leftover> {
 }
 
 /// Reads what a (non-blocking) output pipe has; `false` at EOF.
-fn drain(fd: &OwnedFd, cap: &mut Capture) -> bool {
-    let mut buf = [0u8; 64 * 1024];
-    loop {
-        match sys::read(fd.as_raw_fd(), &mut buf) {
-            Ok(0) => return false,
-            Ok(n) => cap.push(&buf[..n]),
-            Err(Errno::EINTR) => {}
-            Err(_) => return true,
-        }
+/// How long output that trickles in is left to gather in its pipes before it is read: the
+/// reader is then woken once per this period instead of once per write (a test that logs a
+/// line at a time writes millions). The pipes hold 64 KiB each, and the writer only blocks on a
+/// full one; the end of the main process is seen at once all the same (the status pipe and the
+/// pidfd are always polled).
+const OUTPUT_GATHER: Duration = Duration::from_millis(1);
+/// A read of less than this is a trickle.
+const OUTPUT_GATHER_BELOW: usize = 16 * 1024;
+
+/// Reads what `fd` has into `cap`: whether it is still open, and how much was read.
+fn drain(fd: &OwnedFd, cap: &mut Capture) -> (bool, usize) {
+    // One buffer per thread, zeroed once (not at every call: this runs at every wake-up).
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    BUFFER.with_borrow_mut(|buf| {
+        if buf.len() < 64 * 1024 {
+            buf.resize(64 * 1024, 0);
+        }
+        let mut read = 0;
+        loop {
+            match sys::read(fd.as_raw_fd(), buf) {
+                Ok(0) => return (false, read),
+                Ok(n) => {
+                    cap.push(&buf[..n]);
+                    read += n;
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => return (true, read),
+            }
+        }
+    })
 }
 
 fn sample_into(cg: &dyn Cgroup, max: &mut Sample) {

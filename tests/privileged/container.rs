@@ -34,6 +34,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("container::kill_handle_kills_from_another_thread", kill_handle_kills_from_another_thread),
         privileged("container::signals_are_forwarded_to_the_main_process", signals_are_forwarded),
         privileged("container::large_output_is_truncated_in_the_middle", large_output_is_truncated),
+        privileged("container::output_a_line_at_a_time_is_read_in_full", output_a_line_at_a_time),
         privileged("container::two_containers_bind_the_same_port", two_containers_bind_the_same_port),
         privileged("container::memory_limit_oom_kills", memory_limit_oom_kills),
         privileged("container::memory_max_lets_it_run", memory_max_lets_it_run),
@@ -585,6 +586,28 @@ fn large_output_is_truncated() -> Result<(), Failed> {
     let dropped = 104857600 + 8 - (1 << 20);
     ensure!(s.contains(&format!("\n[... {dropped} bytes truncated ...]\n")), "marker missing");
     ensure!(out.stdout.len() < (1 << 20) + 100, "kept {} bytes", out.stdout.len());
+    Ok(())
+}
+
+/// Output written a short line at a time, 200,000 lines on each of stdout and stderr (the
+/// parent leaves a trickle to gather in the pipes between reads): the command runs to its end,
+/// and both outputs are whole where kept (head and tail; the middle past the limit is cut).
+fn output_a_line_at_a_time() -> Result<(), Failed> {
+    let lines = 200_000;
+    let mut cmd = command("trickle", &[&lines.to_string()]);
+    cmd.stdout(Stdio::Capture { limit: 1 << 20 }).stderr(Stdio::Capture { limit: 1 << 20 });
+    let mut c = Container::create(&options()).map_err(fail("create"))?;
+    c.spawn(&cmd).map_err(fail("spawn"))?;
+    let fp = footprint(&c);
+    let out = c.wait(Some(Duration::from_secs(120))).map_err(fail("wait"))?;
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+    ensure!(out.termination == Termination::Exited(0), "{:?}", out.termination);
+    let last = format!("line {}\n", lines - 1);
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let s = text(bytes);
+        ensure!(s.starts_with("line 0\nline 1\n") && s.ends_with(&last), "{name}: head or tail lost");
+    }
     Ok(())
 }
 

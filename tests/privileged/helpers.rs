@@ -35,6 +35,7 @@ pub fn run_if_requested() -> Option<i32> {
         ("own-until-eof", [token]) => crate::owner::own_until_eof(token),
         ("reused-pgid", []) => crate::owner::reused_pgid(),
         ("spew", [bytes]) => spew(bytes.parse().expect("bytes")),
+        ("trickle", [lines]) => trickle(lines.parse().expect("lines")),
         ("env", []) => env(),
         ("fs", [host_marker, writable @ ..]) => fs(host_marker, writable),
         ("own-container", [token]) => crate::container::own_container(token),
@@ -194,6 +195,18 @@ fn linger() -> i32 {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// `lines` short lines to stdout and to stderr, each line its own write (as `eprintln!` does on
+/// unbuffered stderr): a reader woken at each would be woken `2 * lines` times.
+fn trickle(lines: usize) -> i32 {
+    for i in 0..lines {
+        let line = format!("line {i}\n");
+        std::io::stderr().write_all(line.as_bytes()).unwrap();
+        std::io::stdout().lock().write_all(line.as_bytes()).unwrap();
+        std::io::stdout().flush().unwrap();
+    }
+    0
 }
 
 fn spew(bytes: usize) -> i32 {
