@@ -118,6 +118,14 @@ impl Zygote {
     /// namespace is not concerned (its bounding set is full again there). Fails where the
     /// bounding set cannot be changed (without `CAP_SETPCAP`): then [`Zygote::start`].
     pub fn start_bounded(keep: cvtest_spec::Capabilities) -> Result<Zygote, ZygoteError> {
+        // Without CAP_SETPCAP (a rootless runner) the zygote could not: not even started.
+        const CAP_SETPCAP: u64 = 1 << 8;
+        if sys::permitted_caps().map_or(true, |p| p & CAP_SETPCAP == 0) {
+            return Err(ZygoteError::Start(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "without CAP_SETPCAP the bounding set cannot be changed",
+            )));
+        }
         Zygote::start_with(Some(keep.bits()))
     }
 
