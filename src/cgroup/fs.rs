@@ -79,17 +79,31 @@ pub(crate) fn read_io(path: &Path) -> io::Result<String> {
 /// The whole text of an open cgroupfs or procfs file, read from offset 0 (kernfs starts the
 /// text again there, so a kept file reads its current value).
 fn read_whole(file: &File) -> io::Result<String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
+    let mut buf = Vec::with_capacity(4096);
+    let len = read_from_start(file, &mut buf)?;
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Reads all of an open cgroupfs or procfs file from offset 0 into `buf`, which keeps its size
+/// between calls (zeroed once, doubled when a read fills it): a `pread` and the one that sees
+/// the end. Returns the length read; `buf` past it is stale.
+pub(crate) fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.len() < buf.capacity().max(4096) {
+        buf.resize(buf.capacity().max(4096), 0);
+    }
+    let mut len = 0;
     loop {
-        match std::os::unix::fs::FileExt::read_at(file, &mut chunk, buf.len() as u64) {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match std::os::unix::fs::FileExt::read_at(file, &mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Writes `value` to a cgroupfs file in one write(2) (no create, no truncate).

@@ -322,11 +322,15 @@ impl Snapshot {
                     texts.push(Vec::new());
                     continue;
                 };
-                let len = read_from_start(file, buffer).map_err(|source| NetError::Netns {
-                    action: "read",
-                    netns: format!("{name} of a pooled network namespace"),
-                    source,
-                })?;
+                if buffer.len() < READ_BUFFER {
+                    buffer.resize(READ_BUFFER, 0);
+                }
+                let len =
+                    crate::cgroup::fs::read_from_start(file, buffer).map_err(|source| NetError::Netns {
+                        action: "read",
+                        netns: format!("{name} of a pooled network namespace"),
+                        source,
+                    })?;
                 texts.push(buffer[..len].to_vec());
             }
             // The socket counts first: a closing TCP socket becomes a TIME_WAIT one before it is
@@ -338,28 +342,6 @@ impl Snapshot {
             let files = texts.split_off(SOCKSTAT.len());
             Ok(Snapshot { files, counts })
         })
-    }
-}
-
-/// Reads all of `file` from offset 0 (procfs makes the text again there) into `buffer`, which
-/// keeps its size between calls (zeroed once, grown if a file fills it): a `pread` and the one
-/// that sees the end. Returns the length read.
-fn read_from_start(file: &File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt as _;
-    if buffer.len() < READ_BUFFER {
-        buffer.resize(READ_BUFFER, 0);
-    }
-    let mut len = 0;
-    loop {
-        if len == buffer.len() {
-            buffer.resize(len * 2, 0);
-        }
-        match file.read_at(&mut buffer[len..], len as u64) {
-            Ok(0) => return Ok(len),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
     }
 }
 
