@@ -413,6 +413,15 @@ impl Container {
         self.cpus = cpus;
     }
 
+    /// A handle that gives the container's threads more CPUs while it runs, from any thread
+    /// ([`AffinityHandle::widen`]); `None` unless it is placed on some CPUs
+    /// ([`Options::set_cpu_affinity`]) and has a cgroup to list its threads.
+    pub fn affinity_handle(&self) -> Option<crate::AffinityHandle> {
+        let placed = self.cpus.clone()?;
+        let (dir, list) = self.cgroup.as_ref()?.thread_list()?;
+        Some(crate::AffinityHandle::new(dir, list, placed))
+    }
+
     /// Starts the command of a container spawned with [`Container::spawn_paused_via`].
     pub fn resume(&mut self) -> Result<(), SpawnError> {
         let run = self.paused.take().ok_or(SpawnError::NotPaused)?;

@@ -40,6 +40,7 @@
 // Raw syscalls and every `unsafe` block live in `sys`, nowhere else.
 #![deny(unsafe_code)]
 
+mod affinity;
 mod background;
 mod capture;
 mod cgroup;
@@ -66,6 +67,7 @@ pub mod __private;
 #[doc(hidden)]
 pub mod test_support;
 
+pub use affinity::AffinityHandle;
 pub use cgroup::{CgroupError, Usage, UsageProbe};
 pub use command::Command;
 pub use container::{Container, KillHandle};

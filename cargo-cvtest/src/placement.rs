@@ -10,10 +10,15 @@
 //! never queues behind another.
 //!
 //! The cost is that a test sees only its worker's share (`available_parallelism` counts it), so
-//! its threads share those CPUs instead of spreading over idle ones. `--no-pin` or
-//! `CVTEST_PIN=0` turns it off.
+//! its threads share those CPUs instead of spreading over idle ones. That lasts only while every
+//! worker has work: once one runs out ([`Tail`]), the containers still running get every CPU
+//! of the run, and the ones started after that are not placed. `--no-pin` or `CVTEST_PIN=0`
+//! turns placement off.
 
-use cvtest::CpuList;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use cvtest::{AffinityHandle, CpuList};
 
 /// Whether containers are placed on their worker's share: unless `--no-pin`, or `CVTEST_PIN` is
 /// `0`, `off` or `false`.
@@ -42,6 +47,74 @@ pub(crate) fn shares(allowed: &[usize], workers: usize) -> Option<Vec<CpuList>> 
         rest = tail;
     }
     Some(out)
+}
+
+/// The run's tail: it begins when the first worker runs out of units, which leaves its CPUs
+/// idle. The placed containers that run then get all of the run's CPUs (chrono's
+/// `try_verify_against_date_command` runs `date` thousands of times in a row, alone at the end:
+/// 92 s placed on one of two CPUs, 51 s under nextest), and no container is placed after it.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// The CPUs the run may use; `None`: nothing is placed.
+    all: Option<CpuList>,
+    begun: AtomicBool,
+    running: Mutex<Vec<(u64, AffinityHandle)>>,
+    next: AtomicU64,
+}
+
+impl Tail {
+    pub(crate) fn new(all: Option<CpuList>) -> Self {
+        Tail { all, begun: AtomicBool::new(false), running: Mutex::new(Vec::new()), next: AtomicU64::new(0) }
+    }
+
+    /// Whether the tail has begun: a container started now is not placed.
+    pub(crate) fn begun(&self) -> bool {
+        self.begun.load(Ordering::SeqCst)
+    }
+
+    /// A worker has run out of units: every placed container that runs gets all of the run's
+    /// CPUs. Once per run.
+    pub(crate) fn begin(&self) {
+        let Some(all) = &self.all else { return };
+        if self.begun.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let running: Vec<AffinityHandle> = self.lock().iter().map(|(_, h)| h.clone()).collect();
+        for h in running {
+            h.widen(all);
+        }
+    }
+
+    /// Keeps `handle` (a placed container that has just started) until the guard drops (it has
+    /// ended). Registered before the tail is looked at, so that either [`Tail::begin`] finds it
+    /// or it finds the tail begun and widens itself.
+    pub(crate) fn running(&self, handle: AffinityHandle) -> Running<'_> {
+        let Some(all) = &self.all else { return Running { tail: self, key: None } };
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((key, handle.clone()));
+        if self.begun() {
+            handle.widen(all);
+        }
+        Running { tail: self, key: Some(key) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, AffinityHandle)>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A placed container registered with the [`Tail`] while it runs.
+pub(crate) struct Running<'a> {
+    tail: &'a Tail,
+    key: Option<u64>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            self.tail.lock().retain(|(k, _)| *k != key);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -229,11 +229,10 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
     let mut sink = Sink::new(reporter::for_run(&report), history);
     let started = Instant::now();
     let workers = jobs.min(units.len());
-    let cpu_shares = if opts.pin {
-        crate::placement::shares(&crate::placement::allowed_cpus(), workers).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let allowed = if opts.pin { crate::placement::allowed_cpus() } else { Vec::new() };
+    let cpu_shares = crate::placement::shares(&allowed, workers).unwrap_or_default();
+    // What the placed containers get once the run's tail begins (`placement::Tail`).
+    let all_cpus = (!cpu_shares.is_empty()).then(|| cvtest::CpuList::new(allowed).ok()).flatten();
     let shares_shown = cpu_shares.iter().map(ToString::to_string).collect();
     announce(&mut sink, &list, (opts.scope, jobs, budget, shares_shown), started);
     if !enforced {
@@ -269,6 +268,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         next_worker: Default::default(),
         unplaced: Default::default(),
         unplaced_warned: Default::default(),
+        tail: crate::placement::Tail::new(all_cpus),
     };
     drive(&runner, workers, signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends

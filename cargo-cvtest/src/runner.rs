@@ -64,6 +64,9 @@ pub(crate) struct Runner<'a> {
     /// no container is placed (the run says so once).
     pub(crate) unplaced: std::sync::OnceLock<String>,
     pub(crate) unplaced_warned: AtomicBool,
+    /// The run's tail (`crate::placement::Tail`): once a worker has run out of units, the placed
+    /// containers get all of the run's CPUs.
+    pub(crate) tail: crate::placement::Tail,
 }
 
 /// A worker's next test, taken while its current one runs: admitted, its container created and
@@ -202,10 +205,14 @@ impl Runner<'_> {
                 Some(a) => (a.ticket, Some(a.prepared)),
                 None => match self.scheduler.next() {
                     Some(t) => (t, None),
-                    None => break,
+                    None => {
+                        // This worker's CPUs fall idle: the tests still running may have them.
+                        self.tail.begin();
+                        break;
+                    }
                 },
             };
-            let cpus = home.filter(|_| self.unplaced.get().is_none());
+            let cpus = home.filter(|_| self.unplaced.get().is_none() && !self.tail.begun());
             let next = Next { prepared, ahead: Some(AheadSlot { slot: &ahead, cpus }), cpus };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
@@ -456,6 +463,7 @@ impl Runner<'_> {
                 }
                 started => started.map_err(UnitError::Spawn)?,
             }
+            let _placed = c.affinity_handle().map(|h| self.tail.running(h));
             if let Some(m) = maker.as_mut() {
                 // A lab's nodes run beside the test: wherever the kernel puts them.
                 let options = self.options(settings, None);

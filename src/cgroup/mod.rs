@@ -51,6 +51,10 @@ pub trait Cgroup: Send + Sync + std::fmt::Debug {
     /// kernel's global threadgroup lock, see `sandbox::spawn`). Empty when the parent puts the
     /// init in instead (v2: `CLONE_INTO_CGROUP`, else [`Cgroup::add_pid`]).
     fn init_join_files(&self) -> Vec<PathBuf>;
+    /// The file that lists every thread of a cgroup, by its id in this process's PID namespace
+    /// (v1: `tasks`, v2: `cgroup.threads`), and the directory it is in, under which every
+    /// cgroup has one too.
+    fn thread_list(&self) -> Option<(PathBuf, &'static str)>;
     /// Moves a process in (the spawn does on v2 without `CLONE_INTO_CGROUP`).
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError>;
     /// Whether `stats` gives kernel peaks; if not, the caller samples [`Cgroup::sample`].

@@ -281,6 +281,11 @@ impl Cgroup for V1Cgroup {
         self.dirs.iter().map(|d| d.join("tasks")).collect()
     }
 
+    fn thread_list(&self) -> Option<(PathBuf, &'static str)> {
+        // Any hierarchy: each lists every thread of the container.
+        Some((self.dirs.first()?.clone(), "tasks"))
+    }
+
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         let pid = pid.to_string();
         for dir in &self.dirs {

@@ -407,6 +407,10 @@ impl Cgroup for V2Cgroup {
         Vec::new()
     }
 
+    fn thread_list(&self) -> Option<(PathBuf, &'static str)> {
+        Some((self.dir.clone(), "cgroup.threads"))
+    }
+
     fn add_pid(&self, pid: i32) -> Result<(), CgroupError> {
         fs::write(&self.file("cgroup.procs"), &pid.to_string())
     }

@@ -30,6 +30,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("zygote::a_bounded_zygote_clones_only_what_its_bounding_set_holds", bounded_zygote),
         privileged("zygote::the_oom_killer_spares_the_init_where_it_can_be_told", init_oom_score),
         privileged("zygote::containers_run_on_the_cpus_they_are_given", run_on_the_cpus_given),
+        privileged("zygote::a_placed_container_gets_more_cpus_while_it_runs", widen_while_running),
         privileged_unless("zygote::dies_with_its_owner_and_so_do_its_containers", dies_with_its_owner),
     ]
 }
@@ -601,6 +602,78 @@ fn cpus_allowed(status: &str) -> Option<Vec<usize>> {
     let list: CpuList =
         status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?.trim().parse().ok()?;
     Some(list.cpus().to_vec())
+}
+
+/// The threads listed in the container's cgroup (v1 `tasks`, v2 `cgroup.threads`).
+fn threads_of(c: &Container) -> Vec<i32> {
+    let Some(dir) = c.cgroup_paths().into_iter().next() else { return Vec::new() };
+    let text = std::fs::read_to_string(dir.join("tasks"))
+        .or_else(|_| std::fs::read_to_string(dir.join("cgroup.threads")))
+        .unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn cpus_of(tid: i32) -> Option<Vec<usize>> {
+    cpus_allowed(&std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?)
+}
+
+/// `AffinityHandle::widen` (what `cargo cvtest` does once a worker runs out of tests): every
+/// thread of a placed container still on its CPUs gets the wider set, the init included, so
+/// what they start later does too; a process the test placed itself (`taskset`) stays where it
+/// is; after destroy there is nothing to move.
+fn widen_while_running() -> Result<(), Failed> {
+    let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)
+        .ok_or("no Cpus_allowed_list of our own")?;
+    let (first, last) = (ours[0], ours[ours.len() - 1]);
+    let mut opts = options();
+    let c = Container::create(&opts).map_err(fail("create"))?;
+    ensure!(c.affinity_handle().is_none(), "an unplaced container has an affinity handle");
+    drop(c);
+    if first == last {
+        eprintln!("    (one CPU here: nothing to widen to)");
+        return Ok(());
+    }
+    opts.set_cpu_affinity(Some(CpuList::new([first]).map_err(|e| e.to_string())?));
+    let mut c = Container::create(&opts).map_err(fail("create"))?;
+    let Some(handle) = c.affinity_handle() else {
+        ensure!(c.cgroup_paths().is_empty(), "a placed container with a cgroup has no affinity handle");
+        eprintln!("    (no cgroup: no thread list to widen)");
+        return Ok(());
+    };
+    ensure!(handle.placed().cpus() == [first], "placed on {:?}", handle.placed());
+    let script = format!("taskset -c {last} sleep 60 & sleep 60 & sleep 60 & wait");
+    let mut z = Zygote::start().map_err(fail("start"))?;
+    c.spawn_via(&mut z, &sh(&script)).map_err(fail("spawn"))?;
+    // The init, sh, three sleeps; one of them on `last`, by taskset.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pinned_by_test = loop {
+        let tids = threads_of(&c);
+        let on_last: Vec<i32> = tids.iter().copied().filter(|&t| cpus_of(t) == Some(vec![last])).collect();
+        if tids.len() >= 5 && on_last.len() == 1 {
+            break on_last[0];
+        }
+        ensure!(Instant::now() < deadline, "the container's threads did not all start: {tids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let all = CpuList::new(ours.iter().copied()).map_err(|e| e.to_string())?;
+    let moved = handle.widen(&all);
+    ensure!(moved >= 4, "moved {moved} threads, expected the init, sh and two sleeps at least");
+    for tid in threads_of(&c) {
+        let now = cpus_of(tid);
+        if tid == pinned_by_test {
+            ensure!(now == Some(vec![last]), "the thread the test placed on [{last}] was moved: {now:?}");
+        } else {
+            ensure!(now.as_ref() == Some(&ours), "thread {tid} is on {now:?}, expected {ours:?}");
+        }
+    }
+    ensure!(handle.widen(&all) == 0, "a second widen moved threads again");
+    let fp = footprint(&c);
+    c.kill_handle().kill();
+    c.wait(Some(Duration::from_secs(30))).map_err(fail("wait"))?;
+    c.destroy().map_err(fail("destroy"))?;
+    assert_gone(&fp)?;
+    ensure!(handle.widen(&all) == 0, "a widen after destroy moved something");
+    Ok(())
 }
 
 /// `Options::set_cpu_affinity`: the command, cloned by a zygote or directly, runs on exactly the

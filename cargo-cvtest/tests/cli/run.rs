@@ -311,7 +311,8 @@ fn cpus_allowed(status: &str) -> Result<Vec<usize>, Failed> {
 
 /// With `-j 2`, each placement test runs on one of two halves of the CPUs this process may use
 /// (the first half the larger, a half per worker), a whole custom-harness binary on all of them,
-/// and `available_parallelism` in each counts its half; with
+/// and `available_parallelism` in each counts its half; a long test started first, on a half,
+/// gets all of them once the other worker has run out of tests (the run's tail); with
 /// `--no-pin`, or `CVTEST_PIN=off`, each may run on all of them.
 fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
     let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)?;
@@ -321,15 +322,25 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         return exit_code(&out, 0);
     }
     let dir = fixture_target_dir().join(format!("placement-{}", std::process::id()));
+    let all = cvtest_spec::CpuList::new(ours.iter().copied()).map_err(|e| e.to_string())?.to_string();
     // What each test recorded (its CPUs and available_parallelism), and the run's `cpu_shares`.
     type Seen = (Vec<(Vec<usize>, usize)>, Vec<String>);
     let run = |extra: &[&str], env: Option<(&str, &str)>| -> Result<Seen, Failed> {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let args =
-            [&["-j", "2", "--message-format", "json"], extra, &["placement::", "basic::custom"]].concat();
+        // Listed order: the long test first, so that it starts before the queue runs out. Not
+        // ahead: its worker would hold a test paused until the long one ended, then start it
+        // after the tail began, on every CPU.
+        let args = [
+            &["-j", "2", "--order", "listed", "--message-format", "json"],
+            extra,
+            &["placement::", "basic::custom"],
+        ]
+        .concat();
         let mut cmd = crate::support::cvtest_command("basic", &args);
-        cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir);
+        cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir)
+            .env("CVTEST_FIXTURE_ALL_CPUS", &all)
+            .env("CVTEST_SPAWN_AHEAD", "0");
         if let Some((k, v)) = env {
             cmd.env(k, v);
         }
@@ -343,6 +354,14 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
             let list: cvtest_spec::CpuList = cpus.parse().map_err(|e| format!("{e}"))?;
             seen.push((list.cpus().to_vec(), threads.parse::<usize>().map_err(|e| e.to_string())?));
         }
+        let long =
+            std::fs::read_to_string(dir.join("long")).map_err(|e| format!("the long test's record: {e}"))?;
+        let (first, last) = long.split_once(' ').ok_or_else(|| format!("record {long:?}"))?;
+        let parse = |l: &str| {
+            l.parse::<cvtest_spec::CpuList>().map(|l| l.cpus().to_vec()).map_err(|e| format!("{e}"))
+        };
+        seen.push((parse(first)?, 0));
+        seen.push((parse(last)?, 0));
         let lines = json_lines(&out);
         let started = lines.iter().find(|l| l["type"] == "run-started").ok_or("no run-started line")?;
         let shares = started["cpu_shares"].as_array().ok_or("no cpu_shares")?;
@@ -379,7 +398,15 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
             );
         }
     }
-    for (cpus, threads) in &seen {
+    // The long test: placed at first, on every CPU once the other worker ran out of tests.
+    if !want.contains(&seen[3].0) || seen[4].0 != ours {
+        return Err(format!(
+            "the long test started on {:?} and ended on {:?}: expected a half of {ours:?}, then all of it",
+            seen[3].0, seen[4].0
+        )
+        .into());
+    }
+    for (cpus, threads) in &seen[..3] {
         if *threads != cpus.len() {
             return Err(format!("available_parallelism {threads} on CPUs {cpus:?}").into());
         }
