@@ -13,6 +13,16 @@
 
 #![deny(unsafe_code)]
 
+/// `eprintln!` that never panics. With stderr closed (`cargo cvtest 2>&1 | head`) `eprintln!`
+/// panics, and a panic in the middle of the run's end skipped the cleanup of its cgroups and
+/// turned the exit code into 101; a message is lost instead.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod build;
 mod cli;
 mod config;
@@ -68,30 +78,39 @@ where
     let options = match cli::parse_from(args).into_options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{}", render_chain(&e));
+            say!("{}", render_chain(&e));
             return exit_codes::USAGE;
         }
     };
     let signals = match SignalWatch::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot install signal handlers: {e}");
+            say!("error: cannot install signal handlers: {e}");
             return exit_codes::SETUP_FAILED;
         }
     };
-    let code = match run::run(&options, &signals) {
+    // Once every container is gone (also when this thread unwinds from a panic): undo what the
+    // library did to our own cgroup (on cgroup v2 the supervisor leaf this process moved into)
+    // and let the background thread finish removing the run's cgroups, so that nothing is left.
+    let _release = ReleaseOwnCgroup;
+    match run::run(&options, &signals) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", render_chain(&e));
+            say!("{}", render_chain(&e));
             e.exit_code()
         }
-    };
-    // Every container is gone by now: undo what the library did to our own cgroup (on cgroup v2
-    // the supervisor leaf this process moved into), so not even an empty cgroup is left.
-    if let Err(e) = cvtest::release_own_cgroup() {
-        eprintln!("warning: {}", render_chain(&e));
     }
-    code
+}
+
+/// Calls [`cvtest::release_own_cgroup`] when dropped.
+struct ReleaseOwnCgroup;
+
+impl Drop for ReleaseOwnCgroup {
+    fn drop(&mut self) {
+        if let Err(e) = cvtest::release_own_cgroup() {
+            say!("warning: {}", render_chain(&e));
+        }
+    }
 }
 
 /// The modes that are not a `cargo cvtest` run: `cargo-cvtest [cvtest] wrap|runner|peaks ARGS`

@@ -303,7 +303,7 @@ pub(crate) fn main(args: &[std::ffi::OsString]) -> i32 {
     match show(&parsed, &mut io::stdout().lock()) {
         Ok(()) => crate::exit_codes::OK,
         Err(e) => {
-            eprintln!("{}", render_chain(&e));
+            say!("{}", render_chain(&e));
             crate::exit_codes::SETUP_FAILED
         }
     }

@@ -377,7 +377,7 @@ impl Sink {
         let stats = self.stats;
         self.emit(Event::RunFinished { elapsed, stats });
         if let Some(e) = self.report_error {
-            eprintln!("error: failed to write a report: {e}");
+            say!("error: failed to write a report: {e}");
             return exit_codes::SETUP_FAILED;
         }
         stats.exit_code()

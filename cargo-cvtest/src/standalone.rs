@@ -354,7 +354,10 @@ pub(crate) fn run_contained(
     guard.disarm();
     // The test's output went straight to where the runner reads it; its nodes' lines follow.
     let nodes = lab.map(maker::Maker::finish).unwrap_or_default();
-    print!("{}", maker::render(&nodes));
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), "{}", maker::render(&nodes));
+    }
     let destroyed = c.destroy().map_err(|e| StandaloneError::Destroy(Box::new(e)));
     // One test per process, which exits next: its veth is gone before it does.
     let _ = cvtest::wait_released_veths(VETHS_GONE_TIMEOUT);
@@ -425,12 +428,12 @@ pub(crate) fn guarded<E: std::error::Error>(work: impl FnOnce(&SignalGuard) -> R
     let guard = match SignalGuard::install() {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("cvtest: {}", crate::errors::render_chain(&e));
+            say!("cvtest: {}", crate::errors::render_chain(&e));
             return crate::exit_codes::SETUP_FAILED;
         }
     };
     let exit = work(&guard).unwrap_or_else(|e| {
-        eprintln!("cvtest: {}", crate::errors::render_chain(&e));
+        say!("cvtest: {}", crate::errors::render_chain(&e));
         Exit::Code(crate::exit_codes::SETUP_FAILED)
     });
     drop(guard);
@@ -441,7 +444,7 @@ pub(crate) fn guarded<E: std::error::Error>(work: impl FnOnce(&SignalGuard) -> R
 /// supervisor leaf this process moved into), so not even an empty cgroup is left.
 pub(crate) fn release_own_cgroup() {
     if let Err(e) = cvtest::release_own_cgroup() {
-        eprintln!("cvtest: warning: {}", crate::errors::render_chain(&e));
+        say!("cvtest: warning: {}", crate::errors::render_chain(&e));
     }
 }
 

@@ -34,7 +34,7 @@ const MAX_NAMES: usize = 512;
 /// `cargo-cvtest runner ARGS` (ARGS: the binary, then its arguments); returns the exit code.
 pub(crate) fn main(args: &[OsString]) -> i32 {
     let Some((bin, rest)) = args.split_first() else {
-        eprintln!(
+        say!(
             "error: usage: cargo-cvtest runner BINARY [ARGS]...: a cargo target runner (see cargo-cvtest/README.md)"
         );
         return exit_codes::USAGE;
@@ -42,7 +42,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     let bin = Path::new(bin);
     let is_test_binary = bin.parent().and_then(Path::file_name).is_some_and(|d| d == "deps");
     if !is_test_binary || rest.iter().any(|a| a == "--list") {
-        eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
+        say!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
     crate::standalone::guarded(|guard| run(bin, rest, guard))
@@ -134,7 +134,7 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
     selection.extend(args.other.iter().cloned());
     let mut failed = false;
     for g in &groups {
-        eprintln!("cvtest: {} tests of {} in one container ({})", g.names.len(), site.binary_id, g.settings);
+        say!("cvtest: {} tests of {} in one container ({})", g.names.len(), site.binary_id, g.settings);
         let mut argv: Vec<OsString> = vec!["--exact".into()];
         argv.extend(g.names.iter().map(OsString::from));
         argv.extend(selection.iter().cloned());
@@ -149,7 +149,7 @@ fn run(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, Stand
         }
     }
     for names in cv_tests.chunks(MAX_NAMES) {
-        eprintln!(
+        say!(
             "cvtest: {} #[cv_test] tests of {} on the host, each in a container of its own",
             names.len(),
             site.binary_id
@@ -188,7 +188,7 @@ fn contained(
 /// to end.
 fn judge(c: &Contained, settings: &Effective, site: &Site, guard: &SignalGuard) -> Exit {
     let p = &c.outcome.peaks;
-    eprintln!(
+    say!(
         "cvtest: {} [{}] mem {}/{}  pids {}/{}  cpu {}  container {} ({})",
         site.binary_id,
         secs(c.outcome.duration),
@@ -207,14 +207,14 @@ fn judge(c: &Contained, settings: &Effective, site: &Site, guard: &SignalGuard) 
         Termination::Exited(code) => Exit::Code(code),
         Termination::Signaled(sig) => Exit::from_test_signal(sig),
         Termination::OomKilled => {
-            eprintln!(
+            say!(
                 "cvtest: OOM: the kernel's OOM killer killed the test binary at its memory limit of {}",
                 settings.limits().memory
             );
             Exit::Signal(libc::SIGKILL)
         }
         Termination::TimedOut => {
-            eprintln!(
+            say!(
                 "cvtest: TIMEOUT: the test binary was killed after its cvtest timeout of {}",
                 settings.timeout().map_or("-".to_owned(), cvtest_spec::format_duration)
             );

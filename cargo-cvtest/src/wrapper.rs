@@ -30,7 +30,7 @@ use crate::standalone::{self, exec_direct, list, run_contained, secs, Exit, List
 /// `cargo-cvtest wrap ARGS` (ARGS: the test binary, then its arguments); returns the exit code.
 pub(crate) fn main(args: &[OsString]) -> i32 {
     let Some((bin, rest)) = args.split_first() else {
-        eprintln!(
+        say!(
             "error: usage: cargo-cvtest wrap TEST-BINARY [ARGS]...: a nextest wrapper script (see cargo-cvtest/README.md)"
         );
         return exit_codes::USAGE;
@@ -38,7 +38,7 @@ pub(crate) fn main(args: &[OsString]) -> i32 {
     let bin = Path::new(bin);
     if rest.iter().any(|a| a == "--list") {
         // Used as a list-wrapper too: listing runs no test, so it runs as it would without us.
-        eprintln!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
+        say!("cvtest: {}", render_chain(&exec_direct(bin, rest)));
         return exit_codes::SETUP_FAILED;
     }
     standalone::guarded(|guard| wrap(bin, rest, guard))
@@ -105,21 +105,21 @@ fn wrap(bin: &Path, rest: &[OsString], guard: &SignalGuard) -> Result<Exit, stan
         timeline: None,
         lab: Vec::new(),
     };
-    eprintln!("{}", peaks_line(&t, &c.container_id));
+    say!("{}", peaks_line(&t, &c.container_id));
     if t.leaked() {
-        eprintln!(
+        say!(
             "cvtest: LEAK: still running in its container when the test ended (then killed): {}",
             crate::leak::describe(&t.leftover)
         );
     }
     match guard.received() {
-        Some(sig) => eprintln!(
+        Some(sig) => say!(
             "cvtest: CANCELLED: the wrapper got signal {sig} (nextest sends SIGTERM when a test passes its \
              slow-timeout's terminate-after, and when the run is interrupted); the whole container was killed"
         ),
         None => {
             if let Some(why) = failure_reason(&t) {
-                eprintln!("cvtest: {}: {why}", t.label());
+                say!("cvtest: {}: {why}", t.label());
             }
         }
     }
@@ -137,7 +137,7 @@ fn log(site: &Site, run_id: &str, t: &TestFinished, container: &str, wall: Syste
     record.container = Some(container.to_owned());
     record.signal = record.signal.or(signal);
     if let Err(e) = peaks_log::append(&dir, &record) {
-        eprintln!("cvtest: warning: cannot append to the peaks file in {}: {e}", dir.display());
+        say!("cvtest: warning: cannot append to the peaks file in {}: {e}", dir.display());
     }
 }
 

@@ -1,6 +1,8 @@
 //! Ctrl-C and SIGTERM mid-run: no new tests, running containers killed, partial summary,
 //! exit 128 + signal, and nothing of ours left: no cgroup, no veth, no process. And a worker's
-//! zygote killed mid-run: a warning, and the tests run on.
+//! zygote killed mid-run: a warning, and the tests run on. And its output closed under it
+//! (`cargo cvtest 2>&1 | head`): the run ends as it would, says it could not report, and
+//! leaves nothing either.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("sigint_cleans_up_and_exits_130", || interrupt_with(libc::SIGINT)),
         privileged("sigterm_cleans_up_and_exits_143", || interrupt_with(libc::SIGTERM)),
         privileged("a_killed_zygote_means_one_warning_and_direct_clones", killed_zygote),
+        privileged("a_closed_output_pipe_ends_the_run_with_nothing_left", closed_output),
     ]
 }
 
@@ -101,6 +104,35 @@ fn killed_zygote() -> Result<(), Failed> {
     let procs = processes_running_from(std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest")));
     if !left.is_empty() || !procs.is_empty() {
         return Err(format!("left behind: {left:?} {procs:?}\n{ctx}").into());
+    }
+    Ok(())
+}
+
+/// Stdout and stderr are one pipe whose reader has gone: every write fails with `EPIPE` (a Rust
+/// program ignores SIGPIPE). Before, the first `eprintln!` at the run's end panicked: exit 101
+/// ("build failed") and every cgroup of the run left behind. Now: the tests all run, the exit
+/// code says a report could not be written (102), and nothing of the run is left.
+fn closed_output() -> Result<(), Failed> {
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    drop(reader);
+    let junit = fixture_target_dir().join(format!("closed-output-{}.xml", std::process::id()));
+    let _ = std::fs::remove_file(&junit);
+    let mut cmd = cvtest_command("basic", &["--lib", "-j", "2", "--junit", junit.to_str().unwrap(), "ok::"]);
+    let writer2 = writer.try_clone()?;
+    let mut child = cmd.stdout(std::fs::File::from(writer)).stderr(std::fs::File::from(writer2)).spawn()?;
+    drop(cmd);
+    let pid = child.id();
+    let status = child.wait()?;
+    let left = leftovers_of(pid);
+    let procs = processes_running_from(std::path::Path::new(env!("CARGO_BIN_EXE_cargo-cvtest")));
+    if status.code() != Some(102) || !left.is_empty() || !procs.is_empty() {
+        return Err(format!("exit {status}, want 102; left behind: {left:?} {procs:?}").into());
+    }
+    // The tests ran (the JUnit report, a file, was written in full).
+    let xml = std::fs::read_to_string(&junit).map_err(|e| format!("the JUnit report: {e}"))?;
+    let _ = std::fs::remove_file(&junit);
+    if xml.matches("<testcase").count() < 2 || xml.contains("<failure") {
+        return Err(format!("the tests did not all run and pass: {xml}").into());
     }
     Ok(())
 }
