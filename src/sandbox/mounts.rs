@@ -9,7 +9,8 @@
 //! recursively (`mount_setattr`, or a remount of every mount point on kernels before 5.12), then
 //! fresh `/proc`, `/sys` (read-only), `/dev` (tmpfs with the usual device nodes, its own devpts
 //! and `/dev/shm`), a private `/tmp` and a private `/run` (and `/var/run` where it is not a
-//! symlink to `/run`) are mounted, and last the writable trees are attached at their own paths,
+//! symlink to `/run`, and `/var/tmp` where it is a directory: writable, as in a Docker or podman
+//! container, where a test under nextest finds it writable too) are mounted, and last the writable trees are attached at their own paths,
 //! so they stay writable even under `/tmp` or `/run`.
 //!
 //! [`Rootfs::Dir`]: the directory is bind-mounted onto itself, becomes `/` by `pivot_root`, and
@@ -231,20 +232,38 @@ const NOT_REMOUNTED: [&str; 4] = ["/proc", "/sys", "/dev", "/tmp"];
 /// of its own it gets a fresh tmpfs too.
 const VAR_RUN: &str = "/var/run";
 
-/// Whether `root`'s `/var/run` is a directory of its own (not a symlink, which points into the
-/// fresh `/run` anyway).
-fn var_run_is_dir(root: &Path) -> bool {
-    root.join(VAR_RUN.trim_start_matches('/')).symlink_metadata().is_ok_and(|m| m.is_dir())
+/// Temporary files that outlive a reboot: writable on the host, so a fresh tmpfs (1777, as
+/// `/tmp`) where it is a directory, not the host's read-only one.
+const VAR_TMP: &str = "/var/tmp";
+
+/// Which of `/var/run` and `/var/tmp` get a fresh tmpfs: those of `root` that are directories
+/// of their own (a symlink points into a fresh mount anyway, or is left alone).
+#[derive(Debug, Clone, Copy)]
+struct VarDirs {
+    run: bool,
+    tmp: bool,
+}
+
+impl VarDirs {
+    fn of(root: &Path) -> Self {
+        let is_dir =
+            |d: &str| root.join(d.trim_start_matches('/')).symlink_metadata().is_ok_and(|m| m.is_dir());
+        VarDirs { run: is_dir(VAR_RUN), tmp: is_dir(VAR_TMP) }
+    }
 }
 
 /// The directories the fresh mounts cover on the host's root: [`COVERED`], plus `/var/run`
-/// where it is a directory. Looked up once per process.
+/// and `/var/tmp` where they are directories. Looked up once per process.
 fn covered() -> &'static [&'static str] {
     static COVERED_HERE: OnceLock<Vec<&'static str>> = OnceLock::new();
     COVERED_HERE.get_or_init(|| {
         let mut dirs = COVERED.to_vec();
-        if var_run_is_dir(Path::new("/")) {
+        let var = VarDirs::of(Path::new("/"));
+        if var.run {
             dirs.push(VAR_RUN);
+        }
+        if var.tmp {
+            dirs.push(VAR_TMP);
         }
         dirs
     })
@@ -354,7 +373,7 @@ impl MountPlan {
                     userns.then_some(devices),
                     proc,
                     false,
-                    covered().contains(&VAR_RUN),
+                    VarDirs { run: covered().contains(&VAR_RUN), tmp: covered().contains(&VAR_TMP) },
                 );
                 if harden {
                     self::harden(&mut steps);
@@ -404,7 +423,7 @@ impl MountPlan {
                     (false, true) => Proc::Mounted,
                     (false, false) => Proc::Fresh,
                 };
-                fresh_mounts(&mut steps, true, userns.then_some(0), proc, userns, var_run_is_dir(root));
+                fresh_mounts(&mut steps, true, userns.then_some(0), proc, userns, VarDirs::of(root));
                 if harden {
                     self::harden(&mut steps);
                 }
@@ -459,8 +478,8 @@ fn clone_devices(steps: &mut Vec<Step>, first: usize) {
     }
 }
 
-/// Fresh /proc, /sys (read-only), /dev, /tmp and /run (and /var/run when `var_run`, a
-/// directory of its own). `create_dirs`: make the four mount points
+/// Fresh /proc, /sys (read-only), /dev, /tmp and /run (and /var/run and /var/tmp as `var`
+/// says). `create_dirs`: make the four mount points
 /// first if missing (an explicit rootfs may lack them). `bound_devices`: the slot of the first
 /// cloned host device node (user namespace, see [`clone_devices`]); `None`: `mknod` them.
 /// `proc`: what goes on `/proc`; `sys_mounted`: `/sys` is mounted already.
@@ -470,7 +489,7 @@ fn fresh_mounts(
     bound_devices: Option<usize>,
     proc: Proc,
     sys_mounted: bool,
-    var_run: bool,
+    var: VarDirs,
 ) {
     let c = |s: &str| CString::new(s).unwrap_or_default();
     if create_dirs {
@@ -535,7 +554,7 @@ fn fresh_mounts(
         flags: libc::MS_NOSUID | libc::MS_NODEV,
         data: Some(c"mode=1777"),
     });
-    let runs: &[&str] = if var_run { &["/run", VAR_RUN] } else { &["/run"] };
+    let runs: &[&str] = if var.run { &["/run", VAR_RUN] } else { &["/run"] };
     for run in runs {
         steps.push(Step::Mount {
             source: c"tmpfs",
@@ -543,6 +562,15 @@ fn fresh_mounts(
             fstype: c"tmpfs",
             flags: libc::MS_NOSUID | libc::MS_NODEV,
             data: Some(c"mode=755"),
+        });
+    }
+    if var.tmp {
+        steps.push(Step::Mount {
+            source: c"tmpfs",
+            target: c(VAR_TMP),
+            fstype: c"tmpfs",
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: Some(c"mode=1777"),
         });
     }
 }
@@ -792,7 +820,12 @@ mod tests {
     #[test]
     fn private_tmpfs_mounts_are_nosuid_and_nodev() {
         let plan = MountPlan::new(&Rootfs::default(), true, true, &[]);
-        for dir in ["/tmp", "/dev/shm", "/run"] {
+        let dirs: &[&str] = if Path::new(VAR_TMP).is_dir() {
+            &["/tmp", "/dev/shm", "/run", VAR_TMP]
+        } else {
+            &["/tmp", "/dev/shm", "/run"]
+        };
+        for &dir in dirs {
             let flags = plan
                 .steps
                 .iter()

@@ -139,8 +139,9 @@ fn host_has(path: &str) -> bool {
 /// and nothing appears outside its writable directory.
 fn default_test_cannot_escape() -> Result<(), Failed> {
     let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
-    // Outside the writable dirs, where the host's root shows through (not /tmp, private inside).
-    let outside = tempfile::tempdir_in("/var/tmp").map_err(|e| format!("tempdir: {e}"))?;
+    // Outside the writable dir, where the host's root shows through (not /tmp or /var/tmp,
+    // private inside): beside the writable dir.
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
     let outside_path = outside.path().to_str().unwrap_or_default();
     let r = run_helper(&options(writable.path()), "attack", &[outside_path])?;
     println!("    {}", r.text.trim().replace('\n', " "));

@@ -338,6 +338,11 @@ fn check_filesystem(out: &cvtest::Outcome, dirs: &[&Path]) -> Result<(), Failed>
     }
     ensure!(!stdout.contains("sys_write=ok"), "/sys must be read-only:\n{stdout}");
     ensure!(!Path::new("/tmp/cvtest-probe").exists(), "/tmp inside is not private");
+    // /var/tmp, where the host has one: writable as on the host (and in Docker), and private.
+    if Path::new("/var/tmp").is_dir() {
+        ensure!(stdout.contains("write_var_tmp=ok\n"), "expected write_var_tmp=ok in:\n{stdout}");
+        ensure!(!Path::new("/var/tmp/cvtest-probe").exists(), "/var/tmp inside is not private");
+    }
     for dir in dirs {
         let got = std::fs::read(dir.join("from-container")).map_err(fail("written file"))?;
         ensure!(got == b"hello", "writable dir content {got:?}");

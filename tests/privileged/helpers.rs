@@ -247,6 +247,9 @@ fn fs(host_marker: &str, writable: &[&str]) -> i32 {
     show("write_usr", std::fs::write("/usr/cvtest-probe", b"x"));
     show("write_tmp", std::fs::write("/tmp/cvtest-probe", b"x"));
     show("write_dev_shm", std::fs::write("/dev/shm/cvtest-probe", b"x"));
+    if Path::new("/var/tmp").is_dir() {
+        show("write_var_tmp", std::fs::write("/var/tmp/cvtest-probe", b"x"));
+    }
     show("dev_null", std::fs::write("/dev/null", b"x"));
     show("host_marker_visible", std::fs::metadata(host_marker).map(drop));
     show("proc_self", std::fs::metadata("/proc/self/status").map(drop));

@@ -85,13 +85,13 @@ fn expect_read_only(what: &str, r: std::io::Result<()>) {
 }
 
 /// Writes outside the writable directories fail with EROFS, everywhere on the host's root; /tmp
-/// is private; the writable directory is writable.
+/// and /var/tmp are private; the writable directory is writable.
 #[test]
 fn writes_stay_inside() {
     let nonce = std::env::var("RELIABILITY_NONCE").expect("RELIABILITY_NONCE is not set");
     let out = outside();
     let probe = format!("cvtest-rel-probe-{nonce}");
-    for dir in [out.as_path(), Path::new("/etc"), Path::new("/usr"), Path::new("/var/tmp"), Path::new("/")] {
+    for dir in [out.as_path(), Path::new("/etc"), Path::new("/usr"), Path::new("/var/lib"), Path::new("/")] {
         let path = dir.join(&probe);
         expect_read_only(&format!("write {}", path.display()), std::fs::write(&path, b"x"));
         expect_read_only(&format!("mkdir {}", path.display()), std::fs::create_dir(&path));
@@ -101,8 +101,12 @@ fn writes_stay_inside() {
     expect_read_only("truncate keep.me", std::fs::write(&keep, b""));
     expect_read_only("rename keep.me", std::fs::rename(&keep, out.join("moved")));
     // /tmp is the container's own.
-    let tmp = Path::new("/tmp").join(&probe);
-    std::fs::write(&tmp, b"private").unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    for dir in ["/tmp", "/var/tmp"] {
+        let tmp = Path::new(dir).join(&probe);
+        if tmp.parent().is_some_and(Path::is_dir) {
+            std::fs::write(&tmp, b"private").unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        }
+    }
     // The target dir is writable.
     let inside = rendezvous_dir().join("inside.ok");
     std::fs::write(&inside, b"ok").unwrap_or_else(|e| panic!("write {}: {e}", inside.display()));

@@ -66,9 +66,11 @@ pub fn peers_cannot_see_each_other() -> Result<Completion, Failed> {
 
 /// A host directory outside the writable ones, with a file in it.
 fn outside_dir() -> Result<TestDir, Failed> {
-    let path = std::env::temp_dir().join(format!("cvtest-rel-outside-{}", std::process::id()));
-    // /tmp is private in containers: put it where the host's root shows through.
-    let path = std::path::Path::new("/var/tmp").join(path.file_name().expect("a name"));
+    // /tmp and /var/tmp are private in containers: put it where the host's root shows through,
+    // in the target dir but not in the fixtures' (which their tests may write).
+    let fixtures = crate::support::fixture_target_dir();
+    let target = fixtures.parent().expect("the target dir");
+    let path = target.join(format!("cvtest-rel-outside-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&path);
     std::fs::create_dir_all(&path)?;
     std::fs::write(path.join("keep.me"), b"original")?;
@@ -103,8 +105,10 @@ pub fn writes_stay_inside() -> Result<Completion, Failed> {
     done.check_events_complete()?;
     done.expect_code(0)?;
     outside_unchanged(&outside)?;
-    let host_tmp = std::path::Path::new("/tmp").join(format!("cvtest-rel-probe-{nonce}"));
-    done.check(!host_tmp.exists(), "the container's /tmp is its own")?;
+    for dir in ["/tmp", "/var/tmp"] {
+        let host_tmp = std::path::Path::new(dir).join(format!("cvtest-rel-probe-{nonce}"));
+        done.check(!host_tmp.exists(), &format!("the container's {dir} is its own"))?;
+    }
     done.check(rdv.path().join("inside.ok").exists(), "the writable directory was writable")?;
     base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
     Ok(Completion::Completed)
