@@ -269,6 +269,7 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         unplaced: Default::default(),
         unplaced_warned: Default::default(),
         tail: crate::placement::Tail::new(all_cpus),
+        ahead_slots: (0..workers).map(|_| Default::default()).collect(),
     };
     drive(&runner, workers, signals, &mut sink);
     // Destroying a container does not wait for the kernel to delete its veth; the run ends

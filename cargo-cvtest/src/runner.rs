@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::cell::RefCell;
@@ -67,13 +67,16 @@ pub(crate) struct Runner<'a> {
     /// The run's tail (`crate::placement::Tail`): once a worker has run out of units, the placed
     /// containers get all of the run's CPUs.
     pub(crate) tail: crate::placement::Tail,
+    /// Each worker's slot for the unit it took ahead ([`Ahead`]), one per worker: a worker that
+    /// runs out of units takes one another worker holds paused behind a long test.
+    pub(crate) ahead_slots: Vec<Mutex<Option<Ahead>>>,
 }
 
 /// A worker's next test, taken while its current one runs: admitted, its container created and
 /// spawned paused (cloned, in its cgroup, its init's mounts and capability drops done or under
 /// way), so that when the current test ends only the go is left. The kernel work is the same;
 /// it now overlaps the running test instead of leaving a core idle between two tests.
-struct Ahead {
+pub(crate) struct Ahead {
     ticket: Ticket,
     prepared: PreparedContainer,
 }
@@ -101,7 +104,7 @@ struct Next<'a> {
 /// share of the CPUs, whatever the current unit's own placement).
 #[derive(Clone, Copy)]
 struct AheadSlot<'a> {
-    slot: &'a RefCell<Option<Ahead>>,
+    slot: &'a Mutex<Option<Ahead>>,
     cpus: Option<&'a CpuList>,
 }
 
@@ -113,6 +116,10 @@ struct Contain<'a, 'z> {
     time_limit: Option<Duration>,
     zygote: Option<&'z mut Zygote>,
     ahead: Option<AheadSlot<'a>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The arguments that run one test of a libtest binary.
@@ -183,10 +190,12 @@ impl Runner<'_> {
                 None
             }
         };
-        let ahead: RefCell<Option<Ahead>> = RefCell::new(None);
+        let index = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        let own_slot = Mutex::new(None);
+        let ahead = self.ahead_slots.get(index).unwrap_or(&own_slot);
         let home = match self.cpu_shares.len() {
             0 => None,
-            n => self.cpu_shares.get(self.next_worker.fetch_add(1, Ordering::Relaxed) % n),
+            n => self.cpu_shares.get(index % n),
         };
         // The worker's zygote on its share too: the inits it clones start where they will run.
         // Only a placement: should it fail, the containers' own affinity still places them.
@@ -194,7 +203,7 @@ impl Runner<'_> {
             let _ = z.set_cpu_affinity(cpus);
         }
         loop {
-            let taken = ahead.borrow_mut().take();
+            let taken = lock(ahead).take();
             let (ticket, prepared) = match taken {
                 // Stopped (`--fail-fast`, an interrupt) before it started: it never ran.
                 Some(a) if self.scheduler.is_stopped() => {
@@ -205,15 +214,25 @@ impl Runner<'_> {
                 Some(a) => (a.ticket, Some(a.prepared)),
                 None => match self.scheduler.next() {
                     Some(t) => (t, None),
+                    // Out of units: this worker's CPUs fall idle. The tests still running may
+                    // have them, and a unit another worker holds paused (behind a test that may
+                    // run long) starts here instead.
                     None => {
-                        // This worker's CPUs fall idle: the tests still running may have them.
                         self.tail.begin();
-                        break;
+                        match self.ahead_slots.iter().find_map(|s| lock(s).take()) {
+                            Some(a) if self.scheduler.is_stopped() => {
+                                drop(a.prepared);
+                                self.scheduler.give_back(a.ticket);
+                                continue;
+                            }
+                            Some(a) => (a.ticket, Some(a.prepared)),
+                            None => break,
+                        }
                     }
                 },
             };
             let cpus = home.filter(|_| self.unplaced.get().is_none() && !self.tail.begun());
-            let next = Next { prepared, ahead: Some(AheadSlot { slot: &ahead, cpus }), cpus };
+            let next = Next { prepared, ahead: Some(AheadSlot { slot: ahead, cpus }), cpus };
             let unit = &self.units[ticket.unit];
             let failed = match unit {
                 Unit::Test(i) => {
@@ -261,7 +280,7 @@ impl Runner<'_> {
     /// any other, and reports its errors there.
     fn take_ahead(&self, zygote: Option<&mut Zygote>, AheadSlot { slot, cpus }: AheadSlot<'_>) {
         let Some(zygote) = zygote else { return };
-        if !self.spawn_ahead || slot.borrow().is_some() || zygote.lost().is_some() {
+        if !self.spawn_ahead || lock(slot).is_some() || zygote.lost().is_some() {
             return;
         }
         let eligible = |u: usize| match &self.units[u] {
@@ -279,7 +298,7 @@ impl Runner<'_> {
         let t = &self.list.tests[*i];
         let b = self.list.binary_of(t);
         match self.prepare_ahead(t, b, zygote, cpus) {
-            Some(prepared) => *slot.borrow_mut() = Some(Ahead { ticket, prepared }),
+            Some(prepared) => *lock(slot) = Some(Ahead { ticket, prepared }),
             None => self.scheduler.give_back(ticket),
         }
     }

@@ -313,7 +313,7 @@ impl<W: Write> TerminalReporter<W> {
         // The closing line, in the plain form CI systems read.
         writeln!(
             self.out,
-            "cvtest: {} passed, {} failed, {} skipped",
+            "cvtest: {} passed, {} failed, {} ignored",
             s.succeeded,
             s.failed + s.not_run(),
             s.ignored

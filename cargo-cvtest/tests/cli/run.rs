@@ -20,6 +20,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("fail_fast_stops_after_the_first_failure", fail_fast_stops_after_the_first_failure),
         privileged("no_limits_is_said_for_every_test", no_limits_is_said_for_every_test),
         privileged("each_worker_runs_its_tests_on_its_own_cpus", each_worker_runs_its_tests_on_its_own_cpus),
+        privileged("no_test_waits_paused_behind_a_long_one", no_test_waits_paused_behind_a_long_one),
     ]
 }
 
@@ -109,7 +110,7 @@ fn outcomes_json_and_junit() -> Result<(), Failed> {
         "stdout of the failing test",
         "Top peak memory:",
         "Longest:",
-        "cvtest: 5 passed, 4 failed, 0 skipped",
+        "cvtest: 5 passed, 4 failed, 0 ignored",
     ] {
         check(err.contains(needle), &format!("stderr shows {needle:?}"), &out)?;
     }
@@ -299,6 +300,22 @@ fn no_limits_is_said_for_every_test() -> Result<(), Failed> {
     let bad = cmd.env("CVTEST_LIMITS", "maybe").output().map_err(|e| e.to_string())?;
     exit_code(&bad, 2)?;
     check(text(&bad.stderr).contains("CVTEST_LIMITS=\"maybe\" is not understood"), "the usage error", &bad)
+}
+
+/// With `-j 2`, the worker that starts the long test takes the next one ahead (spawned paused,
+/// to start as soon as the long one ends); once the other worker runs out of tests, it starts
+/// that one instead of going idle. The long test waits for every quick one (30 s at most): held
+/// behind it, one would not run until it ended.
+fn no_test_waits_paused_behind_a_long_one() -> Result<(), Failed> {
+    let dir = fixture_target_dir().join(format!("hostage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut cmd =
+        crate::support::cvtest_command("basic", &["--lib", "-j", "2", "--order", "listed", "hostage::"]);
+    cmd.env("CVTEST_FIXTURE_HOSTAGE", &dir);
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    exit_code(&out, 0)
 }
 
 /// The CPUs a process may run on, from its `Cpus_allowed_list` line.
