@@ -532,13 +532,7 @@ fn fresh_mounts(
     });
     steps.push(Step::Symlink { target: c"pts/ptmx", link: c("/dev/ptmx") });
     steps.push(Step::Mkdir { path: c("/dev/shm"), mode: 0o1777, exist_ok: false });
-    steps.push(Step::Mount {
-        source: c"tmpfs",
-        target: c("/dev/shm"),
-        fstype: c"tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: Some(c"mode=1777"),
-    });
+    steps.push(private_tmpfs("/dev/shm", c"mode=1777"));
     for (target, link) in [
         (c"/proc/self/fd", "/dev/fd"),
         (c"/proc/self/fd/0", "/dev/stdin"),
@@ -547,31 +541,24 @@ fn fresh_mounts(
     ] {
         steps.push(Step::Symlink { target, link: c(link) });
     }
-    steps.push(Step::Mount {
-        source: c"tmpfs",
-        target: c("/tmp"),
-        fstype: c"tmpfs",
-        flags: libc::MS_NOSUID | libc::MS_NODEV,
-        data: Some(c"mode=1777"),
-    });
-    let runs: &[&str] = if var.run { &["/run", VAR_RUN] } else { &["/run"] };
-    for run in runs {
-        steps.push(Step::Mount {
-            source: c"tmpfs",
-            target: c(run),
-            fstype: c"tmpfs",
-            flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(c"mode=755"),
-        });
+    steps.push(private_tmpfs("/tmp", c"mode=1777"));
+    steps.push(private_tmpfs("/run", c"mode=755"));
+    if var.run {
+        steps.push(private_tmpfs(VAR_RUN, c"mode=755"));
     }
     if var.tmp {
-        steps.push(Step::Mount {
-            source: c"tmpfs",
-            target: c(VAR_TMP),
-            fstype: c"tmpfs",
-            flags: libc::MS_NOSUID | libc::MS_NODEV,
-            data: Some(c"mode=1777"),
-        });
+        steps.push(private_tmpfs(VAR_TMP, c"mode=1777"));
+    }
+}
+
+/// A fresh tmpfs on `target`, `nosuid,nodev`, with `options` (its root's mode).
+fn private_tmpfs(target: &str, options: &'static CStr) -> Step {
+    Step::Mount {
+        source: c"tmpfs",
+        target: CString::new(target).unwrap_or_default(),
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV,
+        data: Some(options),
     }
 }
 
