@@ -15,7 +15,7 @@
 //! of the run, and the ones started after that are not placed. `--no-pin` or `CVTEST_PIN=0`
 //! turns placement off.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use cvtest::{AffinityHandle, CpuList};
@@ -49,22 +49,34 @@ pub(crate) fn shares(allowed: &[usize], workers: usize) -> Option<Vec<CpuList>> 
     Some(out)
 }
 
-/// The run's tail: it begins when the first worker runs out of units, which leaves its CPUs
-/// idle. The placed containers that run then get all of the run's CPUs (chrono's
-/// `try_verify_against_date_command` runs `date` thousands of times in a row, alone at the end:
-/// 92 s placed on one of two CPUs, 51 s under nextest), and no container is placed after it.
+/// The run's tail, and workers that wait: CPUs left idle go to the placed containers running.
+///
+/// The tail begins when the first worker runs out of units. The placed containers that run then
+/// get all of the run's CPUs (chrono's `try_verify_against_date_command` runs `date` thousands
+/// of times in a row, alone at the end: 92 s placed on one of two CPUs, 51 s under nextest),
+/// and no container is placed after it. A worker that waits for a unit's memory or network
+/// (the budget is taken, a subnet is held) lends its CPUs the same way while it waits
+/// ([`Tail::idle`]); containers started later are placed again.
 #[derive(Debug)]
 pub(crate) struct Tail {
     /// The CPUs the run may use; `None`: nothing is placed.
     all: Option<CpuList>,
     begun: AtomicBool,
+    /// How many workers wait now ([`Tail::idle`]).
+    idle: AtomicUsize,
     running: Mutex<Vec<(u64, AffinityHandle)>>,
     next: AtomicU64,
 }
 
 impl Tail {
     pub(crate) fn new(all: Option<CpuList>) -> Self {
-        Tail { all, begun: AtomicBool::new(false), running: Mutex::new(Vec::new()), next: AtomicU64::new(0) }
+        Tail {
+            all,
+            begun: AtomicBool::new(false),
+            idle: AtomicUsize::new(0),
+            running: Mutex::new(Vec::new()),
+            next: AtomicU64::new(0),
+        }
     }
 
     /// Whether the tail has begun: a container started now is not placed.
@@ -75,10 +87,22 @@ impl Tail {
     /// A worker has run out of units: every placed container that runs gets all of the run's
     /// CPUs. Once per run.
     pub(crate) fn begin(&self) {
-        let Some(all) = &self.all else { return };
-        if self.begun.swap(true, Ordering::SeqCst) {
+        if self.all.is_none() || self.begun.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.widen_running();
+    }
+
+    /// A worker waits (for a unit's memory or network) until the guard drops: meanwhile every
+    /// placed container that runs, or starts, gets all of the run's CPUs.
+    pub(crate) fn idle(&self) -> Idle<'_> {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        self.widen_running();
+        Idle(self)
+    }
+
+    fn widen_running(&self) {
+        let Some(all) = &self.all else { return };
         let running: Vec<AffinityHandle> = self.lock().iter().map(|(_, h)| h.clone()).collect();
         for h in running {
             h.widen(all);
@@ -86,13 +110,13 @@ impl Tail {
     }
 
     /// Keeps `handle` (a placed container that has just started) until the guard drops (it has
-    /// ended). Registered before the tail is looked at, so that either [`Tail::begin`] finds it
-    /// or it finds the tail begun and widens itself.
+    /// ended). Registered before the tail and the waiting workers are looked at, so that either
+    /// [`Tail::begin`] or [`Tail::idle`] finds it, or it finds them and widens itself.
     pub(crate) fn running(&self, handle: AffinityHandle) -> Running<'_> {
         let Some(all) = &self.all else { return Running { tail: self, key: None } };
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().push((key, handle.clone()));
-        if self.begun() {
+        if self.begun() || self.idle.load(Ordering::SeqCst) > 0 {
             handle.widen(all);
         }
         Running { tail: self, key: Some(key) }
@@ -100,6 +124,15 @@ impl Tail {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, AffinityHandle)>> {
         self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A worker waiting ([`Tail::idle`]).
+pub(crate) struct Idle<'a>(&'a Tail);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.idle.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -212,7 +212,8 @@ impl Runner<'_> {
                     continue;
                 }
                 Some(a) => (a.ticket, Some(a.prepared)),
-                None => match self.scheduler.next() {
+                // While it waits for a unit's memory or network, its CPUs are lent.
+                None => match self.scheduler.next_or_idle(|| self.tail.idle()) {
                     Some(t) => (t, None),
                     // Out of units: this worker's CPUs fall idle. The tests still running may
                     // have them, and a unit another worker holds paused (behind a test that may
@@ -411,7 +412,10 @@ impl Runner<'_> {
         let (binary_id, name, events) = who;
         let label = format!("{binary_id} {name}");
         let reported: RefCell<Option<Waiting>> = RefCell::new(None);
+        // While it waits, its CPUs are lent to the containers running.
+        let idle = RefCell::new(None);
         let observer = |w: &Waiting| {
+            idle.borrow_mut().get_or_insert_with(|| self.tail.idle());
             let mut reported = reported.borrow_mut();
             if reported.as_ref() != Some(w) {
                 let _ = events.send(Event::TestWaiting {

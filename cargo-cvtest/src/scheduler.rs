@@ -76,7 +76,17 @@ impl Scheduler {
     }
 
     /// Blocks until a unit may start; `None` when there is nothing left to start.
+    #[cfg(test)]
     pub(crate) fn next(&self) -> Option<Ticket> {
+        self.next_or_idle(|| ())
+    }
+
+    /// [`Scheduler::next`]; before it first waits (units are left, none may start yet: their
+    /// memory or network is taken), calls `idle` without the lock and keeps what it returns
+    /// until it returns: the caller's CPUs are idle meanwhile.
+    pub(crate) fn next_or_idle<G>(&self, idle: impl FnOnce() -> G) -> Option<Ticket> {
+        let mut idle = Some(idle);
+        let mut _idle_guard = None;
         let mut st = self.lock();
         loop {
             if st.stopped || st.pending.is_empty() {
@@ -84,6 +94,13 @@ impl Scheduler {
             }
             if let Some(i) = self.pick(&st) {
                 return Some(self.admit(&mut st, i));
+            }
+            if let Some(f) = idle.take() {
+                // Without the lock; the state is looked at again before any wait.
+                drop(st);
+                _idle_guard = Some(f());
+                st = self.lock();
+                continue;
             }
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
@@ -309,6 +326,44 @@ mod tests {
         let b = s.next().unwrap();
         let c = s.next().unwrap();
         assert_eq!((b.unit, c.unit), (1, 2));
+    }
+
+    #[test]
+    fn idle_is_called_once_and_only_when_it_must_wait() {
+        let s = Scheduler::new([(0, d(Some(60), None)), (1, d(Some(60), None))], 100);
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let call = || calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let a = s.next_or_idle(call).expect("unit 0 starts at once");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0, "no wait, no idle");
+        // Unit 1 waits for unit 0's memory: idle once, its guard held until it may start.
+        struct Guard<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while calls.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                assert!(
+                    !dropped.load(std::sync::atomic::Ordering::SeqCst),
+                    "the guard went before the wait ended"
+                );
+                s.finish(a);
+            });
+            let b = s
+                .next_or_idle(|| {
+                    call();
+                    Guard(&dropped)
+                })
+                .expect("unit 1, once unit 0 is done");
+            assert_eq!(b.unit, 1);
+        });
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub fn trials() -> Vec<Trial> {
         privileged("no_limits_is_said_for_every_test", no_limits_is_said_for_every_test),
         privileged("each_worker_runs_its_tests_on_its_own_cpus", each_worker_runs_its_tests_on_its_own_cpus),
         privileged("no_test_waits_paused_behind_a_long_one", no_test_waits_paused_behind_a_long_one),
+        privileged(
+            "a_worker_that_waits_for_memory_lends_its_cpus",
+            a_worker_that_waits_for_memory_lends_its_cpus,
+        ),
     ]
 }
 
@@ -310,12 +314,54 @@ fn no_test_waits_paused_behind_a_long_one() -> Result<(), Failed> {
     let dir = fixture_target_dir().join(format!("hostage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut cmd =
-        crate::support::cvtest_command("basic", &["--lib", "-j", "2", "--order", "listed", "hostage::"]);
+    // Small limits: a machine with little memory (the v2 VM's 2 GiB) would run one at a time.
+    let mut cmd = crate::support::cvtest_command(
+        "basic",
+        &["--lib", "-j", "2", "--order", "listed", "--memory", "64M", "hostage::"],
+    );
     cmd.env("CVTEST_FIXTURE_HOSTAGE", &dir);
     let out = cmd.output().map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     exit_code(&out, 0)
+}
+
+/// With `-j 2` but memory for one test at a time (`--memory 64M --memory-budget 100M`), one
+/// worker waits while the other's long test runs placed on a half of the CPUs: the waiting
+/// worker lends its CPUs, and the long test ends on all of them (it waits up to 30 s for that).
+fn a_worker_that_waits_for_memory_lends_its_cpus() -> Result<(), Failed> {
+    let ours = cpus_allowed(&std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?)?;
+    if ours.len() < 2 {
+        return Ok(());
+    }
+    let all = cvtest_spec::CpuList::new(ours.iter().copied()).map_err(|e| e.to_string())?.to_string();
+    let dir = fixture_target_dir().join(format!("lend-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let args = [
+        "--lib",
+        "-j",
+        "2",
+        "--order",
+        "listed",
+        "--memory",
+        "64M",
+        "--memory-budget",
+        "100M",
+        "placement::a_long_test",
+        "placement::records_cpus_a",
+    ];
+    let mut cmd = crate::support::cvtest_command("basic", &args);
+    cmd.env("CVTEST_FIXTURE_PLACEMENT", &dir).env("CVTEST_FIXTURE_ALL_CPUS", &all);
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let long = std::fs::read_to_string(dir.join("long"));
+    let _ = std::fs::remove_dir_all(&dir);
+    exit_code(&out, 0)?;
+    let long = long.map_err(|e| format!("the long test's record: {e}"))?;
+    let last = long.split_once(' ').map(|(_, l)| l).ok_or_else(|| format!("record {long:?}"))?;
+    if last != all {
+        return Err(format!("the long test ended on CPUs {last}, not on all of {all}").into());
+    }
+    Ok(())
 }
 
 /// The CPUs a process may run on, from its `Cpus_allowed_list` line.
@@ -349,7 +395,9 @@ fn each_worker_runs_its_tests_on_its_own_cpus() -> Result<(), Failed> {
         // ahead: its worker would hold a test paused until the long one ended, then start it
         // after the tail began, on every CPU.
         let args = [
-            &["-j", "2", "--order", "listed", "--message-format", "json"],
+            // Small limits: with too little memory for two at once (the v2 VM's 2 GiB), a
+            // worker would wait, lending its CPUs to the test running (see the next trial).
+            &["-j", "2", "--order", "listed", "--memory", "64M", "--message-format", "json"],
             extra,
             &["placement::", "basic::custom"],
         ]
