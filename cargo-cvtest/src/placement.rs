@@ -11,9 +11,9 @@
 //!
 //! The cost is that a test sees only its worker's share (`available_parallelism` counts it), so
 //! its threads share those CPUs instead of spreading over idle ones. That lasts only while every
-//! worker has work: once one runs out ([`Tail`]), the containers still running get every CPU
-//! of the run, and the ones started after that are not placed. `--no-pin` or `CVTEST_PIN=0`
-//! turns placement off.
+//! worker has a test running: while one waits for a test's memory or network, and once one runs
+//! out of tests ([`Tail`]), the containers running get every CPU of the run (and after the
+//! latter none is placed). `--no-pin` or `CVTEST_PIN=0` turns placement off.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
