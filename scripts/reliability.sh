@@ -24,8 +24,17 @@ failed=()
 step() { printf '\n=== reliability: %s\n' "$*"; }
 leg() { # name, command...
   local name=$1; shift
-  local t0=$SECONDS
-  if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"; else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+  local t0=$SECONDS rc=0
+  "$@" || rc=$?
+  # A VM leg that hangs ends as the VM's timeout (124). On 2026-12-05 the load leg, which takes
+  # 80 s, stood for its whole 1500 s once (QEMU busy on both vCPUs, no test line), and passed in
+  # 23 s when run again: the VM's rare hang (scripts/test.sh). Such a leg runs once more.
+  if [ "$rc" = 124 ]; then
+    echo "--- $name: HUNG ($((SECONDS - t0)) s): once more"
+    t0=$SECONDS rc=0
+    "$@" || rc=$?
+  fi
+  if [ "$rc" = 0 ]; then echo "--- $name: ok ($((SECONDS - t0)) s)"; else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 
 cli_bin=$(cargo test -p cargo-cvtest --test cli --no-run --message-format=json 2>/dev/null \
@@ -46,7 +55,7 @@ if [ "$mode" = all ] || [ "$mode" = --vm ]; then
     step "cgroup v2 VM, root cgroup (all but load)"
     leg vm-v2 env CV2VM_TIMEOUT=1500 CV2VM_MEM=4096 "$VM" "$cli_bin" reliability:: --skip reliability::load
     step "cgroup v2 VM, root cgroup, load at a fifth (100 networked, 400 plain)"
-    leg vm-v2-load env CV2VM_TIMEOUT=1500 CV2VM_MEM=4096 RELIABILITY_LOAD_PARTS=5 "$VM" "$cli_bin" reliability::load
+    leg vm-v2-load env CV2VM_TIMEOUT=600 CV2VM_MEM=4096 RELIABILITY_LOAD_PARTS=5 "$VM" "$cli_bin" reliability::load
     step "cgroup v2 VM, below the root without the pids controller"
     leg vm-v2-no-pids env CV2VM_TIMEOUT=600 CV2VM_CGROUP=test.slice CV2VM_CONTROLLERS="+memory +cpu" \
       "$VM" "$cli_bin" --exact reliability::setup::controller_missing
