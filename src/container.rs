@@ -39,6 +39,10 @@ pub struct Container {
     confine: Option<cvtest_spec::Capabilities>,
     hostname: String,
     rootfs: Rootfs,
+    /// [`Options::overlay_dirs`], canonical.
+    overlay_dirs: Vec<PathBuf>,
+    /// Why the kernel refused the overlay of [`Options::overlay_dirs`] at the last spawn.
+    overlay_refused: Option<Errno>,
     network: Option<NetworkSpec>,
     host_access: cvtest_spec::HostAccess,
     veth_name: Option<VethName>,
@@ -193,6 +197,7 @@ impl Container {
         let user_namespaces =
             matches!(privilege, crate::preflight::Privilege::Root { user_namespaces: true });
         let rootfs = validate_rootfs(options.rootfs())?;
+        let overlay_dirs = validate_overlay_dirs(options.overlay_dirs())?;
         let networked = options.isolation().contains(Isolation::NETWORK);
         let (network, lease) = match (networked, options.network().copied(), options.network_auto()) {
             (false, _, _) | (true, None, None) => (None, None),
@@ -279,6 +284,8 @@ impl Container {
             confine,
             hostname,
             rootfs,
+            overlay_dirs,
+            overlay_refused: None,
             network,
             host_access: options.host_access(),
             cgroup,
@@ -301,6 +308,13 @@ impl Container {
     /// A short unique id (`[0-9a-z]{1,11}`), also the veth's `{id}`.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Why the kernel refused the throw-away layer of [`Options::overlay_dirs`] at the last
+    /// spawn (those directories were then read-only, as the rest of the host's root); `None`
+    /// when it was made, or none was asked for.
+    pub fn overlay_refused(&self) -> Option<io::Error> {
+        self.overlay_refused.map(|e| io::Error::from_raw_os_error(e as i32))
     }
 
     /// The container's cgroup directories (one on v2, one per controller on v1); empty without
@@ -471,6 +485,7 @@ impl Container {
             id: &self.id,
             hostname: &self.hostname,
             rootfs: &self.rootfs,
+            overlay_dirs: &self.overlay_dirs,
             isolation: self.isolation,
             confine: self.confine,
             cgroup: self.cgroup.as_deref(),
@@ -523,6 +538,7 @@ impl Container {
             mount_ns,
             main_pid,
             started,
+            overlay_refused,
         } = match paused.go(self.cgroup.as_deref(), restart_clock) {
             Ok(s) => s,
             Err(e) => {
@@ -538,6 +554,7 @@ impl Container {
             }
         }
         let _ = self.shared.pidfd.set(pidfd);
+        self.overlay_refused = overlay_refused;
         self.running = Some(Running {
             pid,
             life,
@@ -1058,6 +1075,21 @@ fn reap_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
         let mut fds = [libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         let _ = sys::poll(&mut fds, left.as_millis().clamp(1, i32::MAX as u128) as i32);
     }
+}
+
+/// Overlay directories made absolute and canonical, each an existing directory other than `/`.
+fn validate_overlay_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, CreateError> {
+    let mut out = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let err = |source| CreateError::Overlay { path: dir.clone(), source };
+        let canon = dir.canonicalize().map_err(err)?;
+        if !canon.is_dir() || canon == Path::new("/") {
+            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory other than /")));
+        }
+        crate::sandbox::mounts::check_path(&canon).map_err(err)?;
+        out.push(canon);
+    }
+    Ok(out)
 }
 
 /// Writable directories made absolute and canonical; an explicit root checked.

@@ -43,6 +43,12 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
+    #[error("the overlay directory {path} is not usable: it must be an existing directory other than /")]
+    Overlay {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("the writable directory {path} is not usable: it must be an existing directory other than /")]
     Writable {
         path: PathBuf,

@@ -105,6 +105,9 @@ pub struct Options {
     /// create (see [`crate::lease`]); [`crate::Container::network`] tells which.
     auto_network: Option<crate::lease::NetworkPool>,
     rootfs: Rootfs,
+    /// Host directories seen through a throw-away writable layer (see
+    /// [`Options::set_overlay_dirs`]).
+    overlay_dirs: Vec<PathBuf>,
     hostname: Option<String>,
     capabilities: Capabilities,
     privileged: bool,
@@ -133,6 +136,7 @@ impl Default for Options {
             network: None,
             auto_network: None,
             rootfs: Rootfs::default(),
+            overlay_dirs: Vec::new(),
             hostname: None,
             capabilities: Capabilities::DEFAULT,
             privileged: false,
@@ -155,8 +159,9 @@ impl Options {
     /// The options of a test's container: its settings over the defaults (a setting not given
     /// keeps [`Options::default`]'s value; `caps` are added to [`Capabilities::DEFAULT`]). The
     /// one mapping from test settings to a container, used by `#[cv_test]` and `cargo cvtest`:
-    /// a new setting is wired here. The root stays the host's with nothing writable; the
-    /// caller says what is ([`Options::set_rootfs`]).
+    /// a new setting is wired here. The root stays the host's with nothing writable (the
+    /// caller says what is: [`Options::set_rootfs`]) but `HOME`, seen through a throw-away
+    /// layer ([`Options::overlay_dirs`]; where `HOME` is an existing directory other than `/`).
     pub fn for_test(settings: &TestSettings) -> Result<Options, ParseError> {
         let TestSettings {
             memory,
@@ -172,6 +177,7 @@ impl Options {
             caps,
         } = settings;
         let mut options = Options::new();
+        options.overlay_dirs = home_overlay().to_vec();
         let limits = &mut options.limits;
         limits.memory = memory.unwrap_or(limits.memory);
         limits.pids = pids.unwrap_or(limits.pids);
@@ -328,6 +334,30 @@ impl Options {
         self
     }
 
+    /// Host directories the container sees through a throw-away writable layer, as podman's
+    /// `:O` volumes: it reads what the host has there and may write, and what it writes stays
+    /// in a fresh tmpfs of its own (charged to its cgroup) and goes with it. Nothing reaches the
+    /// host's directory, and a unix socket there cannot be connected to (overlayfs refuses
+    /// `connect()` through it: an ssh `ControlMaster` or Docker Desktop socket in a home
+    /// directory is out of reach). Mounts below such a directory are kept, read-only (or
+    /// writable where they are writable directories).
+    ///
+    /// Only with [`Rootfs::Host`] and [`Isolation::FILESYSTEM`]; a directory at or below a
+    /// writable one, or below one the container gets fresh (`/tmp`, `/run`, ...), is left as it
+    /// is. Where the kernel refuses the overlay (no overlayfs, or a user namespace on a kernel
+    /// before 5.11), the directory stays read-only and
+    /// [`crate::Container::overlay_refused`] says why. `cargo cvtest` and `#[cv_test]` give
+    /// the test's `HOME` this way. Checked (and made canonical) by `create`.
+    pub fn overlay_dirs(&self) -> &[PathBuf] {
+        &self.overlay_dirs
+    }
+
+    /// Sets [`Options::overlay_dirs`].
+    pub fn set_overlay_dirs(&mut self, dirs: Vec<PathBuf>) -> &mut Self {
+        self.overlay_dirs = dirs;
+        self
+    }
+
     /// The container's hostname; `cvtest-<id>` when `None`.
     pub fn hostname(&self) -> Option<&str> {
         self.hostname.as_deref()
@@ -434,6 +464,22 @@ impl Options {
     }
 }
 
+/// `HOME`, as a test's throw-away layer ([`Options::for_test`]), where it is an absolute path to
+/// an existing directory other than `/` and `CVTEST_HOME` is not `read-only`. Read once per
+/// process.
+fn home_overlay() -> &'static [PathBuf] {
+    static HOME: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        if std::env::var_os("CVTEST_HOME").is_some_and(|v| v == "read-only") {
+            return Vec::new();
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        home.filter(|h| h.is_absolute() && h.is_dir() && h.as_path() != std::path::Path::new("/"))
+            .into_iter()
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,7 +519,10 @@ mod tests {
     #[test]
     fn for_test_lays_settings_over_the_defaults() {
         let mut settings = TestSettings::default();
-        let o = Options::for_test(&settings).unwrap();
+        let mut o = Options::for_test(&settings).unwrap();
+        // HOME (where it is a directory) is a throw-away layer; the rest is the default.
+        assert_eq!(o.overlay_dirs(), home_overlay());
+        o.set_overlay_dirs(Vec::new());
         assert_eq!(o, Options::default());
         let mut host = None;
         for (key, value) in [("memory", "64M"), ("cpus", "0.5"), ("caps", "net_admin"), ("hostname", "box")] {

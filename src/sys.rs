@@ -244,6 +244,45 @@ pub(crate) fn chdir(path: &CStr) -> Result<(), Errno> {
     check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
 }
 
+/// `open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)`: a handle on a directory that keeps naming it
+/// once something is mounted over it. Async-signal-safe.
+pub(crate) fn open_dir_path(path: &CStr) -> Result<OwnedFd, Errno> {
+    // SAFETY: path is NUL-terminated and outlives the call.
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    // SAFETY: open returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The owner (uid, gid, as this process's user namespace maps them) and permission bits of
+/// the file `fd` names (`fstat`; an `O_PATH` fd will do). Async-signal-safe.
+pub(crate) fn owner_and_mode(fd: BorrowedFd<'_>) -> Result<(u32, u32, libc::mode_t), Errno> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fd is open; st is valid for writes of a whole `stat`.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded, so it filled st.
+    let st = unsafe { st.assume_init() };
+    Ok((st.st_uid, st.st_gid, st.st_mode & 0o7777))
+}
+
+/// `mkdirat(dir, name, mode)`. Async-signal-safe.
+pub(crate) fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> Result<(), Errno> {
+    // SAFETY: dir is open; name is NUL-terminated and outlives the call.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`. Async-signal-safe.
+pub(crate) fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> Result<(), Errno> {
+    // SAFETY: dir is open; name is NUL-terminated and outlives the call.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+        .map(drop)
+}
+
+/// `umount2(target, MNT_DETACH)`. Async-signal-safe.
+pub(crate) fn umount_detach(target: &CStr) -> Result<(), Errno> {
+    // SAFETY: target is NUL-terminated and outlives the call.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
 /// `umask(2)`; returns the previous mask. Async-signal-safe.
 pub(crate) fn umask(mask: libc::mode_t) -> libc::mode_t {
     // SAFETY: umask has no preconditions and cannot fail.

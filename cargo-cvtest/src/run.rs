@@ -268,6 +268,8 @@ fn run_tests(opts: &RunOptions, selected: Selected, budget: u64, signals: &Signa
         next_worker: Default::default(),
         unplaced: Default::default(),
         unplaced_warned: Default::default(),
+        overlay_refused: Default::default(),
+        overlay_warned: Default::default(),
         tail: crate::placement::Tail::new(all_cpus),
         ahead_slots: (0..workers).map(|_| Default::default()).collect(),
     };

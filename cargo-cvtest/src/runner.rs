@@ -64,6 +64,10 @@ pub(crate) struct Runner<'a> {
     /// no container is placed (the run says so once).
     pub(crate) unplaced: std::sync::OnceLock<String>,
     pub(crate) unplaced_warned: AtomicBool,
+    /// Set, with why, once the kernel refused a container's throw-away `HOME`
+    /// (`Options::overlay_dirs`): the run says so once.
+    pub(crate) overlay_refused: std::sync::OnceLock<String>,
+    pub(crate) overlay_warned: AtomicBool,
     /// The run's tail (`crate::placement::Tail`): once a worker has run out of units, the placed
     /// containers get all of the run's CPUs.
     pub(crate) tail: crate::placement::Tail,
@@ -254,6 +258,14 @@ impl Runner<'_> {
                 if !self.unplaced_warned.swap(true, Ordering::Relaxed) {
                     let message = format!(
                         "cannot place containers on their worker's CPUs ({why}): the run's next containers go wherever the kernel puts them"
+                    );
+                    let _ = events.send(Event::Warning { message });
+                }
+            }
+            if let Some(why) = self.overlay_refused.get() {
+                if !self.overlay_warned.swap(true, Ordering::Relaxed) {
+                    let message = format!(
+                        "the kernel refused the throw-away layer over the tests' HOME ({why}): HOME is read-only in their containers (overlayfs, in a user namespace Linux 5.11+, makes it writable)"
                     );
                     let _ = events.send(Event::Warning { message });
                 }
@@ -485,6 +497,9 @@ impl Runner<'_> {
                     .map_err(UnitError::Spawn)?;
                 }
                 started => started.map_err(UnitError::Spawn)?,
+            }
+            if let Some(why) = c.overlay_refused() {
+                let _ = self.overlay_refused.set(why.to_string());
             }
             let _placed = c.affinity_handle().map(|h| self.tail.running(h));
             if let Some(m) = maker.as_mut() {

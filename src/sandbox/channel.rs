@@ -9,8 +9,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Message {
     /// The main process was forked and has exec'd the command. `pid` is its pid as the init sees
-    /// it (2 in a PID namespace).
-    Started { pid: i32 },
+    /// it (2 in a PID namespace). `overlay_errno`: why the kernel refused a throw-away layer of
+    /// the mount plan (the directory stayed read-only), 0 when it did not.
+    Started { pid: i32, overlay_errno: i32 },
     /// Setup failed at `stage` (`step` indexes the mount plan for [`Stage::Mount`], the cgroups
     /// for [`Stage::JoinCgroup`]).
     Failed { stage: Stage, step: u32, errno: i32 },
@@ -99,7 +100,9 @@ impl Message {
     /// Encodes without allocating (the init calls this between clone and exec).
     pub(crate) fn encode(self) -> [u8; MESSAGE_SIZE] {
         let w = match self {
-            Message::Started { pid } => Wire { kind: KIND_STARTED, stage: 0, step: 0, value: pid },
+            Message::Started { pid, overlay_errno } => {
+                Wire { kind: KIND_STARTED, stage: 0, step: overlay_errno as u32, value: pid }
+            }
             Message::Failed { stage, step, errno } => {
                 Wire { kind: KIND_FAILED, stage: stage as u32, step, value: errno }
             }
@@ -128,7 +131,7 @@ impl Message {
             value: i32::from_ne_bytes(word(12)),
         };
         match w.kind {
-            KIND_STARTED => Some(Message::Started { pid: w.value }),
+            KIND_STARTED => Some(Message::Started { pid: w.value, overlay_errno: w.step as i32 }),
             KIND_FAILED => {
                 Some(Message::Failed { stage: Stage::from_u32(w.stage)?, step: w.step, errno: w.value })
             }
@@ -151,7 +154,8 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         for m in [
-            Message::Started { pid: 2 },
+            Message::Started { pid: 2, overlay_errno: 0 },
+            Message::Started { pid: 2, overlay_errno: libc::EPERM },
             Message::Failed { stage: Stage::Mount, step: 7, errno: libc::EROFS },
             Message::Failed { stage: Stage::Exec, step: 0, errno: libc::ENOEXEC },
             Message::Exited { status: 0x0900, alone: false },

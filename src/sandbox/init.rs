@@ -135,8 +135,8 @@ const EXIT_ABANDONED: c_int = 126;
 /// The init's whole life. Never returns.
 pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
     sys::set_process_name(c"cvtest-init");
-    let signals = match setup(plan) {
-        Ok(fd) => fd,
+    let (signals, overlay_errno) = match setup(plan) {
+        Ok(set) => set,
         Err(f) => fail(plan.status, f),
     };
     match wait_release(plan.life) {
@@ -159,7 +159,7 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
         }
         Err(errno) => fail(plan.status, Failure { stage: Stage::ForkMain, step: 0, errno }),
     };
-    send(plan.status, Message::Started { pid: main });
+    send(plan.status, Message::Started { pid: main, overlay_errno });
     // The OOM killer must pick the test, never the init (which would lose the exit status).
     // Done after the fork so that the main process keeps the runner's own score.
     if plan.oom_adjust {
@@ -174,7 +174,9 @@ pub(crate) fn run(plan: &InitPlan<'_>) -> ! {
     supervise(plan, signals.as_raw_fd(), main)
 }
 
-fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
+/// Sets the container up; its signalfd and the errno of the first throw-away layer the kernel
+/// refused (0: none).
+fn setup(plan: &InitPlan<'_>) -> Result<(OwnedFd, i32), Failure> {
     // The parent cloned us with every signal blocked; keep it so, so that no handler inherited
     // from the parent ever runs here. Signals are read from a signalfd instead.
     sys::block_all_signals().map_err(at(Stage::Signals))?;
@@ -226,7 +228,17 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     let signals = sys::signalfd(&wanted).map_err(at(Stage::Signals))?;
     sys::sethostname(plan.hostname).map_err(at(Stage::Hostname))?;
     let old_umask = sys::umask(0);
+    let mut overlay_errno = 0;
     for (i, step) in plan.mounts.steps.iter().enumerate() {
+        if let Step::Overlay { target, userxattr } = step {
+            // Soft: refused, the directory stays the host's, read-only, as the rest of the root.
+            if let Err(errno) = overlay(target, *userxattr) {
+                if overlay_errno == 0 {
+                    overlay_errno = errno as i32;
+                }
+            }
+            continue;
+        }
         run_step(step, &plan.mounts.slots).map_err(|errno| Failure {
             stage: Stage::Mount,
             step: i as u32,
@@ -250,7 +262,91 @@ fn setup(plan: &InitPlan<'_>) -> Result<OwnedFd, Failure> {
     if let Some(caps) = &plan.caps {
         drop_bounding_set(caps).map_err(at(Stage::Capabilities))?;
     }
-    Ok(signals)
+    Ok((signals, overlay_errno))
+}
+
+/// [`Step::Overlay`]: the host's directory `target` as the lower layer of an overlay whose
+/// upper layer is a fresh tmpfs mounted on `target` first (and then hidden under the overlay).
+/// Both layers are named through `/proc/self/fd`, so no path needs escaping in the options.
+/// On failure the tmpfs is detached again: `target` is the host's, as before.
+fn overlay(target: &CStr, userxattr: bool) -> Result<(), Errno> {
+    let lower = sys::open_dir_path(target)?;
+    let (uid, gid, mode) = sys::owner_and_mode(lower.as_fd())?;
+    sys::mount(Some(c"tmpfs"), target, Some(c"tmpfs"), libc::MS_NOSUID | libc::MS_NODEV, Some(c"mode=755"))?;
+    let layered = (|| {
+        let layer = sys::open_dir_path(target)?;
+        // The overlay's root shows its upper directory's owner and mode: the host's own.
+        sys::mkdir_at(layer.as_fd(), c"u", mode)?;
+        sys::mkdir_at(layer.as_fd(), c"w", 0o700)?;
+        if uid != 0 || gid != 0 {
+            // An owner this user namespace does not map cannot be given: root's then.
+            let _ = sys::chown_at(layer.as_fd(), c"u", uid, gid);
+        }
+        let mut data = StackStr::<160>::new();
+        data.push(b"lowerdir=/proc/self/fd/");
+        data.number(lower.as_raw_fd());
+        data.push(b",upperdir=/proc/self/fd/");
+        data.number(layer.as_raw_fd());
+        data.push(b"/u,workdir=/proc/self/fd/");
+        data.number(layer.as_raw_fd());
+        data.push(b"/w");
+        if userxattr {
+            data.push(b",userxattr");
+        }
+        let data = data.as_cstr().ok_or(Errno::ENAMETOOLONG)?;
+        sys::mount(Some(c"overlay"), target, Some(c"overlay"), libc::MS_NOSUID | libc::MS_NODEV, Some(data))
+    })();
+    if layered.is_err() {
+        let _ = sys::umount_detach(target);
+    }
+    layered
+}
+
+/// A NUL-terminated string built on the stack (the init allocates nothing).
+struct StackStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    overflow: bool,
+}
+
+impl<const N: usize> StackStr<N> {
+    fn new() -> Self {
+        StackStr { buf: [0; N], len: 0, overflow: false }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        // One byte stays for the NUL.
+        if self.len + bytes.len() >= N {
+            self.overflow = true;
+            return;
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn number(&mut self, n: RawFd) {
+        let mut digits = [0u8; 10];
+        let mut at = digits.len();
+        let mut n = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    /// `None` when something did not fit.
+    fn as_cstr(&mut self) -> Option<&CStr> {
+        if self.overflow {
+            return None;
+        }
+        self.buf[self.len] = 0;
+        CStr::from_bytes_with_nul(&self.buf[..=self.len]).ok()
+    }
 }
 
 /// uid and gid 0 of the new user namespace (the owner outside), without root's supplementary
@@ -344,6 +440,8 @@ fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
             sys::mount(Some(c"/dev/null"), target, None, libc::MS_BIND, None)
         }
         Step::MaskAs { first, target } => sys::mount(Some(first), target, None, libc::MS_BIND, None),
+        // `setup` runs it softly itself; here, as any step.
+        Step::Overlay { target, userxattr } => overlay(target, *userxattr),
     }
 }
 

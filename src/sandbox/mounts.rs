@@ -27,7 +27,7 @@
 use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -100,6 +100,17 @@ pub(crate) enum Step {
         target: CString,
         dir: bool,
     },
+    /// The host directory `target` seen through a throw-away writable layer: its O_PATH fd kept,
+    /// a fresh tmpfs mounted on it (`u` and `w` in it, `u` with the owner and mode of the host's
+    /// directory), then an overlay of the host's directory (lower, through the fd) and `u`
+    /// (upper) on top, hiding the tmpfs. Soft: when the kernel refuses, the tmpfs goes again,
+    /// the directory stays the host's (read-only) and the init reports the errno in `Started`.
+    /// `userxattr`: in a user namespace, where the kernel allows overlayfs only its `user.`
+    /// extended attributes.
+    Overlay {
+        target: CString,
+        userxattr: bool,
+    },
     /// Hides the directory `target` under the empty read-only tmpfs already masking `first`
     /// (a bind of it keeps its read-only flags: one tmpfs for every masked directory).
     MaskAs {
@@ -128,6 +139,7 @@ impl Step {
             Step::Symlink { link, .. } => format!("creating symlink {}", s(link)),
             Step::Chdir { path } => format!("changing directory to {}", s(path)),
             Step::PivotRoot => "pivoting to the new root".to_owned(),
+            Step::Overlay { target, .. } => format!("mounting a throw-away layer on {}", s(target)),
             Step::Mask { target, .. } | Step::MaskAs { target, .. } => format!("masking {}", s(target)),
         }
     }
@@ -311,7 +323,7 @@ impl MountPlan {
     /// (a confined, not privileged, container).
     #[cfg(test)]
     pub(crate) fn new(rootfs: &Rootfs, filesystem: bool, harden: bool, keep_visible: &[&Path]) -> MountPlan {
-        MountPlan::build(rootfs, filesystem, harden, keep_visible, false, true)
+        MountPlan::build(rootfs, filesystem, harden, keep_visible, false, true, &[])
     }
 
     /// [`MountPlan::new`], for a container in its own user namespace when `userns`: there
@@ -322,6 +334,12 @@ impl MountPlan {
     /// the kernel refuses a fresh `/proc` (its PID namespace is not owned by the container's
     /// user namespace): the host's `/proc`, the right view for that PID namespace anyway, is
     /// cloned first and attached in its place.
+    ///
+    /// `overlay` (canonical, `Rootfs::Host` only): directories shown through a throw-away layer
+    /// ([`Step::Overlay`]), after the fresh mounts and before the writable trees are attached
+    /// (a workspace in the home directory stays the host's, writable). Those at or below a
+    /// writable directory, or below a freshly mounted one, are left out; mounts below one are
+    /// cloned from the read-only tree and attached on top again.
     pub(crate) fn build(
         rootfs: &Rootfs,
         filesystem: bool,
@@ -329,6 +347,7 @@ impl MountPlan {
         keep_visible: &[&Path],
         userns: bool,
         pid_ns: bool,
+        overlay: &[PathBuf],
     ) -> MountPlan {
         let mut steps = vec![Step::MakePrivate];
         let host_proc = userns && !pid_ns;
@@ -344,7 +363,9 @@ impl MountPlan {
         }
         match rootfs {
             Rootfs::Host { writable } => {
-                let visible = covered_but_needed(keep_visible, writable);
+                let overlay = overlay_targets(overlay, writable);
+                let mut visible = covered_but_needed(keep_visible, writable);
+                visible.extend(mounts_below(&overlay, writable, mount_points()));
                 let devices = writable.len() + visible.len();
                 let proc_slot = devices + if userns { DEVICES.len() } else { 0 };
                 if userns {
@@ -377,6 +398,9 @@ impl MountPlan {
                 );
                 if harden {
                     self::harden(&mut steps);
+                }
+                for dir in overlay {
+                    steps.push(Step::Overlay { target: cstring(dir), userxattr: userns });
                 }
                 // Parents before children, so a writable directory inside a kept-visible one
                 // is attached on top of it.
@@ -580,6 +604,52 @@ fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
+/// Of the overlay directories, those the plan mounts a layer on: not at or below a writable
+/// directory (the host's, writable already), not below a freshly mounted one (not the host's
+/// there), not below another of them.
+fn overlay_targets<'a>(overlay: &'a [PathBuf], writable: &[PathBuf]) -> Vec<&'a PathBuf> {
+    let mut out: Vec<&PathBuf> = Vec::new();
+    for dir in overlay {
+        if writable.iter().any(|w| dir.starts_with(w))
+            || covered().iter().any(|c| dir.starts_with(c))
+            || out.iter().any(|o| dir.starts_with(o))
+        {
+            continue;
+        }
+        out.retain(|o| !o.starts_with(dir));
+        out.push(dir);
+    }
+    out
+}
+
+/// The outermost mount points strictly below an overlay directory and not at or below a
+/// writable one: the layer's lower directory shows only its own filesystem, so these are cloned
+/// from the read-only tree and attached on top of the layer again.
+fn mounts_below(overlay: &[&PathBuf], writable: &[PathBuf], mount_points: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for m in mount_points {
+        let below = overlay.iter().any(|o| m.starts_with(o) && m != *o);
+        if !below || writable.iter().any(|w| m.starts_with(w)) || out.iter().any(|o| m.starts_with(o)) {
+            continue;
+        }
+        out.retain(|o| !o.starts_with(m));
+        out.push(m.clone());
+    }
+    out
+}
+
+/// This process's mount points (`/proc/self/mountinfo`), read once per process.
+fn mount_points() -> &'static [PathBuf] {
+    static POINTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    POINTS.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(|field| PathBuf::from(std::ffi::OsString::from_vec(crate::mountinfo::unescape(field))))
+            .collect()
+    })
+}
+
 /// A writable directory below a freshly mounted directory (say `/tmp/work`) needs its mount point
 /// created in the fresh mount first.
 fn mkdirs_under_covered(steps: &mut Vec<Step>, dir: &Path) {
@@ -656,10 +726,69 @@ mod tests {
     }
 
     #[test]
+    fn an_overlay_goes_on_after_the_hardening_and_before_the_writable_trees() {
+        let home = PathBuf::from("/home/u");
+        let plan = MountPlan::build(
+            &Rootfs::Host { writable: vec![PathBuf::from("/home/u/src/ws")] },
+            true,
+            true,
+            &[],
+            false,
+            true,
+            std::slice::from_ref(&home),
+        );
+        let text = render(&plan);
+        let pos = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));
+        let layer = pos("mounting a throw-away layer on /home/u\n");
+        assert!(pos("making / read-only") < layer);
+        assert!(pos("masking") < layer);
+        assert!(layer < pos("attaching the directory /home/u/src/ws"));
+        assert!(matches!(
+            plan.steps.iter().find(|s| matches!(s, Step::Overlay { .. })),
+            Some(Step::Overlay { userxattr: false, .. })
+        ));
+        // In a user namespace: `userxattr`.
+        let plan = MountPlan::build(&Rootfs::Host { writable: vec![] }, true, true, &[], true, true, &[home]);
+        assert!(plan.steps.iter().any(|s| matches!(s, Step::Overlay { userxattr: true, .. })));
+    }
+
+    #[test]
+    fn overlay_targets_leave_out_writable_fresh_and_nested_directories() {
+        let p = |s: &str| PathBuf::from(s);
+        let overlay = [p("/home/u"), p("/srv/data"), p("/tmp/h"), p("/home/u/inner"), p("/opt/x")];
+        let writable = [p("/srv"), p("/opt/x")];
+        let got = overlay_targets(&overlay, &writable);
+        assert_eq!(got, [&p("/home/u")]);
+        // An outer one given after an inner one replaces it.
+        let overlay = [p("/home/u/inner"), p("/home/u")];
+        assert_eq!(overlay_targets(&overlay, &[]), [&p("/home/u")]);
+    }
+
+    #[test]
+    fn mounts_below_an_overlay_are_kept_outermost_first_but_not_writable_ones() {
+        let p = |s: &str| PathBuf::from(s);
+        let home = p("/home/u");
+        let points = [
+            p("/"),
+            p("/home"),
+            p("/home/u"),
+            p("/home/u/nfs"),
+            p("/home/u/nfs/deep"),
+            p("/home/u/ws"),
+            p("/home/uv"),
+        ];
+        let got = mounts_below(&[&home], &[p("/home/u/ws")], &points);
+        assert_eq!(got, [p("/home/u/nfs")]);
+        // A deeper one seen first gives way to its parent.
+        let points = [p("/home/u/nfs/deep"), p("/home/u/nfs")];
+        assert_eq!(mounts_below(&[&home], &[], &points), [p("/home/u/nfs")]);
+    }
+
+    #[test]
     fn in_a_user_namespace_device_nodes_are_the_hosts_bound() {
         let writable = vec![PathBuf::from("/srv")];
         for rootfs in [Rootfs::Host { writable }, Rootfs::Dir(PathBuf::from("/srv/root"))] {
-            let plan = MountPlan::build(&rootfs, true, true, &[], true, true);
+            let plan = MountPlan::build(&rootfs, true, true, &[], true, true, &[]);
             let text = render(&plan);
             let pos =
                 |needle: &str| text.find(needle).unwrap_or_else(|| panic!("{needle} missing from\n{text}"));

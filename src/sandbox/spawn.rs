@@ -43,6 +43,8 @@ pub(crate) struct Request<'a> {
     pub(crate) id: &'a str,
     pub(crate) hostname: &'a str,
     pub(crate) rootfs: &'a Rootfs,
+    /// Canonical directories to show through a throw-away layer (`Options::overlay_dirs`).
+    pub(crate) overlay_dirs: &'a [PathBuf],
     pub(crate) isolation: Isolation,
     /// The capabilities the main process keeps; `None`: privileged (all, and /proc as is).
     pub(crate) confine: Option<Capabilities>,
@@ -96,6 +98,8 @@ pub(crate) struct Spawned {
     /// The main process's pid as the init sees it.
     pub(crate) main_pid: i32,
     pub(crate) started: Instant,
+    /// Why the kernel refused the overlay of the request's `overlay_dirs`.
+    pub(crate) overlay_refused: Option<Errno>,
 }
 
 /// Set once clone3 refused `CLONE_INTO_CGROUP` (kernels before 5.7): move the pid instead.
@@ -157,7 +161,7 @@ impl Paused {
         release(&self.life)?;
         let started = if restart_clock { Instant::now() } else { self.started };
         match read_message(&self.status).map_err(SpawnError::Channel)? {
-            Some(Message::Started { pid: main_pid }) => {
+            Some(Message::Started { pid: main_pid, overlay_errno }) => {
                 nix::fcntl::fcntl(&self.status, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                     .map_err(|e| SpawnError::Channel(e.into()))?;
                 Ok(Spawned {
@@ -173,6 +177,7 @@ impl Paused {
                     mount_ns: self.mount_ns,
                     main_pid,
                     started,
+                    overlay_refused: (overlay_errno != 0).then(|| Errno::from_raw(overlay_errno)),
                 })
             }
             Some(Message::Failed { stage, step, errno }) => {
@@ -332,6 +337,7 @@ impl Prepared {
             // and the kernel's other rules for mounts there.
             req.userns.is_some() || !crate::preflight::in_initial_user_namespace(),
             req.isolation.contains(Isolation::PROCESS_CONTROL),
+            req.overlay_dirs,
         );
         // cgroup v1: the init joins its cgroups itself, first thing, by writing `0` (itself) into
         // each `tasks` file. Moving the current thread skips the kernel's global threadgroup lock,

@@ -22,7 +22,7 @@ use super::mounts::{MountPlan, Step};
 use crate::sys::CStrArray;
 
 /// Changes whenever the encoding does.
-pub(crate) const PROTOCOL: u32 = 6;
+pub(crate) const PROTOCOL: u32 = 7;
 
 /// The most fds a request carries (the plan's fds and the cgroup directory): far more than a plan
 /// has (life, status, /dev/null, two output pipes, inherited stdio).
@@ -203,6 +203,11 @@ fn encode_mounts(out: &mut Out, mounts: &MountPlan) {
                 out.cstr(first);
                 out.cstr(target);
             }
+            Step::Overlay { target, userxattr } => {
+                out.u8(15);
+                out.cstr(target);
+                out.bool(*userxattr);
+            }
         }
     }
 }
@@ -380,6 +385,7 @@ fn decode_mounts(r: &mut In<'_>) -> Result<MountPlan, Malformed> {
             12 => Step::Mask { target: r.cstring()?, dir: r.bool()? },
             13 => Step::Touch { path: r.cstring()? },
             14 => Step::MaskAs { first: r.cstring()?, target: r.cstring()? },
+            15 => Step::Overlay { target: r.cstring()?, userxattr: r.bool()? },
             _ => return Err(Malformed::Content),
         });
     }
@@ -564,6 +570,7 @@ mod tests {
             &[Path::new("/tmp/ci/repo")],
             true,
             true,
+            &[PathBuf::from("/var/lib/u")],
         );
         let join = cstrings(&["/sys/fs/cgroup/pids/cvtest.1.2.3/tasks"]);
         let argv = CStrArray::new(cstrings(&["prog", "--exact", "a b"]));

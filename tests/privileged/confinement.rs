@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cvtest::{Capabilities, Command, Container, Isolation, Options, Rootfs, Stdio, Termination};
@@ -30,6 +30,12 @@ pub fn trials() -> Vec<Trial> {
         privileged("confinement::without_a_filesystem_caps_still_drop", without_a_filesystem_caps_still_drop),
         privileged_unless("confinement::no_controlling_terminal", no_controlling_terminal),
         privileged("confinement::host_run_is_hidden", host_run_is_hidden),
+        privileged("confinement::an_overlay_dir_is_a_throwaway_layer", an_overlay_dir_is_a_throwaway_layer),
+        privileged("confinement::an_overlay_dir_in_a_user_namespace", an_overlay_dir_in_a_user_namespace),
+        privileged(
+            "confinement::a_refused_overlay_leaves_the_dir_read_only",
+            a_refused_overlay_leaves_the_dir_read_only,
+        ),
         privileged("confinement::session_keyring_is_fresh", session_keyring_is_fresh),
         privileged("confinement::host_addresses_beyond_the_host_end", host_addresses_beyond_the_host_end),
     ]
@@ -863,6 +869,170 @@ fn host_run_is_hidden() -> Result<(), Failed> {
     // /var/run: a symlink into the fresh /run, or a fresh tmpfs of its own.
     r.expect("var_run_fs", "tmpfs")?;
     Ok(())
+}
+
+/// An overlay directory (as `HOME` is in `cargo cvtest`), outside the writable ones: the test
+/// reads the host's files there and writes, nothing reaches the host or the next container, a
+/// mount below it stays visible (read-only), and the unix socket listening in it on the host
+/// cannot be connected to through the layer. The layer's root has the host directory's mode.
+fn an_overlay_dir_is_a_throwaway_layer() -> Result<(), Failed> {
+    overlay_case(None, true)
+}
+
+/// The same with the container in a user namespace of its own (root mode, mapped to nobody, as
+/// rootless): overlayfs there needs `userxattr`, and the layer is made by the namespace's root.
+fn an_overlay_dir_in_a_user_namespace() -> Result<(), Failed> {
+    overlay_case(Some(65534), false)
+}
+
+/// In a user namespace the kernel refuses an overlay whose lower directory has a mount below it
+/// that the namespace inherited (it is locked: the layer would show what it hides): the
+/// directory stays the host's, read-only, and the container says why.
+fn a_refused_overlay_leaves_the_dir_read_only() -> Result<(), Failed> {
+    overlay_case(Some(65534), true)
+}
+
+/// Unmounts the tmpfs the overlay trials mount below their directory on the host.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn overlay_case(map_to: Option<u32>, submount: bool) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o751))?;
+    std::fs::write(d.join("keep.me"), b"original")?;
+    std::fs::create_dir(d.join("mnt"))?;
+    let _mounted = if submount {
+        nix::mount::mount(
+            Some("tmpfs"),
+            &d.join("mnt"),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=755"),
+        )
+        .map_err(|e| format!("mount a tmpfs on {}: {e}", d.join("mnt").display()))?;
+        Some(HostMount(d.join("mnt")))
+    } else {
+        None
+    };
+    std::fs::write(d.join("mnt/mounted"), b"below")?;
+    // Refused: a user namespace, and a mount below the directory.
+    let refusal = map_to.is_some() && submount;
+    let socket = d.join("agent.sock");
+    let listener = UnixListener::bind(&socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    let reached = UnixStream::connect(&socket).is_ok();
+    let mut opts = options(writable.path());
+    opts.set_overlay_dirs(vec![d.to_owned()]);
+    if let Some(uid) = map_to {
+        // As rootless: the directory and its files belong to the container's root (a file of
+        // an owner the namespace does not map cannot be copied up), and so does the socket.
+        opts.map_root_to(uid, uid);
+        for p in [
+            writable.path().to_owned(),
+            d.to_owned(),
+            d.join("keep.me"),
+            d.join("mnt"),
+            d.join("mnt/mounted"),
+            socket.clone(),
+        ] {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(uid))?;
+        }
+    }
+    let mode = std::fs::metadata(d)?.permissions().mode() & 0o7777;
+    let d_str = d.to_str().unwrap_or_default();
+    for round in ["first", "second"] {
+        let mut c = Container::create(&opts).map_err(|e| format!("create: {e}"))?;
+        let mut cmd: Command = command("overlay", &[d_str]);
+        cmd.stdout(Stdio::Capture { limit: 1 << 20 }).stderr(Stdio::Capture { limit: 1 << 20 });
+        c.spawn(&cmd).map_err(|e| format!("spawn: {e}"))?;
+        let refused = c.overlay_refused();
+        let out = c.wait(Some(Duration::from_secs(60))).map_err(|e| format!("wait: {e}"))?;
+        c.destroy().map_err(|e| format!("destroy: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match (refusal, refused.as_ref().and_then(std::io::Error::raw_os_error)) {
+            (false, None) | (true, Some(libc::EINVAL)) => {}
+            (false, Some(_)) => return Err(format!("the kernel refused the layer: {refused:?}").into()),
+            (true, other) => return Err(format!("refused with {other:?}, not EINVAL").into()),
+        }
+        ensure!(
+            out.termination == Termination::Exited(0),
+            "{round}: {:?}\n{text}\n{}",
+            out.termination,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("    {round}: {}", text.trim().replace('\n', " "));
+        let values: BTreeMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let r = Report { values, text };
+        if refusal {
+            let erofs = libc::EROFS.to_string();
+            r.expect("keep_before", "original")?;
+            for key in ["write_keep", "write_new", "mkdir_nested", "remove_keep"] {
+                r.expect(key, &erofs)?;
+            }
+            continue;
+        }
+        // Every round sees the host's file as it is: the earlier round's write went nowhere.
+        r.expect("keep_before", "original")?;
+        r.expect("new_before", &libc::ENOENT.to_string())?;
+        r.expect("write_keep", "ok")?;
+        r.expect("keep_after", "changed")?;
+        r.expect("write_new", "ok")?;
+        r.expect("mkdir_nested", "ok")?;
+        r.expect("remove_keep", "ok")?;
+        r.expect("mounted", "below")?;
+        // A mount below is cloned from the read-only tree; without one `mnt` is in the layer.
+        r.expect("write_mounted", &if submount { libc::EROFS.to_string() } else { "ok".to_owned() })?;
+        r.expect("connect_socket", &libc::ECONNREFUSED.to_string())?;
+        r.expect("mode", &format!("{mode:o}"))?;
+    }
+    drop(listener);
+    ensure!(reached, "the host cannot connect to its own socket: the check would be blind");
+    let mut names: Vec<String> =
+        std::fs::read_dir(d)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    ensure!(names == ["agent.sock", "keep.me", "mnt"], "the host's directory changed: {names:?}");
+    let below: Vec<_> = std::fs::read_dir(d.join("mnt"))?.flatten().map(|e| e.file_name()).collect();
+    ensure!(below == ["mounted"], "the host's mnt changed: {below:?}");
+    ensure!(std::fs::read(d.join("keep.me"))? == b"original", "keep.me changed on the host");
+    Ok(())
+}
+
+/// Helper mode `overlay`: reads and writes in the overlay directory `dir`, and tries its socket.
+pub fn overlay_probe(dir: &str) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Path::new(dir);
+    let read = |p: &Path| match std::fs::read_to_string(p) {
+        Ok(s) => s,
+        Err(e) => e.raw_os_error().unwrap_or(-1).to_string(),
+    };
+    let status = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.raw_os_error().unwrap_or(-1).to_string(),
+    };
+    show("keep_before", read(&d.join("keep.me")));
+    show("new_before", read(&d.join("new")));
+    show("mode", format!("{:o}", std::fs::metadata(d).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0)));
+    show("write_keep", status(std::fs::write(d.join("keep.me"), b"changed")));
+    show("keep_after", read(&d.join("keep.me")));
+    show("write_new", status(std::fs::write(d.join("new"), b"new")));
+    show("mkdir_nested", status(std::fs::create_dir_all(d.join("a/b/c"))));
+    show("remove_keep", status(std::fs::remove_file(d.join("keep.me"))));
+    show("mounted", read(&d.join("mnt/mounted")));
+    show("write_mounted", status(std::fs::write(d.join("mnt/x"), b"x")));
+    show_io("connect_socket", std::os::unix::net::UnixStream::connect(d.join("agent.sock")).map(drop));
+    0
 }
 
 /// Helper mode `host-sockets`: connects to the unix socket at `path` and the abstract `name`.

@@ -112,6 +112,32 @@ fn writes_stay_inside() {
     std::fs::write(&inside, b"ok").unwrap_or_else(|e| panic!("write {}: {e}", inside.display()));
 }
 
+/// `HOME` is a throw-away layer over the host's: the test reads the host's files there and may
+/// write, nothing of it reaches the host (the driver checks), and the unix socket the driver
+/// listens on in it cannot be connected to (`RELIABILITY_HOME_SOCKET`).
+#[test]
+fn home_is_throwaway() {
+    use std::os::unix::fs::PermissionsExt;
+    let nonce = std::env::var("RELIABILITY_NONCE").expect("RELIABILITY_NONCE is not set");
+    let home = PathBuf::from(std::env::var_os("HOME").expect("HOME is not set"));
+    let socket = PathBuf::from(std::env::var_os("RELIABILITY_HOME_SOCKET").expect("no socket"));
+    let mode: u32 = std::env::var("RELIABILITY_HOME_MODE").expect("no mode").parse().expect("a mode");
+    let seen = std::fs::metadata(&home).expect("HOME").permissions().mode() & 0o7777;
+    assert_eq!(seen, mode, "HOME's mode is not the host's");
+    // The host's files are there (the driver's socket among them).
+    assert!(socket.exists(), "{} is not visible", socket.display());
+    let probe = home.join(format!("cvtest-rel-probe-{nonce}"));
+    std::fs::write(&probe, b"mine").unwrap_or_else(|e| panic!("write {}: {e}", probe.display()));
+    assert_eq!(std::fs::read(&probe).expect("read back"), b"mine");
+    let nested = home.join(format!("cvtest-rel-dir-{nonce}/a/b"));
+    std::fs::create_dir_all(&nested).unwrap_or_else(|e| panic!("mkdir {}: {e}", nested.display()));
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => panic!("connected to the host's {} through HOME", socket.display()),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ECONNREFUSED), "connect: {e}"),
+    }
+    signal("home.ok");
+}
+
 /// A hostile test: root in its own mount namespace, it tries to make the host's root writable
 /// again (remount, then mount_setattr), then to write outside the writable directories. Both
 /// must be refused for want of CAP_SYS_ADMIN, and the write with EROFS.

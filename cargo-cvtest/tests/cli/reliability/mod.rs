@@ -79,6 +79,7 @@ pub fn trials() -> Vec<Trial> {
         privileged("safety::sees_only_itself", safety::sees_only_itself),
         privileged("safety::peers_cannot_see_each_other", safety::peers_cannot_see_each_other),
         privileged("safety::writes_stay_inside", safety::writes_stay_inside),
+        privileged("safety::home_is_a_throwaway_layer", safety::home_is_a_throwaway_layer),
         privileged("safety::remount_refused", safety::remount_refused),
         privileged("safety::capabilities_follow_settings", safety::capabilities_follow_settings),
         privileged("safety::subnet_isolation", safety::subnet_isolation),

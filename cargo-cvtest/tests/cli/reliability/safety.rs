@@ -114,6 +114,46 @@ pub fn writes_stay_inside() -> Result<Completion, Failed> {
     Ok(Completion::Completed)
 }
 
+/// The test's `HOME` (the runner's) is a throw-away layer: its writes there stay in the
+/// container, and a unix socket listening there on the host cannot be reached through it (an
+/// ssh `ControlMaster`, a Docker Desktop socket).
+pub fn home_is_a_throwaway_layer() -> Result<Completion, Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set")?);
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let nonce = format!("{}-{}", std::process::id(), since_epoch.as_nanos());
+    let socket = home.join(format!(".cvtest-rel-{nonce}.sock"));
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    // Not blind: the host reaches it.
+    let reached = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    let mode = std::fs::metadata(&home)?.permissions().mode() & 0o7777;
+    let base = Baseline::capture();
+    let rdv = rendezvous();
+    let result = Invocation::new(&["-j", "1", "--exact", "safety::home_is_throwaway"])
+        .env("RELIABILITY_DIR", rdv.path())
+        .env("RELIABILITY_NONCE", &nonce)
+        .env("RELIABILITY_HOME_SOCKET", &socket)
+        .env("RELIABILITY_HOME_MODE", mode.to_string())
+        .run();
+    drop(listener);
+    let _ = std::fs::remove_file(&socket);
+    let done = result?;
+    done.check(reached, "the host connects to its own socket (else the check would be blind)")?;
+    done.check_events_complete()?;
+    done.expect_code(0)?;
+    done.check(rdv.path().join("home.ok").exists(), "the test ran to its end")?;
+    for name in [format!("cvtest-rel-probe-{nonce}"), format!("cvtest-rel-dir-{nonce}")] {
+        done.check(!home.join(&name).exists(), &format!("the test's {name} stayed out of the host's HOME"))?;
+    }
+    base.wait_clean(&done.owner, CLEANUP_TIMEOUT)?;
+    note(&format!(
+        "the test wrote in HOME ({}), none of it reached the host, and its socket refused",
+        home.display()
+    ));
+    Ok(Completion::Completed)
+}
+
 /// A hostile test, root in its own mount namespace, tries to remount the read-only root
 /// writable and to write outside the writable directories: refused (it lacks CAP_SYS_ADMIN), and
 /// nothing appears on the host. Was finding 1 (docs/RELIABILITY.md).
