@@ -365,7 +365,9 @@ impl MountPlan {
             Rootfs::Host { writable } => {
                 let overlay = overlay_targets(overlay, writable);
                 let mut visible = covered_but_needed(keep_visible, writable);
-                visible.extend(mounts_below(&overlay, writable, mount_points()));
+                if !overlay.is_empty() {
+                    visible.extend(with_mount_points(|points| mounts_below(&overlay, writable, points)));
+                }
                 let devices = writable.len() + visible.len();
                 let proc_slot = devices + if userns { DEVICES.len() } else { 0 };
                 if userns {
@@ -638,16 +640,41 @@ fn mounts_below(overlay: &[&PathBuf], writable: &[PathBuf], mount_points: &[Path
     out
 }
 
-/// This process's mount points (`/proc/self/mountinfo`), read once per process.
-fn mount_points() -> &'static [PathBuf] {
-    static POINTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
-    POINTS.get_or_init(|| {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// `f` of this process's mount points (`/proc/self/mountinfo`). Read again only when the mount
+/// table changed since: the kernel flags an open mountinfo file for `poll` (`POLLPRI`) at every
+/// change of its mount namespace, so an unchanged table costs one `poll`.
+fn with_mount_points<T>(f: impl FnOnce(&[PathBuf]) -> T) -> T {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsFd;
+    static TABLE: std::sync::Mutex<Option<(std::fs::File, Vec<PathBuf>)>> = std::sync::Mutex::new(None);
+    let parse = |text: &str| -> Vec<PathBuf> {
         text.lines()
             .filter_map(|line| line.split(' ').nth(4))
             .map(|field| PathBuf::from(std::ffi::OsString::from_vec(crate::mountinfo::unescape(field))))
             .collect()
-    })
+    };
+    let read = |file: &mut std::fs::File| -> Option<Vec<PathBuf>> {
+        let mut text = String::new();
+        file.rewind().ok()?;
+        file.read_to_string(&mut text).ok()?;
+        Some(parse(&text))
+    };
+    let mut table = TABLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((file, points)) = table.as_mut() {
+        let mut fds = [nix::poll::PollFd::new(file.as_fd(), nix::poll::PollFlags::POLLPRI)];
+        let changed = !matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(0));
+        if changed {
+            if let Some(fresh) = read(file) {
+                *points = fresh;
+            }
+        }
+        return f(points);
+    }
+    let Ok(mut file) = std::fs::File::open("/proc/self/mountinfo") else { return f(&[]) };
+    let points = read(&mut file).unwrap_or_default();
+    let out = f(&points);
+    *table = Some((file, points));
+    out
 }
 
 /// A writable directory below a freshly mounted directory (say `/tmp/work`) needs its mount point
