@@ -228,6 +228,12 @@ impl Container {
                 crate::sandbox::userns::check_writable(dir, ns.owner)?;
             }
         }
+        let mut overlay_dirs = overlay_dirs;
+        if let (Some(ns), false) = (&userns, rootless) {
+            // A directory the mapped root cannot even search (root's 0700 home under `sudo`) is
+            // out of its reach as it is: a layer over it would show nothing it could use.
+            overlay_dirs.retain(|d| crate::sandbox::userns::searchable(d, ns.owner));
+        }
         sweep_if_due();
         let background = options.background() && crate::background::enabled();
         let cgroup = if options.isolation().contains(Isolation::CGROUPS) {

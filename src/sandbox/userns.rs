@@ -109,6 +109,19 @@ pub(crate) fn check_writable(dir: &Path, owner: MappedOwner) -> Result<(), Creat
     })
 }
 
+/// Whether `owner` (without supplementary groups, as a mapped root is) may search `dir` and
+/// every directory above it: else nothing below `dir` is within its reach.
+pub(crate) fn searchable(dir: &Path, owner: MappedOwner) -> bool {
+    dir.ancestors().all(|d| {
+        std::fs::metadata(d).is_ok_and(|meta| {
+            let mode = meta.mode();
+            (meta.uid() == owner.uid && mode & 0o100 != 0)
+                || (meta.gid() == owner.gid && mode & 0o010 != 0)
+                || mode & 0o001 != 0
+        })
+    })
+}
+
 /// `uid` or `uid:gid`.
 fn parse_owner(s: &str) -> Option<MappedOwner> {
     let (uid, gid) = match s.trim().split_once(':') {

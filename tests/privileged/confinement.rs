@@ -33,6 +33,10 @@ pub fn trials() -> Vec<Trial> {
         privileged("confinement::an_overlay_dir_is_a_throwaway_layer", an_overlay_dir_is_a_throwaway_layer),
         privileged("confinement::an_overlay_dir_in_a_user_namespace", an_overlay_dir_in_a_user_namespace),
         privileged("confinement::an_overlay_over_a_locked_mount", an_overlay_over_a_locked_mount),
+        privileged(
+            "confinement::no_overlay_out_of_the_mapped_roots_reach",
+            no_overlay_out_of_the_mapped_roots_reach,
+        ),
         privileged("confinement::session_keyring_is_fresh", session_keyring_is_fresh),
         privileged("confinement::host_addresses_beyond_the_host_end", host_addresses_beyond_the_host_end),
     ]
@@ -888,6 +892,39 @@ fn an_overlay_dir_in_a_user_namespace() -> Result<(), Failed> {
 /// (6.1 in the VM) make it, and the mount is attached on top as without a user namespace.
 fn an_overlay_over_a_locked_mount() -> Result<(), Failed> {
     overlay_case(Some(65534), true)
+}
+
+/// A directory the mapped root may not search (root's `0700` home under `sudo`) gets no layer:
+/// it would show nothing the test could use, and cost the mount.
+fn no_overlay_out_of_the_mapped_roots_reach() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let writable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    std::os::unix::fs::chown(writable.path(), Some(65534), Some(65534))?;
+    let open = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    let closed = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).map_err(|e| format!("tempdir: {e}"))?;
+    std::fs::set_permissions(open.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700))?;
+    let mut opts = options(writable.path());
+    opts.map_root_to(65534, 65534);
+    opts.set_overlay_dirs(vec![open.path().to_owned(), closed.path().to_owned()]);
+    let paths = [open.path().to_str().unwrap_or_default(), closed.path().to_str().unwrap_or_default()];
+    let r = run_helper(&opts, "mount-types", &paths)?;
+    println!("    {}", r.text.trim().replace('\n', " "));
+    r.expect(&format!("fs:{}", paths[0]), "overlay")?;
+    r.expect(&format!("fs:{}", paths[1]), "none")?;
+    Ok(())
+}
+
+/// Helper mode `mount-types`: the filesystem type of the topmost mount at each path (`none`
+/// when no mount is there).
+pub fn mount_types(paths: &[&str]) -> i32 {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for p in paths {
+        let top = table.lines().rfind(|l| l.split(' ').nth(4) == Some(*p));
+        let fs = top.and_then(|l| l.split(" - ").nth(1)).and_then(|r| r.split(' ').next()).unwrap_or("none");
+        show(&format!("fs:{p}"), fs);
+    }
+    0
 }
 
 /// Unmounts the tmpfs the overlay trials mount below their directory on the host.

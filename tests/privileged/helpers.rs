@@ -58,6 +58,7 @@ pub fn run_if_requested() -> Option<i32> {
         ("tty-attack", []) => crate::confinement::tty_attack(),
         ("host-sockets", [path, name]) => crate::confinement::host_sockets(path, name),
         ("overlay", [dir]) => crate::confinement::overlay_probe(dir),
+        ("mount-types", paths) => crate::confinement::mount_types(paths),
         ("keyring", [description, id]) => crate::confinement::keyring(description, id),
         ("pool-leave-traces", [port, name]) => crate::netns_pool::leave_traces(port, name),
         ("pool-look-for-traces", [port, name]) => crate::netns_pool::look_for_traces(port, name),
