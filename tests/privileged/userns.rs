@@ -53,7 +53,7 @@ fn rootless(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
 
 /// A root trial that needs user namespaces; ignored with the reason where the kernel refuses
 /// them (the default v2 VM runs its command in a chroot, where `CLONE_NEWUSER` is EPERM).
-fn with_userns(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
+pub(crate) fn with_userns(name: &str, f: fn() -> Result<(), Failed>) -> Trial {
     Trial::ignorable_test(name, move || {
         if let Some(why) = crate::support::missing_privileges().or_else(no_user_namespaces) {
             return Ok(Completion::ignored_with(why));
