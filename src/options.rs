@@ -344,8 +344,9 @@ impl Options {
     ///
     /// Only with [`Rootfs::Host`] and [`Isolation::FILESYSTEM`]; a directory at or below a
     /// writable one, or below one the container gets fresh (`/tmp`, `/run`, ...), is left as it
-    /// is. Where the kernel refuses the overlay (no overlayfs, or a user namespace on a kernel
-    /// before 5.11), the directory stays read-only and
+    /// is, and so is one the container's mapped root (as root, [`Options::map_root_to`]) may
+    /// not search. Where the kernel refuses the overlay (no overlayfs; in a user namespace, a
+    /// kernel before 5.11 or a mount below the directory), the directory stays read-only and
     /// [`crate::Container::overlay_refused`] says why. `cargo cvtest` and `#[cv_test]` give
     /// the test's `HOME` this way. Checked (and made canonical) by `create`.
     pub fn overlay_dirs(&self) -> &[PathBuf] {
