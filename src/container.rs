@@ -434,7 +434,7 @@ impl Container {
     }
 
     /// A handle that gives the container's threads more CPUs while it runs, from any thread
-    /// ([`AffinityHandle::widen`]); `None` unless it is placed on some CPUs
+    /// ([`crate::AffinityHandle::widen`]); `None` unless it is placed on some CPUs
     /// ([`Options::set_cpu_affinity`]) and has a cgroup to list its threads.
     pub fn affinity_handle(&self) -> Option<crate::AffinityHandle> {
         let placed = self.cpus.clone()?;

@@ -74,7 +74,7 @@ pub struct Outcome {
     pub pids_limit_hit: bool,
     pub peaks: Peaks,
     /// Whether the limits were enforced: `false` for a container without a cgroup (an isolation
-    /// without [`crate::Caps::CGROUPS`], as the explicit no-limits mode makes), whose peaks are
+    /// without [`crate::Isolation::CGROUPS`], as the explicit no-limits mode makes), whose peaks are
     /// then only what rusage tells (`max_rss_bytes`, CPU times).
     pub limits_enforced: bool,
     /// Wall time from spawn to the end of the main process.

@@ -124,7 +124,7 @@ fn finish_prepare(container: &mut crate::Container, maker: Maker, cmd: &mut crat
     Some(maker)
 }
 
-/// A lab maker for one test: its socket, registered with this process's [`Hub`] while it
+/// A lab maker for one test: its socket, registered with this process's `Hub` while it
 /// serves.
 #[derive(Debug)]
 pub struct Maker {
