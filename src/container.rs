@@ -1085,37 +1085,33 @@ fn reap_within(pidfd: &OwnedFd, timeout: Duration) -> bool {
 
 /// Overlay directories made absolute and canonical, each an existing directory other than `/`.
 fn validate_overlay_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, CreateError> {
-    let mut out = Vec::with_capacity(dirs.len());
-    for dir in dirs {
-        let err = |source| CreateError::Overlay { path: dir.clone(), source };
-        let canon = dir.canonicalize().map_err(err)?;
-        if !canon.is_dir() || canon == Path::new("/") {
-            return Err(err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory other than /")));
-        }
-        crate::sandbox::mounts::check_path(&canon).map_err(err)?;
-        out.push(canon);
+    dirs.iter()
+        .map(|dir| canonical_dir(dir).map_err(|source| CreateError::Overlay { path: dir.clone(), source }))
+        .collect()
+}
+
+/// `dir` absolute and canonical, if it is an existing directory other than `/` whose path a C
+/// string can hold.
+fn canonical_dir(dir: &Path) -> io::Result<PathBuf> {
+    let canon = dir.canonicalize()?;
+    if !canon.is_dir() || canon == Path::new("/") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a directory other than /"));
     }
-    Ok(out)
+    crate::sandbox::mounts::check_path(&canon)?;
+    Ok(canon)
 }
 
 /// Writable directories made absolute and canonical; an explicit root checked.
 fn validate_rootfs(rootfs: &Rootfs) -> Result<Rootfs, CreateError> {
     match rootfs {
         Rootfs::Host { writable } => {
-            let mut out = Vec::with_capacity(writable.len());
-            for dir in writable {
-                let err = |source| CreateError::Writable { path: dir.clone(), source };
-                let canon = dir.canonicalize().map_err(err)?;
-                if !canon.is_dir() || canon == Path::new("/") {
-                    return Err(err(io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "not a directory other than /",
-                    )));
-                }
-                crate::sandbox::mounts::check_path(&canon).map_err(err)?;
-                out.push(canon);
-            }
-            Ok(Rootfs::Host { writable: out })
+            let writable = writable
+                .iter()
+                .map(|dir| {
+                    canonical_dir(dir).map_err(|source| CreateError::Writable { path: dir.clone(), source })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Rootfs::Host { writable })
         }
         Rootfs::Dir(root) => {
             let err = |source| CreateError::Rootfs { path: root.clone(), source };

@@ -230,20 +230,16 @@ fn setup(plan: &InitPlan<'_>) -> Result<(OwnedFd, i32), Failure> {
     let old_umask = sys::umask(0);
     let mut overlay_errno = 0;
     for (i, step) in plan.mounts.steps.iter().enumerate() {
-        if let Step::Overlay { target, userxattr } = step {
+        match (step, run_step(step, &plan.mounts.slots)) {
+            (_, Ok(())) => {}
             // Soft: refused, the directory stays the host's, read-only, as the rest of the root.
-            if let Err(errno) = overlay(target, *userxattr) {
+            (Step::Overlay { .. }, Err(errno)) => {
                 if overlay_errno == 0 {
                     overlay_errno = errno as i32;
                 }
             }
-            continue;
+            (_, Err(errno)) => return Err(Failure { stage: Stage::Mount, step: i as u32, errno }),
         }
-        run_step(step, &plan.mounts.slots).map_err(|errno| Failure {
-            stage: Stage::Mount,
-            step: i as u32,
-            errno,
-        })?;
     }
     sys::umask(old_umask);
     if plan.join_netns.is_none() {
@@ -440,7 +436,6 @@ fn run_step(step: &Step, slots: &[Cell<Option<OwnedFd>>]) -> Result<(), Errno> {
             sys::mount(Some(c"/dev/null"), target, None, libc::MS_BIND, None)
         }
         Step::MaskAs { first, target } => sys::mount(Some(first), target, None, libc::MS_BIND, None),
-        // `setup` runs it softly itself; here, as any step.
         Step::Overlay { target, userxattr } => overlay(target, *userxattr),
     }
 }

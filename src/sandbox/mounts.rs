@@ -594,16 +594,21 @@ fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
         let covered = covered().iter().any(|c| p.starts_with(c) && *p != Path::new(c));
-        if !covered || writable.iter().any(|w| p.starts_with(w)) {
-            continue;
+        if covered && !writable.iter().any(|w| p.starts_with(w)) {
+            push_outermost(&mut out, p.to_path_buf());
         }
-        if out.iter().any(|o| p.starts_with(o)) {
-            continue;
-        }
-        out.retain(|o| !o.starts_with(p));
-        out.push(p.to_path_buf());
     }
     out
+}
+
+/// Adds `path` to `out`, a set of paths none below another: unless one of them holds it, and
+/// in place of those it holds.
+fn push_outermost<P: AsRef<Path>>(out: &mut Vec<P>, path: P) {
+    if out.iter().any(|o| path.as_ref().starts_with(o)) {
+        return;
+    }
+    out.retain(|o| !o.as_ref().starts_with(&path));
+    out.push(path);
 }
 
 /// Of the overlay directories, those the plan mounts a layer on: not at or below a writable
@@ -612,14 +617,9 @@ fn covered_but_needed(paths: &[&Path], writable: &[PathBuf]) -> Vec<PathBuf> {
 fn overlay_targets<'a>(overlay: &'a [PathBuf], writable: &[PathBuf]) -> Vec<&'a PathBuf> {
     let mut out: Vec<&PathBuf> = Vec::new();
     for dir in overlay {
-        if writable.iter().any(|w| dir.starts_with(w))
-            || covered().iter().any(|c| dir.starts_with(c))
-            || out.iter().any(|o| dir.starts_with(o))
-        {
-            continue;
+        if !writable.iter().any(|w| dir.starts_with(w)) && !covered().iter().any(|c| dir.starts_with(c)) {
+            push_outermost(&mut out, dir);
         }
-        out.retain(|o| !o.starts_with(dir));
-        out.push(dir);
     }
     out
 }
@@ -631,11 +631,9 @@ fn mounts_below(overlay: &[&PathBuf], writable: &[PathBuf], mount_points: &[Path
     let mut out: Vec<PathBuf> = Vec::new();
     for m in mount_points {
         let below = overlay.iter().any(|o| m.starts_with(o) && m != *o);
-        if !below || writable.iter().any(|w| m.starts_with(w)) || out.iter().any(|o| m.starts_with(o)) {
-            continue;
+        if below && !writable.iter().any(|w| m.starts_with(w)) {
+            push_outermost(&mut out, m.clone());
         }
-        out.retain(|o| !o.starts_with(m));
-        out.push(m.clone());
     }
     out
 }
